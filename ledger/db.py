@@ -1,0 +1,107 @@
+"""The database engine: SQLite (WAL, serialized writers) or PostgreSQL, and schema upgrades at start."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from ledger.models import SCHEMA_REVISION
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """One engine per process. On SQLite every transaction is BEGIN IMMEDIATE: it takes the write lock
+    up front, so a check-and-reserve can never interleave with another writer (process or task)."""
+    if is_sqlite(url):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy (not the driver) decide when transactions begin.
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """One unit of work: committed on success, rolled back on any error."""
+    async with sessions() as session, session.begin():
+        yield session
+
+
+def _alembic_config(connection: Connection | None = None) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade_sync(connection: Connection) -> None:
+    from alembic import command
+
+    if connection.dialect.name == "postgresql":
+        # Replicas starting together must not run the same migration twice.
+        connection.execute(text("SELECT pg_advisory_xact_lock(7244190021)"))
+    command.upgrade(_alembic_config(connection), "head")
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    def _read(connection: Connection) -> str | None:
+        from sqlalchemy import inspect
+
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(_read)
+
+
+async def upgrade(engine: AsyncEngine) -> None:
+    """Apply every pending migration (alembic is imported only when there is something to do)."""
+    if await current_revision(engine) == SCHEMA_REVISION:
+        return
+    async with engine.begin() as conn:
+        await conn.run_sync(_upgrade_sync)
+
+
+def run_upgrade(url: str) -> None:
+    async def _run() -> None:
+        engine = create_engine(url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(_run())

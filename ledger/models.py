@@ -1,0 +1,251 @@
+"""Tables of the system of record. Schema changes go through Alembic migrations in migrations/ only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ledger.types import ExactDecimal, UTCDateTime
+
+# The Alembic revision these models match; the server upgrades to it at start.
+SCHEMA_REVISION = "0001"
+
+GLOBAL_SCOPE = "*"  # trading_state row that applies to every agent
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {Decimal: ExactDecimal, datetime: UTCDateTime, dict[str, Any]: JSON,
+                           list[Any]: JSON}
+
+
+class AgentPermissions(Base):
+    """One agent: its limits (before agent_risk_multiplier), approval mode and credentials."""
+
+    __tablename__ = "agent_trading_permissions"
+
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    max_trade_size: Mapped[Decimal]
+    max_position_size: Mapped[Decimal]
+    max_daily_trades: Mapped[int] = mapped_column(Integer)
+    allowed_symbols: Mapped[list[Any]]
+    allowed_strategies: Mapped[list[Any]]
+    risk_level: Mapped[str] = mapped_column(String(16))
+    approval: Mapped[str] = mapped_column(String(16))
+    auto_approve_max_notional: Mapped[Decimal]
+    # Further limits of the risk engine (overrides of the risk_level defaults), by name.
+    limits: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    capital: Mapped[Decimal]  # capital allocated to this agent: its own buying power
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    source: Mapped[str] = mapped_column(String(16), default="config")  # config | cli
+    token_hash: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    token_rotated_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class TradeProposal(Base):
+    """A checked order waiting to be executed; its id becomes the broker's client_order_id."""
+
+    __tablename__ = "trade_proposals"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64), index=True)
+    symbol: Mapped[str] = mapped_column(String(32))
+    side: Mapped[str] = mapped_column(String(4))
+    qty: Mapped[Decimal | None] = mapped_column(nullable=True)
+    notional: Mapped[Decimal | None] = mapped_column(nullable=True)
+    order_type: Mapped[str] = mapped_column(String(16))
+    limit_price: Mapped[Decimal | None] = mapped_column(nullable=True)
+    stop_price: Mapped[Decimal | None] = mapped_column(nullable=True)
+    time_in_force: Mapped[str] = mapped_column(String(8))
+    extended_hours: Mapped[bool] = mapped_column(Boolean, default=False)
+    strategy: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reasoning: Mapped[str] = mapped_column(Text)
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # approved | pending_approval | rejected | declined | expired | executing | executed
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    order_hash: Mapped[str] = mapped_column(String(64))
+    reference_price: Mapped[Decimal | None] = mapped_column(nullable=True)
+    estimated_notional: Mapped[Decimal | None] = mapped_column(nullable=True)
+    violations: Mapped[list[Any]] = mapped_column(default=list)
+    approval_mode: Mapped[str] = mapped_column(String(16))
+    trading_mode: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    expires_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    decided_via: Mapped[str | None] = mapped_column(String(16), nullable=True)  # auto | client | operator
+    decision_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime]
+
+
+class Approval(Base):
+    """Every approval decision: who, how, when, and for which exact order (its hash)."""
+
+    __tablename__ = "approvals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    proposal_id: Mapped[str] = mapped_column(ForeignKey("trade_proposals.id"), index=True)
+    decision: Mapped[str] = mapped_column(String(16))  # approved | declined
+    decided_by: Mapped[str] = mapped_column(String(128))
+    via: Mapped[str] = mapped_column(String(16))  # auto | client | operator
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    order_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+
+class AgentTrade(Base):
+    """One order sent (or being sent) to the broker. The row is also the reservation of usage:
+    inserted in the same transaction as the decision that allowed it, so limits hold under concurrency."""
+
+    __tablename__ = "agent_trades"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64))
+    proposal_id: Mapped[str] = mapped_column(ForeignKey("trade_proposals.id"), unique=True)
+    client_order_id: Mapped[str] = mapped_column(String(64), unique=True)
+    order_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)  # broker's id
+    symbol: Mapped[str] = mapped_column(String(32))
+    side: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[Decimal | None] = mapped_column(nullable=True)
+    notional: Mapped[Decimal | None] = mapped_column(nullable=True)
+    order_type: Mapped[str] = mapped_column(String(16))
+    limit_price: Mapped[Decimal | None] = mapped_column(nullable=True)
+    stop_price: Mapped[Decimal | None] = mapped_column(nullable=True)
+    time_in_force: Mapped[str] = mapped_column(String(8))
+    reserved_notional: Mapped[Decimal]  # priced at the larger of limit/stop price and the reference quote
+    price: Mapped[Decimal | None] = mapped_column(nullable=True)  # filled average price
+    filled_qty: Mapped[Decimal] = mapped_column(default=Decimal(0))
+    strategy: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reasoning: Mapped[str] = mapped_column(Text)
+    # pending_submit | new | accepted | partially_filled | filled | canceled | expired | rejected | unknown
+    status: Mapped[str] = mapped_column(String(20))
+    reject_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime]
+    submitted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    executed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_agent_trades_agent_created", "agent_id", "created_at"),
+        Index("ix_agent_trades_status", "status"),
+    )
+
+
+class AgentPosition(Base):
+    """The agent's own position per symbol, built from its fills (the broker account is shared)."""
+
+    __tablename__ = "agent_positions"
+
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(32), primary_key=True)
+    qty: Mapped[Decimal]
+    avg_entry_price: Mapped[Decimal]
+    realized_pl: Mapped[Decimal]
+    updated_at: Mapped[datetime]
+
+
+class AgentAccount(Base):
+    """The agent's cash out of its allocated capital, its equity peak and its start-of-day equity."""
+
+    __tablename__ = "agent_accounts"
+
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cash: Mapped[Decimal]
+    equity_peak: Mapped[Decimal]
+    day: Mapped[str] = mapped_column(String(10))  # trading day (YYYY-MM-DD, New York) of day_start_equity
+    day_start_equity: Mapped[Decimal]
+    updated_at: Mapped[datetime]
+
+
+class TradingState(Base):
+    """active | reducing | halted, for everyone (scope '*') or one agent. Only people change it."""
+
+    __tablename__ = "trading_state"
+
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    changed_by: Mapped[str] = mapped_column(String(128))
+    changed_at: Mapped[datetime]
+
+
+class AuditEvent(Base):
+    """One hash-chained audit record: hash = sha256(prev_hash || canonical record)."""
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    ts: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(128))  # agent:ID | operator:NAME | system
+    agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    kind: Mapped[str] = mapped_column(String(48))
+    tool: Mapped[str | None] = mapped_column(String(48), nullable=True)
+    payload: Mapped[str] = mapped_column(Text)  # canonical JSON, secrets redacted
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The chain's last (seq, hash): the lock appends serialize on, and what catches truncation."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class SimOrder(Base):
+    """An order at the simulated broker (the embedded default), kept in the database to survive restarts."""
+
+    __tablename__ = "sim_orders"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    client_order_id: Mapped[str] = mapped_column(String(64), unique=True)
+    symbol: Mapped[str] = mapped_column(String(32))
+    side: Mapped[str] = mapped_column(String(4))
+    qty: Mapped[Decimal | None] = mapped_column(nullable=True)
+    notional: Mapped[Decimal | None] = mapped_column(nullable=True)
+    order_type: Mapped[str] = mapped_column(String(16))
+    limit_price: Mapped[Decimal | None] = mapped_column(nullable=True)
+    stop_price: Mapped[Decimal | None] = mapped_column(nullable=True)
+    time_in_force: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    filled_qty: Mapped[Decimal]
+    filled_avg_price: Mapped[Decimal | None] = mapped_column(nullable=True)
+    submitted_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    filled_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class SimAccount(Base):
+    """The simulated broker's account: its starting cash (positions and cash follow from its fills)."""
+
+    __tablename__ = "sim_account"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    starting_cash: Mapped[Decimal]
+    created_at: Mapped[datetime]
+
+
+class KeyValue(Base):
+    """Small pieces of server state (e.g. last reconciliation, reconciliation drift)."""
+
+    __tablename__ = "server_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
+
+
+__all__ = [
+    "GLOBAL_SCOPE", "SCHEMA_REVISION", "AgentAccount", "AgentPermissions", "AgentPosition", "AgentTrade",
+    "Approval", "AuditEvent", "AuditHead", "Base", "KeyValue", "SimAccount", "SimOrder", "TradeProposal",
+    "TradingState", "UniqueConstraint",
+]

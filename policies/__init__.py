@@ -1,0 +1,1 @@
+"""The gate: agent identity and permissions, risk checks, approval rules, audit log."""

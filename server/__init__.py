@@ -1,0 +1,1 @@
+"""MCP wiring: configuration, app factory, lifespan, transports, auth and the command line."""

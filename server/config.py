@@ -1,0 +1,192 @@
+"""Configuration: one TOML file, overridden by environment variables, parsed strictly.
+
+Anything unreadable, unknown or out of range is a ConfigError with a one-line reason: the server
+refuses to start rather than guess (fail closed).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from policies.limits import ApprovalMode, BreakerAction, RiskLevel
+
+DEFAULT_CONFIG_FILE = "tradewarden.toml"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message is one line, safe to print."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+NonNegativeDecimal = Decimal
+_NONNEG = {"ge": 0}
+
+
+class AgentConfig(Strict):
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    max_trade_size: Decimal = Field(default=Decimal(5000), **_NONNEG)
+    max_position_size: Decimal = Field(default=Decimal(20000), **_NONNEG)
+    max_daily_trades: int = Field(default=20, ge=0)
+    allowed_symbols: list[str] = Field(default_factory=lambda: ["*"])
+    allowed_strategies: list[str] = Field(default_factory=lambda: ["*"])
+    risk_level: RiskLevel = "moderate"
+    approval: ApprovalMode | None = None  # None: auto in paper, elicit in live
+    auto_approve_max_notional: Decimal | None = Field(default=None, ge=0)  # None: 1000 paper, 0 live
+    capital: Decimal = Field(default=Decimal(100000), ge=0)
+    enabled: bool = True
+    # Optional overrides of the risk level's defaults (policies/limits.py).
+    max_order_qty: Decimal | None = Field(default=None, ge=0)
+    max_gross_exposure: Decimal | None = Field(default=None, ge=0)
+    max_orders_per_window: int | None = Field(default=None, ge=0)
+    order_rate_window_seconds: int | None = Field(default=None, gt=0)
+    rolling_notional_max: Decimal | None = Field(default=None, ge=0)
+    rolling_notional_window_seconds: int | None = Field(default=None, gt=0)
+    duplicate_window_seconds: int | None = Field(default=None, ge=0)
+    daily_loss_limit: Decimal | None = Field(default=None, ge=0)
+    max_drawdown_pct: Decimal | None = Field(default=None, ge=0, le=100)
+    price_collar_pct: Decimal | None = Field(default=None, ge=0)
+    max_quote_age_seconds: int | None = Field(default=None, gt=0)
+    allow_short: bool | None = None
+    max_denials_per_window: int | None = Field(default=None, ge=0)
+    denials_window_seconds: int | None = Field(default=None, gt=0)
+    breaker_action: BreakerAction | None = None
+
+    def limit_overrides(self) -> dict[str, Any]:
+        from policies.limits import OPTIONAL_LIMITS
+
+        return {name: getattr(self, name) for name in OPTIONAL_LIMITS if getattr(self, name) is not None}
+
+    @field_validator("allowed_symbols")
+    @classmethod
+    def _upper(cls, value: list[str]) -> list[str]:
+        return [s.strip().upper() for s in value]
+
+
+class ServerConfig(Strict):
+    database_url: str = "sqlite+aiosqlite:///tradewarden.db"
+    broker: Literal["simulated", "alpaca"] = "simulated"
+    alpaca_trading_url: str | None = None
+    alpaca_data_url: str | None = None
+    trading_mode: Literal["paper", "live"] = "paper"
+    enable_agent_trading: bool = True
+    max_agents_per_account: int = Field(default=5, ge=1)
+    agent_risk_multiplier: Decimal = Field(default=Decimal(1), gt=0, le=100)
+    server_name: str = "tradewarden"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    proposal_ttl_seconds: int = Field(default=300, gt=0)
+    limit_proposal_ttl_seconds: int = Field(default=3600, gt=0)
+    broker_timeout_seconds: float = Field(default=10.0, gt=0)
+    reconcile_interval_seconds: float = Field(default=30.0, gt=0)
+    state_poll_seconds: float = Field(default=0.5, gt=0)
+    requests_per_minute: int = Field(default=600, ge=1)  # per agent, over HTTP
+    request_state_keys: list[str] = Field(default_factory=list)  # shared by replicas behind one URL
+    log_json: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    simulated_seed: int = 42
+    simulated_cash: Decimal = Field(default=Decimal(1000000), ge=0)
+    enforce_market_hours: bool = True
+
+
+class Config(Strict):
+    server: ServerConfig = ServerConfig()
+    agents: list[AgentConfig] = Field(default_factory=list)
+    source: str = "built-in defaults"
+
+    @model_validator(mode="after")
+    def _unique_agents(self) -> Config:
+        ids = [a.id for a in self.agents]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"agent id listed twice: {', '.join(duplicates)}")
+        if len(ids) > self.server.max_agents_per_account:
+            raise ValueError(f"{len(ids)} agents configured but max_agents_per_account is "
+                             f"{self.server.max_agents_per_account}")
+        return self
+
+    def agent(self, agent_id: str) -> AgentConfig | None:
+        return next((a for a in self.agents if a.id == agent_id), None)
+
+    @property
+    def is_live(self) -> bool:
+        return self.server.trading_mode == "live"
+
+
+# Environment variables that override [server] keys: TRADEWARDEN_<KEY> for every key, plus the seed's names.
+SEED_ENV_NAMES = {
+    "ENABLE_AGENT_TRADING": "enable_agent_trading",
+    "AGENT_TRADING_MODE": "trading_mode",
+    "MAX_AGENTS_PER_ACCOUNT": "max_agents_per_account",
+    "AGENT_RISK_MULTIPLIER": "agent_risk_multiplier",
+}
+_LIST_KEYS = {"request_state_keys"}
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for name, key in SEED_ENV_NAMES.items():
+        if name in env:
+            overrides[key] = env[name]
+    for key in ServerConfig.model_fields:
+        name = f"TRADEWARDEN_{key.upper()}"
+        if name in env:
+            overrides[key] = env[name].split(",") if key in _LIST_KEYS else env[name]
+    if "trading_mode" in overrides:
+        overrides["trading_mode"] = str(overrides["trading_mode"]).strip().lower()
+    return overrides
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def resolve_config_path(explicit: str | None, env: Mapping[str, str]) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    if env.get("TRADEWARDEN_CONFIG"):
+        return Path(env["TRADEWARDEN_CONFIG"])
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.exists() else None
+
+
+def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read the file (if any), apply environment overrides, validate everything, check the live switch."""
+    env = os.environ if env is None else env
+    config_path = resolve_config_path(path, env)
+    raw: dict[str, Any] = {}
+    if config_path is not None:
+        try:
+            raw = tomllib.loads(config_path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {config_path}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file unreadable: {config_path}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file is not valid TOML: {config_path}: {exc}") from None
+    unknown = sorted(set(raw) - {"server", "agents"})
+    if unknown:
+        raise ConfigError(f"unknown section in config: {', '.join(unknown)}")
+    server = {**raw.get("server", {}), **_env_overrides(env)}
+    try:
+        config = Config(server=ServerConfig(**server), agents=raw.get("agents", []),
+                        source=str(config_path) if config_path else "built-in defaults")
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {_one_line(exc)}") from None
+    except ValueError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+    if config.is_live and env.get("TRADEWARDEN_ALLOW_LIVE") != "1":
+        raise ConfigError("trading_mode is live but TRADEWARDEN_ALLOW_LIVE=1 is not set: refusing to start")
+    return config
