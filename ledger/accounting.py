@@ -1,0 +1,111 @@
+"""Per-agent positions and cash, built from fills. The broker account is shared by several agents, so
+each agent's book is kept here, from the fills of its own orders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.base import BrokerOrder
+from ledger.models import AgentAccount, AgentPosition, AgentTrade
+
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class Book:
+    qty: Decimal
+    avg_entry_price: Decimal
+    realized_pl: Decimal
+
+
+def apply_fill(book: Book, side: str, qty: Decimal, price: Decimal) -> Book:
+    """Average-cost accounting. Fills that reduce a position realise P&L; ones that cross zero open the
+    other side at the fill price."""
+    signed = qty if side == "buy" else -qty
+    if book.qty == 0 or (book.qty > 0) == (signed > 0):
+        new_qty = book.qty + signed
+        avg = (abs(book.qty) * book.avg_entry_price + qty * price) / abs(new_qty)
+        return Book(new_qty, avg, book.realized_pl)
+    closing = min(abs(signed), abs(book.qty))
+    direction = Decimal(1) if book.qty > 0 else Decimal(-1)
+    realized = book.realized_pl + closing * (price - book.avg_entry_price) * direction
+    new_qty = book.qty + signed
+    if new_qty == 0:
+        return Book(ZERO, ZERO, realized)
+    if (new_qty > 0) == (book.qty > 0):
+        return Book(new_qty, book.avg_entry_price, realized)
+    return Book(new_qty, price, realized)
+
+
+def fill_delta(trade: AgentTrade, order: BrokerOrder) -> tuple[Decimal, Decimal] | None:
+    """The part of the order filled since we last looked: (qty, average price of that part)."""
+    new_qty = order.filled_qty or ZERO
+    old_qty = trade.filled_qty or ZERO
+    if new_qty <= old_qty or order.filled_avg_price is None:
+        return None
+    old_value = old_qty * (trade.price or ZERO)
+    new_value = new_qty * order.filled_avg_price
+    delta_qty = new_qty - old_qty
+    return delta_qty, (new_value - old_value) / delta_qty
+
+
+async def ensure_agent_account(session: AsyncSession, agent_id: str, capital: Decimal, day: str,
+                               now: datetime) -> AgentAccount:
+    account = await session.get(AgentAccount, agent_id)
+    if account is None:
+        account = AgentAccount(agent_id=agent_id, cash=capital, equity_peak=capital, day=day,
+                               day_start_equity=capital, updated_at=now)
+        session.add(account)
+        await session.flush()
+    return account
+
+
+async def apply_order_update(session: AsyncSession, trade: AgentTrade, order: BrokerOrder, now: datetime,
+                             capital: Decimal, day: str) -> bool:
+    """Bring our trade row in line with the broker's order, booking any new fill to the agent's position
+    and cash. Returns True when anything changed. Idempotent: the same update twice books nothing twice."""
+    changed = False
+    delta = fill_delta(trade, order)
+    if delta is not None:
+        qty, price = delta
+        position = (await session.execute(
+            select(AgentPosition).where(AgentPosition.agent_id == trade.agent_id,
+                                        AgentPosition.symbol == trade.symbol).with_for_update()
+        )).scalar_one_or_none()
+        book = Book(ZERO, ZERO, ZERO) if position is None else Book(position.qty, position.avg_entry_price,
+                                                                     position.realized_pl)
+        book = apply_fill(book, trade.side, qty, price)
+        if position is None:
+            session.add(AgentPosition(agent_id=trade.agent_id, symbol=trade.symbol, qty=book.qty,
+                                      avg_entry_price=book.avg_entry_price, realized_pl=book.realized_pl,
+                                      updated_at=now))
+        else:
+            position.qty, position.avg_entry_price, position.realized_pl = book.qty, book.avg_entry_price, \
+                book.realized_pl
+            position.updated_at = now
+        account = await ensure_agent_account(session, trade.agent_id, capital, day, now)
+        cash_flow = qty * price
+        account.cash = account.cash - cash_flow if trade.side == "buy" else account.cash + cash_flow
+        account.updated_at = now
+        trade.filled_qty = order.filled_qty
+        trade.price = order.filled_avg_price
+        changed = True
+    if order.broker_order_id and trade.order_id != order.broker_order_id:
+        trade.order_id = order.broker_order_id
+        changed = True
+    if trade.status != order.status:
+        trade.status = order.status
+        changed = True
+        if order.status == "rejected":
+            trade.reject_reason = order.reject_reason
+    if order.status == "filled" and trade.executed_at is None:
+        trade.executed_at = order.updated_at or now
+        changed = True
+    if changed:
+        trade.updated_at = now
+    return changed

@@ -1,0 +1,118 @@
+"""Agent registry: agents from the config file, agents added by operators, and their bearer tokens.
+
+Only a hash of each token is stored; the token itself is shown once, when created or rotated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ledger.models import AgentPermissions
+from policies import audit
+
+TOKEN_PREFIX = "tw_"
+
+
+class RegistryError(Exception):
+    """An operator request on the registry that cannot be done; the message is one line."""
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def tokens_match(token: str, stored_hash: str | None) -> bool:
+    return stored_hash is not None and hmac.compare_digest(hash_token(token), stored_hash)
+
+
+def _limits_json(overrides: dict[str, Any]) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in overrides.items()}
+
+
+def permissions_from_config(agent: Any, now: datetime) -> dict[str, Any]:
+    return {
+        "max_trade_size": agent.max_trade_size, "max_position_size": agent.max_position_size,
+        "max_daily_trades": agent.max_daily_trades, "allowed_symbols": list(agent.allowed_symbols),
+        "allowed_strategies": list(agent.allowed_strategies), "risk_level": agent.risk_level,
+        "approval": agent.approval or "", "auto_approve_max_notional": agent.auto_approve_max_notional
+        if agent.auto_approve_max_notional is not None else Decimal(-1),
+        "limits": _limits_json(agent.limit_overrides()), "capital": agent.capital, "enabled": agent.enabled,
+        "updated_at": now,
+    }
+
+
+async def sync_config_agents(session: AsyncSession, agents: Iterable[Any], now: datetime) -> list[str]:
+    """The config file is the source of truth for the agents it names: their rows follow it at start.
+    Tokens and agents added from the command line are left alone."""
+    changed: list[str] = []
+    for agent in agents:
+        values = permissions_from_config(agent, now)
+        row = await session.get(AgentPermissions, agent.id)
+        if row is None:
+            session.add(AgentPermissions(agent_id=agent.id, source="config", created_at=now, **values))
+            changed.append(agent.id)
+            continue
+        differs = any(getattr(row, k) != v for k, v in values.items() if k != "updated_at")
+        if differs:
+            for key, value in values.items():
+                setattr(row, key, value)
+            changed.append(agent.id)
+    if changed:
+        await audit.append(session, ts=now, actor="system:config", kind="agents.synced",
+                           payload={"agents": changed})
+    return changed
+
+
+async def add_agent(session: AsyncSession, agent_config: Any, *, max_agents: int, actor: str,
+                    now: datetime) -> str:
+    if await session.get(AgentPermissions, agent_config.id) is not None:
+        raise RegistryError(f"agent {agent_config.id!r} already exists")
+    count = (await session.execute(select(func.count()).select_from(AgentPermissions))).scalar_one()
+    if count >= max_agents:
+        raise RegistryError(f"max_agents_per_account is {max_agents}: {count} agents exist already")
+    token = new_token()
+    session.add(AgentPermissions(agent_id=agent_config.id, source="cli", created_at=now,
+                                 token_hash=hash_token(token), token_rotated_at=now,
+                                 **permissions_from_config(agent_config, now)))
+    await audit.append(session, ts=now, actor=actor, kind="agent.added", agent_id=agent_config.id,
+                       payload={"agent_id": agent_config.id})
+    return token
+
+
+async def rotate_token(session: AsyncSession, agent_id: str, *, actor: str, now: datetime) -> str:
+    row = await session.get(AgentPermissions, agent_id)
+    if row is None:
+        raise RegistryError(f"no agent {agent_id!r}")
+    token = new_token()
+    row.token_hash, row.token_rotated_at, row.updated_at = hash_token(token), now, now
+    await audit.append(session, ts=now, actor=actor, kind="agent.token_rotated", agent_id=agent_id,
+                       payload={"agent_id": agent_id})
+    return token
+
+
+async def set_enabled(session: AsyncSession, agent_id: str, enabled: bool, *, actor: str, now: datetime) -> None:
+    row = await session.get(AgentPermissions, agent_id)
+    if row is None:
+        raise RegistryError(f"no agent {agent_id!r}")
+    row.enabled, row.updated_at = enabled, now
+    await audit.append(session, ts=now, actor=actor, kind="agent.enabled" if enabled else "agent.disabled",
+                       agent_id=agent_id, payload={"agent_id": agent_id})
+
+
+async def agent_for_token(session: AsyncSession, token: str) -> AgentPermissions | None:
+    row = (await session.execute(select(AgentPermissions).where(AgentPermissions.token_hash == hash_token(token)))
+           ).scalar_one_or_none()
+    return row

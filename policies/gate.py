@@ -1,0 +1,644 @@
+"""The gate: the one pipeline every tool call passes.
+
+identity → trading state and permissions → risk checks → approval → audit intent → broker → audit outcome.
+
+The checks themselves are pure (policies/checks.py); this module gathers their inputs (database, broker,
+clock), makes the decision atomic with its reservation, and records everything in the audit log.
+Nothing reaches the broker except through `Gate.execute` (orders) and `Gate.cancel` (cancels).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from broker.base import OPEN_STATUSES, Account, Asset, Broker, BrokerError, BrokerOrder, Quote, SubmitOrder
+from ledger.accounting import apply_order_update, ensure_agent_account
+from ledger.db import transaction
+from ledger.models import (
+    GLOBAL_SCOPE,
+    AgentPermissions,
+    AgentPosition,
+    AgentTrade,
+    Approval,
+    TradeProposal,
+    TradingState,
+)
+from ledger.usage import load_usage
+from policies import audit
+from policies.approval import ApprovalPolicy, ClientDecision, approval_for, default_policy
+from policies.breakers import breaker_decision
+from policies.checks import CheckInput, TradingStatus, Usage, price_order, run_checks
+from policies.limits import EffectiveLimits, effective_limits
+from policies.market_hours import is_market_open
+from policies.orders import OrderRequest
+from policies.violations import Code, GateDenied, Violation, deny
+
+log = structlog.get_logger("tradewarden.gate")
+NEW_YORK = ZoneInfo("America/New_York")
+R = TypeVar("R")
+
+# Our trade statuses in which the order may still fill: they hold their reservation.
+LIVE_TRADE_STATUSES = frozenset(OPEN_STATUSES | {"pending_submit", "unknown"})
+
+
+def trading_day(now: datetime) -> str:
+    return now.astimezone(NEW_YORK).date().isoformat()
+
+
+@dataclass(frozen=True)
+class Agent:
+    """Who a call acts for, with its effective limits. Built from the database on every call, so a
+    disable, a limit change or a token rotation applies at once."""
+
+    id: str
+    limits: EffectiveLimits
+    approval: ApprovalPolicy
+    risk_level: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The market and account state a decision was made on."""
+
+    quote: Quote | None
+    asset: Asset | None
+    account: Account | None
+    market_open: bool | None
+
+
+@dataclass(frozen=True)
+class ProposalDraft:
+    """A propose_trade request after parsing: the order plus what the agent says about it."""
+
+    order: OrderRequest
+    strategy: str | None
+    reasoning: str
+    confidence: float | None
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    trading_mode: str
+    enable_agent_trading: bool
+    risk_multiplier: Decimal
+    proposal_ttl: timedelta
+    limit_proposal_ttl: timedelta
+    broker_timeout: float
+    enforce_market_hours: bool
+    is_postgres: bool
+
+
+ProposalListener = Callable[[str], Awaitable[None]]
+
+
+class Gate:
+    def __init__(self, *, settings: GateSettings, sessions: async_sessionmaker[AsyncSession], broker: Broker,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self.settings = settings
+        self.sessions = sessions
+        self.broker = broker
+        self.clock = clock
+        self._proposal_listeners: list[ProposalListener] = []
+
+    # --- identity ----------------------------------------------------------------------------------
+
+    async def load_agent(self, agent_id: str | None) -> Agent:
+        if not agent_id:
+            raise deny(Code.AGENT_UNKNOWN, "no agent identity: start the server with --agent ID or present a "
+                                           "valid bearer token")
+        async with self.sessions() as session:
+            row = await session.get(AgentPermissions, agent_id)
+        if row is None:
+            raise deny(Code.AGENT_UNKNOWN, f"agent {agent_id!r} is not registered")
+        if not row.enabled:
+            raise deny(Code.AGENT_DISABLED, f"agent {agent_id!r} is disabled by an operator")
+        return self.agent_from_row(row)
+
+    def agent_from_row(self, row: AgentPermissions) -> Agent:
+        limits = effective_limits(
+            max_trade_size=row.max_trade_size, max_position_size=row.max_position_size,
+            max_daily_trades=row.max_daily_trades, allowed_symbols=list(row.allowed_symbols),
+            allowed_strategies=list(row.allowed_strategies), risk_level=row.risk_level, capital=row.capital,
+            overrides=_decode_overrides(row.limits), multiplier=self.settings.risk_multiplier)
+        # Unset in the config ("" / negative): the mode's default applies (policies/approval.py).
+        auto_max = row.auto_approve_max_notional if row.auto_approve_max_notional >= 0 else None
+        policy = default_policy(row.approval or None, auto_max, live=self.settings.trading_mode == "live")
+        return Agent(id=row.agent_id, limits=limits, approval=policy, risk_level=row.risk_level)
+
+    # --- the audited call wrapper ------------------------------------------------------------------
+
+    async def handle(self, tool: str, agent_id: str | None, args: Mapping[str, Any],
+                     operation: Callable[[Agent], Awaitable[R]]) -> R:
+        """Run one tool call through the gate: identify, record the intent, act, record the outcome.
+        Denials and failures are recorded too, then re-raised for the tool layer to report."""
+        actor = f"agent:{agent_id}" if agent_id else "agent:?"
+        await self.record(actor=actor, kind="tool.intent", tool=tool, agent_id=agent_id, payload={"args": args})
+        try:
+            agent = await self.load_agent(agent_id)
+            result = await operation(agent)
+        except GateDenied as denied:
+            await self.record(actor=actor, kind="tool.denied", tool=tool, agent_id=agent_id,
+                              payload={"codes": [v.code for v in denied.violations],
+                                       "violations": denied.violations})
+            raise
+        except BrokerError as error:
+            await self.record(actor=actor, kind="tool.failed", tool=tool, agent_id=agent_id,
+                              payload={"code": error.code, "error": error.message})
+            raise deny(Code(error.code) if error.code in Code.__members__ else Code.BROKER_ERROR,
+                       f"broker error: {error.message}") from None
+        except Exception as error:
+            await self.record(actor=actor, kind="tool.failed", tool=tool, agent_id=agent_id,
+                              payload={"error": type(error).__name__, "detail": str(error)[:500]})
+            raise
+        outcome = result.model_dump(mode="json") if hasattr(result, "model_dump") else {"result": str(result)}
+        await self.record(actor=actor, kind="tool.outcome", tool=tool, agent_id=agent_id, payload=outcome)
+        return result
+
+    async def record(self, *, actor: str, kind: str, payload: Mapping[str, Any], tool: str | None = None,
+                     agent_id: str | None = None, session: AsyncSession | None = None) -> None:
+        if session is not None:
+            await audit.append(session, ts=self.clock(), actor=actor, kind=kind, tool=tool, agent_id=agent_id,
+                               payload=payload)
+            return
+        async with transaction(self.sessions) as own:
+            await audit.append(own, ts=self.clock(), actor=actor, kind=kind, tool=tool, agent_id=agent_id,
+                               payload=payload)
+
+    # --- inputs of a decision ----------------------------------------------------------------------
+
+    async def snapshot(self, order: OrderRequest) -> Snapshot:
+        """Quote, asset, account and market hours, fetched concurrently. Any failure leaves that part
+        None, and the checks fail closed on None."""
+
+        async def guarded(coro: Awaitable[Any]) -> Any:
+            try:
+                return await asyncio.wait_for(coro, self.settings.broker_timeout)
+            except (BrokerError, TimeoutError) as error:
+                log.warning("snapshot_part_unavailable", symbol=order.symbol, error=str(error))
+                return None
+
+        quotes, asset, account = await asyncio.gather(
+            guarded(self.broker.get_quotes([order.symbol])), guarded(self.broker.get_asset(order.symbol)),
+            guarded(self.broker.get_account()))
+        quote = (quotes or {}).get(order.symbol)
+        market_open = True if order.is_crypto else is_market_open(self.clock())
+        return Snapshot(quote=quote, asset=asset, account=account, market_open=market_open)
+
+    async def trading_status(self, session: AsyncSession, agent_id: str, *, lock: bool = False) -> TradingStatus:
+        """Global and agent trading state. With lock=True (check-and-reserve on PostgreSQL) the global row
+        is locked first, then the agent's permissions: one lock order everywhere, so no deadlocks."""
+        global_query = select(TradingState).where(TradingState.scope == GLOBAL_SCOPE)
+        if lock and self.settings.is_postgres:
+            global_query = global_query.with_for_update()
+        global_row = (await session.execute(global_query)).scalar_one_or_none()
+        if lock and self.settings.is_postgres:
+            await session.execute(select(AgentPermissions.agent_id).where(AgentPermissions.agent_id == agent_id)
+                                  .with_for_update())
+        agent_row = await session.get(TradingState, agent_id)
+        return TradingStatus(
+            enabled=self.settings.enable_agent_trading,
+            global_state=global_row.state if global_row else "active",
+            global_reason=global_row.reason if global_row else None,
+            agent_state=agent_row.state if agent_row else "active",
+            agent_reason=agent_row.reason if agent_row else None)
+
+    async def _decide(self, session: AsyncSession, agent: Agent, order: OrderRequest, strategy: str | None,
+                      snap: Snapshot, *, lock: bool) -> tuple[list[Violation], Usage]:
+        now = self.clock()
+        status = await self.trading_status(session, agent.id, lock=lock)
+        await ensure_agent_account(session, agent.id, agent.limits.capital, trading_day(now), now)
+        quotes = {snap.quote.symbol: snap.quote} if snap.quote else {}
+        usage = await load_usage(session, agent_id=agent.id, order=order, limits=agent.limits, quotes=quotes,
+                                 now=now)
+        check_input = CheckInput(order=order, strategy=strategy, limits=agent.limits, quote=snap.quote,
+                                 asset=snap.asset, usage=usage, account=snap.account, status=status, now=now,
+                                 market_open=snap.market_open,
+                                 enforce_market_hours=self.settings.enforce_market_hours)
+        return run_checks(check_input), usage
+
+    async def _trip_breaker_if_needed(self, session: AsyncSession, agent: Agent, usage: Usage,
+                                      violations: list[Violation]) -> None:
+        trip = breaker_decision(agent.limits, usage, violations)
+        if trip is None:
+            return
+        current = await session.get(TradingState, agent.id)
+        rank = {"active": 0, "reducing": 1, "halted": 2}
+        if current is not None and rank.get(current.state, 0) >= rank[trip.state]:
+            return
+        now = self.clock()
+        if current is None:
+            session.add(TradingState(scope=agent.id, state=trip.state, reason=trip.reason,
+                                     changed_by="circuit-breaker", changed_at=now))
+        else:
+            current.state, current.reason, current.changed_by, current.changed_at = (
+                trip.state, trip.reason, "circuit-breaker", now)
+        await self.record(session=session, actor="system:circuit-breaker", kind="trading_state.changed",
+                          agent_id=agent.id, payload={"scope": agent.id, "state": trip.state, "reason": trip.reason})
+        log.warning("circuit_breaker_tripped", agent=agent.id, state=trip.state, reason=trip.reason)
+
+    # --- propose -----------------------------------------------------------------------------------
+
+    async def propose(self, agent: Agent, draft: ProposalDraft) -> tuple[TradeProposal, list[Violation]]:
+        order = draft.order
+        snap = await self.snapshot(order)
+        pricing = price_order(order, snap.quote)
+        now = self.clock()
+        ttl = self.settings.proposal_ttl if order.order_type == "market" else self.settings.limit_proposal_ttl
+        async with transaction(self.sessions) as session:
+            violations, usage = await self._decide(session, agent, order, draft.strategy, snap, lock=False)
+            status = "rejected" if violations else approval_for(agent.approval, pricing.estimated_notional)
+            proposal = TradeProposal(
+                id=str(uuid.uuid4()), agent_id=agent.id, symbol=order.symbol, side=order.side, qty=order.qty,
+                notional=order.notional, order_type=order.order_type, limit_price=order.limit_price,
+                stop_price=order.stop_price, time_in_force=order.time_in_force,
+                extended_hours=order.extended_hours, strategy=draft.strategy, reasoning=draft.reasoning,
+                confidence=draft.confidence, status=status, order_hash=order.order_hash(),
+                reference_price=pricing.reference_price, estimated_notional=pricing.estimated_notional,
+                violations=[v.model_dump(mode="json") for v in violations], approval_mode=agent.approval.mode,
+                trading_mode=self.settings.trading_mode, created_at=now, expires_at=now + ttl, updated_at=now)
+            if status == "approved":
+                proposal.decided_at, proposal.decided_by, proposal.decided_via = now, "policy:auto", "auto"
+            session.add(proposal)
+            await session.flush()
+            if status == "approved":
+                session.add(Approval(proposal_id=proposal.id, decision="approved", decided_by="policy:auto",
+                                     via="auto", order_hash=proposal.order_hash, created_at=now))
+            if violations:
+                await self._trip_breaker_if_needed(session, agent, usage, violations)
+        return proposal, violations
+
+    # --- execute -----------------------------------------------------------------------------------
+
+    async def execute(self, agent: Agent, proposal_id: str,
+                      decision: ClientDecision | None = None) -> tuple[TradeProposal, AgentTrade | None,
+                                                                         list[Violation]]:
+        """Submit an approved proposal at most once. Returns the proposal, its trade (if an order exists)
+        and the violations that stopped it (if any)."""
+        proposal, trade = await self._load_proposal(agent, proposal_id)
+        if trade is not None:
+            return proposal, await self.refresh_trade(trade), []
+        stopped = await self._stop_reason(proposal)
+        if stopped is not None:
+            return stopped
+        if proposal.status == "pending_approval":
+            proposal, answered = await self._apply_client_decision(agent, proposal, decision)
+            if not answered:
+                return proposal, None, [Violation(
+                    code=Code.APPROVAL_REQUIRED,
+                    message=f"a person must approve this trade: in the MCP client, or out of band with "
+                            f"`tradewarden approvals approve {proposal.id}`; then call execute_trade again")]
+            if proposal.status == "declined":
+                return proposal, None, [Violation(code=Code.APPROVAL_DECLINED,
+                                                  message="a person declined this trade; it will not be sent")]
+        if proposal.status != "approved":  # executing/executed by a concurrent call
+            proposal, trade = await self._load_proposal(agent, proposal_id)
+            return proposal, trade, []
+        return await self._reserve_and_submit(agent, proposal)
+
+    async def _load_proposal(self, agent: Agent, proposal_id: str) -> tuple[TradeProposal, AgentTrade | None]:
+        try:
+            uuid.UUID(proposal_id)
+        except ValueError:
+            raise deny(Code.PROPOSAL_NOT_FOUND, f"no proposal {proposal_id!r}: ids are UUIDs returned by "
+                                                "propose_trade") from None
+        async with self.sessions() as session:
+            proposal = await session.get(TradeProposal, proposal_id)
+            # Another agent's proposal is reported as absent: ids are not a way to learn about others.
+            if proposal is None or proposal.agent_id != agent.id:
+                raise deny(Code.PROPOSAL_NOT_FOUND, f"no proposal {proposal_id} for this agent")
+            trade = await session.get(AgentTrade, proposal_id)
+        return proposal, trade
+
+    async def _stop_reason(self, proposal: TradeProposal) -> tuple[TradeProposal, None, list[Violation]] | None:
+        if proposal.status == "rejected":
+            return proposal, None, [Violation.model_validate(v) for v in proposal.violations]
+        if proposal.status == "declined":
+            return proposal, None, [Violation(code=Code.APPROVAL_DECLINED, message="a person declined this trade")]
+        expired = proposal.status == "expired" or (
+            proposal.status in ("approved", "pending_approval") and self.clock() >= proposal.expires_at)
+        if expired:
+            if proposal.status != "expired":
+                proposal = await self._transition(proposal, {"approved", "pending_approval"}, "expired")
+            return proposal, None, [Violation(
+                code=Code.PROPOSAL_EXPIRED,
+                message=f"the proposal expired at {proposal.expires_at.isoformat()}; propose the trade again")]
+        if _order_of(proposal).order_hash() != proposal.order_hash:
+            return proposal, None, [Violation(code=Code.PROPOSAL_CHANGED,
+                                              message="the stored order no longer matches what was approved")]
+        return None
+
+    async def _transition(self, proposal: TradeProposal, from_states: set[str], to_state: str,
+                          session: AsyncSession | None = None, **values: Any) -> TradeProposal:
+        """Move a proposal between states atomically: only one concurrent caller can win a transition."""
+
+        async def run(s: AsyncSession) -> bool:
+            result = await s.execute(
+                update(TradeProposal).where(TradeProposal.id == proposal.id,
+                                            TradeProposal.status.in_(from_states))
+                .values(status=to_state, updated_at=self.clock(), **values)
+                .execution_options(synchronize_session=False))
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+        if session is not None:
+            await run(session)
+        else:
+            async with transaction(self.sessions) as own:
+                await run(own)
+        async with self.sessions() as s:
+            fresh = await s.get(TradeProposal, proposal.id)
+        assert fresh is not None
+        await self._notify(proposal.id)
+        return fresh
+
+    async def _apply_client_decision(self, agent: Agent, proposal: TradeProposal,
+                                     decision: ClientDecision | None) -> tuple[TradeProposal, bool]:
+        if decision is None or decision.action == "cancel":
+            return proposal, False
+        new_state = "approved" if decision.action == "accept" else "declined"
+        now = self.clock()
+        async with transaction(self.sessions) as session:
+            result = await session.execute(
+                update(TradeProposal).where(TradeProposal.id == proposal.id,
+                                            TradeProposal.status == "pending_approval",
+                                            TradeProposal.order_hash == proposal.order_hash)
+                .values(status=new_state, decided_at=now, decided_by=decision.by, decided_via="client",
+                        decision_note=decision.note, updated_at=now)
+                .execution_options(synchronize_session=False))
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                session.add(Approval(proposal_id=proposal.id, decision=new_state, decided_by=decision.by,
+                                     via="client", note=decision.note, order_hash=proposal.order_hash,
+                                     created_at=now))
+                await self.record(session=session, actor=f"human:{decision.by}", kind=f"approval.{new_state}",
+                                  agent_id=agent.id, payload={"proposal_id": proposal.id, "via": "client",
+                                                              "order_hash": proposal.order_hash,
+                                                              "note": decision.note})
+        async with self.sessions() as s:
+            fresh = await s.get(TradeProposal, proposal.id)
+        assert fresh is not None
+        await self._notify(proposal.id)
+        return fresh, True
+
+    async def _reserve_and_submit(self, agent: Agent, proposal: TradeProposal
+                                  ) -> tuple[TradeProposal, AgentTrade | None, list[Violation]]:
+        order = _order_of(proposal)
+        snap = await self.snapshot(order)
+        pricing = price_order(order, snap.quote)
+        now = self.clock()
+        won_race = False
+        async with transaction(self.sessions) as session:
+            violations, usage = await self._decide(session, agent, order, proposal.strategy, snap, lock=True)
+            if violations:
+                await session.execute(
+                    update(TradeProposal).where(TradeProposal.id == proposal.id,
+                                                TradeProposal.status == "approved")
+                    .values(status="rejected", violations=[v.model_dump(mode="json") for v in violations],
+                            updated_at=now).execution_options(synchronize_session=False))
+                await self._trip_breaker_if_needed(session, agent, usage, violations)
+            else:
+                won = await session.execute(
+                    update(TradeProposal).where(TradeProposal.id == proposal.id,
+                                                TradeProposal.status == "approved")
+                    .values(status="executing", updated_at=now).execution_options(synchronize_session=False))
+                won_race = won.rowcount == 1  # type: ignore[attr-defined]
+                if won_race:
+                    trade = AgentTrade(
+                        id=proposal.id, agent_id=agent.id, proposal_id=proposal.id, client_order_id=proposal.id,
+                        symbol=order.symbol, side=order.side, quantity=order.qty, notional=order.notional,
+                        order_type=order.order_type, limit_price=order.limit_price, stop_price=order.stop_price,
+                        time_in_force=order.time_in_force,
+                        reserved_notional=pricing.estimated_notional or Decimal(0), filled_qty=Decimal(0),
+                        strategy=proposal.strategy, reasoning=proposal.reasoning, status="pending_submit",
+                        created_at=now, updated_at=now)
+                    session.add(trade)
+                    await self.record(session=session, actor=f"agent:{agent.id}", kind="order.intent",
+                                      agent_id=agent.id,
+                                      payload={"proposal_id": proposal.id, "order": order.canonical_json(),
+                                               "reserved_notional": trade.reserved_notional})
+        if violations:
+            fresh, _ = await self._load_proposal(agent, proposal.id)
+            await self._notify(proposal.id)
+            return fresh, None, violations
+        if not won_race:  # a concurrent execution of the same proposal sends the one order
+            fresh, existing = await self._load_proposal(agent, proposal.id)
+            return fresh, existing, []
+        async with self.sessions() as session:
+            trade_row = await session.get(AgentTrade, proposal.id)
+        assert trade_row is not None
+        trade, error = await self._submit(agent, trade_row, order)
+        fresh, _ = await self._load_proposal(agent, proposal.id)
+        await self._notify(proposal.id)
+        return fresh, trade, ([Violation(code=Code(error.code) if error.code in Code.__members__
+                                         else Code.BROKER_ERROR, message=f"broker: {error.message}")]
+                              if error else [])
+
+    async def _submit(self, agent: Agent, trade: AgentTrade, order: OrderRequest
+                      ) -> tuple[AgentTrade, BrokerError | None]:
+        """Send the order once. On a timeout the outcome is unknown: look it up by client_order_id,
+        never send it again."""
+        request = SubmitOrder(client_order_id=trade.client_order_id, order=order, agent_id=agent.id)
+        broker_order: BrokerOrder | None = None
+        error: BrokerError | None = None
+        try:
+            broker_order = await asyncio.wait_for(self.broker.submit_order(request), self.settings.broker_timeout)
+        except BrokerError as failure:
+            if failure.code == "DUPLICATE_ORDER" or failure.retryable:
+                broker_order = await self._lookup(trade.client_order_id)
+            if broker_order is None:
+                error = failure
+        except TimeoutError:
+            broker_order = await self._lookup(trade.client_order_id)
+            if broker_order is None:
+                error = BrokerError("the broker did not answer in time; the order's outcome is unknown and "
+                                    "will be reconciled by its client_order_id", retryable=True)
+        now = self.clock()
+        async with transaction(self.sessions) as session:
+            row = await session.get(AgentTrade, trade.id)
+            assert row is not None
+            if broker_order is not None:
+                row.submitted_at = now
+                await apply_order_update(session, row, broker_order, now, agent.limits.capital, trading_day(now))
+            elif error is not None and error.retryable:
+                row.status, row.reject_reason, row.updated_at = "unknown", error.message, now
+            else:
+                assert error is not None
+                row.status, row.reject_reason, row.updated_at = "rejected", error.message, now
+            await session.execute(update(TradeProposal).where(TradeProposal.id == trade.proposal_id)
+                                  .values(status="executed", updated_at=now)
+                                  .execution_options(synchronize_session=False))
+            await self.record(session=session, actor=f"agent:{agent.id}", kind="order.outcome", agent_id=agent.id,
+                              payload={"proposal_id": trade.proposal_id, "status": row.status,
+                                       "broker_order_id": row.order_id, "filled_qty": row.filled_qty,
+                                       "filled_avg_price": row.price,
+                                       "error": error.message if error else None})
+        async with self.sessions() as session:
+            final = await session.get(AgentTrade, trade.id)
+        assert final is not None
+        return final, error
+
+    async def _lookup(self, client_order_id: str) -> BrokerOrder | None:
+        try:
+            return await asyncio.wait_for(self.broker.get_order_by_client_id(client_order_id),
+                                          self.settings.broker_timeout)
+        except (BrokerError, TimeoutError) as error:
+            log.warning("order_lookup_failed", client_order_id=client_order_id, error=str(error))
+            return None
+
+    # --- order state from the broker ---------------------------------------------------------------
+
+    async def refresh_trade(self, trade: AgentTrade) -> AgentTrade:
+        """Bring one live order up to date with the broker (fills, cancels, expiries)."""
+        if trade.status not in LIVE_TRADE_STATUSES or trade.status == "pending_submit":
+            return trade
+        broker_order = await self._lookup(trade.client_order_id)
+        if broker_order is None:
+            return trade
+        now = self.clock()
+        async with transaction(self.sessions) as session:
+            row = await session.get(AgentTrade, trade.id)
+            assert row is not None
+            capital = await self._capital(session, row.agent_id)
+            before = row.status
+            if await apply_order_update(session, row, broker_order, now, capital, trading_day(now)):
+                await self.record(session=session, actor="system:sync", kind="order.updated", agent_id=row.agent_id,
+                                  payload={"order_id": row.id, "from": before, "to": row.status,
+                                           "filled_qty": row.filled_qty, "filled_avg_price": row.price})
+        async with self.sessions() as session:
+            fresh = await session.get(AgentTrade, trade.id)
+        assert fresh is not None
+        return fresh
+
+    async def refresh_open_trades(self, agent_id: str | None = None) -> int:
+        """Refresh every live order (of one agent, or all). Returns how many changed status."""
+        async with self.sessions() as session:
+            query = select(AgentTrade).where(AgentTrade.status.in_(LIVE_TRADE_STATUSES - {"pending_submit"}))
+            if agent_id is not None:
+                query = query.where(AgentTrade.agent_id == agent_id)
+            trades = list((await session.execute(query)).scalars())
+        changed = 0
+        for trade in trades:
+            fresh = await self.refresh_trade(trade)
+            changed += fresh.status != trade.status
+        return changed
+
+    async def _capital(self, session: AsyncSession, agent_id: str) -> Decimal:
+        row = await session.get(AgentPermissions, agent_id)
+        return row.capital if row is not None else Decimal(0)
+
+    # --- cancel ------------------------------------------------------------------------------------
+
+    async def cancel(self, agent: Agent, order_id: str) -> AgentTrade:
+        """Cancels reduce risk: allowed while halted or reducing. Only the agent's own orders."""
+        async with self.sessions() as session:
+            trade = await session.get(AgentTrade, order_id)
+            if trade is None:
+                trade = (await session.execute(select(AgentTrade).where(AgentTrade.order_id == order_id))
+                         ).scalar_one_or_none()
+        if trade is None or trade.agent_id != agent.id:
+            raise deny(Code.ORDER_NOT_FOUND, f"no order {order_id} for this agent")
+        trade = await self.refresh_trade(trade)
+        if trade.status not in LIVE_TRADE_STATUSES:
+            return trade
+        if trade.order_id is None:
+            raise deny(Code.BROKER_ERROR, "the order's submission is still in flight; try the cancel again")
+        await self.record(actor=f"agent:{agent.id}", kind="order.cancel_intent", agent_id=agent.id,
+                          payload={"order_id": trade.id, "broker_order_id": trade.order_id})
+        broker_order = await asyncio.wait_for(self.broker.cancel_order(trade.order_id), self.settings.broker_timeout)
+        now = self.clock()
+        async with transaction(self.sessions) as session:
+            row = await session.get(AgentTrade, trade.id)
+            assert row is not None
+            await apply_order_update(session, row, broker_order, now, agent.limits.capital, trading_day(now))
+            await self.record(session=session, actor=f"agent:{agent.id}", kind="order.cancel_outcome",
+                              agent_id=agent.id, payload={"order_id": row.id, "status": row.status})
+        async with self.sessions() as session:
+            fresh = await session.get(AgentTrade, trade.id)
+        assert fresh is not None
+        return fresh
+
+    # --- reads -------------------------------------------------------------------------------------
+
+    async def orders(self, agent: Agent, status: str, limit: int) -> list[AgentTrade]:
+        await self.refresh_open_trades(agent.id)
+        async with self.sessions() as session:
+            query = select(AgentTrade).where(AgentTrade.agent_id == agent.id)
+            if status == "open":
+                query = query.where(AgentTrade.status.in_(LIVE_TRADE_STATUSES))
+            elif status == "closed":
+                query = query.where(AgentTrade.status.not_in(LIVE_TRADE_STATUSES))
+            rows = (await session.execute(query.order_by(AgentTrade.created_at.desc()).limit(limit))).scalars()
+            return list(rows)
+
+    async def positions(self, agent: Agent) -> tuple[list[AgentPosition], dict[str, Quote], Decimal]:
+        """The agent's positions, their quotes, and the agent's cash."""
+        await self.refresh_open_trades(agent.id)
+        now = self.clock()
+        async with transaction(self.sessions) as session:
+            account = await ensure_agent_account(session, agent.id, agent.limits.capital, trading_day(now), now)
+            cash = account.cash
+            rows = list((await session.execute(
+                select(AgentPosition).where(AgentPosition.agent_id == agent.id).order_by(AgentPosition.symbol)
+            )).scalars())
+        symbols = [p.symbol for p in rows if p.qty != 0]
+        quotes: dict[str, Quote] = {}
+        if symbols:
+            try:
+                quotes = await asyncio.wait_for(self.broker.get_quotes(symbols), self.settings.broker_timeout)
+            except (BrokerError, TimeoutError) as error:
+                log.warning("quotes_unavailable", error=str(error))
+        return rows, quotes, cash
+
+    async def account(self) -> Account | None:
+        try:
+            return await asyncio.wait_for(self.broker.get_account(), self.settings.broker_timeout)
+        except (BrokerError, TimeoutError):
+            return None
+
+    async def usage_today(self, agent: Agent) -> tuple[TradingStatus, Usage]:
+        now = self.clock()
+        probe = OrderRequest(symbol="*", side="buy", qty=Decimal(0))
+        async with transaction(self.sessions) as session:
+            status = await self.trading_status(session, agent.id)
+            await ensure_agent_account(session, agent.id, agent.limits.capital, trading_day(now), now)
+            usage = await load_usage(session, agent_id=agent.id, order=probe, limits=agent.limits, quotes={},
+                                     now=now)
+        return status, usage
+
+    # --- proposal change notifications (resources) -------------------------------------------------
+
+    def on_proposal_change(self, listener: ProposalListener) -> None:
+        self._proposal_listeners.append(listener)
+
+    async def _notify(self, proposal_id: str) -> None:
+        for listener in self._proposal_listeners:
+            try:
+                await listener(proposal_id)
+            except Exception as error:  # a listener must never break a trade
+                log.warning("proposal_listener_failed", error=str(error))
+
+
+def _order_of(proposal: TradeProposal) -> OrderRequest:
+    return OrderRequest(symbol=proposal.symbol, side=proposal.side,  # type: ignore[arg-type]
+                        qty=proposal.qty, notional=proposal.notional,
+                        order_type=proposal.order_type,  # type: ignore[arg-type]
+                        limit_price=proposal.limit_price, stop_price=proposal.stop_price,
+                        time_in_force=proposal.time_in_force,  # type: ignore[arg-type]
+                        extended_hours=proposal.extended_hours)
+
+
+def _decode_overrides(raw: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Limits are stored as JSON: money comes back as strings, and is read back as Decimal."""
+    decoded: dict[str, Any] = {}
+    for key, value in (raw or {}).items():
+        decoded[key] = Decimal(value) if isinstance(value, str) and key not in ("breaker_action",) else value
+    return decoded

@@ -1,0 +1,143 @@
+"""What only people can do: approve or reject proposals, halt and resume trading, the kill switch.
+
+No MCP tool calls into this module: an agent cannot approve its own trades, raise its limits or lift a
+halt. The command line (and, later, other operator surfaces) do, and every action is audited.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ledger.db import transaction
+from ledger.models import GLOBAL_SCOPE, AgentPermissions, AgentTrade, Approval, TradeProposal, TradingState
+from policies import audit
+from policies.gate import LIVE_TRADE_STATUSES, Gate
+
+
+class OperatorError(Exception):
+    """The action cannot be done; the message is one line, safe to print."""
+
+
+@dataclass(frozen=True)
+class KillSwitchReport:
+    canceled: list[str]
+    failed: dict[str, str]
+
+
+class Operator:
+    def __init__(self, gate: Gate, actor: str):
+        self.gate = gate
+        self.actor = actor if ":" in actor else f"operator:{actor}"
+
+    @property
+    def now(self) -> datetime:
+        return self.gate.clock()
+
+    async def _record(self, session: AsyncSession, kind: str, payload: dict[str, object],
+                      agent_id: str | None = None) -> None:
+        await audit.append(session, ts=self.now, actor=self.actor, kind=kind, agent_id=agent_id, payload=payload)
+
+    # --- approvals ---------------------------------------------------------------------------------
+
+    async def pending(self) -> list[TradeProposal]:
+        async with self.gate.sessions() as session:
+            rows = await session.execute(select(TradeProposal).where(TradeProposal.status == "pending_approval")
+                                         .order_by(TradeProposal.created_at))
+            return list(rows.scalars())
+
+    async def decide(self, proposal_id: str, approve: bool, note: str | None = None) -> TradeProposal:
+        """Approve or reject a pending proposal, atomically: a second decision, or one racing an execution,
+        finds the state already moved and fails."""
+        new_state = "approved" if approve else "declined"
+        now = self.now
+        async with transaction(self.gate.sessions) as session:
+            proposal = await session.get(TradeProposal, proposal_id)
+            if proposal is None:
+                raise OperatorError(f"no proposal {proposal_id}")
+            if proposal.status == "pending_approval" and now >= proposal.expires_at:
+                proposal.status, proposal.updated_at = "expired", now
+                await self._record(session, "approval.refused_expired", {"proposal_id": proposal_id},
+                                   proposal.agent_id)
+            elif proposal.status != "pending_approval":
+                raise OperatorError(f"proposal {proposal_id} is {proposal.status}, not pending approval")
+            else:
+                result = await session.execute(
+                    update(TradeProposal).where(TradeProposal.id == proposal_id,
+                                                TradeProposal.status == "pending_approval")
+                    .values(status=new_state, decided_at=now, decided_by=self.actor, decided_via="operator",
+                            decision_note=note, updated_at=now).execution_options(synchronize_session=False))
+                if result.rowcount != 1:  # type: ignore[attr-defined]
+                    raise OperatorError(f"proposal {proposal_id} changed state meanwhile; nothing done")
+                session.add(Approval(proposal_id=proposal_id, decision=new_state, decided_by=self.actor,
+                                     via="operator", note=note, order_hash=proposal.order_hash, created_at=now))
+                await self._record(session, f"approval.{new_state}",
+                                   {"proposal_id": proposal_id, "via": "operator", "note": note,
+                                    "order_hash": proposal.order_hash}, proposal.agent_id)
+        async with self.gate.sessions() as session:
+            fresh = await session.get(TradeProposal, proposal_id)
+        assert fresh is not None
+        if fresh.status == "expired":
+            raise OperatorError(f"proposal {proposal_id} expired at {fresh.expires_at.isoformat()}; "
+                                "it can no longer be approved")
+        await self.gate._notify(proposal_id)
+        return fresh
+
+    # --- trading state -----------------------------------------------------------------------------
+
+    async def set_state(self, scope: str, state: str, reason: str | None) -> None:
+        now = self.now
+        async with transaction(self.gate.sessions) as session:
+            if scope != GLOBAL_SCOPE and await session.get(AgentPermissions, scope) is None:
+                raise OperatorError(f"no agent {scope!r}")
+            row = await session.get(TradingState, scope)
+            if row is None:
+                session.add(TradingState(scope=scope, state=state, reason=reason, changed_by=self.actor,
+                                         changed_at=now))
+            else:
+                row.state, row.reason, row.changed_by, row.changed_at = state, reason, self.actor, now
+            await self._record(session, "trading_state.changed", {"scope": scope, "state": state, "reason": reason},
+                               None if scope == GLOBAL_SCOPE else scope)
+
+    async def halt(self, agent_id: str | None, reason: str, cancel_open: bool = False) -> KillSwitchReport:
+        await self.set_state(agent_id or GLOBAL_SCOPE, "halted", reason)
+        if not cancel_open:
+            return KillSwitchReport([], {})
+        return await self.cancel_open_orders(agent_id)
+
+    async def resume(self, agent_id: str | None) -> None:
+        await self.set_state(agent_id or GLOBAL_SCOPE, "active", None)
+
+    async def cancel_open_orders(self, agent_id: str | None) -> KillSwitchReport:
+        """The kill switch's second half: cancel every unexecuted order, each attempt audited."""
+        await self.gate.refresh_open_trades(agent_id)
+        async with self.gate.sessions() as session:
+            query = select(AgentTrade).where(AgentTrade.status.in_(LIVE_TRADE_STATUSES))
+            if agent_id:
+                query = query.where(AgentTrade.agent_id == agent_id)
+            trades = list((await session.execute(query)).scalars())
+        canceled: list[str] = []
+        failed: dict[str, str] = {}
+        for trade in trades:
+            async with self.gate.sessions() as session:
+                row = await session.get(AgentPermissions, trade.agent_id)
+            # A disabled or halted agent's orders are cancelled too: the kill switch never skips one.
+            agent = self.gate.agent_from_row(row) if row is not None else None
+            try:
+                if agent is None or trade.order_id is None:
+                    raise OperatorError("order has no broker id yet or its agent is unknown")
+                result = await self.gate.cancel(agent, trade.id)
+                canceled.append(f"{trade.id} ({result.status})")
+            except Exception as error:  # keep cancelling the rest
+                failed[trade.id] = str(error)
+        async with transaction(self.gate.sessions) as session:
+            await self._record(session, "kill_switch.cancel_open", {"agent_id": agent_id, "canceled": canceled,
+                                                                     "failed": failed}, agent_id)
+        return KillSwitchReport(canceled, failed)
+
+    async def states(self) -> list[TradingState]:
+        async with self.gate.sessions() as session:
+            return list((await session.execute(select(TradingState).order_by(TradingState.scope))).scalars())

@@ -1,0 +1,135 @@
+"""What the gate answers: the structured results of the MCP tools (their output schemas).
+
+Field names follow SPEC.md. Money and quantities are decimals, serialised as strings.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer
+from typing_extensions import Annotated
+
+from policies.orders import decimal_text
+from policies.violations import Violation
+
+Dec = Annotated[Decimal, PlainSerializer(lambda d: decimal_text(d), return_type=str, when_used="json")]
+TradingMode = Literal["paper", "live"]
+
+
+class Result(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class BarOut(Result):
+    t: datetime
+    o: Dec
+    h: Dec
+    l: Dec  # noqa: E741 - the usual OHLC name
+    c: Dec
+    v: Dec
+
+
+class SymbolData(Result):
+    symbol: str
+    last_price: Dec | None = None
+    bid: Dec | None = None
+    ask: Dec | None = None
+    as_of: datetime | None = None
+    bars: list[BarOut] = []
+    indicators: dict[str, Dec | None] = {}
+    error: str | None = None
+
+
+class MarketDataResult(Result):
+    data: list[SymbolData]
+
+
+class ProposeResult(Result):
+    proposal_id: str
+    status: Literal["approved", "pending_approval", "rejected"]
+    violations: list[Violation]
+    estimated_notional: Dec | None
+    reference_price: Dec | None
+    expires_at: datetime
+    trading_mode: TradingMode
+    message: str
+
+
+class ExecuteResult(Result):
+    proposal_id: str
+    status: Literal["submitted", "filled", "partially_filled", "awaiting_approval", "rejected", "declined",
+                    "expired", "canceled"]
+    order_id: str | None = None
+    filled_qty: Dec | None = None
+    filled_avg_price: Dec | None = None
+    violations: list[Violation] = []
+    trading_mode: TradingMode
+    message: str
+
+
+class PositionOut(Result):
+    symbol: str
+    qty: Dec
+    avg_entry_price: Dec
+    market_value: Dec | None
+    unrealized_pl: Dec | None
+    realized_pl: Dec
+
+
+class PositionsResult(Result):
+    positions: list[PositionOut]
+    cash: Dec
+    equity: Dec
+    capital: Dec
+    account_cash: Dec | None = None
+    account_equity: Dec | None = None
+    account_buying_power: Dec | None = None
+    trading_mode: TradingMode
+
+
+class OrderOut(Result):
+    order_id: str
+    symbol: str
+    side: str
+    order_type: str
+    time_in_force: str
+    qty: Dec | None
+    notional: Dec | None
+    limit_price: Dec | None
+    stop_price: Dec | None
+    status: str
+    filled_qty: Dec
+    filled_avg_price: Dec | None
+    broker_order_id: str | None
+    created_at: datetime
+    strategy: str | None
+
+
+class OrdersResult(Result):
+    orders: list[OrderOut]
+    trading_mode: TradingMode
+
+
+class CancelResult(Result):
+    order_id: str
+    status: str
+    violations: list[Violation] = []
+    trading_mode: TradingMode
+    message: str
+
+
+class TradingStatusResult(Result):
+    agent_id: str
+    trading_mode: TradingMode
+    trading_enabled: bool
+    halted: bool
+    state: Literal["active", "reducing", "halted"]
+    reason: str | None
+    approval_mode: str
+    auto_approve_max_notional: Dec
+    limits: dict[str, str | int | bool | list[str]]
+    used_today: dict[str, str | int]
+    broker: str

@@ -1,0 +1,101 @@
+"""The MCP server: tools registered on MCPServer, a lifespan that opens the runtime, identity per call."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from mcp.server import MCPServer
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import ValidationError
+
+from broker.base import Broker
+from policies.gate import Gate
+from server.config import Config
+from server.runtime import Runtime, open_runtime, utc_now
+from tools import account, market_data, orders, trading
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
+                            open_world_hint=True)
+PROPOSE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
+                          open_world_hint=False)
+DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
+                              open_world_hint=True)
+
+
+@dataclass
+class ServerState:
+    """What tools reach through ctx.request_context.lifespan_context."""
+
+    runtime: Runtime
+    fixed_agent: str | None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gate(self) -> Gate:
+        return self.runtime.gate
+
+    def agent_id(self) -> str | None:
+        """Over HTTP the bearer token decides who is calling; over stdio, the --agent the server started for.
+        Nothing in a tool's arguments can change it."""
+        token = get_access_token()
+        if token is not None:
+            return token.client_id
+        return self.fixed_agent
+
+
+def instructions(config: Config) -> str:
+    mode = config.server.trading_mode.upper()
+    live = " REAL MONEY." if config.is_live else " No real money."
+    return (f"tradewarden — trading mode: {mode}{live} Broker: {config.server.broker}. "
+            "To trade: propose_trade (checked against your limits) → execute_trade with the proposal_id. "
+            "Denials come with stable codes and say which limit; adjust the order rather than retrying it. "
+            "Some trades need a person's approval. You cannot change your limits or lift a halt.")
+
+
+class TradewardenServer(MCPServer[ServerState]):
+    """MCPServer that also audits calls the SDK rejects before they reach a tool (bad arguments)."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Context[ServerState, Any] | None = None
+                        ) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as error:
+            cause = error.__cause__
+            if not isinstance(cause, ValidationError) or context is None:
+                raise
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
+                                 for e in cause.errors()[:5])
+            state: ServerState = context.request_context.lifespan_context
+            await state.gate.record(actor=f"agent:{state.agent_id()}", kind="tool.rejected_input", tool=name,
+                                    agent_id=state.agent_id(), payload={"args": arguments, "problems": problems})
+            raise ToolError(f"INVALID_ORDER: invalid arguments: {problems}") from None
+
+
+def create_server(config: Config, *, agent_id: str | None = None, clock: Callable[[], datetime] = utc_now,
+                  broker: Broker | None = None, **server_options: Any) -> TradewardenServer:
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[ServerState]) -> AsyncIterator[ServerState]:
+        async with open_runtime(config, clock=clock, broker=broker) as runtime:
+            yield ServerState(runtime=runtime, fixed_agent=agent_id)
+
+    server = TradewardenServer(config.server.server_name, instructions=instructions(config), version="0.1.0",
+                               lifespan=lifespan, **server_options)
+    register_tools(server)
+    return server
+
+
+def register_tools(server: MCPServer[Any]) -> None:
+    server.tool(description=market_data.DESCRIPTION, annotations=READ_ONLY)(market_data.get_market_data)
+    server.tool(description=trading.PROPOSE_DESCRIPTION, annotations=PROPOSE)(trading.propose_trade)
+    server.tool(description=trading.EXECUTE_DESCRIPTION, annotations=DESTRUCTIVE)(trading.execute_trade)
+    server.tool(description=account.POSITIONS_DESCRIPTION, annotations=READ_ONLY)(account.get_positions)
+    server.tool(description=orders.ORDERS_DESCRIPTION, annotations=READ_ONLY)(orders.get_orders)
+    server.tool(description=orders.CANCEL_DESCRIPTION, annotations=DESTRUCTIVE)(orders.cancel_order)
+    server.tool(description=account.STATUS_DESCRIPTION, annotations=READ_ONLY)(account.get_trading_status)

@@ -1,0 +1,469 @@
+"""The `tradewarden` command line. Every command acts on the database a running server uses.
+
+Exit codes: 0 success; 1 the action failed or found a problem; 2 bad configuration or usage.
+Human-readable output goes to stdout, the one-line reason of a failure to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from server.config import AgentConfig, Config, ConfigError, load_config
+
+T = TypeVar("T")
+OPERATOR_ACTOR = "operator:cli"
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"tradewarden: {message}", err=True)
+    sys.exit(code)
+
+
+def _config(ctx: click.Context) -> Config:
+    try:
+        return load_config(ctx.obj.get("config"))
+    except ConfigError as error:
+        fail(str(error), 2)
+        raise  # unreachable
+
+
+def _run(coro: Awaitable[T]) -> T:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+async def _with_runtime(config: Config, action: Callable[[Any], Awaitable[T]]) -> T:
+    from server.runtime import open_runtime
+
+    async with open_runtime(config) as runtime:
+        return await action(runtime)
+
+
+def _guarded(action: Callable[[], T]) -> T:
+    """Turn the expected failures of an operator action into one line on stderr and exit code 1."""
+    from policies.agents import RegistryError
+    from policies.operator import OperatorError
+
+    try:
+        return action()
+    except (OperatorError, RegistryError) as error:
+        fail(str(error))
+    except ConfigError as error:
+        fail(str(error), 2)
+    raise AssertionError("unreachable")
+
+
+@click.group()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML config file (default: $TRADEWARDEN_CONFIG or ./tradewarden.toml).")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """tradewarden: an MCP server through which AI agents trade, behind one gate."""
+    ctx.ensure_object(dict)
+    if config_path:
+        ctx.obj["config"] = config_path
+
+
+def config_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Every command takes --config too (after the command name), like `serve`."""
+
+    def store(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value:
+            ctx.ensure_object(dict)
+            root = ctx.find_root()
+            root.ensure_object(dict)
+            root.obj["config"] = value
+
+    return click.option("--config", type=click.Path(dir_okay=False), expose_value=False, callback=store,
+                        is_eager=True, help="TOML config file.")(command)
+
+
+# --- serve / demo ----------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio")
+@click.option("--host", default=None, help="HTTP bind address (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="HTTP port (default 8000).")
+@click.option("--agent", "agent_id", envvar="TRADEWARDEN_AGENT", default=None,
+              help="The agent a stdio server acts for (or TRADEWARDEN_AGENT).")
+@config_option
+@click.pass_context
+def serve(ctx: click.Context, transport: str, host: str | None, port: int | None, agent_id: str | None) -> None:
+    """Run the MCP server (stdio by default; streamable HTTP at http://HOST:PORT/mcp)."""
+    config = _config(ctx)
+    from server.logging import configure_logging
+
+    configure_logging(config.server.log_level, config.server.log_json)
+    if transport == "stdio":
+        from server.app import create_server
+
+        create_server(config, agent_id=agent_id).run("stdio")
+        return
+    from server.http import serve_http
+
+    serve_http(config, host=host or config.server.host, port=port if port is not None else config.server.port)
+
+
+@main.command()
+@config_option
+@click.pass_context
+def demo(ctx: click.Context) -> None:
+    """A scripted agent session against a fresh embedded server, printed readably."""
+    from server.demo import run_demo
+
+    sys.exit(_run(run_demo()))
+
+
+# --- agents ----------------------------------------------------------------------------------------
+
+@main.group()
+def agents() -> None:
+    """List, add, show, disable agents; rotate their bearer tokens."""
+
+
+@agents.command("list")
+@config_option
+@click.pass_context
+def agents_list(ctx: click.Context) -> None:
+    from sqlalchemy import select
+
+    from ledger.models import AgentPermissions, TradingState
+
+    async def action(runtime: Any) -> None:
+        async with runtime.sessions() as session:
+            rows = (await session.execute(select(AgentPermissions).order_by(AgentPermissions.agent_id))).scalars()
+            states = {s.scope: s for s in (await session.execute(select(TradingState))).scalars()}
+            click.echo(f"{'AGENT':20} {'ENABLED':8} {'STATE':9} {'RISK':12} {'APPROVAL':9} {'TOKEN':6} SOURCE")
+            for row in rows:
+                state = states.get(row.agent_id)
+                click.echo(f"{row.agent_id:20} {str(row.enabled).lower():8} {state.state if state else 'active':9} "
+                           f"{row.risk_level:12} {row.approval or 'default':9} "
+                           f"{'yes' if row.token_hash else 'no':6} {row.source}")
+
+    _run(_with_runtime(_config(ctx), action))
+
+
+@agents.command("show")
+@click.argument("agent_id")
+@config_option
+@click.pass_context
+def agents_show(ctx: click.Context, agent_id: str) -> None:
+    async def action(runtime: Any) -> None:
+        from ledger.models import AgentPermissions
+
+        async with runtime.sessions() as session:
+            row = await session.get(AgentPermissions, agent_id)
+        if row is None:
+            fail(f"no agent {agent_id!r}")
+        agent = runtime.gate.agent_from_row(row)
+        click.echo(f"agent {row.agent_id} ({'enabled' if row.enabled else 'DISABLED'}, source {row.source})")
+        click.echo(f"  approval: {agent.approval.mode} (auto-approve up to {agent.approval.auto_approve_max_notional})")
+        for name, value in sorted(vars(agent.limits).items()):
+            shown = sorted(value) if isinstance(value, frozenset) else value
+            click.echo(f"  {name}: {shown}")
+
+    _run(_with_runtime(_config(ctx), action))
+
+
+@agents.command("add")
+@click.argument("agent_id")
+@click.option("--max-trade-size", type=str, default=None)
+@click.option("--max-position-size", type=str, default=None)
+@click.option("--max-daily-trades", type=int, default=None)
+@click.option("--symbols", default=None, help="Comma-separated allowed symbols ('*' for all).")
+@click.option("--strategies", default=None, help="Comma-separated allowed strategies ('*' for any).")
+@click.option("--risk-level", type=click.Choice(["conservative", "moderate", "aggressive"]), default=None)
+@click.option("--approval", type=click.Choice(["auto", "elicit", "operator"]), default=None)
+@config_option
+@click.pass_context
+def agents_add(ctx: click.Context, agent_id: str, **options: Any) -> None:
+    """Create an agent and print its bearer token once (on the last line)."""
+    from pydantic import ValidationError
+
+    values: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
+    for key in ("symbols", "strategies"):
+        if key in values:
+            values[f"allowed_{key}"] = [s.strip() for s in values.pop(key).split(",") if s.strip()]
+    try:
+        agent_config = AgentConfig(id=agent_id, **values)
+    except ValidationError as error:
+        fail(f"invalid agent: {error.errors()[0]['loc'][0]}: {error.errors()[0]['msg']}", 2)
+    config = _config(ctx)
+
+    async def action(runtime: Any) -> str:
+        from ledger.db import transaction
+        from policies.agents import add_agent
+
+        async with transaction(runtime.sessions) as session:
+            return await add_agent(session, agent_config, max_agents=config.server.max_agents_per_account,
+                                   actor=OPERATOR_ACTOR, now=runtime.clock())
+
+    token = _guarded(lambda: _run(_with_runtime(config, action)))
+    click.echo(f"agent {agent_id} added; its bearer token (shown once, store it now):")
+    click.echo(token)
+
+
+@agents.command("rotate-token")
+@click.argument("agent_id")
+@config_option
+@click.pass_context
+def agents_rotate(ctx: click.Context, agent_id: str) -> None:
+    """Replace the agent's token (the old one stops working at once) and print the new one once."""
+
+    async def action(runtime: Any) -> str:
+        from ledger.db import transaction
+        from policies.agents import rotate_token
+
+        async with transaction(runtime.sessions) as session:
+            return await rotate_token(session, agent_id, actor=OPERATOR_ACTOR, now=runtime.clock())
+
+    token = _guarded(lambda: _run(_with_runtime(_config(ctx), action)))
+    click.echo(f"new bearer token for {agent_id} (the old one no longer works):")
+    click.echo(token)
+
+
+@agents.command("disable")
+@click.argument("agent_id")
+@config_option
+@click.pass_context
+def agents_disable(ctx: click.Context, agent_id: str) -> None:
+    async def action(runtime: Any) -> None:
+        from ledger.db import transaction
+        from policies.agents import set_enabled
+
+        async with transaction(runtime.sessions) as session:
+            await set_enabled(session, agent_id, False, actor=OPERATOR_ACTOR, now=runtime.clock())
+
+    _guarded(lambda: _run(_with_runtime(_config(ctx), action)))
+    click.echo(f"agent {agent_id} disabled")
+
+
+# --- approvals -------------------------------------------------------------------------------------
+
+@main.group()
+def approvals() -> None:
+    """Approve or reject proposed trades out of band."""
+
+
+@approvals.command("list")
+@config_option
+@click.pass_context
+def approvals_list(ctx: click.Context) -> None:
+    async def action(runtime: Any) -> None:
+        from policies.operator import Operator
+
+        pending = await Operator(runtime.gate, OPERATOR_ACTOR).pending()
+        now = runtime.clock()
+        if not pending:
+            click.echo("no proposals waiting for approval")
+        for p in pending:
+            amount = f"{p.qty} sh" if p.qty is not None else f"${p.notional}"
+            prices = "".join(f" {k} {v}" for k, v in (("limit", p.limit_price), ("stop", p.stop_price)) if v)
+            age = int((now - p.created_at).total_seconds())
+            left = int((p.expires_at - now).total_seconds())
+            click.echo(f"{p.id}  {p.agent_id}  {p.side.upper()} {amount} {p.symbol} {p.order_type}{prices} "
+                       f"{p.time_in_force}  est ${p.estimated_notional}  age {age}s  "
+                       f"{'EXPIRED' if left <= 0 else f'expires in {left}s'}  [{p.trading_mode.upper()}]")
+            click.echo(f"    reasoning: {p.reasoning}")
+
+    _run(_with_runtime(_config(ctx), action))
+
+
+def _decide(ctx: click.Context, proposal_id: str, approve: bool, note: str | None) -> None:
+    async def action(runtime: Any) -> Any:
+        from policies.operator import Operator
+
+        return await Operator(runtime.gate, OPERATOR_ACTOR).decide(proposal_id, approve, note)
+
+    proposal = _guarded(lambda: _run(_with_runtime(_config(ctx), action)))
+    click.echo(f"proposal {proposal.id} {proposal.status}")
+
+
+@approvals.command("approve")
+@click.argument("proposal_id")
+@click.option("--note", default=None)
+@config_option
+@click.pass_context
+def approvals_approve(ctx: click.Context, proposal_id: str, note: str | None) -> None:
+    _decide(ctx, proposal_id, True, note)
+
+
+@approvals.command("reject")
+@click.argument("proposal_id")
+@click.option("--reason", default=None)
+@config_option
+@click.pass_context
+def approvals_reject(ctx: click.Context, proposal_id: str, reason: str | None) -> None:
+    _decide(ctx, proposal_id, False, reason)
+
+
+# --- halt / resume ---------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--agent", "agent_id", default=None, help="Halt one agent (default: everyone).")
+@click.option("--cancel-open", is_flag=True, help="Kill switch: also cancel every open order.")
+@click.option("--reason", required=True)
+@config_option
+@click.pass_context
+def halt(ctx: click.Context, agent_id: str | None, cancel_open: bool, reason: str) -> None:
+    """Stop new trading (cancels still pass) until a person resumes it."""
+
+    async def action(runtime: Any) -> Any:
+        from policies.operator import Operator
+
+        return await Operator(runtime.gate, OPERATOR_ACTOR).halt(agent_id, reason, cancel_open)
+
+    report = _guarded(lambda: _run(_with_runtime(_config(ctx), action)))
+    click.echo(f"halted {'agent ' + agent_id if agent_id else 'all trading'}: {reason}")
+    if cancel_open:
+        click.echo(f"canceled {len(report.canceled)} open orders" + (f"; {len(report.failed)} failed" if report.failed else ""))
+        for order_id, why in report.failed.items():
+            click.echo(f"  could not cancel {order_id}: {why}")
+        if report.failed:
+            sys.exit(1)
+
+
+@main.command()
+@click.option("--agent", "agent_id", default=None, help="Resume one agent (default: the global halt).")
+@config_option
+@click.pass_context
+def resume(ctx: click.Context, agent_id: str | None) -> None:
+    """Lift a halt or a circuit breaker (only people can)."""
+
+    async def action(runtime: Any) -> None:
+        from policies.operator import Operator
+
+        await Operator(runtime.gate, OPERATOR_ACTOR).resume(agent_id)
+
+    _guarded(lambda: _run(_with_runtime(_config(ctx), action)))
+    click.echo(f"resumed {'agent ' + agent_id if agent_id else 'all trading'}")
+
+
+# --- audit -----------------------------------------------------------------------------------------
+
+@main.group("audit")
+def audit_group() -> None:
+    """Verify, read and export the hash-chained audit log."""
+
+
+@audit_group.command("verify")
+@config_option
+@click.pass_context
+def audit_verify(ctx: click.Context) -> None:
+    """Recompute the chain; exit 1 and say where if any record was edited, deleted, inserted, reordered
+    or truncated."""
+
+    async def action(runtime: Any) -> Any:
+        from policies import audit
+
+        async with runtime.sessions() as session:
+            return await audit.verify(session)
+
+    report = _run(_with_runtime(_config(ctx), action))
+    if report.ok:
+        click.echo(f"audit chain OK: {report.records} records, head {report.head_hash[:16]}…")
+        return
+    for problem in report.problems:
+        click.echo(f"record {problem.seq}: {problem.message}")
+    fail(f"audit chain BROKEN: {len(report.problems)} problem(s), first at record {report.problems[0].seq}")
+
+
+@audit_group.command("tail")
+@click.option("-n", "count", type=int, default=20)
+@config_option
+@click.pass_context
+def audit_tail(ctx: click.Context, count: int) -> None:
+    async def action(runtime: Any) -> list[Any]:
+        from policies import audit
+
+        async with runtime.sessions() as session:
+            return await audit.tail(session, count)
+
+    for event in _run(_with_runtime(_config(ctx), action)):
+        payload = json.loads(event.payload)
+        summary = json.dumps(payload, separators=(",", ":"))
+        click.echo(f"#{event.seq:<6} {event.ts.strftime('%Y-%m-%d %H:%M:%S')} {event.actor:24} "
+                   f"{event.kind:24} {event.tool or '':18} {summary[:140]}")
+
+
+@audit_group.command("export")
+@config_option
+@click.pass_context
+def audit_export(ctx: click.Context) -> None:
+    """Every record as JSON lines, with its hashes (to archive, or verify elsewhere)."""
+
+    async def action(runtime: Any) -> None:
+        from sqlalchemy import select
+
+        from ledger.models import AuditEvent
+
+        async with runtime.sessions() as session:
+            for event in (await session.execute(select(AuditEvent).order_by(AuditEvent.seq))).scalars():
+                click.echo(json.dumps({"seq": event.seq, "event_id": event.event_id, "ts": event.ts.isoformat(),
+                                       "actor": event.actor, "agent_id": event.agent_id, "kind": event.kind,
+                                       "tool": event.tool, "payload": json.loads(event.payload),
+                                       "prev_hash": event.prev_hash, "hash": event.hash}))
+
+    _run(_with_runtime(_config(ctx), action))
+
+
+# --- db / status -----------------------------------------------------------------------------------
+
+@main.group("db")
+def db_group() -> None:
+    """Database schema."""
+
+
+@db_group.command("upgrade")
+@config_option
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    from ledger.db import run_upgrade
+
+    config = _config(ctx)
+    run_upgrade(config.server.database_url)
+    click.echo("database schema is up to date")
+
+
+@main.command()
+@config_option
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Mode, halts, agents and open orders at a glance."""
+
+    async def action(runtime: Any) -> None:
+        from sqlalchemy import func, select
+
+        from ledger.models import AgentPermissions, AgentTrade, KeyValue, TradeProposal
+        from policies.gate import LIVE_TRADE_STATUSES
+        from policies.operator import Operator
+
+        config = runtime.config
+        click.echo(f"trading mode: {config.server.trading_mode.upper()}   broker: {config.server.broker}   "
+                   f"agent trading: {'enabled' if config.server.enable_agent_trading else 'DISABLED'}")
+        for state in await Operator(runtime.gate, OPERATOR_ACTOR).states():
+            if state.state != "active" or state.scope == "*":
+                who = "global" if state.scope == "*" else f"agent {state.scope}"
+                click.echo(f"{who}: {state.state.upper()}" + (f" — {state.reason} (by {state.changed_by})"
+                                                               if state.reason else ""))
+        async with runtime.sessions() as session:
+            agents_count = (await session.execute(select(func.count()).select_from(AgentPermissions))).scalar_one()
+            open_orders = (await session.execute(select(func.count()).select_from(AgentTrade)
+                                                 .where(AgentTrade.status.in_(LIVE_TRADE_STATUSES)))).scalar_one()
+            pending = (await session.execute(select(func.count()).select_from(TradeProposal)
+                                             .where(TradeProposal.status == "pending_approval"))).scalar_one()
+            drift = await session.get(KeyValue, "reconciliation")
+        click.echo(f"agents: {agents_count}   open orders: {open_orders}   pending approvals: {pending}")
+        if drift is not None:
+            click.echo(f"reconciliation: {json.dumps(drift.value)}")
+
+    _run(_with_runtime(_config(ctx), action))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The running system: config, database, broker and gate, built once per process and closed at exit."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from broker.base import Broker
+from ledger import db
+from ledger.models import GLOBAL_SCOPE, TradingState
+from policies.agents import sync_config_agents
+from policies.gate import Gate, GateSettings
+from server.config import Config, ConfigError
+
+log = structlog.get_logger("tradewarden.runtime")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Runtime:
+    config: Config
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    broker: Broker
+    gate: Gate
+    clock: Callable[[], datetime]
+
+
+def build_broker(config: Config, sessions: async_sessionmaker[AsyncSession],
+                 clock: Callable[[], datetime]) -> Broker:
+    if config.server.broker == "simulated":
+        from broker.simulated import SimulatedBroker
+
+        return SimulatedBroker(sessions, seed=config.server.simulated_seed,
+                               starting_cash=config.server.simulated_cash, clock=clock)
+    from broker.alpaca import AlpacaBroker
+
+    key, secret = os.environ.get("ALPACA_API_KEY"), os.environ.get("ALPACA_SECRET_KEY")
+    if not key or not secret:
+        raise ConfigError("broker is alpaca but ALPACA_API_KEY / ALPACA_SECRET_KEY are not set")
+    return AlpacaBroker(api_key=key, secret_key=secret, paper=config.server.trading_mode == "paper",
+                        trading_url=config.server.alpaca_trading_url, data_url=config.server.alpaca_data_url,
+                        timeout=config.server.broker_timeout_seconds)
+
+
+async def prepare_database(config: Config, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession],
+                           clock: Callable[[], datetime]) -> None:
+    """Migrate, make sure the global trading-state row exists (it is the check-and-reserve lock on
+    PostgreSQL), and bring configured agents in line with the file."""
+    await db.upgrade(engine)
+    async with db.transaction(sessions) as session:
+        if (await session.execute(select(TradingState).where(TradingState.scope == GLOBAL_SCOPE))
+                ).scalar_one_or_none() is None:
+            session.add(TradingState(scope=GLOBAL_SCOPE, state="active", reason=None, changed_by="system",
+                                     changed_at=clock()))
+        await sync_config_agents(session, config.agents, clock())
+
+
+@asynccontextmanager
+async def open_runtime(config: Config, *, clock: Callable[[], datetime] = utc_now,
+                       broker: Broker | None = None) -> AsyncIterator[Runtime]:
+    engine = db.create_engine(config.server.database_url)
+    sessions = db.session_factory(engine)
+    try:
+        await prepare_database(config, engine, sessions, clock)
+        the_broker = broker or build_broker(config, sessions, clock)
+        await the_broker.start()
+        settings = GateSettings(
+            trading_mode=config.server.trading_mode, enable_agent_trading=config.server.enable_agent_trading,
+            risk_multiplier=config.server.agent_risk_multiplier,
+            proposal_ttl=timedelta(seconds=config.server.proposal_ttl_seconds),
+            limit_proposal_ttl=timedelta(seconds=config.server.limit_proposal_ttl_seconds),
+            broker_timeout=config.server.broker_timeout_seconds,
+            enforce_market_hours=config.server.enforce_market_hours,
+            is_postgres=not db.is_sqlite(config.server.database_url))
+        gate = Gate(settings=settings, sessions=sessions, broker=the_broker, clock=clock)
+        try:
+            yield Runtime(config=config, engine=engine, sessions=sessions, broker=the_broker, gate=gate,
+                          clock=clock)
+        finally:
+            await the_broker.close()
+    finally:
+        await engine.dispose()

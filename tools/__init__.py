@@ -1,0 +1,1 @@
+"""The MCP tools: argument models, one call into the gate each, result models. Thin by design."""

@@ -1,0 +1,68 @@
+"""get_positions and get_trading_status: what the agent holds, and what it may still do."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from mcp.server.mcpserver import Context
+
+from policies.gate import Agent, Gate
+from policies.results import PositionOut, PositionsResult, TradingStatusResult
+from tools.common import through_gate
+
+POSITIONS_DESCRIPTION = "This agent's positions with P&L, and its cash and equity."
+STATUS_DESCRIPTION = "Trading mode, halts, this agent's limits and what it has used today."
+CENT = Decimal("0.01")
+
+
+async def get_positions(ctx: Context) -> PositionsResult:
+    async def operation(gate: Gate, agent: Agent) -> PositionsResult:
+        rows, quotes, cash = await gate.positions(agent)
+        positions: list[PositionOut] = []
+        equity = cash
+        for row in rows:
+            if row.qty == 0 and row.realized_pl == 0:
+                continue
+            quote = quotes.get(row.symbol)
+            value = (row.qty * quote.mid).quantize(CENT) if quote else None
+            unrealized = ((quote.mid - row.avg_entry_price) * row.qty).quantize(CENT) if quote else None
+            equity += value if value is not None else row.qty * row.avg_entry_price
+            positions.append(PositionOut(symbol=row.symbol, qty=row.qty,
+                                         avg_entry_price=row.avg_entry_price.quantize(Decimal("0.0001")),
+                                         market_value=value, unrealized_pl=unrealized,
+                                         realized_pl=row.realized_pl.quantize(CENT)))
+        account = await gate.account()
+        return PositionsResult(positions=positions, cash=cash.quantize(CENT), equity=equity.quantize(CENT),
+                               capital=agent.limits.capital,
+                               account_cash=account.cash if account else None,
+                               account_equity=account.equity if account else None,
+                               account_buying_power=account.buying_power if account else None,
+                               trading_mode=gate.settings.trading_mode)  # type: ignore[arg-type]
+
+    return await through_gate(ctx, "get_positions", {}, operation)
+
+
+async def get_trading_status(ctx: Context) -> TradingStatusResult:
+    async def operation(gate: Gate, agent: Agent) -> TradingStatusResult:
+        status, usage = await gate.usage_today(agent)
+        limits = agent.limits
+        halted = status.global_state == "halted" or status.agent_state == "halted"
+        state = "halted" if halted else ("reducing" if "reducing" in (status.global_state, status.agent_state)
+                                         else "active")
+        reason = status.global_reason if status.global_state != "active" else status.agent_reason
+        return TradingStatusResult(
+            agent_id=agent.id, trading_mode=gate.settings.trading_mode,  # type: ignore[arg-type]
+            trading_enabled=status.enabled, halted=halted, state=state, reason=reason,  # type: ignore[arg-type]
+            approval_mode=agent.approval.mode, auto_approve_max_notional=agent.approval.auto_approve_max_notional,
+            limits={"max_trade_size": str(limits.max_trade_size), "max_position_size": str(limits.max_position_size),
+                    "max_daily_trades": limits.max_daily_trades,
+                    "allowed_symbols": sorted(limits.allowed_symbols),
+                    "allowed_strategies": sorted(limits.allowed_strategies),
+                    "max_order_qty": str(limits.max_order_qty),
+                    "rolling_notional_max": str(limits.rolling_notional_max),
+                    "daily_loss_limit": str(limits.daily_loss_limit), "allow_short": limits.allow_short},
+            used_today={"trades": usage.trades_today, "rolling_notional": str(usage.notional_in_rolling_window),
+                        "open_buy_notional": str(usage.open_buy_notional), "daily_pnl": str(usage.daily_pnl)},
+            broker=gate.broker.name)
+
+    return await through_gate(ctx, "get_trading_status", {}, operation)

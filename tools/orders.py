@@ -1,0 +1,47 @@
+"""get_orders and cancel_order: the agent's own orders, with the broker's status."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from mcp.server.mcpserver import Context
+
+from ledger.models import AgentTrade
+from policies.gate import Agent, Gate
+from policies.results import CancelResult, OrderOut, OrdersResult
+from policies.violations import Code, deny
+from tools.common import through_gate
+
+ORDERS_DESCRIPTION = "This agent's orders with their broker status."
+CANCEL_DESCRIPTION = "Cancel one of this agent's open orders (allowed even while trading is halted)."
+
+
+def order_out(trade: AgentTrade) -> OrderOut:
+    return OrderOut(order_id=trade.id, symbol=trade.symbol, side=trade.side, order_type=trade.order_type,
+                    time_in_force=trade.time_in_force, qty=trade.quantity, notional=trade.notional,
+                    limit_price=trade.limit_price, stop_price=trade.stop_price, status=trade.status,
+                    filled_qty=trade.filled_qty, filled_avg_price=trade.price, broker_order_id=trade.order_id,
+                    created_at=trade.created_at, strategy=trade.strategy)
+
+
+async def get_orders(ctx: Context, status: Literal["open", "closed", "all"] = "open", limit: int = 50) -> OrdersResult:
+    async def operation(gate: Gate, agent: Agent) -> OrdersResult:
+        if not 1 <= limit <= 500:
+            raise deny(Code.INVALID_ORDER, "limit must be between 1 and 500")
+        trades = await gate.orders(agent, status, limit)
+        return OrdersResult(orders=[order_out(t) for t in trades],
+                            trading_mode=gate.settings.trading_mode)  # type: ignore[arg-type]
+
+    return await through_gate(ctx, "get_orders", {"status": status, "limit": limit}, operation)
+
+
+async def cancel_order(order_id: str, ctx: Context) -> CancelResult:
+    async def operation(gate: Gate, agent: Agent) -> CancelResult:
+        trade = await gate.cancel(agent, order_id.strip())
+        message = ("Canceled." if trade.status == "canceled"
+                   else f"The order is {trade.status}; nothing left to cancel." if trade.status in
+                   ("filled", "expired", "rejected") else f"Cancel requested; the order is {trade.status}.")
+        return CancelResult(order_id=trade.id, status=trade.status,
+                            trading_mode=gate.settings.trading_mode, message=message)  # type: ignore[arg-type]
+
+    return await through_gate(ctx, "cancel_order", {"order_id": order_id}, operation)

@@ -1,0 +1,104 @@
+"""propose_trade and execute_trade: a checked proposal first, then at most one order for it."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from mcp.server.mcpserver import Context
+from pydantic import Field
+
+from ledger.models import AgentTrade, TradeProposal
+from policies.approval import ClientDecision
+from policies.gate import Agent, Gate, ProposalDraft
+from policies.orders import OrderRequest, normalize_symbol
+from policies.results import ExecuteResult, ProposeResult
+from policies.violations import Code, Violation, deny
+from tools.common import optional_amount, through_gate
+
+PROPOSE_DESCRIPTION = ("Check a trade against this agent's limits and store it as a proposal. Give exactly one "
+                       "of qty or notional. Returns proposal_id and status; then call execute_trade.")
+EXECUTE_DESCRIPTION = "Submit an approved proposal to the broker (at most once per proposal)."
+
+
+async def propose_trade(
+    symbol: str,
+    side: Literal["buy", "sell"],
+    reasoning: Annotated[str, Field(description="why this trade; shown to the approver")],
+    ctx: Context,
+    qty: optional_amount("shares/units") = None,  # type: ignore[valid-type]
+    notional: optional_amount("USD amount") = None,  # type: ignore[valid-type]
+    order_type: Literal["market", "limit", "stop", "stop_limit"] = "market",
+    limit_price: optional_amount("for limit/stop_limit") = None,  # type: ignore[valid-type]
+    stop_price: optional_amount("for stop/stop_limit") = None,  # type: ignore[valid-type]
+    time_in_force: Literal["day", "gtc", "ioc", "fok"] = "day",
+    strategy: str | None = None,
+    confidence: Annotated[float | None, Field(ge=0, le=1)] = None,
+) -> ProposeResult:
+    args = {"symbol": symbol, "side": side, "qty": qty, "notional": notional, "order_type": order_type,
+            "limit_price": limit_price, "stop_price": stop_price, "time_in_force": time_in_force,
+            "strategy": strategy, "reasoning": reasoning, "confidence": confidence}
+
+    async def operation(gate: Gate, agent: Agent) -> ProposeResult:
+        if not reasoning.strip():
+            raise deny(Code.INVALID_ORDER, "reasoning is required: say why this trade")
+        order = OrderRequest(symbol=normalize_symbol(symbol), side=side, qty=qty, notional=notional,
+                             order_type=order_type, limit_price=limit_price, stop_price=stop_price,
+                             time_in_force=time_in_force)
+        draft = ProposalDraft(order=order, strategy=strategy, reasoning=reasoning.strip(), confidence=confidence)
+        proposal, violations = await gate.propose(agent, draft)
+        return propose_result(proposal, violations)
+
+    return await through_gate(ctx, "propose_trade", args, operation)
+
+
+def propose_result(proposal: TradeProposal, violations: list[Violation]) -> ProposeResult:
+    if proposal.status == "approved":
+        message = "Approved. Call execute_trade with this proposal_id to send it."
+    elif proposal.status == "pending_approval":
+        message = ("Needs a person's approval (above this agent's auto-approval limit or approval mode). "
+                   "Call execute_trade: the person is asked in the client, or approves out of band.")
+    else:
+        message = "Rejected: " + "; ".join(f"{v.code}: {v.message}" for v in violations)
+    return ProposeResult(proposal_id=proposal.id, status=proposal.status,  # type: ignore[arg-type]
+                         violations=violations, estimated_notional=proposal.estimated_notional,
+                         reference_price=proposal.reference_price, expires_at=proposal.expires_at,
+                         trading_mode=proposal.trading_mode, message=message)  # type: ignore[arg-type]
+
+
+async def execute_trade(proposal_id: str, ctx: Context) -> ExecuteResult:
+    return await run_execute(ctx, proposal_id, None)
+
+
+async def run_execute(ctx: Context, proposal_id: str, decision: ClientDecision | None) -> ExecuteResult:
+    async def operation(gate: Gate, agent: Agent) -> ExecuteResult:
+        proposal, trade, violations = await gate.execute(agent, proposal_id.strip(), decision)
+        return execute_result(proposal, trade, violations)
+
+    return await through_gate(ctx, "execute_trade", {"proposal_id": proposal_id}, operation)
+
+
+_TRADE_STATUS = {"filled": "filled", "partially_filled": "partially_filled", "canceled": "canceled",
+                 "expired": "expired", "rejected": "rejected"}
+_PROPOSAL_STATUS = {"pending_approval": "awaiting_approval", "declined": "declined", "expired": "expired",
+                    "rejected": "rejected", "approved": "awaiting_approval"}
+
+
+def execute_result(proposal: TradeProposal, trade: AgentTrade | None, violations: list[Violation]) -> ExecuteResult:
+    if trade is not None:
+        status = _TRADE_STATUS.get(trade.status, "submitted")
+        if trade.status == "unknown":
+            message = "Sent, but the broker's answer was lost; the order is being reconciled. Check get_orders."
+        elif status == "rejected":
+            message = f"The broker rejected the order: {trade.reject_reason or 'no reason given'}"
+        else:
+            message = f"Order {status}."
+        return ExecuteResult(proposal_id=proposal.id, status=status,  # type: ignore[arg-type]
+                             order_id=trade.id, filled_qty=trade.filled_qty, filled_avg_price=trade.price,
+                             violations=violations, trading_mode=proposal.trading_mode,  # type: ignore[arg-type]
+                             message=message)
+    status = _PROPOSAL_STATUS.get(proposal.status, "rejected")
+    message = "; ".join(f"{v.code}: {v.message}" for v in violations) or f"Proposal is {proposal.status}."
+    return ExecuteResult(proposal_id=proposal.id, status=status,  # type: ignore[arg-type]
+                         violations=violations, trading_mode=proposal.trading_mode,  # type: ignore[arg-type]
+                         message=message, filled_qty=Decimal(0) if status != "awaiting_approval" else None)
