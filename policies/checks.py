@@ -1,17 +1,31 @@
 """Pre-trade risk checks: pure functions from (order, limits, market snapshot, usage) to violations.
 
-Each check is one named function returning the violations it finds (usually zero or one), with a message
-an LLM can act on: what the limit is and what the order would have made it. `run_checks` runs them all
-and reports every violation at once. No I/O here: the gate gathers the inputs and passes them in.
+Each check is one named function returning the violations it finds (at most one per code), with a
+message an LLM can act on: what the limit is and what the order would have made it. `run_checks` runs
+them all and reports every violation at once. No I/O here: the gate gathers the inputs and passes them in.
 Adding a control is adding one function to CHECKS.
+
+Conventions every check follows:
+- Fail closed. A check that needs a price returns NO_MARKET_DATA when the order cannot be priced (no
+  quote, or a quote without any positive price), so no check passes silently for want of data; run_checks
+  reports that violation once. Stale quotes are denied by check_market_data (STALE_MARKET_DATA).
+- Orders are priced at the larger of their limit/stop price and the reference quote (the ask for buys,
+  the bid for sells): see price_order. Notional orders are sized at notional / reference price.
+- Limits are inclusive: an order that brings a quantity exactly to its limit passes; one cent, one share
+  or one order more is denied. The exceptions are the loss limits (daily loss, drawdown): once reached,
+  they block every order that adds risk.
+- "Adds risk" means the order would grow the absolute size of the agent's projected position in the
+  symbol (position plus its open orders on the same side); orders that only shrink a position pass the
+  loss limits, position and exposure caps, and reduce-only mode.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from functools import cached_property
 
 from broker.base import Account, Asset, Quote
 from policies.limits import EffectiveLimits
@@ -19,27 +33,40 @@ from policies.orders import OrderRequest, decimal_text
 from policies.violations import Code, Violation
 
 TradingStateName = str  # "active" | "reducing" | "halted"
+TRADING_STATES = frozenset({"active", "reducing", "halted"})
+
+ZERO = Decimal(0)
+HUNDRED = Decimal(100)
+MAX_DECIMAL_PLACES = 9  # Alpaca accepts up to 9 decimal places for qty and notional
+CRYPTO_TIME_IN_FORCE = frozenset({"gtc", "ioc"})
+CRYPTO_ORDER_TYPES = frozenset({"market", "limit", "stop_limit"})
 
 
 @dataclass(frozen=True)
 class Usage:
-    """What the agent has already used, counting live reservations (orders not yet rejected/cancelled)."""
+    """What the agent has already used, counting live reservations (orders not yet rejected/cancelled).
+    Built by ledger.usage.load_usage; every field defaults to "nothing used"."""
 
     trades_today: int = 0
     orders_in_rate_window: int = 0
-    notional_in_rolling_window: Decimal = Decimal(0)
-    open_buy_notional: Decimal = Decimal(0)  # reserved by the agent's open buy orders
-    position_qty: Decimal = Decimal(0)  # the agent's position in this order's symbol
-    open_symbol_qty: Decimal = Decimal(0)  # signed qty of the agent's open orders in this symbol
-    open_symbol_notional: Decimal = Decimal(0)  # signed notional of those orders
-    gross_exposure: Decimal = Decimal(0)  # sum of |position value| plus open order notional, all symbols
-    agent_cash: Decimal = Decimal(0)
-    daily_pnl: Decimal = Decimal(0)  # realized + unrealized since the start of the trading day
-    equity: Decimal = Decimal(0)
-    equity_peak: Decimal = Decimal(0)
+    notional_in_rolling_window: Decimal = ZERO
+    open_buy_notional: Decimal = ZERO  # unfilled notional reserved by the agent's open buy orders
+    position_qty: Decimal = ZERO  # the agent's position in this order's symbol (negative: short)
+    open_symbol_qty: Decimal = ZERO  # net signed unfilled qty of the agent's open orders in this symbol
+    open_symbol_notional: Decimal = ZERO  # net signed unfilled notional of those orders
+    gross_exposure: Decimal = ZERO  # Σ over symbols of the worst-case |position value| incl. open orders
+    agent_cash: Decimal = ZERO
+    daily_pnl: Decimal = ZERO  # realized + unrealized since the start of the trading day
+    equity: Decimal = ZERO
+    equity_peak: Decimal = ZERO
     recent_order_hashes: frozenset[str] = frozenset()  # orders within the duplicate window
     denials_in_window: int = 0
-    account_open_buy_notional: Decimal = Decimal(0)  # every agent's open buy orders (shared account)
+    account_open_buy_notional: Decimal = ZERO  # every agent's open buy orders (shared account)
+    # Added for the risk engine (all optional):
+    open_symbol_buy_qty: Decimal = ZERO  # unfilled qty of the agent's open buys in this symbol (>= 0)
+    open_symbol_sell_qty: Decimal = ZERO  # unfilled qty of the agent's open sells in this symbol (>= 0)
+    day_start_equity: Decimal | None = None  # None: not known
+    day_start_stale: bool = False  # agent_accounts.day is not today: daily_pnl is 0 until the day is rolled
 
 
 @dataclass(frozen=True)
@@ -49,6 +76,38 @@ class TradingStatus:
     global_reason: str | None = None
     agent_state: TradingStateName = "active"
     agent_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Pricing:
+    reference_price: Decimal | None
+    estimated_notional: Decimal | None
+    estimated_qty: Decimal | None
+
+
+@dataclass(frozen=True)
+class PositionChange:
+    """How the order moves the agent's projected position in its symbol (signed quantities).
+
+    before: position plus the agent's open orders on the order's side (what the order adds to);
+    after: before plus this order. None when the order's size is unknown (a notional order, no price)."""
+
+    qty: Decimal | None
+    before: Decimal
+    after: Decimal | None
+
+    @property
+    def adds_risk(self) -> bool:
+        """True unless the order provably only shrinks the projected position (unknown size: True)."""
+        return self.after is None or abs(self.after) > abs(self.before)
+
+    @property
+    def only_reduces(self) -> bool:
+        """Shrinks an existing position without reaching the other side."""
+        if self.after is None or self.before == 0:
+            return False
+        same_side = self.after == 0 or (self.after > 0) == (self.before > 0)
+        return abs(self.after) < abs(self.before) and same_side
 
 
 @dataclass(frozen=True)
@@ -66,55 +125,141 @@ class CheckInput:
     enforce_market_hours: bool = True
     extra: dict[str, object] = field(default_factory=dict)
 
+    @cached_property
+    def pricing(self) -> Pricing:
+        """price_order(order, quote), computed once per input."""
+        return price_order(self.order, self.quote)
 
-@dataclass(frozen=True)
-class Pricing:
-    reference_price: Decimal | None
-    estimated_notional: Decimal | None
-    estimated_qty: Decimal | None
+    @cached_property
+    def position_change(self) -> PositionChange:
+        return position_change(self.order, self.usage, self.pricing)
 
 
 def price_order(order: OrderRequest, quote: Quote | None) -> Pricing:
     """Price an order at the larger of its limit/stop price and the reference quote, so a buy limit far
-    above the market cannot slip past a notional cap. Buys reference the ask, sells the bid."""
+    above the market cannot slip past a notional cap. Buys reference the ask, sells the bid (the last
+    trade when that side is empty). A quote without any positive price cannot price an order."""
     if quote is None:
         return Pricing(None, order.notional, None)
     reference = quote.ask if order.side == "buy" else quote.bid
     if reference <= 0:
         reference = quote.last
+    if reference <= 0:
+        return Pricing(None, order.notional, None)
     worst = max([p for p in (reference, order.limit_price, order.stop_price) if p is not None])
     if order.notional is not None:
-        qty = order.notional / reference if reference > 0 else None
-        return Pricing(reference, order.notional, qty)
-    qty = order.qty or Decimal(0)
+        return Pricing(reference, order.notional, order.notional / reference)
+    qty = order.qty or ZERO
     return Pricing(reference, qty * worst, qty)
 
 
+def position_change(order: OrderRequest, usage: Usage, pricing: Pricing) -> PositionChange:
+    """Open orders on the other side are not counted: they may be cancelled, so they cannot make room."""
+    open_buys = max(usage.open_symbol_buy_qty, usage.open_symbol_qty, ZERO)
+    open_sells = max(usage.open_symbol_sell_qty, -usage.open_symbol_qty, ZERO)
+    before = usage.position_qty + open_buys if order.side == "buy" else usage.position_qty - open_sells
+    qty = order.qty if order.notional is None else pricing.estimated_qty
+    if qty is None:
+        return PositionChange(None, before, None)
+    after = before + qty if order.side == "buy" else before - qty
+    return PositionChange(qty, before, after)
+
+
+# --- message helpers -------------------------------------------------------------------------------
+
+_CENT = Decimal("0.01")
+
+
 def money(value: Decimal) -> str:
-    return f"${value.quantize(Decimal('0.01')):,}"
+    """$1,234.50; amounts with fractions of a cent keep up to 4 places so a boundary stays visible."""
+    sign = "-" if value < 0 else ""
+    value = abs(value)
+    cents = value.quantize(_CENT, ROUND_HALF_EVEN)
+    if cents != value:
+        finer = value.quantize(Decimal("0.0001"), ROUND_HALF_EVEN)
+        if finer != cents:
+            return f"{sign}${finer:,}"
+    return f"{sign}${cents:,}"
+
+
+def amount(value: Decimal, places: int = 6) -> str:
+    """A quantity: 1,234.5 (up to `places` decimals, no trailing zeros)."""
+    rounded = value.quantize(Decimal(1).scaleb(-places), ROUND_HALF_EVEN) if value.is_finite() else value
+    text = decimal_text(rounded) or "0"
+    whole, _, frac = text.partition(".")
+    sign = "-" if whole.startswith("-") else ""
+    whole = f"{int(whole.lstrip('-')):,}"
+    return f"{sign}{whole}.{frac}" if frac else f"{sign}{whole}"
+
+
+def pct(value: Decimal) -> str:
+    return f"{amount(value, 2)}%"
+
+
+def units(order: OrderRequest, qty: Decimal) -> str:
+    return f"{amount(qty)} {'units' if order.is_crypto else 'shares'}"
 
 
 def _v(code: Code, message: str) -> list[Violation]:
     return [Violation(code=code, message=message)]
 
 
+def _no_price(c: CheckInput) -> list[Violation]:
+    """The one violation every price-dependent check returns when the order cannot be priced."""
+    if c.quote is None:
+        return _v(Code.NO_MARKET_DATA, f"no quote for {c.order.symbol}: the order cannot be priced, so it "
+                  "cannot be checked; try again when market data is available")
+    q = c.quote
+    return _v(Code.NO_MARKET_DATA, f"the quote for {c.order.symbol} has no usable price (bid {money(q.bid)}, "
+              f"ask {money(q.ask)}, last {money(q.last)}): the order cannot be priced")
+
+
 # --- trading state ---------------------------------------------------------------------------------
 
 def check_trading_enabled(c: CheckInput) -> list[Violation]:
     if not c.status.enabled:
-        return _v(Code.TRADING_DISABLED, "agent trading is disabled on this server (enable_agent_trading = false)")
+        return _v(Code.TRADING_DISABLED,
+                  "agent trading is disabled on this server (enable_agent_trading = false)")
     return []
 
 
+def _halt_reason(state: str, reason: str | None) -> str:
+    if state == "halted":
+        return reason or "no reason given"
+    return f"unknown trading state {state!r}"
+
+
 def check_halts(c: CheckInput) -> list[Violation]:
+    """Halted (or an unknown state, which fails closed): nothing but cancels, until a person resumes."""
     found: list[Violation] = []
-    if c.status.global_state == "halted":
-        found += _v(Code.TRADING_HALTED, f"all trading is halted by an operator: {c.status.global_reason or 'no reason given'}"
-                    "; only a person can resume it")
-    if c.status.agent_state == "halted":
-        found += _v(Code.AGENT_HALTED, f"this agent is halted: {c.status.agent_reason or 'no reason given'}"
-                    "; only a person can resume it")
+    g, a = c.status.global_state, c.status.agent_state
+    if g == "halted" or g not in TRADING_STATES:
+        why = _halt_reason(g, c.status.global_reason)
+        found += _v(Code.TRADING_HALTED, f"all trading is halted: {why}; only a person can resume it")
+    if a == "halted" or a not in TRADING_STATES:
+        why = _halt_reason(a, c.status.agent_reason)
+        found += _v(Code.AGENT_HALTED, f"this agent is halted: {why}; only a person can resume it")
     return found
+
+
+def check_reduce_only(c: CheckInput) -> list[Violation]:
+    """Reducing (globally or for this agent): only orders that shrink an existing position pass."""
+    scopes = []
+    if c.status.global_state == "reducing":
+        scopes.append(f"all agents: {c.status.global_reason or 'no reason given'}")
+    if c.status.agent_state == "reducing":
+        scopes.append(f"this agent: {c.status.agent_reason or 'no reason given'}")
+    if not scopes:
+        return []
+    change = c.position_change
+    if change.after is None:
+        return _no_price(c)
+    if change.only_reduces:
+        return []
+    return _v(Code.REDUCE_ONLY,
+              f"trading is reduce-only ({'; '.join(scopes)}): only orders that shrink an existing position "
+              f"pass; this order would take {c.order.symbol} from {units(c.order, change.before)} "
+              f"(incl. open orders) to {units(c.order, change.after)}")
 
 
 # --- permissions -----------------------------------------------------------------------------------
@@ -122,7 +267,8 @@ def check_halts(c: CheckInput) -> list[Violation]:
 def check_symbol_allowed(c: CheckInput) -> list[Violation]:
     if not c.limits.allows_symbol(c.order.symbol):
         allowed = ", ".join(sorted(c.limits.allowed_symbols)) or "none"
-        return _v(Code.SYMBOL_NOT_ALLOWED, f"{c.order.symbol} is not in this agent's allowed symbols ({allowed})")
+        return _v(Code.SYMBOL_NOT_ALLOWED,
+                  f"{c.order.symbol} is not in this agent's allowed symbols ({allowed})")
     return []
 
 
@@ -134,39 +280,384 @@ def check_strategy_allowed(c: CheckInput) -> list[Violation]:
     return []
 
 
+def check_asset_tradable(c: CheckInput) -> list[Violation]:
+    if c.asset is None:
+        return _v(Code.ASSET_NOT_TRADABLE, f"{c.order.symbol} is an unknown symbol: the broker has no such "
+                  "asset; check the spelling (crypto pairs look like BTC/USD)")
+    if not c.asset.tradable:
+        return _v(Code.ASSET_NOT_TRADABLE, f"{c.order.symbol} is not tradable at the broker")
+    return []
+
+
+# --- order validity --------------------------------------------------------------------------------
+
+def _decimal_places(value: Decimal) -> int:
+    exponent = value.normalize().as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
+
+
+def _amount_problems(name: str, value: Decimal | None, problems: list[str]) -> bool:
+    """Appends what is wrong with a positive amount; True when it is usable."""
+    if value is None:
+        return False
+    if not value.is_finite():
+        problems.append(f"{name} must be a finite number")
+        return False
+    if value <= 0:
+        problems.append(f"{name} must be positive (got {decimal_text(value)})")
+        return False
+    if _decimal_places(value) > MAX_DECIMAL_PLACES:
+        problems.append(f"{name} has more than {MAX_DECIMAL_PLACES} decimal places ({decimal_text(value)})")
+        return False
+    return True
+
+
+def order_problems(order: OrderRequest, asset: Asset | None) -> list[str]:
+    """Everything wrong with the order's shape, in Alpaca's terms (kept simple and conservative):
+
+    - exactly one of qty and notional, each positive, at most 9 decimal places;
+    - limit_price required for limit and stop_limit, forbidden for market and stop; stop_price required
+      for stop and stop_limit, forbidden for market and limit; prices positive; US equity prices in whole
+      cents from $1.00 up and at most 4 decimals below (Reg NMS sub-penny rule);
+    - notional orders only as market orders (and, for equities, time_in_force day);
+    - fractional equity quantities only for fractionable assets, as market orders with time_in_force day;
+    - crypto: time_in_force gtc or ioc only, order types market, limit or stop_limit;
+    - extended_hours only for US equity limit orders with time_in_force day.
+    """
+    problems: list[str] = []
+    crypto = order.is_crypto or (asset is not None and asset.asset_class == "crypto")
+    if not order.symbol.strip():
+        problems.append("symbol is empty")
+    if (order.qty is None) == (order.notional is None):
+        problems.append("give exactly one of qty (units) and notional (dollars)"
+                        + (", not both" if order.qty is not None else ""))
+    qty_ok = _amount_problems("qty", order.qty, problems)
+    _amount_problems("notional", order.notional, problems)
+
+    needs_limit = order.order_type in ("limit", "stop_limit")
+    needs_stop = order.order_type in ("stop", "stop_limit")
+    if needs_limit and order.limit_price is None:
+        problems.append(f"a {order.order_type} order needs limit_price")
+    if not needs_limit and order.limit_price is not None:
+        problems.append(f"a {order.order_type} order takes no limit_price")
+    if needs_stop and order.stop_price is None:
+        problems.append(f"a {order.order_type} order needs stop_price")
+    if not needs_stop and order.stop_price is not None:
+        problems.append(f"a {order.order_type} order takes no stop_price")
+    for name, price in (("limit_price", order.limit_price), ("stop_price", order.stop_price)):
+        if _amount_problems(name, price, problems) and price is not None and not crypto:
+            places, where = (2, "from $1.00 up") if price >= 1 else (4, "below $1.00")
+            if _decimal_places(price) > places:
+                problems.append(f"{name} {decimal_text(price)} has sub-penny increments: US equity prices "
+                                f"take at most {places} decimal places {where}")
+
+    if order.notional is not None:
+        if order.order_type != "market":
+            problems.append("notional (dollar) orders must be market orders; use qty for other types")
+        elif not crypto and order.time_in_force != "day":
+            problems.append("notional (dollar) orders for US equities must use time_in_force day")
+    if crypto:
+        if order.time_in_force not in CRYPTO_TIME_IN_FORCE:
+            problems.append(f"crypto orders take time_in_force gtc or ioc, not {order.time_in_force}")
+        if order.order_type not in CRYPTO_ORDER_TYPES:
+            problems.append(f"crypto orders are market, limit or stop_limit, not {order.order_type}")
+        if order.extended_hours:
+            problems.append("extended_hours applies to US equities only (crypto trades around the clock)")
+    else:
+        fractional = order.notional is not None or (qty_ok and order.qty is not None and order.qty % 1 != 0)
+        if fractional:
+            if asset is not None and not asset.fractionable:
+                problems.append(f"{order.symbol} is not fractionable: use a whole number of shares")
+            if order.qty is not None and (order.order_type != "market" or order.time_in_force != "day"):
+                problems.append("fractional share orders must be market orders with time_in_force day")
+        if order.extended_hours and (order.order_type != "limit" or order.time_in_force != "day"):
+            problems.append("extended_hours orders must be limit orders with time_in_force day")
+    return problems
+
+
+def check_order_valid(c: CheckInput) -> list[Violation]:
+    problems = order_problems(c.order, c.asset)
+    if problems:
+        return _v(Code.INVALID_ORDER, f"invalid order ({c.order.describe()}): " + "; ".join(problems))
+    return []
+
+
+# --- market state ----------------------------------------------------------------------------------
+
+def _is_crypto(c: CheckInput) -> bool:
+    return c.order.is_crypto or (c.asset is not None and c.asset.asset_class == "crypto")
+
+
+def check_market_hours(c: CheckInput) -> list[Violation]:
+    """US equities trade in the regular session only; an unknown market state fails closed.
+    Crypto never closes."""
+    if not c.enforce_market_hours or _is_crypto(c) or c.market_open is True:
+        return []
+    if c.market_open is None:
+        return _v(Code.MARKET_CLOSED, f"cannot tell whether the US equity market is open, so "
+                  f"{c.order.symbol} cannot be traded now (fail closed); try again shortly")
+    return _v(Code.MARKET_CLOSED, f"the US equity market is closed, so {c.order.symbol} cannot be traded "
+              "now; regular hours are 09:30-16:00 New York time on trading days")
+
+
+def check_market_data(c: CheckInput) -> list[Violation]:
+    """A usable quote no older than max_quote_age_seconds (exactly that old still passes)."""
+    if c.pricing.reference_price is None:
+        return _no_price(c)
+    assert c.quote is not None
+    age = c.now - c.quote.as_of
+    limit = timedelta(seconds=c.limits.max_quote_age_seconds)
+    if age > limit:
+        return _v(Code.STALE_MARKET_DATA,
+                  f"the quote for {c.order.symbol} is {amount(Decimal(age.total_seconds()), 3)} s old "
+                  f"(as of {c.quote.as_of.isoformat()}); the maximum age is "
+                  f"{c.limits.max_quote_age_seconds} s, so the order cannot be priced safely; try again when "
+                  "fresh data is available")
+    return []
+
+
+def check_price_collar(c: CheckInput) -> list[Violation]:
+    """Limit and stop prices at most price_collar_pct through the reference quote: above it for buys,
+    below it for sells. Prices on the passive side are not collared."""
+    o = c.order
+    if o.limit_price is None and o.stop_price is None:
+        return []
+    reference = c.pricing.reference_price
+    if reference is None:
+        return _no_price(c)
+    collar = c.limits.price_collar_pct
+    prices = [(n, p) for n, p in (("limit", o.limit_price), ("stop", o.stop_price)) if p is not None]
+    if o.side == "buy":
+        bound = reference * (1 + collar / HUNDRED)
+        bad = [(n, p) for n, p in prices if p > bound]
+        where, ref_name = "above", "ask"
+    else:
+        bound = reference * (1 - collar / HUNDRED)
+        bad = [(n, p) for n, p in prices if p < bound]
+        where, ref_name = "below", "bid"
+    if not bad:
+        return []
+    parts = ", ".join(f"{n} price {money(p)} is {pct(abs(p - reference) / reference * HUNDRED)} {where} the "
+                      f"{ref_name} {money(reference)}" for n, p in bad)
+    return _v(Code.PRICE_COLLAR, f"{parts}; the collar allows at most {pct(collar)} ({money(bound)})")
+
+
 # --- per order -------------------------------------------------------------------------------------
 
 def check_order_notional(c: CheckInput) -> list[Violation]:
-    pricing = price_order(c.order, c.quote)
-    if pricing.estimated_notional is not None and pricing.estimated_notional > c.limits.max_trade_size:
+    pricing = c.pricing
+    if pricing.reference_price is None or pricing.estimated_notional is None:
+        return _no_price(c)
+    if pricing.estimated_notional > c.limits.max_trade_size:
+        how = ""
+        if c.order.notional is None and pricing.estimated_qty:
+            price = pricing.estimated_notional / pricing.estimated_qty
+            how = f" ({units(c.order, pricing.estimated_qty)} at {money(price)})"
         return _v(Code.ORDER_NOTIONAL_EXCEEDS_MAX,
-                  f"order notional {money(pricing.estimated_notional)} exceeds the maximum per order "
+                  f"order notional {money(pricing.estimated_notional)}{how} exceeds the maximum per order "
                   f"{money(c.limits.max_trade_size)}")
+    return []
+
+
+def check_order_qty(c: CheckInput) -> list[Violation]:
+    """Quantity cap; notional orders are sized at notional / reference price."""
+    qty = c.position_change.qty
+    if c.pricing.reference_price is None or qty is None:
+        return _no_price(c)
+    if qty > c.limits.max_order_qty:
+        est = " (estimated from the notional)" if c.order.notional is not None else ""
+        return _v(Code.ORDER_QTY_EXCEEDS_MAX,
+                  f"order quantity {units(c.order, qty)}{est} exceeds the maximum per order "
+                  f"{units(c.order, c.limits.max_order_qty)}")
     return []
 
 
 # --- per agent over time ---------------------------------------------------------------------------
 
+def _order_price(c: CheckInput) -> Decimal | None:
+    """The price an order is valued at: the larger of its limit/stop price and the reference quote."""
+    ref = c.pricing.reference_price
+    if ref is None:
+        return None
+    return max(ref, c.order.limit_price or ZERO, c.order.stop_price or ZERO)
+
+
 def check_position_size(c: CheckInput) -> list[Violation]:
-    pricing = price_order(c.order, c.quote)
-    if pricing.reference_price is None or pricing.estimated_qty is None or c.order.side != "buy":
+    """|position + open orders on this side + order| × price, for orders that grow the position."""
+    price = _order_price(c)
+    change = c.position_change
+    if price is None or change.after is None:
+        return _no_price(c)
+    if not change.adds_risk:
         return []
-    price = max(pricing.reference_price, c.order.limit_price or Decimal(0), c.order.stop_price or Decimal(0))
-    resulting_qty = c.usage.position_qty + c.usage.open_symbol_qty + pricing.estimated_qty
-    resulting = abs(resulting_qty) * price
+    resulting = abs(change.after) * price
     if resulting > c.limits.max_position_size:
         return _v(Code.POSITION_EXCEEDS_MAX,
                   f"resulting position in {c.order.symbol} would be {money(resulting)} "
-                  f"({decimal_text(resulting_qty)} units incl. open orders); the maximum is "
-                  f"{money(c.limits.max_position_size)}")
+                  f"({units(c.order, change.after)} incl. open orders, at {money(price)}); the maximum is "
+                  f"{money(c.limits.max_position_size)} per symbol")
+    return []
+
+
+def check_gross_exposure(c: CheckInput) -> list[Violation]:
+    """All symbols: current gross exposure (positions and open orders) plus this order, if it adds risk."""
+    notional = c.pricing.estimated_notional
+    if c.pricing.reference_price is None or notional is None:
+        return _no_price(c)
+    if not c.position_change.adds_risk:
+        return []
+    resulting = c.usage.gross_exposure + notional
+    if resulting > c.limits.max_gross_exposure:
+        return _v(Code.GROSS_EXPOSURE_EXCEEDS_MAX,
+                  f"gross exposure would be {money(resulting)} ({money(c.usage.gross_exposure)} now incl. "
+                  f"open orders + {money(notional)} this order); the maximum is "
+                  f"{money(c.limits.max_gross_exposure)}")
+    return []
+
+
+def check_agent_buying_power(c: CheckInput) -> list[Violation]:
+    """Buys spend the agent's allocated capital: cash minus what its open buy orders reserve."""
+    notional = c.pricing.estimated_notional
+    if c.pricing.reference_price is None or notional is None:
+        return _no_price(c)
+    if c.order.side != "buy":
+        return []
+    available = c.usage.agent_cash - c.usage.open_buy_notional
+    if notional > available:
+        return _v(Code.INSUFFICIENT_BUYING_POWER,
+                  f"this buy needs {money(notional)} but the agent's buying power is {money(available)} "
+                  f"(cash {money(c.usage.agent_cash)} minus {money(c.usage.open_buy_notional)} reserved by "
+                  "its open buy orders)")
+    return []
+
+
+def check_account_buying_power(c: CheckInput) -> list[Violation]:
+    """The shared broker account: known, not blocked, and (for buys) enough buying power after every
+    agent's open buy orders. Conservative: orders the broker already nets are subtracted again, since the
+    account snapshot may predate them."""
+    if c.account is None:
+        return _v(Code.INSUFFICIENT_BUYING_POWER, "account state unknown: the broker account could not be "
+                  "read, so buying power cannot be confirmed (fail closed); try again shortly")
+    if c.account.trading_blocked:
+        return _v(Code.ACCOUNT_BLOCKED,
+                  "the broker account is blocked from trading; an operator must resolve it")
+    notional = c.pricing.estimated_notional
+    if c.pricing.reference_price is None or notional is None:
+        return _no_price(c)
+    if c.order.side != "buy":
+        return []
+    available = c.account.buying_power - c.usage.account_open_buy_notional
+    if notional > available:
+        return _v(Code.INSUFFICIENT_BUYING_POWER,
+                  f"this buy needs {money(notional)} but the account's buying power is {money(available)} "
+                  f"({money(c.account.buying_power)} minus {money(c.usage.account_open_buy_notional)} "
+                  "reserved by open buy orders of all agents)")
+    return []
+
+
+def check_short_selling(c: CheckInput) -> list[Violation]:
+    """A sell beyond the agent's position (less its open sells) is a short sale: it needs allow_short and
+    a shortable asset (crypto cannot be shorted), and Alpaca does not short fractional shares."""
+    if c.order.side != "sell":
+        return []
+    change = c.position_change
+    if change.after is None:
+        return _no_price(c)
+    short_before = max(-change.before, ZERO)
+    short_after = max(-change.after, ZERO)
+    if short_after <= short_before:
+        return []
+    held = max(change.before, ZERO)
+    what = (f"selling {units(c.order, change.qty or ZERO)} of {c.order.symbol} would leave the agent short "
+            f"{units(c.order, short_after)} (it holds {units(c.order, held)} not already being sold)")
+    reasons = []
+    if not c.limits.allow_short:
+        reasons.append("short selling is not allowed for this agent")
+    if _is_crypto(c):
+        reasons.append("crypto cannot be sold short")
+    elif c.asset is None or not c.asset.shortable:
+        reasons.append(f"{c.order.symbol} is not shortable at the broker")
+    elif (short_after - short_before) % 1 != 0 or c.order.notional is not None:
+        reasons.append("fractional shares cannot be sold short")
+    if reasons:
+        return _v(Code.SHORT_SELLING_NOT_ALLOWED, f"{what}: {'; '.join(reasons)}")
     return []
 
 
 def check_daily_trades(c: CheckInput) -> list[Violation]:
     if c.usage.trades_today + 1 > c.limits.max_daily_trades:
         return _v(Code.DAILY_TRADES_EXCEEDED,
-                  f"{c.usage.trades_today} trades today already; the maximum is {c.limits.max_daily_trades} per day")
+                  f"this would be trade {c.usage.trades_today + 1} today ({c.usage.trades_today} already); "
+                  f"the maximum is {c.limits.max_daily_trades} per day (New York trading day)")
     return []
+
+
+def check_order_rate(c: CheckInput) -> list[Violation]:
+    window = c.limits.order_rate_window_seconds
+    if c.usage.orders_in_rate_window + 1 > c.limits.max_orders_per_window:
+        return _v(Code.ORDER_RATE_EXCEEDED,
+                  f"this would be order {c.usage.orders_in_rate_window + 1} in the last {window} s; the "
+                  f"maximum is {c.limits.max_orders_per_window} orders per {window} s; wait before sending "
+                  "more")
+    return []
+
+
+def check_rolling_notional(c: CheckInput) -> list[Violation]:
+    """Notional over a rolling window, so a large order split into small ones is still capped."""
+    notional = c.pricing.estimated_notional
+    if c.pricing.reference_price is None or notional is None:
+        return _no_price(c)
+    resulting = c.usage.notional_in_rolling_window + notional
+    if resulting > c.limits.rolling_notional_max:
+        window = c.limits.rolling_notional_window_seconds
+        return _v(Code.ROLLING_NOTIONAL_EXCEEDED,
+                  f"notional traded in the last {window} s would be {money(resulting)} "
+                  f"({money(c.usage.notional_in_rolling_window)} already + {money(notional)} this order); "
+                  f"the maximum is {money(c.limits.rolling_notional_max)} per {window} s")
+    return []
+
+
+def check_duplicate(c: CheckInput) -> list[Violation]:
+    if c.usage.recent_order_hashes and c.order.order_hash() in c.usage.recent_order_hashes:
+        return _v(Code.DUPLICATE_ORDER,
+                  f"an identical order ({c.order.describe()}) was placed in the last "
+                  f"{c.limits.duplicate_window_seconds} s; if you really want a second one, wait or change "
+                  "it")
+    return []
+
+
+def daily_loss_reached(limits: EffectiveLimits, usage: Usage) -> bool:
+    return usage.daily_pnl <= -limits.daily_loss_limit
+
+
+def drawdown_pct(usage: Usage) -> Decimal:
+    """How far equity is below its peak, in percent (0 with no peak)."""
+    if usage.equity_peak <= 0 or usage.equity >= usage.equity_peak:
+        return ZERO
+    return (usage.equity_peak - usage.equity) / usage.equity_peak * HUNDRED
+
+
+def drawdown_reached(limits: EffectiveLimits, usage: Usage) -> bool:
+    return usage.equity_peak > 0 and drawdown_pct(usage) >= limits.max_drawdown_pct
+
+
+def check_daily_loss(c: CheckInput) -> list[Violation]:
+    """Once today's P&L (realized + unrealized) reaches -daily_loss_limit, only risk-reducing orders pass."""
+    if not daily_loss_reached(c.limits, c.usage) or not c.position_change.adds_risk:
+        return []
+    return _v(Code.DAILY_LOSS_LIMIT,
+              f"today's P&L is {money(c.usage.daily_pnl)}, at or beyond the daily loss limit "
+              f"{money(-c.limits.daily_loss_limit)}: only orders that reduce a position are allowed today")
+
+
+def check_drawdown(c: CheckInput) -> list[Violation]:
+    """Once equity is max_drawdown_pct below its peak, only risk-reducing orders pass."""
+    if not drawdown_reached(c.limits, c.usage) or not c.position_change.adds_risk:
+        return []
+    return _v(Code.DRAWDOWN_LIMIT,
+              f"equity {money(c.usage.equity)} is {pct(drawdown_pct(c.usage))} below its peak "
+              f"{money(c.usage.equity_peak)}; the maximum drawdown is {pct(c.limits.max_drawdown_pct)}: only "
+              "orders that reduce a position are allowed")
 
 
 Check = Callable[[CheckInput], list[Violation]]
@@ -174,17 +665,56 @@ Check = Callable[[CheckInput], list[Violation]]
 CHECKS: tuple[Check, ...] = (
     check_trading_enabled,
     check_halts,
+    check_reduce_only,
     check_symbol_allowed,
     check_strategy_allowed,
+    check_asset_tradable,
+    check_order_valid,
+    check_market_hours,
+    check_market_data,
+    check_price_collar,
     check_order_notional,
+    check_order_qty,
     check_position_size,
+    check_gross_exposure,
+    check_agent_buying_power,
+    check_account_buying_power,
+    check_short_selling,
     check_daily_trades,
+    check_order_rate,
+    check_rolling_notional,
+    check_duplicate,
+    check_daily_loss,
+    check_drawdown,
+)
+
+# The checks that cannot decide without a price: each denies with NO_MARKET_DATA when there is none.
+PRICED_CHECKS: tuple[Check, ...] = (
+    check_market_data,
+    check_order_notional,
+    check_order_qty,
+    check_position_size,
+    check_gross_exposure,
+    check_agent_buying_power,
+    check_rolling_notional,
 )
 
 
 def run_checks(c: CheckInput, checks: tuple[Check, ...] = CHECKS) -> list[Violation]:
-    """Every violation of the order, in a stable order, none hidden behind the first."""
+    """Every violation of the order, in a stable order, none hidden behind the first. A violation several
+    checks share (NO_MARKET_DATA) is reported once. A check that raises denies the order (fail closed)."""
     found: list[Violation] = []
+    seen: set[tuple[Code, str]] = set()
     for check in checks:
-        found.extend(check(c))
+        try:
+            result = check(c)
+        except Exception as exc:  # a bug or malformed input must deny, never pass
+            name = getattr(check, "__name__", "?")
+            result = _v(Code.RISK_CHECK_FAILED, f"risk check {name} could not evaluate this order "
+                        f"({type(exc).__name__}); it is denied to be safe")
+        for violation in result:
+            key = (violation.code, violation.message)
+            if key not in seen:
+                seen.add(key)
+                found.append(violation)
     return found

@@ -43,11 +43,72 @@ RISK_LEVEL_DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 
-# Limits that agent_risk_multiplier scales.
+# Limits that agent_risk_multiplier scales (sizes and counts; never percentages or time windows).
 SCALED_MONEY = ("max_trade_size", "max_position_size", "max_gross_exposure", "rolling_notional_max",
-                "daily_loss_limit", "max_order_qty")
+                "daily_loss_limit")
+SCALED_SIZES = ("max_order_qty",)
 SCALED_COUNTS = ("max_daily_trades", "max_orders_per_window")
 OPTIONAL_LIMITS = tuple(RISK_LEVEL_DEFAULTS["moderate"].keys())
+
+# How each optional limit is read (overrides arrive from TOML or from JSON in the database).
+DECIMAL_LIMITS = ("max_order_qty", "max_gross_exposure", "rolling_notional_max", "daily_loss_limit",
+                  "max_drawdown_pct", "price_collar_pct")
+COUNT_LIMITS = ("max_orders_per_window", "max_denials_per_window")
+WINDOW_LIMITS = ("order_rate_window_seconds", "rolling_notional_window_seconds", "max_quote_age_seconds",
+                 "denials_window_seconds")  # seconds, > 0
+BREAKER_ACTIONS = ("reducing", "halted")
+
+
+class LimitsError(ValueError):
+    """A limit cannot be read: the agent must not trade on a guess (fail closed)."""
+
+
+def _decimal(name: str, value: Any) -> Decimal:
+    if isinstance(value, bool):
+        raise LimitsError(f"limit {name} must be a number, not {value!r}")
+    try:
+        number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    except (ArithmeticError, TypeError, ValueError):
+        raise LimitsError(f"limit {name} must be a number, not {value!r}") from None
+    if not number.is_finite() or number < 0:
+        raise LimitsError(f"limit {name} must be a finite number >= 0, not {value!r}")
+    return number
+
+
+def _int(name: str, value: Any, *, minimum: int) -> int:
+    number = _decimal(name, value)
+    if number != number.to_integral_value() or number < minimum:
+        raise LimitsError(f"limit {name} must be a whole number >= {minimum}, not {value!r}")
+    return int(number)
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise LimitsError(f"limit {name} must be true or false, not {value!r}")
+
+
+def _read(name: str, value: Any) -> Any:
+    if name in DECIMAL_LIMITS:
+        number = _decimal(name, value)
+        if name == "max_drawdown_pct" and number > 100:
+            raise LimitsError(f"limit {name} must be at most 100 (percent), not {value!r}")
+        return number
+    if name in COUNT_LIMITS:
+        return _int(name, value, minimum=0)
+    if name in WINDOW_LIMITS:
+        return _int(name, value, minimum=1)
+    if name == "duplicate_window_seconds":
+        return _int(name, value, minimum=0)
+    if name == "allow_short":
+        return _bool(name, value)
+    if name == "breaker_action":
+        if value not in BREAKER_ACTIONS:
+            raise LimitsError(f"limit {name} must be one of {', '.join(BREAKER_ACTIONS)}, not {value!r}")
+        return value
+    raise LimitsError(f"unknown limit {name}")
 
 
 @dataclass(frozen=True)
@@ -88,19 +149,27 @@ class EffectiveLimits:
 def effective_limits(*, max_trade_size: Decimal, max_position_size: Decimal, max_daily_trades: int,
                      allowed_symbols: list[str], allowed_strategies: list[str], risk_level: str,
                      capital: Decimal, overrides: dict[str, Any], multiplier: Decimal) -> EffectiveLimits:
+    """Configured values, else the risk level's defaults; sizes and counts scaled by `multiplier`
+    (counts rounded down). Raises LimitsError for anything it cannot read: unknown risk level, negative,
+    non-numeric or non-finite values, a multiplier that is not positive."""
+    if risk_level not in RISK_LEVEL_DEFAULTS:
+        raise LimitsError(f"unknown risk_level {risk_level!r} (use {', '.join(RISK_LEVEL_DEFAULTS)})")
+    factor = _decimal("agent_risk_multiplier", multiplier)
+    if factor <= 0:
+        raise LimitsError(f"agent_risk_multiplier must be positive, not {multiplier!r}")
     values: dict[str, Any] = dict(RISK_LEVEL_DEFAULTS[risk_level])
     values.update({k: v for k, v in overrides.items() if v is not None and k in OPTIONAL_LIMITS})
-    values.update(max_trade_size=Decimal(max_trade_size), max_position_size=Decimal(max_position_size),
-                  max_daily_trades=max_daily_trades)
-    for name in SCALED_MONEY:
-        values[name] = Decimal(values[name]) * multiplier
+    values = {name: _read(name, value) for name, value in values.items()}
+    values.update(max_trade_size=_decimal("max_trade_size", max_trade_size),
+                  max_position_size=_decimal("max_position_size", max_position_size),
+                  max_daily_trades=_int("max_daily_trades", max_daily_trades, minimum=0))
+    for name in SCALED_MONEY + SCALED_SIZES:
+        values[name] = values[name] * factor
     for name in SCALED_COUNTS:
-        values[name] = int((Decimal(values[name]) * multiplier).to_integral_value(ROUND_FLOOR))
-    for name in ("price_collar_pct", "max_drawdown_pct"):
-        values[name] = Decimal(values[name])
+        values[name] = int((Decimal(values[name]) * factor).to_integral_value(ROUND_FLOOR))
     return EffectiveLimits(
-        allowed_symbols=frozenset(s.upper() for s in allowed_symbols),
+        allowed_symbols=frozenset(s.strip().upper() for s in allowed_symbols),
         allowed_strategies=frozenset(allowed_strategies),
-        capital=Decimal(capital),
+        capital=_decimal("capital", capital),
         **values,
     )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, WithJsonSchema
 
 
 class Code(StrEnum):
@@ -43,6 +45,8 @@ class Code(StrEnum):
     ORDER_NOT_FOUND = "ORDER_NOT_FOUND"
     PROPOSAL_CHANGED = "PROPOSAL_CHANGED"
     RATE_LIMITED = "RATE_LIMITED"
+    ACCOUNT_BLOCKED = "ACCOUNT_BLOCKED"  # the broker account is blocked from trading
+    RISK_CHECK_FAILED = "RISK_CHECK_FAILED"  # a risk check could not evaluate the order: denied (fail closed)
 
 
 class Violation(BaseModel):
@@ -50,7 +54,7 @@ class Violation(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    code: Code
+    code: Annotated[Code, WithJsonSchema({"type": "string"})]  # the list of codes lives in SPEC.md
     message: str
 
 

@@ -1,0 +1,123 @@
+"""US equity market hours from the NYSE calendar (exchange_calendars "XNYS"): holidays and early closes.
+
+The calendar (and pandas under it) is imported lazily, once, on the first lookup; the session table
+(open/close of every session over a span of years, as epoch seconds) is built once per process and
+extended only if a lookup falls outside it. After that a lookup is a binary search: about a microsecond.
+
+Only the regular session counts as open (09:30-16:00 New York, 13:00 on early-close days). Crypto
+trades around the clock and never asks. Times must be timezone-aware; naive times are refused.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_right
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from zoneinfo import ZoneInfo
+
+NEW_YORK = ZoneInfo("America/New_York")
+CALENDAR_NAME = "XNYS"
+YEARS_BEFORE = 2  # the first table covers [now.year - YEARS_BEFORE, now.year + YEARS_AFTER]
+YEARS_AFTER = 3
+
+
+@dataclass(frozen=True)
+class _Sessions:
+    first_year: int
+    last_year: int
+    opens: tuple[float, ...]  # epoch seconds, ascending
+    closes: tuple[float, ...]
+
+
+_sessions: _Sessions | None = None
+_lock = threading.Lock()
+
+
+def _build(first_year: int, last_year: int) -> _Sessions:
+    import exchange_calendars  # heavy (pandas): only when first needed
+
+    calendar = exchange_calendars.get_calendar(CALENDAR_NAME, start=f"{first_year}-01-01",
+                                               end=f"{last_year}-12-31")
+    schedule = calendar.schedule
+    opens = tuple(ts.timestamp() for ts in schedule["open"])
+    closes = tuple(ts.timestamp() for ts in schedule["close"])
+    return _Sessions(first_year, last_year, opens, closes)
+
+
+def _table_for(year: int) -> _Sessions:
+    global _sessions
+    table = _sessions
+    if table is not None and table.first_year < year < table.last_year:
+        return table  # strictly inside: the sessions just before and after `now` are in the table too
+    with _lock:
+        table = _sessions
+        if table is None:
+            table = _build(year - YEARS_BEFORE, year + YEARS_AFTER)
+        elif not table.first_year < year < table.last_year:
+            table = _build(min(table.first_year, year - YEARS_BEFORE),
+                           max(table.last_year, year + YEARS_AFTER))
+        _sessions = table
+        return table
+
+
+def _epoch(now: datetime) -> float:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("naive datetime: market hours need a timezone-aware time")
+    return now.timestamp()
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def is_market_open(now: datetime) -> bool:
+    """True while the NYSE regular session is open at `now` (open inclusive, close exclusive)."""
+    t = _epoch(now)
+    table = _table_for(now.astimezone(UTC).year)
+    i = bisect_right(table.opens, t) - 1
+    return i >= 0 and t < table.closes[i]
+
+
+def market_open_or_none(now: datetime) -> bool | None:
+    """is_market_open, or None when it cannot be known (calendar unavailable); the checks fail closed
+    on None."""
+    try:
+        return is_market_open(now)
+    except Exception:
+        return None
+
+
+def next_open(now: datetime) -> datetime:
+    """The next session open strictly after `now` (while open, that is the next session's open)."""
+    t = _epoch(now)
+    table = _table_for(now.astimezone(UTC).year)
+    i = bisect_right(table.opens, t)
+    if i >= len(table.opens):  # only past the table's last year, which _table_for prevents
+        raise LookupError("no session after this time in the calendar")
+    return _utc(table.opens[i])
+
+
+def next_close(now: datetime) -> datetime:
+    """The close of the session in progress, or of the next session when the market is closed."""
+    t = _epoch(now)
+    table = _table_for(now.astimezone(UTC).year)
+    i = bisect_right(table.opens, t) - 1
+    if i >= 0 and t < table.closes[i]:
+        return _utc(table.closes[i])
+    if i + 1 >= len(table.closes):
+        raise LookupError("no session after this time in the calendar")
+    return _utc(table.closes[i + 1])
+
+
+def new_york_date(now: datetime) -> date:
+    """The calendar date in New York at `now` (the ledger's trading day)."""
+    _epoch(now)
+    return now.astimezone(NEW_YORK).date()
+
+
+def new_york_day_start(now: datetime) -> datetime:
+    """Midnight in New York at the start of `now`'s New York date, in UTC: where "today" begins."""
+    day = new_york_date(now)
+    return datetime.combine(day, time(0), NEW_YORK).astimezone(UTC)
+
