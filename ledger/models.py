@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -18,7 +18,7 @@ GLOBAL_SCOPE = "*"  # trading_state row that applies to every agent
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {Decimal: ExactDecimal, datetime: UTCDateTime, dict[str, Any]: JSON,
+    type_annotation_map: ClassVar[dict[Any, Any]] = {Decimal: ExactDecimal, datetime: UTCDateTime, dict[str, Any]: JSON,
                            list[Any]: JSON}
 
 

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer
-from typing_extensions import Annotated
+from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
 
 from policies.orders import decimal_text
 from policies.violations import Violation
 
-Dec = Annotated[Decimal, PlainSerializer(lambda d: decimal_text(d), return_type=str, when_used="json")]
+Dec = Annotated[Decimal, PlainSerializer(lambda d: decimal_text(d), return_type=str, when_used="json"),
+               WithJsonSchema({"type": "string"})]
 TradingMode = Literal["paper", "live"]
 
 

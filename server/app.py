@@ -12,6 +12,7 @@ from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import Tool as MCPTool
 from mcp.types import ToolAnnotations
 from pydantic import ValidationError
 
@@ -19,6 +20,7 @@ from broker.base import Broker
 from policies.gate import Gate
 from server.config import Config
 from server.runtime import Runtime, open_runtime, utc_now
+from server.schemas import compact_schema
 from tools import account, market_data, orders, trading
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
@@ -60,7 +62,18 @@ def instructions(config: Config) -> str:
 
 
 class TradewardenServer(MCPServer[ServerState]):
-    """MCPServer that also audits calls the SDK rejects before they reach a tool (bad arguments)."""
+    """MCPServer that also audits calls the SDK rejects before they reach a tool (bad arguments), and
+    serves a compact tools/list."""
+
+    _listed: list[MCPTool] | None = None
+
+    async def list_tools(self) -> list[MCPTool]:
+        if self._listed is None:
+            self._listed = [tool.model_copy(update={
+                "input_schema": compact_schema(tool.input_schema),
+                "output_schema": compact_schema(tool.output_schema) if tool.output_schema else None,
+            }) for tool in await super().list_tools()]
+        return self._listed
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Context[ServerState, Any] | None = None
                         ) -> Any:
@@ -68,6 +81,9 @@ class TradewardenServer(MCPServer[ServerState]):
             return await super().call_tool(name, arguments, context)
         except ToolError as error:
             cause = error.__cause__
+            if isinstance(cause, ToolError):
+                # Our own denials: the text starts with the stable code, without the SDK's prefix.
+                raise ToolError(str(cause)) from None
             if not isinstance(cause, ValidationError) or context is None:
                 raise
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"

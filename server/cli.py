@@ -321,7 +321,8 @@ def halt(ctx: click.Context, agent_id: str | None, cancel_open: bool, reason: st
     report = _guarded(lambda: _run(_with_runtime(_config(ctx), action)))
     click.echo(f"halted {'agent ' + agent_id if agent_id else 'all trading'}: {reason}")
     if cancel_open:
-        click.echo(f"canceled {len(report.canceled)} open orders" + (f"; {len(report.failed)} failed" if report.failed else ""))
+        failures = f"; {len(report.failed)} failed" if report.failed else ""
+        click.echo(f"canceled {len(report.canceled)} open orders{failures}")
         for order_id, why in report.failed.items():
             click.echo(f"  could not cancel {order_id}: {why}")
         if report.failed:

@@ -1,0 +1,110 @@
+"""The audit chain: every kind of tampering is caught, secrets never enter it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ledger import db
+from ledger.models import AuditEvent
+from policies import audit
+
+T0 = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def sessions(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = db.create_engine(db_url)
+    await db.upgrade(engine)
+    factory = db.session_factory(engine)
+    async with db.transaction(factory) as session:
+        for i in range(6):
+            await audit.append(session, ts=T0, actor="agent:a", kind="tool.intent", tool="propose_trade",
+                               agent_id="a", payload={"i": i})
+    yield factory
+    await engine.dispose()
+
+
+async def _verify(sessions: async_sessionmaker[AsyncSession]) -> audit.VerifyReport:
+    async with sessions() as session:
+        return await audit.verify(session)
+
+
+async def _tamper(sessions: async_sessionmaker[AsyncSession], statement: object) -> None:
+    async with db.transaction(sessions) as session:
+        await session.execute(statement)  # type: ignore[arg-type]
+
+
+async def test_untouched_chain_verifies(sessions: async_sessionmaker[AsyncSession]) -> None:
+    report = await _verify(sessions)
+    assert report.ok and report.records == 6 and report.head_seq == 6
+
+
+async def test_edit_is_caught(sessions: async_sessionmaker[AsyncSession]) -> None:
+    await _tamper(sessions, update(AuditEvent).where(AuditEvent.seq == 3).values(payload='{"i":99}'))
+    report = await _verify(sessions)
+    assert not report.ok and report.problems[0].seq == 3
+
+
+async def test_edit_with_recomputed_hash_is_caught_by_the_next_link(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions() as session:
+        event = (await session.execute(select(AuditEvent).where(AuditEvent.seq == 3))).scalar_one()
+    forged = audit.record_hash(event.prev_hash, seq=3, event_id=event.event_id, ts=event.ts, actor=event.actor,
+                               agent_id=event.agent_id, kind=event.kind, tool=event.tool, payload='{"i":99}')
+    await _tamper(sessions, update(AuditEvent).where(AuditEvent.seq == 3).values(payload='{"i":99}', hash=forged))
+    report = await _verify(sessions)
+    assert not report.ok and report.problems[0].seq == 4
+
+
+async def test_deletion_is_caught(sessions: async_sessionmaker[AsyncSession]) -> None:
+    await _tamper(sessions, delete(AuditEvent).where(AuditEvent.seq == 2))
+    report = await _verify(sessions)
+    assert not report.ok and report.problems[0].seq == 3
+
+
+async def test_insertion_is_caught(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions() as session:
+        event = (await session.execute(select(AuditEvent).where(AuditEvent.seq == 6))).scalar_one()
+    await _tamper(sessions, update(AuditEvent).where(AuditEvent.seq >= 4).values(seq=AuditEvent.seq + 100))
+    async with db.transaction(sessions) as session:
+        session.add(AuditEvent(seq=4, event_id="forged", ts=T0, actor="agent:a", agent_id="a", kind="tool.intent",
+                               tool=None, payload="{}", prev_hash=event.prev_hash, hash="f" * 64))
+    report = await _verify(sessions)
+    assert not report.ok
+
+
+async def test_reordering_is_caught(sessions: async_sessionmaker[AsyncSession]) -> None:
+    await _tamper(sessions, update(AuditEvent).where(AuditEvent.seq == 2).values(seq=-2))
+    await _tamper(sessions, update(AuditEvent).where(AuditEvent.seq == 5).values(seq=2))
+    await _tamper(sessions, update(AuditEvent).where(AuditEvent.seq == -2).values(seq=5))
+    report = await _verify(sessions)
+    assert not report.ok and report.problems[0].seq == 2
+
+
+async def test_truncation_is_caught(sessions: async_sessionmaker[AsyncSession]) -> None:
+    await _tamper(sessions, delete(AuditEvent).where(AuditEvent.seq >= 5))
+    report = await _verify(sessions)
+    assert not report.ok
+    assert "truncated" in report.problems[0].message
+
+
+async def test_emptying_the_log_is_caught(sessions: async_sessionmaker[AsyncSession]) -> None:
+    await _tamper(sessions, text("DELETE FROM audit_events"))
+    assert not (await _verify(sessions)).ok
+
+
+async def test_secrets_are_redacted_by_key_and_by_shape(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with db.transaction(sessions) as session:
+        event = await audit.append(session, ts=T0, actor="system", kind="x", payload={
+            "api_key": "AKSECRET", "nested": {"Authorization": "Bearer abc"},
+            "note": "token tw_abcdefghijklmnopqrstuvwxyz123456 leaked", "headers": ["Bearer xyz"]})
+    payload = json.loads(event.payload)
+    assert payload["api_key"] == audit.REDACTED
+    assert payload["nested"]["Authorization"] == audit.REDACTED
+    assert "tw_abcdefghijklmnop" not in payload["note"]
+    assert payload["headers"] == [audit.REDACTED]
