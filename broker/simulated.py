@@ -1,0 +1,490 @@
+"""The simulated broker: the embedded default when no Alpaca account is configured.
+
+Market data comes from broker.sim_market (deterministic from the seed). Orders and the account live in
+the database tables sim_orders and sim_account, so a restart keeps them; cash and positions are never
+stored but derived from the fills, so they cannot drift from the orders.
+
+Execution model
+- Market orders fill at once at the quote: buys at the ask, sells at the bid. A notional order buys
+  notional / price units, rounded down to 9 decimals.
+- A limit order that is marketable on arrival fills at once at the quote; otherwise ioc/fok limit orders
+  are canceled and day/gtc ones rest with status "new". Stop and stop_limit orders always rest.
+- Resting orders are advanced whenever the broker's orders, positions or account are read: the minute
+  price path is scanned from the order's evaluation mark up to now. A limit buy fills at its limit in the
+  first minute whose price is at or below it (a sell at or above). A stop triggers in the first minute
+  whose price is at or beyond the stop (buy: >=, sell: <=); a stop then fills at that minute's price and
+  a stop_limit becomes a limit order at its limit price. There is no partial fill: liquidity is unlimited.
+- Day orders expire at the close (16:00 New York) of the session they were placed in or, placed outside
+  a session, of the next one; gtc orders after 90 days, as at Alpaca. That also bounds every scan.
+- For an open order, `updated_at` is its evaluation mark: the path has been checked up to that time.
+  A triggered stop_limit keeps its mark at the trigger minute, because no column records the trigger:
+  each scan finds it again (the path is deterministic) and continues as a limit order.
+- Buys are rejected when their cost exceeds buying power (cash less what open buy orders reserve); the
+  account is shared by all agents. Sells beyond the position of an asset that is not shortable are
+  rejected too; shortable assets may be sold short (no margin requirement is modelled).
+
+Every method that touches the database runs in one transaction from ledger.db.transaction; on SQLite that
+takes the write lock (BEGIN IMMEDIATE), so do not call them while holding another transaction open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
+from typing import Literal, cast
+from uuid import uuid4
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from broker import sim_market
+from broker.base import (
+    FINAL_STATUSES,
+    OPEN_STATUSES,
+    Account,
+    Asset,
+    Bar,
+    BrokerError,
+    BrokerOrder,
+    BrokerPosition,
+    MarketClock,
+    Quote,
+    SubmitOrder,
+    Timeframe,
+)
+from ledger.db import transaction
+from ledger.models import SimAccount, SimOrder
+from policies.orders import OrderRequest, decimal_text
+
+ACCOUNT_ID = 1  # the simulated broker has exactly one account
+GTC_LIFETIME = timedelta(days=90)
+SCAN_CHUNK_MINUTES = 1440  # scan a day of minutes at a time, so an early fill stops the work early
+QTY_STEP = Decimal("0.000000001")  # 9 decimals, Alpaca's fractional precision
+_CENT = Decimal("0.01")
+_PRICE_PLACES = Decimal("0.0001")
+_ZERO = Decimal(0)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- resting orders: where the price path takes them ----------------------------------------------
+
+@dataclass(frozen=True)
+class Fill:
+    at: datetime
+    price: Decimal
+
+
+@dataclass(frozen=True)
+class Expiry:
+    at: datetime
+
+
+@dataclass(frozen=True)
+class StillResting:
+    evaluated_through: datetime  # the new evaluation mark (stored as the order's updated_at)
+
+
+def order_expiry(order: SimOrder) -> datetime:
+    if order.time_in_force == "day":
+        return sim_market.session_close_after(order.submitted_at)
+    return order.submitted_at + GTC_LIFETIME
+
+
+def _stop_crossed(order: SimOrder, price: Decimal) -> bool:
+    assert order.stop_price is not None
+    return price >= order.stop_price if order.side == "buy" else price <= order.stop_price
+
+
+def _limit_reached(order: SimOrder, price: Decimal) -> bool:
+    assert order.limit_price is not None
+    return price <= order.limit_price if order.side == "buy" else price >= order.limit_price
+
+
+def resting_order_outcome(seed: int, order: SimOrder, now: datetime) -> Fill | Expiry | StillResting:
+    """What happened to a resting order between its evaluation mark and `now`. Pure: the same inputs
+    always give the same outcome, so evaluating twice (two processes, a retried transaction) is harmless."""
+    mark = order.updated_at
+    if now <= mark:
+        return StillResting(mark)
+    expires_at = order_expiry(order)
+    first = sim_market.minute_index(mark)  # inclusive: see the module notes on triggered stop_limits
+    # At its expiry an order is no longer live, so the minute starting at the expiry is not scanned.
+    last = sim_market.minute_index(now) if now < expires_at else sim_market.minute_index(expires_at) - 1
+    triggered = order.order_type == "limit"
+    trigger_minute: int | None = None
+    for chunk_first in range(first, last + 1, SCAN_CHUNK_MINUTES):
+        chunk_last = min(chunk_first + SCAN_CHUNK_MINUTES - 1, last)
+        prices = sim_market.minute_prices(seed, order.symbol, chunk_first, chunk_last)
+        for minute, price in enumerate(prices, start=chunk_first):
+            if not triggered:
+                if not _stop_crossed(order, price):
+                    continue
+                triggered, trigger_minute = True, minute
+                if order.order_type == "stop":
+                    return Fill(_fill_time(order, minute), price)
+            if _limit_reached(order, price):
+                assert order.limit_price is not None
+                return Fill(_fill_time(order, minute), order.limit_price)
+    if now >= expires_at:
+        return Expiry(expires_at)
+    if trigger_minute is not None:
+        return StillResting(_fill_time(order, trigger_minute))
+    return StillResting(now)
+
+
+def _fill_time(order: SimOrder, minute: int) -> datetime:
+    return max(order.submitted_at, sim_market.minute_start(minute))
+
+
+# --- the account, derived from fills ---------------------------------------------------------------
+
+@dataclass
+class Holding:
+    qty: Decimal = _ZERO
+    avg_entry_price: Decimal = _ZERO  # average cost of the open position (long or short)
+
+    def apply_fill(self, side: str, qty: Decimal, price: Decimal) -> None:
+        signed = qty if side == "buy" else -qty
+        new_qty = self.qty + signed
+        if self.qty == 0 or (self.qty > 0) == (signed > 0):  # opening or adding: average the cost
+            self.avg_entry_price = (self.avg_entry_price * abs(self.qty) + price * qty) / abs(new_qty)
+        elif new_qty == 0:
+            self.avg_entry_price = _ZERO
+        elif (new_qty > 0) != (self.qty > 0):  # through zero: the remainder was opened at this price
+            self.avg_entry_price = price
+        self.qty = new_qty  # reducing keeps the average cost
+
+
+@dataclass
+class Book:
+    """Cash, holdings and reservations as of the last fill."""
+
+    cash: Decimal
+    holdings: dict[str, Holding] = field(default_factory=dict)
+    reserved_for_buys: Decimal = _ZERO  # cost of open buy orders at their limit (or stop) price
+    open_sell_qty: dict[str, Decimal] = field(default_factory=dict)
+
+    @property
+    def buying_power(self) -> Decimal:
+        return self.cash - self.reserved_for_buys
+
+    @classmethod
+    def from_orders(cls, starting_cash: Decimal, orders: Sequence[SimOrder]) -> Book:
+        book = cls(cash=starting_cash)
+        filled = [o for o in orders if o.filled_qty > 0 and o.filled_avg_price is not None]
+        for order in sorted(filled, key=lambda o: (o.filled_at or o.updated_at, o.submitted_at, o.id)):
+            assert order.filled_avg_price is not None
+            cost = order.filled_qty * order.filled_avg_price
+            book.cash += -cost if order.side == "buy" else cost
+            book.holdings.setdefault(order.symbol, Holding()).apply_fill(order.side, order.filled_qty,
+                                                                         order.filled_avg_price)
+        for order in orders:
+            if order.status not in OPEN_STATUSES:
+                continue
+            remaining = (order.qty or _ZERO) - order.filled_qty
+            if order.side == "buy":
+                book.reserved_for_buys += remaining * _reservation_price(order)
+            else:
+                book.open_sell_qty[order.symbol] = book.open_sell_qty.get(order.symbol, _ZERO) + remaining
+        return book
+
+
+def _reservation_price(order: SimOrder) -> Decimal:
+    price = order.limit_price if order.limit_price is not None else order.stop_price
+    assert price is not None, "only limit and stop orders rest"
+    return price
+
+
+# --- validation ------------------------------------------------------------------------------------
+
+def _invalid(message: str) -> BrokerError:
+    return BrokerError(message, code="INVALID_ORDER", status=422)
+
+
+def _has_fraction(value: Decimal) -> bool:
+    return value != value.to_integral_value()
+
+
+def validate_order(order: OrderRequest) -> sim_market.Listing:
+    """The order's listing, or BrokerError for anything the simulated broker does not accept."""
+    found = sim_market.listing(order.symbol)
+    if found is None:
+        raise BrokerError(f"unknown symbol {order.symbol!r} at the simulated broker",
+                          code="ASSET_NOT_TRADABLE", status=422)
+    if not found.tradable:
+        raise BrokerError(f"{found.symbol} is not tradable (trading halted)", code="ASSET_NOT_TRADABLE",
+                          status=422)
+    if (order.qty is None) == (order.notional is None):
+        raise _invalid("give exactly one of qty and notional")
+    amount = order.qty if order.qty is not None else order.notional
+    assert amount is not None
+    if amount <= 0:
+        raise _invalid("qty and notional must be positive")
+    if order.qty is not None and order.qty != order.qty.quantize(QTY_STEP, ROUND_DOWN):
+        raise _invalid("qty has more than 9 decimal places")
+    if order.notional is not None and order.order_type != "market":
+        raise _invalid("notional orders must be market orders; give qty for limit and stop orders")
+    if not found.fractionable and (order.notional is not None or _has_fraction(amount)):
+        raise _invalid(f"{found.symbol} is not fractionable: give a whole-number qty")
+    needs_limit = order.order_type in ("limit", "stop_limit")
+    needs_stop = order.order_type in ("stop", "stop_limit")
+    if needs_limit != (order.limit_price is not None):
+        raise _invalid("limit_price is required for limit and stop_limit orders and allowed for no other")
+    if needs_stop != (order.stop_price is not None):
+        raise _invalid("stop_price is required for stop and stop_limit orders and allowed for no other")
+    for price in (order.limit_price, order.stop_price):
+        if price is not None and price <= 0:
+            raise _invalid("limit_price and stop_price must be positive")
+    if needs_stop and order.time_in_force in ("ioc", "fok"):
+        raise _invalid("stop and stop_limit orders take time_in_force day or gtc")
+    return found
+
+
+def _whole_units(qty: Decimal) -> Decimal:
+    return qty.quantize(QTY_STEP, ROUND_DOWN)
+
+
+# --- the broker ------------------------------------------------------------------------------------
+
+class SimulatedBroker:
+    """Implements broker.base.Broker against a deterministic simulated market and the database."""
+
+    name = "simulated"
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, seed: int = 42,
+                 starting_cash: Decimal = Decimal(1000000), clock: Callable[[], datetime] = _utc_now):
+        self._sessions = sessions
+        self.seed = seed
+        self.starting_cash = Decimal(starting_cash)
+        self._clock = clock
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        if now.tzinfo is None:
+            raise ValueError("the simulated broker's clock must return timezone-aware datetimes")
+        return now.astimezone(UTC)
+
+    async def start(self) -> None:
+        """Create the account row on first start; an existing account (and its starting cash) is kept."""
+        try:
+            async with transaction(self._sessions) as session:
+                await self._lock_account(session, self._now())
+        except IntegrityError:
+            pass  # another process created it at the same moment
+
+    async def close(self) -> None:
+        """Nothing to release: the database engine belongs to the caller."""
+
+    # --- market data ---
+
+    async def get_quotes(self, symbols: list[str]) -> dict[str, Quote]:
+        """Keyed by the symbols as asked for; unknown symbols are absent."""
+        now = self._now()
+        return {symbol: sim_market.quote(self.seed, symbol, now) for symbol in symbols
+                if sim_market.listing(symbol) is not None}
+
+    async def get_bars(self, symbol: str, timeframe: Timeframe, limit: int) -> list[Bar]:
+        if sim_market.listing(symbol) is None:
+            return []
+        try:
+            return sim_market.bars(self.seed, symbol, timeframe, limit, self._now())
+        except ValueError as error:
+            raise BrokerError(str(error), code="BROKER_ERROR", status=422) from error
+
+    async def get_asset(self, symbol: str) -> Asset | None:
+        return sim_market.asset(symbol)
+
+    async def get_clock(self) -> MarketClock:
+        return sim_market.market_clock(self._now())
+
+    # --- trading ---
+
+    async def submit_order(self, request: SubmitOrder) -> BrokerOrder:
+        order = request.order
+        found = validate_order(order)
+        now = self._now()
+        try:
+            async with transaction(self._sessions) as session:
+                book = await self._synchronize(session, now)
+                if await self._by_client_id(session, request.client_order_id) is not None:
+                    raise self._duplicate(request.client_order_id)
+                row = self._execute_on_arrival(request, found, book, now)
+                session.add(row)
+                await session.flush()  # a concurrent duplicate fails here, on the unique client_order_id
+        except IntegrityError as error:
+            async with transaction(self._sessions) as session:
+                exists = await self._by_client_id(session, request.client_order_id) is not None
+            if exists:
+                raise self._duplicate(request.client_order_id) from error
+            raise BrokerError("the simulated broker could not store the order", status=500) from error
+        return to_broker_order(row)
+
+    async def get_order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
+        async with transaction(self._sessions) as session:
+            await self._synchronize(session, self._now())
+            row = await self._by_client_id(session, client_order_id)
+        return to_broker_order(row) if row is not None else None
+
+    async def list_orders(self, status: Literal["open", "closed", "all"] = "all", limit: int = 500,
+                          after: datetime | None = None) -> list[BrokerOrder]:
+        """Newest first."""
+        query = select(SimOrder).order_by(SimOrder.submitted_at.desc(), SimOrder.id.desc()).limit(limit)
+        if status == "open":
+            query = query.where(SimOrder.status.in_(OPEN_STATUSES))
+        elif status == "closed":
+            query = query.where(SimOrder.status.in_(FINAL_STATUSES))
+        if after is not None:
+            query = query.where(SimOrder.submitted_at > after)
+        async with transaction(self._sessions) as session:
+            await self._synchronize(session, self._now())
+            rows = (await session.execute(query)).scalars().all()
+        return [to_broker_order(row) for row in rows]
+
+    async def cancel_order(self, broker_order_id: str) -> BrokerOrder:
+        """An order that filled (on the path) before the cancel arrived stays filled: BrokerError 422."""
+        now = self._now()
+        async with transaction(self._sessions) as session:
+            await self._synchronize(session, now)
+            row = await session.get(SimOrder, broker_order_id)
+            if row is None:
+                raise BrokerError(f"order {broker_order_id} not found", code="ORDER_NOT_FOUND", status=404)
+            if row.status not in OPEN_STATUSES:
+                raise BrokerError(f"order {broker_order_id} is already {row.status}; it cannot be canceled",
+                                  code="BROKER_ERROR", status=422)
+            row.status = "canceled"
+            row.updated_at = now
+        return to_broker_order(row)
+
+    async def get_account(self) -> Account:
+        now = self._now()
+        book = await self._current_book(now)
+        market_value = sum((holding.qty * self._last_price(symbol, now)
+                            for symbol, holding in book.holdings.items() if holding.qty != 0), _ZERO)
+        return Account(cash=_money(book.cash), equity=_money(book.cash + market_value),
+                       buying_power=_money(book.buying_power))
+
+    async def get_positions(self) -> list[BrokerPosition]:
+        now = self._now()
+        book = await self._current_book(now)
+        return [BrokerPosition(symbol=symbol, qty=holding.qty,
+                               avg_entry_price=holding.avg_entry_price.quantize(_PRICE_PLACES, ROUND_HALF_EVEN),
+                               market_value=_money(holding.qty * self._last_price(symbol, now)))
+                for symbol, holding in sorted(book.holdings.items()) if holding.qty != 0]
+
+    # --- internals ---
+
+    def _last_price(self, symbol: str, now: datetime) -> Decimal:
+        return sim_market.quote(self.seed, symbol, now).last
+
+    @staticmethod
+    def _duplicate(client_order_id: str) -> BrokerError:
+        return BrokerError(f"an order with client_order_id {client_order_id} already exists",
+                           code="DUPLICATE_ORDER", status=422)
+
+    async def _lock_account(self, session: AsyncSession, now: datetime) -> Decimal:
+        """The account's starting cash. Locking its row serializes this broker's writers on PostgreSQL
+        (SQLite's BEGIN IMMEDIATE already does); the row is created if missing."""
+        account = (await session.execute(select(SimAccount).where(SimAccount.id == ACCOUNT_ID)
+                                         .with_for_update())).scalar_one_or_none()
+        if account is None:
+            account = SimAccount(id=ACCOUNT_ID, starting_cash=self.starting_cash, created_at=now)
+            session.add(account)
+            await session.flush()
+        return account.starting_cash
+
+    @staticmethod
+    async def _by_client_id(session: AsyncSession, client_order_id: str) -> SimOrder | None:
+        return (await session.execute(select(SimOrder).where(SimOrder.client_order_id == client_order_id))
+                ).scalar_one_or_none()
+
+    async def _synchronize(self, session: AsyncSession, now: datetime) -> Book:
+        """Lock the account, bring every resting order up to `now`, and return the resulting book.
+        Every database operation of this broker starts here."""
+        starting_cash = await self._lock_account(session, now)
+        rows = list((await session.execute(
+            select(SimOrder).where(SimOrder.status.in_(OPEN_STATUSES | {"filled", "partially_filled"}))
+        )).scalars().all())
+        for row in rows:
+            if row.status not in OPEN_STATUSES:
+                continue
+            outcome = resting_order_outcome(self.seed, row, now)
+            if isinstance(outcome, Fill):
+                row.status, row.filled_qty, row.filled_avg_price = "filled", row.qty or _ZERO, outcome.price
+                row.filled_at = row.updated_at = outcome.at
+            elif isinstance(outcome, Expiry):
+                row.status, row.updated_at = "expired", outcome.at
+            elif sim_market.minute_index(outcome.evaluated_through) != sim_market.minute_index(row.updated_at):
+                row.updated_at = outcome.evaluated_through  # within the same minute there is nothing new
+        return Book.from_orders(starting_cash, rows)
+
+    async def _current_book(self, now: datetime) -> Book:
+        async with transaction(self._sessions) as session:
+            return await self._synchronize(session, now)
+
+    def _execute_on_arrival(self, request: SubmitOrder, found: sim_market.Listing, book: Book,
+                            now: datetime) -> SimOrder:
+        """The new order's row: filled, canceled (an ioc/fok that could not fill) or resting.
+        BrokerError if the account cannot take it."""
+        order = request.order
+        quote = sim_market.quote(self.seed, found.symbol, now)
+        touch = quote.ask if order.side == "buy" else quote.bid  # the price a marketable order gets
+        qty = order.qty if order.qty is not None else _whole_units(cast(Decimal, order.notional) / touch)
+        if qty <= 0:
+            raise _invalid(f"notional {decimal_text(order.notional)} buys less than 0.000000001 {found.symbol}")
+
+        if order.side == "buy":
+            cost = _buy_cost(order, qty, touch)
+            if cost > book.buying_power:
+                raise BrokerError(f"insufficient buying power: the order needs {_money(cost)}, the account "
+                                  f"has {_money(book.buying_power)}", code="INSUFFICIENT_BUYING_POWER",
+                                  status=403)
+        elif not found.shortable:
+            held = book.holdings.get(found.symbol, Holding()).qty
+            available = max(held, _ZERO) - book.open_sell_qty.get(found.symbol, _ZERO)
+            if qty > available:
+                raise BrokerError(f"insufficient qty: {decimal_text(qty)} {found.symbol} to sell, "
+                                  f"{decimal_text(max(available, _ZERO))} available; {found.symbol} "
+                                  f"cannot be sold short", code="SHORT_SELLING_NOT_ALLOWED", status=403)
+
+        row = SimOrder(id=str(uuid4()), client_order_id=request.client_order_id, symbol=found.symbol,
+                       side=order.side, qty=order.qty, notional=order.notional, order_type=order.order_type,
+                       limit_price=order.limit_price, stop_price=order.stop_price,
+                       time_in_force=order.time_in_force, status="new", filled_qty=_ZERO,
+                       filled_avg_price=None, submitted_at=now, updated_at=now, filled_at=None)
+        marketable = order.order_type == "market" or (
+            order.order_type == "limit" and order.limit_price is not None
+            and (touch <= order.limit_price if order.side == "buy" else touch >= order.limit_price))
+        if marketable:
+            row.status, row.filled_qty, row.filled_avg_price, row.filled_at = "filled", qty, touch, now
+        elif order.time_in_force in ("ioc", "fok"):
+            row.status = "canceled"
+        return row
+
+
+def _buy_cost(order: OrderRequest, qty: Decimal, ask: Decimal) -> Decimal:
+    """What a buy may cost, as checked against buying power: a notional is its own cost; a limit order
+    is priced at its limit (it never pays more), a stop order at its stop."""
+    if order.notional is not None:
+        return order.notional
+    worst_price = ask if order.order_type == "market" else (order.limit_price or order.stop_price)
+    assert worst_price is not None
+    return qty * worst_price
+
+
+def _money(value: Decimal) -> Decimal:
+    return value.quantize(_CENT, ROUND_HALF_EVEN)
+
+
+def to_broker_order(row: SimOrder) -> BrokerOrder:
+    return BrokerOrder(
+        broker_order_id=row.id, client_order_id=row.client_order_id, symbol=row.symbol,
+        side=cast(Literal["buy", "sell"], row.side), order_type=row.order_type, status=row.status,
+        qty=row.qty, notional=row.notional, filled_qty=row.filled_qty, filled_avg_price=row.filled_avg_price,
+        limit_price=row.limit_price, stop_price=row.stop_price, time_in_force=row.time_in_force,
+        submitted_at=row.submitted_at, updated_at=row.updated_at)
