@@ -14,9 +14,10 @@ Conventions every check follows:
 - Limits are inclusive: an order that brings a quantity exactly to its limit passes; one cent, one share
   or one order more is denied. The exceptions are the loss limits (daily loss, drawdown): once reached,
   they block every order that adds risk.
-- "Adds risk" means the order would grow the absolute size of the agent's projected position in the
-  symbol (position plus its open orders on the same side); orders that only shrink a position pass the
-  loss limits, position and exposure caps, and reduce-only mode.
+- An order "adds risk" unless it only shrinks the agent's projected position in the symbol (position
+  plus its open orders on the order's side) without crossing to the other side. Orders that only shrink
+  a position pass the loss limits, the position and exposure caps, and reduce-only mode; a flip from
+  short to long (or back) adds risk.
 """
 
 from __future__ import annotations
@@ -97,17 +98,18 @@ class PositionChange:
     after: Decimal | None
 
     @property
-    def adds_risk(self) -> bool:
-        """True unless the order provably only shrinks the projected position (unknown size: True)."""
-        return self.after is None or abs(self.after) > abs(self.before)
-
-    @property
     def only_reduces(self) -> bool:
-        """Shrinks an existing position without reaching the other side."""
+        """Shrinks an existing position without crossing to the other side."""
         if self.after is None or self.before == 0:
             return False
         same_side = self.after == 0 or (self.after > 0) == (self.before > 0)
         return abs(self.after) < abs(self.before) and same_side
+
+    @property
+    def adds_risk(self) -> bool:
+        """Everything but a pure reduction: growing the position, opening one, or crossing to the other
+        side (a flip opens a new position). Unknown size: True."""
+        return not self.only_reduces
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,8 @@ def money(value: Decimal) -> str:
     if cents != value:
         finer = value.quantize(Decimal("0.0001"), ROUND_HALF_EVEN)
         if finer != cents:
-            return f"{sign}${finer:,}"
+            whole, _, frac = f"{finer:,}".partition(".")
+            return f"{sign}${whole}.{frac.rstrip('0')}"
     return f"{sign}${cents:,}"
 
 
@@ -483,7 +486,7 @@ def _order_price(c: CheckInput) -> Decimal | None:
 
 
 def check_position_size(c: CheckInput) -> list[Violation]:
-    """|position + open orders on this side + order| × price, for orders that grow the position."""
+    """|position + open orders on this side + order| × price, for orders that add risk."""
     price = _order_price(c)
     change = c.position_change
     if price is None or change.after is None:
