@@ -62,27 +62,53 @@ def record_hash(prev_hash: str, *, seq: int, event_id: str, ts: datetime, actor:
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
+# The last head this process wrote, per database: lets an append skip reading the head. It is only a guess:
+# the conditional UPDATE below checks it against the row, and a stale guess falls back to reading the head.
+_head_guess: dict[str, tuple[int, str]] = {}
+
+
 async def append(session: AsyncSession, *, ts: datetime, actor: str, kind: str, payload: Mapping[str, Any],
                  agent_id: str | None = None, tool: str | None = None) -> AuditEvent:
-    """Append one record inside the caller's transaction (it commits or rolls back with the caller's work)."""
+    """Append one record inside the caller's transaction (it commits or rolls back with the caller's work).
+    The conditional update of audit_head serialises writers: two appends can never share a predecessor."""
+    database = str(session.bind.url) if session.bind is not None else ""
+    body = canonical_json(redact(dict(payload)))
+    event_id = str(uuid.uuid4())
+    guess = _head_guess.get(database)
+    if guess is not None:
+        event = await _try_append(session, guess, ts=ts, actor=actor, kind=kind, agent_id=agent_id, tool=tool,
+                                  body=body, event_id=event_id)
+        if event is not None:
+            _head_guess[database] = (event.seq, event.hash)
+            return event
     head = (await session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())).scalar_one_or_none()
     if head is None:
-        head = AuditHead(id=1, seq=0, hash=GENESIS_HASH)
-        session.add(head)
+        session.add(AuditHead(id=1, seq=0, hash=GENESIS_HASH))
         await session.flush()
-    seq = head.seq + 1
-    event_id = str(uuid.uuid4())
-    body = canonical_json(redact(dict(payload)))
-    digest = record_hash(head.hash, seq=seq, event_id=event_id, ts=ts, actor=actor, agent_id=agent_id,
+        current = (0, GENESIS_HASH)
+    else:
+        current = (head.seq, head.hash)
+    event = await _try_append(session, current, ts=ts, actor=actor, kind=kind, agent_id=agent_id, tool=tool,
+                              body=body, event_id=event_id)
+    if event is None:
+        raise RuntimeError("audit chain head moved during append")
+    _head_guess[database] = (event.seq, event.hash)
+    return event
+
+
+async def _try_append(session: AsyncSession, head: tuple[int, str], *, ts: datetime, actor: str, kind: str,
+                      agent_id: str | None, tool: str | None, body: str, event_id: str) -> AuditEvent | None:
+    seq, prev_hash = head[0] + 1, head[1]
+    digest = record_hash(prev_hash, seq=seq, event_id=event_id, ts=ts, actor=actor, agent_id=agent_id,
                          kind=kind, tool=tool, payload=body)
+    moved = await session.execute(update(AuditHead).where(AuditHead.id == 1, AuditHead.seq == head[0],
+                                                          AuditHead.hash == prev_hash)
+                                  .values(seq=seq, hash=digest).execution_options(synchronize_session=False))
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        return None
     event = AuditEvent(seq=seq, event_id=event_id, ts=ts, actor=actor, agent_id=agent_id, kind=kind, tool=tool,
-                       payload=body, prev_hash=head.hash, hash=digest)
+                       payload=body, prev_hash=prev_hash, hash=digest)
     session.add(event)
-    # Conditional update: if another writer moved the head since we read it, this transaction must fail.
-    result = await session.execute(update(AuditHead).where(AuditHead.id == 1, AuditHead.seq == head.seq)
-                                   .values(seq=seq, hash=digest).execution_options(synchronize_session=False))
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise RuntimeError("audit chain head moved during append; the transaction is retried by the caller")
     return event
 
 

@@ -10,6 +10,7 @@ Nothing reaches the broker except through `Gate.execute` (orders) and `Gate.canc
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -34,13 +35,13 @@ from ledger.models import (
     TradeProposal,
     TradingState,
 )
-from ledger.usage import load_usage
+from ledger.usage import load_usage, persist_marks
 from policies import audit
 from policies.approval import ApprovalPolicy, ClientDecision, approval_for, default_policy
 from policies.breakers import breaker_decision
 from policies.checks import CheckInput, TradingStatus, Usage, price_order, run_checks
 from policies.limits import EffectiveLimits, effective_limits
-from policies.market_hours import is_market_open
+from policies.market_hours import market_open_or_none
 from policies.orders import OrderRequest
 from policies.violations import Code, GateDenied, Violation, deny
 
@@ -50,6 +51,7 @@ R = TypeVar("R")
 
 # Our trade statuses in which the order may still fill: they hold their reservation.
 LIVE_TRADE_STATUSES = frozenset(OPEN_STATUSES | {"pending_submit", "unknown"})
+ACCOUNT_MAX_AGE = 1.0  # seconds
 
 
 def trading_day(now: datetime) -> str:
@@ -110,15 +112,21 @@ class Gate:
         self.broker = broker
         self.clock = clock
         self._proposal_listeners: list[ProposalListener] = []
+        self._account_cache: tuple[float, Account] | None = None
 
     # --- identity ----------------------------------------------------------------------------------
 
     async def load_agent(self, agent_id: str | None) -> Agent:
+        row = None
+        if agent_id:
+            async with self.sessions() as session:
+                row = await session.get(AgentPermissions, agent_id)
+        return self._identify(agent_id, row)
+
+    def _identify(self, agent_id: str | None, row: AgentPermissions | None) -> Agent:
         if not agent_id:
             raise deny(Code.AGENT_UNKNOWN, "no agent identity: start the server with --agent ID or present a "
                                            "valid bearer token")
-        async with self.sessions() as session:
-            row = await session.get(AgentPermissions, agent_id)
         if row is None:
             raise deny(Code.AGENT_UNKNOWN, f"agent {agent_id!r} is not registered")
         if not row.enabled:
@@ -143,9 +151,12 @@ class Gate:
         """Run one tool call through the gate: identify, record the intent, act, record the outcome.
         Denials and failures are recorded too, then re-raised for the tool layer to report."""
         actor = f"agent:{agent_id}" if agent_id else "agent:?"
-        await self.record(actor=actor, kind="tool.intent", tool=tool, agent_id=agent_id, payload={"args": args})
         try:
-            agent = await self.load_agent(agent_id)
+            async with transaction(self.sessions) as session:
+                await audit.append(session, ts=self.clock(), actor=actor, kind="tool.intent", tool=tool,
+                                   agent_id=agent_id, payload={"args": args})
+                row = await session.get(AgentPermissions, agent_id) if agent_id else None
+            agent = self._identify(agent_id, row)
             result = await operation(agent)
         except GateDenied as denied:
             await self.record(actor=actor, kind="tool.denied", tool=tool, agent_id=agent_id,
@@ -190,22 +201,33 @@ class Gate:
 
         quotes, asset, account = await asyncio.gather(
             guarded(self.broker.get_quotes([order.symbol])), guarded(self.broker.get_asset(order.symbol)),
-            guarded(self.broker.get_account()))
+            guarded(self._recent_account()))
         quote = (quotes or {}).get(order.symbol)
-        market_open = True if order.is_crypto else is_market_open(self.clock())
+        market_open = True if order.is_crypto else market_open_or_none(self.clock())
         return Snapshot(quote=quote, asset=asset, account=account, market_open=market_open)
+
+    async def _recent_account(self) -> Account:
+        """The broker account, at most ACCOUNT_MAX_AGE old. Orders reserved in our own ledger are counted on
+        top of it by the checks, so a slightly old balance cannot be double-spent by our agents; the broker
+        still refuses what the account cannot pay."""
+        now = time.monotonic()
+        if self._account_cache is not None and now - self._account_cache[0] < ACCOUNT_MAX_AGE:
+            return self._account_cache[1]
+        account = await self.broker.get_account()
+        self._account_cache = (now, account)
+        return account
 
     async def trading_status(self, session: AsyncSession, agent_id: str, *, lock: bool = False) -> TradingStatus:
         """Global and agent trading state. With lock=True (check-and-reserve on PostgreSQL) the global row
         is locked first, then the agent's permissions: one lock order everywhere, so no deadlocks."""
-        global_query = select(TradingState).where(TradingState.scope == GLOBAL_SCOPE)
         if lock and self.settings.is_postgres:
-            global_query = global_query.with_for_update()
-        global_row = (await session.execute(global_query)).scalar_one_or_none()
-        if lock and self.settings.is_postgres:
+            await session.execute(select(TradingState.scope).where(TradingState.scope == GLOBAL_SCOPE)
+                                  .with_for_update())
             await session.execute(select(AgentPermissions.agent_id).where(AgentPermissions.agent_id == agent_id)
                                   .with_for_update())
-        agent_row = await session.get(TradingState, agent_id)
+        rows = {row.scope: row for row in (await session.execute(
+            select(TradingState).where(TradingState.scope.in_((GLOBAL_SCOPE, agent_id))))).scalars()}
+        global_row, agent_row = rows.get(GLOBAL_SCOPE), rows.get(agent_id)
         return TradingStatus(
             enabled=self.settings.enable_agent_trading,
             global_state=global_row.state if global_row else "active",
@@ -217,10 +239,12 @@ class Gate:
                       snap: Snapshot, *, lock: bool) -> tuple[list[Violation], Usage]:
         now = self.clock()
         status = await self.trading_status(session, agent.id, lock=lock)
-        await ensure_agent_account(session, agent.id, agent.limits.capital, trading_day(now), now)
         quotes = {snap.quote.symbol: snap.quote} if snap.quote else {}
         usage = await load_usage(session, agent_id=agent.id, order=order, limits=agent.limits, quotes=quotes,
                                  now=now)
+        if lock:  # the decision that reserves also keeps the agent's equity peak and trading day current
+            await ensure_agent_account(session, agent.id, agent.limits.capital, trading_day(now), now)
+            await persist_marks(session, agent_id=agent.id, usage=usage, now=now)
         check_input = CheckInput(order=order, strategy=strategy, limits=agent.limits, quote=snap.quote,
                                  asset=snap.asset, usage=usage, account=snap.account, status=status, now=now,
                                  market_open=snap.market_open,

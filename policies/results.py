@@ -11,10 +11,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
 
-from policies.orders import decimal_text
 from policies.violations import Violation
 
-Dec = Annotated[Decimal, PlainSerializer(lambda d: decimal_text(d), return_type=str, when_used="json"),
+# Plain positional notation, never an exponent; amounts quantized to cents keep their cents.
+Dec = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
                WithJsonSchema({"type": "string"})]
 TradingMode = Literal["paper", "live"]
 

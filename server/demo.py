@@ -103,7 +103,7 @@ auto_approve_max_notional = 3000
         _say(f"  cash ${positions['cash']}  equity ${positions['equity']}  (capital ${positions['capital']})")
 
         bad = await call("propose_trade", {"symbol": "AAPL", "side": "buy", "qty": 1, "notional": 100,
-                                           "reasoning": "both amounts"})
+                                           "strategy": "momentum", "reasoning": "both amounts"})
         for violation in bad.get("violations", []):
             _say(f"     {violation['code']}: {violation['message']}")
 

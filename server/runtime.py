@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -20,6 +21,12 @@ from policies.gate import Gate, GateSettings
 from server.config import Config, ConfigError
 
 log = structlog.get_logger("tradewarden.runtime")
+
+
+def warm_up_calendar(now: datetime) -> None:
+    from policies.market_hours import market_open_or_none
+
+    market_open_or_none(now)
 
 
 def utc_now() -> datetime:
@@ -84,6 +91,8 @@ async def open_runtime(config: Config, *, clock: Callable[[], datetime] = utc_no
             enforce_market_hours=config.server.enforce_market_hours,
             is_postgres=not db.is_sqlite(config.server.database_url))
         gate = Gate(settings=settings, sessions=sessions, broker=the_broker, clock=clock)
+        # The exchange calendar takes ~0.4 s to load (pandas): load it beside start-up, not in the first call.
+        asyncio.get_running_loop().run_in_executor(None, warm_up_calendar, clock())
         try:
             yield Runtime(config=config, engine=engine, sessions=sessions, broker=the_broker, gate=gate,
                           clock=clock)
