@@ -616,9 +616,10 @@ class AlpacaBroker:
             return await self._attempt("submit_order", lambda: trading.post("/orders", body), _order_from_raw)
         except _Failure as exc:
             failure = exc
-        unknown = failure.kind in ("timeout", "connection") or (
-            failure.kind == "http" and failure.status is not None and failure.status >= 500)
-        if not unknown:
+        # Only a 4xx answer says for sure that no order was made. Anything else (timeout, dropped
+        # connection, 5xx, an answer we could not read) leaves the outcome open: look it up.
+        refused = failure.kind == "http" and failure.status is not None and failure.status < 500
+        if refused:
             raise self._error(failure, "submit_order", order_op=True)
         return await self._resolve_unknown_submission(client_order_id, failure)
 
@@ -639,8 +640,10 @@ class AlpacaBroker:
             # Alpaca answered with an error and has no such order: a plain broker error.
             raise self._error(failure, "submit_order", order_op=True)
         detail = f"lookup failed: {lookup_error.message}" if lookup_error else "no such order at Alpaca yet"
-        raise BrokerTimeout(f"order submission outcome unknown ({failure.message}; {detail}); "
-                            f"client_order_id={client_order_id}")
+        unknown = BrokerTimeout(f"order submission outcome unknown ({failure.message}; {detail}); "
+                                f"client_order_id={client_order_id}")
+        unknown.status = failure.status
+        raise unknown
 
     async def get_order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
         trading, _, _ = await self._clients()

@@ -628,17 +628,21 @@ class AlpacaContractServer:
             response = self._json(401, {"code": 40110000, "message": "request is not authorized"})
         else:
             response = await self._dispatch(api, request.method, path, request, parsed_body)
-        response = self._checked_response(api, openapi_request, response, f"{request.method} /{api}{path}")
+        response = self._checked_response(api, openapi_request, response, f"{request.method} /{api}{path}",
+                                          against_description=not errors)
         record.status = response.status_code
         return response
 
     def _checked_response(self, api: str, openapi_request: _RawPathOpenAPIRequest, response: Response,
-                          what: str) -> Response:
+                          what: str, *, against_description: bool) -> Response:
+        """The response against the description of the operation (unless the request matched none: then
+        only the error shape), and every error response against Alpaca's `Error` schema."""
         problems = []
-        for error in contract(api).iter_response_errors(openapi_request, StarletteOpenAPIResponse(response)):
-            if isinstance(error, ResponseNotFound) and response.status_code >= 400:
-                continue  # undocumented error status: held to Alpaca's Error shape below
-            problems.append(_describe(error))
+        if against_description:
+            for error in contract(api).iter_response_errors(openapi_request, StarletteOpenAPIResponse(response)):
+                if isinstance(error, ResponseNotFound) and response.status_code >= 400:
+                    continue  # undocumented error status: held to Alpaca's Error shape below
+                problems.append(_describe(error))
         if response.status_code >= 400:
             try:
                 payload = json.loads(bytes(response.body))

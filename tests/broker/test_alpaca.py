@@ -27,6 +27,7 @@ import broker.alpaca as alpaca_module
 from broker.alpaca import AlpacaBroker
 from broker.base import TIMEFRAMES, Broker, BrokerError, BrokerTimeout, SubmitOrder
 from policies.orders import OrderRequest
+from tests.broker import alpaca_contract_server as contract_module
 from tests.broker.alpaca_contract_server import FAKE_API_KEY, FAKE_SECRET_KEY, AlpacaContractServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -384,6 +385,22 @@ async def test_server_error_on_submit_is_not_retried(alpaca_server: AlpacaContra
     assert "internal server error" in caught.value.message
     assert len(posted_orders(alpaca_server)) == 1
     assert alpaca_server.orders == []
+
+
+async def test_server_error_after_the_order_was_made_returns_the_order(alpaca_server: AlpacaContractServer,
+                                                                       alpaca: AlpacaBroker,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    make_order = AlpacaContractServer._post_order
+
+    def made_then_failed(self: AlpacaContractServer, **kwargs: Any) -> Any:
+        make_order(self, **kwargs)
+        raise contract_module._ApiError(500, 50000000, "internal server error")
+
+    monkeypatch.setattr(AlpacaContractServer, "_post_order", made_then_failed)
+    request = submit("AAPL")
+    placed = await alpaca.submit_order(request)
+    assert placed.client_order_id == request.client_order_id
+    assert len(posted_orders(alpaca_server)) == 1 and len(alpaca_server.orders) == 1
 
 
 async def test_rate_limit_on_submit_is_not_retried(alpaca_server: AlpacaContractServer,
