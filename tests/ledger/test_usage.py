@@ -1,4 +1,4 @@
-"""load_usage: what an agent has used, derived from ledger rows on a real SQLite file."""
+"""load_usage: what an agent has used, derived from ledger rows (on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,8 +39,9 @@ AAPL_QUOTE = Quote("AAPL", bid=D(149), ask=D(151), last=D(150), as_of=NOW)
 
 
 @pytest.fixture
-async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path}/t.db")
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A fresh ledger on a real SQLite file, and again on PostgreSQL (tests/conftest.py)."""
+    engine = db.create_engine(database_url)
     await db.upgrade(engine)
     yield db.session_factory(engine)
     await engine.dispose()
@@ -115,7 +115,7 @@ async def test_an_open_order_counts_as_a_trade_and_reserves_its_notional(session
 
 
 @pytest.mark.parametrize("status", ["pending_submit", "accepted", "pending_cancel", "held", "unknown",
-                                    "some_new_broker_status"])
+                                    "new_broker_status"])
 async def test_every_status_not_known_to_be_final_keeps_its_reservation(sessions: Any, status: str) -> None:
     await add_trade(sessions, reserved=D(1000), status=status)
     u = await usage(sessions)
