@@ -570,9 +570,6 @@ def check_short_selling(c: CheckInput) -> list[Violation]:
     short_after = max(-change.after, ZERO)
     if short_after <= short_before:
         return []
-    held = max(change.before, ZERO)
-    what = (f"selling {units(c.order, change.qty or ZERO)} of {c.order.symbol} would leave the agent short "
-            f"{units(c.order, short_after)} (it holds {units(c.order, held)} not already being sold)")
     reasons = []
     if not c.limits.allow_short:
         reasons.append("short selling is not allowed for this agent")
@@ -582,9 +579,13 @@ def check_short_selling(c: CheckInput) -> list[Violation]:
         reasons.append(f"{c.order.symbol} is not shortable at the broker")
     elif (short_after - short_before) % 1 != 0 or c.order.notional is not None:
         reasons.append("fractional shares cannot be sold short")
-    if reasons:
-        return _v(Code.SHORT_SELLING_NOT_ALLOWED, f"{what}: {'; '.join(reasons)}")
-    return []
+    if not reasons:
+        return []
+    held = max(change.before, ZERO)
+    return _v(Code.SHORT_SELLING_NOT_ALLOWED,
+              f"selling {units(c.order, change.qty or ZERO)} of {c.order.symbol} would leave the agent short "
+              f"{units(c.order, short_after)} (it holds {units(c.order, held)} not already being sold): "
+              f"{'; '.join(reasons)}")
 
 
 def check_daily_trades(c: CheckInput) -> list[Violation]:
