@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.base import BrokerOrder
+from ledger.db import insert_if_absent
 from ledger.models import AgentAccount, AgentPosition, AgentTrade
 
 ZERO = Decimal(0)
@@ -55,13 +56,19 @@ def fill_delta(trade: AgentTrade, order: BrokerOrder) -> tuple[Decimal, Decimal]
 
 
 async def ensure_agent_account(session: AsyncSession, agent_id: str, capital: Decimal, day: str,
-                               now: datetime) -> AgentAccount:
+                               now: datetime, *, lock: bool = False) -> AgentAccount:
+    """The agent's account row, created (once, even by concurrent callers) with its capital. lock=True locks
+    it for a read-modify-write (PostgreSQL; SQLite's writers are serialized already)."""
     account = await session.get(AgentAccount, agent_id)
     if account is None:
-        account = AgentAccount(agent_id=agent_id, cash=capital, equity_peak=capital, day=day,
-                               day_start_equity=capital, updated_at=now)
-        session.add(account)
-        await session.flush()
+        await insert_if_absent(session, AgentAccount, {
+            "agent_id": agent_id, "cash": capital, "equity_peak": capital, "day": day, "day_start_equity": capital,
+            "updated_at": now})
+    if account is None or lock:
+        query = select(AgentAccount).where(AgentAccount.agent_id == agent_id)
+        if lock:
+            query = query.with_for_update()
+        account = (await session.execute(query.execution_options(populate_existing=True))).scalar_one()
     return account
 
 
@@ -70,25 +77,32 @@ async def apply_order_update(session: AsyncSession, trade: AgentTrade, order: Br
     """Bring our trade row in line with the broker's order, booking any new fill to the agent's position
     and cash. Returns True when anything changed. Idempotent: the same update twice books nothing twice."""
     changed = False
+    # Lock the trade row and read it again: two updates of one order (a refresh racing a cancel, two replicas
+    # refreshing at once) must not both book the same fill. Pending changes are flushed first, not lost.
+    await session.execute(select(AgentTrade).where(AgentTrade.id == trade.id).with_for_update()
+                          .execution_options(populate_existing=True))
     delta = fill_delta(trade, order)
     if delta is not None:
         qty, price = delta
         position = (await session.execute(
             select(AgentPosition).where(AgentPosition.agent_id == trade.agent_id,
                                         AgentPosition.symbol == trade.symbol).with_for_update()
+            .execution_options(populate_existing=True)
         )).scalar_one_or_none()
-        book = Book(ZERO, ZERO, ZERO) if position is None else Book(position.qty, position.avg_entry_price,
-                                                                     position.realized_pl)
-        book = apply_fill(book, trade.side, qty, price)
-        if position is None:
-            session.add(AgentPosition(agent_id=trade.agent_id, symbol=trade.symbol, qty=book.qty,
-                                      avg_entry_price=book.avg_entry_price, realized_pl=book.realized_pl,
-                                      updated_at=now))
-        else:
-            position.qty, position.avg_entry_price, position.realized_pl = book.qty, book.avg_entry_price, \
-                book.realized_pl
-            position.updated_at = now
-        account = await ensure_agent_account(session, trade.agent_id, capital, day, now)
+        if position is None:  # the first fill in this symbol; a concurrent first fill may create it too
+            await insert_if_absent(session, AgentPosition, {
+                "agent_id": trade.agent_id, "symbol": trade.symbol, "qty": ZERO, "avg_entry_price": ZERO,
+                "realized_pl": ZERO, "updated_at": now})
+            position = (await session.execute(
+                select(AgentPosition).where(AgentPosition.agent_id == trade.agent_id,
+                                            AgentPosition.symbol == trade.symbol).with_for_update()
+                .execution_options(populate_existing=True))).scalar_one()
+        book = apply_fill(Book(position.qty, position.avg_entry_price, position.realized_pl), trade.side, qty,
+                          price)
+        position.qty, position.avg_entry_price, position.realized_pl = book.qty, book.avg_entry_price, \
+            book.realized_pl
+        position.updated_at = now
+        account = await ensure_agent_account(session, trade.agent_id, capital, day, now, lock=True)
         cash_flow = qty * price
         account.cash = account.cash - cash_flow if trade.side == "buy" else account.cash + cash_flow
         account.updated_at = now

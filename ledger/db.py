@@ -1,4 +1,13 @@
-"""The database engine: SQLite (WAL, serialized writers) or PostgreSQL, and schema upgrades at start."""
+"""The database engine: SQLite (WAL, serialized writers) or PostgreSQL, and schema upgrades at start.
+
+Concurrency model (docs/ARCHITECTURE.md). SQLite: every transaction is BEGIN IMMEDIATE, so writers never
+interleave. PostgreSQL (READ COMMITTED, shared by several replicas): decisions lock rows with SELECT ... FOR
+UPDATE in one order (global trading_state → agent permissions → rows of the agent's book → audit_head, always
+last); rows that may be created by two writers at once are created with INSERT ... ON CONFLICT DO NOTHING
+(`insert_if_absent`), then locked; work that must run alone across replicas (start-up, registration) takes a
+transaction-scoped advisory lock (`advisory_lock`). Each statement of a READ COMMITTED transaction sees what
+was committed before it started, so everything a decision reads after its locks is current.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +20,23 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
 
 from ledger.models import SCHEMA_REVISION
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+# Keys of PostgreSQL advisory locks (one namespace per purpose; any 64-bit integers would do).
+MIGRATION_LOCK = 7244190021
+# Start-up (singleton rows, config agents) and agent registration: one at a time across processes.
+REGISTRY_LOCK = 7244190022
 
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> AsyncEngine:
     """One engine per process. On SQLite every transaction is BEGIN IMMEDIATE: it takes the write lock
     up front, so a check-and-reserve can never interleave with another writer (process or task)."""
     if is_sqlite(url):
@@ -43,7 +58,35 @@ def create_engine(url: str) -> AsyncEngine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True,
+                               pool_timeout=30)
+
+
+def dialect_name(session: AsyncSession) -> str:
+    bind = session.bind
+    return bind.dialect.name if bind is not None else "sqlite"
+
+
+async def advisory_lock(session: AsyncSession, key: int) -> None:
+    """Run the rest of this transaction alone among everyone who takes the same key (every replica and
+    command-line process). PostgreSQL: pg_advisory_xact_lock, released at commit or rollback. SQLite: nothing
+    to do, the transaction already holds the database's write lock."""
+    if dialect_name(session) == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+async def insert_if_absent(session: AsyncSession, model: type[DeclarativeBase], values: dict[str, Any]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING: two transactions creating the same row (same primary key) at once
+    both succeed, and one row exists. On PostgreSQL the loser waits for the winner's commit. Follow it with a
+    SELECT (FOR UPDATE when the row will be changed) to read the row."""
+    if dialect_name(session) == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        await session.execute(pg_insert(model).values(**values).on_conflict_do_nothing())
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        await session.execute(sqlite_insert(model).values(**values).on_conflict_do_nothing())
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -72,7 +115,7 @@ def _upgrade_sync(connection: Connection) -> None:
 
     if connection.dialect.name == "postgresql":
         # Replicas starting together must not run the same migration twice.
-        connection.execute(text("SELECT pg_advisory_xact_lock(7244190021)"))
+        connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
     command.upgrade(_alembic_config(connection), "head")
 
 

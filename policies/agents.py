@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ledger.db import REGISTRY_LOCK, advisory_lock
 from ledger.models import AgentPermissions
 from policies import audit
 
@@ -78,6 +79,8 @@ async def sync_config_agents(session: AsyncSession, agents: Iterable[Any], now: 
 
 async def add_agent(session: AsyncSession, agent_config: Any, *, max_agents: int, actor: str,
                     now: datetime) -> str:
+    # Count and insert alone (across replicas and commands), or two registrations could both fit under the max.
+    await advisory_lock(session, REGISTRY_LOCK)
     if await session.get(AgentPermissions, agent_config.id) is not None:
         raise RegistryError(f"agent {agent_config.id!r} already exists")
     count = (await session.execute(select(func.count()).select_from(AgentPermissions))).scalar_one()

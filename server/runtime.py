@@ -15,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from broker.base import Broker
 from ledger import db
-from ledger.models import GLOBAL_SCOPE, TradingState
+from ledger.models import GLOBAL_SCOPE, AuditHead, TradingState
 from policies.agents import sync_config_agents
+from policies.audit import GENESIS_HASH
 from policies.gate import Gate, GateSettings
 from server.config import Config, ConfigError
 
@@ -63,13 +64,16 @@ def build_broker(config: Config, sessions: async_sessionmaker[AsyncSession],
 async def prepare_database(config: Config, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession],
                            clock: Callable[[], datetime]) -> None:
     """Migrate, make sure the global trading-state row exists (it is the check-and-reserve lock on
-    PostgreSQL), and bring configured agents in line with the file."""
+    PostgreSQL) and so does the audit head (the lock appends take), and bring configured agents in line with
+    the file. Replicas and commands starting together do this one at a time (an advisory lock)."""
     await db.upgrade(engine)
     async with db.transaction(sessions) as session:
+        await db.advisory_lock(session, db.REGISTRY_LOCK)
         if (await session.execute(select(TradingState).where(TradingState.scope == GLOBAL_SCOPE))
                 ).scalar_one_or_none() is None:
             session.add(TradingState(scope=GLOBAL_SCOPE, state="active", reason=None, changed_by="system",
                                      changed_at=clock()))
+        await db.insert_if_absent(session, AuditHead, {"id": 1, "seq": 0, "hash": GENESIS_HASH})
         await sync_config_agents(session, config.agents, clock())
 
 

@@ -1,9 +1,11 @@
-"""Shared fixtures: a real SQLite file per test, a clock inside market hours, and MCP clients."""
+"""Shared fixtures: a real SQLite file per test, a clock inside market hours, and MCP clients.
+
+`db_url` is always SQLite. `database_url` runs a test twice, on SQLite and on PostgreSQL (a real server
+started once per session by tests/postgres.py, a fresh database per test); `pg_url` is PostgreSQL only."""
 
 from __future__ import annotations
 
 import asyncio
-
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -16,6 +18,7 @@ from mcp import Client
 
 from server.app import create_server
 from server.config import AgentConfig, Config, ServerConfig
+from tests.postgres import PostgresServer, PostgresUnavailable, postgres_required
 
 # Monday 2026-11-23 10:30 New York: the US equity market is open.
 MARKET_OPEN = datetime(2026, 11, 23, 15, 30, tzinfo=UTC)
@@ -23,6 +26,35 @@ MARKET_OPEN = datetime(2026, 11, 23, 15, 30, tzinfo=UTC)
 
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'tradewarden.db'}"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole session (started on first use, stopped at the end)."""
+    try:
+        server = PostgresServer.start()
+    except PostgresUnavailable as error:
+        if postgres_required():
+            pytest.fail(f"PostgreSQL is required (TRADEWARDEN_REQUIRE_POSTGRES=1) but unavailable: {error}")
+        pytest.skip(f"PostgreSQL unavailable: {error}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> str:
+    """A fresh, empty PostgreSQL database for this test."""
+    return pg_server.create_database()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The test runs on SQLite and again on PostgreSQL."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("pg_url"))
     return f"sqlite+aiosqlite:///{tmp_path / 'tradewarden.db'}"
 
 
