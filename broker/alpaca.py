@@ -27,6 +27,7 @@ import functools
 import json
 import math
 import random
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -94,7 +95,7 @@ class _Secrets:
         return text
 
 
-@dataclass
+@dataclass(eq=False)
 class _Failure(Exception):
     """One failed attempt, classified. Internal: always turned into a BrokerError before leaving."""
 
@@ -307,7 +308,7 @@ class AlpacaBroker:
         self._trading: Any = None
         self._stock_data: Any = None
         self._crypto_data: Any = None
-        self._start_lock = asyncio.Lock()
+        self._build_lock = threading.Lock()  # not an asyncio.Lock: callers may come from several loops
 
     def __repr__(self) -> str:
         return (f"AlpacaBroker(paper={self.paper!r}, trading_url={self.trading_url!r}, "
@@ -318,9 +319,9 @@ class AlpacaBroker:
     # -- lifecycle -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        async with self._start_lock:
-            if self._trading is None:
-                await asyncio.to_thread(self._build_clients)
+        """Build the alpaca-py clients (importing alpaca-py, and pandas with it) in a worker thread."""
+        if self._trading is None:
+            await asyncio.to_thread(self._build_clients)
 
     async def close(self) -> None:
         clients = [c for c in (self._trading, self._stock_data, self._crypto_data) if c is not None]
@@ -331,6 +332,11 @@ class AlpacaBroker:
                 session.close()
 
     def _build_clients(self) -> None:
+        with self._build_lock:
+            if self._trading is None:
+                self._build_clients_locked()
+
+    def _build_clients_locked(self) -> None:
         import requests
         from alpaca.data.historical import CryptoHistoricalDataClient, StockHistoricalDataClient
         from alpaca.trading.client import TradingClient
@@ -391,10 +397,10 @@ class AlpacaBroker:
                     code = int(body["code"])
             if not message:
                 message = f"HTTP {status}"
-            return _Failure("http", scrub(message[:500]), status=status, alpaca_code=code)
+            return _Failure("http", scrub(message)[:500], status=status, alpaca_code=code)
         if isinstance(exc, ValueError | KeyError | TypeError):
-            return _Failure("invalid_response", scrub(f"unexpected response from Alpaca: {exc}"[:500]))
-        return _Failure("other", scrub(f"Alpaca call failed: {type(exc).__name__}: {exc}"[:500]))
+            return _Failure("invalid_response", scrub(f"unexpected response from Alpaca: {exc}")[:500])
+        return _Failure("other", scrub(f"Alpaca call failed: {type(exc).__name__}: {exc}")[:500])
 
     async def _attempt(self, op: str, fn: Callable[[], Any], parse: Callable[[Any], T]) -> T:
         """One attempt in a worker thread, under a deadline. Raises _Failure (classified, scrubbed)."""

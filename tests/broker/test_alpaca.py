@@ -587,6 +587,20 @@ async def test_positions_and_account_after_fills(alpaca_server: AlpacaContractSe
     assert account.buying_power == cash and not account.trading_blocked
 
 
+async def test_short_position_has_a_negative_qty(alpaca_server: AlpacaContractServer, alpaca: AlpacaBroker,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    await alpaca.submit_order(submit("TSLA", qty=Decimal(3)))
+    long_position = AlpacaContractServer._position_json
+
+    def as_short(self: AlpacaContractServer, position: Any) -> dict[str, Any]:
+        body = long_position(self, position)
+        return {**body, "side": "short", "qty": "-" + body["qty"]}  # how Alpaca reports a short
+
+    monkeypatch.setattr(AlpacaContractServer, "_position_json", as_short)
+    (position,) = await alpaca.get_positions()
+    assert (position.symbol, position.qty) == ("TSLA", Decimal(-3))
+
+
 async def test_open_buy_order_reserves_buying_power(alpaca_server: AlpacaContractServer,
                                                     alpaca: AlpacaBroker) -> None:
     await alpaca.submit_order(submit("MSFT", qty=Decimal(10), order_type="limit", limit_price=Decimal("300")))
