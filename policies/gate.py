@@ -328,7 +328,38 @@ class Gate:
         if proposal.status != "approved":  # executing/executed by a concurrent call
             proposal, trade = await self._load_proposal(agent, proposal_id)
             return proposal, trade, []
+        if not await self._approval_binds(proposal):
+            return proposal, None, [Violation(code=Code.PROPOSAL_CHANGED,
+                                              message="the order no longer matches the one that was approved")]
         return await self._reserve_and_submit(agent, proposal)
+
+    async def read_proposal(self, agent: Agent, proposal_id: str) -> tuple[TradeProposal, AgentTrade | None]:
+        """The agent's own proposal and its order, if any (PROPOSAL_NOT_FOUND for anyone else's)."""
+        return await self._load_proposal(agent, proposal_id)
+
+    async def awaiting_client_decision(self, agent: Agent, proposal_id: str) -> TradeProposal | None:
+        """The proposal, if a person in the MCP client may decide it now: it is the agent's own, pending
+        approval, not expired, unchanged since it was proposed, and the agent's approval mode allows the
+        client to decide (never in `operator` mode). None otherwise; execute() says why."""
+        try:
+            proposal, trade = await self._load_proposal(agent, proposal_id)
+        except GateDenied:
+            return None
+        if (trade is not None or proposal.status != "pending_approval" or self.clock() >= proposal.expires_at
+                or not client_may_decide(agent, proposal)
+                or _order_of(proposal).order_hash() != proposal.order_hash):
+            return None
+        return proposal
+
+    async def _approval_binds(self, proposal: TradeProposal) -> bool:
+        """The latest approval was given for exactly this order: its recorded hash matches the order that
+        would be sent now, so an edit of the stored order (even with its hash column) is refused."""
+        async with self.sessions() as session:
+            approved_hash = (await session.execute(
+                select(Approval.order_hash).where(Approval.proposal_id == proposal.id,
+                                                  Approval.decision == "approved")
+                .order_by(Approval.id.desc()).limit(1))).scalar_one_or_none()
+        return approved_hash is not None and approved_hash == _order_of(proposal).order_hash()
 
     async def _load_proposal(self, agent: Agent, proposal_id: str) -> tuple[TradeProposal, AgentTrade | None]:
         try:
@@ -387,7 +418,13 @@ class Gate:
 
     async def _apply_client_decision(self, agent: Agent, proposal: TradeProposal,
                                      decision: ClientDecision | None) -> tuple[TradeProposal, bool]:
-        if decision is None or decision.action == "cancel":
+        if decision is not None and not client_may_decide(agent, proposal):
+            decision = None  # operator mode: only a person out of band decides
+        if decision is None:
+            return proposal, False
+        if decision.action == "cancel":  # the person closed the form without deciding: still pending
+            await self.record(actor=f"human:{decision.by}", kind="approval.dismissed", agent_id=agent.id,
+                              payload={"proposal_id": proposal.id, "via": "client", "note": decision.note})
             return proposal, False
         new_state = "approved" if decision.action == "accept" else "declined"
         now = self.clock()
@@ -649,6 +686,12 @@ class Gate:
                 await listener(proposal_id)
             except Exception as error:  # a listener must never break a trade
                 log.warning("proposal_listener_failed", error=str(error))
+
+
+def client_may_decide(agent: Agent, proposal: TradeProposal) -> bool:
+    """Whether a person in the MCP client may approve: not when the agent (now, or when it proposed) is in
+    `operator` mode, where approvals come only out of band."""
+    return agent.approval.mode != "operator" and proposal.approval_mode != "operator"
 
 
 def _order_of(proposal: TradeProposal) -> OrderRequest:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ledger.db import transaction
 from ledger.models import GLOBAL_SCOPE, AgentPermissions, AgentTrade, Approval, TradeProposal, TradingState
 from policies import audit
-from policies.gate import LIVE_TRADE_STATUSES, Gate
+from policies.gate import LIVE_TRADE_STATUSES, Gate, _order_of
 
 
 class OperatorError(Exception):
@@ -64,6 +64,9 @@ class Operator:
                                    proposal.agent_id)
             elif proposal.status != "pending_approval":
                 raise OperatorError(f"proposal {proposal_id} is {proposal.status}, not pending approval")
+            elif approve and _order_of(proposal).order_hash() != proposal.order_hash:
+                raise OperatorError(f"PROPOSAL_CHANGED: the stored order of proposal {proposal_id} no longer "
+                                    "matches what the agent proposed; it cannot be approved")
             else:
                 result = await session.execute(
                     update(TradeProposal).where(TradeProposal.id == proposal_id,
@@ -80,10 +83,10 @@ class Operator:
         async with self.gate.sessions() as session:
             fresh = await session.get(TradeProposal, proposal_id)
         assert fresh is not None
-        if fresh.status == "expired":
-            raise OperatorError(f"proposal {proposal_id} expired at {fresh.expires_at.isoformat()}; "
-                                "it can no longer be approved")
         await self.gate._notify(proposal_id)
+        if fresh.status == "expired":
+            raise OperatorError(f"PROPOSAL_EXPIRED: proposal {proposal_id} expired at "
+                                f"{fresh.expires_at.isoformat()}; it can no longer be approved or rejected")
         return fresh
 
     # --- trading state -----------------------------------------------------------------------------

@@ -19,9 +19,10 @@ from pydantic import ValidationError
 from broker.base import Broker
 from policies.gate import Gate
 from server.config import Config
+from server.notifications import ListenedBus, proposal_notifications
 from server.runtime import Runtime, open_runtime, utc_now
 from server.schemas import compact_schema
-from tools import account, market_data, orders, trading
+from tools import account, approval, market_data, orders, trading
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
                             open_world_hint=True)
@@ -96,15 +97,28 @@ class TradewardenServer(MCPServer[ServerState]):
 
 def create_server(config: Config, *, agent_id: str | None = None, clock: Callable[[], datetime] = utc_now,
                   broker: Broker | None = None, **server_options: Any) -> TradewardenServer:
+    # Proposal state changes reach clients listening for `proposals://{id}` through this bus.
+    if server_options.get("subscriptions") is None:
+        server_options["subscriptions"] = ListenedBus()
+    bus = server_options["subscriptions"]
+
     @asynccontextmanager
     async def lifespan(_: MCPServer[ServerState]) -> AsyncIterator[ServerState]:
-        async with open_runtime(config, clock=clock, broker=broker) as runtime:
+        async with (open_runtime(config, clock=clock, broker=broker) as runtime,
+                    proposal_notifications(runtime.gate, bus or None)):
             yield ServerState(runtime=runtime, fixed_agent=agent_id)
 
     server = TradewardenServer(config.server.server_name, instructions=instructions(config), version="0.1.0",
                                lifespan=lifespan, **server_options)
     register_tools(server)
+    register_resources(server)
     return server
+
+
+def register_resources(server: MCPServer[Any]) -> None:
+    server.resource(approval.PROPOSAL_URI, name="proposal", mime_type="application/json",
+                    description="One of your proposals: order, status, approval, order outcome. "
+                                "Updated notifications follow its state.")(approval.read_proposal)
 
 
 def register_tools(server: MCPServer[Any]) -> None:

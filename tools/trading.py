@@ -5,7 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
+from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.resolve import Resolve
 from pydantic import Field
 
 from ledger.models import AgentTrade, TradeProposal
@@ -14,6 +16,7 @@ from policies.gate import Agent, Gate, ProposalDraft
 from policies.orders import OrderRequest, normalize_symbol
 from policies.results import ExecuteResult, ProposeResult
 from policies.violations import Code, Violation, deny
+from tools.approval import ApprovalForm, ask_approval, awaiting_message, client_decision
 from tools.common import optional_amount, through_gate
 
 PROPOSE_DESCRIPTION = ("Check a trade against this agent's limits and store it as a proposal. Give exactly one "
@@ -66,14 +69,25 @@ def propose_result(proposal: TradeProposal, violations: list[Violation]) -> Prop
                          trading_mode=proposal.trading_mode, message=message)  # type: ignore[arg-type]
 
 
-async def execute_trade(proposal_id: str, ctx: Context) -> ExecuteResult:
-    return await run_execute(ctx, proposal_id, None)
+async def execute_trade(
+    proposal_id: str,
+    ctx: Context,
+    # Filled by the resolver (a person's answer in the client), never by the agent: not in the input schema.
+    approval: Annotated[ElicitationResult[ApprovalForm], Resolve(ask_approval)],
+) -> ExecuteResult:
+    decision, hint = client_decision(approval, ctx)
+    return await run_execute(ctx, proposal_id, decision, hint)
 
 
-async def run_execute(ctx: Context, proposal_id: str, decision: ClientDecision | None) -> ExecuteResult:
+async def run_execute(ctx: Context, proposal_id: str, decision: ClientDecision | None,
+                      hint: str | None = None) -> ExecuteResult:
     async def operation(gate: Gate, agent: Agent) -> ExecuteResult:
         proposal, trade, violations = await gate.execute(agent, proposal_id.strip(), decision)
-        return execute_result(proposal, trade, violations)
+        result = execute_result(proposal, trade, violations)
+        if any(v.code == Code.APPROVAL_REQUIRED for v in violations):
+            result = result.model_copy(update={"message": awaiting_message(proposal.id, proposal.expires_at,
+                                                                           hint)})
+        return result
 
     return await through_gate(ctx, "execute_trade", {"proposal_id": proposal_id}, operation)
 
@@ -98,6 +112,8 @@ def execute_result(proposal: TradeProposal, trade: AgentTrade | None, violations
                              violations=violations, trading_mode=proposal.trading_mode,  # type: ignore[arg-type]
                              message=message)
     status = _PROPOSAL_STATUS.get(proposal.status, "rejected")
+    if status == "awaiting_approval" and any(v.code != Code.APPROVAL_REQUIRED for v in violations):
+        status = "rejected"  # e.g. PROPOSAL_CHANGED: it will not be sent, whatever anyone approves
     message = "; ".join(f"{v.code}: {v.message}" for v in violations) or f"Proposal is {proposal.status}."
     return ExecuteResult(proposal_id=proposal.id, status=status,  # type: ignore[arg-type]
                          violations=violations, trading_mode=proposal.trading_mode,  # type: ignore[arg-type]

@@ -1,0 +1,284 @@
+"""A person's approval in the MCP client: the elicitation form, the resolver that decides whether to ask,
+and the `proposals://{id}` resource.
+
+`execute_trade` takes its approval as a *resolved parameter*: the SDK runs `ask_approval` before the tool
+body, and when it returns `Elicit(...)` the client shows the form to its user (a standalone
+`elicitation/create` request on 2025 connections; `InputRequiredResult` + `requestState` on 2026-07-28
+ones). The parameter is not in the input schema, so the agent cannot fill it in; a forged `approval`
+argument is dropped by argument validation.
+
+The resolver only decides whether to *ask*. Every decision is still made by the gate, atomically, on the
+proposal as stored: a replayed round, a second execute_trade or a racing out-of-band approval finds the
+proposal already moved and gives no second order.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import structlog
+from mcp.server.elicitation import AcceptedElicitation, CancelledElicitation, DeclinedElicitation
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+from mcp.server.mcpserver.resolve import Elicit
+from pydantic import BaseModel, Field
+
+from ledger.models import AgentTrade, TradeProposal
+from policies.approval import ClientDecision
+from policies.gate import Agent
+from policies.orders import decimal_text
+from policies.violations import GateDenied
+from tools.common import app_of
+
+log = structlog.get_logger("tradewarden.approval")
+
+PROPOSAL_URI = "proposals://{proposal_id}"
+REASONING_SHOWN = 1500  # characters of the agent's reasoning shown in the form
+
+
+class ApprovalForm(BaseModel):
+    """Tick 'approve' and press Accept to send the order; Decline rejects it."""
+
+    approve: bool = Field(default=False, title="Approve: send this exact order",
+                          description="Tick, then Accept, to send the order shown above to the broker.")
+    note: str = Field(default="", max_length=500, title="Note (optional)",
+                      description="Stored with the decision in the audit log.")
+
+
+NotAskedReason = Literal["not_pending", "operator_only", "no_elicitation", "error"]
+
+
+@dataclass(frozen=True)
+class NotAsked:
+    """The resolver's answer when nobody was asked; the gate then decides alone (and explains why)."""
+
+    reason: NotAskedReason
+
+
+def can_elicit_form(ctx: Context) -> bool:
+    """The client declared form elicitation (a bare `elicitation: {}` counts, as in the SDK's own check).
+    Asked first, so an Elicit never fails with -32021 in front of the agent."""
+    try:
+        capabilities = ctx.client_capabilities
+    except Exception:  # outside a request: nobody to ask
+        return False
+    elicitation = capabilities.elicitation if capabilities is not None else None
+    return elicitation is not None and (elicitation.form is not None or elicitation.url is None)
+
+
+async def ask_approval(proposal_id: str, ctx: Context) -> NotAsked | Elicit[ApprovalForm]:
+    """Ask the person in the client, but only when the proposal is pending approval, still valid, and the
+    agent's approval mode lets the client decide (elicit, or auto above its ceiling; never operator).
+    Never fails: anything unexpected means "not asked", and the gate, which audits, explains."""
+    try:
+        app = app_of(ctx)
+        gate = app.gate
+        try:
+            agent = await gate.load_agent(app.agent_id())
+        except GateDenied:
+            return NotAsked("error")
+        proposal = await gate.awaiting_client_decision(agent, proposal_id.strip())
+        if proposal is None:
+            return NotAsked("operator_only" if agent.approval.mode == "operator" else "not_pending")
+        if not can_elicit_form(ctx):
+            return NotAsked("no_elicitation")
+        return Elicit(approval_message(proposal, agent), ApprovalForm)
+    except Exception as error:  # a resolver crash must not become an approval, nor lose the proposal
+        log.warning("approval_resolver_failed", error=type(error).__name__)
+        return NotAsked("error")
+
+
+def client_decision(outcome: Any, ctx: Context) -> tuple[ClientDecision | None, str | None]:
+    """Turn the resolved parameter into the gate's ClientDecision (None: nobody was asked), plus a note
+    for the agent when the person did not decide."""
+    by = _client_user(ctx)
+    if isinstance(outcome, AcceptedElicitation):
+        data = outcome.data
+        if isinstance(data, ApprovalForm):
+            note = data.note.strip() or None
+            if data.approve:
+                return ClientDecision(action="accept", by=by, note=note), None
+            return (ClientDecision(action="cancel", by=by, note=note),
+                    "The person pressed Accept without ticking 'approve', so nothing was decided.")
+        if isinstance(data, NotAsked):
+            return None, _NOT_ASKED_HINT.get(data.reason)
+        return None, None
+    if isinstance(outcome, DeclinedElicitation):
+        return ClientDecision(action="decline", by=by), None
+    if isinstance(outcome, CancelledElicitation):
+        return (ClientDecision(action="cancel", by=by),
+                "The person closed the approval form without deciding.")
+    return None, None
+
+
+_NOT_ASKED_HINT: dict[str, str] = {
+    "no_elicitation": "This MCP client cannot show an approval form, so a person must approve it out of band.",
+    "operator_only": "This agent's trades are approved only by an operator, out of band.",
+}
+
+
+def awaiting_message(proposal_id: str, expires_at: datetime, hint: str | None) -> str:
+    """What the agent reads when its trade waits for a person."""
+    lead = f"{hint} " if hint else ""
+    return (f"{lead}Proposal {proposal_id} is still pending approval (until {_utc(expires_at)}): a person can "
+            f"approve it with `tradewarden approvals approve {proposal_id}`; then call execute_trade again. "
+            "Do not propose the same trade again.")
+
+
+def _client_user(ctx: Context) -> str:
+    """Who decided in the client: its user, named by the client software (not authenticated: descriptive)."""
+    try:
+        params = ctx.session.client_params
+        name = params.client_info.name if params is not None else None
+    except Exception:
+        name = None
+    clean = re.sub(r"[^A-Za-z0-9._ -]", "", name or "")[:60].strip()
+    return f"client-user@{clean}" if clean else "client-user"
+
+
+# --- the message the person reads ------------------------------------------------------------------
+# Built only from the stored proposal and the agent's settings, never from the clock or live prices: on
+# 2026-07-28 connections the answer is accepted only for the exact question that was shown, so the text
+# must be the same in every round.
+
+def approval_message(proposal: TradeProposal, agent: Agent) -> str:
+    live = proposal.trading_mode == "live"
+    lines: list[str] = []
+    if live:
+        lines += ["LIVE TRADING - REAL MONEY", ""]
+    lines += [
+        "Approve this order? Tick 'approve' and Accept to send it to the broker exactly as shown. "
+        "Decline rejects it for good. Cancel decides nothing (it stays pending).",
+        "",
+        f"Order:      {order_line(proposal)}",
+        f"Estimated:  {_money(proposal.estimated_notional)}"
+        + (f" at reference price {_money(proposal.reference_price)}" if proposal.reference_price else ""),
+        f"Mode:       {'LIVE (real money)' if live else 'paper (no real money)'}",
+        f"Agent:      {proposal.agent_id}" + _agent_details(proposal),
+        f"Reasoning (the agent's own words): \"{_one_line(proposal.reasoning, REASONING_SHOWN)}\"",
+        f"Proposal:   {proposal.id}, expires {_utc(proposal.expires_at)}",
+    ]
+    warnings = approval_warnings(proposal, agent)
+    if warnings:
+        lines += ["", "Warnings:"] + [f"- {w}" for w in warnings]
+    lines += ["", "After approval the order is checked again against the agent's limits and fresh market data "
+                  "before it is sent; it is sent at most once."]
+    return "\n".join(lines)
+
+
+def order_line(proposal: TradeProposal) -> str:
+    side = proposal.side.upper()
+    if proposal.qty is not None:
+        amount = f"{side} {decimal_text(proposal.qty)} {proposal.symbol}"
+    else:
+        amount = f"{side} ${decimal_text(proposal.notional)} of {proposal.symbol}"
+    kind = proposal.order_type.replace("_", "-")
+    prices = []
+    if proposal.stop_price is not None:
+        prices.append(f"stop ${decimal_text(proposal.stop_price)}")
+    if proposal.limit_price is not None:
+        prices.append(f"limit ${decimal_text(proposal.limit_price)}")
+    extended = ", extended hours" if proposal.extended_hours else ""
+    return f"{amount}, {kind} order{' ' + ', '.join(prices) if prices else ''}, " \
+           f"time in force {proposal.time_in_force}{extended}"
+
+
+def approval_warnings(proposal: TradeProposal, agent: Agent) -> list[str]:
+    warnings: list[str] = []
+    if proposal.trading_mode == "live":
+        warnings.append("LIVE mode: this order spends real money.")
+    policy = agent.approval
+    if (policy.mode == "auto" and proposal.estimated_notional is not None
+            and proposal.estimated_notional > policy.auto_approve_max_notional):
+        warnings.append(f"Above this agent's auto-approval limit of {_money(policy.auto_approve_max_notional)}.")
+    if proposal.estimated_notional is None:
+        warnings.append("No price estimate was available when the trade was proposed.")
+    if proposal.order_type in ("market", "stop"):
+        warnings.append("Market execution: the fill price can differ from the estimate.")
+    if proposal.notional is not None:
+        warnings.append("Dollar-amount order: the quantity is decided when it fills.")
+    reference = proposal.reference_price
+    if proposal.limit_price is not None and reference:
+        gap = (proposal.limit_price - reference) / reference * 100
+        worse = gap > 5 if proposal.side == "buy" else gap < -5
+        if worse:
+            warnings.append(f"Limit price is {abs(gap):.1f}% {'above' if gap > 0 else 'below'} the reference "
+                            "price.")
+    if proposal.time_in_force == "gtc":
+        warnings.append("Good-till-canceled: the order can stay open for days.")
+    if proposal.extended_hours:
+        warnings.append("Extended hours: thinner liquidity, wider spreads.")
+    if proposal.confidence is not None and proposal.confidence < 0.5:
+        warnings.append(f"The agent's own confidence is low ({proposal.confidence:.2f}).")
+    return warnings
+
+
+def _agent_details(proposal: TradeProposal) -> str:
+    parts = []
+    if proposal.strategy:
+        parts.append(f"strategy {proposal.strategy}")
+    if proposal.confidence is not None:
+        parts.append(f"confidence {proposal.confidence:.2f}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _money(value: Decimal | None) -> str:
+    return "unknown" if value is None else f"${value:,.2f}"
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _one_line(text: str, limit: int) -> str:
+    """The agent's text on one line, so it cannot fake lines of the order summary above it."""
+    flat = " ".join(text.split()).replace('"', "'")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+# --- the proposals://{id} resource ------------------------------------------------------------------
+
+async def read_proposal(proposal_id: str, ctx: Context) -> str:
+    """A proposal of the calling agent as JSON: its order, status, approval and order outcome."""
+    app = app_of(ctx)
+    try:
+        agent = await app.gate.load_agent(app.agent_id())
+        proposal, trade = await app.gate.read_proposal(agent, proposal_id.strip())
+    except GateDenied:
+        raise ResourceNotFoundError(f"no proposal {proposal_id} for this agent") from None
+    return json.dumps(proposal_document(proposal, trade), separators=(",", ":"))
+
+
+def proposal_document(proposal: TradeProposal, trade: AgentTrade | None) -> dict[str, Any]:
+    def text(value: Decimal | None) -> str | None:
+        return decimal_text(value)
+
+    def when(moment: datetime | None) -> str | None:
+        return moment.astimezone(UTC).isoformat() if moment is not None else None
+
+    return {
+        "proposal_id": proposal.id, "agent_id": proposal.agent_id, "status": proposal.status,
+        "order": {"symbol": proposal.symbol, "side": proposal.side, "qty": text(proposal.qty),
+                  "notional": text(proposal.notional), "order_type": proposal.order_type,
+                  "limit_price": text(proposal.limit_price), "stop_price": text(proposal.stop_price),
+                  "time_in_force": proposal.time_in_force, "extended_hours": proposal.extended_hours},
+        "order_hash": proposal.order_hash, "estimated_notional": text(proposal.estimated_notional),
+        "reference_price": text(proposal.reference_price), "strategy": proposal.strategy,
+        "reasoning": proposal.reasoning, "violations": proposal.violations,
+        "approval_mode": proposal.approval_mode, "trading_mode": proposal.trading_mode,
+        "created_at": when(proposal.created_at), "expires_at": when(proposal.expires_at),
+        "decision": ({"by": proposal.decided_by, "via": proposal.decided_via, "at": when(proposal.decided_at),
+                      "note": proposal.decision_note} if proposal.decided_at is not None else None),
+        "trade": ({"order_id": trade.id, "broker_order_id": trade.order_id, "status": trade.status,
+                   "filled_qty": text(trade.filled_qty), "filled_avg_price": text(trade.price)}
+                  if trade is not None else None),
+    }
+
+
+def proposal_uri(proposal_id: str) -> str:
+    return PROPOSAL_URI.format(proposal_id=proposal_id)
