@@ -87,7 +87,7 @@ def spec_dir() -> Path:
         candidates.append(Path(os.environ["ALPACA_OPENAPI_DIR"]))
     repo = Path(__file__).resolve().parents[2]
     candidates += [repo / "tests" / "broker" / "alpaca-openapi", repo / "docs" / "reference" / "alpaca-openapi",
-                   Path("/work/shared/reference/alpaca-openapi")]
+                   repo.parent / "shared" / "reference" / "alpaca-openapi"]
     for candidate in candidates:
         if all((candidate / name).is_file() for name in _SPEC_FILES.values()):
             return candidate
