@@ -134,6 +134,42 @@ async def _trade_rows(session: AsyncSession, agent_id: str, since: datetime) -> 
             for r in rows]
 
 
+@dataclass(frozen=True)
+class _Account:
+    cash: Decimal
+    equity_peak: Decimal
+    day: str
+    day_start_equity: Decimal
+
+
+@dataclass(frozen=True)
+class _Position:
+    symbol: str
+    qty: Decimal
+    avg_entry_price: Decimal
+
+
+async def _book(session: AsyncSession, agent_id: str) -> tuple[_Account | None, list[_Position]]:
+    """The agent's cash and positions from one consistent snapshot (a single SELECT)."""
+    query = (
+        select(AgentAccount.cash, AgentAccount.equity_peak, AgentAccount.day, AgentAccount.day_start_equity,
+               AgentPosition.symbol, AgentPosition.qty, AgentPosition.avg_entry_price)
+        .select_from(AgentAccount)
+        .outerjoin(AgentPosition, AgentPosition.agent_id == AgentAccount.agent_id)
+        .where(AgentAccount.agent_id == agent_id)
+    )
+    rows = (await session.execute(query)).all()
+    if rows:
+        first = rows[0]
+        account = _Account(cash=first[0], equity_peak=first[1], day=first[2], day_start_equity=first[3])
+        return account, [_Position(r[4], r[5], r[6]) for r in rows if r[4] is not None]
+    # No account row (nothing booked yet): positions alone, the agent starts from its capital.
+    only = (await session.execute(
+        select(AgentPosition.symbol, AgentPosition.qty, AgentPosition.avg_entry_price)
+        .where(AgentPosition.agent_id == agent_id))).all()
+    return None, [_Position(r[0], r[1], r[2]) for r in only]
+
+
 async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderRequest, limits: EffectiveLimits,
                      quotes: Mapping[str, Quote], now: datetime) -> Usage:
     """Usage of `agent_id` at `now`, for checking `order`, read inside the caller's transaction.
@@ -161,11 +197,12 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
     duplicate_since = now - timedelta(seconds=limits.duplicate_window_seconds)
     since = min(day_start, rate_since, rolling_since, duplicate_since)
 
+    # Order matters under READ COMMITTED (PostgreSQL), where each statement sees its own snapshot: the
+    # trades are read first, so a fill committing in between can only be counted twice (still open, and
+    # already in the position), never missed; cash and positions come from ONE statement, so equity never
+    # mixes cash after a fill with positions before it (a false drawdown would trip the breaker).
     rows = await _trade_rows(session, agent_id, since)
-    positions = list((await session.execute(
-        select(AgentPosition).where(AgentPosition.agent_id == agent_id))).scalars())
-    account = (await session.execute(
-        select(AgentAccount).where(AgentAccount.agent_id == agent_id))).scalar_one_or_none()
+    account, positions = await _book(session, agent_id)
     denials = (await session.execute(
         select(func.count()).select_from(TradeProposal).where(
             TradeProposal.agent_id == agent_id, TradeProposal.status == DENIED_PROPOSAL_STATUS,

@@ -10,7 +10,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from broker.base import Account, Asset, Quote
 from ledger import db
@@ -39,12 +40,17 @@ AAPL_QUOTE = Quote("AAPL", bid=D(149), ask=D(151), last=D(150), as_of=NOW)
 
 
 @pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """A fresh ledger on a real SQLite file, and again on PostgreSQL (tests/conftest.py)."""
     engine = db.create_engine(database_url)
     await db.upgrade(engine)
-    yield db.session_factory(engine)
+    yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return db.session_factory(engine)
 
 
 def proposal(order: OrderRequest, *, agent_id: str = AGENT, status: str = "executed",
@@ -272,6 +278,24 @@ async def test_persist_marks_rolls_the_day_and_raises_the_peak(sessions: Any) ->
     async with db.transaction(sessions) as session:
         stored = await session.get(AgentAccount, AGENT)
         assert stored is not None and stored.equity_peak == D(65000) and stored.day == "2026-11-23"
+
+
+async def test_cash_and_positions_are_read_in_one_statement(sessions: Any, engine: AsyncEngine) -> None:
+    """Under READ COMMITTED (PostgreSQL) each statement sees its own snapshot: cash read after a fill and
+    positions read before it would understate equity by the fill and trip the drawdown breaker."""
+    await add(sessions, account("50000"), position("AAPL", "100", "120"))
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        await usage(sessions)
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+    reads = [s for s in statements if "agent_accounts" in s or "agent_positions" in s]
+    assert len(reads) == 1 and "agent_accounts" in reads[0] and "agent_positions" in reads[0]
 
 
 async def test_gross_exposure_takes_each_symbol_in_its_worse_direction(sessions: Any) -> None:
