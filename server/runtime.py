@@ -34,6 +34,9 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+BrokerFactory = Callable[[async_sessionmaker[AsyncSession], Callable[[], datetime]], Broker]
+
+
 @dataclass
 class Runtime:
     config: Config
@@ -79,12 +82,17 @@ async def prepare_database(config: Config, engine: AsyncEngine, sessions: async_
 
 @asynccontextmanager
 async def open_runtime(config: Config, *, clock: Callable[[], datetime] = utc_now,
-                       broker: Broker | None = None) -> AsyncIterator[Runtime]:
+                       broker: Broker | BrokerFactory | None = None) -> AsyncIterator[Runtime]:
     engine = db.create_engine(config.server.database_url)
     sessions = db.session_factory(engine)
     try:
         await prepare_database(config, engine, sessions, clock)
-        the_broker = broker or build_broker(config, sessions, clock)
+        if broker is None:
+            the_broker = build_broker(config, sessions, clock)
+        elif hasattr(broker, "submit_order"):
+            the_broker = broker  # type: ignore[assignment]
+        else:  # a factory: tests wrap the simulated broker on this runtime's database
+            the_broker = broker(sessions, clock)  # type: ignore[operator]
         await the_broker.start()
         settings = GateSettings(
             trading_mode=config.server.trading_mode, enable_agent_trading=config.server.enable_agent_trading,
