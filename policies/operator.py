@@ -62,6 +62,9 @@ class Operator:
                 proposal.status, proposal.updated_at = "expired", now
                 await self._record(session, "approval.refused_expired", {"proposal_id": proposal_id},
                                    proposal.agent_id)
+            elif proposal.status == "expired":
+                raise OperatorError(f"PROPOSAL_EXPIRED: proposal {proposal_id} expired at "
+                                    f"{proposal.expires_at.isoformat()}; it can no longer be approved or rejected")
             elif proposal.status != "pending_approval":
                 raise OperatorError(f"proposal {proposal_id} is {proposal.status}, not pending approval")
             elif approve and _order_of(proposal).order_hash() != proposal.order_hash:

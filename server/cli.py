@@ -254,24 +254,52 @@ def approvals() -> None:
 @config_option
 @click.pass_context
 def approvals_list(ctx: click.Context) -> None:
+    """Proposals waiting for a person: the order as it would be sent, the agent's reasoning, age and expiry."""
+
     async def action(runtime: Any) -> None:
+        from sqlalchemy import select
+
+        from ledger.models import AgentPermissions
+        from policies.approval_form import approval_warnings, money_text, order_line, utc_text
         from policies.operator import Operator
 
         pending = await Operator(runtime.gate, OPERATOR_ACTOR).pending()
+        async with runtime.sessions() as session:
+            rows = (await session.execute(select(AgentPermissions).where(
+                AgentPermissions.agent_id.in_({p.agent_id for p in pending})))).scalars()
+            policies = {row.agent_id: runtime.gate.agent_from_row(row).approval for row in rows}
         now = runtime.clock()
         if not pending:
             click.echo("no proposals waiting for approval")
         for p in pending:
-            amount = f"{p.qty} sh" if p.qty is not None else f"${p.notional}"
-            prices = "".join(f" {k} {v}" for k, v in (("limit", p.limit_price), ("stop", p.stop_price)) if v)
             age = int((now - p.created_at).total_seconds())
             left = int((p.expires_at - now).total_seconds())
-            click.echo(f"{p.id}  {p.agent_id}  {p.side.upper()} {amount} {p.symbol} {p.order_type}{prices} "
-                       f"{p.time_in_force}  est ${p.estimated_notional}  age {age}s  "
-                       f"{'EXPIRED' if left <= 0 else f'expires in {left}s'}  [{p.trading_mode.upper()}]")
-            click.echo(f"    reasoning: {p.reasoning}")
+            expiry = "EXPIRED" if left <= 0 else f"expires in {_duration(left)} ({utc_text(p.expires_at)})"
+            click.echo(f"{p.id}  {p.agent_id}  [{p.trading_mode.upper()}]  age {_duration(age)}, {expiry}")
+            click.echo(f"    {order_line(p)}")
+            details = [f"estimated {money_text(p.estimated_notional)}"
+                       + (f" at reference price {money_text(p.reference_price)}" if p.reference_price else "")]
+            if p.strategy:
+                details.append(f"strategy {p.strategy}")
+            if p.confidence is not None:
+                details.append(f"confidence {p.confidence:.2f}")
+            details.append(f"approval mode {p.approval_mode}")
+            click.echo(f"    {'; '.join(details)}")
+            click.echo(f"    reasoning: {' '.join(p.reasoning.split())}")
+            warnings = approval_warnings(p, policies.get(p.agent_id))
+            if warnings:
+                click.echo(f"    warnings: {' '.join(warnings)}")
 
     _run(_with_runtime(_config(ctx), action))
+
+
+def _duration(seconds: int) -> str:
+    seconds = max(seconds, 0)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _decide(ctx: click.Context, proposal_id: str, approve: bool, note: str | None) -> None:
@@ -282,23 +310,27 @@ def _decide(ctx: click.Context, proposal_id: str, approve: bool, note: str | Non
 
     proposal = _guarded(lambda: _run(_with_runtime(_config(ctx), action)))
     click.echo(f"proposal {proposal.id} {proposal.status}")
+    if proposal.status == "approved":
+        click.echo("the agent's next execute_trade for it sends the order (after its checks pass again)")
 
 
 @approvals.command("approve")
 @click.argument("proposal_id")
-@click.option("--note", default=None)
+@click.option("--note", default=None, help="Stored with the approval and in the audit log.")
 @config_option
 @click.pass_context
 def approvals_approve(ctx: click.Context, proposal_id: str, note: str | None) -> None:
+    """Approve a pending proposal (its exact order); the agent's execute_trade then sends it."""
     _decide(ctx, proposal_id, True, note)
 
 
 @approvals.command("reject")
 @click.argument("proposal_id")
-@click.option("--reason", default=None)
+@click.option("--reason", default=None, help="Stored with the rejection and in the audit log.")
 @config_option
 @click.pass_context
 def approvals_reject(ctx: click.Context, proposal_id: str, reason: str | None) -> None:
+    """Reject a pending proposal for good (the agent gets APPROVAL_DECLINED)."""
     _decide(ctx, proposal_id, False, reason)
 
 

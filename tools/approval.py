@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 
 from ledger.models import AgentTrade, TradeProposal
 from policies.approval import ClientDecision
-from policies.gate import Agent
+from policies.approval_form import approval_message, utc_text
 from policies.orders import decimal_text
 from policies.violations import GateDenied
 from tools.common import app_of
@@ -38,7 +38,6 @@ from tools.common import app_of
 log = structlog.get_logger("tradewarden.approval")
 
 PROPOSAL_URI = "proposals://{proposal_id}"
-REASONING_SHOWN = 1500  # characters of the agent's reasoning shown in the form
 
 
 class ApprovalForm(BaseModel):
@@ -87,7 +86,7 @@ async def ask_approval(proposal_id: str, ctx: Context) -> NotAsked | Elicit[Appr
             return NotAsked("operator_only" if agent.approval.mode == "operator" else "not_pending")
         if not can_elicit_form(ctx):
             return NotAsked("no_elicitation")
-        return Elicit(approval_message(proposal, agent), ApprovalForm)
+        return Elicit(approval_message(proposal, agent.approval), ApprovalForm)
     except Exception as error:  # a resolver crash must not become an approval, nor lose the proposal
         log.warning("approval_resolver_failed", error=type(error).__name__)
         return NotAsked("error")
@@ -125,7 +124,7 @@ _NOT_ASKED_HINT: dict[str, str] = {
 def awaiting_message(proposal_id: str, expires_at: datetime, hint: str | None) -> str:
     """What the agent reads when its trade waits for a person."""
     lead = f"{hint} " if hint else ""
-    return (f"{lead}Proposal {proposal_id} is still pending approval (until {_utc(expires_at)}): a person can "
+    return (f"{lead}Proposal {proposal_id} is still pending approval (until {utc_text(expires_at)}): a person can "
             f"approve it with `tradewarden approvals approve {proposal_id}`; then call execute_trade again. "
             "Do not propose the same trade again.")
 
@@ -139,106 +138,6 @@ def _client_user(ctx: Context) -> str:
         name = None
     clean = re.sub(r"[^A-Za-z0-9._ -]", "", name or "")[:60].strip()
     return f"client-user@{clean}" if clean else "client-user"
-
-
-# --- the message the person reads ------------------------------------------------------------------
-# Built only from the stored proposal and the agent's settings, never from the clock or live prices: on
-# 2026-07-28 connections the answer is accepted only for the exact question that was shown, so the text
-# must be the same in every round.
-
-def approval_message(proposal: TradeProposal, agent: Agent) -> str:
-    live = proposal.trading_mode == "live"
-    lines: list[str] = []
-    if live:
-        lines += ["LIVE TRADING - REAL MONEY", ""]
-    lines += [
-        "Approve this order? Tick 'approve' and Accept to send it to the broker exactly as shown. "
-        "Decline rejects it for good. Cancel decides nothing (it stays pending).",
-        "",
-        f"Order:      {order_line(proposal)}",
-        f"Estimated:  {_money(proposal.estimated_notional)}"
-        + (f" at reference price {_money(proposal.reference_price)}" if proposal.reference_price else ""),
-        f"Mode:       {'LIVE (real money)' if live else 'paper (no real money)'}",
-        f"Agent:      {proposal.agent_id}" + _agent_details(proposal),
-        f"Reasoning (the agent's own words): \"{_one_line(proposal.reasoning, REASONING_SHOWN)}\"",
-        f"Proposal:   {proposal.id}, expires {_utc(proposal.expires_at)}",
-    ]
-    warnings = approval_warnings(proposal, agent)
-    if warnings:
-        lines += ["", "Warnings:"] + [f"- {w}" for w in warnings]
-    lines += ["", "After approval the order is checked again against the agent's limits and fresh market data "
-                  "before it is sent; it is sent at most once."]
-    return "\n".join(lines)
-
-
-def order_line(proposal: TradeProposal) -> str:
-    side = proposal.side.upper()
-    if proposal.qty is not None:
-        amount = f"{side} {decimal_text(proposal.qty)} {proposal.symbol}"
-    else:
-        amount = f"{side} ${decimal_text(proposal.notional)} of {proposal.symbol}"
-    kind = proposal.order_type.replace("_", "-")
-    prices = []
-    if proposal.stop_price is not None:
-        prices.append(f"stop ${decimal_text(proposal.stop_price)}")
-    if proposal.limit_price is not None:
-        prices.append(f"limit ${decimal_text(proposal.limit_price)}")
-    extended = ", extended hours" if proposal.extended_hours else ""
-    return f"{amount}, {kind} order{' ' + ', '.join(prices) if prices else ''}, " \
-           f"time in force {proposal.time_in_force}{extended}"
-
-
-def approval_warnings(proposal: TradeProposal, agent: Agent) -> list[str]:
-    warnings: list[str] = []
-    if proposal.trading_mode == "live":
-        warnings.append("LIVE mode: this order spends real money.")
-    policy = agent.approval
-    if (policy.mode == "auto" and proposal.estimated_notional is not None
-            and proposal.estimated_notional > policy.auto_approve_max_notional):
-        warnings.append(f"Above this agent's auto-approval limit of {_money(policy.auto_approve_max_notional)}.")
-    if proposal.estimated_notional is None:
-        warnings.append("No price estimate was available when the trade was proposed.")
-    if proposal.order_type in ("market", "stop"):
-        warnings.append("Market execution: the fill price can differ from the estimate.")
-    if proposal.notional is not None:
-        warnings.append("Dollar-amount order: the quantity is decided when it fills.")
-    reference = proposal.reference_price
-    if proposal.limit_price is not None and reference:
-        gap = (proposal.limit_price - reference) / reference * 100
-        worse = gap > 5 if proposal.side == "buy" else gap < -5
-        if worse:
-            warnings.append(f"Limit price is {abs(gap):.1f}% {'above' if gap > 0 else 'below'} the reference "
-                            "price.")
-    if proposal.time_in_force == "gtc":
-        warnings.append("Good-till-canceled: the order can stay open for days.")
-    if proposal.extended_hours:
-        warnings.append("Extended hours: thinner liquidity, wider spreads.")
-    if proposal.confidence is not None and proposal.confidence < 0.5:
-        warnings.append(f"The agent's own confidence is low ({proposal.confidence:.2f}).")
-    return warnings
-
-
-def _agent_details(proposal: TradeProposal) -> str:
-    parts = []
-    if proposal.strategy:
-        parts.append(f"strategy {proposal.strategy}")
-    if proposal.confidence is not None:
-        parts.append(f"confidence {proposal.confidence:.2f}")
-    return f" ({', '.join(parts)})" if parts else ""
-
-
-def _money(value: Decimal | None) -> str:
-    return "unknown" if value is None else f"${value:,.2f}"
-
-
-def _utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _one_line(text: str, limit: int) -> str:
-    """The agent's text on one line, so it cannot fake lines of the order summary above it."""
-    flat = " ".join(text.split()).replace('"', "'")
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 # --- the proposals://{id} resource ------------------------------------------------------------------
