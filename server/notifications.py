@@ -1,9 +1,10 @@
 """Resource-updated notifications for `proposals://{id}` when a proposal changes state.
 
-Changes made by this process (the gate calls its proposal listeners) are published at once on the SDK's
-subscriptions bus, which serves 2026-07-28 clients' `subscriptions/listen` streams. Changes made by other
-processes (`tradewarden approvals approve` on the command line, another replica) are found by a light poll
-of the live proposals (pending or approved), run only while someone is listening.
+Changes made by this process (the gate calls its proposal listeners) are published at once: on the SDK's
+subscriptions bus, which serves 2026-07-28 clients' `subscriptions/listen` streams, and to 2025 clients that
+called `resources/subscribe` for that proposal. Changes made by other processes (`tradewarden approvals
+approve` on the command line, another replica) are found by a light poll of the live proposals (pending or
+approved), run only while someone is listening.
 """
 
 from __future__ import annotations
@@ -11,19 +12,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import structlog
+from mcp.server import MCPServer
+from mcp.server.context import ServerRequestContext
+from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated, ServerEvent, SubscriptionBus
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 from sqlalchemy import select
 
 from ledger.models import TradeProposal
 from policies.gate import Gate
-from tools.approval import proposal_uri
+from policies.violations import GateDenied
+from tools.approval import PROPOSAL_URI, proposal_uri
 
 log = structlog.get_logger("tradewarden.notifications")
 
 POLL_SECONDS = 1.0
 LIVE_PROPOSAL_STATES = ("pending_approval", "approved")
+MAX_LEGACY_SUBSCRIPTIONS = 1000
 
 
 class ListenedBus(InMemorySubscriptionBus):
@@ -49,15 +58,76 @@ class ListenedBus(InMemorySubscriptionBus):
         return counted_unsubscribe
 
 
+class LegacySubscriptions:
+    """`resources/subscribe` for 2025 clients (the 2026-07-28 wire uses `subscriptions/listen` instead): the
+    sessions that asked about each proposal, notified on its standalone channel. A session that can no
+    longer be reached is dropped; the table is bounded (oldest subscriptions go first)."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, list[ServerSession]] = {}
+
+    async def subscribe(self, ctx: ServerRequestContext[Any], params: SubscribeRequestParams) -> EmptyResult:
+        uri = str(params.uri)
+        await _own_proposal(ctx, uri)
+        sessions = self.sessions.pop(uri, [])
+        sessions = [s for s in sessions if not _same_connection(s, ctx.session)] + [ctx.session]
+        self.sessions[uri] = sessions  # (re)inserted last: the dict's order is the age of subscriptions
+        while len(self.sessions) > MAX_LEGACY_SUBSCRIPTIONS:
+            self.sessions.pop(next(iter(self.sessions)))
+        return EmptyResult()
+
+    async def unsubscribe(self, ctx: ServerRequestContext[Any], params: UnsubscribeRequestParams) -> EmptyResult:
+        uri = str(params.uri)
+        remaining = [s for s in self.sessions.get(uri, []) if not _same_connection(s, ctx.session)]
+        if remaining:
+            self.sessions[uri] = remaining
+        else:
+            self.sessions.pop(uri, None)
+        return EmptyResult()
+
+    async def notify(self, uri: str) -> None:
+        for session in list(self.sessions.get(uri, [])):
+            try:
+                await session.send_resource_updated(uri)
+            except Exception:  # the client went away
+                remaining = [s for s in self.sessions.get(uri, []) if s is not session]
+                if remaining:
+                    self.sessions[uri] = remaining
+                else:
+                    self.sessions.pop(uri, None)
+
+
+def _same_connection(a: ServerSession, b: ServerSession) -> bool:
+    return getattr(a, "_connection", a) is getattr(b, "_connection", b)
+
+
+async def _own_proposal(ctx: ServerRequestContext[Any], uri: str) -> None:
+    """Only the calling agent's own proposals can be subscribed to (like reading them)."""
+    prefix = PROPOSAL_URI.split("{", 1)[0]
+    state = ctx.lifespan_context
+    try:
+        if not uri.startswith(prefix):
+            raise GateDenied([])
+        agent = await state.gate.load_agent(state.agent_id())
+        await state.gate.read_proposal(agent, uri[len(prefix):])
+    except GateDenied:
+        raise MCPError(code=INVALID_PARAMS, message=f"no proposal resource {uri} for this agent") from None
+
+
 class ProposalEvents:
-    def __init__(self, bus: SubscriptionBus):
+    def __init__(self, bus: SubscriptionBus, legacy: LegacySubscriptions | None = None):
         self.bus = bus
+        self.legacy = legacy or LegacySubscriptions()
 
     async def changed(self, proposal_id: str) -> None:
-        await self.bus.publish(ResourceUpdated(uri=proposal_uri(proposal_id)))
+        uri = proposal_uri(proposal_id)
+        await self.bus.publish(ResourceUpdated(uri=uri))
+        await self.legacy.notify(uri)
 
     @property
     def anyone_listening(self) -> bool:
+        if self.legacy.sessions:
+            return True
         # A custom (e.g. cross-replica) bus cannot tell: assume someone listens.
         return self.bus.listeners > 0 if isinstance(self.bus, ListenedBus) else True
 
@@ -86,13 +156,22 @@ class ProposalEvents:
             seen = now_live
 
 
+def serve_legacy_subscriptions(server: MCPServer[Any], legacy: LegacySubscriptions) -> None:
+    """Answer `resources/subscribe` / `resources/unsubscribe` on 2025 connections (MCPServer leaves them
+    unserved); this also advertises `resources.subscribe` to those clients."""
+    lowlevel = server._lowlevel_server
+    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, legacy.subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, legacy.unsubscribe)
+
+
 @contextlib.asynccontextmanager
-async def proposal_notifications(gate: Gate, bus: SubscriptionBus | None) -> AsyncIterator[None]:
-    """Wire the gate's proposal changes to the bus for the life of a server."""
+async def proposal_notifications(gate: Gate, bus: SubscriptionBus | None,
+                                 legacy: LegacySubscriptions | None = None) -> AsyncIterator[None]:
+    """Wire the gate's proposal changes to the bus (and 2025 subscribers) for the life of a server."""
     if bus is None:
         yield
         return
-    events = ProposalEvents(bus)
+    events = ProposalEvents(bus, legacy)
     gate.on_proposal_change(events.changed)
     watcher = asyncio.create_task(events.watch(gate), name="tradewarden-proposal-watch")
     try:

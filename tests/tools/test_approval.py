@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 import time_machine
 from mcp import Client
-from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult, InputRequiredResult
+from mcp.types import (
+    CallToolResult,
+    ElicitRequestParams,
+    ElicitResult,
+    InputRequiredResult,
+    ResourceUpdatedNotification,
+)
 from sqlalchemy import select, update
 
 from ledger import db
@@ -524,3 +530,29 @@ async def test_every_tool_call_of_an_approval_flow_is_audited(db_url: str, marke
     outcomes = await count(db_url, AuditEvent, AuditEvent.tool == "execute_trade",
                            AuditEvent.kind.in_(["tool.outcome", "tool.denied"]))
     assert intents == outcomes == 2
+
+
+@pytest.mark.filterwarnings("ignore:resources/subscribe is removed")
+async def test_2025_clients_subscribed_to_a_proposal_hear_when_it_changes(db_url: str, market_open: object) -> None:
+    heard: list[str] = []
+    updated = asyncio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, ResourceUpdatedNotification):
+            heard.append(str(message.params.uri))
+            updated.set()
+
+    config = make_config(db_url, agent("a", approval="elicit"), agent("b"))
+    async with (connect(config, "a", elicitation_callback=Human(), message_handler=on_message,
+                        mode="legacy") as client,
+                connect(config, "b", mode="legacy") as other):
+        proposal_id = await propose(client)
+        uri = f"proposals://{proposal_id}"
+        assert client.server_capabilities.resources is not None
+        assert client.server_capabilities.resources.subscribe is True
+        with pytest.raises(Exception, match="no proposal resource"):
+            await other.subscribe_resource(uri)  # another agent's proposal
+        await client.subscribe_resource(uri)
+        await call(client, "execute_trade", proposal_id=proposal_id)
+        await asyncio.wait_for(updated.wait(), 5)
+    assert set(heard) == {uri}
