@@ -13,7 +13,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -77,6 +77,7 @@ class Snapshot:
     asset: Asset | None
     account: Account | None
     market_open: bool | None
+    marks: Mapping[str, Quote] = field(default_factory=dict)  # quotes of the agent's other holdings
 
 
 @dataclass(frozen=True)
@@ -188,9 +189,16 @@ class Gate:
 
     # --- inputs of a decision ----------------------------------------------------------------------
 
-    async def snapshot(self, order: OrderRequest) -> Snapshot:
-        """Quote, asset, account and market hours, fetched concurrently. Any failure leaves that part
-        None, and the checks fail closed on None."""
+    async def snapshot(self, order: OrderRequest, agent_id: str | None = None) -> Snapshot:
+        """Quote, asset, account and market hours, fetched concurrently, plus quotes for every symbol the
+        agent holds (its equity, daily P&L and drawdown are marked to market, not to entry prices).
+        Any failure leaves that part None, and the checks fail closed on None."""
+        symbols = [order.symbol]
+        if agent_id is not None:
+            async with self.sessions() as session:
+                held = (await session.execute(select(AgentPosition.symbol).where(
+                    AgentPosition.agent_id == agent_id, AgentPosition.qty != 0))).scalars()
+                symbols += [s for s in held if s != order.symbol]
 
         async def guarded(coro: Awaitable[Any]) -> Any:
             try:
@@ -200,11 +208,11 @@ class Gate:
                 return None
 
         quotes, asset, account = await asyncio.gather(
-            guarded(self.broker.get_quotes([order.symbol])), guarded(self.broker.get_asset(order.symbol)),
+            guarded(self.broker.get_quotes(symbols)), guarded(self.broker.get_asset(order.symbol)),
             guarded(self._recent_account()))
         quote = (quotes or {}).get(order.symbol)
         market_open = True if order.is_crypto else market_open_or_none(self.clock())
-        return Snapshot(quote=quote, asset=asset, account=account, market_open=market_open)
+        return Snapshot(quote=quote, asset=asset, account=account, market_open=market_open, marks=quotes or {})
 
     async def _recent_account(self) -> Account:
         """The broker account, at most ACCOUNT_MAX_AGE old. Orders reserved in our own ledger are counted on
@@ -239,7 +247,9 @@ class Gate:
                       snap: Snapshot, *, lock: bool) -> tuple[list[Violation], Usage]:
         now = self.clock()
         status = await self.trading_status(session, agent.id, lock=lock)
-        quotes = {snap.quote.symbol: snap.quote} if snap.quote else {}
+        quotes = dict(snap.marks)
+        if snap.quote is not None:
+            quotes[order.symbol] = snap.quote
         usage = await load_usage(session, agent_id=agent.id, order=order, limits=agent.limits, quotes=quotes,
                                  now=now)
         if lock:  # the decision that reserves also keeps the agent's equity peak and trading day current
@@ -275,7 +285,7 @@ class Gate:
 
     async def propose(self, agent: Agent, draft: ProposalDraft) -> tuple[TradeProposal, list[Violation]]:
         order = draft.order
-        snap = await self.snapshot(order)
+        snap = await self.snapshot(order, agent.id)
         pricing = price_order(order, snap.quote)
         now = self.clock()
         ttl = self.settings.proposal_ttl if order.order_type == "market" else self.settings.limit_proposal_ttl
@@ -453,19 +463,22 @@ class Gate:
     async def _reserve_and_submit(self, agent: Agent, proposal: TradeProposal
                                   ) -> tuple[TradeProposal, AgentTrade | None, list[Violation]]:
         order = _order_of(proposal)
-        snap = await self.snapshot(order)
+        snap = await self.snapshot(order, agent.id)
         pricing = price_order(order, snap.quote)
         now = self.clock()
         won_race = False
         async with transaction(self.sessions) as session:
             violations, usage = await self._decide(session, agent, order, proposal.strategy, snap, lock=True)
             if violations:
-                await session.execute(
+                rejected = await session.execute(
                     update(TradeProposal).where(TradeProposal.id == proposal.id,
                                                 TradeProposal.status == "approved")
                     .values(status="rejected", violations=[v.model_dump(mode="json") for v in violations],
                             updated_at=now).execution_options(synchronize_session=False))
-                await self._trip_breaker_if_needed(session, agent, usage, violations)
+                if rejected.rowcount == 1:  # type: ignore[attr-defined]
+                    await self._trip_breaker_if_needed(session, agent, usage, violations)
+                else:  # a concurrent call (another replica) executed it meanwhile: its order is the answer,
+                    violations = []  # and these checks counted that very order against itself
             else:
                 won = await session.execute(
                     update(TradeProposal).where(TradeProposal.id == proposal.id,
@@ -492,7 +505,8 @@ class Gate:
             return fresh, None, violations
         if not won_race:  # a concurrent execution of the same proposal sends the one order
             fresh, existing = await self._load_proposal(agent, proposal.id)
-            return fresh, existing, []
+            stopped = await self._stop_reason(fresh) if existing is None else None
+            return stopped if stopped is not None else (fresh, existing, [])
         async with self.sessions() as session:
             trade_row = await session.get(AgentTrade, proposal.id)
         assert trade_row is not None
@@ -679,6 +693,10 @@ class Gate:
 
     def on_proposal_change(self, listener: ProposalListener) -> None:
         self._proposal_listeners.append(listener)
+
+    async def proposal_changed(self, proposal_id: str) -> None:
+        """Tell the listeners that a proposal or its order changed outside a tool call (reconciliation)."""
+        await self._notify(proposal_id)
 
     async def _notify(self, proposal_id: str) -> None:
         for listener in self._proposal_listeners:

@@ -235,3 +235,30 @@ async def _reserving_trades(db_url: str) -> list[AgentTrade]:
 async def _open_orders(config: Any) -> list[dict[str, Any]]:
     async with connect(config) as client:
         return (await call(client, "get_orders", status="open"))["orders"]
+
+
+def crashing(symbol: str) -> tuple[Callable[[async_sessionmaker[AsyncSession], Clock], SimulatedBroker],
+                                   Callable[[], None]]:
+    """The simulated market, with a switch that halves one symbol's price (a crash)."""
+    crashed = {"on": False}
+
+    class CrashFeed(SimulatedBroker):
+        async def get_quotes(self, symbols: list[str]) -> dict[str, Quote]:
+            quotes = await super().get_quotes(symbols)
+            if crashed["on"] and symbol in quotes:
+                q = quotes[symbol]
+                quotes[symbol] = replace(q, bid=q.bid / 2, ask=q.ask / 2, last=q.last / 2)
+            return quotes
+
+    return (lambda sessions, clock: CrashFeed(sessions, clock=clock)), (lambda: crashed.update(on=True))
+
+
+async def test_a_crash_in_another_holding_trips_the_daily_loss_limit(db_url: str, market_open: object) -> None:
+    factory, crash = crashing("AAPL")
+    config = make_config(db_url, agent(daily_loss_limit=500, max_trade_size=5000, max_position_size=5000))
+    async with connect_with_broker(config, factory) as client:
+        proposal = await call(client, "propose_trade", symbol="AAPL", side="buy", notional=4000, reasoning="r")
+        assert (await call(client, "execute_trade", proposal_id=proposal["proposal_id"]))["status"] == "filled"
+        crash()  # AAPL halves: the agent is down ~$2,000 on a position it is not trading now
+        result = await call(client, "propose_trade", symbol="SPY", side="buy", qty=1, reasoning="buy the dip")
+    assert "DAILY_LOSS_LIMIT" in codes(result)
