@@ -71,7 +71,8 @@ async def append(session: AsyncSession, *, ts: datetime, actor: str, kind: str, 
                  agent_id: str | None = None, tool: str | None = None) -> AuditEvent:
     """Append one record inside the caller's transaction (it commits or rolls back with the caller's work).
     The conditional update of audit_head serialises writers: two appends can never share a predecessor."""
-    database = str(session.bind.url) if session.bind is not None else ""
+    bind = session.bind
+    database = str(getattr(bind, "url", "")) if bind is not None else ""
     body = canonical_json(redact(dict(payload)))
     event_id = str(uuid.uuid4())
     guess = _head_guess.get(database)

@@ -33,7 +33,7 @@ class AppContext(Protocol):
 
 
 def app_of(ctx: Context) -> AppContext:
-    return ctx.request_context.lifespan_context  # type: ignore[no-any-return]
+    return ctx.request_context.lifespan_context  # type: ignore[no-any-return,return-value]
 
 
 async def through_gate(ctx: Context, tool: str, args: Mapping[str, Any],
