@@ -19,12 +19,7 @@ from pydantic import ValidationError
 from broker.base import Broker
 from policies.gate import Gate
 from server.config import Config
-from server.notifications import (
-    LegacySubscriptions,
-    ListenedBus,
-    proposal_notifications,
-    serve_legacy_subscriptions,
-)
+from server.notifications import ListenedBus, proposal_notifications
 from server.runtime import Runtime, open_runtime, utc_now
 from server.schemas import compact_schema
 from tools import account, approval, market_data, orders, trading
@@ -101,25 +96,32 @@ class TradewardenServer(MCPServer[ServerState]):
 
 
 def create_server(config: Config, *, agent_id: str | None = None, clock: Callable[[], datetime] = utc_now,
-                  broker: Broker | None = None, **server_options: Any) -> TradewardenServer:
+                  broker: Broker | None = None, on_ready: Callable[[ServerState | None], None] | None = None,
+                  **server_options: Any) -> TradewardenServer:
+    """on_ready (HTTP wiring: health and metrics routes) is called with the state once the runtime is open,
+    and with None when it closes."""
     # Proposal state changes reach clients listening for `proposals://{id}` through this bus.
     if server_options.get("subscriptions") is None:
         server_options["subscriptions"] = ListenedBus()
     bus = server_options["subscriptions"]
-    legacy_subscriptions = LegacySubscriptions()  # the same, for 2025 clients' resources/subscribe
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[ServerState]) -> AsyncIterator[ServerState]:
         async with (open_runtime(config, clock=clock, broker=broker) as runtime,
-                    proposal_notifications(runtime.gate, bus or None, legacy_subscriptions)):
-            yield ServerState(runtime=runtime, fixed_agent=agent_id)
+                    proposal_notifications(runtime.gate, bus or None)):
+            state = ServerState(runtime=runtime, fixed_agent=agent_id)
+            if on_ready is not None:
+                on_ready(state)
+            try:
+                yield state
+            finally:
+                if on_ready is not None:
+                    on_ready(None)
 
     server = TradewardenServer(config.server.server_name, instructions=instructions(config), version="0.1.0",
                                lifespan=lifespan, **server_options)
     register_tools(server)
     register_resources(server)
-    if bus:
-        serve_legacy_subscriptions(server, legacy_subscriptions)
     return server
 
 

@@ -29,13 +29,12 @@ class Strict(BaseModel):
 
 
 NonNegativeDecimal = Decimal
-_NONNEG = {"ge": 0}
 
 
 class AgentConfig(Strict):
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
-    max_trade_size: Decimal = Field(default=Decimal(5000), **_NONNEG)
-    max_position_size: Decimal = Field(default=Decimal(20000), **_NONNEG)
+    max_trade_size: Decimal = Field(default=Decimal(5000), ge=0)
+    max_position_size: Decimal = Field(default=Decimal(20000), ge=0)
     max_daily_trades: int = Field(default=20, ge=0)
     allowed_symbols: list[str] = Field(default_factory=lambda: ["*"])
     allowed_strategies: list[str] = Field(default_factory=lambda: ["*"])
@@ -91,6 +90,9 @@ class ServerConfig(Strict):
     state_poll_seconds: float = Field(default=0.5, gt=0)
     requests_per_minute: int = Field(default=600, ge=1)  # per agent, over HTTP
     request_state_keys: list[str] = Field(default_factory=list)  # shared by replicas behind one URL
+    # The URL agents use (behind a load balancer / TLS proxy), e.g. "https://trade.example.com/mcp": it is the
+    # bearer tokens' resource, the protected-resource metadata, and an allowed Host. Default: http://HOST:PORT/mcp
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+(/\S*)?$")
     log_json: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     simulated_seed: int = 42

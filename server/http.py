@@ -1,29 +1,66 @@
-"""Streamable HTTP transport: http://HOST:PORT/mcp, each agent authenticated by its own bearer token."""
+"""Streamable HTTP transport: http://HOST:PORT/mcp, each agent authenticated by its own bearer token.
+
+Routes of the HTTP app:
+- /mcp                                         MCP (streamable HTTP); 401 without a valid bearer token
+- /.well-known/oauth-protected-resource/mcp    RFC 9728 protected-resource metadata (the SDK's route)
+- /healthz                                     database, broker, halt (server/health.py); no token
+- /metrics                                     Prometheus (server/metrics.py); no token
+
+The token decides which agent a call acts for (ServerState.agent_id reads it from the access token); nothing
+in a tool's arguments can change that. Tokens are issued by `tradewarden agents add|rotate-token` and only
+their sha256 is stored. Tool calls are rate limited per agent (server/ratelimit.py).
+
+Replicas: several `tradewarden serve --transport http` processes on one PostgreSQL database behave as one
+server behind a load balancer; give them the same server_name, request_state_keys and public_url.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
+from mcp.server.transport_security import TransportSecuritySettings
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ledger import db
+from broker.base import Broker
 from policies.agents import agent_for_token
 from server.config import Config
+from server.health import HealthCheck
+from server.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
+from server.ratelimit import RateLimiter, RateLimitMiddleware
+from server.runtime import utc_now
 
 log = structlog.get_logger("tradewarden.http")
+SCOPE = "trade"
+BENCH_NOOP_ENV = "TRADEWARDEN_BENCH_NOOP"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+SessionsSource = async_sessionmaker[AsyncSession] | Callable[[], async_sessionmaker[AsyncSession]]
 
 
 class AgentTokenVerifier:
-    """Maps a bearer token to the agent it was issued to (only the token's hash is stored).
-    A disabled agent's token still verifies here, so its calls are refused by the gate with
-    AGENT_DISABLED and audited, rather than vanishing as anonymous 401s."""
+    """Maps a bearer token to the agent it was issued to (only the token's hash is stored; it is looked up
+    on every request, so a rotation applies at once). A disabled agent's token still verifies here, so its
+    calls are refused by the gate with AGENT_DISABLED and audited, rather than vanishing as anonymous 401s."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], resource: str):
-        self.sessions = sessions
+    def __init__(self, sessions: SessionsSource, resource: str):
+        self._sessions = sessions
         self.resource = resource
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        if isinstance(self._sessions, async_sessionmaker):
+            return self._sessions
+        return self._sessions()
 
     async def verify_token(self, token: str) -> AccessToken | None:
         async with self.sessions() as session:
@@ -31,32 +68,148 @@ class AgentTokenVerifier:
         if row is None:
             log.info("bearer_token_refused")
             return None
-        return AccessToken(token="[redacted]", client_id=row.agent_id, scopes=["trade"], resource=self.resource)
+        return AccessToken(token="[redacted]", client_id=row.agent_id, scopes=[SCOPE], resource=self.resource)
 
 
-def http_server_options(config: Config, host: str, port: int) -> tuple[dict[str, Any], Any]:
-    """MCPServer keyword arguments for bearer auth, and the engine the verifier reads tokens from."""
-    resource = f"http://{host}:{port}/mcp"
-    engine = db.create_engine(config.server.database_url)
-    verifier = AgentTokenVerifier(db.session_factory(engine), resource)
-    auth = AuthSettings(issuer_url=f"http://{host}:{port}", resource_server_url=resource,
-                        validate_token_resource=True)
+def urls(config: Config, host: str, port: int) -> tuple[str, str]:
+    """(the MCP resource URL agents use, the issuer URL advertised in the metadata)."""
+    resource = config.server.public_url or f"http://{_host_for_url(host)}:{port}/mcp"
+    parts = urlsplit(resource)
+    return resource, f"{parts.scheme}://{parts.netloc}"
+
+
+def _host_for_url(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def transport_security(config: Config, host: str) -> TransportSecuritySettings | None:
+    """DNS-rebinding protection: on loopback only loopback Host headers (the SDK's default), plus the public
+    URL's host when one is configured. Bound to another address (behind a proxy) the proxy decides."""
+    public = urlsplit(config.server.public_url).netloc if config.server.public_url else None
+    if host not in LOOPBACK:
+        return None
+    hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+    origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+    if public:
+        scheme = urlsplit(config.server.public_url or "").scheme
+        hosts += [public, f"{public.split(':')[0]}:*"] if ":" not in public else [public]
+        origins.append(f"{scheme}://{public}")
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts,
+                                     allowed_origins=origins)
+
+
+class _State:
+    """The running server's state, once its lifespan has opened the runtime (None before and after)."""
+
+    def __init__(self) -> None:
+        self.state: Any = None
+
+    def set(self, state: Any) -> None:
+        self.state = state
+
+    @property
+    def runtime(self) -> Any:
+        return self.state.runtime if self.state is not None else None
+
+
+class CountUnauthorized:
+    """ASGI wrapper counting 401 answers (bad or missing tokens) for /metrics."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and message.get("status") == 401:
+                self.metrics.unauthorized.inc()
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+def http_server_options(config: Config, host: str, port: int,
+                        sessions: SessionsSource) -> dict[str, Any]:
+    """MCPServer keyword arguments for bearer auth and shared request-state keys."""
+    resource, issuer = urls(config, host, port)
+    verifier = AgentTokenVerifier(sessions, resource)
+    # Tokens are issued out of band (the command line), so the "authorization server" advertised in the
+    # protected-resource metadata is this server's own origin.
+    auth = AuthSettings(issuer_url=issuer, resource_server_url=resource, validate_token_resource=True,  # type: ignore[arg-type]
+                        required_scopes=[SCOPE])
     options: dict[str, Any] = {"token_verifier": verifier, "auth": auth}
     if config.server.request_state_keys:
         from mcp.server.request_state import RequestStateSecurity
 
         options["request_state_security"] = RequestStateSecurity(keys=[k.encode() for k in
                                                                        config.server.request_state_keys])
-    return options, engine
+    return options
+
+
+def build_http_app(config: Config, *, host: str, port: int, clock: Callable[[], datetime] = utc_now,
+                   broker: Broker | None = None) -> ASGIApp:
+    """The whole HTTP application of one replica (an ASGI app; its lifespan opens the runtime)."""
+    from server.app import create_server
+
+    holder = _State()
+
+    def runtime_sessions() -> async_sessionmaker[AsyncSession]:
+        if holder.runtime is None:
+            raise RuntimeError("the server is not running yet")
+        return holder.runtime.sessions  # type: ignore[no-any-return]
+
+    options = http_server_options(config, host, port, runtime_sessions)
+    server = create_server(config, clock=clock, broker=broker, on_ready=holder.set, **options)
+    if os.environ.get(BENCH_NOOP_ENV) == "1":  # the benchmark's floor; never in production's tools/list
+        from mcp.types import ToolAnnotations
+
+        async def bench_noop() -> str:
+            return "ok"
+
+        server.tool(name="bench_noop", description="No-op (benchmark floor).",
+                    annotations=ToolAnnotations(read_only_hint=True))(bench_noop)
+        log.warning("bench_noop_tool_enabled")
+
+    metrics = Metrics()
+
+    async def registered_tools() -> list[str]:
+        return [tool.name for tool in await server.list_tools()]
+
+    # Outermost first: metrics see rate-limited calls too.
+    server.middleware.append(MetricsMiddleware(metrics, registered_tools))
+    server.middleware.append(RateLimitMiddleware(RateLimiter(config.server.requests_per_minute)))
+
+    health = HealthCheck()
+
+    @server.custom_route("/healthz", methods=["GET"], include_in_schema=False)
+    async def healthz(_request: Request) -> Response:
+        status, body = await health.report(holder.runtime)
+        return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+    @server.custom_route("/metrics", methods=["GET"], include_in_schema=False)
+    async def metrics_route(_request: Request) -> Response:
+        if holder.runtime is not None:
+            try:
+                await metrics.refresh_from_database(holder.runtime.sessions)
+            except Exception as error:  # the process metrics are still worth serving
+                log.warning("metrics_database_unavailable", error=type(error).__name__)
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    app = server.streamable_http_app(host=host, transport_security=transport_security(config, host))
+    return CountUnauthorized(app, metrics)
 
 
 def serve_http(config: Config, *, host: str, port: int) -> None:
     import uvicorn
 
-    from server.app import create_server
-
-    options, _engine = http_server_options(config, host, port)
-    server = create_server(config, **options)
-    app = server.streamable_http_app(host=host)
-    log.info("serving_http", url=f"http://{host}:{port}/mcp", mode=config.server.trading_mode)
-    uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on")
+    app = build_http_app(config, host=host, port=port)
+    resource, _ = urls(config, host, port)
+    log.info("serving_http", url=f"http://{_host_for_url(host)}:{port}/mcp", resource=resource,
+             mode=config.server.trading_mode)
+    uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)

@@ -191,6 +191,9 @@ class _FilledLater:
         await asyncio.sleep(0)
         return self.order
 
+    async def submit_order(self, request: Any) -> BrokerOrder:
+        raise NotImplementedError
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
