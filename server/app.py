@@ -19,7 +19,12 @@ from pydantic import ValidationError
 from broker.base import Broker
 from policies.gate import Gate
 from server.config import Config
-from server.notifications import ListenedBus, proposal_notifications
+from server.notifications import (
+    LegacySubscriptions,
+    ListenedBus,
+    proposal_notifications,
+    serve_legacy_subscriptions,
+)
 from server.runtime import Runtime, open_runtime, utc_now
 from server.schemas import compact_schema
 from tools import account, approval, market_data, orders, trading
@@ -104,11 +109,12 @@ def create_server(config: Config, *, agent_id: str | None = None, clock: Callabl
     if server_options.get("subscriptions") is None:
         server_options["subscriptions"] = ListenedBus()
     bus = server_options["subscriptions"]
+    legacy_subscriptions = LegacySubscriptions()  # the same, for 2025 clients' resources/subscribe
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[ServerState]) -> AsyncIterator[ServerState]:
         async with (open_runtime(config, clock=clock, broker=broker) as runtime,
-                    proposal_notifications(runtime.gate, bus or None)):
+                    proposal_notifications(runtime.gate, bus or None, legacy_subscriptions)):
             state = ServerState(runtime=runtime, fixed_agent=agent_id)
             if on_ready is not None:
                 on_ready(state)
@@ -122,6 +128,8 @@ def create_server(config: Config, *, agent_id: str | None = None, clock: Callabl
                                lifespan=lifespan, **server_options)
     register_tools(server)
     register_resources(server)
+    if bus:
+        serve_legacy_subscriptions(server, legacy_subscriptions)
     return server
 
 
