@@ -40,8 +40,13 @@ def _run(coro: Awaitable[T]) -> T:
 async def _with_runtime(config: Config, action: Callable[[Any], Awaitable[T]]) -> T:
     from server.runtime import open_runtime
 
-    async with open_runtime(config) as runtime:
-        return await action(runtime)
+    try:
+        # One-shot commands leave reconciliation to the running server(s).
+        async with open_runtime(config, reconcile=False) as runtime:
+            return await action(runtime)
+    except ConfigError as error:  # e.g. broker = "alpaca" without its keys
+        fail(str(error), 2)
+        raise  # unreachable
 
 
 def _guarded(action: Callable[[], T]) -> T:
@@ -97,7 +102,12 @@ def serve(ctx: click.Context, transport: str, host: str | None, port: int | None
     """Run the MCP server (stdio by default; streamable HTTP at http://HOST:PORT/mcp)."""
     config = _config(ctx)
     from server.logging import configure_logging
+    from server.runtime import check_broker_credentials
 
+    try:
+        check_broker_credentials(config)
+    except ConfigError as error:
+        fail(str(error), 2)
     configure_logging(config.server.log_level, config.server.log_json)
     if transport == "stdio":
         from server.app import create_server
@@ -493,9 +503,29 @@ def status(ctx: click.Context) -> None:
             drift = await session.get(KeyValue, "reconciliation")
         click.echo(f"agents: {agents_count}   open orders: {open_orders}   pending approvals: {pending}")
         if drift is not None:
-            click.echo(f"reconciliation: {json.dumps(drift.value)}")
+            for line in reconciliation_lines(drift.value):
+                click.echo(line)
 
     _run(_with_runtime(_config(ctx), action))
+
+
+def reconciliation_lines(report: dict[str, Any]) -> list[str]:
+    """The last reconciliation with the broker (server_state["reconciliation"]), drift first."""
+    checked = str(report.get("checked_at", "?"))
+    drift = report.get("drift") or {}
+    lines = []
+    if drift:
+        lines.append(f"reconciliation DRIFT (checked {checked}): positions differ from the broker's")
+        for symbol, sides in sorted(drift.items()):
+            lines.append(f"  {symbol}: ours {sides.get('ours')}  broker {sides.get('broker')}")
+    else:
+        lines.append(f"reconciliation: no drift (checked {checked}; {report.get('resolved', 0)} orders resolved)")
+    unresolved = report.get("unresolved") or []
+    if unresolved:
+        lines.append(f"  orders not yet settled with the broker: {', '.join(map(str, unresolved))}")
+    for error in report.get("errors") or []:
+        lines.append(f"  broker error: {error}")
+    return lines
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,9 +20,16 @@ from ledger.models import GLOBAL_SCOPE, AuditHead, TradingState
 from policies.agents import sync_config_agents
 from policies.audit import GENESIS_HASH
 from policies.gate import Gate, GateSettings
+from policies.reconcile import Reconciler
 from server.config import Config, ConfigError
 
 log = structlog.get_logger("tradewarden.runtime")
+# How long start-up waits for the first reconciliation (it goes on in the background if the broker is slow).
+STARTUP_RECONCILE_WAIT = 5.0
+STOP_GRACE = 1.0  # seconds the reconciler gets to finish its step at shutdown before it is cancelled
+
+
+CALENDAR_WARM_UP_DELAY = 1.0  # seconds
 
 
 def warm_up_calendar(now: datetime) -> None:
@@ -45,6 +53,20 @@ class Runtime:
     broker: Broker
     gate: Gate
     clock: Callable[[], datetime]
+    reconciler: Reconciler | None = None
+
+
+def check_broker_credentials(config: Config, env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """The Alpaca keys when the broker is Alpaca (None for the simulated broker). ConfigError, with a one-line
+    reason that never shows a key, when they are missing."""
+    if config.server.broker != "alpaca":
+        return None
+    env = os.environ if env is None else env
+    missing = [name for name in ("ALPACA_API_KEY", "ALPACA_SECRET_KEY") if not env.get(name, "").strip()]
+    if missing:
+        raise ConfigError(f"broker is alpaca but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                          "not set in the environment: refusing to start")
+    return env["ALPACA_API_KEY"].strip(), env["ALPACA_SECRET_KEY"].strip()
 
 
 def build_broker(config: Config, sessions: async_sessionmaker[AsyncSession],
@@ -56,9 +78,9 @@ def build_broker(config: Config, sessions: async_sessionmaker[AsyncSession],
                                starting_cash=config.server.simulated_cash, clock=clock)
     from broker.alpaca import AlpacaBroker
 
-    key, secret = os.environ.get("ALPACA_API_KEY"), os.environ.get("ALPACA_SECRET_KEY")
-    if not key or not secret:
-        raise ConfigError("broker is alpaca but ALPACA_API_KEY / ALPACA_SECRET_KEY are not set")
+    keys = check_broker_credentials(config)
+    assert keys is not None
+    key, secret = keys
     return AlpacaBroker(api_key=key, secret_key=secret, paper=config.server.trading_mode == "paper",
                         trading_url=config.server.alpaca_trading_url, data_url=config.server.alpaca_data_url,
                         timeout=config.server.broker_timeout_seconds)
@@ -82,17 +104,22 @@ async def prepare_database(config: Config, engine: AsyncEngine, sessions: async_
 
 @asynccontextmanager
 async def open_runtime(config: Config, *, clock: Callable[[], datetime] = utc_now,
-                       broker: Broker | BrokerFactory | None = None) -> AsyncIterator[Runtime]:
+                       broker: Broker | BrokerFactory | None = None, reconcile: bool = True
+                       ) -> AsyncIterator[Runtime]:
+    """The running system. With reconcile=True (a server) the ledger is reconciled with the broker at start
+    (waited for up to STARTUP_RECONCILE_WAIT seconds) and then in the background until the runtime closes;
+    one-shot commands pass reconcile=False."""
     engine = db.create_engine(config.server.database_url)
     sessions = db.session_factory(engine)
     try:
         await prepare_database(config, engine, sessions, clock)
         if broker is None:
             the_broker = build_broker(config, sessions, clock)
-        elif hasattr(broker, "submit_order"):
+        elif callable(broker) and not hasattr(broker, "start"):
+            # a factory: tests wrap the simulated broker on this runtime's database
+            the_broker = broker(sessions, clock)  # type: ignore[call-arg]
+        else:
             the_broker = broker  # type: ignore[assignment]
-        else:  # a factory: tests wrap the simulated broker on this runtime's database
-            the_broker = broker(sessions, clock)  # type: ignore[operator]
         await the_broker.start()
         settings = GateSettings(
             trading_mode=config.server.trading_mode, enable_agent_trading=config.server.enable_agent_trading,
@@ -103,12 +130,36 @@ async def open_runtime(config: Config, *, clock: Callable[[], datetime] = utc_no
             enforce_market_hours=config.server.enforce_market_hours,
             is_postgres=not db.is_sqlite(config.server.database_url))
         gate = Gate(settings=settings, sessions=sessions, broker=the_broker, clock=clock)
-        # The exchange calendar takes ~0.4 s to load (pandas): load it beside start-up, not in the first call.
-        asyncio.get_running_loop().run_in_executor(None, warm_up_calendar, clock())
+        # The exchange calendar takes ~0.5 s of CPU to load (pandas): load it in the background, shortly after
+        # start-up (so it does not compete with answering the first request), rather than in the first order.
+        loop = asyncio.get_running_loop()
+        loop.call_later(CALENDAR_WARM_UP_DELAY, lambda: loop.run_in_executor(None, warm_up_calendar, clock()))
+        reconciler = (Reconciler(gate, interval=config.server.reconcile_interval_seconds) if reconcile
+                      else None)
+        task = asyncio.create_task(reconciler.run(), name="tradewarden-reconciler") if reconciler else None
         try:
+            if reconciler is not None and not await reconciler.wait_first_pass(STARTUP_RECONCILE_WAIT):
+                log.warning("startup_reconciliation_pending", detail="the broker is slow; it goes on in the "
+                                                                     "background")
             yield Runtime(config=config, engine=engine, sessions=sessions, broker=the_broker, gate=gate,
-                          clock=clock)
+                          clock=clock, reconciler=reconciler)
         finally:
+            if reconciler is not None and task is not None:
+                await _stop_reconciler(reconciler, task)
             await the_broker.close()
     finally:
         await engine.dispose()
+
+
+async def _stop_reconciler(reconciler: Reconciler, task: asyncio.Task[None]) -> None:
+    """Let the reconciler finish its current step (briefly), then cancel it; never raises its errors."""
+    reconciler.stop()
+    try:
+        await asyncio.wait({task}, timeout=STOP_GRACE)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait({task}, timeout=STOP_GRACE)
+        elif not task.cancelled() and task.exception() is not None:
+            log.warning("reconciler_stopped_with_error", error=type(task.exception()).__name__)

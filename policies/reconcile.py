@@ -1,0 +1,323 @@
+"""Reconciliation: our ledger against the broker, at start-up and periodically.
+
+The ledger (agent_trades, agent_positions, agent_accounts) is our record of what each agent did; the broker is
+the truth about what happened to the orders. The server can stop between sending an order and recording its
+outcome, orders fill and expire while it is down, and an answer can be lost on the wire. The reconciler closes
+those gaps, through the same Broker protocol for every broker (simulated or Alpaca), and never sends anything:
+it only reads the broker and writes our ledger and the audit log (actor ``system:reconcile``).
+
+Each order we hold in a live status (LIVE_TRADE_STATUSES: open at the broker, "unknown", "pending_submit"):
+- found at the broker (in its open orders, or by client_order_id = our proposal id): the broker's state is
+  applied with apply_order_update (fills and partial fills booked once to the agent's position and cash;
+  cancels, expiries and rejections release the reservation) and audited as ``order.updated``;
+- "pending_submit" younger than ``stale_after``: left alone, the gate may be sending it right now;
+- "pending_submit" or "unknown" older than ``stale_after`` and not at the broker: it never reached the broker
+  (a crash between intent and outcome, or a submission lost on the way): marked rejected with reason
+  "never reached the broker", which releases its reservation, and audited;
+- "unknown" younger than that and not (yet) at the broker: left for the next pass (a slow submission may
+  still appear);
+- acknowledged by the broker earlier but no longer known to it: left as is and listed as unresolved;
+- the broker cannot be asked (error, timeout): nothing changes; the next pass tries again.
+
+Then positions: per symbol, the sum of agent_positions over all agents against the broker's positions. What
+still differs after the orders are brought up to date is drift, stored in server_state["reconciliation"]
+({checked_at, drift: {symbol: {ours, broker}}, resolved, unresolved, errors}) and shown by
+`tradewarden status`; a change in drift is audited (``reconcile.drift``).
+
+The loop (Reconciler.run) does a full pass at start and every ``interval`` seconds, and in between refreshes
+the live orders every ``poll_interval`` seconds (one list call when there is anything open), so fills show in
+get_orders / get_positions without the agent asking twice. Every step is guarded: a failure is logged and
+retried later, never raised into the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.base import BrokerError, BrokerOrder
+from ledger.accounting import apply_order_update
+from ledger.db import insert_if_absent, transaction
+from ledger.models import AgentPermissions, AgentPosition, AgentTrade, KeyValue, TradeProposal
+from policies import audit
+from policies.gate import LIVE_TRADE_STATUSES, Gate, trading_day
+from policies.orders import decimal_text
+
+log = structlog.get_logger("tradewarden.reconcile")
+T = TypeVar("T")
+
+ACTOR = "system:reconcile"
+STATE_KEY = "reconciliation"
+NEVER_REACHED = "never reached the broker"
+STALE_SUBMIT = timedelta(seconds=60)  # a pending_submit older than this is a crash between intent and outcome
+POLL_SECONDS = 2.0
+QTY_TOLERANCE = Decimal("0.000000001")  # Alpaca quantities have 9 decimal places
+_OUTCOME_LOST = frozenset({"pending_submit", "unknown"})
+_MAX_LISTED = 20  # ids / errors kept in the stored report
+
+
+@dataclass
+class ReconcileReport:
+    checked_at: datetime
+    resolved: int = 0  # orders changed from the broker's state (or found never to have reached it)
+    unresolved: list[str] = field(default_factory=list)  # trade ids whose state could not be settled yet
+    drift: dict[str, dict[str, str]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    positions_checked: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {"checked_at": self.checked_at.isoformat(), "drift": self.drift, "resolved": self.resolved,
+                "unresolved": self.unresolved[:_MAX_LISTED], "errors": self.errors[:_MAX_LISTED]}
+
+
+def position_drift(ours: Iterable[tuple[str, Decimal]], broker: Iterable[tuple[str, Decimal]]
+                   ) -> dict[str, dict[str, str]]:
+    """Per symbol, our total (summed over agents) against the broker's, where they differ."""
+    totals: dict[str, list[Decimal]] = {}
+    for index, rows in enumerate((ours, broker)):
+        for symbol, qty in rows:
+            totals.setdefault(symbol, [Decimal(0), Decimal(0)])[index] += qty
+    return {symbol: {"ours": decimal_text(mine) or "0", "broker": decimal_text(theirs) or "0"}
+            for symbol, (mine, theirs) in sorted(totals.items()) if abs(mine - theirs) > QTY_TOLERANCE}
+
+
+class Reconciler:
+    """Brings the ledger in line with the broker. One per running server (replicas each run one: every
+    update is idempotent and locked, see ledger/accounting.py)."""
+
+    def __init__(self, gate: Gate, *, interval: float = 30.0, poll_interval: float = POLL_SECONDS,
+                 stale_after: timedelta | None = None):
+        self.gate = gate
+        self.interval = interval
+        self.poll_interval = min(poll_interval, interval)
+        # Longer than any submission the gate may still be waiting for (submit + lookup, each bounded).
+        self.stale_after = stale_after or max(STALE_SUBMIT, timedelta(seconds=3 * gate.settings.broker_timeout))
+        self.first_pass = asyncio.Event()
+        self.last_report: ReconcileReport | None = None
+        self._stop = asyncio.Event()
+        self._resolved_since_report = 0
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Full pass now and every `interval`; live orders refreshed every `poll_interval` in between."""
+        loop = asyncio.get_running_loop()
+        next_full = loop.time()
+        while not self._stop.is_set():
+            if loop.time() >= next_full:
+                await self._guarded("reconcile", self.reconcile)
+                self.first_pass.set()
+                next_full = loop.time() + self.interval
+            else:
+                await self._guarded("poll", self.poll)
+            wait = max(0.0, min(self.poll_interval, next_full - loop.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=wait)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def wait_first_pass(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self.first_pass.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _guarded(self, step: str, action: Callable[[], Awaitable[T]]) -> T | None:
+        try:
+            return await action()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # never crash the server: log, and try again next time
+            log.warning("reconcile_step_failed", step=step, error=type(error).__name__, detail=_text(error))
+            return None
+
+    # --- passes ------------------------------------------------------------------------------------
+
+    async def reconcile(self) -> ReconcileReport:
+        """One full pass: every live order, then positions against the broker's; the result is stored."""
+        report = ReconcileReport(checked_at=self.gate.clock())
+        await self._orders(report)
+        await self._positions(report)
+        if report.drift:  # an order may have filled between the two reads: look once more before reporting
+            await self._orders(report)
+            await self._positions(report)
+        report.resolved += self._resolved_since_report
+        self._resolved_since_report = 0
+        await self._store(report)
+        self.last_report = report
+        if report.resolved or report.drift or report.errors:
+            log.info("reconciled", resolved=report.resolved, drift=report.drift, unresolved=len(report.unresolved),
+                     errors=report.errors[:3])
+        return report
+
+    async def poll(self) -> int:
+        """Refresh the live orders (cheap: one query when there are none). Returns how many changed."""
+        report = ReconcileReport(checked_at=self.gate.clock())
+        await self._orders(report)
+        self._resolved_since_report += report.resolved
+        return report.resolved
+
+    # --- orders ------------------------------------------------------------------------------------
+
+    async def _live_trades(self) -> list[AgentTrade]:
+        async with self.gate.sessions() as session:
+            return list((await session.execute(
+                select(AgentTrade).where(AgentTrade.status.in_(LIVE_TRADE_STATUSES))
+                .order_by(AgentTrade.created_at))).scalars())
+
+    async def _broker_call(self, call: Awaitable[T]) -> T:
+        return await asyncio.wait_for(call, self.gate.settings.broker_timeout)
+
+    async def _orders(self, report: ReconcileReport) -> None:
+        report.unresolved = []
+        trades = await self._live_trades()
+        if not trades:
+            return
+        now = self.gate.clock()
+        # Orders the gate may be sending right now are not ours to touch yet.
+        trades = [t for t in trades if t.status != "pending_submit" or now - t.created_at >= self.stale_after]
+        if not trades:
+            return
+        try:
+            open_orders = {o.client_order_id: o for o in await self._broker_call(
+                self.gate.broker.list_orders(status="open", limit=500))}
+        except (BrokerError, TimeoutError) as error:
+            report.errors.append(f"list open orders: {_text(error)}")
+            report.unresolved.extend(t.id for t in trades)
+            return
+        for index, trade in enumerate(trades):
+            found = open_orders.get(trade.client_order_id)
+            if found is None:  # closed since we last looked, never arrived, or beyond the open list's page
+                try:
+                    found = await self._broker_call(self.gate.broker.get_order_by_client_id(trade.client_order_id))
+                except (BrokerError, TimeoutError) as error:  # the broker is unwell: leave the rest for later
+                    report.errors.append(f"look up {trade.client_order_id}: {_text(error)}")
+                    report.unresolved.extend(t.id for t in trades[index:])
+                    return
+            if found is not None:
+                report.resolved += await self._apply(trade, found)
+            elif trade.status in _OUTCOME_LOST and now - trade.created_at >= self.stale_after:
+                report.resolved += await self._never_reached(trade)
+            else:
+                report.unresolved.append(trade.id)
+                if trade.status not in _OUTCOME_LOST:
+                    log.warning("order_missing_at_broker", order_id=trade.id, status=trade.status,
+                                client_order_id=trade.client_order_id)
+
+    async def _apply(self, trade: AgentTrade, order: BrokerOrder) -> int:
+        if (trade.status == order.status and trade.filled_qty == order.filled_qty
+                and trade.order_id == order.broker_order_id):
+            return 0  # nothing new: no write
+        now = self.gate.clock()
+        async with transaction(self.gate.sessions) as session:
+            row = await _locked_trade(session, trade.id)
+            before, before_qty = row.status, row.filled_qty
+            outcome_lost = before in _OUTCOME_LOST
+            if outcome_lost and row.submitted_at is None:
+                row.submitted_at = order.submitted_at or now
+            capital = await _capital(session, row.agent_id)
+            if not await apply_order_update(session, row, order, now, capital, trading_day(now)):
+                return 0
+            if outcome_lost:
+                await _proposal_executed(session, row.proposal_id, now)
+            await audit.append(session, ts=now, actor=ACTOR, kind="order.updated", agent_id=row.agent_id,
+                               payload={"order_id": row.id, "client_order_id": row.client_order_id,
+                                        "broker_order_id": row.order_id, "from": before, "to": row.status,
+                                        "filled_qty_before": before_qty, "filled_qty": row.filled_qty,
+                                        "filled_avg_price": row.price,
+                                        "how": "found at the broker by client_order_id" if outcome_lost
+                                        else "broker order state"})
+        log.info("order_reconciled", order_id=trade.id, status_from=before, status_to=order.status,
+                 filled_qty=str(order.filled_qty))
+        await self._notify(trade.proposal_id)
+        return 1
+
+    async def _never_reached(self, trade: AgentTrade) -> int:
+        now = self.gate.clock()
+        async with transaction(self.gate.sessions) as session:
+            result = await session.execute(
+                update(AgentTrade).where(AgentTrade.id == trade.id, AgentTrade.status == trade.status)
+                .values(status="rejected", reject_reason=NEVER_REACHED, updated_at=now)
+                .execution_options(synchronize_session=False))
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return 0  # someone else settled it meanwhile
+            await _proposal_executed(session, trade.proposal_id, now)
+            await audit.append(session, ts=now, actor=ACTOR, kind="order.updated", agent_id=trade.agent_id,
+                               payload={"order_id": trade.id, "client_order_id": trade.client_order_id,
+                                        "from": trade.status, "to": "rejected", "reason": NEVER_REACHED,
+                                        "released_notional": trade.reserved_notional,
+                                        "how": f"no order with this client_order_id at the broker "
+                                               f"{int((now - trade.created_at).total_seconds())}s after the "
+                                               "intent"})
+        log.warning("order_never_reached_broker", order_id=trade.id, status_from=trade.status)
+        await self._notify(trade.proposal_id)
+        return 1
+
+    async def _notify(self, proposal_id: str) -> None:
+        await self.gate.proposal_changed(proposal_id)  # listeners' failures are caught there
+
+    # --- positions ---------------------------------------------------------------------------------
+
+    async def _positions(self, report: ReconcileReport) -> None:
+        try:
+            broker_positions = await self._broker_call(self.gate.broker.get_positions())
+        except (BrokerError, TimeoutError) as error:
+            report.errors.append(f"positions: {_text(error)}")
+            return
+        async with self.gate.sessions() as session:
+            ours = [(symbol, qty) for symbol, qty in (await session.execute(
+                select(AgentPosition.symbol, AgentPosition.qty))).all()]
+        report.drift = position_drift(ours, [(p.symbol, p.qty) for p in broker_positions])
+        report.positions_checked = True
+
+    async def _store(self, report: ReconcileReport) -> None:
+        now = self.gate.clock()
+        async with transaction(self.gate.sessions) as session:
+            row = (await session.execute(select(KeyValue).where(KeyValue.key == STATE_KEY).with_for_update())
+                   ).scalar_one_or_none()
+            previous_drift = (row.value or {}).get("drift", {}) if row is not None else {}
+            value = report.as_json()
+            if not report.positions_checked:  # positions could not be read: keep the last known drift
+                value["drift"] = previous_drift
+            if row is None:
+                await insert_if_absent(session, KeyValue, {"key": STATE_KEY, "value": value, "updated_at": now})
+            else:
+                row.value, row.updated_at = value, now
+            if report.positions_checked and report.drift != previous_drift:
+                await audit.append(session, ts=now, actor=ACTOR, kind="reconcile.drift", agent_id=None,
+                                   payload={"drift": report.drift, "previous": previous_drift})
+                if report.drift:
+                    log.warning("position_drift", drift=report.drift)
+
+
+async def _locked_trade(session: AsyncSession, trade_id: str) -> AgentTrade:
+    return (await session.execute(select(AgentTrade).where(AgentTrade.id == trade_id).with_for_update()
+                                  .execution_options(populate_existing=True))).scalar_one()
+
+
+async def _capital(session: AsyncSession, agent_id: str) -> Decimal:
+    row = await session.get(AgentPermissions, agent_id)
+    return row.capital if row is not None else Decimal(0)
+
+
+async def _proposal_executed(session: AsyncSession, proposal_id: str, now: datetime) -> None:
+    """The proposal's one order has an outcome now (as the gate does after a submission)."""
+    await session.execute(update(TradeProposal).where(TradeProposal.id == proposal_id,
+                                                      TradeProposal.status == "executing")
+                          .values(status="executed", updated_at=now).execution_options(synchronize_session=False))
+
+
+def _text(error: BaseException) -> str:
+    message = error.message if isinstance(error, BrokerError) else str(error) or type(error).__name__
+    return message[:300]
