@@ -106,6 +106,7 @@ class OrderOut(Result):
     broker_order_id: str | None
     created_at: datetime
     strategy: str | None
+    reject_reason: str | None = None  # why the broker (or reconciliation) rejected it
 
 
 class OrdersResult(Result):

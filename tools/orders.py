@@ -21,7 +21,8 @@ def order_out(trade: AgentTrade) -> OrderOut:
                     time_in_force=trade.time_in_force, qty=trade.quantity, notional=trade.notional,
                     limit_price=trade.limit_price, stop_price=trade.stop_price, status=trade.status,
                     filled_qty=trade.filled_qty, filled_avg_price=trade.price, broker_order_id=trade.order_id,
-                    created_at=trade.created_at, strategy=trade.strategy)
+                    created_at=trade.created_at, strategy=trade.strategy,
+                    reject_reason=trade.reject_reason if trade.status == "rejected" else None)
 
 
 async def get_orders(ctx: Context, status: Literal["open", "closed", "all"] = "open", limit: int = 50) -> OrdersResult:
