@@ -293,7 +293,7 @@ async def test_submission_timeout_is_resolved_by_lookup(db_url: str, alpaca_serv
 
 async def test_order_that_appears_after_the_timeout_is_picked_up_by_the_poller(
         db_url: str, alpaca_server: AlpacaContractServer) -> None:
-    alpaca_server.hang_next_submit(2.5, create_order="after")  # Alpaca makes the order only after we gave up
+    alpaca_server.hang_next_submit(4.0, create_order="after")  # Alpaca makes the order only after we gave up
     async with connect(alpaca_config(db_url, alpaca_server, broker_timeout_seconds=1.0)) as client:
         proposal, executed = await propose_and_execute(client, symbol="AAPL", side="buy", qty=2)
         assert executed["status"] == "submitted" and "reconciled" in executed["message"]
