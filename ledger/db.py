@@ -36,9 +36,12 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, read_only: bool = False) -> AsyncEngine:
     """One engine per process. On SQLite every transaction is BEGIN IMMEDIATE: it takes the write lock
-    up front, so a check-and-reserve can never interleave with another writer (process or task)."""
+    up front, so a check-and-reserve can never interleave with another writer (process or task).
+    read_only=True (SQLite): plain deferred transactions, for single reads that must not queue behind the
+    writers (WAL readers see the last commit without the lock), e.g. bearer-token lookups. Never write
+    through such an engine."""
     if is_sqlite(url):
         engine = create_async_engine(url, connect_args={"timeout": 30})
 
@@ -55,7 +58,7 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> A
 
         @event.listens_for(engine.sync_engine, "begin")
         def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True,

@@ -35,7 +35,7 @@ class AgentConfig(Strict):
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
     max_trade_size: Decimal = Field(default=Decimal(5000), ge=0)
     max_position_size: Decimal = Field(default=Decimal(20000), ge=0)
-    max_daily_trades: int = Field(default=20, ge=0)
+    max_daily_trades: int = Field(default=20, ge=0, le=2**31 - 1)  # an INTEGER column (PostgreSQL: int32)
     allowed_symbols: list[str] = Field(default_factory=lambda: ["*"])
     allowed_strategies: list[str] = Field(default_factory=lambda: ["*"])
     risk_level: RiskLevel = "moderate"

@@ -16,6 +16,7 @@ server behind a load balancer; give them the same server_name, request_state_key
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from datetime import datetime
@@ -26,12 +27,13 @@ import structlog
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.base import Broker
+from ledger import db
 from policies.agents import agent_for_token
 from server.config import Config
 from server.health import HealthCheck
@@ -101,17 +103,35 @@ def transport_security(config: Config, host: str) -> TransportSecuritySettings |
 
 
 class _State:
-    """The running server's state, once its lifespan has opened the runtime (None before and after)."""
+    """The running server's state, once its lifespan has opened the runtime (None before and after), and
+    the sessions bearer tokens are looked up with: on PostgreSQL the runtime's; on SQLite a read-only engine
+    of its own, so a token lookup never waits for the write lock (server/http.py, ledger/db.py)."""
 
-    def __init__(self) -> None:
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
         self.state: Any = None
+        self._reader: AsyncEngine | None = None
+        self._reader_sessions: async_sessionmaker[AsyncSession] | None = None
 
     def set(self, state: Any) -> None:
         self.state = state
+        if state is None and self._reader is not None:
+            engine, self._reader, self._reader_sessions = self._reader, None, None
+            asyncio.get_running_loop().create_task(engine.dispose())
 
     @property
     def runtime(self) -> Any:
         return self.state.runtime if self.state is not None else None
+
+    def token_sessions(self) -> async_sessionmaker[AsyncSession]:
+        if self.runtime is None:
+            raise RuntimeError("the server is not running yet")
+        if not db.is_sqlite(self.database_url):
+            return self.runtime.sessions  # type: ignore[no-any-return]
+        if self._reader_sessions is None:
+            self._reader = db.create_engine(self.database_url, read_only=True)
+            self._reader_sessions = db.session_factory(self._reader)
+        return self._reader_sessions
 
 
 class CountUnauthorized:
@@ -157,14 +177,8 @@ def build_http_app(config: Config, *, host: str, port: int, clock: Callable[[], 
     """The whole HTTP application of one replica (an ASGI app; its lifespan opens the runtime)."""
     from server.app import create_server
 
-    holder = _State()
-
-    def runtime_sessions() -> async_sessionmaker[AsyncSession]:
-        if holder.runtime is None:
-            raise RuntimeError("the server is not running yet")
-        return holder.runtime.sessions  # type: ignore[no-any-return]
-
-    options = http_server_options(config, host, port, runtime_sessions)
+    holder = _State(config.server.database_url)
+    options = http_server_options(config, host, port, holder.token_sessions)
     server = create_server(config, clock=clock, broker=broker, on_ready=holder.set, **options)
     if os.environ.get(BENCH_NOOP_ENV) == "1":  # the benchmark's floor; never in production's tools/list
         from mcp.types import ToolAnnotations
