@@ -493,7 +493,7 @@ class Gate:
                         time_in_force=order.time_in_force,
                         reserved_notional=pricing.estimated_notional or Decimal(0), filled_qty=Decimal(0),
                         strategy=proposal.strategy, reasoning=proposal.reasoning, status="pending_submit",
-                        created_at=now, updated_at=now)
+                        created_at=self.clock(), updated_at=now)  # stamped after the locks are held
                     session.add(trade)
                     await self.record(session=session, actor=f"agent:{agent.id}", kind="order.intent",
                                       agent_id=agent.id,

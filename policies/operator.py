@@ -95,11 +95,13 @@ class Operator:
     # --- trading state -----------------------------------------------------------------------------
 
     async def set_state(self, scope: str, state: str, reason: str | None) -> None:
-        now = self.now
         async with transaction(self.gate.sessions) as session:
             if scope != GLOBAL_SCOPE and await session.get(AgentPermissions, scope) is None:
                 raise OperatorError(f"no agent {scope!r}")
-            row = await session.get(TradingState, scope)
+            row = await session.get(TradingState, scope, with_for_update=True)
+            # Read the clock once the row is ours: a decision still holding it commits first, so every
+            # order decided before this change is stamped before it, and none after.
+            now = self.now
             if row is None:
                 session.add(TradingState(scope=scope, state=state, reason=reason, changed_by=self.actor,
                                          changed_at=now))
