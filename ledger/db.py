@@ -32,6 +32,9 @@ MIGRATION_LOCK = 7244190021
 REGISTRY_LOCK = 7244190022
 
 
+WRITE_OPTION = "tradewarden_writes"  # marks a unit of work: on SQLite it begins with the write lock
+
+
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
@@ -43,22 +46,29 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, read
     writers (WAL readers see the last commit without the lock), e.g. bearer-token lookups. Never write
     through such an engine."""
     if is_sqlite(url):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        from sqlalchemy.engine import make_url
+
+        from ledger.sqlite_inline import inline_connector
+
+        engine = create_async_engine(url, async_creator=inline_connector(make_url(url).database or ":memory:"))
 
         @event.listens_for(engine.sync_engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            # Let SQLAlchemy (not the driver) decide when transactions begin.
-            dbapi_conn.isolation_level = None
+            # SQLAlchemy (not the driver) decides when transactions begin: the connections are opened in
+            # autocommit mode (isolation_level=None) by sqlite_inline.
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA busy_timeout=0")  # waits for the lock are asynchronous (sqlite_inline)
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
         @event.listens_for(engine.sync_engine, "begin")
         def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            # Units of work (`transaction()`) take the write lock up front; plain reads stay deferred, so
+            # in WAL mode they neither wait for writers nor make writers wait (and back off) for them.
+            writes = conn.get_execution_options().get(WRITE_OPTION, False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writes and not read_only else "BEGIN")
 
         return engine
     return create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True,
@@ -100,6 +110,7 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     """One unit of work: committed on success, rolled back on any error."""
     async with sessions() as session, session.begin():
+        await session.connection(execution_options={WRITE_OPTION: True})
         yield session
 
 
