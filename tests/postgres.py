@@ -65,8 +65,11 @@ def _run_as_user() -> str | None:
             return name
         except KeyError:
             continue
-    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "twtest"],
-                   check=True, capture_output=True)
+    try:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "twtest"],
+                       check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as error:
+        raise PostgresUnavailable(f"running as root and no unprivileged user to run PostgreSQL as: {error}") from None
     return "twtest"
 
 
@@ -90,8 +93,11 @@ class PostgresServer:
         return ["runuser", "-u", self.user, "--", *args] if self.user else list(args)
 
     def _run(self, *args: str, timeout: float = 60) -> None:
-        result = subprocess.run(self._cmd(*args), capture_output=True, text=True, timeout=timeout,
-                                cwd=self.root)
+        try:
+            result = subprocess.run(self._cmd(*args), capture_output=True, text=True, timeout=timeout,
+                                    cwd=self.root)
+        except (OSError, subprocess.TimeoutExpired) as error:  # e.g. no runuser on this system
+            raise PostgresUnavailable(f"{Path(args[0]).name} could not run: {error}") from None
         if result.returncode != 0:
             log = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
             raise PostgresUnavailable(f"{Path(args[0]).name} failed ({result.returncode}): "

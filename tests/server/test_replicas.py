@@ -237,6 +237,9 @@ async def test_a_multi_round_approval_finishes_on_the_other_replica(replicas: Re
     approvals = await replicas.query(select(AuditEvent.kind).where(AuditEvent.agent_id == "elicit-agent",
                                                                    AuditEvent.kind == "approval.approved"))
     assert len(approvals) == 1
+    asked = 'tradewarden_tool_calls_total{outcome="input_required",tool="execute_trade"}'
+    metrics = [httpx2.get(f"{server.base}/metrics").text for server in replicas.servers]
+    assert any(asked in text for text in metrics), "the round that asked the person is counted"
 
 
 async def test_an_operator_approval_applies_on_every_replica(replicas: Replicas) -> None:
