@@ -21,7 +21,12 @@ Amount = Annotated[Decimal, WithJsonSchema({"type": ["number", "string"]})]
 
 def optional_amount(description: str) -> Any:
     return Annotated[Decimal | None, WithJsonSchema({"type": ["number", "string", "null"],
-                                                     "description": description}), Field(default=None)]
+                                                     "description": description}),
+                     Field(default=None, le=MAX_AMOUNT, max_digits=30)]
+
+
+# No order is ever this large; the bound keeps absurd numbers out of the ledger (and its columns).
+MAX_AMOUNT = Decimal(10) ** 12
 
 
 class AppContext(Protocol):

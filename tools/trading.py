@@ -25,9 +25,9 @@ EXECUTE_DESCRIPTION = "Submit an approved proposal to the broker (at most once p
 
 
 async def propose_trade(
-    symbol: str,
+    symbol: Annotated[str, Field(min_length=1, max_length=32)],
     side: Literal["buy", "sell"],
-    reasoning: Annotated[str, Field(description="why this trade; shown to the approver")],
+    reasoning: Annotated[str, Field(max_length=4000, description="why this trade; shown to the approver")],
     ctx: Context,
     qty: optional_amount("shares/units") = None,  # type: ignore[valid-type]
     notional: optional_amount("USD amount") = None,  # type: ignore[valid-type]
@@ -35,7 +35,7 @@ async def propose_trade(
     limit_price: optional_amount("for limit/stop_limit") = None,  # type: ignore[valid-type]
     stop_price: optional_amount("for stop/stop_limit") = None,  # type: ignore[valid-type]
     time_in_force: Literal["day", "gtc", "ioc", "fok"] = "day",
-    strategy: str | None = None,
+    strategy: Annotated[str | None, Field(max_length=64)] = None,
     confidence: Annotated[float | None, Field(ge=0, le=1)] = None,
 ) -> ProposeResult:
     args = {"symbol": symbol, "side": side, "qty": qty, "notional": notional, "order_type": order_type,

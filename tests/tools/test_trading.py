@@ -193,3 +193,10 @@ async def test_another_agents_proposal_is_not_found(db_url: str, market_open: ob
         text = await call_error(client_b, "execute_trade", proposal_id=proposal["proposal_id"])
     assert text.startswith("PROPOSAL_NOT_FOUND")
     assert await broker_orders(db_url) == 0
+
+
+async def test_absurd_amounts_and_over_long_text_are_clear_errors(client: Client, config: Config) -> None:
+    for args in ({"qty": "1e60"}, {"symbol": "A" * 40}, {"strategy": "s" * 65}):
+        text = await call_error(client, "propose_trade", **{**BUY_AAPL, **args})
+        assert text.startswith("INVALID_ORDER"), text
+    await _assert_nothing_written_but_audit(config)
