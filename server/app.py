@@ -25,7 +25,7 @@ from server.notifications import (
     proposal_notifications,
     serve_legacy_subscriptions,
 )
-from server.runtime import Runtime, open_runtime, utc_now
+from server.runtime import BrokerFactory, Runtime, open_runtime, utc_now
 from server.schemas import compact_schema
 from tools import account, approval, market_data, orders, trading
 
@@ -101,7 +101,8 @@ class TradewardenServer(MCPServer[ServerState]):
 
 
 def create_server(config: Config, *, agent_id: str | None = None, clock: Callable[[], datetime] = utc_now,
-                  broker: Broker | None = None, on_ready: Callable[[ServerState | None], None] | None = None,
+                  broker: Broker | BrokerFactory | None = None,
+                  on_ready: Callable[[ServerState | None], None] | None = None,
                   **server_options: Any) -> TradewardenServer:
     """on_ready (HTTP wiring: health and metrics routes) is called with the state once the runtime is open,
     and with None when it closes."""
