@@ -6,7 +6,7 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from broker.base import Account, Asset, Quote
@@ -38,8 +38,8 @@ def quantities(high: int = 400) -> st.SearchStrategy[Decimal]:
 
 
 @st.composite
-def orders(draw: st.DrawFn) -> OrderRequest:
-    side = draw(st.sampled_from(["buy", "sell"]))
+def orders(draw: st.DrawFn, sides: tuple[str, ...] = ("buy", "sell")) -> OrderRequest:
+    side = draw(st.sampled_from(sides))
     kind = draw(st.sampled_from(["market", "limit", "stop", "stop_limit", "notional"]))
     price = draw(money(50, 150))
     if kind == "notional":
@@ -90,9 +90,13 @@ def quotes(draw: st.DrawFn) -> Quote:
 
 
 @st.composite
-def inputs(draw: st.DrawFn) -> CheckInput:
+def inputs(draw: st.DrawFn, sides: tuple[str, ...] = ("buy", "sell"), priced: bool = False) -> CheckInput:
+    """priced: always with a quote. Tests that need one draw it rather than assume() it away: filtering
+    out most inputs (no quote, or the wrong side) fails Hypothesis's filter_too_much health check at
+    random."""
     return CheckInput(
-        order=draw(orders()), strategy=None, limits=draw(limits()), quote=draw(st.none() | quotes()),
+        order=draw(orders(sides)), strategy=None, limits=draw(limits()),
+        quote=draw(quotes() if priced else st.none() | quotes()),
         asset=Asset("AAPL", "us_equity", tradable=True, fractionable=True, shortable=draw(st.booleans())),
         usage=draw(usages()),
         account=Account(cash=D(10**6), equity=D(10**6), buying_power=draw(money(0, 200000))),
@@ -221,10 +225,28 @@ def test_an_order_over_a_per_order_or_daily_limit_is_always_denied(c: CheckInput
         assert Code.ROLLING_NOTIONAL_EXCEEDED in found
 
 
+# A short flipped to a long one cent over the max: before < 0 but the buy adds risk (ask $100.00).
+FLIP_OVER_THE_MAX = CheckInput(
+    order=OrderRequest(symbol="AAPL", side="buy", qty=D(20)), strategy=None,
+    limits=EffectiveLimits(
+        max_trade_size=D(10**6), max_position_size=D("999.99"), max_daily_trades=30,
+        allowed_symbols=frozenset({"*"}), allowed_strategies=frozenset({"*"}), max_order_qty=D(500),
+        max_gross_exposure=D(10**6), max_orders_per_window=20, order_rate_window_seconds=60,
+        rolling_notional_max=D(10**6), rolling_notional_window_seconds=3600, duplicate_window_seconds=30,
+        daily_loss_limit=D(5000), max_drawdown_pct=D(50), price_collar_pct=D(10), max_quote_age_seconds=120,
+        allow_short=True, max_denials_per_window=20, denials_window_seconds=600, breaker_action="reducing",
+        capital=D(100000)),
+    quote=Quote("AAPL", bid=D(100), ask=D(100), last=D(100), as_of=NOW),
+    asset=Asset("AAPL", "us_equity", tradable=True, fractionable=True, shortable=True),
+    usage=Usage(position_qty=D(-10), agent_cash=D(10**6), equity=D(10**5), equity_peak=D(10**5)),
+    account=Account(cash=D(10**6), equity=D(10**6), buying_power=D(10**6)), status=TradingStatus(),
+    now=NOW, market_open=True)
+
+
 @SETTINGS
-@given(inputs())
+@given(inputs(sides=("buy",), priced=True))
+@example(FLIP_OVER_THE_MAX)
 def test_a_buy_that_would_make_the_position_too_large_is_always_denied(c: CheckInput) -> None:
-    assume(c.quote is not None and c.order.side == "buy")
     pricing = c.pricing
     assert pricing.reference_price is not None
     price = max(pricing.reference_price, c.order.limit_price or 0, c.order.stop_price or 0)
