@@ -29,7 +29,7 @@ def venv_python() -> Path:
 
 
 def setup() -> Path:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py must explain itself on an older Python
         sys.exit(f"tradewarden needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     if not venv_python().exists():
         print("creating .venv …", file=sys.stderr)
