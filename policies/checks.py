@@ -23,7 +23,7 @@ Conventions every check follows:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import cached_property
@@ -125,7 +125,6 @@ class CheckInput:
     now: datetime
     market_open: bool | None = None  # None: unknown (fails closed for equities)
     enforce_market_hours: bool = True
-    extra: dict[str, object] = field(default_factory=dict)
 
     @cached_property
     def pricing(self) -> Pricing:

@@ -28,7 +28,6 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-NonNegativeDecimal = Decimal
 
 
 class AgentConfig(Strict):

@@ -7,7 +7,6 @@ or expire while it is down); then a new runtime starts, as a restarted server wo
 from __future__ import annotations
 
 import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -35,6 +34,7 @@ from tests.alpaca_env import (
     trader,
 )
 from tests.broker.alpaca_contract_server import AlpacaContractServer
+from tests.cli_probe import run_cli
 from tests.conftest import call, connect, make_config
 
 pytest_plugins = ["tests.alpaca_fixtures"]  # the alpaca_server and alpaca_keys fixtures
@@ -170,8 +170,7 @@ def _status(tmp_path: Path, database_url: str, extra: str = "") -> subprocess.Co
     path = tmp_path / "status.toml"
     path.write_text(f'[server]\ndatabase_url = "{database_url}"\n{extra}\n'
                     '[[agents]]\nid = "agent-1"\nallowed_symbols = ["*"]\n')
-    return subprocess.run([sys.executable, "-m", "server.cli", "status", "--config", str(path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    return run_cli(path, "status")
 
 
 async def test_drift_is_stored_audited_and_shown_by_status(db_url: str, tmp_path: Path) -> None:

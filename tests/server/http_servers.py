@@ -23,6 +23,7 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from tests.cli_probe import run_cli
 from tests.postgres import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,11 +108,7 @@ def start_servers(config: Path, log_dir: Path, count: int, **options: Any) -> li
 
 def cli(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run `tradewarden ARGS --config CONFIG` (a separate process, like an operator would)."""
-    result = subprocess.run([sys.executable, "-m", "server.cli", *args, "--config", str(config)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
-    if check and result.returncode != 0:
-        raise AssertionError(f"tradewarden {' '.join(args)} exited {result.returncode}: {result.stderr}")
-    return result
+    return run_cli(config, *args, check=check)
 
 
 class RoundRobin(httpx2.AsyncBaseTransport):

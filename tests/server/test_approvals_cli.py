@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from sqlalchemy import select
@@ -14,6 +12,7 @@ from sqlalchemy import select
 from ledger import db
 from ledger.models import Approval, AuditEvent, TradeProposal
 from server.config import load_config
+from tests.cli_probe import run_cli
 from tests.conftest import call, connect
 from tests.ledger_probe import broker_orders
 
@@ -35,9 +34,7 @@ approval = "elicit"
     return path
 
 
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "server.cli", *args, "--config", str(config)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+cli = run_cli
 
 
 async def _propose(config_path: Path, **order: object) -> str:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 from mcp import Client
 
+from tests.cli_probe import run_cli
 from tests.conftest import call
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,9 +28,7 @@ auto_approve_max_notional = 5000
     return path
 
 
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "server.cli", *args, "--config", str(config)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+cli = run_cli
 
 
 def test_bad_config_exits_non_zero_with_one_line_reason(tmp_path: Path) -> None:
