@@ -12,16 +12,23 @@ was committed before it started, so everything a decision reads after its locks 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy import Executable, event, text
+from sqlalchemy.engine import Connection, Result
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase
 
+from ledger.checkpoint import AUTOCHECKPOINT_PAGES
 from ledger.models import SCHEMA_REVISION
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -61,6 +68,8 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, read
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=0")  # waits for the lock are asynchronous (sqlite_inline)
             cursor.execute("PRAGMA foreign_keys=ON")
+            # Checkpoints run in the background (ledger/checkpoint.py); this is only the safety net.
+            cursor.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
             cursor.close()
 
         @event.listens_for(engine.sync_engine, "begin")
@@ -73,6 +82,16 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, read
         return engine
     return create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True,
                                pool_timeout=30)
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a SQLite URL (None for other databases and in-memory SQLite)."""
+    if not is_sqlite(url):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    return database if database and database != ":memory:" else None
 
 
 def dialect_name(session: AsyncSession) -> str:
@@ -100,6 +119,25 @@ async def insert_if_absent(session: AsyncSession, model: type[DeclarativeBase], 
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         await session.execute(sqlite_insert(model).values(**values).on_conflict_do_nothing())
+
+
+async def execute(session: AsyncSession | AsyncConnection, statement: Executable,
+                  params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None) -> Result[*tuple[Any, ...]]:
+    """Run a Core statement (built once, with bind parameters) on the session's connection, inside its
+    transaction. For the statements on every call's path: it skips the ORM's per-statement work, which costs
+    as much as the query itself on SQLite. Rows come back as rows, not ORM objects. A list of parameter sets
+    runs it once per set (executemany)."""
+    connection = session if isinstance(session, AsyncConnection) else await session.connection()
+    return await connection.execute(statement, params)
+
+
+@asynccontextmanager
+async def read(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection for plain reads, without an ORM session (the session's own work costs about as
+    much as a small read on SQLite). Never write through it: writes go through `transaction()`."""
+    engine: AsyncEngine = sessions.kw["bind"]
+    async with engine.connect() as connection:
+        yield connection
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

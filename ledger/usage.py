@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.base import OPEN_STATUSES, Quote
+from ledger.db import execute
 from ledger.models import AgentAccount, AgentPosition, AgentTrade, TradeProposal
 from policies.checks import Usage
 from policies.limits import EffectiveLimits
@@ -116,17 +117,22 @@ def _mark(quote: Quote | None) -> Decimal | None:
     return None
 
 
+# The statements are built once, with bind parameters: load_usage runs in every decision, and building a
+# statement costs more than running it on SQLite.
+_TRADE_ROWS = (
+    select(AgentTrade.agent_id, AgentTrade.symbol, AgentTrade.side, AgentTrade.quantity,
+           AgentTrade.notional, AgentTrade.reserved_notional, AgentTrade.price, AgentTrade.filled_qty,
+           AgentTrade.status, AgentTrade.created_at, TradeProposal.order_hash)
+    .outerjoin(TradeProposal, TradeProposal.id == AgentTrade.proposal_id)
+    # literal() values, not a list: an IN over a list is re-rendered on every execution.
+    .where(or_(AgentTrade.status.in_([literal(status) for status in sorted(OPEN_TRADE_STATUSES)]),
+               (AgentTrade.agent_id == bindparam("agent_id")) & (AgentTrade.created_at >= bindparam("since"))))
+)
+
+
 async def _trade_rows(session: AsyncSession, agent_id: str, since: datetime) -> list[_Row]:
     """The agent's rows created since `since`, plus every agent's open rows (the account is shared)."""
-    query = (
-        select(AgentTrade.agent_id, AgentTrade.symbol, AgentTrade.side, AgentTrade.quantity,
-               AgentTrade.notional, AgentTrade.reserved_notional, AgentTrade.price, AgentTrade.filled_qty,
-               AgentTrade.status, AgentTrade.created_at, TradeProposal.order_hash)
-        .outerjoin(TradeProposal, TradeProposal.id == AgentTrade.proposal_id)
-        .where(or_(AgentTrade.status.in_(sorted(OPEN_TRADE_STATUSES)),
-                   (AgentTrade.agent_id == agent_id) & (AgentTrade.created_at >= since)))
-    )
-    rows = (await session.execute(query)).all()
+    rows = (await execute(session, _TRADE_ROWS, {"agent_id": agent_id, "since": since})).all()
     return [_Row(agent_id=r[0], symbol=r[1], side=r[2], quantity=r[3], notional=r[4],
                  reserved_notional=r[5] if r[5] is not None else ZERO, price=r[6],
                  filled_qty=r[7] if r[7] is not None else ZERO, status=r[8], created_at=r[9],
@@ -149,24 +155,29 @@ class _Position:
     avg_entry_price: Decimal
 
 
+_BOOK = (
+    select(AgentAccount.cash, AgentAccount.equity_peak, AgentAccount.day, AgentAccount.day_start_equity,
+           AgentPosition.symbol, AgentPosition.qty, AgentPosition.avg_entry_price)
+    .select_from(AgentAccount)
+    .outerjoin(AgentPosition, AgentPosition.agent_id == AgentAccount.agent_id)
+    .where(AgentAccount.agent_id == bindparam("agent_id"))
+)
+_POSITIONS_ONLY = (select(AgentPosition.symbol, AgentPosition.qty, AgentPosition.avg_entry_price)
+                   .where(AgentPosition.agent_id == bindparam("agent_id")))
+_DENIALS = (select(func.count()).select_from(TradeProposal)
+            .where(TradeProposal.agent_id == bindparam("agent_id"), TradeProposal.status == DENIED_PROPOSAL_STATUS,
+                   TradeProposal.created_at >= bindparam("since")))
+
+
 async def _book(session: AsyncSession, agent_id: str) -> tuple[_Account | None, list[_Position]]:
     """The agent's cash and positions from one consistent snapshot (a single SELECT)."""
-    query = (
-        select(AgentAccount.cash, AgentAccount.equity_peak, AgentAccount.day, AgentAccount.day_start_equity,
-               AgentPosition.symbol, AgentPosition.qty, AgentPosition.avg_entry_price)
-        .select_from(AgentAccount)
-        .outerjoin(AgentPosition, AgentPosition.agent_id == AgentAccount.agent_id)
-        .where(AgentAccount.agent_id == agent_id)
-    )
-    rows = (await session.execute(query)).all()
+    rows = (await execute(session, _BOOK, {"agent_id": agent_id})).all()
     if rows:
         first = rows[0]
         account = _Account(cash=first[0], equity_peak=first[1], day=first[2], day_start_equity=first[3])
         return account, [_Position(r[4], r[5], r[6]) for r in rows if r[4] is not None]
     # No account row (nothing booked yet): positions alone, the agent starts from its capital.
-    only = (await session.execute(
-        select(AgentPosition.symbol, AgentPosition.qty, AgentPosition.avg_entry_price)
-        .where(AgentPosition.agent_id == agent_id))).all()
+    only = (await execute(session, _POSITIONS_ONLY, {"agent_id": agent_id})).all()
     return None, [_Position(r[0], r[1], r[2]) for r in only]
 
 
@@ -203,10 +214,8 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
     # mixes cash after a fill with positions before it (a false drawdown would trip the breaker).
     rows = await _trade_rows(session, agent_id, since)
     account, positions = await _book(session, agent_id)
-    denials = (await session.execute(
-        select(func.count()).select_from(TradeProposal).where(
-            TradeProposal.agent_id == agent_id, TradeProposal.status == DENIED_PROPOSAL_STATUS,
-            TradeProposal.created_at >= now - timedelta(seconds=limits.denials_window_seconds)))).scalar_one()
+    denials = (await execute(session, _DENIALS, {
+        "agent_id": agent_id, "since": now - timedelta(seconds=limits.denials_window_seconds)})).scalar_one()
 
     marks: dict[str, Decimal] = {}
     for position in positions:

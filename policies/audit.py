@@ -11,15 +11,16 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ledger.db import execute
 from ledger.models import AuditEvent, AuditHead
 
 GENESIS_HASH = "0" * 64
@@ -62,55 +63,77 @@ def record_hash(prev_hash: str, *, seq: int, event_id: str, ts: datetime, actor:
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
+# Built once: an append is on the path of every tool call, and a prebuilt Core statement skips the ORM's unit
+# of work and SQLAlchemy's per-call statement construction (most of an append's cost).
+_HEAD = cast(Table, AuditHead.__table__)
+_ADVANCE_HEAD = (update(_HEAD)
+                 .where(_HEAD.c.id == 1, _HEAD.c.seq == bindparam("old_seq"), _HEAD.c.hash == bindparam("old_hash"))
+                 .values(seq=bindparam("new_seq"), hash=bindparam("new_hash")))
+_INSERT_EVENT = insert(cast(Table, AuditEvent.__table__))
+
 # The last head this process wrote, per database: lets an append skip reading the head. It is only a guess:
 # the conditional UPDATE below checks it against the row, and a stale guess falls back to reading the head.
 _head_guess: dict[str, tuple[int, str]] = {}
 
 
+@dataclass(frozen=True)
+class Entry:
+    """A record to append: what happened, who did it, when."""
+
+    ts: datetime
+    actor: str
+    kind: str
+    payload: Mapping[str, Any]
+    agent_id: str | None = None
+    tool: str | None = None
+
+
 async def append(session: AsyncSession, *, ts: datetime, actor: str, kind: str, payload: Mapping[str, Any],
                  agent_id: str | None = None, tool: str | None = None) -> AuditEvent:
-    """Append one record inside the caller's transaction (it commits or rolls back with the caller's work).
-    The conditional update of audit_head serialises writers: two appends can never share a predecessor."""
+    """Append one record inside the caller's transaction (it commits or rolls back with the caller's work)."""
+    return (await append_many(session, [Entry(ts=ts, actor=actor, kind=kind, payload=payload, agent_id=agent_id,
+                                              tool=tool)]))[0]
+
+
+async def append_many(session: AsyncSession, entries: Sequence[Entry]) -> list[AuditEvent]:
+    """Append records, in order, inside the caller's transaction. The conditional update of audit_head
+    serialises writers: two appends can never share a predecessor. Several records move the head once."""
     bind = session.bind
     database = str(getattr(bind, "url", "")) if bind is not None else ""
-    body = canonical_json(redact(dict(payload)))
-    event_id = str(uuid.uuid4())
+    prepared = [(entry, canonical_json(redact(dict(entry.payload))), str(uuid.uuid4())) for entry in entries]
     guess = _head_guess.get(database)
-    if guess is not None:
-        event = await _try_append(session, guess, ts=ts, actor=actor, kind=kind, agent_id=agent_id, tool=tool,
-                                  body=body, event_id=event_id)
-        if event is not None:
-            _head_guess[database] = (event.seq, event.hash)
-            return event
-    head = (await session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())).scalar_one_or_none()
-    if head is None:
-        session.add(AuditHead(id=1, seq=0, hash=GENESIS_HASH))
-        await session.flush()
-        current = (0, GENESIS_HASH)
-    else:
-        current = (head.seq, head.hash)
-    event = await _try_append(session, current, ts=ts, actor=actor, kind=kind, agent_id=agent_id, tool=tool,
-                              body=body, event_id=event_id)
-    if event is None:
-        raise RuntimeError("audit chain head moved during append")
-    _head_guess[database] = (event.seq, event.hash)
-    return event
+    events = await _try_append(session, guess, prepared) if guess is not None else None
+    if events is None:
+        head = (await session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())
+                ).scalar_one_or_none()
+        if head is None:
+            session.add(AuditHead(id=1, seq=0, hash=GENESIS_HASH))
+            await session.flush()
+        events = await _try_append(session, (head.seq, head.hash) if head else (0, GENESIS_HASH), prepared)
+        if events is None:
+            raise RuntimeError("audit chain head moved during append")
+    _head_guess[database] = (events[-1].seq, events[-1].hash)
+    return events
 
 
-async def _try_append(session: AsyncSession, head: tuple[int, str], *, ts: datetime, actor: str, kind: str,
-                      agent_id: str | None, tool: str | None, body: str, event_id: str) -> AuditEvent | None:
-    seq, prev_hash = head[0] + 1, head[1]
-    digest = record_hash(prev_hash, seq=seq, event_id=event_id, ts=ts, actor=actor, agent_id=agent_id,
-                         kind=kind, tool=tool, payload=body)
-    moved = await session.execute(update(AuditHead).where(AuditHead.id == 1, AuditHead.seq == head[0],
-                                                          AuditHead.hash == prev_hash)
-                                  .values(seq=seq, hash=digest).execution_options(synchronize_session=False))
+async def _try_append(session: AsyncSession, head: tuple[int, str], prepared: list[tuple[Entry, str, str]]
+                      ) -> list[AuditEvent] | None:
+    rows: list[dict[str, Any]] = []
+    seq, prev_hash = head
+    for entry, body, event_id in prepared:
+        seq += 1
+        digest = record_hash(prev_hash, seq=seq, event_id=event_id, ts=entry.ts, actor=entry.actor,
+                             agent_id=entry.agent_id, kind=entry.kind, tool=entry.tool, payload=body)
+        rows.append({"seq": seq, "event_id": event_id, "ts": entry.ts, "actor": entry.actor,
+                     "agent_id": entry.agent_id, "kind": entry.kind, "tool": entry.tool, "payload": body,
+                     "prev_hash": prev_hash, "hash": digest})
+        prev_hash = digest
+    moved = await execute(session, _ADVANCE_HEAD, {"old_seq": head[0], "old_hash": head[1], "new_seq": seq,
+                                                  "new_hash": prev_hash})
     if moved.rowcount != 1:  # type: ignore[attr-defined]
         return None
-    event = AuditEvent(seq=seq, event_id=event_id, ts=ts, actor=actor, agent_id=agent_id, kind=kind, tool=tool,
-                       payload=body, prev_hash=prev_hash, hash=digest)
-    session.add(event)
-    return event
+    await execute(session, _INSERT_EVENT, rows if len(rows) > 1 else rows[0])
+    return [AuditEvent(**row) for row in rows]
 
 
 @dataclass(frozen=True)

@@ -12,20 +12,22 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from broker.base import OPEN_STATUSES, Account, Asset, Broker, BrokerError, BrokerOrder, Quote, SubmitOrder
 from ledger.accounting import apply_order_update, ensure_agent_account
-from ledger.db import transaction
+from ledger.db import execute, read, transaction
 from ledger.models import (
     GLOBAL_SCOPE,
     AgentPermissions,
@@ -54,6 +56,78 @@ LIVE_TRADE_STATUSES = frozenset(OPEN_STATUSES | {"pending_submit", "unknown"})
 ACCOUNT_MAX_AGE = 1.0  # seconds
 
 
+# Statements on the path of every call, built once (building a statement costs more than running it on SQLite).
+_PERMISSIONS = cast(Table, AgentPermissions.__table__)
+# The agent's permissions, once per symbol it holds (or once with symbol NULL): one trip for both.
+_AGENT_AND_HOLDINGS = (
+    select(_PERMISSIONS, AgentPosition.symbol.label("held_symbol"))
+    .select_from(_PERMISSIONS)
+    .outerjoin(AgentPosition, and_(AgentPosition.agent_id == _PERMISSIONS.c.agent_id, AgentPosition.qty != 0))
+    .where(_PERMISSIONS.c.agent_id == bindparam("agent_id"))
+)
+_STATE_ROWS = select(TradingState.__table__).where(or_(TradingState.__table__.c.scope == GLOBAL_SCOPE,
+                                                       TradingState.__table__.c.scope == bindparam("agent_id")))
+_INSERT_PROPOSAL = insert(cast(Table, TradeProposal.__table__))
+_INSERT_APPROVAL = insert(cast(Table, Approval.__table__))
+
+
+@dataclass
+class CallRecord:
+    """The tool call in progress, for its audit records."""
+
+    tool: str
+    agent_id: str | None
+    args: Mapping[str, Any]
+    ts: datetime
+    intent_recorded: bool = False
+    outcome_recorded: bool = False
+    staged_outcome: audit.Entry | None = None  # to be committed by the unit of work in progress
+
+    @property
+    def actor(self) -> str:
+        return f"agent:{self.agent_id}" if self.agent_id else "agent:?"
+
+    def intent(self) -> audit.Entry:
+        return self.entry("tool.intent", {"args": self.args}, self.ts)
+
+    def entry(self, kind: str, payload: Mapping[str, Any], ts: datetime) -> audit.Entry:
+        return audit.Entry(ts=ts, actor=self.actor, kind=kind, payload=payload, agent_id=self.agent_id,
+                           tool=self.tool)
+
+
+# The call in progress in this task (and the tasks it starts): the gate's units of work record its intent.
+_current_call: ContextVar[CallRecord | None] = ContextVar("tradewarden_current_call", default=None)
+# The records of the unit of work in progress, appended when its work is done.
+_unit_records: ContextVar[list[audit.Entry] | None] = ContextVar("tradewarden_unit_records", default=None)
+
+
+def _staged_records() -> list[audit.Entry]:
+    records = _unit_records.get()
+    assert records is not None, "only inside a unit of work"
+    return records
+
+
+class AgentRecord(Protocol):
+    """An agent's stored permissions: an AgentPermissions object or a row of its table."""
+
+    agent_id: str
+    enabled: bool
+    max_trade_size: Decimal
+    max_position_size: Decimal
+    max_daily_trades: int
+    allowed_symbols: list[Any]
+    allowed_strategies: list[Any]
+    risk_level: str
+    approval: str
+    auto_approve_max_notional: Decimal
+    limits: dict[str, Any]
+    capital: Decimal
+
+
+def _outcome_payload(result: Any) -> Mapping[str, Any]:
+    return result.model_dump(mode="json") if hasattr(result, "model_dump") else {"result": str(result)}
+
+
 def trading_day(now: datetime) -> str:
     return now.astimezone(NEW_YORK).date().isoformat()
 
@@ -67,6 +141,8 @@ class Agent:
     limits: EffectiveLimits
     approval: ApprovalPolicy
     risk_level: str
+    # Symbols it held when the call began: their quotes are fetched with the order's, to mark its book.
+    held_symbols: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -118,13 +194,22 @@ class Gate:
     # --- identity ----------------------------------------------------------------------------------
 
     async def load_agent(self, agent_id: str | None) -> Agent:
-        row = None
-        if agent_id:
-            async with self.sessions() as session:
-                row = await session.get(AgentPermissions, agent_id)
-        return self._identify(agent_id, row)
+        if not agent_id:
+            return self._identify(agent_id, None)
+        async with read(self.sessions) as connection:
+            return self._identify(agent_id, *await self._agent_row(connection, agent_id))
 
-    def _identify(self, agent_id: str | None, row: AgentPermissions | None) -> Agent:
+    @staticmethod
+    async def _agent_row(session: AsyncSession | AsyncConnection, agent_id: str
+                         ) -> tuple[AgentRecord | None, frozenset[str]]:
+        """The agent's stored permissions and the symbols it holds."""
+        rows = (await execute(session, _AGENT_AND_HOLDINGS, {"agent_id": agent_id})).all()
+        if not rows:
+            return None, frozenset()
+        return rows[0], frozenset(row.held_symbol for row in rows if row.held_symbol is not None)  # type: ignore[return-value]
+
+    def _identify(self, agent_id: str | None, row: AgentRecord | None,
+                  held_symbols: frozenset[str] = frozenset()) -> Agent:
         if not agent_id:
             raise deny(Code.AGENT_UNKNOWN, "no agent identity: start the server with --agent ID or present a "
                                            "valid bearer token")
@@ -132,9 +217,9 @@ class Gate:
             raise deny(Code.AGENT_UNKNOWN, f"agent {agent_id!r} is not registered")
         if not row.enabled:
             raise deny(Code.AGENT_DISABLED, f"agent {agent_id!r} is disabled by an operator")
-        return self.agent_from_row(row)
+        return self.agent_from_row(row, held_symbols)
 
-    def agent_from_row(self, row: AgentPermissions) -> Agent:
+    def agent_from_row(self, row: AgentRecord, held_symbols: frozenset[str] = frozenset()) -> Agent:
         limits = effective_limits(
             max_trade_size=row.max_trade_size, max_position_size=row.max_position_size,
             max_daily_trades=row.max_daily_trades, allowed_symbols=list(row.allowed_symbols),
@@ -143,62 +228,113 @@ class Gate:
         # Unset in the config ("" / negative): the mode's default applies (policies/approval.py).
         auto_max = row.auto_approve_max_notional if row.auto_approve_max_notional >= 0 else None
         policy = default_policy(row.approval or None, auto_max, live=self.settings.trading_mode == "live")
-        return Agent(id=row.agent_id, limits=limits, approval=policy, risk_level=row.risk_level)
+        return Agent(id=row.agent_id, limits=limits, approval=policy, risk_level=row.risk_level,
+                     held_symbols=held_symbols)
 
     # --- the audited call wrapper ------------------------------------------------------------------
 
     async def handle(self, tool: str, agent_id: str | None, args: Mapping[str, Any],
-                     operation: Callable[[Agent], Awaitable[R]]) -> R:
+                     operation: Callable[[Agent], Awaitable[R]], *, acts_at_broker: bool = True) -> R:
         """Run one tool call through the gate: identify, record the intent, act, record the outcome.
-        Denials and failures are recorded too, then re-raised for the tool layer to report."""
-        actor = f"agent:{agent_id}" if agent_id else "agent:?"
+        Denials and failures are recorded too, then re-raised for the tool layer to report.
+
+        A call that may act at the broker (acts_at_broker=True: submit or cancel an order) commits its intent
+        before anything else.
+        Any other call's intent is committed with its first change to the ledger (a proposal is stored in the
+        same transaction as the record of who asked for it), or with its outcome: nothing it does is
+        committed before the log says who asked, and it saves a transaction on the hot path."""
+        call = CallRecord(tool=tool, agent_id=agent_id, args=args, ts=self.clock())
+        token = _current_call.set(call)
         try:
-            async with transaction(self.sessions) as session:
-                await audit.append(session, ts=self.clock(), actor=actor, kind="tool.intent", tool=tool,
-                                   agent_id=agent_id, payload={"args": args})
-                row = await session.get(AgentPermissions, agent_id) if agent_id else None
-            agent = self._identify(agent_id, row)
+            if acts_at_broker and agent_id:
+                async with self._unit() as session:
+                    agent = self._identify(agent_id, *await self._agent_row(session, agent_id))
+            else:
+                agent = await self.load_agent(agent_id)
             result = await operation(agent)
         except GateDenied as denied:
-            await self.record(actor=actor, kind="tool.denied", tool=tool, agent_id=agent_id,
-                              payload={"codes": [v.code for v in denied.violations],
-                                       "violations": denied.violations})
+            await self._finish(call, "tool.denied", {"codes": [v.code for v in denied.violations],
+                                                     "violations": denied.violations})
             raise
         except BrokerError as error:
-            await self.record(actor=actor, kind="tool.failed", tool=tool, agent_id=agent_id,
-                              payload={"code": error.code, "error": error.message})
+            await self._finish(call, "tool.failed", {"code": error.code, "error": error.message})
             raise deny(Code(error.code) if error.code in Code.__members__ else Code.BROKER_ERROR,
                        f"broker error: {error.message}") from None
         except Exception as error:
-            await self.record(actor=actor, kind="tool.failed", tool=tool, agent_id=agent_id,
-                              payload={"error": type(error).__name__, "detail": str(error)[:500]})
+            await self._finish(call, "tool.failed", {"error": type(error).__name__, "detail": str(error)[:500]})
             raise
-        outcome = result.model_dump(mode="json") if hasattr(result, "model_dump") else {"result": str(result)}
-        await self.record(actor=actor, kind="tool.outcome", tool=tool, agent_id=agent_id, payload=outcome)
+        finally:
+            _current_call.reset(token)
+        if not call.outcome_recorded:
+            await self._finish(call, "tool.outcome", _outcome_payload(result))
         return result
+
+    @asynccontextmanager
+    async def _unit(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work of the gate. Its audit records are appended when its work is done, just before it
+        commits: audit_head is the last row a transaction locks (ledger/db.py). Within a tool call the call's
+        intent goes first if it is not in the log yet, so it commits with (never after) the first change the
+        call makes; an outcome staged by the work (_stage_outcome) goes last."""
+        call = _current_call.get()
+        records: list[audit.Entry] = []
+        token = _unit_records.set(records)
+        try:
+            async with transaction(self.sessions) as session:
+                yield session
+                if call is not None and not call.intent_recorded:
+                    records.insert(0, call.intent())
+                if call is not None and call.staged_outcome is not None:
+                    records.append(call.staged_outcome)
+                if records:
+                    await audit.append_many(session, records)
+        except BaseException:
+            if call is not None:
+                call.staged_outcome = None
+            raise
+        finally:
+            _unit_records.reset(token)
+        if call is not None:
+            call.intent_recorded = True
+            if call.staged_outcome is not None:
+                call.outcome_recorded, call.staged_outcome = True, None
+
+    def _stage_outcome(self, result: Any) -> None:
+        """Make `result` the call's outcome record, committed by the unit of work in progress with the change
+        it reports."""
+        call = _current_call.get()
+        if call is not None and not call.outcome_recorded:
+            call.staged_outcome = call.entry("tool.outcome", _outcome_payload(result), self.clock())
+
+    async def _finish(self, call: CallRecord, kind: str, payload: Mapping[str, Any]) -> None:
+        """The call's last record (outcome, denial or failure), with its intent if that is not in yet."""
+        records = [call.entry(kind, payload, self.clock())]
+        if not call.intent_recorded:
+            records.insert(0, call.intent())
+        async with transaction(self.sessions) as session:
+            await audit.append_many(session, records)
+        call.intent_recorded = True
 
     async def record(self, *, actor: str, kind: str, payload: Mapping[str, Any], tool: str | None = None,
                      agent_id: str | None = None, session: AsyncSession | None = None) -> None:
-        if session is not None:
-            await audit.append(session, ts=self.clock(), actor=actor, kind=kind, tool=tool, agent_id=agent_id,
-                               payload=payload)
+        """Append a record: with `session`, in that unit of work (at its end); else in a unit of its own."""
+        entry = audit.Entry(ts=self.clock(), actor=actor, kind=kind, payload=payload, agent_id=agent_id, tool=tool)
+        if session is None:
+            async with self._unit():
+                _staged_records().append(entry)
             return
-        async with transaction(self.sessions) as own:
-            await audit.append(own, ts=self.clock(), actor=actor, kind=kind, tool=tool, agent_id=agent_id,
-                               payload=payload)
+        records = _unit_records.get()
+        if records is None:  # a session of the caller's own, not a unit of work of the gate
+            await audit.append_many(session, [entry])
+        else:
+            records.append(entry)
 
     # --- inputs of a decision ----------------------------------------------------------------------
 
-    async def snapshot(self, order: OrderRequest, agent_id: str | None = None) -> Snapshot:
+    async def snapshot(self, order: OrderRequest, held_symbols: frozenset[str] = frozenset()) -> Snapshot:
         """Quote, asset, account and market hours, fetched concurrently, plus quotes for every symbol the
         agent holds (its equity, daily P&L and drawdown are marked to market, not to entry prices).
         Any failure leaves that part None, and the checks fail closed on None."""
-        symbols = [order.symbol]
-        if agent_id is not None:
-            async with self.sessions() as session:
-                held = (await session.execute(select(AgentPosition.symbol).where(
-                    AgentPosition.agent_id == agent_id, AgentPosition.qty != 0))).scalars()
-                symbols += [s for s in held if s != order.symbol]
+        symbols = [order.symbol, *sorted(held_symbols - {order.symbol})]
 
         async def guarded(coro: Awaitable[Any]) -> Any:
             try:
@@ -211,7 +347,9 @@ class Gate:
             guarded(self.broker.get_quotes(symbols)), guarded(self.broker.get_asset(order.symbol)),
             guarded(self._recent_account()))
         quote = (quotes or {}).get(order.symbol)
-        market_open = True if order.is_crypto else market_open_or_none(self.clock())
+        # The exchange calendar is consulted only when market hours are enforced (its only use).
+        market_open = (True if order.is_crypto or not self.settings.enforce_market_hours
+                       else market_open_or_none(self.clock()))
         return Snapshot(quote=quote, asset=asset, account=account, market_open=market_open, marks=quotes or {})
 
     async def _recent_account(self) -> Account:
@@ -233,8 +371,7 @@ class Gate:
                                   .with_for_update())
             await session.execute(select(AgentPermissions.agent_id).where(AgentPermissions.agent_id == agent_id)
                                   .with_for_update())
-        rows = {row.scope: row for row in (await session.execute(
-            select(TradingState).where(TradingState.scope.in_((GLOBAL_SCOPE, agent_id))))).scalars()}
+        rows = {row.scope: row for row in await execute(session, _STATE_ROWS, {"agent_id": agent_id})}
         global_row, agent_row = rows.get(GLOBAL_SCOPE), rows.get(agent_id)
         return TradingStatus(
             enabled=self.settings.enable_agent_trading,
@@ -283,16 +420,20 @@ class Gate:
 
     # --- propose -----------------------------------------------------------------------------------
 
-    async def propose(self, agent: Agent, draft: ProposalDraft) -> tuple[TradeProposal, list[Violation]]:
+    async def propose(self, agent: Agent, draft: ProposalDraft,
+                      present: Callable[[TradeProposal, list[Violation]], R]) -> R:
+        """Check the order and store it as a proposal (rejected, approved or pending a person's approval).
+        `present` turns the decision into the tool's result; it is recorded as the call's outcome in the
+        same transaction as the proposal, so the decision and its record commit together."""
         order = draft.order
-        snap = await self.snapshot(order, agent.id)
+        snap = await self.snapshot(order, agent.held_symbols)
         pricing = price_order(order, snap.quote)
         now = self.clock()
         ttl = self.settings.proposal_ttl if order.order_type == "market" else self.settings.limit_proposal_ttl
-        async with transaction(self.sessions) as session:
+        async with self._unit() as session:
             violations, usage = await self._decide(session, agent, order, draft.strategy, snap, lock=False)
             status = "rejected" if violations else approval_for(agent.approval, pricing.estimated_notional)
-            proposal = TradeProposal(
+            values: dict[str, Any] = dict(
                 id=str(uuid.uuid4()), agent_id=agent.id, symbol=order.symbol, side=order.side, qty=order.qty,
                 notional=order.notional, order_type=order.order_type, limit_price=order.limit_price,
                 stop_price=order.stop_price, time_in_force=order.time_in_force,
@@ -300,17 +441,21 @@ class Gate:
                 confidence=draft.confidence, status=status, order_hash=order.order_hash(),
                 reference_price=pricing.reference_price, estimated_notional=pricing.estimated_notional,
                 violations=[v.model_dump(mode="json") for v in violations], approval_mode=agent.approval.mode,
-                trading_mode=self.settings.trading_mode, created_at=now, expires_at=now + ttl, updated_at=now)
+                trading_mode=self.settings.trading_mode, created_at=now, expires_at=now + ttl, updated_at=now,
+                decided_at=None, decided_by=None, decided_via=None, decision_note=None)
             if status == "approved":
-                proposal.decided_at, proposal.decided_by, proposal.decided_via = now, "policy:auto", "auto"
-            session.add(proposal)
-            await session.flush()
+                values.update(decided_at=now, decided_by="policy:auto", decided_via="auto")
+            await execute(session, _INSERT_PROPOSAL, values)
             if status == "approved":
-                session.add(Approval(proposal_id=proposal.id, decision="approved", decided_by="policy:auto",
-                                     via="auto", order_hash=proposal.order_hash, created_at=now))
+                await execute(session, _INSERT_APPROVAL, {
+                    "proposal_id": values["id"], "decision": "approved", "decided_by": "policy:auto", "via": "auto",
+                    "order_hash": values["order_hash"], "created_at": now})
+            proposal = TradeProposal(**values)
             if violations:
                 await self._trip_breaker_if_needed(session, agent, usage, violations)
-        return proposal, violations
+            result = present(proposal, violations)
+            self._stage_outcome(result)
+        return result
 
     # --- execute -----------------------------------------------------------------------------------
 
@@ -418,7 +563,7 @@ class Gate:
         if session is not None:
             await run(session)
         else:
-            async with transaction(self.sessions) as own:
+            async with self._unit() as own:
                 await run(own)
         async with self.sessions() as s:
             fresh = await s.get(TradeProposal, proposal.id)
@@ -438,7 +583,7 @@ class Gate:
             return proposal, False
         new_state = "approved" if decision.action == "accept" else "declined"
         now = self.clock()
-        async with transaction(self.sessions) as session:
+        async with self._unit() as session:
             result = await session.execute(
                 update(TradeProposal).where(TradeProposal.id == proposal.id,
                                             TradeProposal.status == "pending_approval",
@@ -463,11 +608,11 @@ class Gate:
     async def _reserve_and_submit(self, agent: Agent, proposal: TradeProposal
                                   ) -> tuple[TradeProposal, AgentTrade | None, list[Violation]]:
         order = _order_of(proposal)
-        snap = await self.snapshot(order, agent.id)
+        snap = await self.snapshot(order, agent.held_symbols)
         pricing = price_order(order, snap.quote)
         now = self.clock()
         won_race = False
-        async with transaction(self.sessions) as session:
+        async with self._unit() as session:
             violations, usage = await self._decide(session, agent, order, proposal.strategy, snap, lock=True)
             if violations:
                 rejected = await session.execute(
@@ -537,7 +682,7 @@ class Gate:
                 error = BrokerError("the broker did not answer in time; the order's outcome is unknown and "
                                     "will be reconciled by its client_order_id", retryable=True)
         now = self.clock()
-        async with transaction(self.sessions) as session:
+        async with self._unit() as session:
             row = await session.get(AgentTrade, trade.id)
             assert row is not None
             if broker_order is not None:
@@ -579,7 +724,7 @@ class Gate:
         if broker_order is None:
             return trade
         now = self.clock()
-        async with transaction(self.sessions) as session:
+        async with self._unit() as session:
             row = await session.get(AgentTrade, trade.id)
             assert row is not None
             capital = await self._capital(session, row.agent_id)
@@ -630,7 +775,7 @@ class Gate:
                           payload={"order_id": trade.id, "broker_order_id": trade.order_id})
         broker_order = await asyncio.wait_for(self.broker.cancel_order(trade.order_id), self.settings.broker_timeout)
         now = self.clock()
-        async with transaction(self.sessions) as session:
+        async with self._unit() as session:
             row = await session.get(AgentTrade, trade.id)
             assert row is not None
             await apply_order_update(session, row, broker_order, now, agent.limits.capital, trading_day(now))
@@ -658,7 +803,7 @@ class Gate:
         """The agent's positions, their quotes, and the agent's cash."""
         await self.refresh_open_trades(agent.id)
         now = self.clock()
-        async with transaction(self.sessions) as session:
+        async with self._unit() as session:
             account = await ensure_agent_account(session, agent.id, agent.limits.capital, trading_day(now), now)
             cash = account.cash
             rows = list((await session.execute(
@@ -682,7 +827,7 @@ class Gate:
     async def usage_today(self, agent: Agent) -> tuple[TradingStatus, Usage]:
         now = self.clock()
         probe = OrderRequest(symbol="*", side="buy", qty=Decimal(0))
-        async with transaction(self.sessions) as session:
+        async with self._unit() as session:
             status = await self.trading_status(session, agent.id)
             await ensure_agent_account(session, agent.id, agent.limits.capital, trading_day(now), now)
             usage = await load_usage(session, agent_id=agent.id, order=probe, limits=agent.limits, quotes={},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from broker.base import Broker
 from ledger import db
+from ledger.checkpoint import background_checkpoints
 from ledger.models import GLOBAL_SCOPE, AuditHead, TradingState
 from policies.agents import sync_config_agents
 from policies.audit import GENESIS_HASH
@@ -30,6 +32,15 @@ STOP_GRACE = 1.0  # seconds the reconciler gets to finish its step at shutdown b
 
 
 CALENDAR_WARM_UP_DELAY = 1.0  # seconds
+HEAP_FREEZE_DELAY = 3.0  # seconds
+
+
+def freeze_start_up_heap() -> None:
+    """Move everything alive after start-up (modules, classes, schemas: most of the heap) out of the garbage
+    collector's reach. A full collection then scans only what calls allocate: measured 83 ms → 0.4 ms,
+    which had been the worst call latency, once every few thousand calls."""
+    gc.collect()
+    gc.freeze()
 
 
 def warm_up_calendar(now: datetime) -> None:
@@ -111,44 +122,62 @@ async def open_runtime(config: Config, *, clock: Callable[[], datetime] = utc_no
     one-shot commands pass reconcile=False."""
     engine = db.create_engine(config.server.database_url)
     sessions = db.session_factory(engine)
+    sqlite_file = db.sqlite_path(config.server.database_url)
     try:
         await prepare_database(config, engine, sessions, clock)
-        if broker is None:
-            the_broker = build_broker(config, sessions, clock)
-        elif callable(broker) and not hasattr(broker, "start"):
-            # a factory: tests wrap the simulated broker on this runtime's database
-            the_broker = broker(sessions, clock)  # type: ignore[call-arg]
-        else:
-            the_broker = broker  # type: ignore[assignment]
-        await the_broker.start()
-        settings = GateSettings(
-            trading_mode=config.server.trading_mode, enable_agent_trading=config.server.enable_agent_trading,
-            risk_multiplier=config.server.agent_risk_multiplier,
-            proposal_ttl=timedelta(seconds=config.server.proposal_ttl_seconds),
-            limit_proposal_ttl=timedelta(seconds=config.server.limit_proposal_ttl_seconds),
-            broker_timeout=config.server.broker_timeout_seconds,
-            enforce_market_hours=config.server.enforce_market_hours,
-            is_postgres=not db.is_sqlite(config.server.database_url))
-        gate = Gate(settings=settings, sessions=sessions, broker=the_broker, clock=clock)
-        # The exchange calendar takes ~0.5 s of CPU to load (pandas): load it in the background, shortly after
-        # start-up (so it does not compete with answering the first request), rather than in the first order.
-        loop = asyncio.get_running_loop()
-        loop.call_later(CALENDAR_WARM_UP_DELAY, lambda: loop.run_in_executor(None, warm_up_calendar, clock()))
-        reconciler = (Reconciler(gate, interval=config.server.reconcile_interval_seconds) if reconcile
-                      else None)
-        task = asyncio.create_task(reconciler.run(), name="tradewarden-reconciler") if reconciler else None
-        try:
-            if reconciler is not None and not await reconciler.wait_first_pass(STARTUP_RECONCILE_WAIT):
-                log.warning("startup_reconciliation_pending", detail="the broker is slow; it goes on in the "
-                                                                     "background")
-            yield Runtime(config=config, engine=engine, sessions=sessions, broker=the_broker, gate=gate,
-                          clock=clock, reconciler=reconciler)
-        finally:
-            if reconciler is not None and task is not None:
-                await _stop_reconciler(reconciler, task)
-            await the_broker.close()
+        async with contextlib.AsyncExitStack() as background:
+            if sqlite_file is not None:
+                await background.enter_async_context(background_checkpoints(sqlite_file))
+            async with _running(config, engine, sessions, clock, broker, reconcile) as runtime:
+                yield runtime
     finally:
         await engine.dispose()
+
+
+@asynccontextmanager
+async def _running(config: Config, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession],
+                   clock: Callable[[], datetime], broker: Broker | BrokerFactory | None, reconcile: bool
+                   ) -> AsyncIterator[Runtime]:
+    """Broker, gate and reconciler on a prepared database."""
+    if broker is None:
+        the_broker = build_broker(config, sessions, clock)
+    elif callable(broker) and not hasattr(broker, "start"):
+        # a factory: tests wrap the simulated broker on this runtime's database
+        the_broker = broker(sessions, clock)  # type: ignore[call-arg]
+    else:
+        the_broker = broker  # type: ignore[assignment]
+    await the_broker.start()
+    settings = GateSettings(
+        trading_mode=config.server.trading_mode, enable_agent_trading=config.server.enable_agent_trading,
+        risk_multiplier=config.server.agent_risk_multiplier,
+        proposal_ttl=timedelta(seconds=config.server.proposal_ttl_seconds),
+        limit_proposal_ttl=timedelta(seconds=config.server.limit_proposal_ttl_seconds),
+        broker_timeout=config.server.broker_timeout_seconds,
+        enforce_market_hours=config.server.enforce_market_hours,
+        is_postgres=not db.is_sqlite(config.server.database_url))
+    gate = Gate(settings=settings, sessions=sessions, broker=the_broker, clock=clock)
+    # The exchange calendar takes ~0.5 s of CPU to load (pandas): load it in the background, shortly after
+    # start-up (so it does not compete with answering the first request), rather than in the first order.
+    loop = asyncio.get_running_loop()
+    if config.server.enforce_market_hours:
+        loop.call_later(CALENDAR_WARM_UP_DELAY, lambda: loop.run_in_executor(None, warm_up_calendar, clock()))
+    # Once, after the first calls: a one-off collection instead of a long pause every few thousand calls.
+    heap_freeze = loop.call_later(HEAP_FREEZE_DELAY, freeze_start_up_heap) if reconcile else None
+    reconciler = (Reconciler(gate, interval=config.server.reconcile_interval_seconds) if reconcile
+                  else None)
+    task = asyncio.create_task(reconciler.run(), name="tradewarden-reconciler") if reconciler else None
+    try:
+        if reconciler is not None and not await reconciler.wait_first_pass(STARTUP_RECONCILE_WAIT):
+            log.warning("startup_reconciliation_pending", detail="the broker is slow; it goes on in the "
+                                                                 "background")
+        yield Runtime(config=config, engine=engine, sessions=sessions, broker=the_broker, gate=gate,
+                      clock=clock, reconciler=reconciler)
+    finally:
+        if heap_freeze is not None:
+            heap_freeze.cancel()
+        if reconciler is not None and task is not None:
+            await _stop_reconciler(reconciler, task)
+        await the_broker.close()
 
 
 async def _stop_reconciler(reconciler: Reconciler, task: asyncio.Task[None]) -> None:

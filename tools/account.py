@@ -39,7 +39,7 @@ async def get_positions(ctx: Context) -> PositionsResult:
                                account_buying_power=account.buying_power if account else None,
                                trading_mode=gate.settings.trading_mode)  # type: ignore[arg-type]
 
-    return await through_gate(ctx, "get_positions", {}, operation)
+    return await through_gate(ctx, "get_positions", {}, operation, acts_at_broker=False)
 
 
 async def get_trading_status(ctx: Context) -> TradingStatusResult:
@@ -65,4 +65,4 @@ async def get_trading_status(ctx: Context) -> TradingStatusResult:
                         "open_buy_notional": str(usage.open_buy_notional), "daily_pnl": str(usage.daily_pnl)},
             broker=gate.broker.name)
 
-    return await through_gate(ctx, "get_trading_status", {}, operation)
+    return await through_gate(ctx, "get_trading_status", {}, operation, acts_at_broker=False)

@@ -32,7 +32,8 @@ async def get_market_data(
     args = {"symbols": symbols, "data": data, "timeframe": timeframe, "limit": limit, "indicators": indicators}
     return await through_gate(ctx, "get_market_data", args,
                               lambda gate, agent: _market_data(gate, agent, symbols, data, timeframe, limit,
-                                                               indicators or []))
+                                                               indicators or []),
+                              acts_at_broker=False)
 
 
 async def _market_data(gate: Gate, agent: Agent, symbols: list[str], data: str, timeframe: Timeframe,

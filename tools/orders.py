@@ -33,7 +33,8 @@ async def get_orders(ctx: Context, status: Literal["open", "closed", "all"] = "o
         return OrdersResult(orders=[order_out(t) for t in trades],
                             trading_mode=gate.settings.trading_mode)  # type: ignore[arg-type]
 
-    return await through_gate(ctx, "get_orders", {"status": status, "limit": limit}, operation)
+    return await through_gate(ctx, "get_orders", {"status": status, "limit": limit}, operation,
+                              acts_at_broker=False)
 
 
 async def cancel_order(order_id: str, ctx: Context) -> CancelResult:

@@ -49,10 +49,9 @@ async def propose_trade(
                              order_type=order_type, limit_price=limit_price, stop_price=stop_price,
                              time_in_force=time_in_force)
         draft = ProposalDraft(order=order, strategy=strategy, reasoning=reasoning.strip(), confidence=confidence)
-        proposal, violations = await gate.propose(agent, draft)
-        return propose_result(proposal, violations)
+        return await gate.propose(agent, draft, propose_result)
 
-    return await through_gate(ctx, "propose_trade", args, operation)
+    return await through_gate(ctx, "propose_trade", args, operation, acts_at_broker=False)
 
 
 def propose_result(proposal: TradeProposal, violations: list[Violation]) -> ProposeResult:
