@@ -2,7 +2,9 @@
 
 Market data comes from broker.sim_market (deterministic from the seed). Orders and the account live in
 the database tables sim_orders and sim_account, so a restart keeps them; cash and positions are never
-stored but derived from the fills, so they cannot drift from the orders.
+stored but derived from the fills, so they cannot drift from the orders. A running broker keeps the result
+in memory and applies only newer fills (SettledFills), so a read does not cost more with every order ever
+placed.
 
 Execution model
 - Market orders fill at once at the quote: buys at the ask, sells at the bid. A notional order buys
@@ -29,14 +31,15 @@ takes the write lock (BEGIN IMMEDIATE), so do not call them while holding anothe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 from typing import Literal, cast
 from uuid import uuid4
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -55,7 +58,7 @@ from broker.base import (
     SubmitOrder,
     Timeframe,
 )
-from ledger.db import transaction
+from ledger.db import execute, transaction
 from ledger.models import SimAccount, SimOrder
 from policies.orders import OrderRequest, decimal_text
 
@@ -144,6 +147,15 @@ def _fill_time(order: SimOrder, minute: int) -> datetime:
 
 # --- the account, derived from fills ---------------------------------------------------------------
 
+_ORDERS = cast(Table, SimOrder.__table__)
+_FILLED = _ORDERS.c.status == "filled"
+_COUNT_FILLED = select(func.count()).select_from(_ORDERS).where(_FILLED)
+_FILLS = (select(_ORDERS.c.id, _ORDERS.c.symbol, _ORDERS.c.side, _ORDERS.c.filled_qty, _ORDERS.c.filled_avg_price,
+                 _ORDERS.c.filled_at, _ORDERS.c.submitted_at).where(_FILLED))
+_FILLS_SINCE = _FILLS.where(_ORDERS.c.filled_at >= bindparam("since"))
+_SETTLED_KEY = "sim_settled_fills"  # session.info: what a transaction learned, kept if it commits
+
+
 @dataclass
 class Holding:
     qty: Decimal = _ZERO
@@ -175,16 +187,10 @@ class Book:
         return self.cash - self.reserved_for_buys
 
     @classmethod
-    def from_orders(cls, starting_cash: Decimal, orders: Sequence[SimOrder]) -> Book:
-        book = cls(cash=starting_cash)
-        filled = [o for o in orders if o.filled_qty > 0 and o.filled_avg_price is not None]
-        for order in sorted(filled, key=lambda o: (o.filled_at or o.updated_at, o.submitted_at, o.id)):
-            assert order.filled_avg_price is not None
-            cost = order.filled_qty * order.filled_avg_price
-            book.cash += -cost if order.side == "buy" else cost
-            book.holdings.setdefault(order.symbol, Holding()).apply_fill(order.side, order.filled_qty,
-                                                                         order.filled_avg_price)
-        for order in orders:
+    def from_fills(cls, fills: SettledFills, open_orders: Sequence[SimOrder]) -> Book:
+        """The settled fills' cash and holdings, less what the open orders reserve."""
+        book = cls(cash=fills.cash, holdings={symbol: replace(holding) for symbol, holding in fills.holdings.items()})
+        for order in open_orders:
             if order.status not in OPEN_STATUSES:
                 continue
             remaining = (order.qty or _ZERO) - order.filled_qty
@@ -193,6 +199,51 @@ class Book:
             else:
                 book.open_sell_qty[order.symbol] = book.open_sell_qty.get(order.symbol, _ZERO) + remaining
         return book
+
+
+@dataclass(frozen=True)
+class FilledOrder:
+    """What the account needs of a filled order (filled orders never change again)."""
+
+    id: str
+    symbol: str
+    side: str
+    filled_qty: Decimal
+    price: Decimal
+    filled_at: datetime
+    submitted_at: datetime
+
+    @property
+    def key(self) -> tuple[datetime, datetime, str]:
+        """Fills are applied in this order (it decides average entry prices)."""
+        return self.filled_at, self.submitted_at, self.id
+
+
+@dataclass(frozen=True)
+class SettledFills:
+    """Cash and holdings after the first `count` filled orders in fill order, the last one being `last`."""
+
+    starting_cash: Decimal
+    count: int = 0
+    last: tuple[datetime, datetime, str] | None = None
+    cash: Decimal = _ZERO
+    holdings: dict[str, Holding] = field(default_factory=dict)
+
+    @classmethod
+    def replay(cls, starting_cash: Decimal, fills: Sequence[FilledOrder]) -> SettledFills:
+        return cls(starting_cash=starting_cash, cash=starting_cash).extended(fills)
+
+    def extended(self, fills: Sequence[FilledOrder]) -> SettledFills:
+        """These fills applied after the ones already in (all of them later in fill order)."""
+        cash, holdings, last = self.cash, {s: replace(h) for s, h in self.holdings.items()}, self.last
+        for fill in sorted(fills, key=lambda f: f.key):
+            if fill.filled_qty > 0:
+                cost = fill.filled_qty * fill.price
+                cash += -cost if fill.side == "buy" else cost
+                holdings.setdefault(fill.symbol, Holding()).apply_fill(fill.side, fill.filled_qty, fill.price)
+            last = fill.key
+        return SettledFills(starting_cash=self.starting_cash, count=self.count + len(fills), last=last, cash=cash,
+                            holdings=holdings)
 
 
 def _reservation_price(order: SimOrder) -> Decimal:
@@ -263,6 +314,7 @@ class SimulatedBroker:
         self.seed = seed
         self.starting_cash = Decimal(starting_cash)
         self._clock = clock
+        self._settled: SettledFills | None = None  # the account after the fills seen so far (committed)
 
     def _now(self) -> datetime:
         now = self._clock()
@@ -273,7 +325,7 @@ class SimulatedBroker:
     async def start(self) -> None:
         """Create the account row on first start; an existing account (and its starting cash) is kept."""
         try:
-            async with transaction(self._sessions) as session:
+            async with self._unit() as session:
                 await self._lock_account(session, self._now())
         except IntegrityError:
             pass  # another process created it at the same moment
@@ -310,7 +362,7 @@ class SimulatedBroker:
         found = validate_order(order)
         now = self._now()
         try:
-            async with transaction(self._sessions) as session:
+            async with self._unit() as session:
                 book = await self._synchronize(session, now)
                 if await self._by_client_id(session, request.client_order_id) is not None:
                     raise self._duplicate(request.client_order_id)
@@ -318,7 +370,7 @@ class SimulatedBroker:
                 session.add(row)
                 await session.flush()  # a concurrent duplicate fails here, on the unique client_order_id
         except IntegrityError as error:
-            async with transaction(self._sessions) as session:
+            async with self._unit() as session:
                 exists = await self._by_client_id(session, request.client_order_id) is not None
             if exists:
                 raise self._duplicate(request.client_order_id) from error
@@ -326,7 +378,7 @@ class SimulatedBroker:
         return to_broker_order(row)
 
     async def get_order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
-        async with transaction(self._sessions) as session:
+        async with self._unit() as session:
             await self._synchronize(session, self._now())
             row = await self._by_client_id(session, client_order_id)
         return to_broker_order(row) if row is not None else None
@@ -341,7 +393,7 @@ class SimulatedBroker:
             query = query.where(SimOrder.status.in_(FINAL_STATUSES))
         if after is not None:
             query = query.where(SimOrder.submitted_at > after)
-        async with transaction(self._sessions) as session:
+        async with self._unit() as session:
             await self._synchronize(session, self._now())
             rows = (await session.execute(query)).scalars().all()
         return [to_broker_order(row) for row in rows]
@@ -349,7 +401,7 @@ class SimulatedBroker:
     async def cancel_order(self, broker_order_id: str) -> BrokerOrder:
         """An order that filled (on the path) before the cancel arrived stays filled: BrokerError 422."""
         now = self._now()
-        async with transaction(self._sessions) as session:
+        async with self._unit() as session:
             await self._synchronize(session, now)
             row = await session.get(SimOrder, broker_order_id)
             if row is None:
@@ -407,12 +459,9 @@ class SimulatedBroker:
         """Lock the account, bring every resting order up to `now`, and return the resulting book.
         Every database operation of this broker starts here."""
         starting_cash = await self._lock_account(session, now)
-        rows = list((await session.execute(
-            select(SimOrder).where(SimOrder.status.in_(OPEN_STATUSES | {"filled", "partially_filled"}))
-        )).scalars().all())
+        rows = list((await session.execute(select(SimOrder).where(SimOrder.status.in_(OPEN_STATUSES))))
+                    .scalars().all())
         for row in rows:
-            if row.status not in OPEN_STATUSES:
-                continue
             outcome = resting_order_outcome(self.seed, row, now)
             if isinstance(outcome, Fill):
                 row.status, row.filled_qty, row.filled_avg_price = "filled", row.qty or _ZERO, outcome.price
@@ -421,10 +470,46 @@ class SimulatedBroker:
                 row.status, row.updated_at = "expired", outcome.at
             elif sim_market.minute_index(outcome.evaluated_through) != sim_market.minute_index(row.updated_at):
                 row.updated_at = outcome.evaluated_through  # within the same minute there is nothing new
-        return Book.from_orders(starting_cash, rows)
+        await session.flush()
+        fills = await self._settled_fills(session, starting_cash)
+        session.info[_SETTLED_KEY] = fills
+        return Book.from_fills(fills, rows)
+
+    async def _settled_fills(self, session: AsyncSession, starting_cash: Decimal) -> SettledFills:
+        """Every filled order's effect on the account. Replaying them all on every read would cost more with
+        every order ever placed, so the last result is kept and only newer fills are read; if the count of
+        filled orders says one was missed (filled earlier than the last one applied, e.g. by another
+        process), everything is replayed."""
+        count = (await session.execute(_COUNT_FILLED)).scalar_one()
+        known = self._settled
+        if known is not None and known.starting_cash == starting_cash and known.last is not None:
+            if known.count == count:
+                return known
+            newer = [f for f in await self._fills(session, known.last[0]) if f.key > known.last]
+            if known.count + len(newer) == count:
+                return known.extended(newer)
+        return SettledFills.replay(starting_cash, await self._fills(session, None))
+
+    @staticmethod
+    async def _fills(session: AsyncSession, since: datetime | None) -> list[FilledOrder]:
+        query = _FILLS if since is None else _FILLS_SINCE
+        rows = (await execute(session, query, {"since": since} if since is not None else None)).all()
+        return [FilledOrder(id=r.id, symbol=r.symbol, side=r.side, filled_qty=r.filled_qty,
+                            price=r.filled_avg_price, filled_at=r.filled_at, submitted_at=r.submitted_at)
+                for r in rows if r.filled_avg_price is not None and r.filled_at is not None]
+
+    @asynccontextmanager
+    async def _unit(self) -> AsyncIterator[AsyncSession]:
+        """A transaction of this broker. What it learned about settled fills is kept only once it commits
+        (a rolled-back fill must not stay in the account)."""
+        async with transaction(self._sessions) as session:
+            yield session
+        fills = session.info.get(_SETTLED_KEY)
+        if fills is not None:
+            self._settled = fills
 
     async def _current_book(self, now: datetime) -> Book:
-        async with transaction(self._sessions) as session:
+        async with self._unit() as session:
             return await self._synchronize(session, now)
 
     def _execute_on_arrival(self, request: SubmitOrder, found: sim_market.Listing, book: Book,

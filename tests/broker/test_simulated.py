@@ -455,3 +455,59 @@ async def test_resting_order_fills_after_a_restart(sessions: async_sessionmaker[
     restarted = await make_broker(sessions, clock)
     order = await restarted.get_order_by_client_id("p-1")
     assert order is not None and (order.status, order.filled_avg_price) == ("filled", limit)
+
+
+# --- the account is kept up to date incrementally, and always equals a replay of every fill ---------------
+
+async def _account_and_positions(broker: SimulatedBroker) -> tuple[Any, list[Any]]:
+    return await broker.get_account(), await broker.get_positions()
+
+
+async def test_an_account_kept_across_many_fills_equals_a_full_replay(sessions: async_sessionmaker[AsyncSession],
+                                                                      clock: FakeClock) -> None:
+    long_lived = await make_broker(sessions, clock)
+    path = path_after("MSFT", START, 120)
+    limit = min(price for _, price in path)
+    # A resting order that fills later, at a fill time earlier than market orders placed after it.
+    await long_lived.submit_order(submit("rest", symbol="MSFT", order_type="limit", limit_price=limit,
+                                         qty=Decimal(3), time_in_force="gtc"))
+    for i in range(30):
+        clock.set(START + timedelta(minutes=i))
+        symbol = ("AAPL", "SPY", "MSFT")[i % 3]
+        side = "sell" if i % 4 == 3 else "buy"
+        await long_lived.submit_order(submit(f"m-{i}", symbol=symbol, side=side, qty=Decimal(1 + i % 5)))
+        await long_lived.get_account()  # read between orders: the kept account moves forward
+    clock.set(START + timedelta(hours=3))
+    kept = await _account_and_positions(long_lived)
+    replayed = await _account_and_positions(await make_broker(sessions, clock))
+    assert kept == replayed
+    assert any(p.symbol == "MSFT" for p in kept[1])
+
+
+async def test_a_fill_from_another_process_is_counted(sessions: async_sessionmaker[AsyncSession],
+                                                      clock: FakeClock) -> None:
+    mine, other = await make_broker(sessions, clock), await make_broker(sessions, clock)
+    await mine.submit_order(submit("p-1", qty=Decimal(2)))
+    before = await mine.get_account()
+    await other.submit_order(submit("p-2", symbol="SPY", qty=Decimal(1)))
+    assert await _account_and_positions(mine) == await _account_and_positions(other)
+    assert (await mine.get_account()).cash < before.cash
+
+
+async def test_an_earlier_fill_that_appears_later_is_counted(sessions: async_sessionmaker[AsyncSession],
+                                                             clock: FakeClock) -> None:
+    """A fill dated before the last one the account applied (another process found it late): replayed."""
+    mine = await make_broker(sessions, clock)
+    clock.set(START + timedelta(minutes=10))
+    await mine.submit_order(submit("late", qty=Decimal(1)))
+    await mine.get_account()
+    async with db.transaction(sessions) as session:  # as another process would have written it
+        row = (await session.execute(select(SimOrder).where(SimOrder.client_order_id == "late"))).scalar_one()
+        session.add(SimOrder(id="earlier", client_order_id="earlier", symbol="SPY", side="buy", qty=Decimal(1),
+                             notional=None, order_type="market", limit_price=None, stop_price=None,
+                             time_in_force="day", status="filled", filled_qty=Decimal(1),
+                             filled_avg_price=Decimal(500), submitted_at=START, updated_at=START, filled_at=START))
+        assert row.filled_at is not None and row.filled_at > START
+    kept = await _account_and_positions(mine)
+    assert kept == await _account_and_positions(await make_broker(sessions, clock))
+    assert ("SPY", Decimal(1)) in [(p.symbol, p.qty) for p in kept[1]]
