@@ -308,41 +308,46 @@ def bars(seed: int, symbol: str, timeframe: Timeframe, limit: int, now: datetime
     if timeframe not in _SAMPLE_EVERY:
         raise ValueError(f"unknown timeframe {timeframe!r}; use one of {', '.join(_SAMPLE_EVERY)}")
     found = _require(symbol)
-    path = _path(seed, found.symbol)
     limit = max(0, min(limit, MAX_BARS))
     if limit == 0:
         return []
     every = _SAMPLE_EVERY[timeframe]
-    windows = _bar_windows(timeframe, limit, now)
-    samples_per_window = []
-    for first, last in windows:
-        sampled = list(range(first, last + 1, every))
-        if sampled[-1] != last:
-            sampled.append(last)
-        samples_per_window.append(sampled)
-    # One pass over every minute needed (each bar's samples plus the minute before it, its open).
-    wanted = sorted({minute for sampled in samples_per_window for minute in sampled}
-                    | {first - 1 for first, _ in windows})
-    price_of = dict(zip(wanted, (math.exp(level) for level in path.log_prices(wanted)), strict=True))
+    current = minute_index(now)
+    # A finished bar never changes (the path is deterministic): computed once, then cached. Only the bar in
+    # progress is computed on every call, so an agent polling bars pays for one bar, not `limit`.
+    return [_finished_bar(seed, found.symbol, first, last, every) if last < current
+            else _bar(seed, found, first, last, every)
+            for first, last in _bar_windows(timeframe, limit, now)]
 
-    result = []
-    for (first, last), sampled in zip(windows, samples_per_window, strict=True):
-        open_, close = price_of[first - 1], price_of[last]
-        high, low = max(open_, close), min(open_, close)
-        weighted = volume = 0.0
-        for minute in sampled:
-            price = price_of[minute]
-            up, down, minute_volume = path.details(minute)
-            high, low = max(high, price * (1 + up)), min(low, price * (1 - down))
-            weighted += price * minute_volume
-            volume += minute_volume
-        minutes_in_bar = last - first + 1
-        high_d, low_d = _cents(high), _cents(low)
-        vwap = min(max(Decimal(weighted / volume).quantize(Decimal("0.0001"), ROUND_HALF_EVEN), low_d), high_d)
-        result.append(Bar(start=minute_start(first), open=_cents(open_), high=high_d, low=low_d,
-                          close=_cents(close), volume=_quantity(found, volume * minutes_in_bar / len(sampled)),
-                          vwap=vwap))
-    return result
+
+@lru_cache(maxsize=16_384)
+def _finished_bar(seed: int, symbol: str, first: int, last: int, every: int) -> Bar:
+    return _bar(seed, _require(symbol), first, last, every)
+
+
+def _bar(seed: int, found: Listing, first: int, last: int, every: int) -> Bar:
+    """The bar of minutes first..last, sampling every `every`-th minute (and the last)."""
+    path = _path(seed, found.symbol)
+    sampled = list(range(first, last + 1, every))
+    if sampled[-1] != last:
+        sampled.append(last)
+    # One pass over every minute needed: the samples plus the minute before the bar (its open).
+    wanted = [first - 1, *sampled]
+    price_of = dict(zip(wanted, (math.exp(level) for level in path.log_prices(wanted)), strict=True))
+    open_, close = price_of[first - 1], price_of[last]
+    high, low = max(open_, close), min(open_, close)
+    weighted = volume = 0.0
+    for minute in sampled:
+        price = price_of[minute]
+        up, down, minute_volume = path.details(minute)
+        high, low = max(high, price * (1 + up)), min(low, price * (1 - down))
+        weighted += price * minute_volume
+        volume += minute_volume
+    minutes_in_bar = last - first + 1
+    high_d, low_d = _cents(high), _cents(low)
+    vwap = min(max(Decimal(weighted / volume).quantize(Decimal("0.0001"), ROUND_HALF_EVEN), low_d), high_d)
+    return Bar(start=minute_start(first), open=_cents(open_), high=high_d, low=low_d, close=_cents(close),
+               volume=_quantity(found, volume * minutes_in_bar / len(sampled)), vwap=vwap)
 
 
 # --- NYSE regular sessions -------------------------------------------------------------------------

@@ -131,6 +131,23 @@ def test_bars_are_deterministic() -> None:
     assert sim_market.bars(3, "ETH/USD", "1Hour", 24, NOW) == sim_market.bars(3, "ETH/USD", "1Hour", 24, NOW)
 
 
+def test_a_finished_bar_is_the_same_computed_or_remembered() -> None:
+    sim_market._finished_bar.cache_clear()
+    first = sim_market.bars(42, "AAPL", "1Day", 20, NOW)
+    later = sim_market.bars(42, "AAPL", "1Day", 20, NOW + timedelta(minutes=1))  # 19 finished bars reused
+    assert sim_market._finished_bar.cache_info().hits == 19
+    assert later[:-1] == first[:-1]
+    computed = [sim_market._bar(42, sim_market.listing("AAPL"), first_minute, last_minute, 30)  # type: ignore[arg-type]
+                for first_minute, last_minute in sim_market._bar_windows("1Day", 20, NOW)]
+    assert first == computed
+
+
+def test_the_bar_in_progress_follows_the_clock() -> None:
+    now_bar = sim_market.bars(42, "AAPL", "1Hour", 1, NOW)[0]
+    later_bar = sim_market.bars(42, "AAPL", "1Hour", 1, NOW + timedelta(minutes=20))[0]
+    assert now_bar.start == later_bar.start and now_bar != later_bar
+
+
 def test_zero_bars_requested_gives_none() -> None:
     assert sim_market.bars(42, "AAPL", "1Day", 0, NOW) == []
 
