@@ -71,19 +71,21 @@ async def time_calls(call: Callable[[int], Awaitable[Any]], count: int) -> list[
     return samples
 
 
-async def stdio_startup(config_path: Path, runs: int) -> list[float]:
+async def stdio_startup(config_path: Path, runs: int) -> tuple[list[float], list[float]]:
+    """(spawn → initialize answered, spawn → first tool result), in ms, per run."""
     from mcp import Client, StdioServerParameters, stdio_client
 
-    samples = []
+    handshakes, samples = [], []
     for _ in range(runs):
         params = StdioServerParameters(command=sys.executable, cwd=str(ROOT),
                                        args=["-m", "server.cli", "serve", "--agent", "bench-0", "--config",
                                              str(config_path)])
         start = time.perf_counter()
         async with Client(stdio_client(params)) as client:
+            handshakes.append((time.perf_counter() - start) * 1000)
             await client.call_tool("get_trading_status", {})
             samples.append((time.perf_counter() - start) * 1000)
-    return samples
+    return handshakes, samples
 
 
 async def in_memory(config: Any, calls: int) -> tuple[dict[str, list[float]], int]:
@@ -177,13 +179,14 @@ async def main() -> int:
     config_path = write_config(workdir)
     config = load_config(str(config_path), env={})
 
-    startup = await stdio_startup(config_path, args.startups)
+    handshake, startup = await stdio_startup(config_path, args.startups)
     latencies, tools_list_size = await in_memory(config, args.calls)
     rate, total = await concurrent_agents(config, 8, args.seconds)
 
     lines = [
         "| measurement | p50 ms | p99 ms | n |", "|---|---|---|---|",
-        row("stdio start-up to first answer (spawn → get_trading_status)", startup),
+        row("stdio start-up: spawn → initialize answered", handshake),
+        row("stdio start-up to first tool result (spawn → get_trading_status)", startup),
         *(row(name, samples) for name, samples in latencies.items()),
         "", "| measurement | value |", "|---|---|",
         f"| proposals per second, 8 concurrent agents (in memory, one SQLite file) | {rate:.0f}/s ({total} in "

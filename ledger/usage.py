@@ -181,8 +181,14 @@ async def _book(session: AsyncSession, agent_id: str) -> tuple[_Account | None, 
     return None, [_Position(r[0], r[1], r[2]) for r in only]
 
 
+async def count_denials(session: AsyncSession, *, agent_id: str, limits: EffectiveLimits, now: datetime) -> int:
+    """The agent's proposals with status 'rejected' created in the last denials_window_seconds."""
+    return int((await execute(session, _DENIALS, {
+        "agent_id": agent_id, "since": now - timedelta(seconds=limits.denials_window_seconds)})).scalar_one())
+
+
 async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderRequest, limits: EffectiveLimits,
-                     quotes: Mapping[str, Quote], now: datetime) -> Usage:
+                     quotes: Mapping[str, Quote], now: datetime, with_denials: bool = True) -> Usage:
     """Usage of `agent_id` at `now`, for checking `order`, read inside the caller's transaction.
 
     - trades_today: trades created since midnight New York of `now`'s New York date;
@@ -198,8 +204,8 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
       persist_marks); equity_peak = max(stored peak, equity);
     - recent_order_hashes: order hashes of the agent's trades created in the last duplicate_window_seconds
       (none when the window is 0);
-    - denials_in_window: the agent's proposals with status 'rejected' created in the last
-      denials_window_seconds.
+    - denials_in_window: count_denials (0 unless with_denials: only the breaker needs it, and only for an
+      order that is denied, so a decision counts them when it has violations).
     With no agent_accounts row the agent starts from limits.capital (cash, peak and day start).
     """
     day_start = new_york_day_start(now)
@@ -214,8 +220,7 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
     # mixes cash after a fill with positions before it (a false drawdown would trip the breaker).
     rows = await _trade_rows(session, agent_id, since)
     account, positions = await _book(session, agent_id)
-    denials = (await execute(session, _DENIALS, {
-        "agent_id": agent_id, "since": now - timedelta(seconds=limits.denials_window_seconds)})).scalar_one()
+    denials = await count_denials(session, agent_id=agent_id, limits=limits, now=now) if with_denials else 0
 
     marks: dict[str, Decimal] = {}
     for position in positions:
@@ -294,7 +299,7 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
         equity=equity,
         equity_peak=max(stored_peak, equity),
         recent_order_hashes=frozenset(hashes),
-        denials_in_window=int(denials),
+        denials_in_window=denials,
         account_open_buy_notional=account_open_buy,
         open_symbol_buy_qty=open_buy_qty,
         open_symbol_sell_qty=open_sell_qty,

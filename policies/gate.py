@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar, cast
@@ -37,7 +37,7 @@ from ledger.models import (
     TradeProposal,
     TradingState,
 )
-from ledger.usage import load_usage, persist_marks
+from ledger.usage import count_denials, load_usage, persist_marks
 from policies import audit
 from policies.approval import ApprovalPolicy, ClientDecision, approval_for, default_policy
 from policies.breakers import breaker_decision
@@ -388,7 +388,7 @@ class Gate:
         if snap.quote is not None:
             quotes[order.symbol] = snap.quote
         usage = await load_usage(session, agent_id=agent.id, order=order, limits=agent.limits, quotes=quotes,
-                                 now=now)
+                                 now=now, with_denials=False)
         if lock:  # the decision that reserves also keeps the agent's equity peak and trading day current
             await ensure_agent_account(session, agent.id, agent.limits.capital, trading_day(now), now)
             await persist_marks(session, agent_id=agent.id, usage=usage, now=now)
@@ -397,6 +397,12 @@ class Gate:
                                  market_open=snap.market_open,
                                  enforce_market_hours=self.settings.enforce_market_hours)
         return run_checks(check_input), usage
+
+    async def _with_denials(self, session: AsyncSession, agent: Agent, usage: Usage) -> Usage:
+        """Usage with the agent's recent denials counted. Only the breaker needs them, and only for a denied
+        order, so a decision counts them then, before it stores this denial."""
+        denials = await count_denials(session, agent_id=agent.id, limits=agent.limits, now=self.clock())
+        return replace(usage, denials_in_window=denials)
 
     async def _trip_breaker_if_needed(self, session: AsyncSession, agent: Agent, usage: Usage,
                                       violations: list[Violation]) -> None:
@@ -432,6 +438,8 @@ class Gate:
         ttl = self.settings.proposal_ttl if order.order_type == "market" else self.settings.limit_proposal_ttl
         async with self._unit() as session:
             violations, usage = await self._decide(session, agent, order, draft.strategy, snap, lock=False)
+            if violations:
+                usage = await self._with_denials(session, agent, usage)
             status = "rejected" if violations else approval_for(agent.approval, pricing.estimated_notional)
             values: dict[str, Any] = dict(
                 id=str(uuid.uuid4()), agent_id=agent.id, symbol=order.symbol, side=order.side, qty=order.qty,
@@ -615,6 +623,7 @@ class Gate:
         async with self._unit() as session:
             violations, usage = await self._decide(session, agent, order, proposal.strategy, snap, lock=True)
             if violations:
+                usage = await self._with_denials(session, agent, usage)
                 rejected = await session.execute(
                     update(TradeProposal).where(TradeProposal.id == proposal.id,
                                                 TradeProposal.status == "approved")

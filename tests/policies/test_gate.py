@@ -262,3 +262,19 @@ async def test_a_crash_in_another_holding_trips_the_daily_loss_limit(db_url: str
         crash()  # AAPL halves: the agent is down ~$2,000 on a position it is not trading now
         result = await call(client, "propose_trade", symbol="SPY", side="buy", qty=1, reasoning="buy the dip")
     assert "DAILY_LOSS_LIMIT" in codes(result)
+
+
+# --- circuit breakers through the gate --------------------------------------------------------------------
+
+async def test_the_denial_that_reaches_the_maximum_halts_the_agent(db_url: str, market_open: object) -> None:
+    config = make_config(db_url, agent(max_denials_per_window=3, breaker_action="halted"))
+    async with connect(config) as client:
+        for _ in range(2):
+            denied = await call(client, "propose_trade", symbol="TSLA", side="buy", qty=1, reasoning="not allowed")
+            assert codes(denied) == ["SYMBOL_NOT_ALLOWED"]
+        assert (await call(client, "get_trading_status"))["state"] == "active"  # two denials: below the limit
+        await call(client, "propose_trade", symbol="TSLA", side="buy", qty=1, reasoning="the third")
+        status = await call(client, "get_trading_status")
+        allowed = await call(client, "propose_trade", symbol="AAPL", side="buy", qty=1, reasoning="fine otherwise")
+    assert status["state"] == "halted" and "denied orders" in (status["reason"] or "")
+    assert allowed["status"] == "rejected" and "AGENT_HALTED" in codes(allowed)
