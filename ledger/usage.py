@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import bindparam, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -119,20 +120,41 @@ def _mark(quote: Quote | None) -> Decimal | None:
 
 # The statements are built once, with bind parameters: load_usage runs in every decision, and building a
 # statement costs more than running it on SQLite.
+def _literals(statuses: frozenset[str]) -> list[Any]:
+    # literal() values, not a list: an IN over a list is re-rendered on every execution.
+    return [literal(status) for status in sorted(statuses)]
+
+
+KNOWN_STATUSES = OPEN_TRADE_STATUSES | {FILLED_STATUS} | RELEASED_STATUSES
+
+# Read: every agent's open rows (the account is shared), the agent's rows inside the windows (since), and its
+# rows of today in a status not known at all (they count as open: is_open). The agent's other rows of today
+# are final and only count as trades: _OLDER_TRADES_TODAY counts them without reading them, so a decision late
+# in a busy day does not read the whole day.
 _TRADE_ROWS = (
     select(AgentTrade.agent_id, AgentTrade.symbol, AgentTrade.side, AgentTrade.quantity,
            AgentTrade.notional, AgentTrade.reserved_notional, AgentTrade.price, AgentTrade.filled_qty,
            AgentTrade.status, AgentTrade.created_at, TradeProposal.order_hash)
     .outerjoin(TradeProposal, TradeProposal.id == AgentTrade.proposal_id)
-    # literal() values, not a list: an IN over a list is re-rendered on every execution.
-    .where(or_(AgentTrade.status.in_([literal(status) for status in sorted(OPEN_TRADE_STATUSES)]),
-               (AgentTrade.agent_id == bindparam("agent_id")) & (AgentTrade.created_at >= bindparam("since"))))
+    .where(or_(AgentTrade.status.in_(_literals(OPEN_TRADE_STATUSES)),
+               (AgentTrade.agent_id == bindparam("agent_id")) & (AgentTrade.created_at >= bindparam("since")),
+               (AgentTrade.agent_id == bindparam("agent_id")) & (AgentTrade.created_at >= bindparam("day_start"))
+               & AgentTrade.status.not_in(_literals(KNOWN_STATUSES))))
+)
+# The agent's final rows of today older than the windows that count as a trade: filled, or released with a fill.
+_OLDER_TRADES_TODAY = (
+    select(func.count()).select_from(AgentTrade)
+    .where(AgentTrade.agent_id == bindparam("agent_id"), AgentTrade.created_at >= bindparam("day_start"),
+           AgentTrade.created_at < bindparam("since"),
+           or_(AgentTrade.status == FILLED_STATUS,
+               AgentTrade.status.in_(_literals(RELEASED_STATUSES)) & (AgentTrade.filled_qty != ZERO)))
 )
 
 
-async def _trade_rows(session: AsyncSession, agent_id: str, since: datetime) -> list[_Row]:
-    """The agent's rows created since `since`, plus every agent's open rows (the account is shared)."""
-    rows = (await execute(session, _TRADE_ROWS, {"agent_id": agent_id, "since": since})).all()
+async def _trade_rows(session: AsyncSession, agent_id: str, since: datetime, day_start: datetime) -> list[_Row]:
+    """The rows _TRADE_ROWS reads."""
+    rows = (await execute(session, _TRADE_ROWS, {"agent_id": agent_id, "since": since,
+                                                 "day_start": day_start})).all()
     return [_Row(agent_id=r[0], symbol=r[1], side=r[2], quantity=r[3], notional=r[4],
                  reserved_notional=r[5] if r[5] is not None else ZERO, price=r[6],
                  filled_qty=r[7] if r[7] is not None else ZERO, status=r[8], created_at=r[9],
@@ -212,13 +234,18 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
     rate_since = now - timedelta(seconds=limits.order_rate_window_seconds)
     rolling_since = now - timedelta(seconds=limits.rolling_notional_window_seconds)
     duplicate_since = now - timedelta(seconds=limits.duplicate_window_seconds)
-    since = min(day_start, rate_since, rolling_since, duplicate_since)
+    since = min(rate_since, rolling_since, duplicate_since)  # rows read; earlier ones of today are counted
 
     # Order matters under READ COMMITTED (PostgreSQL), where each statement sees its own snapshot: the
     # trades are read first, so a fill committing in between can only be counted twice (still open, and
-    # already in the position), never missed; cash and positions come from ONE statement, so equity never
-    # mixes cash after a fill with positions before it (a false drawdown would trip the breaker).
-    rows = await _trade_rows(session, agent_id, since)
+    # already in the position; open when read, final when counted), never missed; cash and positions come
+    # from ONE statement, so equity never mixes cash after a fill with positions before it (a false drawdown
+    # would trip the breaker).
+    rows = await _trade_rows(session, agent_id, since, day_start)
+    older_trades_today = 0
+    if since > day_start:
+        older_trades_today = (await execute(session, _OLDER_TRADES_TODAY, {
+            "agent_id": agent_id, "day_start": day_start, "since": since})).scalar_one()
     account, positions = await _book(session, agent_id)
     denials = await count_denials(session, agent_id=agent_id, limits=limits, now=now) if with_denials else 0
 
@@ -227,7 +254,7 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
         marks[position.symbol] = _mark(quotes.get(position.symbol)) or position.avg_entry_price
     order_mark = _mark(quotes.get(order.symbol)) or marks.get(order.symbol)
 
-    trades_today = orders_in_rate = 0
+    trades_today, orders_in_rate = int(older_trades_today), 0
     rolling = open_buy = account_open_buy = ZERO
     open_buy_qty = open_sell_qty = open_buy_sym_notional = open_sell_sym_notional = ZERO
     open_buy_by_symbol: dict[str, Decimal] = {}

@@ -188,6 +188,21 @@ async def test_trades_today_start_at_midnight_in_new_york(sessions: Any) -> None
     assert (await usage(sessions)).trades_today == 1
 
 
+async def test_trades_earlier_today_than_every_window_count_by_status(sessions: Any) -> None:
+    """Counted in SQL, not read: the same answer as for trades inside the windows."""
+    earlier = timedelta(hours=5)  # 05:30 in New York: today, outside the 1-hour rolling window
+    for status, filled in [("filled", D(10)), ("canceled", D(4)), ("new", ZERO), ("mystery", ZERO),
+                           ("canceled", ZERO), ("rejected", ZERO), ("expired", ZERO)]:
+        await add_trade(sessions, status=status, filled=filled, price=D(100) if filled else None, age=earlier)
+    await add_trade(sessions, status="filled", filled=D(10), price=D(100),
+                    age=timedelta(hours=11))  # 23:30 the day before
+    u = await usage(sessions)
+    # filled, partly filled then canceled, open, unknown status (counts until known final) = 4
+    assert u.trades_today == 4
+    assert u.notional_in_rolling_window == ZERO and u.orders_in_rate_window == 0
+    assert u.open_buy_notional == 2 * THOUSAND  # the open one and the unknown one hold their reservations
+
+
 async def test_the_rate_window_includes_an_order_exactly_window_seconds_old(sessions: Any) -> None:
     await add_trade(sessions, age=timedelta(seconds=60))
     await add_trade(sessions, age=timedelta(seconds=61))
