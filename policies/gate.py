@@ -239,10 +239,9 @@ class Gate:
         Denials and failures are recorded too, then re-raised for the tool layer to report.
 
         A call that may act at the broker (acts_at_broker=True: submit or cancel an order) commits its intent
-        before anything else.
-        Any other call's intent is committed with its first change to the ledger (a proposal is stored in the
-        same transaction as the record of who asked for it), or with its outcome: nothing it does is
-        committed before the log says who asked, and it saves a transaction on the hot path."""
+        before anything else. Any other call's intent is committed with its first change to the ledger (a
+        proposal is stored in the same transaction as the record of who asked for it), or with its outcome:
+        nothing it does is committed before the log says who asked, and it saves a transaction per call."""
         call = CallRecord(tool=tool, agent_id=agent_id, args=args, ts=self.clock())
         token = _current_call.set(call)
         try:
