@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
-from ledger.models import TradeProposal
 from policies.approval import ApprovalPolicy
 from policies.orders import decimal_text
+
+if TYPE_CHECKING:
+    from ledger.models import TradeProposal
 
 REASONING_SHOWN = 1500  # characters of the agent's reasoning shown to the person
 

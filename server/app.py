@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import importlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import structlog
 from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import Context
@@ -17,7 +21,7 @@ from mcp.types import ToolAnnotations
 from pydantic import ValidationError
 
 from broker.base import Broker
-from policies.gate import Gate
+from server.clock import utc_now
 from server.config import Config
 from server.notifications import (
     LegacySubscriptions,
@@ -25,9 +29,14 @@ from server.notifications import (
     proposal_notifications,
     serve_legacy_subscriptions,
 )
-from server.runtime import BrokerFactory, Runtime, open_runtime, utc_now
 from server.schemas import compact_schema
 from tools import account, approval, market_data, orders, trading
+
+if TYPE_CHECKING:  # the ledger (SQLAlchemy and the gate) loads with the runtime, not to answer the handshake
+    from policies.gate import Gate
+    from server.runtime import BrokerFactory, Runtime
+
+log = structlog.get_logger("tradewarden.app")
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
                             open_world_hint=True)
@@ -41,13 +50,28 @@ DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idemp
 class ServerState:
     """What tools reach through ctx.request_context.lifespan_context."""
 
-    runtime: Runtime
     fixed_agent: str | None
+    runtime: Runtime | None = None  # None until the runtime is open (see ready)
     extras: dict[str, Any] = field(default_factory=dict)
+    failure: str | None = None  # why the runtime could not be opened
+    _settled: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def gate(self) -> Gate:
+        if self.runtime is None:
+            raise RuntimeError("the runtime is not open: await ServerState.ready() first")
         return self.runtime.gate
+
+    async def ready(self) -> None:
+        """Wait until the runtime is open. A stdio server answers the handshake first and opens its runtime
+        meanwhile; every request that needs it waits here. ToolError if it could not be opened."""
+        await self._settled.wait()
+        if self.runtime is None:
+            raise ToolError(f"tradewarden could not open its ledger and broker: {self.failure}")
+
+    def opened(self, runtime: Runtime | None, failure: str | None = None) -> None:
+        self.runtime, self.failure = runtime, failure
+        self._settled.set()
 
     def agent_id(self) -> str | None:
         """Over HTTP the bearer token decides who is calling; over stdio, the --agent the server started for.
@@ -81,8 +105,15 @@ class TradewardenServer(MCPServer[ServerState]):
             }) for tool in await super().list_tools()]
         return self._listed
 
+    async def read_resource(self, uri: Any, context: Context[ServerState, Any] | None = None) -> Any:
+        if context is not None:
+            await context.request_context.lifespan_context.ready()
+        return await super().read_resource(uri, context)
+
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Context[ServerState, Any] | None = None
                         ) -> Any:
+        if context is not None:
+            await context.request_context.lifespan_context.ready()
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as error:
@@ -103,9 +134,11 @@ class TradewardenServer(MCPServer[ServerState]):
 def create_server(config: Config, *, agent_id: str | None = None, clock: Callable[[], datetime] = utc_now,
                   broker: Broker | BrokerFactory | None = None,
                   on_ready: Callable[[ServerState | None], None] | None = None,
+                  open_in_background: bool = False,
                   **server_options: Any) -> TradewardenServer:
     """on_ready (HTTP wiring: health and metrics routes) is called with the state once the runtime is open,
-    and with None when it closes."""
+    and with None when it closes. open_in_background (stdio): answer the handshake and tools/list while the
+    runtime opens (its imports alone take ~0.3 s); requests that need it wait for it."""
     # Proposal state changes reach clients listening for `proposals://{id}` through this bus.
     if server_options.get("subscriptions") is None:
         server_options["subscriptions"] = ListenedBus()
@@ -113,17 +146,45 @@ def create_server(config: Config, *, agent_id: str | None = None, clock: Callabl
     legacy_subscriptions = LegacySubscriptions()  # the same, for 2025 clients' resources/subscribe
 
     @asynccontextmanager
-    async def lifespan(_: MCPServer[ServerState]) -> AsyncIterator[ServerState]:
+    async def running(state: ServerState) -> AsyncIterator[None]:
+        from server.runtime import open_runtime
+
         async with (open_runtime(config, clock=clock, broker=broker) as runtime,
                     proposal_notifications(runtime.gate, bus or None, legacy_subscriptions)):
-            state = ServerState(runtime=runtime, fixed_agent=agent_id)
+            state.opened(runtime)
             if on_ready is not None:
                 on_ready(state)
             try:
-                yield state
+                yield
             finally:
                 if on_ready is not None:
                     on_ready(None)
+
+    async def run_in_background(state: ServerState, stop: asyncio.Event) -> None:
+        try:
+            # The imports run in a worker thread so the event loop keeps answering meanwhile.
+            await asyncio.to_thread(importlib.import_module, "server.runtime")
+            async with running(state):
+                await stop.wait()
+        except Exception as error:
+            log.error("runtime_failed_to_open", error=f"{type(error).__name__}: {error}")
+            state.opened(None, failure=f"{type(error).__name__}: {error}")
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[ServerState]) -> AsyncIterator[ServerState]:
+        state = ServerState(fixed_agent=agent_id)
+        if not open_in_background:
+            async with running(state):
+                yield state
+            return
+        stop = asyncio.Event()
+        opening = asyncio.create_task(run_in_background(state, stop), name="tradewarden-runtime")
+        try:
+            yield state
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await opening
 
     server = TradewardenServer(config.server.server_name, instructions=instructions(config), version="0.1.0",
                                lifespan=lifespan, **server_options)

@@ -101,8 +101,8 @@ def config_option(command: Callable[..., Any]) -> Callable[..., Any]:
 def serve(ctx: click.Context, transport: str, host: str | None, port: int | None, agent_id: str | None) -> None:
     """Run the MCP server (stdio by default; streamable HTTP at http://HOST:PORT/mcp)."""
     config = _config(ctx)
+    from server.config import check_broker_credentials
     from server.logging import configure_logging
-    from server.runtime import check_broker_credentials
 
     try:
         check_broker_credentials(config)
@@ -112,7 +112,7 @@ def serve(ctx: click.Context, transport: str, host: str | None, port: int | None
     if transport == "stdio":
         from server.app import create_server
 
-        create_server(config, agent_id=agent_id).run("stdio")
+        create_server(config, agent_id=agent_id, open_in_background=True).run("stdio")
         return
     from server.http import serve_http
 

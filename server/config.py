@@ -191,3 +191,16 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
     if config.is_live and env.get("TRADEWARDEN_ALLOW_LIVE") != "1":
         raise ConfigError("trading_mode is live but TRADEWARDEN_ALLOW_LIVE=1 is not set: refusing to start")
     return config
+
+
+def check_broker_credentials(config: Config, env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """The Alpaca keys when the broker is Alpaca (None for the simulated broker). ConfigError, with a one-line
+    reason that never shows a key, when they are missing."""
+    if config.server.broker != "alpaca":
+        return None
+    env = os.environ if env is None else env
+    missing = [name for name in ("ALPACA_API_KEY", "ALPACA_SECRET_KEY") if not env.get(name, "").strip()]
+    if missing:
+        raise ConfigError(f"broker is alpaca but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                          "not set in the environment: refusing to start")
+    return env["ALPACA_API_KEY"].strip(), env["ALPACA_SECRET_KEY"].strip()

@@ -35,11 +35,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from broker.base import Broker
 from ledger import db
 from policies.agents import agent_for_token
+from server.clock import utc_now
 from server.config import Config
 from server.health import HealthCheck
 from server.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from server.ratelimit import RateLimiter, RateLimitMiddleware
-from server.runtime import utc_now
 
 log = structlog.get_logger("tradewarden.http")
 SCOPE = "trade"

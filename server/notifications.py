@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from mcp.server import MCPServer
@@ -21,12 +21,12 @@ from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated, ServerEvent, SubscriptionBus
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
-from sqlalchemy import select
 
-from ledger.models import TradeProposal
-from policies.gate import Gate
 from policies.violations import GateDenied
 from tools.approval import PROPOSAL_URI, proposal_uri
+
+if TYPE_CHECKING:
+    from policies.gate import Gate
 
 log = structlog.get_logger("tradewarden.notifications")
 
@@ -105,6 +105,7 @@ async def _own_proposal(ctx: ServerRequestContext[Any], uri: str) -> None:
     """Only the calling agent's own proposals can be subscribed to (like reading them)."""
     prefix = PROPOSAL_URI.split("{", 1)[0]
     state = ctx.lifespan_context
+    await state.ready()
     try:
         if not uri.startswith(prefix):
             raise GateDenied([])
@@ -134,6 +135,10 @@ class ProposalEvents:
     async def watch(self, gate: Gate, interval: float = POLL_SECONDS) -> None:
         """Notify changes made elsewhere: a live proposal that left its state (approved, declined, expired,
         executed) or changed (updated_at) since the last look."""
+        from sqlalchemy import select
+
+        from ledger.models import TradeProposal
+
         seen: dict[str, tuple[str, object]] | None = None
         while True:
             await asyncio.sleep(interval)

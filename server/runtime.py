@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import select
@@ -23,7 +22,8 @@ from policies.agents import sync_config_agents
 from policies.audit import GENESIS_HASH
 from policies.gate import Gate, GateSettings
 from policies.reconcile import Reconciler
-from server.config import Config, ConfigError
+from server.clock import utc_now
+from server.config import Config, check_broker_credentials
 
 log = structlog.get_logger("tradewarden.runtime")
 # How long start-up waits for the first reconciliation (it goes on in the background if the broker is slow).
@@ -49,10 +49,6 @@ def warm_up_calendar(now: datetime) -> None:
     market_open_or_none(now)
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 BrokerFactory = Callable[[async_sessionmaker[AsyncSession], Callable[[], datetime]], Broker]
 
 
@@ -65,19 +61,6 @@ class Runtime:
     gate: Gate
     clock: Callable[[], datetime]
     reconciler: Reconciler | None = None
-
-
-def check_broker_credentials(config: Config, env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
-    """The Alpaca keys when the broker is Alpaca (None for the simulated broker). ConfigError, with a one-line
-    reason that never shows a key, when they are missing."""
-    if config.server.broker != "alpaca":
-        return None
-    env = os.environ if env is None else env
-    missing = [name for name in ("ALPACA_API_KEY", "ALPACA_SECRET_KEY") if not env.get(name, "").strip()]
-    if missing:
-        raise ConfigError(f"broker is alpaca but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
-                          "not set in the environment: refusing to start")
-    return env["ALPACA_API_KEY"].strip(), env["ALPACA_SECRET_KEY"].strip()
 
 
 def build_broker(config: Config, sessions: async_sessionmaker[AsyncSession],

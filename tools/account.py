@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from mcp.server.mcpserver import Context
 
-from policies.gate import Agent, Gate
 from policies.results import PositionOut, PositionsResult, TradingStatusResult
 from tools.common import through_gate
+
+if TYPE_CHECKING:
+    from policies.gate import Agent, Gate
 
 POSITIONS_DESCRIPTION = "This agent's positions with P&L, and its cash and equity."
 STATUS_DESCRIPTION = "Trading mode, halts, this agent's limits and what it has used today."

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from mcp.server.elicitation import AcceptedElicitation, CancelledElicitation, DeclinedElicitation
@@ -28,12 +28,14 @@ from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.server.mcpserver.resolve import Elicit
 from pydantic import BaseModel, Field
 
-from ledger.models import AgentTrade, TradeProposal
 from policies.approval import ClientDecision
 from policies.approval_form import approval_message, utc_text
 from policies.orders import decimal_text
 from policies.violations import GateDenied
 from tools.common import app_of
+
+if TYPE_CHECKING:
+    from ledger.models import AgentTrade, TradeProposal
 
 log = structlog.get_logger("tradewarden.approval")
 

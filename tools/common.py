@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field, WithJsonSchema
 
-from policies.gate import Agent, Gate
 from policies.violations import GateDenied
+
+if TYPE_CHECKING:  # the ledger is imported when the runtime opens, not to list the tools
+    from policies.gate import Agent, Gate
 
 R = TypeVar("R")
 

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from broker.base import Bar, Quote, Timeframe
 from broker.indicators import compute_indicators
-from policies.gate import Agent, Gate
 from policies.orders import normalize_symbol
 from policies.results import BarOut, MarketDataResult, SymbolData
 from policies.violations import Code, deny
 from tools.common import through_gate
+
+if TYPE_CHECKING:
+    from policies.gate import Agent, Gate
 
 MAX_SYMBOLS = 20
 MAX_BARS = 1000

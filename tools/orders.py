@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from mcp.server.mcpserver import Context
 
-from ledger.models import AgentTrade
-from policies.gate import Agent, Gate
 from policies.results import CancelResult, OrderOut, OrdersResult
 from policies.violations import Code, deny
 from tools.common import through_gate
+
+if TYPE_CHECKING:
+    from ledger.models import AgentTrade
+    from policies.gate import Agent, Gate
 
 ORDERS_DESCRIPTION = "This agent's orders with their broker status."
 CANCEL_DESCRIPTION = "Cancel one of this agent's open orders (allowed even while trading is halted)."

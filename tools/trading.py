@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.resolve import Resolve
 from pydantic import Field
 
-from ledger.models import AgentTrade, TradeProposal
 from policies.approval import ClientDecision
-from policies.gate import Agent, Gate, ProposalDraft
 from policies.orders import OrderRequest, normalize_symbol
 from policies.results import ExecuteResult, ProposeResult
 from policies.violations import Code, Violation, deny
 from tools.approval import ApprovalForm, ask_approval, awaiting_message, client_decision
 from tools.common import optional_amount, through_gate
+
+if TYPE_CHECKING:
+    from ledger.models import AgentTrade, TradeProposal
+    from policies.gate import Agent, Gate
 
 PROPOSE_DESCRIPTION = ("Check a trade against this agent's limits and store it as a proposal. Give exactly one "
                        "of qty or notional. Returns proposal_id and status; then call execute_trade.")
@@ -48,6 +50,8 @@ async def propose_trade(
         order = OrderRequest(symbol=normalize_symbol(symbol), side=side, qty=qty, notional=notional,
                              order_type=order_type, limit_price=limit_price, stop_price=stop_price,
                              time_in_force=time_in_force)
+        from policies.gate import ProposalDraft  # the ledger loads with the runtime, not with the tool list
+
         draft = ProposalDraft(order=order, strategy=strategy, reasoning=reasoning.strip(), confidence=confidence)
         return await gate.propose(agent, draft, propose_result)
 

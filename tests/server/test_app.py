@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from mcp import Client
 
-from tests.conftest import call
+from server.app import create_server
+from server.config import Config
+from tests.conftest import call, make_config
 
 TOOLS = {"get_market_data", "propose_trade", "execute_trade", "get_positions", "get_orders", "cancel_order",
          "get_trading_status"}
@@ -49,3 +54,30 @@ async def test_an_extra_agent_id_argument_does_not_change_who_trades(client: Cli
 
 async def test_instructions_state_the_trading_mode(client: Client) -> None:
     assert "PAPER" in (client.instructions or "")
+
+
+# --- a stdio server answers the handshake while its runtime opens -----------------------------------------
+
+def test_the_tool_list_loads_without_the_ledger() -> None:
+    """What answers initialize and tools/list imports neither SQLAlchemy nor the gate (~0.3 s of start-up)."""
+    probe = ("import sys, server.cli, server.app; "
+             "print(sorted(m for m in ('sqlalchemy', 'ledger.models', 'policies.gate', 'server.runtime') "
+             "if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert loaded.stdout.strip() == "[]"
+
+
+async def test_a_call_made_while_the_runtime_opens_waits_for_it(config: Config, market_open: object) -> None:
+    async with Client(create_server(config, agent_id="agent-1", open_in_background=True)) as client:
+        tools = await client.list_tools()
+        status = await call(client, "get_trading_status")
+    assert len(tools.tools) == 7 and status["agent_id"] == "agent-1"
+
+
+async def test_a_runtime_that_cannot_open_makes_every_call_say_why(tmp_path: Path) -> None:
+    broken = make_config(f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'ledger.db'}")
+    async with Client(create_server(broken, agent_id="agent-1", open_in_background=True)) as client:
+        result = await client.call_tool("get_trading_status", {})
+    assert result.is_error
+    assert "could not open its ledger and broker" in result.content[0].text  # type: ignore[union-attr]
