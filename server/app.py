@@ -82,6 +82,17 @@ class ServerState:
         return self.fixed_agent
 
 
+def _one_line_reason(error: Exception) -> str:
+    """The error's first line, with anything that looks like a key or token masked: it is shown to the agent.
+    Only the error's type if even the masking cannot be loaded (the failure may be a broken install)."""
+    first_line = (str(error).splitlines() or [""])[0][:300]
+    try:
+        from policies.audit import redact
+    except Exception:
+        return type(error).__name__
+    return str(redact(f"{type(error).__name__}: {first_line}"))
+
+
 def instructions(config: Config) -> str:
     mode = config.server.trading_mode.upper()
     live = " REAL MONEY." if config.is_live else " No real money."
@@ -167,8 +178,9 @@ def create_server(config: Config, *, agent_id: str | None = None, clock: Callabl
             async with running(state):
                 await stop.wait()
         except Exception as error:
-            log.error("runtime_failed_to_open", error=f"{type(error).__name__}: {error}")
-            state.opened(None, failure=f"{type(error).__name__}: {error}")
+            reason = _one_line_reason(error)
+            log.error("runtime_failed_to_open", error=reason)
+            state.opened(None, failure=reason)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[ServerState]) -> AsyncIterator[ServerState]:

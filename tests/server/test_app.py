@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mcp import Client
 
+from broker.base import Broker
 from server.app import create_server
 from server.config import Config
 from tests.conftest import call, make_config
@@ -81,3 +82,15 @@ async def test_a_runtime_that_cannot_open_makes_every_call_say_why(tmp_path: Pat
         result = await client.call_tool("get_trading_status", {})
     assert result.is_error
     assert "could not open its ledger and broker" in result.content[0].text  # type: ignore[union-attr]
+
+
+async def test_the_reason_a_runtime_could_not_open_shows_no_key(config: Config) -> None:
+    def leaky_broker(*_: object) -> Broker:
+        raise RuntimeError("broker refused key AKABCDEFGHIJKLMNOPQRST\ntraceback lines the agent need not see")
+
+    async with Client(create_server(config, agent_id="agent-1", broker=leaky_broker,
+                                    open_in_background=True)) as client:
+        result = await client.call_tool("get_positions", {})
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert result.is_error and "RuntimeError: broker refused key [REDACTED]" in text
+    assert "AKABCDEFGHIJKLMNOPQRST" not in text and "traceback" not in text
