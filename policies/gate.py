@@ -315,17 +315,14 @@ class Gate:
 
     async def record(self, *, actor: str, kind: str, payload: Mapping[str, Any], tool: str | None = None,
                      agent_id: str | None = None, session: AsyncSession | None = None) -> None:
-        """Append a record: with `session`, in that unit of work (at its end); else in a unit of its own."""
+        """Append a record: with `session` (a unit of work in progress), at the end of that unit; else in a
+        unit of its own."""
         entry = audit.Entry(ts=self.clock(), actor=actor, kind=kind, payload=payload, agent_id=agent_id, tool=tool)
-        if session is None:
-            async with self._unit():
-                _staged_records().append(entry)
+        if session is not None:
+            _staged_records().append(entry)
             return
-        records = _unit_records.get()
-        if records is None:  # a session of the caller's own, not a unit of work of the gate
-            await audit.append_many(session, [entry])
-        else:
-            records.append(entry)
+        async with self._unit():
+            _staged_records().append(entry)
 
     # --- inputs of a decision ----------------------------------------------------------------------
 
@@ -839,7 +836,7 @@ class Gate:
             status = await self.trading_status(session, agent.id)
             await ensure_agent_account(session, agent.id, agent.limits.capital, trading_day(now), now)
             usage = await load_usage(session, agent_id=agent.id, order=probe, limits=agent.limits, quotes={},
-                                     now=now)
+                                     now=now, with_denials=False)  # the status shows no denial count
         return status, usage
 
     # --- proposal change notifications (resources) -------------------------------------------------

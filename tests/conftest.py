@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,25 @@ import pytest
 import time_machine
 from mcp import Client
 
+from policies.limits import EffectiveLimits
 from server.app import create_server
 from server.config import AgentConfig, Config, ServerConfig
 from tests.postgres import PostgresServer, PostgresUnavailable, postgres_required
 
 # Monday 2026-11-23 10:30 New York: the US equity market is open.
 MARKET_OPEN = datetime(2026, 11, 23, 15, 30, tzinfo=UTC)
+
+
+# The moderate risk level's limits on $100,000 of capital: the agent the pure tests of checks and usage use.
+MODERATE_LIMITS = EffectiveLimits(
+    max_trade_size=Decimal(5000), max_position_size=Decimal(20000), max_daily_trades=20,
+    allowed_symbols=frozenset({"*"}), allowed_strategies=frozenset({"*"}),
+    max_order_qty=Decimal(2000), max_gross_exposure=Decimal(100000), max_orders_per_window=10,
+    order_rate_window_seconds=60, rolling_notional_max=Decimal(50000), rolling_notional_window_seconds=3600,
+    duplicate_window_seconds=30, daily_loss_limit=Decimal(2000), max_drawdown_pct=Decimal(10),
+    price_collar_pct=Decimal(10), max_quote_age_seconds=120, allow_short=False, max_denials_per_window=20,
+    denials_window_seconds=600, breaker_action="reducing", capital=Decimal(100000),
+)
 
 
 @pytest.fixture

@@ -18,22 +18,14 @@ from ledger import db
 from ledger.models import AgentAccount, AgentPosition, AgentTrade, TradeProposal
 from ledger.usage import load_usage, persist_marks
 from policies.checks import CheckInput, TradingStatus, Usage, run_checks
-from policies.limits import EffectiveLimits
 from policies.orders import OrderRequest
 from policies.violations import Code
+from tests.conftest import MODERATE_LIMITS
 
 D = Decimal
 NOW = datetime(2026, 11, 23, 15, 30, tzinfo=UTC)  # 10:30 in New York; the New York day began at 05:00 UTC
 AGENT = "agent-1"
-LIMITS = EffectiveLimits(
-    max_trade_size=D(5000), max_position_size=D(20000), max_daily_trades=20,
-    allowed_symbols=frozenset({"*"}), allowed_strategies=frozenset({"*"}),
-    max_order_qty=D(2000), max_gross_exposure=D(100000), max_orders_per_window=10,
-    order_rate_window_seconds=60, rolling_notional_max=D(50000), rolling_notional_window_seconds=3600,
-    duplicate_window_seconds=30, daily_loss_limit=D(2000), max_drawdown_pct=D(10), price_collar_pct=D(10),
-    max_quote_age_seconds=120, allow_short=False, max_denials_per_window=20, denials_window_seconds=600,
-    breaker_action="reducing", capital=D(100000),
-)
+LIMITS = MODERATE_LIMITS
 BUY_AAPL = OrderRequest(symbol="AAPL", side="buy", qty=D(10))
 THOUSAND, ZERO = D(1000), D(0)
 AAPL_QUOTE = Quote("AAPL", bid=D(149), ask=D(151), last=D(150), as_of=NOW)

@@ -13,9 +13,9 @@ import pytest
 from broker.base import Account, Asset, Quote
 from policies import checks
 from policies.checks import CHECKS, PRICED_CHECKS, CheckInput, TradingStatus, Usage, price_order, run_checks
-from policies.limits import EffectiveLimits
 from policies.orders import OrderRequest
 from policies.violations import Code
+from tests.conftest import MODERATE_LIMITS
 
 D = Decimal
 NOW = datetime(2026, 11, 23, 15, 30, tzinfo=UTC)  # Monday, market open
@@ -24,15 +24,7 @@ AAPL = Asset("AAPL", "us_equity", tradable=True, fractionable=True, shortable=Tr
 BTC = Asset("BTC/USD", "crypto", tradable=True, fractionable=True, shortable=False)
 BTC_QUOTE = Quote("BTC/USD", bid=D("50000"), ask=D("50010"), last=D("50005"), as_of=NOW)
 
-LIMITS = EffectiveLimits(
-    max_trade_size=D(5000), max_position_size=D(20000), max_daily_trades=20,
-    allowed_symbols=frozenset({"*"}), allowed_strategies=frozenset({"*"}),
-    max_order_qty=D(2000), max_gross_exposure=D(100000), max_orders_per_window=10,
-    order_rate_window_seconds=60, rolling_notional_max=D(50000), rolling_notional_window_seconds=3600,
-    duplicate_window_seconds=30, daily_loss_limit=D(2000), max_drawdown_pct=D(10), price_collar_pct=D(10),
-    max_quote_age_seconds=120, allow_short=False, max_denials_per_window=20, denials_window_seconds=600,
-    breaker_action="reducing", capital=D(100000),
-)
+LIMITS = MODERATE_LIMITS
 USAGE = Usage(agent_cash=D(100000), equity=D(100000), equity_peak=D(100000))
 ACCOUNT = Account(cash=D(1000000), equity=D(1000000), buying_power=D(1000000))
 
