@@ -16,10 +16,9 @@ from ledger.db import transaction
 from ledger.models import GLOBAL_SCOPE, AgentPermissions, AgentTrade, Approval, TradeProposal, TradingState
 from policies import audit
 from policies.gate import LIVE_TRADE_STATUSES, Gate, _order_of
+from policies.operators import Action, OperatorError, OperatorIdentity, require
 
-
-class OperatorError(Exception):
-    """The action cannot be done; the message is one line, safe to print."""
+__all__ = ["KillSwitchReport", "Operator", "OperatorError"]
 
 
 @dataclass(frozen=True)
@@ -29,9 +28,16 @@ class KillSwitchReport:
 
 
 class Operator:
-    def __init__(self, gate: Gate, actor: str):
+    """The operator layer: every operator surface acts through it; each action checks the operator's role
+    (`policies.operators.require`) and is audited as `operator:NAME`."""
+
+    def __init__(self, gate: Gate, identity: OperatorIdentity):
         self.gate = gate
-        self.actor = actor if ":" in actor else f"operator:{actor}"
+        self.identity = identity
+        self.actor = identity.actor
+
+    def require(self, action: Action) -> None:
+        require(self.identity, action)
 
     @property
     def now(self) -> datetime:
@@ -44,6 +50,7 @@ class Operator:
     # --- approvals ---------------------------------------------------------------------------------
 
     async def pending(self) -> list[TradeProposal]:
+        self.require(Action.READ)
         async with self.gate.sessions() as session:
             rows = await session.execute(select(TradeProposal).where(TradeProposal.status == "pending_approval")
                                          .order_by(TradeProposal.created_at))
@@ -52,6 +59,7 @@ class Operator:
     async def decide(self, proposal_id: str, approve: bool, note: str | None = None) -> TradeProposal:
         """Approve or reject a pending proposal, atomically: a second decision, or one racing an execution,
         finds the state already moved and fails."""
+        self.require(Action.DECIDE_APPROVAL)
         new_state = "approved" if approve else "declined"
         now = self.now
         async with transaction(self.gate.sessions) as session:
@@ -95,6 +103,8 @@ class Operator:
     # --- trading state -----------------------------------------------------------------------------
 
     async def set_state(self, scope: str, state: str, reason: str | None) -> None:
+        # Stopping is for approvers too; only an admin lifts a halt or a reduce-only state.
+        self.require(Action.HALT if state == "halted" else Action.RESUME)
         async with transaction(self.gate.sessions) as session:
             if scope != GLOBAL_SCOPE and await session.get(AgentPermissions, scope) is None:
                 raise OperatorError(f"no agent {scope!r}")
@@ -121,6 +131,7 @@ class Operator:
 
     async def cancel_open_orders(self, agent_id: str | None) -> KillSwitchReport:
         """The kill switch's second half: cancel every unexecuted order, each attempt audited."""
+        self.require(Action.HALT)
         await self.gate.refresh_open_trades(agent_id)
         async with self.gate.sessions() as session:
             query = select(AgentTrade).where(AgentTrade.status.in_(LIVE_TRADE_STATUSES))
@@ -147,5 +158,6 @@ class Operator:
         return KillSwitchReport(canceled, failed)
 
     async def states(self) -> list[TradingState]:
+        self.require(Action.READ)
         async with self.gate.sessions() as session:
             return list((await session.execute(select(TradingState).order_by(TradingState.scope))).scalars())

@@ -17,7 +17,7 @@ import click
 from server.config import AgentConfig, Config, ConfigError, load_config
 
 T = TypeVar("T")
-OPERATOR_ACTOR = "operator:cli"
+OPERATOR_ACTOR = "operator:cli"  # agents' registry actions; the operator layer uses CLI_OPERATOR
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -272,8 +272,9 @@ def approvals_list(ctx: click.Context) -> None:
         from ledger.models import AgentPermissions
         from policies.approval_form import approval_warnings, money_text, order_line, utc_text
         from policies.operator import Operator
+        from policies.operators import CLI_OPERATOR
 
-        pending = await Operator(runtime.gate, OPERATOR_ACTOR).pending()
+        pending = await Operator(runtime.gate, CLI_OPERATOR).pending()
         async with runtime.sessions() as session:
             rows = (await session.execute(select(AgentPermissions).where(
                 AgentPermissions.agent_id.in_({p.agent_id for p in pending})))).scalars()
@@ -315,8 +316,9 @@ def _duration(seconds: int) -> str:
 def _decide(ctx: click.Context, proposal_id: str, approve: bool, note: str | None) -> None:
     async def action(runtime: Any) -> Any:
         from policies.operator import Operator
+        from policies.operators import CLI_OPERATOR
 
-        return await Operator(runtime.gate, OPERATOR_ACTOR).decide(proposal_id, approve, note)
+        return await Operator(runtime.gate, CLI_OPERATOR).decide(proposal_id, approve, note)
 
     proposal = _guarded(lambda: _run(_with_runtime(_config(ctx), action)))
     click.echo(f"proposal {proposal.id} {proposal.status}")
@@ -357,8 +359,9 @@ def halt(ctx: click.Context, agent_id: str | None, cancel_open: bool, reason: st
 
     async def action(runtime: Any) -> Any:
         from policies.operator import Operator
+        from policies.operators import CLI_OPERATOR
 
-        return await Operator(runtime.gate, OPERATOR_ACTOR).halt(agent_id, reason, cancel_open)
+        return await Operator(runtime.gate, CLI_OPERATOR).halt(agent_id, reason, cancel_open)
 
     report = _guarded(lambda: _run(_with_runtime(_config(ctx), action)))
     click.echo(f"halted {'agent ' + agent_id if agent_id else 'all trading'}: {reason}")
@@ -380,8 +383,9 @@ def resume(ctx: click.Context, agent_id: str | None) -> None:
 
     async def action(runtime: Any) -> None:
         from policies.operator import Operator
+        from policies.operators import CLI_OPERATOR
 
-        await Operator(runtime.gate, OPERATOR_ACTOR).resume(agent_id)
+        await Operator(runtime.gate, CLI_OPERATOR).resume(agent_id)
 
     _guarded(lambda: _run(_with_runtime(_config(ctx), action)))
     click.echo(f"resumed {'agent ' + agent_id if agent_id else 'all trading'}")
@@ -485,11 +489,12 @@ def status(ctx: click.Context) -> None:
         from ledger.models import AgentPermissions, AgentTrade, KeyValue, TradeProposal
         from policies.gate import LIVE_TRADE_STATUSES
         from policies.operator import Operator
+        from policies.operators import CLI_OPERATOR
 
         config = runtime.config
         click.echo(f"trading mode: {config.server.trading_mode.upper()}   broker: {config.server.broker}   "
                    f"agent trading: {'enabled' if config.server.enable_agent_trading else 'DISABLED'}")
-        for state in await Operator(runtime.gate, OPERATOR_ACTOR).states():
+        for state in await Operator(runtime.gate, CLI_OPERATOR).states():
             if state.state != "active" or state.scope == "*":
                 who = "global" if state.scope == "*" else f"agent {state.scope}"
                 click.echo(f"{who}: {state.state.upper()}" + (f" — {state.reason} (by {state.changed_by})"

@@ -35,6 +35,7 @@ from ledger.models import (
 from policies import audit
 from policies.agents import RegistryError, add_agent
 from policies.operator import Operator
+from policies.operators import OperatorIdentity, Role
 from server.config import AgentConfig
 from server.runtime import open_runtime
 from tests.conftest import agent, call, connect, make_config
@@ -283,7 +284,7 @@ async def test_a_halt_made_through_one_server_stops_the_other_at_once(database_u
     config = make_config(database_url, _limited())
     async with connect(config) as client, open_runtime(config) as operator_side:
         [proposal] = await _proposals(client, 1)
-        await Operator(operator_side.gate, "ops").halt(None, "test halt")
+        await Operator(operator_side.gate, OperatorIdentity("ops", Role.ADMIN)).halt(None, "test halt")
         executed = await call(client, "execute_trade", proposal_id=proposal)
         proposed = await call(client, "propose_trade", **BUY)
     assert executed["status"] == "rejected"

@@ -26,6 +26,7 @@ from sqlalchemy import select, update
 from ledger import db
 from ledger.models import Approval, AuditEvent, TradeProposal
 from policies.operator import Operator, OperatorError
+from policies.operators import OperatorIdentity, Role
 from policies.orders import OrderRequest
 from server.config import Config
 from server.runtime import open_runtime
@@ -60,7 +61,7 @@ def elicit_config(db_url: str, **agent_options: Any) -> Config:
 async def operator(config: Config) -> AsyncIterator[Operator]:
     """A person out of band: like `tradewarden approvals ...`, its own runtime on the same database."""
     async with open_runtime(config) as runtime:
-        yield Operator(runtime.gate, "operator:test")
+        yield Operator(runtime.gate, OperatorIdentity("test", Role.ADMIN))
 
 
 async def proposal_row(db_url: str, proposal_id: str) -> TradeProposal:

@@ -7,10 +7,13 @@ from decimal import Decimal
 from mcp import Client
 
 from policies.operator import Operator
+from policies.operators import OperatorIdentity, Role
 from server.config import Config
 from server.runtime import open_runtime
 from tests.conftest import call, call_error
 from tests.ledger_probe import broker_orders
+
+ALICE = OperatorIdentity("alice", Role.ADMIN)
 
 
 async def _resting_buy(client: Client, qty: int = 2) -> dict[str, object]:
@@ -49,7 +52,7 @@ async def test_cancel_unknown_order_is_not_found(client: Client) -> None:
 async def test_halt_blocks_new_trades_but_not_cancels(client: Client, config: Config) -> None:
     executed = await _resting_buy(client)
     async with open_runtime(config) as runtime:
-        await Operator(runtime.gate, "alice").halt(None, "market turmoil")
+        await Operator(runtime.gate, ALICE).halt(None, "market turmoil")
     denied = await call(client, "propose_trade", symbol="MSFT", side="buy", qty=1, reasoning="r")
     assert "TRADING_HALTED" in [v["code"] for v in denied["violations"]]
     assert "market turmoil" in denied["violations"][0]["message"]
@@ -61,7 +64,7 @@ async def test_halt_blocks_new_trades_but_not_cancels(client: Client, config: Co
 async def test_halt_after_approval_stops_execution(client: Client, config: Config) -> None:
     proposal = await call(client, "propose_trade", symbol="AAPL", side="buy", qty=1, reasoning="r")
     async with open_runtime(config) as runtime:
-        await Operator(runtime.gate, "alice").halt("agent-1", "too many losses")
+        await Operator(runtime.gate, ALICE).halt("agent-1", "too many losses")
     executed = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
     assert executed["status"] == "rejected"
     assert "AGENT_HALTED" in [v["code"] for v in executed["violations"]]
@@ -70,8 +73,8 @@ async def test_halt_after_approval_stops_execution(client: Client, config: Confi
 
 async def test_resume_lifts_the_halt(client: Client, config: Config) -> None:
     async with open_runtime(config) as runtime:
-        await Operator(runtime.gate, "alice").halt(None, "pause")
-        await Operator(runtime.gate, "alice").resume(None)
+        await Operator(runtime.gate, ALICE).halt(None, "pause")
+        await Operator(runtime.gate, ALICE).resume(None)
     result = await call(client, "propose_trade", symbol="AAPL", side="buy", qty=1, reasoning="r")
     assert result["status"] == "approved"
 
@@ -80,6 +83,6 @@ async def test_kill_switch_cancels_every_open_order(client: Client, config: Conf
     await _resting_buy(client, qty=2)
     await _resting_buy(client, qty=3)  # the same order twice would be refused as a duplicate
     async with open_runtime(config) as runtime:
-        report = await Operator(runtime.gate, "alice").halt(None, "kill", cancel_open=True)
+        report = await Operator(runtime.gate, ALICE).halt(None, "kill", cancel_open=True)
     assert len(report.canceled) == 2 and not report.failed
     assert (await call(client, "get_orders", status="open"))["orders"] == []
