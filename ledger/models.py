@@ -12,7 +12,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from ledger.types import ExactDecimal, UTCDateTime
 
 # The Alembic revision these models match; the server upgrades to it at start.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 GLOBAL_SCOPE = "*"  # trading_state row that applies to every agent
 
@@ -94,8 +94,28 @@ class Approval(Base):
     decided_by: Mapped[str] = mapped_column(String(128))
     via: Mapped[str] = mapped_column(String(16))  # auto | client | operator
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
-    order_hash: Mapped[str] = mapped_column(String(64))
+    order_hash: Mapped[str] = mapped_column(String(64))  # the order approved (after any shrinking)
+    # How far the approver is trusted: auto (the policy), client (whoever runs the agent's MCP client),
+    # operator (an authenticated person). The least trusted is the default of rows written without one.
+    trust: Mapped[str] = mapped_column(String(16), server_default="client")
+    # When the approver shrank the order: the order as proposed (canonical JSON) and its hash.
+    original_order_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    original_order: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime]
+
+
+class OperatorRecord(Base):
+    """A person who operates the deployment: role and a hash of their bearer token (never the token)."""
+
+    __tablename__ = "operators"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))  # viewer | approver | admin
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True, index=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    token_rotated_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class AgentTrade(Base):
@@ -246,6 +266,6 @@ class KeyValue(Base):
 
 __all__ = [
     "GLOBAL_SCOPE", "SCHEMA_REVISION", "AgentAccount", "AgentPermissions", "AgentPosition", "AgentTrade",
-    "Approval", "AuditEvent", "AuditHead", "Base", "KeyValue", "SimAccount", "SimOrder", "TradeProposal",
-    "TradingState", "UniqueConstraint",
+    "Approval", "AuditEvent", "AuditHead", "Base", "KeyValue", "OperatorRecord", "SimAccount", "SimOrder",
+    "TradeProposal", "TradingState", "UniqueConstraint",
 ]

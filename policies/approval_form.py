@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from policies.approval import ApprovalPolicy
 from policies.orders import decimal_text
+from policies.text import inert
 
 if TYPE_CHECKING:
     from ledger.models import TradeProposal
@@ -35,7 +36,7 @@ def approval_message(proposal: TradeProposal, policy: ApprovalPolicy | None) -> 
         f"Estimated:  {money_text(proposal.estimated_notional)}"
         + (f" at reference price {money_text(proposal.reference_price)}" if proposal.reference_price else ""),
         f"Mode:       {'LIVE (real money)' if live else 'paper (no real money)'}",
-        f"Agent:      {proposal.agent_id}" + _agent_details(proposal),
+        f"Agent:      {inert(proposal.agent_id)}" + _agent_details(proposal),
         f"Reasoning (the agent's own words): \"{_one_line(proposal.reasoning, REASONING_SHOWN)}\"",
         f"Proposal:   {proposal.id}, expires {utc_text(proposal.expires_at)}",
     ]
@@ -48,11 +49,12 @@ def approval_message(proposal: TradeProposal, policy: ApprovalPolicy | None) -> 
 
 
 def order_line(proposal: TradeProposal) -> str:
-    side = proposal.side.upper()
+    side = inert(proposal.side.upper())
+    symbol = inert(proposal.symbol)
     if proposal.qty is not None:
-        amount = f"{side} {decimal_text(proposal.qty)} {proposal.symbol}"
+        amount = f"{side} {decimal_text(proposal.qty)} {symbol}"
     else:
-        amount = f"{side} ${decimal_text(proposal.notional)} of {proposal.symbol}"
+        amount = f"{side} ${decimal_text(proposal.notional)} of {symbol}"
     kind = proposal.order_type.replace("_", "-")
     prices = []
     if proposal.stop_price is not None:
@@ -97,7 +99,7 @@ def approval_warnings(proposal: TradeProposal, policy: ApprovalPolicy | None) ->
 def _agent_details(proposal: TradeProposal) -> str:
     parts = []
     if proposal.strategy:
-        parts.append(f"strategy {proposal.strategy}")
+        parts.append(f"strategy {inert(proposal.strategy)}")
     if proposal.confidence is not None:
         parts.append(f"confidence {proposal.confidence:.2f}")
     return f" ({', '.join(parts)})" if parts else ""
@@ -112,6 +114,7 @@ def utc_text(moment: datetime) -> str:
 
 
 def _one_line(text: str, limit: int) -> str:
-    """The agent's text on one line, so it cannot fake lines of the order summary above it."""
-    flat = " ".join(text.split()).replace('"', "'")
+    """The agent's text on one line and inert (policies/text.py), so it can neither fake lines of the order
+    summary above it nor hide or reorder what the person reads."""
+    flat = inert(text).replace('"', "'")
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -26,8 +26,8 @@ from ledger.models import AuditEvent, AuditHead
 GENESIS_HASH = "0" * 64
 REDACTED = "[REDACTED]"
 _SECRET_KEYS = re.compile(r"(secret|token|password|api[_-]?key|authorization|credential)", re.IGNORECASE)
-# Values that look like bearer tokens or Alpaca keys, wherever they appear in text.
-_SECRET_VALUES = re.compile(r"(tw_[A-Za-z0-9_\-]{16,}|Bearer\s+\S+|\bAK[A-Z0-9]{16,}\b|\bPK[A-Z0-9]{16,}\b)")
+# Values that look like bearer tokens (agents' tw_, operators' twop_) or Alpaca keys, wherever they appear in text.
+_SECRET_VALUES = re.compile(r"(tw(?:op)?_[A-Za-z0-9_\-]{16,}|Bearer\s+\S+|\bAK[A-Z0-9]{16,}\b|\bPK[A-Z0-9]{16,}\b)")
 
 
 def redact(value: Any) -> Any:

@@ -41,7 +41,7 @@ from ledger.usage import count_denials, load_usage, persist_marks
 from policies import audit
 from policies.approval import ApprovalPolicy, ClientDecision, approval_for, default_policy
 from policies.breakers import breaker_decision
-from policies.checks import CheckInput, TradingStatus, Usage, price_order, run_checks
+from policies.checks import CheckInput, Pricing, TradingStatus, Usage, price_order, run_checks
 from policies.limits import EffectiveLimits, effective_limits
 from policies.market_hours import market_open_or_none
 from policies.orders import OrderRequest
@@ -394,6 +394,15 @@ class Gate:
                                  enforce_market_hours=self.settings.enforce_market_hours)
         return run_checks(check_input), usage
 
+    async def judge(self, agent: Agent, order: OrderRequest, strategy: str | None
+                    ) -> tuple[list[Violation], Pricing]:
+        """Every check of a decision on `order` as of now, reserving nothing: an approver's edited order is
+        judged on the same path as the agent's own (the reservation still happens, checked again, at execution)."""
+        snap = await self.snapshot(order, agent.held_symbols)
+        async with self.sessions() as session:
+            violations, _ = await self._decide(session, agent, order, strategy, snap, lock=False)
+        return violations, price_order(order, snap.quote)
+
     async def _with_denials(self, session: AsyncSession, agent: Agent, usage: Usage) -> Usage:
         """Usage with the agent's recent denials counted. Only the breaker needs them, and only for a denied
         order, so a decision counts them then, before it stores this denial."""
@@ -453,7 +462,7 @@ class Gate:
             if status == "approved":
                 await execute(session, _INSERT_APPROVAL, {
                     "proposal_id": values["id"], "decision": "approved", "decided_by": "policy:auto", "via": "auto",
-                    "order_hash": values["order_hash"], "created_at": now})
+                    "trust": "auto", "order_hash": values["order_hash"], "created_at": now})
             proposal = TradeProposal(**values)
             if violations:
                 await self._trip_breaker_if_needed(session, agent, usage, violations)
@@ -581,9 +590,14 @@ class Gate:
             decision = None  # operator mode: only a person out of band decides
         if decision is None:
             return proposal, False
+        # Whoever runs the agent's MCP client answered: recorded as that, with trust `client`, never under a
+        # name the client supplied (its name and note are kept as notes only).
+        by = f"client:{agent.id}"
+        client_notes = {"via": "client", "trust": "client", "note": decision.note,
+                        "client_name": decision.client_name}
         if decision.action == "cancel":  # the person closed the form without deciding: still pending
-            await self.record(actor=f"human:{decision.by}", kind="approval.dismissed", agent_id=agent.id,
-                              payload={"proposal_id": proposal.id, "via": "client", "note": decision.note})
+            await self.record(actor=by, kind="approval.dismissed", agent_id=agent.id,
+                              payload={"proposal_id": proposal.id, **client_notes})
             return proposal, False
         new_state = "approved" if decision.action == "accept" else "declined"
         now = self.clock()
@@ -592,17 +606,16 @@ class Gate:
                 update(TradeProposal).where(TradeProposal.id == proposal.id,
                                             TradeProposal.status == "pending_approval",
                                             TradeProposal.order_hash == proposal.order_hash)
-                .values(status=new_state, decided_at=now, decided_by=decision.by, decided_via="client",
+                .values(status=new_state, decided_at=now, decided_by=by, decided_via="client",
                         decision_note=decision.note, updated_at=now)
                 .execution_options(synchronize_session=False))
             if result.rowcount == 1:  # type: ignore[attr-defined]
-                session.add(Approval(proposal_id=proposal.id, decision=new_state, decided_by=decision.by,
-                                     via="client", note=decision.note, order_hash=proposal.order_hash,
+                session.add(Approval(proposal_id=proposal.id, decision=new_state, decided_by=by, via="client",
+                                     trust="client", note=decision.note, order_hash=proposal.order_hash,
                                      created_at=now))
-                await self.record(session=session, actor=f"human:{decision.by}", kind=f"approval.{new_state}",
-                                  agent_id=agent.id, payload={"proposal_id": proposal.id, "via": "client",
-                                                              "order_hash": proposal.order_hash,
-                                                              "note": decision.note})
+                await self.record(session=session, actor=by, kind=f"approval.{new_state}", agent_id=agent.id,
+                                  payload={"proposal_id": proposal.id, "order_hash": proposal.order_hash,
+                                           **client_notes})
         async with self.sessions() as s:
             fresh = await s.get(TradeProposal, proposal.id)
         assert fresh is not None
@@ -616,8 +629,13 @@ class Gate:
         pricing = price_order(order, snap.quote)
         now = self.clock()
         won_race = False
+        needs_person: Violation | None = None
         async with self._unit() as session:
             violations, usage = await self._decide(session, agent, order, proposal.strategy, snap, lock=True)
+            if not violations and proposal.decided_via == "auto":
+                # Back to pending_approval if the price now puts it above the auto-approval limit: nothing
+                # reserved, nothing sent.
+                needs_person = await self._rejudge_auto_approval(session, agent, proposal, pricing)
             if violations:
                 usage = await self._with_denials(session, agent, usage)
                 rejected = await session.execute(
@@ -629,7 +647,7 @@ class Gate:
                     await self._trip_breaker_if_needed(session, agent, usage, violations)
                 else:  # a concurrent call (another replica) executed it meanwhile: its order is the answer,
                     violations = []  # and these checks counted that very order against itself
-            else:
+            elif needs_person is None:
                 won = await session.execute(
                     update(TradeProposal).where(TradeProposal.id == proposal.id,
                                                 TradeProposal.status == "approved")
@@ -649,10 +667,10 @@ class Gate:
                                       agent_id=agent.id,
                                       payload={"proposal_id": proposal.id, "order": order.canonical_json(),
                                                "reserved_notional": trade.reserved_notional})
-        if violations:
+        if violations or needs_person is not None:
             fresh, _ = await self._load_proposal(agent, proposal.id)
             await self._notify(proposal.id)
-            return fresh, None, violations
+            return fresh, None, violations or [needs_person]  # type: ignore[list-item]
         if not won_race:  # a concurrent execution of the same proposal sends the one order
             fresh, existing = await self._load_proposal(agent, proposal.id)
             stopped = await self._stop_reason(fresh) if existing is None else None
@@ -666,6 +684,35 @@ class Gate:
         return fresh, trade, ([Violation(code=Code(error.code) if error.code in Code.__members__
                                          else Code.BROKER_ERROR, message=f"broker: {error.message}")]
                               if error else [])
+
+    async def _rejudge_auto_approval(self, session: AsyncSession, agent: Agent, proposal: TradeProposal,
+                                     pricing: Pricing) -> Violation | None:
+        """An auto-approval holds only for the price it was given at: judged again on the price at execution
+        (and the agent's approval policy now), a proposal that no longer qualifies goes back to waiting for a
+        person. None when it still qualifies (or a concurrent call moved it first)."""
+        if approval_for(agent.approval, pricing.estimated_notional) == "approved":
+            return None
+        now = self.clock()
+        moved = await session.execute(
+            update(TradeProposal).where(TradeProposal.id == proposal.id, TradeProposal.status == "approved",
+                                        TradeProposal.decided_via == "auto")
+            .values(status="pending_approval", decided_at=None, decided_by=None, decided_via=None,
+                    estimated_notional=pricing.estimated_notional, reference_price=pricing.reference_price,
+                    updated_at=now).execution_options(synchronize_session=False))
+        if moved.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        was, now_at = proposal.estimated_notional, pricing.estimated_notional
+        ceiling = agent.approval.auto_approve_max_notional
+        await self.record(session=session, actor="policy:auto", kind="approval.withdrawn", agent_id=agent.id,
+                          payload={"proposal_id": proposal.id, "via": "auto", "trust": "auto",
+                                   "approved_notional": was, "notional_now": now_at,
+                                   "auto_approve_max_notional": ceiling, "approval_mode": agent.approval.mode})
+        at_now = f"${now_at:,.2f}" if now_at is not None else "an unknown amount (no price)"
+        at_then = f"${was:,.2f}" if was is not None else "its proposal price"
+        return Violation(code=Code.APPROVAL_REQUIRED, message=(
+            f"auto-approved at {at_then}, but at the price now the order is {at_now}, above this agent's "
+            f"auto-approval limit of ${ceiling:,.2f}: it was not sent and now waits for a person's approval "
+            f"(call execute_trade again, or a person runs `tradewarden approvals approve {proposal.id}`)"))
 
     async def _submit(self, agent: Agent, trade: AgentTrade, order: OrderRequest
                       ) -> tuple[AgentTrade, BrokerError | None]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,8 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ledger.db import transaction
 from ledger.models import GLOBAL_SCOPE, AgentPermissions, AgentTrade, Approval, TradeProposal, TradingState
 from policies import audit
+from policies.approval import ShrinkRefused, shrink
 from policies.gate import LIVE_TRADE_STATUSES, Gate, _order_of
 from policies.operators import Action, OperatorError, OperatorIdentity, require
+from policies.orders import OrderRequest
+from policies.violations import GateDenied
 
 __all__ = ["KillSwitchReport", "Operator", "OperatorError"]
 
@@ -56,11 +60,20 @@ class Operator:
                                          .order_by(TradeProposal.created_at))
             return list(rows.scalars())
 
-    async def decide(self, proposal_id: str, approve: bool, note: str | None = None) -> TradeProposal:
+    async def decide(self, proposal_id: str, approve: bool, note: str | None = None, *,
+                     qty: Decimal | None = None, limit_price: Decimal | None = None) -> TradeProposal:
         """Approve or reject a pending proposal, atomically: a second decision, or one racing an execution,
-        finds the state already moved and fails."""
+        finds the state already moved and fails.
+
+        Approving, the operator may shrink the order (a lower qty, a limit price no worse): the edited order
+        passes every check of the gate again, or the approval is refused with the codes; the approval then
+        binds the edited order (its hash), and the record keeps the order as proposed beside it."""
         self.require(Action.DECIDE_APPROVAL)
         new_state = "approved" if approve else "declined"
+        edited: OrderRequest | None = None
+        estimate: dict[str, object] = {}
+        if approve and (qty is not None or limit_price is not None):
+            edited, estimate = await self._judged_edit(proposal_id, qty, limit_price)
         now = self.now
         async with transaction(self.gate.sessions) as session:
             proposal = await session.get(TradeProposal, proposal_id)
@@ -79,18 +92,37 @@ class Operator:
                 raise OperatorError(f"PROPOSAL_CHANGED: the stored order of proposal {proposal_id} no longer "
                                     "matches what the agent proposed; it cannot be approved")
             else:
+                original = _order_of(proposal)
+                values: dict[str, object] = {}
+                if edited is not None and edited != original:
+                    values = {"qty": edited.qty, "limit_price": edited.limit_price,
+                              "order_hash": edited.order_hash()}
+                    values.update(estimate)
+                approved_hash = str(values.get("order_hash", proposal.order_hash))
+                # The stored order must still be the one the edit (or the plain approval) was made on.
                 result = await session.execute(
                     update(TradeProposal).where(TradeProposal.id == proposal_id,
-                                                TradeProposal.status == "pending_approval")
+                                                TradeProposal.status == "pending_approval",
+                                                TradeProposal.order_hash == original.order_hash())
                     .values(status=new_state, decided_at=now, decided_by=self.actor, decided_via="operator",
-                            decision_note=note, updated_at=now).execution_options(synchronize_session=False))
+                            decision_note=note, updated_at=now, **values)
+                    .execution_options(synchronize_session=False))
                 if result.rowcount != 1:  # type: ignore[attr-defined]
                     raise OperatorError(f"proposal {proposal_id} changed state meanwhile; nothing done")
+                shrunk = bool(values)
                 session.add(Approval(proposal_id=proposal_id, decision=new_state, decided_by=self.actor,
-                                     via="operator", note=note, order_hash=proposal.order_hash, created_at=now))
-                await self._record(session, f"approval.{new_state}",
-                                   {"proposal_id": proposal_id, "via": "operator", "note": note,
-                                    "order_hash": proposal.order_hash}, proposal.agent_id)
+                                     via="operator", trust="operator", note=note, order_hash=approved_hash,
+                                     original_order_hash=original.order_hash() if shrunk else None,
+                                     original_order=original.canonical_json() if shrunk else None,
+                                     created_at=now))
+                payload: dict[str, object] = {"proposal_id": proposal_id, "via": "operator", "trust": "operator",
+                                              "note": note, "order_hash": approved_hash}
+                if shrunk:
+                    assert edited is not None
+                    payload.update(original_order=original.canonical_json(),
+                                   original_order_hash=original.order_hash(),
+                                   approved_order=edited.canonical_json())
+                await self._record(session, f"approval.{new_state}", payload, proposal.agent_id)
         async with self.gate.sessions() as session:
             fresh = await session.get(TradeProposal, proposal_id)
         assert fresh is not None
@@ -99,6 +131,35 @@ class Operator:
             raise OperatorError(f"PROPOSAL_EXPIRED: proposal {proposal_id} expired at "
                                 f"{fresh.expires_at.isoformat()}; it can no longer be approved or rejected")
         return fresh
+
+    async def _judged_edit(self, proposal_id: str, qty: Decimal | None,
+                           limit_price: Decimal | None) -> tuple[OrderRequest, dict[str, object]]:
+        """The shrunk order, after every check of the gate passed on it (OperatorError with the codes if not),
+        and its price estimate now."""
+        async with self.gate.sessions() as session:
+            proposal = await session.get(TradeProposal, proposal_id)
+        if proposal is None:
+            raise OperatorError(f"no proposal {proposal_id}")
+        if proposal.status != "pending_approval":
+            raise OperatorError(f"proposal {proposal_id} is {proposal.status}, not pending approval")
+        try:
+            edited = shrink(_order_of(proposal), qty=qty, limit_price=limit_price)
+        except ShrinkRefused as refused:
+            raise OperatorError(str(refused)) from None
+        try:
+            agent = await self.gate.load_agent(proposal.agent_id)
+        except GateDenied as denied:
+            raise OperatorError(str(denied)) from None
+        violations, pricing = await self.gate.judge(agent, edited, proposal.strategy)
+        if violations:
+            codes = ", ".join(dict.fromkeys(v.code.value for v in violations))
+            async with transaction(self.gate.sessions) as session:
+                await self._record(session, "approval.refused_checks",
+                                   {"proposal_id": proposal_id, "edited_order": edited.canonical_json(),
+                                    "codes": [v.code.value for v in violations]}, proposal.agent_id)
+            raise OperatorError(f"{codes}: the edited order fails the checks, so it is not approved: "
+                                + "; ".join(v.message for v in violations))
+        return edited, {"estimated_notional": pricing.estimated_notional, "reference_price": pricing.reference_price}
 
     # --- trading state -----------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from server.config import Config
 from server.notifications import (
     LegacySubscriptions,
     ListenedBus,
+    guard_listen_subscriptions,
     proposal_notifications,
     serve_legacy_subscriptions,
 )
@@ -204,6 +205,7 @@ def create_server(config: Config, *, agent_id: str | None = None, clock: Callabl
     register_resources(server)
     if bus:
         serve_legacy_subscriptions(server, legacy_subscriptions)
+    guard_listen_subscriptions(server)  # proposals://{id} is listened to by its own agent only, on every era
     return server
 
 

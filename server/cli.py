@@ -273,6 +273,7 @@ def approvals_list(ctx: click.Context) -> None:
         from policies.approval_form import approval_warnings, money_text, order_line, utc_text
         from policies.operator import Operator
         from policies.operators import CLI_OPERATOR
+        from policies.text import inert  # agents' words never reach the terminal raw
 
         pending = await Operator(runtime.gate, CLI_OPERATOR).pending()
         async with runtime.sessions() as session:
@@ -286,17 +287,17 @@ def approvals_list(ctx: click.Context) -> None:
             age = int((now - p.created_at).total_seconds())
             left = int((p.expires_at - now).total_seconds())
             expiry = "EXPIRED" if left <= 0 else f"expires in {_duration(left)} ({utc_text(p.expires_at)})"
-            click.echo(f"{p.id}  {p.agent_id}  [{p.trading_mode.upper()}]  age {_duration(age)}, {expiry}")
+            click.echo(f"{p.id}  {inert(p.agent_id)}  [{p.trading_mode.upper()}]  age {_duration(age)}, {expiry}")
             click.echo(f"    {order_line(p)}")
             details = [f"estimated {money_text(p.estimated_notional)}"
                        + (f" at reference price {money_text(p.reference_price)}" if p.reference_price else "")]
             if p.strategy:
-                details.append(f"strategy {p.strategy}")
+                details.append(f"strategy {inert(p.strategy)}")
             if p.confidence is not None:
                 details.append(f"confidence {p.confidence:.2f}")
             details.append(f"approval mode {p.approval_mode}")
             click.echo(f"    {'; '.join(details)}")
-            click.echo(f"    reasoning: {' '.join(p.reasoning.split())}")
+            click.echo(f"    reasoning: {inert(p.reasoning)}")
             warnings = approval_warnings(p, policies.get(p.agent_id))
             if warnings:
                 click.echo(f"    warnings: {' '.join(warnings)}")
@@ -313,27 +314,53 @@ def _duration(seconds: int) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def _decide(ctx: click.Context, proposal_id: str, approve: bool, note: str | None) -> None:
+def _decimal_option(name: str, value: str | None) -> Any:
+    from decimal import Decimal, InvalidOperation
+
+    if value is None:
+        return None
+    try:
+        number = Decimal(value.strip())
+    except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite():
+        fail(f"INVALID_ARGUMENT: {name} must be a decimal number, not {value[:40]!r}", 2)
+    return number
+
+
+def _decide(ctx: click.Context, proposal_id: str, approve: bool, note: str | None,
+            qty: str | None = None, limit_price: str | None = None) -> None:
+    edits = {"qty": _decimal_option("--qty", qty), "limit_price": _decimal_option("--limit-price", limit_price)}
+
     async def action(runtime: Any) -> Any:
         from policies.operator import Operator
         from policies.operators import CLI_OPERATOR
 
-        return await Operator(runtime.gate, CLI_OPERATOR).decide(proposal_id, approve, note)
+        return await Operator(runtime.gate, CLI_OPERATOR).decide(proposal_id, approve, note, **edits)
 
     proposal = _guarded(lambda: _run(_with_runtime(_config(ctx), action)))
     click.echo(f"proposal {proposal.id} {proposal.status}")
+    if approve and any(v is not None for v in edits.values()):
+        from policies.approval_form import order_line
+
+        click.echo(f"approved order: {order_line(proposal)}")
     if proposal.status == "approved":
         click.echo("the agent's next execute_trade for it sends the order (after its checks pass again)")
 
 
 @approvals.command("approve")
 @click.argument("proposal_id")
+@click.option("--qty", default=None, help="Approve a smaller quantity (above 0, at most the proposed).")
+@click.option("--limit-price", default=None,
+              help="Approve a better limit price (buy: no higher, sell: no lower); limit/stop_limit orders.")
 @click.option("--note", default=None, help="Stored with the approval and in the audit log.")
 @config_option
 @click.pass_context
-def approvals_approve(ctx: click.Context, proposal_id: str, note: str | None) -> None:
-    """Approve a pending proposal (its exact order); the agent's execute_trade then sends it."""
-    _decide(ctx, proposal_id, True, note)
+def approvals_approve(ctx: click.Context, proposal_id: str, qty: str | None, limit_price: str | None,
+                      note: str | None) -> None:
+    """Approve a pending proposal (its exact order, or shrunk: every check runs again on the edited order);
+    the agent's execute_trade then sends exactly the approved order."""
+    _decide(ctx, proposal_id, True, note, qty, limit_price)
 
 
 @approvals.command("reject")
@@ -532,6 +559,10 @@ def reconciliation_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"  broker error: {error}")
     return lines
 
+
+from server.cli_operators import operators  # noqa: E402  (its commands import this module's helpers lazily)
+
+main.add_command(operators)
 
 if __name__ == "__main__":
     main()

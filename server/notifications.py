@@ -20,7 +20,13 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated, ServerEvent, SubscriptionBus
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
+from mcp.types import (
+    INVALID_PARAMS,
+    EmptyResult,
+    SubscribeRequestParams,
+    SubscriptionsListenRequestParams,
+    UnsubscribeRequestParams,
+)
 
 from policies.violations import GateDenied
 from tools.approval import PROPOSAL_URI, proposal_uri
@@ -167,6 +173,24 @@ def serve_legacy_subscriptions(server: MCPServer[Any], legacy: LegacySubscriptio
     lowlevel = server._lowlevel_server
     lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, legacy.subscribe)
     lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, legacy.unsubscribe)
+
+
+def guard_listen_subscriptions(server: MCPServer[Any]) -> None:
+    """Refuse a 2026-07-28 `subscriptions/listen` that names a proposal the calling agent does not own, as
+    `resources/subscribe` and `resources/read` do: the SDK's own listen handler honours any URI, so it is
+    wrapped. Every URI is checked before the stream is acknowledged; one foreign URI refuses the whole listen."""
+    lowlevel = server._lowlevel_server
+    entry = lowlevel._request_handlers.get("subscriptions/listen")
+    if entry is None:  # listening is not served at all
+        return
+    listen = entry.handler
+
+    async def owned_listen(ctx: ServerRequestContext[Any], params: SubscriptionsListenRequestParams) -> Any:
+        for uri in params.notifications.resource_subscriptions or ():
+            await _own_proposal(ctx, str(uri))
+        return await listen(ctx, params)
+
+    lowlevel.add_request_handler("subscriptions/listen", SubscriptionsListenRequestParams, owned_listen)
 
 
 @contextlib.asynccontextmanager

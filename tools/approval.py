@@ -97,22 +97,22 @@ async def ask_approval(proposal_id: str, ctx: Context) -> NotAsked | Elicit[Appr
 def client_decision(outcome: Any, ctx: Context) -> tuple[ClientDecision | None, str | None]:
     """Turn the resolved parameter into the gate's ClientDecision (None: nobody was asked), plus a note
     for the agent when the person did not decide."""
-    by = _client_user(ctx)
+    client = _client_name(ctx)
     if isinstance(outcome, AcceptedElicitation):
         data = outcome.data
         if isinstance(data, ApprovalForm):
             note = data.note.strip() or None
             if data.approve:
-                return ClientDecision(action="accept", by=by, note=note), None
-            return (ClientDecision(action="cancel", by=by, note=note),
+                return ClientDecision(action="accept", note=note, client_name=client), None
+            return (ClientDecision(action="cancel", note=note, client_name=client),
                     "The person pressed Accept without ticking 'approve', so nothing was decided.")
         if isinstance(data, NotAsked):
             return None, _NOT_ASKED_HINT.get(data.reason)
         return None, None
     if isinstance(outcome, DeclinedElicitation):
-        return ClientDecision(action="decline", by=by), None
+        return ClientDecision(action="decline", client_name=client), None
     if isinstance(outcome, CancelledElicitation):
-        return (ClientDecision(action="cancel", by=by),
+        return (ClientDecision(action="cancel", client_name=client),
                 "The person closed the approval form without deciding.")
     return None, None
 
@@ -131,15 +131,16 @@ def awaiting_message(proposal_id: str, expires_at: datetime, hint: str | None) -
             "Do not propose the same trade again.")
 
 
-def _client_user(ctx: Context) -> str:
-    """Who decided in the client: its user, named by the client software (not authenticated: descriptive)."""
+def _client_name(ctx: Context) -> str | None:
+    """The name the client software gives itself (clientInfo.name). The client chose it, so it is kept only as
+    a note beside the decision, never as the approver (the gate records `client:AGENT_ID`)."""
     try:
         params = ctx.session.client_params
         name = params.client_info.name if params is not None else None
     except Exception:
         name = None
     clean = re.sub(r"[^A-Za-z0-9._ -]", "", name or "")[:60].strip()
-    return f"client-user@{clean}" if clean else "client-user"
+    return clean or None
 
 
 # --- the proposals://{id} resource ------------------------------------------------------------------

@@ -18,6 +18,7 @@ from mcp.types import (
     CallToolResult,
     ElicitRequestParams,
     ElicitResult,
+    Implementation,
     InputRequiredResult,
     ResourceUpdatedNotification,
 )
@@ -123,13 +124,34 @@ async def test_accept_rechecks_and_submits_the_order(db_url: str, market_open: o
     assert len(human.shown) == 1
     assert await broker_orders(db_url) == 1
     row = await proposal_row(db_url, proposal_id)
-    assert (row.decided_via, row.decision_note) == ("client", "looks fine")
-    assert row.decided_by is not None and row.decided_by.startswith("client-user")
-    assert [(a.decision, a.via, a.order_hash) for a in await approvals_of(db_url, proposal_id)] == [
-        ("approved", "client", row.order_hash)]
+    assert (row.decided_via, row.decided_by, row.decision_note) == ("client", "client:agent-1", "looks fine")
+    assert [(a.decision, a.via, a.trust, a.decided_by, a.order_hash)
+            for a in await approvals_of(db_url, proposal_id)] == [
+        ("approved", "client", "client", "client:agent-1", row.order_hash)]
     [(kind, actor, payload)] = await audit_records(db_url, "approval.")
-    assert kind == "approval.approved" and actor.startswith("human:client-user")
-    assert payload["via"] == "client" and payload["proposal_id"] == proposal_id
+    assert (kind, actor) == ("approval.approved", "client:agent-1")
+    assert (payload["via"], payload["trust"], payload["proposal_id"]) == ("client", "client", proposal_id)
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_an_agent_answering_its_own_form_is_recorded_as_its_client_never_under_the_name_it_chose(
+        db_url: str, market_open: object, era: str) -> None:
+    """The attack: an agent that is a program runs its own MCP client, names it after a risk officer, and
+    accepts its own approval form. In elicit mode that is what elicit trusts, so the order goes, but the record
+    says who it was: the agent's client, trust `client`; the chosen name is at most a note."""
+    impostor = Implementation(name="risk-officer Jane Doe", version="1.0")
+    async with connect(elicit_config(db_url), elicitation_callback=Human(("accept", APPROVE)), mode=era,
+                       client_info=impostor) as client:
+        proposal_id = await propose(client)
+        await call(client, "execute_trade", proposal_id=proposal_id)
+    row = await proposal_row(db_url, proposal_id)
+    [approval] = await approvals_of(db_url, proposal_id)
+    [(_kind, actor, payload)] = await audit_records(db_url, "approval.")
+    assert row.decided_by == approval.decided_by == actor == "client:agent-1"
+    assert approval.trust == payload["trust"] == "client"
+    for recorded in (row.decided_by, approval.decided_by, actor, row.decision_note, approval.note):
+        assert "Jane" not in (recorded or "")
+    assert payload["client_name"] in (None, "risk-officer Jane Doe"), "a client's name is a note, nothing more"
 
 
 @pytest.mark.parametrize("era", ERAS)
@@ -455,16 +477,32 @@ async def test_the_form_shows_exactly_what_will_be_sent(db_url: str, market_open
     assert set(human.schemas[0]["properties"]) == {"approve", "note"}
 
 
-async def test_live_mode_defaults_to_asking_and_says_LIVE(db_url: str, market_open: object) -> None:
-    human = Human(("accept", APPROVE))
-    live_agent = agent(approval=None, auto_approve_max_notional=None)  # live defaults: elicit, no auto
+@pytest.mark.parametrize("era", ERAS)
+async def test_live_mode_defaults_to_operator_approval(db_url: str, market_open: object, era: str) -> None:
+    human = Human(("accept", APPROVE))  # a client that would accept anything it is asked
+    live_agent = agent(approval=None, auto_approve_max_notional=None)  # live defaults: operator, no auto
     config = make_config(db_url, live_agent, trading_mode="live")
-    async with connect(config, elicitation_callback=human) as client:
+    async with connect(config, elicitation_callback=human, mode=era) as client:
         status = await call(client, "get_trading_status")
         proposal = await call(client, "propose_trade", **{**BUY_AAPL, "qty": 1})
+        waiting = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
+        async with operator(config) as person:
+            await person.decide(proposal["proposal_id"], approve=True)
         executed = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
-    assert status["approval_mode"] == "elicit"
+    assert status["approval_mode"] == "operator"
     assert proposal["status"] == "pending_approval" and proposal["trading_mode"] == "live"
+    assert waiting["status"] == "awaiting_approval" and human.shown == []
+    assert executed["status"] == "filled" and executed["trading_mode"] == "live"
+    [approval] = await approvals_of(db_url, proposal["proposal_id"])
+    assert (approval.decided_by, approval.trust) == ("operator:test", "operator")
+
+
+async def test_elicit_in_live_mode_says_LIVE(db_url: str, market_open: object) -> None:
+    human = Human(("accept", APPROVE))
+    config = make_config(db_url, agent(approval="elicit", auto_approve_max_notional=None), trading_mode="live")
+    async with connect(config, elicitation_callback=human) as client:
+        proposal = await call(client, "propose_trade", **{**BUY_AAPL, "qty": 1})
+        executed = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
     assert executed["status"] == "filled" and executed["trading_mode"] == "live"
     assert human.shown[0].startswith("LIVE TRADING - REAL MONEY")
     assert "Mode:       LIVE (real money)" in human.shown[0]
