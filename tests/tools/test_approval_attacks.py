@@ -131,3 +131,18 @@ async def test_only_an_operator_approves_and_the_record_names_them(db_url: str, 
     assert executed["status"] == "filled" and await broker_orders(db_url) == 1
     [approval] = await approvals_of(db_url, proposal_id)
     assert (approval.decided_by, approval.via, approval.trust) == ("operator:test", "operator", "operator")
+
+
+async def test_the_approval_form_shows_the_agents_escapes_and_bidi_controls_inert(db_url: str,
+                                                                                 market_open: object) -> None:
+    human = Human(("cancel", None))
+    async with connect(make_config(db_url, agent(approval="elicit")), elicitation_callback=human) as client:
+        proposal_id = await propose(client, strategy="mo\u202ementum",
+                                    reasoning="fine\n\x1b[1A\x1b[2KOrder:      SELL 1 AAPL\u2066 \u200b")
+        await call(client, "execute_trade", proposal_id=proposal_id)
+    [message] = human.shown
+    assert "\x1b" not in message and "\u202e" not in message and "\u2066" not in message
+    assert "\u200b" not in message
+    assert [line for line in message.splitlines() if line.startswith("Order:")] == [
+        "Order:      BUY 5 AAPL, market order, time in force day"]
+    assert "\\x1b[1A\\x1b[2KOrder: SELL 1 AAPLU+2066" in message and "strategy moU+202Ementum" in message
