@@ -139,3 +139,32 @@ def test_unknown_proposal_fails_with_one_line(tmp_path: Path) -> None:
     result = cli(write_config(tmp_path), "approvals", "approve", "00000000-0000-0000-0000-000000000000")
     assert result.returncode == 1 and "no proposal" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_approve_with_a_lower_qty_sends_exactly_the_shrunk_order(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    proposal_id = asyncio.run(_propose(config, qty=5))
+    approved = cli(config, "approvals", "approve", proposal_id, "--qty", "2", "--note", "smaller")
+    assert approved.returncode == 0, approved.stderr
+    assert "approved order: BUY 2 SPY, market order" in approved.stdout
+    executed = asyncio.run(_execute(config, proposal_id))
+    assert executed["status"] == "filled" and executed["filled_qty"] == "2"
+    proposal, [approval], [record] = asyncio.run(_rows(config, proposal_id))
+    assert proposal.qty == 2 and approval.order_hash == proposal.order_hash != approval.original_order_hash
+    assert (approval.trust, record["actor"]) == ("operator", "operator:cli")
+    assert json.loads(str(record["original_order"]))["qty"] == "5"
+
+
+def test_approve_edits_that_add_risk_or_are_not_numbers_are_refused(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    proposal_id = asyncio.run(_propose(config, qty=5))
+    larger = cli(config, "approvals", "approve", proposal_id, "--qty", "6")
+    assert larger.returncode == 1 and larger.stderr.startswith("tradewarden: INVALID_ARGUMENT: qty must be above 0")
+    not_a_number = cli(config, "approvals", "approve", proposal_id, "--qty", "lots")
+    assert not_a_number.returncode == 2 and "INVALID_ARGUMENT: --qty must be a decimal number" in not_a_number.stderr
+    market_limit = cli(config, "approvals", "approve", proposal_id, "--limit-price", "1")
+    assert market_limit.returncode == 1 and "limit and stop_limit orders" in market_limit.stderr
+    for result in (larger, not_a_number, market_limit):
+        assert len(result.stderr.strip().splitlines()) == 1
+    proposal, approvals, _ = asyncio.run(_rows(config, proposal_id))
+    assert proposal.status == "pending_approval" and proposal.qty == 5 and approvals == []
