@@ -109,6 +109,9 @@ def serve(ctx: click.Context, transport: str, host: str | None, port: int | None
     except ConfigError as error:
         fail(str(error), 2)
     configure_logging(config.server.log_level, config.server.log_json)
+    from server.security import warn_at_start
+
+    warn_at_start(config, transport)  # live over stdio: the agent's host can act as the operator
     if transport == "stdio":
         from server.app import create_server
 
