@@ -93,6 +93,8 @@ class Operator:
                                     "matches what the agent proposed; it cannot be approved")
             else:
                 original = _order_of(proposal)
+                if edited is not None and _reshrunk(original, qty, limit_price) != edited:
+                    raise OperatorError(f"proposal {proposal_id} changed while its edit was checked; nothing done")
                 values: dict[str, object] = {}
                 if edited is not None and edited != original:
                     values = {"qty": edited.qty, "limit_price": edited.limit_price,
@@ -222,3 +224,12 @@ class Operator:
         self.require(Action.READ)
         async with self.gate.sessions() as session:
             return list((await session.execute(select(TradingState).order_by(TradingState.scope))).scalars())
+
+
+def _reshrunk(order: OrderRequest, qty: Decimal | None, limit_price: Decimal | None) -> OrderRequest | None:
+    """The edit applied again to the order as stored now (None if it no longer applies): the approval binds the
+    order that was checked, or nothing."""
+    try:
+        return shrink(order, qty=qty, limit_price=limit_price)
+    except ShrinkRefused:
+        return None
