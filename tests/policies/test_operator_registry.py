@@ -158,3 +158,11 @@ async def test_a_name_is_taken_once(sessions: async_sessionmaker[AsyncSession]) 
 async def test_an_unknown_role_is_refused(sessions: async_sessionmaker[AsyncSession]) -> None:
     with pytest.raises(OperatorError, match=r"^INVALID_ARGUMENT: role must be one of viewer, approver, admin"):
         await add(sessions, "ann", "superuser")
+
+
+async def test_an_operators_token_is_not_an_agents(sessions: async_sessionmaker[AsyncSession]) -> None:
+    from policies.agents import agent_for_token
+
+    token = await add(sessions, "ann", "admin")
+    async with sessions() as session:
+        assert await agent_for_token(session, token) is None
