@@ -6,6 +6,7 @@ changes, with `resources/subscribe` on a 2025 connection or `subscriptions/liste
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +14,11 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import ResourceUpdatedNotification
 
 from server.config import Config
+from tests.cli_probe import run_cli as cli
 from tests.conftest import agent, call, connect, make_config
+from tests.server.http_servers import last_line, mcp_client, start_server
+from tests.server.test_http import BUY
+from tests.server.test_http import write_config as write_http_config
 from tests.tools.test_approval import Human, propose
 
 
@@ -77,3 +82,29 @@ async def test_reading_another_agents_proposal_is_refused(db_url: str, market_op
         proposal_id = await propose(owner)
         with pytest.raises(MCPError, match="no proposal"):
             await intruder.read_resource(f"proposals://{proposal_id}")
+
+
+@pytest.mark.filterwarnings("ignore:resources/subscribe is removed")
+async def test_over_http_each_agents_token_hears_only_its_own_proposals(tmp_path: Path) -> None:
+    config = write_http_config(tmp_path / "tradewarden.toml", f"sqlite+aiosqlite:///{tmp_path / 'http.db'}")
+    server = start_server(config, tmp_path)
+    try:
+        token_a, token_b = (last_line(cli(config, "agents", "add", name, "--symbols", "*", "--approval", "auto",
+                                          check=True).stdout) for name in ("owner", "intruder"))
+        async with (mcp_client(server.url, token_a, mode="2026-07-28") as owner,
+                    mcp_client(server.url, token_b, mode="2026-07-28") as intruder,
+                    mcp_client(server.url, token_b, mode="legacy") as intruder_2025):
+            proposal = (await owner.call_tool("propose_trade", BUY)).structured_content
+            assert proposal is not None and proposal["status"] == "approved", proposal
+            uri = f"proposals://{proposal['proposal_id']}"
+            with pytest.raises(MCPError, match="no proposal resource"):
+                async with intruder.listen(resource_subscriptions=[uri]):
+                    pass
+            with pytest.raises(MCPError, match="no proposal resource"):
+                await intruder_2025.subscribe_resource(uri)
+            async with owner.listen(resource_subscriptions=[uri]) as subscription:
+                await owner.call_tool("execute_trade", {"proposal_id": proposal["proposal_id"]})
+                event = await asyncio.wait_for(subscription.__anext__(), 10)
+        assert str(event.uri) == uri
+    finally:
+        server.stop()
