@@ -38,7 +38,7 @@ class AgentConfig(Strict):
     allowed_symbols: list[str] = Field(default_factory=lambda: ["*"])
     allowed_strategies: list[str] = Field(default_factory=lambda: ["*"])
     risk_level: RiskLevel = "moderate"
-    approval: ApprovalMode | None = None  # None: auto in paper, elicit in live
+    approval: ApprovalMode | None = None  # None: auto in paper, operator in live
     auto_approve_max_notional: Decimal | None = Field(default=None, ge=0)  # None: 1000 paper, 0 live
     capital: Decimal = Field(default=Decimal(100000), ge=0)
     enabled: bool = True
