@@ -35,10 +35,6 @@ def approval_for(policy: ApprovalPolicy, estimated_notional: Decimal | None) -> 
     return "pending_approval"
 
 
-# How far an approver is trusted, stored with every approval (approvals.trust).
-Trust = Literal["auto", "client", "operator"]
-
-
 @dataclass(frozen=True)
 class ClientDecision:
     """An answer to the approval form in the agent's MCP client (elicitation). Nothing in it names the

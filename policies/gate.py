@@ -670,7 +670,7 @@ class Gate:
         if violations or needs_person is not None:
             fresh, _ = await self._load_proposal(agent, proposal.id)
             await self._notify(proposal.id)
-            return fresh, None, violations or [needs_person]  # type: ignore[list-item]
+            return fresh, None, violations or ([needs_person] if needs_person is not None else [])
         if not won_race:  # a concurrent execution of the same proposal sends the one order
             fresh, existing = await self._load_proposal(agent, proposal.id)
             stopped = await self._stop_reason(fresh) if existing is None else None
