@@ -5,6 +5,8 @@
     python3 dev.py test     # the same set-up, then the whole test suite (pytest)
     python3 dev.py bench    # the same set-up, then the benchmark script
     python3 dev.py setup    # only the set-up
+    python3 dev.py lock     # regenerate requirements.lock after changing dependencies in pyproject.toml
+                            # (keeps current pins; `python3 dev.py lock --upgrade` moves every pin)
 
 Everything installs from requirements.lock with --require-hashes: exact versions, verified downloads.
 """
@@ -15,6 +17,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -45,9 +48,26 @@ def setup() -> Path:
     return venv_python()
 
 
+def lock(extra: list[str]) -> int:
+    """requirements.lock from pyproject.toml (with the `test` extra) and build-requirements.in: every package
+    pinned with the hashes of its files (pip-tools, installed in a throwaway venv). Index and find-links
+    locations stay out of the file: it installs from whatever index pip is configured with."""
+    with tempfile.TemporaryDirectory(prefix="tradewarden-lock-") as tmp:
+        venv.EnvBuilder(with_pip=True).create(tmp)
+        python = str(Path(tmp) / ("Scripts/python.exe" if os.name == "nt" else "bin/python"))
+        pip = [python, "-m", "pip", "--disable-pip-version-check", "-q"]
+        subprocess.run([*pip, "install", "pip-tools"], check=True)
+        return subprocess.call([python, "-m", "piptools", "compile", "--quiet", "--generate-hashes",
+                                "--allow-unsafe", "--no-header", "--no-emit-index-url", "--no-emit-find-links",
+                                "--strip-extras", "--extra", "test", "--output-file", str(LOCK), *extra,
+                                "pyproject.toml", "build-requirements.in"], cwd=ROOT)
+
+
 def main() -> int:
     command = sys.argv[1] if len(sys.argv) > 1 else "help"
     rest = sys.argv[2:]
+    if command == "lock":
+        return lock(rest)
     if command not in {"setup", "demo", "test", "bench"}:
         print(__doc__)
         return 0 if command in {"help", "-h", "--help"} else 2

@@ -12,7 +12,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from ledger.types import ExactDecimal, UTCDateTime
 
 # The Alembic revision these models match; the server upgrades to it at start.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0005"
 
 GLOBAL_SCOPE = "*"  # trading_state row that applies to every agent
 
@@ -45,6 +45,8 @@ class AgentPermissions(Base):
     token_rotated_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # Settings an operator set ({field: {"by": actor, "at": ISO time}}): a config sync leaves them alone.
+    operator_overrides: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
 
 
 class TradeProposal(Base):

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ledger.db import REGISTRY_LOCK, advisory_lock
 from ledger.models import AgentPermissions
 from policies import audit
+from policies.agent_settings import sync_from_file
 
 TOKEN_PREFIX = "tw_"
 
@@ -56,20 +57,19 @@ def permissions_from_config(agent: Any, now: datetime) -> dict[str, Any]:
 
 
 async def sync_config_agents(session: AsyncSession, agents: Iterable[Any], now: datetime) -> list[str]:
-    """The config file is the source of truth for the agents it names: their rows follow it at start.
+    """The config file sets the agents it names: their rows follow it at every start, except for the
+    fields an operator set (policies/agent_settings.py: an operator's action is never undone by a sync).
     Tokens and agents added from the command line are left alone."""
     changed: list[str] = []
     for agent in agents:
-        values = permissions_from_config(agent, now)
         row = await session.get(AgentPermissions, agent.id)
         if row is None:
-            session.add(AgentPermissions(agent_id=agent.id, source="config", created_at=now, **values))
+            session.add(AgentPermissions(agent_id=agent.id, source="config", created_at=now,
+                                         operator_overrides={}, **permissions_from_config(agent, now)))
             changed.append(agent.id)
             continue
-        differs = any(getattr(row, k) != v for k, v in values.items() if k != "updated_at")
-        if differs:
-            for key, value in values.items():
-                setattr(row, key, value)
+        if sync_from_file(row, agent):
+            row.updated_at = now
             changed.append(agent.id)
     if changed:
         await audit.append(session, ts=now, actor="system:config", kind="agents.synced",
@@ -104,15 +104,6 @@ async def rotate_token(session: AsyncSession, agent_id: str, *, actor: str, now:
     await audit.append(session, ts=now, actor=actor, kind="agent.token_rotated", agent_id=agent_id,
                        payload={"agent_id": agent_id})
     return token
-
-
-async def set_enabled(session: AsyncSession, agent_id: str, enabled: bool, *, actor: str, now: datetime) -> None:
-    row = await session.get(AgentPermissions, agent_id)
-    if row is None:
-        raise RegistryError(f"no agent {agent_id!r}")
-    row.enabled, row.updated_at = enabled, now
-    await audit.append(session, ts=now, actor=actor, kind="agent.enabled" if enabled else "agent.disabled",
-                       agent_id=agent_id, payload={"agent_id": agent_id})
 
 
 async def agent_for_token(session: AsyncSession, token: str) -> AgentPermissions | None:

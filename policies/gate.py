@@ -809,8 +809,10 @@ class Gate:
 
     # --- cancel ------------------------------------------------------------------------------------
 
-    async def cancel(self, agent: Agent, order_id: str) -> AgentTrade:
-        """Cancels reduce risk: allowed while halted or reducing. Only the agent's own orders."""
+    async def cancel(self, agent: Agent, order_id: str, *, actor: str | None = None) -> AgentTrade:
+        """Cancels reduce risk: allowed while halted or reducing. Only the agent's own orders. `actor`: who
+        asked, when not the agent itself (an operator)."""
+        actor = actor or f"agent:{agent.id}"
         async with self.sessions() as session:
             trade = await session.get(AgentTrade, order_id)
             if trade is None:
@@ -823,7 +825,7 @@ class Gate:
             return trade
         if trade.order_id is None:
             raise deny(Code.BROKER_ERROR, "the order's submission is still in flight; try the cancel again")
-        await self.record(actor=f"agent:{agent.id}", kind="order.cancel_intent", agent_id=agent.id,
+        await self.record(actor=actor, kind="order.cancel_intent", agent_id=agent.id,
                           payload={"order_id": trade.id, "broker_order_id": trade.order_id})
         broker_order = await asyncio.wait_for(self.broker.cancel_order(trade.order_id), self.settings.broker_timeout)
         now = self.clock()
@@ -831,7 +833,7 @@ class Gate:
             row = await session.get(AgentTrade, trade.id)
             assert row is not None
             await apply_order_update(session, row, broker_order, now, agent.limits.capital, trading_day(now))
-            await self.record(session=session, actor=f"agent:{agent.id}", kind="order.cancel_outcome",
+            await self.record(session=session, actor=actor, kind="order.cancel_outcome",
                               agent_id=agent.id, payload={"order_id": row.id, "status": row.status})
         async with self.sessions() as session:
             fresh = await session.get(AgentTrade, trade.id)

@@ -18,6 +18,8 @@ from ledger.models import GLOBAL_SCOPE, AgentPermissions, AgentTrade, Approval, 
 from policies import audit
 from policies.approval import ShrinkRefused, shrink
 from policies.gate import LIVE_TRADE_STATUSES, Gate, _order_of
+from policies.operator_agents import AgentOperations
+from policies.operator_books import BookOperations
 from policies.operators import Action, OperatorError, OperatorIdentity, require
 from policies.orders import OrderRequest
 from policies.violations import GateDenied
@@ -31,9 +33,10 @@ class KillSwitchReport:
     failed: dict[str, str]
 
 
-class Operator:
+class Operator(AgentOperations, BookOperations):
     """The operator layer: every operator surface acts through it; each action checks the operator's role
-    (`policies.operators.require`) and is audited as `operator:NAME`."""
+    (`policies.operators.require`) and is audited as `operator:NAME`. Agents (policies/operator_agents.py) and
+    positions, orders, performance and status (policies/operator_books.py) are its mixins."""
 
     def __init__(self, gate: Gate, identity: OperatorIdentity):
         self.gate = gate

@@ -32,6 +32,7 @@ from server.notifications import (
 )
 from server.schemas import compact_schema
 from tools import account, approval, market_data, orders, trading
+from tradewarden import __version__
 
 if TYPE_CHECKING:  # the ledger (SQLAlchemy and the gate) loads with the runtime, not to answer the handshake
     from policies.gate import Gate
@@ -199,7 +200,7 @@ def create_server(config: Config, *, agent_id: str | None = None, clock: Callabl
             with contextlib.suppress(asyncio.CancelledError):
                 await opening
 
-    server = TradewardenServer(config.server.server_name, instructions=instructions(config), version="0.1.0",
+    server = TradewardenServer(config.server.server_name, instructions=instructions(config), version=__version__,
                                lifespan=lifespan, **server_options)
     register_tools(server)
     register_resources(server)

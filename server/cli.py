@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 
 import click
 
-from server.config import AgentConfig, Config, ConfigError, load_config
+from server.config import Config, ConfigError, load_config
+from tradewarden import __version__
 
 T = TypeVar("T")
-OPERATOR_ACTOR = "operator:cli"  # agents' registry actions; the operator layer uses CLI_OPERATOR
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -37,12 +37,14 @@ def _run(coro: Awaitable[T]) -> T:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
-async def _with_runtime(config: Config, action: Callable[[Any], Awaitable[T]]) -> T:
+async def _with_runtime(config: Config, action: Callable[[Any], Awaitable[T]], *, broker: bool = True) -> T:
+    """broker=False: the command only reads or writes the ledger: no broker client (no keys needed)."""
+    from broker.offline import OfflineBroker
     from server.runtime import open_runtime
 
     try:
         # One-shot commands leave reconciliation to the running server(s).
-        async with open_runtime(config, reconcile=False) as runtime:
+        async with open_runtime(config, reconcile=False, broker=None if broker else OfflineBroker()) as runtime:
             return await action(runtime)
     except ConfigError as error:  # e.g. broker = "alpaca" without its keys
         fail(str(error), 2)
@@ -63,15 +65,26 @@ def _guarded(action: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="tradewarden", message="%(prog)s %(version)s")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="TOML config file (default: $TRADEWARDEN_CONFIG or ./tradewarden.toml).")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None) -> None:
-    """tradewarden: an MCP server through which AI agents trade, behind one gate."""
+    """tradewarden: an MCP server through which AI agents trade, behind one gate.
+
+    \b
+    Every command takes --config PATH and acts on the database the running servers use.
+    Exit codes: 0 success, 1 failure, 2 bad configuration or usage.
+    Example: tradewarden status --config /srv/tradewarden/tradewarden.toml
+    """
     ctx.ensure_object(dict)
     if config_path:
         ctx.obj["config"] = config_path
+    from server.logging import configure_logging
+
+    # Log lines of one-shot commands go to stderr (stdout is their output); `serve` configures its own.
+    configure_logging("warning")
 
 
 def config_option(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -91,7 +104,8 @@ def config_option(command: Callable[..., Any]) -> Callable[..., Any]:
 # --- serve / demo ----------------------------------------------------------------------------------
 
 @main.command()
-@click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio")
+@click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio",
+              help="stdio (one agent, started by its MCP client) or http (every agent, bearer tokens).")
 @click.option("--host", default=None, help="HTTP bind address (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="HTTP port (default 8000).")
 @click.option("--agent", "agent_id", envvar="TRADEWARDEN_AGENT", default=None,
@@ -99,7 +113,12 @@ def config_option(command: Callable[..., Any]) -> Callable[..., Any]:
 @config_option
 @click.pass_context
 def serve(ctx: click.Context, transport: str, host: str | None, port: int | None, agent_id: str | None) -> None:
-    """Run the MCP server (stdio by default; streamable HTTP at http://HOST:PORT/mcp)."""
+    """Run the MCP server (stdio by default; streamable HTTP at http://HOST:PORT/mcp).
+
+    \b
+    Example: tradewarden serve --agent momentum-1 --config /abs/path/tradewarden.toml
+    Example: tradewarden serve --transport http --port 8000
+    """
     config = _config(ctx)
     from server.config import check_broker_credentials
     from server.logging import configure_logging
@@ -126,148 +145,44 @@ def serve(ctx: click.Context, transport: str, host: str | None, port: int | None
 @config_option
 @click.pass_context
 def demo(ctx: click.Context) -> None:
-    """A scripted agent session against a fresh embedded server, printed readably."""
+    """A scripted agent session against a fresh embedded server, printed readably.
+
+    \b
+    Example: tradewarden demo
+    """
     from server.demo import run_demo
 
     sys.exit(_run(run_demo()))
-
-
-# --- agents ----------------------------------------------------------------------------------------
-
-@main.group()
-def agents() -> None:
-    """List, add, show, disable agents; rotate their bearer tokens."""
-
-
-@agents.command("list")
-@config_option
-@click.pass_context
-def agents_list(ctx: click.Context) -> None:
-    from sqlalchemy import select
-
-    from ledger.models import AgentPermissions, TradingState
-
-    async def action(runtime: Any) -> None:
-        async with runtime.sessions() as session:
-            rows = (await session.execute(select(AgentPermissions).order_by(AgentPermissions.agent_id))).scalars()
-            states = {s.scope: s for s in (await session.execute(select(TradingState))).scalars()}
-            click.echo(f"{'AGENT':20} {'ENABLED':8} {'STATE':9} {'RISK':12} {'APPROVAL':9} {'TOKEN':6} SOURCE")
-            for row in rows:
-                state = states.get(row.agent_id)
-                click.echo(f"{row.agent_id:20} {str(row.enabled).lower():8} {state.state if state else 'active':9} "
-                           f"{row.risk_level:12} {row.approval or 'default':9} "
-                           f"{'yes' if row.token_hash else 'no':6} {row.source}")
-
-    _run(_with_runtime(_config(ctx), action))
-
-
-@agents.command("show")
-@click.argument("agent_id")
-@config_option
-@click.pass_context
-def agents_show(ctx: click.Context, agent_id: str) -> None:
-    async def action(runtime: Any) -> None:
-        from ledger.models import AgentPermissions
-
-        async with runtime.sessions() as session:
-            row = await session.get(AgentPermissions, agent_id)
-        if row is None:
-            fail(f"no agent {agent_id!r}")
-        agent = runtime.gate.agent_from_row(row)
-        click.echo(f"agent {row.agent_id} ({'enabled' if row.enabled else 'DISABLED'}, source {row.source})")
-        click.echo(f"  approval: {agent.approval.mode} (auto-approve up to {agent.approval.auto_approve_max_notional})")
-        for name, value in sorted(vars(agent.limits).items()):
-            shown = sorted(value) if isinstance(value, frozenset) else value
-            click.echo(f"  {name}: {shown}")
-
-    _run(_with_runtime(_config(ctx), action))
-
-
-@agents.command("add")
-@click.argument("agent_id")
-@click.option("--max-trade-size", type=str, default=None)
-@click.option("--max-position-size", type=str, default=None)
-@click.option("--max-daily-trades", type=int, default=None)
-@click.option("--symbols", default=None, help="Comma-separated allowed symbols ('*' for all).")
-@click.option("--strategies", default=None, help="Comma-separated allowed strategies ('*' for any).")
-@click.option("--risk-level", type=click.Choice(["conservative", "moderate", "aggressive"]), default=None)
-@click.option("--approval", type=click.Choice(["auto", "elicit", "operator"]), default=None)
-@config_option
-@click.pass_context
-def agents_add(ctx: click.Context, agent_id: str, **options: Any) -> None:
-    """Create an agent and print its bearer token once (on the last line)."""
-    from pydantic import ValidationError
-
-    values: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
-    for key in ("symbols", "strategies"):
-        if key in values:
-            values[f"allowed_{key}"] = [s.strip() for s in values.pop(key).split(",") if s.strip()]
-    try:
-        agent_config = AgentConfig(id=agent_id, **values)
-    except ValidationError as error:
-        fail(f"invalid agent: {error.errors()[0]['loc'][0]}: {error.errors()[0]['msg']}", 2)
-    config = _config(ctx)
-
-    async def action(runtime: Any) -> str:
-        from ledger.db import transaction
-        from policies.agents import add_agent
-
-        async with transaction(runtime.sessions) as session:
-            return await add_agent(session, agent_config, max_agents=config.server.max_agents_per_account,
-                                   actor=OPERATOR_ACTOR, now=runtime.clock())
-
-    token = _guarded(lambda: _run(_with_runtime(config, action)))
-    click.echo(f"agent {agent_id} added; its bearer token (shown once, store it now):")
-    click.echo(token)
-
-
-@agents.command("rotate-token")
-@click.argument("agent_id")
-@config_option
-@click.pass_context
-def agents_rotate(ctx: click.Context, agent_id: str) -> None:
-    """Replace the agent's token (the old one stops working at once) and print the new one once."""
-
-    async def action(runtime: Any) -> str:
-        from ledger.db import transaction
-        from policies.agents import rotate_token
-
-        async with transaction(runtime.sessions) as session:
-            return await rotate_token(session, agent_id, actor=OPERATOR_ACTOR, now=runtime.clock())
-
-    token = _guarded(lambda: _run(_with_runtime(_config(ctx), action)))
-    click.echo(f"new bearer token for {agent_id} (the old one no longer works):")
-    click.echo(token)
-
-
-@agents.command("disable")
-@click.argument("agent_id")
-@config_option
-@click.pass_context
-def agents_disable(ctx: click.Context, agent_id: str) -> None:
-    async def action(runtime: Any) -> None:
-        from ledger.db import transaction
-        from policies.agents import set_enabled
-
-        async with transaction(runtime.sessions) as session:
-            await set_enabled(session, agent_id, False, actor=OPERATOR_ACTOR, now=runtime.clock())
-
-    _guarded(lambda: _run(_with_runtime(_config(ctx), action)))
-    click.echo(f"agent {agent_id} disabled")
 
 
 # --- approvals -------------------------------------------------------------------------------------
 
 @main.group()
 def approvals() -> None:
-    """Approve or reject proposed trades out of band."""
+    """Approve or reject proposed trades out of band.
+
+    \b
+    Ids are shown shortened; any unique prefix of 8 or more characters is accepted.
+    Example: tradewarden approvals list
+    """
 
 
 @approvals.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (stable keys, full ids) instead of text.")
 @config_option
 @click.pass_context
-def approvals_list(ctx: click.Context) -> None:
-    """Proposals waiting for a person: the order as it would be sent, the agent's reasoning, age and expiry."""
+def approvals_list(ctx: click.Context, as_json: bool) -> None:
+    """Proposals waiting for a person: the order as it would be sent, the agent's reasoning, age and expiry.
+
+    \b
+    Example: tradewarden approvals list --json
+    """
+    if as_json:
+        from server.cli_common import operate, print_json
+
+        pending = operate(ctx, lambda op: op.pending())
+        print_json({"proposals": [_proposal_json(p) for p in pending]})
+        return
 
     async def action(runtime: Any) -> None:
         from sqlalchemy import select
@@ -305,7 +220,16 @@ def approvals_list(ctx: click.Context) -> None:
             if warnings:
                 click.echo(f"    warnings: {' '.join(warnings)}")
 
-    _run(_with_runtime(_config(ctx), action))
+    _run(_with_runtime(_config(ctx), action, broker=False))
+
+
+def _proposal_json(p: Any) -> dict[str, Any]:
+    return {"proposal_id": p.id, "agent_id": p.agent_id, "symbol": p.symbol, "side": p.side, "qty": p.qty,
+            "notional": p.notional, "order_type": p.order_type, "limit_price": p.limit_price,
+            "stop_price": p.stop_price, "time_in_force": p.time_in_force, "strategy": p.strategy,
+            "reasoning": p.reasoning, "confidence": p.confidence, "estimated_notional": p.estimated_notional,
+            "reference_price": p.reference_price, "approval_mode": p.approval_mode,
+            "trading_mode": p.trading_mode, "created_at": p.created_at, "expires_at": p.expires_at}
 
 
 def _duration(seconds: int) -> str:
@@ -334,6 +258,10 @@ def _decimal_option(name: str, value: str | None) -> Any:
 def _decide(ctx: click.Context, proposal_id: str, approve: bool, note: str | None,
             qty: str | None = None, limit_price: str | None = None) -> None:
     edits = {"qty": _decimal_option("--qty", qty), "limit_price": _decimal_option("--limit-price", limit_price)}
+    from server.cli_common import operate
+
+    # An id may be given by a unique prefix of at least 8 characters (ambiguous: exit 2, listing them).
+    proposal_id = operate(ctx, lambda op: op.resolve_proposal_id(proposal_id))
 
     async def action(runtime: Any) -> Any:
         from policies.operator import Operator
@@ -342,7 +270,8 @@ def _decide(ctx: click.Context, proposal_id: str, approve: bool, note: str | Non
         return await Operator(runtime.gate, CLI_OPERATOR).decide(proposal_id, approve, note, **edits)
 
     proposal = _guarded(lambda: _run(_with_runtime(_config(ctx), action)))
-    click.echo(f"proposal {proposal.id} {proposal.status}")
+    # The ledger calls a person's "no" `declined` (the agent's APPROVAL_DECLINED); the operator said reject.
+    click.echo(f"proposal {proposal.id} {'rejected' if proposal.status == 'declined' else proposal.status}")
     if approve and any(v is not None for v in edits.values()):
         from policies.approval_form import order_line
 
@@ -362,7 +291,12 @@ def _decide(ctx: click.Context, proposal_id: str, approve: bool, note: str | Non
 def approvals_approve(ctx: click.Context, proposal_id: str, qty: str | None, limit_price: str | None,
                       note: str | None) -> None:
     """Approve a pending proposal (its exact order, or shrunk: every check runs again on the edited order);
-    the agent's execute_trade then sends exactly the approved order."""
+    the agent's execute_trade then sends exactly the approved order.
+
+    \b
+    Example: tradewarden approvals approve 3f2a9c1e --note "checked the news"
+    Example: tradewarden approvals approve 3f2a9c1e --qty 5 --limit-price 180.50
+    """
     _decide(ctx, proposal_id, True, note, qty, limit_price)
 
 
@@ -372,7 +306,11 @@ def approvals_approve(ctx: click.Context, proposal_id: str, qty: str | None, lim
 @config_option
 @click.pass_context
 def approvals_reject(ctx: click.Context, proposal_id: str, reason: str | None) -> None:
-    """Reject a pending proposal for good (the agent gets APPROVAL_DECLINED)."""
+    """Reject a pending proposal for good (the agent gets APPROVAL_DECLINED).
+
+    \b
+    Example: tradewarden approvals reject 3f2a9c1e --reason "too large before earnings"
+    """
     _decide(ctx, proposal_id, False, reason)
 
 
@@ -381,11 +319,16 @@ def approvals_reject(ctx: click.Context, proposal_id: str, reason: str | None) -
 @main.command()
 @click.option("--agent", "agent_id", default=None, help="Halt one agent (default: everyone).")
 @click.option("--cancel-open", is_flag=True, help="Kill switch: also cancel every open order.")
-@click.option("--reason", required=True)
+@click.option("--reason", required=True, help="Why (shown to agents in their denials, and audited).")
 @config_option
 @click.pass_context
 def halt(ctx: click.Context, agent_id: str | None, cancel_open: bool, reason: str) -> None:
-    """Stop new trading (cancels still pass) until a person resumes it."""
+    """Stop new trading (cancels still pass) until a person resumes it.
+
+    \b
+    Example: tradewarden halt --reason "broker incident"
+    Example: tradewarden halt --agent momentum-1 --cancel-open --reason "runaway loop"
+    """
 
     async def action(runtime: Any) -> Any:
         from policies.operator import Operator
@@ -393,7 +336,8 @@ def halt(ctx: click.Context, agent_id: str | None, cancel_open: bool, reason: st
 
         return await Operator(runtime.gate, CLI_OPERATOR).halt(agent_id, reason, cancel_open)
 
-    report = _guarded(lambda: _run(_with_runtime(_config(ctx), action)))
+    # A halt alone must work with the broker down; only cancelling open orders reaches it.
+    report = _guarded(lambda: _run(_with_runtime(_config(ctx), action, broker=cancel_open)))
     click.echo(f"halted {'agent ' + agent_id if agent_id else 'all trading'}: {reason}")
     if cancel_open:
         failures = f"; {len(report.failed)} failed" if report.failed else ""
@@ -409,7 +353,11 @@ def halt(ctx: click.Context, agent_id: str | None, cancel_open: bool, reason: st
 @config_option
 @click.pass_context
 def resume(ctx: click.Context, agent_id: str | None) -> None:
-    """Lift a halt or a circuit breaker (only people can)."""
+    """Lift a halt or a circuit breaker (only people can).
+
+    \b
+    Example: tradewarden resume --agent momentum-1
+    """
 
     async def action(runtime: Any) -> None:
         from policies.operator import Operator
@@ -417,7 +365,7 @@ def resume(ctx: click.Context, agent_id: str | None) -> None:
 
         await Operator(runtime.gate, CLI_OPERATOR).resume(agent_id)
 
-    _guarded(lambda: _run(_with_runtime(_config(ctx), action)))
+    _guarded(lambda: _run(_with_runtime(_config(ctx), action, broker=False)))
     click.echo(f"resumed {'agent ' + agent_id if agent_id else 'all trading'}")
 
 
@@ -425,7 +373,11 @@ def resume(ctx: click.Context, agent_id: str | None) -> None:
 
 @main.group("audit")
 def audit_group() -> None:
-    """Verify, read and export the hash-chained audit log."""
+    """Verify, read and export the hash-chained audit log.
+
+    \b
+    Example: tradewarden audit verify
+    """
 
 
 @audit_group.command("verify")
@@ -433,7 +385,11 @@ def audit_group() -> None:
 @click.pass_context
 def audit_verify(ctx: click.Context) -> None:
     """Recompute the chain; exit 1 and say where if any record was edited, deleted, inserted, reordered
-    or truncated."""
+    or truncated.
+
+    \b
+    Example: tradewarden audit verify --config /abs/path/tradewarden.toml
+    """
 
     async def action(runtime: Any) -> Any:
         from policies import audit
@@ -441,7 +397,7 @@ def audit_verify(ctx: click.Context) -> None:
         async with runtime.sessions() as session:
             return await audit.verify(session)
 
-    report = _run(_with_runtime(_config(ctx), action))
+    report = _run(_with_runtime(_config(ctx), action, broker=False))
     if report.ok:
         click.echo(f"audit chain OK: {report.records} records, head {report.head_hash[:16]}…")
         return
@@ -451,17 +407,32 @@ def audit_verify(ctx: click.Context) -> None:
 
 
 @audit_group.command("tail")
-@click.option("-n", "count", type=int, default=20)
+@click.option("-n", "count", type=int, default=20, show_default=True, help="How many of the latest records.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (stable keys, full payloads) instead of text.")
 @config_option
 @click.pass_context
-def audit_tail(ctx: click.Context, count: int) -> None:
+def audit_tail(ctx: click.Context, count: int, as_json: bool) -> None:
+    """The latest audit records, oldest first.
+
+    \b
+    Example: tradewarden audit tail -n 50
+    """
+
     async def action(runtime: Any) -> list[Any]:
         from policies import audit
 
         async with runtime.sessions() as session:
             return await audit.tail(session, count)
 
-    for event in _run(_with_runtime(_config(ctx), action)):
+    events = _run(_with_runtime(_config(ctx), action, broker=False))
+    if as_json:
+        from server.cli_common import print_json
+
+        print_json({"records": [{"seq": e.seq, "event_id": e.event_id, "ts": e.ts, "actor": e.actor,
+                                 "agent_id": e.agent_id, "kind": e.kind, "tool": e.tool,
+                                 "payload": json.loads(e.payload)} for e in events]})
+        return
+    for event in events:
         payload = json.loads(event.payload)
         summary = json.dumps(payload, separators=(",", ":"))
         click.echo(f"#{event.seq:<6} {event.ts.strftime('%Y-%m-%d %H:%M:%S')} {event.actor:24} "
@@ -472,7 +443,11 @@ def audit_tail(ctx: click.Context, count: int) -> None:
 @config_option
 @click.pass_context
 def audit_export(ctx: click.Context) -> None:
-    """Every record as JSON lines, with its hashes (to archive, or verify elsewhere)."""
+    """Every record as JSON lines, with its hashes (to archive, or verify elsewhere).
+
+    \b
+    Example: tradewarden audit export > audit.jsonl
+    """
 
     async def action(runtime: Any) -> None:
         from sqlalchemy import select
@@ -486,20 +461,29 @@ def audit_export(ctx: click.Context) -> None:
                                        "tool": event.tool, "payload": json.loads(event.payload),
                                        "prev_hash": event.prev_hash, "hash": event.hash}))
 
-    _run(_with_runtime(_config(ctx), action))
+    _run(_with_runtime(_config(ctx), action, broker=False))
 
 
 # --- db / status -----------------------------------------------------------------------------------
 
 @main.group("db")
 def db_group() -> None:
-    """Database schema."""
+    """Database schema.
+
+    \b
+    Example: tradewarden db upgrade
+    """
 
 
 @db_group.command("upgrade")
 @config_option
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
+    """Create the database or migrate it to this version's schema.
+
+    \b
+    Example: tradewarden db upgrade --config /abs/path/tradewarden.toml
+    """
     from ledger.db import run_upgrade
 
     config = _config(ctx)
@@ -508,40 +492,44 @@ def db_upgrade(ctx: click.Context) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (stable keys) instead of text.")
 @config_option
 @click.pass_context
-def status(ctx: click.Context) -> None:
-    """Mode, halts, agents and open orders at a glance."""
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Database, mode, halts, agents, open orders and pending approvals at a glance (never reaches the broker).
 
-    async def action(runtime: Any) -> None:
-        from sqlalchemy import func, select
+    \b
+    Example: tradewarden status --config /srv/tradewarden/tradewarden.toml
+    """
+    from server.cli_common import operate, print_json
+    from server.cli_doctor import database_label
 
-        from ledger.models import AgentPermissions, AgentTrade, KeyValue, TradeProposal
-        from policies.gate import LIVE_TRADE_STATUSES
-        from policies.operator import Operator
-        from policies.operators import CLI_OPERATOR
-
-        config = runtime.config
-        click.echo(f"trading mode: {config.server.trading_mode.upper()}   broker: {config.server.broker}   "
-                   f"agent trading: {'enabled' if config.server.enable_agent_trading else 'DISABLED'}")
-        for state in await Operator(runtime.gate, CLI_OPERATOR).states():
-            if state.state != "active" or state.scope == "*":
-                who = "global" if state.scope == "*" else f"agent {state.scope}"
-                click.echo(f"{who}: {state.state.upper()}" + (f" — {state.reason} (by {state.changed_by})"
-                                                               if state.reason else ""))
-        async with runtime.sessions() as session:
-            agents_count = (await session.execute(select(func.count()).select_from(AgentPermissions))).scalar_one()
-            open_orders = (await session.execute(select(func.count()).select_from(AgentTrade)
-                                                 .where(AgentTrade.status.in_(LIVE_TRADE_STATUSES)))).scalar_one()
-            pending = (await session.execute(select(func.count()).select_from(TradeProposal)
-                                             .where(TradeProposal.status == "pending_approval"))).scalar_one()
-            drift = await session.get(KeyValue, "reconciliation")
-        click.echo(f"agents: {agents_count}   open orders: {open_orders}   pending approvals: {pending}")
-        if drift is not None:
-            for line in reconciliation_lines(drift.value):
-                click.echo(line)
-
-    _run(_with_runtime(_config(ctx), action))
+    config = _config(ctx)
+    report = operate(ctx, lambda op: op.status(), config=config)
+    database = database_label(config.server.database_url)
+    if as_json:
+        print_json({"database": database, "config": config.source, "trading_mode": config.server.trading_mode,
+                    "broker": config.server.broker, "agent_trading": config.server.enable_agent_trading,
+                    "states": [{"scope": s.scope, "state": s.state, "reason": s.reason, "changed_by": s.changed_by,
+                                "changed_at": s.changed_at} for s in report.states],
+                    "agents": report.agents, "enabled_agents": report.enabled_agents,
+                    "open_orders": report.open_orders, "pending_approvals": report.pending_approvals,
+                    "expired_unanswered": report.expired_unanswered, "reconciliation": report.reconciliation})
+        return
+    click.echo(f"database: {database}   config: {config.source}")
+    click.echo(f"trading mode: {config.server.trading_mode.upper()}   broker: {config.server.broker}   "
+               f"agent trading: {'enabled' if config.server.enable_agent_trading else 'DISABLED'}")
+    for state in report.states:
+        if state.state != "active" or state.scope == "*":
+            who = "global" if state.scope == "*" else f"agent {state.scope}"
+            click.echo(f"{who}: {state.state.upper()}" + (f" — {state.reason} (by {state.changed_by})"
+                                                           if state.reason else ""))
+    expired = f" ({report.expired_unanswered} expired unanswered)" if report.expired_unanswered else ""
+    click.echo(f"agents: {report.agents} ({report.enabled_agents} enabled)   open orders: {report.open_orders}   "
+               f"pending approvals: {report.pending_approvals}{expired}")
+    if report.reconciliation is not None:
+        for line in reconciliation_lines(report.reconciliation):
+            click.echo(line)
 
 
 def reconciliation_lines(report: dict[str, Any]) -> list[str]:
@@ -566,6 +554,15 @@ def reconciliation_lines(report: dict[str, Any]) -> list[str]:
 from server.cli_operators import operators  # noqa: E402  (its commands import this module's helpers lazily)
 
 main.add_command(operators)
+from server.cli_agents import agents  # noqa: E402 - command groups in their own modules, attached here
+from server.cli_books import orders, performance, positions  # noqa: E402
+from server.cli_doctor import doctor  # noqa: E402
+
+main.add_command(agents)
+main.add_command(positions)
+main.add_command(orders)
+main.add_command(performance)
+main.add_command(doctor)
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="tradewarden")

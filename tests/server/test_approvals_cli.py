@@ -115,7 +115,7 @@ def test_reject_with_reason_is_final(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     proposal_id = asyncio.run(_propose(config))
     rejected = cli(config, "approvals", "reject", proposal_id, "--reason", "not today")
-    assert rejected.returncode == 0 and f"proposal {proposal_id} declined" in rejected.stdout
+    assert rejected.returncode == 0 and f"proposal {proposal_id} rejected" in rejected.stdout
     assert cli(config, "approvals", "approve", proposal_id).returncode == 1
     executed = asyncio.run(_execute(config, proposal_id))
     assert executed["status"] == "declined"
