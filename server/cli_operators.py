@@ -48,7 +48,11 @@ def _act(ctx: click.Context, work: Callable[[Any, Any], Any]) -> Any:
 
 @click.group("operators")
 def operators() -> None:
-    """People who operate this deployment: roles viewer, approver, admin; their bearer tokens."""
+    """People who operate this deployment: roles viewer, approver, admin; their bearer tokens.
+
+    \b
+    Example: tradewarden operators add alice --role approver
+    """
 
 
 @operators.command("list")
@@ -56,6 +60,11 @@ def operators() -> None:
 @_config_option
 @click.pass_context
 def operators_list(ctx: click.Context, as_json: bool) -> None:
+    """Every operator: name, role, enabled, when their token was made (never the token).
+
+    \b
+    Example: tradewarden operators list --json
+    """
     from policies.operator_registry import list_operators
     from policies.operators import CLI_OPERATOR
 
@@ -77,11 +86,16 @@ def operators_list(ctx: click.Context, as_json: bool) -> None:
 
 @operators.command("add")
 @click.argument("name")
-@click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
+@click.option("--role", type=click.Choice([r.value for r in Role]), required=True,
+              help="viewer (reads), approver (+ approve, reject, cancel, halt) or admin (+ resume, agents, operators).")
 @_config_option
 @click.pass_context
 def operators_add(ctx: click.Context, name: str, role: str) -> None:
-    """Create an operator and print its bearer token once (on the last line)."""
+    """Create an operator and print its bearer token once (on the last line).
+
+    \b
+    Example: tradewarden operators add alice --role approver
+    """
     from policies.operator_registry import add_operator
     from policies.operators import CLI_OPERATOR
 
@@ -95,7 +109,11 @@ def operators_add(ctx: click.Context, name: str, role: str) -> None:
 @_config_option
 @click.pass_context
 def operators_disable(ctx: click.Context, name: str) -> None:
-    """Disable an operator: their token stops working at once."""
+    """Disable an operator: their token stops working at once.
+
+    \b
+    Example: tradewarden operators disable alice
+    """
     from policies.operator_registry import disable_operator
     from policies.operators import CLI_OPERATOR
 
@@ -108,7 +126,11 @@ def operators_disable(ctx: click.Context, name: str) -> None:
 @_config_option
 @click.pass_context
 def operators_rotate(ctx: click.Context, name: str) -> None:
-    """Replace the operator's token (the old one stops working at once) and print the new one once."""
+    """Replace the operator's token (the old one stops working at once) and print the new one once.
+
+    \b
+    Example: tradewarden operators rotate-token alice
+    """
     from policies.operator_registry import rotate_operator_token
     from policies.operators import CLI_OPERATOR
 
