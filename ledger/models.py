@@ -12,7 +12,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from ledger.types import ExactDecimal, UTCDateTime
 
 # The Alembic revision these models match; the server upgrades to it at start.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0003"
 
 GLOBAL_SCOPE = "*"  # trading_state row that applies to every agent
 
@@ -83,6 +83,8 @@ class TradeProposal(Base):
     decided_via: Mapped[str | None] = mapped_column(String(16), nullable=True)  # auto | client | operator
     decision_note: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime]
+    # The audit record that last set the decisive fields (policies/bindings.py); "legacy" before 0003.
+    audit_event_id: Mapped[str | None] = mapped_column(String(36), nullable=True, default=None)
 
 
 class Approval(Base):
@@ -104,6 +106,7 @@ class Approval(Base):
     original_order_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     original_order: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime]
+    audit_event_id: Mapped[str | None] = mapped_column(String(36), nullable=True, default=None)  # bindings.py
 
 
 class OperatorRecord(Base):
@@ -151,6 +154,7 @@ class AgentTrade(Base):
     submitted_at: Mapped[datetime | None] = mapped_column(nullable=True)
     executed_at: Mapped[datetime | None] = mapped_column(nullable=True)
     updated_at: Mapped[datetime]
+    audit_event_id: Mapped[str | None] = mapped_column(String(36), nullable=True, default=None)  # bindings.py
 
     __table_args__ = (
         Index("ix_agent_trades_agent_created", "agent_id", "created_at"),

@@ -11,9 +11,9 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, cast
 
@@ -58,8 +58,27 @@ def canonical_json(value: Any) -> str:
 
 def record_hash(prev_hash: str, *, seq: int, event_id: str, ts: datetime, actor: str, agent_id: str | None,
                 kind: str, tool: str | None, payload: str) -> str:
-    body = canonical_json({"seq": seq, "event_id": event_id, "ts": ts.isoformat(), "actor": actor,
-                           "agent_id": agent_id, "kind": kind, "tool": tool, "payload": payload})
+    return record_hash_text(prev_hash, seq=seq, event_id=event_id, ts=ts.isoformat(), actor=actor,
+                            agent_id=agent_id, kind=kind, tool=tool, payload=payload)
+
+
+_string = json.encoder.encode_basestring  # type: ignore[attr-defined]  # what json.dumps uses (ensure_ascii=False)
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else _string(value)
+
+
+def record_hash_text(prev_hash: str, *, seq: int, event_id: str, ts: str, actor: str, agent_id: str | None,
+                     kind: str, tool: str | None, payload: str) -> str:
+    """The hash of a record whose time is given as hashed (ISO-8601 text, as `audit export` writes it).
+
+    The body is canonical_json({"seq", "event_id", "ts", "actor", "agent_id", "kind", "tool", "payload"}),
+    written out key by key in sorted order: the same bytes (tests/policies/test_audit.py checks it) at a
+    fraction of the cost, which matters when verification hashes a million records."""
+    body = (f'{{"actor":{_string(actor)},"agent_id":{_text(agent_id)},"event_id":{_string(event_id)},'
+            f'"kind":{_string(kind)},"payload":{_string(payload)},"seq":{int(seq)},"tool":{_text(tool)},'
+            f'"ts":{_string(ts)}}}')
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
@@ -86,13 +105,15 @@ class Entry:
     payload: Mapping[str, Any]
     agent_id: str | None = None
     tool: str | None = None
+    # Given when a row must name the record that created it before the record is appended (policies/bindings.py)
+    event_id: str | None = None
 
 
 async def append(session: AsyncSession, *, ts: datetime, actor: str, kind: str, payload: Mapping[str, Any],
-                 agent_id: str | None = None, tool: str | None = None) -> AuditEvent:
+                 agent_id: str | None = None, tool: str | None = None, event_id: str | None = None) -> AuditEvent:
     """Append one record inside the caller's transaction (it commits or rolls back with the caller's work)."""
     return (await append_many(session, [Entry(ts=ts, actor=actor, kind=kind, payload=payload, agent_id=agent_id,
-                                              tool=tool)]))[0]
+                                              tool=tool, event_id=event_id)]))[0]
 
 
 async def append_many(session: AsyncSession, entries: Sequence[Entry]) -> list[AuditEvent]:
@@ -100,7 +121,8 @@ async def append_many(session: AsyncSession, entries: Sequence[Entry]) -> list[A
     serialises writers: two appends can never share a predecessor. Several records move the head once."""
     bind = session.bind
     database = str(getattr(bind, "url", "")) if bind is not None else ""
-    prepared = [(entry, canonical_json(redact(dict(entry.payload))), str(uuid.uuid4())) for entry in entries]
+    prepared = [(entry, canonical_json(redact(dict(entry.payload))), entry.event_id or str(uuid.uuid4()))
+                for entry in entries]
     guess = _head_guess.get(database)
     events = await _try_append(session, guess, prepared) if guess is not None else None
     if events is None:
@@ -148,48 +170,131 @@ class VerifyReport:
     head_seq: int
     head_hash: str
     problems: list[VerifyProblem]
+    checkpoints: int = 0  # valid signed checkpoints the chain was checked against
+    anchored: bool = False  # checked against checkpoints at all ([audit] configured, or an export's key given)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def verify_chain(events: Iterator[AuditEvent] | list[AuditEvent], head: AuditHead | None) -> VerifyReport:
+MAX_PROBLEMS = 20  # a report stays readable: the first problems say where to look
+VERIFY_BATCH = 5000  # records per query: memory stays flat whatever the chain's length
+
+
+class ChainVerifier:
+    """Recompute every link, one record at a time (records fed in sequence order), and compare the chain with
+    the signed checkpoints (seq → hash). Any edit, deletion, insertion, reordering or truncation gives a
+    problem; with checkpoints, also when the attacker recomputed every hash after it, up to the newest one."""
+
+    def __init__(self, checkpoints: Mapping[int, Any] | None = None) -> None:
+        self.checkpoints = checkpoints or {}
+        self.problems: list[VerifyProblem] = []
+        self.prev_hash = GENESIS_HASH
+        self.expected_seq = 1
+        self.count = 0
+
+    @property
+    def full(self) -> bool:
+        return len(self.problems) >= MAX_PROBLEMS
+
+    def problem(self, seq: int | None, message: str) -> None:
+        if not self.full:
+            self.problems.append(VerifyProblem(seq, message))
+
+    def feed(self, seq: int, event_id: str, ts: str, actor: str, agent_id: str | None, kind: str,
+             tool: str | None, payload: str, prev_hash: str, hash: str) -> None:
+        """One record; `ts` as hashed (ISO-8601 text)."""
+        self.count += 1
+        if seq != self.expected_seq:
+            self.problem(seq, f"sequence gap or reordering: expected record {self.expected_seq}, found {seq}")
+        if prev_hash != self.prev_hash:
+            self.problem(seq, "link broken: prev_hash does not match the previous record")
+        recomputed = record_hash_text(prev_hash, seq=seq, event_id=event_id, ts=ts, actor=actor,
+                                      agent_id=agent_id, kind=kind, tool=tool, payload=payload)
+        if recomputed != hash:
+            self.problem(seq, "content changed: the record's hash does not match its content")
+        checkpoint = self.checkpoints.get(seq)
+        if checkpoint is not None and checkpoint.hash != hash:
+            self.problem(seq, f"does not match the checkpoint signed at {checkpoint.time}: the chain up to here "
+                              "was rewritten (edited, deleted, inserted or reordered records, hashes recomputed)")
+        self.prev_hash = hash
+        self.expected_seq = seq + 1
+
+    def finish(self, head_seq: int, head_hash: str) -> VerifyReport:
+        end = self.expected_seq - 1
+        if not self.problems and (head_seq != end or head_hash != self.prev_hash):
+            self.problem(head_seq, f"chain ends at record {end} but the head says {head_seq}: records were "
+                                   "truncated or the head was altered")
+        if self.checkpoints:
+            newest = max(self.checkpoints)
+            if newest > end:
+                checkpoint = self.checkpoints[newest]
+                self.problem(end, f"the chain ends at record {end} but a checkpoint signed at {checkpoint.time} "
+                                  f"covers record {newest}: records were removed (truncation, wipe, or an older "
+                                  "copy restored)")
+        return VerifyReport(records=self.count, head_seq=head_seq, head_hash=head_hash, problems=self.problems,
+                            checkpoints=len(self.checkpoints), anchored=bool(self.checkpoints))
+
+
+def verify_chain(events: Iterable[AuditEvent], head: AuditHead | None,
+                 checkpoints: Mapping[int, Any] | None = None) -> VerifyReport:
     """Recompute every link. Any edit, deletion, insertion, reordering or truncation gives a problem."""
-    problems: list[VerifyProblem] = []
-    prev_hash = GENESIS_HASH
-    expected_seq = 1
-    count = 0
+    verifier = ChainVerifier(checkpoints)
     for event in events:
-        count += 1
-        if event.seq != expected_seq:
-            problems.append(VerifyProblem(event.seq, f"sequence gap or reordering: expected record {expected_seq}, "
-                                                     f"found {event.seq}"))
-        if event.prev_hash != prev_hash:
-            problems.append(VerifyProblem(event.seq, "link broken: prev_hash does not match the previous record"))
-        recomputed = record_hash(event.prev_hash, seq=event.seq, event_id=event.event_id, ts=event.ts,
-                                 actor=event.actor, agent_id=event.agent_id, kind=event.kind, tool=event.tool,
-                                 payload=event.payload)
-        if recomputed != event.hash:
-            problems.append(VerifyProblem(event.seq, "content changed: the record's hash does not match its content"))
-        prev_hash = event.hash
-        expected_seq = event.seq + 1
-        if len(problems) >= 20:
+        verifier.feed(event.seq, event.event_id, event.ts.isoformat(), event.actor, event.agent_id, event.kind,
+                      event.tool, event.payload, event.prev_hash, event.hash)
+        if verifier.full:
             break
-    head_seq = head.seq if head else 0
-    head_hash = head.hash if head else GENESIS_HASH
-    if not problems and (head_seq != expected_seq - 1 or head_hash != prev_hash):
-        problems.append(VerifyProblem(head_seq, f"chain ends at record {expected_seq - 1} but the head says "
-                                                f"{head_seq}: records were truncated or the head was altered"))
-    return VerifyReport(records=count, head_seq=head_seq, head_hash=head_hash, problems=problems)
+    return verifier.finish(head.seq if head else 0, head.hash if head else GENESIS_HASH)
 
 
-async def verify(session: AsyncSession) -> VerifyReport:
-    head = (await session.execute(select(AuditHead).where(AuditHead.id == 1))).scalar_one_or_none()
-    events = (await session.execute(select(AuditEvent).order_by(AuditEvent.seq))).scalars()
-    # Order by seq but also compare against physical insertion: a reorder that swaps seq values is caught
-    # by the hash, a swap of rows' contents by the links.
-    return verify_chain(list(events), head)
+def _ts_text(ts: datetime | str) -> str:
+    """A record's time as it was hashed: ISO-8601 of the UTC-aware time (stored naive on SQLite)."""
+    value = datetime.fromisoformat(ts) if isinstance(ts, str) else ts
+    return (value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)).isoformat()
+
+
+def verify_records(records: Iterable[Sequence[Any]], head: tuple[int, str] | None,
+                   checkpoints: Mapping[int, Any] | None = None, *, progress: Callable[[int], None] | None = None,
+                   progress_every: int = 100_000) -> VerifyReport:
+    """Verify records given as rows (seq, event_id, ts, actor, agent_id, kind, tool, payload, prev_hash, hash),
+    in sequence order, from any source (e.g. ledger/audit_rows.py); `ts` a datetime or its stored text."""
+    verifier = ChainVerifier(checkpoints)
+    feed = verifier.feed
+    for seq, event_id, ts, actor, agent_id, kind, tool, payload, prev_hash, digest in records:
+        feed(seq, event_id, _ts_text(ts), actor, agent_id, kind, tool, payload, prev_hash, digest)
+        if verifier.full:
+            break
+        if progress is not None and verifier.count % progress_every == 0:
+            progress(verifier.count)
+    head_seq, head_hash = head if head is not None else (0, GENESIS_HASH)
+    return verifier.finish(head_seq, head_hash)
+
+
+_EVENT_COLUMNS = (AuditEvent.seq, AuditEvent.event_id, AuditEvent.ts, AuditEvent.actor, AuditEvent.agent_id,
+                  AuditEvent.kind, AuditEvent.tool, AuditEvent.payload, AuditEvent.prev_hash, AuditEvent.hash)
+_EVENT_BATCH = (select(*_EVENT_COLUMNS).where(AuditEvent.seq > bindparam("after")).order_by(AuditEvent.seq)
+                .limit(bindparam("batch")))
+
+
+async def verify(session: AsyncSession, checkpoints: Mapping[int, Any] | None = None, *,
+                 progress: Callable[[int], None] | None = None, batch: int = VERIFY_BATCH) -> VerifyReport:
+    """Verify the stored chain, streamed in batches by sequence (keyset pagination: flat memory, each batch an
+    index range scan). `progress(records so far)` is called after each batch."""
+    head = (await session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1))).first()
+    verifier = ChainVerifier(checkpoints)
+    after = 0
+    while not verifier.full:
+        rows = (await execute(session, _EVENT_BATCH, {"after": after, "batch": batch})).all()
+        for seq, event_id, ts, actor, agent_id, kind, tool, payload, prev_hash, digest in rows:
+            verifier.feed(seq, event_id, ts.isoformat(), actor, agent_id, kind, tool, payload, prev_hash, digest)
+        if len(rows) < batch:
+            break
+        after = rows[-1][0]
+        if progress is not None:
+            progress(verifier.count)
+    return verifier.finish(head.seq if head else 0, head.hash if head else GENESIS_HASH)
 
 
 async def tail(session: AsyncSession, limit: int = 20) -> list[AuditEvent]:

@@ -38,7 +38,7 @@ from ledger.models import (
     TradingState,
 )
 from ledger.usage import count_denials, load_usage, persist_marks
-from policies import audit
+from policies import audit, bindings
 from policies.approval import ApprovalPolicy, ClientDecision, approval_for, default_policy
 from policies.breakers import breaker_decision
 from policies.checks import CheckInput, Pricing, TradingStatus, Usage, price_order, run_checks
@@ -297,12 +297,14 @@ class Gate:
             if call.staged_outcome is not None:
                 call.outcome_recorded, call.staged_outcome = True, None
 
-    def _stage_outcome(self, result: Any) -> None:
+    def _stage_outcome(self, result: Any, *, event_id: str | None = None,
+                       bound: Mapping[str, Any] | None = None) -> None:
         """Make `result` the call's outcome record, committed by the unit of work in progress with the change
-        it reports."""
+        it reports. `bound`: rows this record binds (policies/bindings.py), under the record id `event_id`."""
         call = _current_call.get()
         if call is not None and not call.outcome_recorded:
-            call.staged_outcome = call.entry("tool.outcome", _outcome_payload(result), self.clock())
+            payload = {**_outcome_payload(result), **(bindings.binds(**bound) if bound else {})}
+            call.staged_outcome = replace(call.entry("tool.outcome", payload, self.clock()), event_id=event_id)
 
     async def _finish(self, call: CallRecord, kind: str, payload: Mapping[str, Any]) -> None:
         """The call's last record (outcome, denial or failure), with its intent if that is not in yet."""
@@ -314,10 +316,12 @@ class Gate:
         call.intent_recorded = True
 
     async def record(self, *, actor: str, kind: str, payload: Mapping[str, Any], tool: str | None = None,
-                     agent_id: str | None = None, session: AsyncSession | None = None) -> None:
+                     agent_id: str | None = None, session: AsyncSession | None = None,
+                     event_id: str | None = None) -> None:
         """Append a record: with `session` (a unit of work in progress), at the end of that unit; else in a
-        unit of its own."""
-        entry = audit.Entry(ts=self.clock(), actor=actor, kind=kind, payload=payload, agent_id=agent_id, tool=tool)
+        unit of its own. `event_id`: the id a row bound to this record names (policies/bindings.py)."""
+        entry = audit.Entry(ts=self.clock(), actor=actor, kind=kind, payload=payload, agent_id=agent_id, tool=tool,
+                            event_id=event_id)
         if session is not None:
             _staged_records().append(entry)
             return
@@ -455,19 +459,23 @@ class Gate:
                 reference_price=pricing.reference_price, estimated_notional=pricing.estimated_notional,
                 violations=[v.model_dump(mode="json") for v in violations], approval_mode=agent.approval.mode,
                 trading_mode=self.settings.trading_mode, created_at=now, expires_at=now + ttl, updated_at=now,
-                decided_at=None, decided_by=None, decided_via=None, decision_note=None)
+                decided_at=None, decided_by=None, decided_via=None, decision_note=None,
+                audit_event_id=bindings.new_event_id())  # the outcome record below binds the rows
             if status == "approved":
                 values.update(decided_at=now, decided_by="policy:auto", decided_via="auto")
             await execute(session, _INSERT_PROPOSAL, values)
+            bound: dict[str, Any] = {bindings.PROPOSALS: values}
             if status == "approved":
-                await execute(session, _INSERT_APPROVAL, {
+                bound[bindings.APPROVALS] = {
                     "proposal_id": values["id"], "decision": "approved", "decided_by": "policy:auto", "via": "auto",
-                    "trust": "auto", "order_hash": values["order_hash"], "created_at": now})
+                    "trust": "auto", "order_hash": values["order_hash"], "created_at": now,
+                    "audit_event_id": values["audit_event_id"]}
+                await execute(session, _INSERT_APPROVAL, bound[bindings.APPROVALS])
             proposal = TradeProposal(**values)
             if violations:
                 await self._trip_breaker_if_needed(session, agent, usage, violations)
             result = present(proposal, violations)
-            self._stage_outcome(result)
+            self._stage_outcome(result, event_id=values["audit_event_id"], bound=bound)
         return result
 
     # --- execute -----------------------------------------------------------------------------------
@@ -499,7 +507,20 @@ class Gate:
         if not await self._approval_binds(proposal):
             return proposal, None, [Violation(code=Code.PROPOSAL_CHANGED,
                                               message="the order no longer matches the one that was approved")]
+        unbound = await self._unbound(proposal)
+        if unbound is not None:
+            return proposal, None, [Violation(code=Code.AUDIT_MISMATCH,
+                                              message=f"{unbound}; it will not be sent (an operator should run "
+                                                      "`tradewarden audit verify`)")]
         return await self._reserve_and_submit(agent, proposal)
+
+    async def _unbound(self, proposal: TradeProposal) -> str | None:
+        """Why the proposal or its approval is not what the audit log recorded (None if both are)."""
+        async with read(self.sessions) as connection:
+            problem = await bindings.execution_problem(connection, proposal)
+        if problem is not None:
+            log.warning("audit_binding_mismatch", proposal_id=proposal.id, problem=problem)
+        return problem
 
     async def read_proposal(self, agent: Agent, proposal_id: str) -> tuple[TradeProposal, AgentTrade | None]:
         """The agent's own proposal and its order, if any (PROPOSAL_NOT_FOUND for anyone else's)."""
@@ -610,12 +631,14 @@ class Gate:
                         decision_note=decision.note, updated_at=now)
                 .execution_options(synchronize_session=False))
             if result.rowcount == 1:  # type: ignore[attr-defined]
-                session.add(Approval(proposal_id=proposal.id, decision=new_state, decided_by=by, via="client",
-                                     trust="client", note=decision.note, order_hash=proposal.order_hash,
-                                     created_at=now))
+                approval = Approval(proposal_id=proposal.id, decision=new_state, decided_by=by, via="client",
+                                    trust="client", note=decision.note, order_hash=proposal.order_hash,
+                                    created_at=now, audit_event_id=bindings.new_event_id())
+                session.add(approval)
                 await self.record(session=session, actor=by, kind=f"approval.{new_state}", agent_id=agent.id,
                                   payload={"proposal_id": proposal.id, "order_hash": proposal.order_hash,
-                                           **client_notes})
+                                           **client_notes, **bindings.binds(approvals=approval)},
+                                  event_id=approval.audit_event_id)
         async with self.sessions() as s:
             fresh = await s.get(TradeProposal, proposal.id)
         assert fresh is not None
@@ -661,12 +684,15 @@ class Gate:
                         time_in_force=order.time_in_force,
                         reserved_notional=pricing.estimated_notional or Decimal(0), filled_qty=Decimal(0),
                         strategy=proposal.strategy, reasoning=proposal.reasoning, status="pending_submit",
-                        created_at=self.clock(), updated_at=now)  # stamped after the locks are held
+                        created_at=self.clock(), updated_at=now,  # stamped after the locks are held
+                        audit_event_id=bindings.new_event_id())
                     session.add(trade)
                     await self.record(session=session, actor=f"agent:{agent.id}", kind="order.intent",
                                       agent_id=agent.id,
                                       payload={"proposal_id": proposal.id, "order": order.canonical_json(),
-                                               "reserved_notional": trade.reserved_notional})
+                                               "reserved_notional": trade.reserved_notional,
+                                               **bindings.binds(agent_trades=trade)},
+                                      event_id=trade.audit_event_id)
         if violations or needs_person is not None:
             fresh, _ = await self._load_proposal(agent, proposal.id)
             await self._notify(proposal.id)

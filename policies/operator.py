@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.db import transaction
 from ledger.models import GLOBAL_SCOPE, AgentPermissions, AgentTrade, Approval, TradeProposal, TradingState
-from policies import audit
+from policies import audit, bindings
 from policies.approval import ShrinkRefused, shrink
 from policies.gate import LIVE_TRADE_STATUSES, Gate, _order_of
 from policies.operator_agents import AgentOperations
@@ -51,8 +51,9 @@ class Operator(AgentOperations, BookOperations):
         return self.gate.clock()
 
     async def _record(self, session: AsyncSession, kind: str, payload: dict[str, object],
-                      agent_id: str | None = None) -> None:
-        await audit.append(session, ts=self.now, actor=self.actor, kind=kind, agent_id=agent_id, payload=payload)
+                      agent_id: str | None = None, event_id: str | None = None) -> None:
+        await audit.append(session, ts=self.now, actor=self.actor, kind=kind, agent_id=agent_id, payload=payload,
+                           event_id=event_id)
 
     # --- approvals ---------------------------------------------------------------------------------
 
@@ -115,19 +116,28 @@ class Operator(AgentOperations, BookOperations):
                 if result.rowcount != 1:  # type: ignore[attr-defined]
                     raise OperatorError(f"proposal {proposal_id} changed state meanwhile; nothing done")
                 shrunk = bool(values)
-                session.add(Approval(proposal_id=proposal_id, decision=new_state, decided_by=self.actor,
-                                     via="operator", trust="operator", note=note, order_hash=approved_hash,
-                                     original_order_hash=original.order_hash() if shrunk else None,
-                                     original_order=original.canonical_json() if shrunk else None,
-                                     created_at=now))
-                payload: dict[str, object] = {"proposal_id": proposal_id, "via": "operator", "trust": "operator",
-                                              "note": note, "order_hash": approved_hash}
+                approval = Approval(proposal_id=proposal_id, decision=new_state, decided_by=self.actor,
+                                    via="operator", trust="operator", note=note, order_hash=approved_hash,
+                                    original_order_hash=original.order_hash() if shrunk else None,
+                                    original_order=original.canonical_json() if shrunk else None,
+                                    created_at=now, audit_event_id=bindings.new_event_id())
+                session.add(approval)
+                # The decision's record binds the approval and re-binds the proposal (a shrink changed its order)
+                await session.execute(update(TradeProposal).where(TradeProposal.id == proposal_id)
+                                      .values(audit_event_id=approval.audit_event_id)
+                                      .execution_options(synchronize_session=False))
+                payload: dict[str, object] = {
+                    "proposal_id": proposal_id, "via": "operator", "trust": "operator", "note": note,
+                    "order_hash": approved_hash,
+                    **bindings.binds(approvals=approval, trade_proposals=bindings.changed(
+                        bindings.PROPOSALS, proposal, order_hash=approved_hash))}
                 if shrunk:
                     assert edited is not None
                     payload.update(original_order=original.canonical_json(),
                                    original_order_hash=original.order_hash(),
                                    approved_order=edited.canonical_json())
-                await self._record(session, f"approval.{new_state}", payload, proposal.agent_id)
+                await self._record(session, f"approval.{new_state}", payload, proposal.agent_id,
+                                   event_id=approval.audit_event_id)
         async with self.gate.sessions() as session:
             fresh = await session.get(TradeProposal, proposal_id)
         assert fresh is not None

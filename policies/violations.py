@@ -46,6 +46,8 @@ class Code(StrEnum):
     RATE_LIMITED = "RATE_LIMITED"
     ACCOUNT_BLOCKED = "ACCOUNT_BLOCKED"  # the broker account is blocked from trading
     RISK_CHECK_FAILED = "RISK_CHECK_FAILED"  # a risk check could not evaluate the order: denied (fail closed)
+    # A proposal or approval not bound to its audit record (written outside the gate): never sent.
+    AUDIT_MISMATCH = "AUDIT_MISMATCH"
 
 
 class Violation(BaseModel):

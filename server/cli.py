@@ -10,6 +10,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -131,6 +132,10 @@ def serve(ctx: click.Context, transport: str, host: str | None, port: int | None
     from server.security import warn_at_start
 
     warn_at_start(config, transport)  # live over stdio: the agent's host can act as the operator
+    if config.audit is not None:  # refuse a database behind its own last checkpoint before serving anything
+        from server.cli_audit import preflight_anchoring
+
+        preflight_anchoring(config)
     if transport == "stdio":
         from server.app import create_server
 
@@ -381,29 +386,47 @@ def audit_group() -> None:
 
 
 @audit_group.command("verify")
+@click.option("--export", "export_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Verify an `audit export` file instead of the database (no database or config needed).")
+@click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The deployment's public key (`<signing_key_file>.pub`), with --export.")
 @config_option
 @click.pass_context
-def audit_verify(ctx: click.Context) -> None:
-    """Recompute the chain; exit 1 and say where if any record was edited, deleted, inserted, reordered
-    or truncated.
+def audit_verify(ctx: click.Context, export_file: Path | None, public_key: Path | None) -> None:
+    """Recompute the chain and check it against every signed checkpoint; exit 1 and say where if any record
+    was edited, deleted, inserted, reordered or truncated, or a row was written outside the gate.
 
     \b
     Example: tradewarden audit verify --config /abs/path/tradewarden.toml
+    Example: tradewarden audit verify --export audit.jsonl --public-key audit.ed25519.pub
     """
+    from server import cli_audit
 
-    async def action(runtime: Any) -> Any:
-        from policies import audit
-
-        async with runtime.sessions() as session:
-            return await audit.verify(session)
-
-    report = _run(_with_runtime(_config(ctx), action, broker=False))
-    if report.ok:
-        click.echo(f"audit chain OK: {report.records} records, head {report.head_hash[:16]}…")
+    if export_file is not None:
+        if public_key is None:
+            fail("--export needs --public-key FILE (the deployment's public key)", 2)
+        cli_audit.verify_export(export_file, public_key)  # type: ignore[arg-type]
         return
-    for problem in report.problems:
-        click.echo(f"record {problem.seq}: {problem.message}")
-    fail(f"audit chain BROKEN: {len(report.problems)} problem(s), first at record {report.problems[0].seq}")
+    if public_key is not None:
+        fail("--public-key goes with --export FILE", 2)
+    cli_audit.verify_database(_config(ctx))
+
+
+@audit_group.command("keygen")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Private key file (default: [audit] signing_key_file).")
+@config_option
+@click.pass_context
+def audit_keygen(ctx: click.Context, output: str | None) -> None:
+    """Make the Ed25519 key that signs checkpoints: the private key in a 0600 file (never overwritten), the
+    public key in `<file>.pub` and on the last line of stdout.
+
+    \b
+    Example: tradewarden audit keygen --config /abs/path/tradewarden.toml
+    """
+    from server import cli_audit
+
+    cli_audit.keygen(None if output else _config(ctx), output)
 
 
 @audit_group.command("tail")
@@ -440,28 +463,19 @@ def audit_tail(ctx: click.Context, count: int, as_json: bool) -> None:
 
 
 @audit_group.command("export")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="File (default: stdout).")
 @config_option
 @click.pass_context
-def audit_export(ctx: click.Context) -> None:
-    """Every record as JSON lines, with its hashes (to archive, or verify elsewhere).
+def audit_export(ctx: click.Context, output: str | None) -> None:
+    """Signed checkpoints, every record with its hashes, and the head, as JSON lines (to archive, or to check
+    elsewhere with `audit verify --export FILE --public-key FILE`).
 
     \b
-    Example: tradewarden audit export > audit.jsonl
+    Example: tradewarden audit export -o audit.jsonl
     """
+    from server import cli_audit
 
-    async def action(runtime: Any) -> None:
-        from sqlalchemy import select
-
-        from ledger.models import AuditEvent
-
-        async with runtime.sessions() as session:
-            for event in (await session.execute(select(AuditEvent).order_by(AuditEvent.seq))).scalars():
-                click.echo(json.dumps({"seq": event.seq, "event_id": event.event_id, "ts": event.ts.isoformat(),
-                                       "actor": event.actor, "agent_id": event.agent_id, "kind": event.kind,
-                                       "tool": event.tool, "payload": json.loads(event.payload),
-                                       "prev_hash": event.prev_hash, "hash": event.hash}))
-
-    _run(_with_runtime(_config(ctx), action, broker=False))
+    cli_audit.export(_config(ctx), output)
 
 
 # --- db / status -----------------------------------------------------------------------------------

@@ -99,9 +99,19 @@ class ServerConfig(Strict):
     enforce_market_hours: bool = True
 
 
+class AuditConfig(Strict):
+    """[audit]: anchoring the audit chain outside the database (policies/anchoring.py). Relative paths are
+    relative to the config file's folder (resolved by load_config), never to the working directory."""
+
+    signing_key_file: Path  # Ed25519 private key made by `tradewarden audit keygen`; never in the database
+    checkpoint_dir: Path  # append-only signed checkpoints of the chain head
+    checkpoint_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
+
+
 class Config(Strict):
     server: ServerConfig = ServerConfig()
     agents: list[AgentConfig] = Field(default_factory=list)
+    audit: AuditConfig | None = None  # None: the chain is not anchored (docs/ARCHITECTURE.md "Audit")
     source: str = "built-in defaults"
 
     @model_validator(mode="after")
@@ -154,6 +164,25 @@ def _one_line(error: ValidationError) -> str:
     return f"{where}: {first['msg']}{more}"
 
 
+def relative_to_config(value: Path, config_path: Path | None) -> Path:
+    """A path from the config file: relative ones are relative to the file's folder, never to the cwd."""
+    if value.is_absolute() or config_path is None:
+        return value
+    return config_path.resolve().parent / value
+
+
+def _audit_section(section: Any, config_path: Path | None) -> AuditConfig | None:
+    if section is None:
+        return None
+    try:
+        audit = AuditConfig.model_validate(section)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: audit.{_one_line(exc)}") from None
+    return audit.model_copy(update={
+        "signing_key_file": relative_to_config(audit.signing_key_file, config_path),
+        "checkpoint_dir": relative_to_config(audit.checkpoint_dir, config_path)})
+
+
 def resolve_config_path(explicit: str | None, env: Mapping[str, str]) -> Path | None:
     if explicit:
         return Path(explicit)
@@ -177,12 +206,13 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
             raise ConfigError(f"config file unreadable: {config_path}: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file is not valid TOML: {config_path}: {exc}") from None
-    unknown = sorted(set(raw) - {"server", "agents"})
+    unknown = sorted(set(raw) - {"server", "agents", "audit"})
     if unknown:
         raise ConfigError(f"unknown section in config: {', '.join(unknown)}")
     server = {**raw.get("server", {}), **_env_overrides(env)}
     try:
         config = Config(server=ServerConfig(**server), agents=raw.get("agents", []),
+                        audit=_audit_section(raw.get("audit"), config_path),
                         source=str(config_path) if config_path else "built-in defaults")
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration: {_one_line(exc)}") from None

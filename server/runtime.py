@@ -18,6 +18,7 @@ from broker.base import Broker
 from ledger import db
 from ledger.checkpoint import background_checkpoints
 from ledger.models import GLOBAL_SCOPE, AuditHead, TradingState
+from policies import anchoring
 from policies.agents import sync_config_agents
 from policies.audit import GENESIS_HASH
 from policies.gate import Gate, GateSettings
@@ -96,6 +97,49 @@ async def prepare_database(config: Config, engine: AsyncEngine, sessions: async_
         await sync_config_agents(session, config.agents, clock())
 
 
+async def check_anchoring(config: Config, engine: AsyncEngine,
+                          sessions: async_sessionmaker[AsyncSession]) -> anchoring.CheckpointSet:
+    """A server's check at start with [audit]: the checkpoints signed with its key (their signatures checked),
+    and AnchorError if the database is behind the newest one (a restored older copy, a wipe, a truncation) or
+    no longer holds the record it signed. Before anything is written to the database."""
+    assert config.audit is not None
+    key = anchoring.verifying_key(config.audit.signing_key_file)
+    checkpoints = anchoring.load_checkpoints(anchoring.read_checkpoint_lines(config.audit.checkpoint_dir), key)
+    if checkpoints.latest is not None and await db.current_revision(engine) is None:  # an empty database
+        raise anchoring.AnchorError(
+            f"AUDIT_BEHIND_CHECKPOINT: the database has no audit chain but a checkpoint signed at "
+            f"{checkpoints.latest.time} covers record {checkpoints.latest.seq}: it was wiped or replaced; refusing "
+            "to start (run `tradewarden audit verify`)")
+    await anchoring.check_not_behind(sessions, checkpoints)
+    return checkpoints
+
+
+def warn_if_unanchored(config: Config) -> None:
+    if config.audit is None and config.is_live:
+        log.warning("audit_not_anchored", detail="live trading without [audit]: the audit chain is not signed "
+                                                 "outside the database, so a database writer who recomputes its "
+                                                 "hashes goes undetected (docs/PRODUCTION.md)")
+
+
+@asynccontextmanager
+async def _anchoring(config: Config, sessions: async_sessionmaker[AsyncSession],
+                     clock: Callable[[], datetime]) -> AsyncIterator[anchoring.CheckpointSigner]:
+    """Signed checkpoints of the chain head while the block runs, and one more at the end (so a clean stop
+    leaves no record unsigned)."""
+    assert config.audit is not None
+    signer = anchoring.CheckpointSigner(sessions, anchoring.load_signing_key(config.audit.signing_key_file),
+                                        config.audit.checkpoint_dir, config.audit.checkpoint_interval_seconds, clock)
+    task = asyncio.create_task(signer.run(), name="tradewarden-audit-checkpoints")
+    try:
+        yield signer
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        with contextlib.suppress(Exception):
+            await signer.step()
+
+
 @asynccontextmanager
 async def open_runtime(config: Config, *, clock: Callable[[], datetime] = utc_now,
                        broker: Broker | BrokerFactory | None = None, reconcile: bool = True
@@ -107,10 +151,17 @@ async def open_runtime(config: Config, *, clock: Callable[[], datetime] = utc_no
     sessions = db.session_factory(engine)
     sqlite_file = db.sqlite_path(config.server.database_url)
     try:
+        anchored = config.audit is not None and reconcile  # servers sign; one-shot commands do not
+        if anchored:
+            await check_anchoring(config, engine, sessions)
+        elif reconcile:
+            warn_if_unanchored(config)
         await prepare_database(config, engine, sessions, clock)
         async with contextlib.AsyncExitStack() as background:
             if sqlite_file is not None:
                 await background.enter_async_context(background_checkpoints(sqlite_file))
+            if anchored:
+                await background.enter_async_context(_anchoring(config, sessions, clock))
             async with _running(config, engine, sessions, clock, broker, reconcile) as runtime:
                 yield runtime
     finally:

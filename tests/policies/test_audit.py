@@ -108,3 +108,17 @@ async def test_secrets_are_redacted_by_key_and_by_shape(sessions: async_sessionm
     assert payload["nested"]["Authorization"] == audit.REDACTED
     assert "tw_abcdefghijklmnop" not in payload["note"]
     assert payload["headers"] == [audit.REDACTED]
+
+
+@pytest.mark.parametrize("text", ["plain", 'quote " and \\ backslash', "ünïcödé ✓ 日本", "line\nbreak\ttab\x01",
+                                  "\u2028\u202e bidi", ""])
+def test_record_hash_is_the_hash_of_the_canonical_record(text: str) -> None:
+    """The hash is written out field by field for speed: it must stay byte-identical to sha256(prev ||
+    canonical_json(record)), the formula every stored chain was built with."""
+    import hashlib
+
+    fields = {"seq": 12, "event_id": text or "e", "ts": T0.isoformat(), "actor": text, "agent_id": None,
+              "kind": text, "tool": None, "payload": audit.canonical_json({"note": text})}
+    expected = hashlib.sha256(("a" * 64 + audit.canonical_json(fields)).encode()).hexdigest()
+    assert audit.record_hash("a" * 64, **{**fields, "ts": T0}) == expected  # type: ignore[arg-type]
+    assert audit.record_hash_text("a" * 64, **fields) == expected  # type: ignore[arg-type]
