@@ -302,16 +302,22 @@ async def check_not_behind(sessions: async_sessionmaker[AsyncSession], checkpoin
 
 
 class CheckpointSigner:
-    """Signs the chain head every `interval` seconds when it moved, into the checkpoint folder."""
+    """Signs the chain head every `interval` seconds when it moved, into the checkpoint folder.
+
+    Like a Certificate Transparency log's consistency check, it signs a new head only if the chain still holds
+    the head it signed last and the records since then extend it link by link: a chain rewritten under a
+    running server is never signed (an error is logged instead), so its checkpoints stay evidence of the
+    original. `last` starts at the newest checkpoint of the folder (checked at start by check_not_behind)."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], key: Ed25519PrivateKey, directory: Path,
-                 interval: float, clock: Callable[[], datetime]):
+                 interval: float, clock: Callable[[], datetime], last: Checkpoint | None = None):
         self.sessions = sessions
         self.key = key
         self.directory = directory
         self.interval = interval
         self.clock = clock
-        self.last: tuple[int, str] | None = None
+        self.last: tuple[int, str] | None = (last.seq, last.hash) if last is not None else None
+        self.refused: str | None = None  # why the current head was not signed (None while all is well)
 
     async def run(self) -> None:
         while True:
@@ -322,11 +328,45 @@ class CheckpointSigner:
                 log.warning("audit_checkpoint_failed", error=type(error).__name__, detail=str(error)[:200])
 
     async def step(self) -> Checkpoint | None:
-        """Sign and append the current head if it moved since the last checkpoint; the checkpoint or None."""
+        """Sign and append the current head if it moved since the last checkpoint and extends it; the
+        checkpoint or None."""
         head = await read_head(self.sessions)
         if head[0] == 0 or head == self.last:
             return None
+        if self.last is not None:
+            problem = await self._extends(self.last, head)
+            if problem is not None:
+                if problem != self.refused:
+                    log.error("audit_chain_not_signed", problem=problem,
+                              detail="the chain no longer extends the last checkpoint: run `tradewarden audit verify`")
+                self.refused = problem
+                return None
         checkpoint = sign_checkpoint(self.key, head[0], head[1], self.clock())
         await asyncio.to_thread(append_checkpoint, self.directory, checkpoint)
-        self.last = head
+        self.last, self.refused = head, None
         return checkpoint
+
+    async def _extends(self, last: tuple[int, str], head: tuple[int, str]) -> str | None:
+        """Why the chain up to `head` does not extend the checkpointed `last` (None if it does)."""
+        from policies.audit import ChainVerifier, _ts_text
+
+        if head[0] < last[0]:
+            return f"the head is record {head[0]}, behind the last checkpoint's record {last[0]}"
+        async with read(self.sessions) as connection:
+            signed = (await connection.execute(select(AuditEvent.hash).where(AuditEvent.seq == last[0]))
+                      ).scalar_one_or_none()
+            if signed != last[1]:
+                return f"record {last[0]} no longer has the hash its checkpoint signed"
+            rows = (await connection.execute(
+                select(AuditEvent.seq, AuditEvent.event_id, AuditEvent.ts, AuditEvent.actor, AuditEvent.agent_id,
+                       AuditEvent.kind, AuditEvent.tool, AuditEvent.payload, AuditEvent.prev_hash, AuditEvent.hash)
+                .where(AuditEvent.seq > last[0], AuditEvent.seq <= head[0]).order_by(AuditEvent.seq))).all()
+        verifier = ChainVerifier()
+        verifier.prev_hash, verifier.expected_seq = last[1], last[0] + 1
+        for seq, event_id, ts, actor, agent_id, kind, tool, payload, prev_hash, digest in rows:
+            verifier.feed(seq, event_id, _ts_text(ts), actor, agent_id, kind, tool, payload, prev_hash, digest)
+        report = verifier.finish(*head)
+        if not report.ok:
+            first = report.problems[0]
+            return f"record {first.seq}: {first.message}"
+        return None

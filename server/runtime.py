@@ -122,13 +122,14 @@ def warn_if_unanchored(config: Config) -> None:
 
 
 @asynccontextmanager
-async def _anchoring(config: Config, sessions: async_sessionmaker[AsyncSession],
-                     clock: Callable[[], datetime]) -> AsyncIterator[anchoring.CheckpointSigner]:
+async def _anchoring(config: Config, sessions: async_sessionmaker[AsyncSession], clock: Callable[[], datetime],
+                     checkpoints: anchoring.CheckpointSet) -> AsyncIterator[anchoring.CheckpointSigner]:
     """Signed checkpoints of the chain head while the block runs, and one more at the end (so a clean stop
-    leaves no record unsigned)."""
+    leaves no record unsigned). Each extends the newest one before it."""
     assert config.audit is not None
     signer = anchoring.CheckpointSigner(sessions, anchoring.load_signing_key(config.audit.signing_key_file),
-                                        config.audit.checkpoint_dir, config.audit.checkpoint_interval_seconds, clock)
+                                        config.audit.checkpoint_dir, config.audit.checkpoint_interval_seconds, clock,
+                                        last=checkpoints.latest)
     task = asyncio.create_task(signer.run(), name="tradewarden-audit-checkpoints")
     try:
         yield signer
@@ -152,16 +153,15 @@ async def open_runtime(config: Config, *, clock: Callable[[], datetime] = utc_no
     sqlite_file = db.sqlite_path(config.server.database_url)
     try:
         anchored = config.audit is not None and reconcile  # servers sign; one-shot commands do not
-        if anchored:
-            await check_anchoring(config, engine, sessions)
-        elif reconcile:
+        checkpoints = await check_anchoring(config, engine, sessions) if anchored else None
+        if reconcile and config.audit is None:
             warn_if_unanchored(config)
         await prepare_database(config, engine, sessions, clock)
         async with contextlib.AsyncExitStack() as background:
             if sqlite_file is not None:
                 await background.enter_async_context(background_checkpoints(sqlite_file))
-            if anchored:
-                await background.enter_async_context(_anchoring(config, sessions, clock))
+            if checkpoints is not None:
+                await background.enter_async_context(_anchoring(config, sessions, clock, checkpoints))
             async with _running(config, engine, sessions, clock, broker, reconcile) as runtime:
                 yield runtime
     finally:

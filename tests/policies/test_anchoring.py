@@ -142,3 +142,44 @@ def test_a_checkpoint_beyond_the_chain_end_is_a_truncation() -> None:
     checkpoint = anchoring.sign_checkpoint(key, 9, "a" * 64, T0)
     report = ChainVerifier({9: checkpoint}).finish(0, audit.GENESIS_HASH)
     assert not report.ok and "covers record 9" in report.problems[0].message
+
+
+async def _rewrite_from(sessions: async_sessionmaker[AsyncSession], seq: int) -> None:
+    """An attacker edits record `seq` and recomputes every hash after it, and the head."""
+    from sqlalchemy import text
+
+    async with db.transaction(sessions) as session:
+        rows = (await session.execute(text("SELECT * FROM audit_events ORDER BY seq"))).mappings().all()
+        prev = audit.GENESIS_HASH
+        for row in rows:
+            payload = '{"i":1000}' if row["seq"] == seq else row["payload"]
+            ts = datetime.fromisoformat(str(row["ts"])).replace(tzinfo=UTC)
+            digest = audit.record_hash(prev, seq=row["seq"], event_id=row["event_id"], ts=ts, actor=row["actor"],
+                                       agent_id=row["agent_id"], kind=row["kind"], tool=row["tool"], payload=payload)
+            await session.execute(text("UPDATE audit_events SET payload = :p, prev_hash = :prev, hash = :h "
+                                       "WHERE seq = :s"), {"p": payload, "prev": prev, "h": digest, "s": row["seq"]})
+            prev = digest
+        await session.execute(text("UPDATE audit_head SET hash = :h WHERE id = 1"), {"h": prev})
+
+
+async def test_the_signer_never_signs_a_chain_rewritten_under_it(sessions: async_sessionmaker[AsyncSession],
+                                                                tmp_path: Path) -> None:
+    signer = anchoring.CheckpointSigner(sessions, Ed25519PrivateKey.generate(), tmp_path / "cp", 1.0, lambda: T0)
+    await append(sessions, 3)
+    assert await signer.step() is not None
+    await _rewrite_from(sessions, 2)
+    await append(sessions, 2)
+    assert await signer.step() is None
+    assert signer.refused is not None and "record 3" in signer.refused
+    assert len((tmp_path / "cp" / anchoring.CHECKPOINT_FILE).read_text().splitlines()) == 1
+
+
+async def test_the_signer_picks_up_from_the_newest_checkpoint_at_start(sessions: async_sessionmaker[AsyncSession],
+                                                                       tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    await append(sessions, 2)
+    first = await anchoring.CheckpointSigner(sessions, key, tmp_path / "cp", 1.0, lambda: T0).step()
+    await _rewrite_from(sessions, 1)  # while no server ran
+    await append(sessions, 1)
+    restarted = anchoring.CheckpointSigner(sessions, key, tmp_path / "cp", 1.0, lambda: T0, last=first)
+    assert await restarted.step() is None and restarted.refused is not None

@@ -272,7 +272,23 @@ def test_keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites(t
     assert key.read_bytes() == before
 
 
+def test_verify_without_its_key_is_a_configuration_error(tmp_path: Path) -> None:
+    anchored, _ = write_configs(tmp_path)
+    result = verify(anchored)
+    assert result.returncode == 2 and "audit keygen" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_verify_without_audit_section_says_anchoring_is_off(tmp_path: Path) -> None:
     _, plain = write_configs(tmp_path)
+    run_cli(plain, "db", "upgrade", check=True)
     result = verify(plain)
     assert result.returncode == 0 and "anchoring is off" in result.stdout
+
+
+def test_verify_of_a_missing_database_fails_and_creates_nothing(tmp_path: Path) -> None:
+    anchored, _ = write_configs(tmp_path)
+    run_cli(anchored, "audit", "keygen", check=True)
+    result = verify(anchored)
+    assert result.returncode == 1 and "no database at" in result.stderr
+    assert not (tmp_path / "tradewarden.db").exists()

@@ -61,5 +61,5 @@ def test_bad_values_and_unknown_keys_are_refused_with_one_line(tmp_path: Path, e
 
 
 def test_a_section_without_its_key_file_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="audit.signing_key_file"):
+    with pytest.raises(ConfigError, match=r"audit\.signing_key_file"):
         load_config(str(write(tmp_path, '[audit]\ncheckpoint_dir = "c"\n')), env={})
