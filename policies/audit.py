@@ -251,6 +251,9 @@ def verify_chain(events: Iterable[AuditEvent], head: AuditHead | None,
 
 def _ts_text(ts: datetime | str) -> str:
     """A record's time as it was hashed: ISO-8601 of the UTC-aware time (stored naive on SQLite)."""
+    if isinstance(ts, str) and len(ts) == 26 and ts[10] == " " and ts[19] == ".":
+        # SQLite's stored form, "YYYY-MM-DD HH:MM:SS.ffffff" in UTC: rewritten as isoformat() would write it
+        return f"{ts[:10]}T{ts[11:19] if ts.endswith('.000000') else ts[11:]}+00:00"
     value = datetime.fromisoformat(ts) if isinstance(ts, str) else ts
     return (value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)).isoformat()
 

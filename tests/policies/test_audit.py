@@ -122,3 +122,10 @@ def test_record_hash_is_the_hash_of_the_canonical_record(text: str) -> None:
     expected = hashlib.sha256(("a" * 64 + audit.canonical_json(fields)).encode()).hexdigest()
     assert audit.record_hash("a" * 64, **{**fields, "ts": T0}) == expected  # type: ignore[arg-type]
     assert audit.record_hash_text("a" * 64, **fields) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("stored", ["2026-11-23 15:00:00.000000", "2026-11-23 15:00:00.000001",
+                                    "2026-11-23 15:00:00.123456", "2026-11-23T15:00:00+00:00"])
+def test_a_stored_time_is_read_back_as_it_was_hashed(stored: str) -> None:
+    value = datetime.fromisoformat(stored).replace(tzinfo=UTC)
+    assert audit._ts_text(stored) == value.isoformat()
