@@ -26,11 +26,6 @@ def fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-def _run_with_runtime(config: Config, action: Any) -> Any:
-    from server.cli import _run, _with_runtime  # the command line's runtime handling (imported late: no cycle)
-
-    return _run(_with_runtime(config, action))
-
 PROGRESS_EVERY = 2.0  # seconds between progress lines on stderr
 
 
@@ -169,40 +164,53 @@ def _record_line(row: Any) -> str:
 
 def export(config: Config, output: str | None) -> None:
     """Checkpoint lines first (so a verifier streams the records against them), then every record, then the
-    head: JSON lines."""
+    head: JSON lines. Streamed in batches, on a plain engine (no runtime: nothing else is started)."""
+    import asyncio
 
-    async def action(runtime: Any) -> None:
-        from sqlalchemy import select
+    from sqlalchemy import select
 
-        from ledger.db import execute
-        from ledger.models import AuditHead
-        from policies.audit import _EVENT_BATCH, VERIFY_BATCH
+    from ledger import db
+    from ledger.models import AuditHead
+    from policies.audit import _EVENT_BATCH, VERIFY_BATCH
 
-        out: IO[str] = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+    path = db.sqlite_path(config.server.database_url)
+    if path is not None and not Path(path).exists():
+        fail(f"no database at {path}: nothing to export")
+
+    async def write(out: IO[str]) -> None:
+        if config.audit is not None:
+            for _, line in anchoring.read_checkpoint_lines(config.audit.checkpoint_dir):
+                try:
+                    out.write(json.dumps({"checkpoint": json.loads(line)}) + "\n")
+                except ValueError:
+                    continue  # not a checkpoint: verify of the folder reports it
+        engine = db.create_engine(config.server.database_url)
         try:
-            if config.audit is not None:
-                for _, line in anchoring.read_checkpoint_lines(config.audit.checkpoint_dir):
-                    try:
-                        out.write(json.dumps({"checkpoint": json.loads(line)}) + "\n")
-                    except ValueError:
-                        continue  # not a checkpoint: verify of the folder reports it
-            async with runtime.sessions() as session:
+            async with db.session_factory(engine)() as session:
                 after = 0
                 while True:
-                    rows = (await execute(session, _EVENT_BATCH, {"after": after, "batch": VERIFY_BATCH})).all()
+                    rows = (await db.execute(session, _EVENT_BATCH, {"after": after, "batch": VERIFY_BATCH})).all()
                     out.writelines(_record_line(row) + "\n" for row in rows)
                     if len(rows) < VERIFY_BATCH:
                         break
                     after = rows[-1][0]
                 head = (await session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1))
                         ).first()
-            out.write(json.dumps({"head": {"seq": head.seq if head else 0,
-                                           "hash": head.hash if head else "0" * 64}}) + "\n")
         finally:
-            if output:
-                out.close()
+            await engine.dispose()
+        out.write(json.dumps({"head": {"seq": head.seq if head else 0,
+                                       "hash": head.hash if head else "0" * 64}}) + "\n")
 
-    _run_with_runtime(config, action)
+    try:
+        if output:
+            with open(output, "w", encoding="utf-8") as out:
+                asyncio.run(write(out))
+        else:
+            asyncio.run(write(sys.stdout))
+    except OSError as error:
+        fail(f"cannot write the export: {error.strerror}")
+    except Exception as error:  # the database cannot be read: one line, never a traceback
+        fail(f"cannot read the database {path or 'database'}: {type(error).__name__}")
 
 
 # --- verify an export ----------------------------------------------------------------------------------------

@@ -292,3 +292,19 @@ def test_verify_of_a_missing_database_fails_and_creates_nothing(tmp_path: Path) 
     result = verify(anchored)
     assert result.returncode == 1 and "no database at" in result.stderr
     assert not (tmp_path / "tradewarden.db").exists()
+
+
+async def test_a_live_server_without_anchoring_warns_at_start(db_url: str) -> None:
+    from structlog.testing import capture_logs
+
+    from server.runtime import open_runtime
+    from tests.conftest import make_config
+
+    with capture_logs() as logs:
+        async with open_runtime(make_config(db_url, trading_mode="live")):
+            pass
+    assert [e for e in logs if e["event"] == "audit_not_anchored"]
+    with capture_logs() as paper_logs:
+        async with open_runtime(make_config(db_url)):
+            pass
+    assert not [e for e in paper_logs if e["event"] == "audit_not_anchored"]
