@@ -4,9 +4,10 @@ prints.
 
     .venv/bin/python bench/audit_cost.py [--calls 300] [--rounds 4]
 
-The same server (simulated broker, SQLite, in-memory MCP client as bench/run.py) is run alternately without and
-with [audit] (checkpoints every second by the background signer), each round on a fresh database, so machine
-noise spreads over both. Rows are bound to their audit records in both (that is not optional).
+Two servers (simulated broker, SQLite, in-memory MCP client as bench/run.py), one without and one with [audit]
+(checkpoints every second by the background signer), each on a fresh database, alive at once in one process,
+their calls interleaved: on a shared, noisy machine only a paired measurement compares them. Rows are bound to
+their audit records in both (that is not optional).
 """
 
 from __future__ import annotations
@@ -27,29 +28,37 @@ sys.path.insert(0, str(ROOT / "bench"))
 from run import percentile, write_config  # noqa: E402  (bench/run.py, beside this file)
 
 
-async def propose_samples(config_path: Path, calls: int) -> tuple[list[float], int]:
-    """Latencies (ms) of `calls` proposals after a warm-up, and the checkpoints written meanwhile."""
+async def paired_samples(plain: Path, anchored: Path, calls: int) -> tuple[list[float], list[float], int]:
+    """Latencies (ms) of `calls` proposals on each of two servers alive at once, one without and one with
+    [audit], their calls interleaved (ABBA) so that the machine's noise falls on both alike; and the
+    checkpoints the anchored one wrote meanwhile."""
+    from contextlib import AsyncExitStack
+
     from mcp import Client
 
     from server.app import create_server
     from server.config import load_config
 
-    config = load_config(str(config_path), env={})
-    samples: list[float] = []
-    async with Client(create_server(config, agent_id="bench-0")) as client:
+    configs = [load_config(str(plain), env={}), load_config(str(anchored), env={})]
+    samples: list[list[float]] = [[], []]
+    async with AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(Client(create_server(c, agent_id="bench-0"))) for c in configs]
         for _ in range(20):
-            await client.call_tool("propose_trade", {"symbol": "SPY", "side": "buy", "qty": 1, "reasoning": "w"})
+            for client in clients:
+                await client.call_tool("propose_trade", {"symbol": "SPY", "side": "buy", "qty": 1, "reasoning": "w"})
+        await asyncio.sleep(3.5)  # past the runtime's start-up heap freeze, so both measure the steady state
         for i in range(calls):
-            start = time.perf_counter()
-            result = await client.call_tool("propose_trade", {"symbol": "AAPL", "side": "buy", "qty": 1 + i % 7,
-                                                              "reasoning": "bench", "strategy": "bench"})
-            samples.append((time.perf_counter() - start) * 1000)
-            assert result.structured_content and result.structured_content["status"] == "approved", result
-    checkpoints = 0
-    if config.audit is not None:
-        written = config.audit.checkpoint_dir / "checkpoints.jsonl"
-        checkpoints = len(written.read_text().splitlines()) if written.exists() else 0
-    return samples, checkpoints
+            for which in ((0, 1) if i % 2 == 0 else (1, 0)):
+                start = time.perf_counter()
+                result = await clients[which].call_tool(
+                    "propose_trade", {"symbol": "AAPL", "side": "buy", "qty": 1 + i % 7, "reasoning": "bench",
+                                      "strategy": "bench"})
+                samples[which].append((time.perf_counter() - start) * 1000)
+                assert result.structured_content and result.structured_content["status"] == "approved", result
+    audit = configs[1].audit
+    assert audit is not None
+    written = audit.checkpoint_dir / "checkpoints.jsonl"
+    return samples[0], samples[1], len(written.read_text().splitlines()) if written.exists() else 0
 
 
 def anchored_config(workdir: Path) -> Path:
@@ -74,13 +83,13 @@ async def main() -> int:
     samples: dict[str, list[float]] = {"without [audit]": [], "with [audit]": []}
     checkpoints = 0
     for _ in range(args.rounds):
-        for mode in samples:
-            with tempfile.TemporaryDirectory(prefix="tw-audit-cost-") as tmp:
-                workdir = Path(tmp)
-                config = anchored_config(workdir) if mode == "with [audit]" else write_config(workdir, agents=1)
-                taken, written = await propose_samples(config, args.calls)
-                samples[mode] += taken
-                checkpoints += written
+        with tempfile.TemporaryDirectory(prefix="tw-audit-off-") as off, \
+                tempfile.TemporaryDirectory(prefix="tw-audit-on-") as on:
+            plain, anchored = write_config(Path(off), agents=1), anchored_config(Path(on))
+            without, with_audit, written = await paired_samples(plain, anchored, args.calls)
+        samples["without [audit]"] += without
+        samples["with [audit]"] += with_audit
+        checkpoints += written
     print("| propose_trade | p50 ms | p99 ms | calls |")
     print("|---|---|---|---|")
     for mode, taken in samples.items():
