@@ -320,12 +320,16 @@ class CheckpointSigner:
         self.refused: str | None = None  # why the current head was not signed (None while all is well)
 
     async def run(self) -> None:
+        failed: str | None = None
         while True:
             await asyncio.sleep(self.interval)
             try:
                 await self.step()
+                failed = None
             except Exception as error:  # a full disk must not stop the server; the gap is visible in verify
-                log.warning("audit_checkpoint_failed", error=type(error).__name__, detail=str(error)[:200])
+                if f"{type(error).__name__}: {error}" != failed:  # once per distinct failure, not every second
+                    log.warning("audit_checkpoint_failed", error=type(error).__name__, detail=str(error)[:200])
+                failed = f"{type(error).__name__}: {error}"
 
     async def step(self) -> Checkpoint | None:
         """Sign and append the current head if it moved since the last checkpoint and extends it; the

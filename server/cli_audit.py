@@ -76,7 +76,8 @@ def _report(report: VerifyReport, checkpoints: anchoring.CheckpointSet | None, e
         click.echo("anchoring is off ([audit] not configured): a database writer who recomputes every hash "
                    "would not be detected")
     elif checkpoints.latest is None:
-        click.echo("anchoring is on but there are no checkpoints yet (a running server writes them)")
+        click.echo("WARNING: anchoring is on but there are no checkpoints: none written yet (only a running "
+                   "server writes them), or the checkpoint folder was moved or emptied; nothing is anchored")
     else:
         latest = checkpoints.latest
         click.echo(f"anchored: {checkpoints.count} signed checkpoints match; the newest covers record {latest.seq} "
@@ -156,10 +157,16 @@ def preflight_anchoring(config: Config) -> None:
 # --- export ----------------------------------------------------------------------------------------------------
 
 def _record_line(row: Any) -> str:
+    """A record as JSON; its payload as an object (readable), or as `payload_text` when it is not JSON (an
+    edited record: exported as stored, for the verifier to find)."""
     seq, event_id, ts, actor, agent_id, kind, tool, payload, prev_hash, digest = row
+    try:
+        content: dict[str, Any] = {"payload": json.loads(payload)}
+    except ValueError:
+        content = {"payload_text": payload}
     return json.dumps({"seq": seq, "event_id": event_id, "ts": ts.isoformat(), "actor": actor, "agent_id": agent_id,
-                       "kind": kind, "tool": tool, "payload": json.loads(payload), "prev_hash": prev_hash,
-                       "hash": digest}, ensure_ascii=False)
+                       "kind": kind, "tool": tool, **content, "prev_hash": prev_hash, "hash": digest},
+                      ensure_ascii=False)
 
 
 def export(config: Config, output: str | None) -> None:
@@ -264,9 +271,9 @@ def verify_export(path: Path, public_key: Path) -> None:
             if verifier.full:
                 continue
             try:
+                payload = value["payload_text"] if "payload_text" in value else canonical_json(value["payload"])
                 verifier.feed(value["seq"], value["event_id"], value["ts"], value["actor"], value["agent_id"],
-                              value["kind"], value["tool"], canonical_json(value["payload"]), value["prev_hash"],
-                              value["hash"])
+                              value["kind"], value["tool"], payload, value["prev_hash"], value["hash"])
             except (KeyError, TypeError):
                 verifier.problem(None, f"line {number} is not a record")
             if verifier.count % 100_000 == 0:

@@ -308,3 +308,16 @@ async def test_a_live_server_without_anchoring_warns_at_start(db_url: str) -> No
         async with open_runtime(make_config(db_url)):
             pass
     assert not [e for e in paper_logs if e["event"] == "audit_not_anchored"]
+
+
+async def test_an_export_of_an_edited_record_is_still_written_and_fails_verification(
+        deployment: tuple[Path, Path], tmp_path: Path) -> None:
+    anchored, _ = deployment
+    with sqlite3.connect(tmp_path / "tradewarden.db") as db:
+        db.execute("UPDATE audit_events SET payload = 'not json at all' WHERE seq = 2")
+    export = tmp_path / "export.jsonl"
+    assert run_cli(anchored, "audit", "export", "-o", str(export)).returncode == 0
+    result = subprocess.run([sys.executable, "-m", "server.cli", "audit", "verify", "--export", str(export),
+                             "--public-key", str(tmp_path / "keys" / "audit.ed25519.pub")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "record 2: content changed" in result.stdout, result.stdout + result.stderr
