@@ -106,3 +106,55 @@ async def test_genuine_operator_approval_executes_and_verifies(tmp_path: Path) -
     assert result["status"] == "filled", result
     verified = run_cli(config, "audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+async def test_forged_trade_row_is_reported(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    proposal_id = await propose(config)
+    with sqlite3.connect(tmp_path / "tradewarden.db") as db:
+        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        db.execute("INSERT INTO agent_trades (id, agent_id, proposal_id, client_order_id, symbol, side, quantity, "
+                   "order_type, time_in_force, reserved_notional, filled_qty, reasoning, status, created_at, "
+                   "updated_at) VALUES (?, 'agent-1', ?, ?, 'SPY', 'buy', '2', 'market', 'day', '0', '2', 'x', "
+                   "'filled', ?, ?)", (proposal_id, proposal_id, proposal_id, now, now))
+    verified = run_cli(config, "audit", "verify")
+    assert verified.returncode == 1
+    assert f"agent_trades row {proposal_id}" in verified.stdout and "no audit record binds it" in verified.stdout
+
+
+async def test_rows_from_before_the_binding_are_legacy_never_execute_and_verify_counts_them(
+        tmp_path: Path) -> None:
+    """A database at 0001 with a proposal approved by hand (as the old code could leave it), then upgraded."""
+    from alembic import command
+    from sqlalchemy import select
+
+    from ledger import db
+    from ledger.models import TradeProposal
+    from policies import bindings
+
+    config = write_config(tmp_path)
+    url = load_config(str(config), env={}).server.database_url
+    engine = db.create_engine(url)
+    async with engine.begin() as connection:
+        await connection.run_sync(lambda sync: command.upgrade(db._alembic_config(sync), "0001"))
+    await engine.dispose()
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    with sqlite3.connect(tmp_path / "tradewarden.db") as conn:
+        conn.execute("INSERT INTO trade_proposals (id, agent_id, symbol, side, qty, order_type, time_in_force, "
+                     "extended_hours, reasoning, status, order_hash, violations, approval_mode, trading_mode, "
+                     "created_at, expires_at, updated_at) VALUES ('00000000-0000-4000-8000-000000000001', 'agent-1', "
+                     "'SPY', 'buy', '1', 'market', 'day', 0, 'x', 'approved', 'h', '[]', 'operator', 'paper', ?, ?, ?)",
+                     (now, "2999-01-01 00:00:00.000000", now))
+        conn.execute("INSERT INTO approvals (proposal_id, decision, decided_by, via, order_hash, created_at) VALUES "
+                     "('00000000-0000-4000-8000-000000000001', 'approved', 'operator:cli', 'operator', 'h', ?)", (now,))
+    engine = db.create_engine(url)
+    await db.upgrade(engine)
+    async with db.session_factory(engine)() as session:
+        proposal = (await session.execute(select(TradeProposal))).scalar_one()
+        assert proposal.audit_event_id == bindings.LEGACY
+        assert await bindings.execution_problem(session, proposal) == (
+            "the proposal: it was written before rows were bound to audit records")
+        assert await bindings.unbound_rows(session, 20) == ([], 2)
+    await engine.dispose()
+    verified = run_cli(config, "audit", "verify")
+    assert verified.returncode == 0 and "2 rows from before rows were bound" in verified.stdout
