@@ -144,6 +144,18 @@ async def test_delete_and_renumber_is_caught(deployment: tuple[Path, Path], tmp_
     assert_caught(verify(anchored), "does not match the checkpoint")
 
 
+async def test_reordering_with_recomputed_hashes_is_caught(deployment: tuple[Path, Path], tmp_path: Path) -> None:
+    anchored, plain = deployment
+
+    def swap(rows: Rows) -> Rows:
+        rows[1], rows[2] = rows[2], rows[1]
+        return rows
+
+    rewrite_chain(tmp_path / "tradewarden.db", swap)
+    assert_unnoticed_without_anchoring(plain)
+    assert_caught(verify(anchored), "does not match the checkpoint")
+
+
 async def test_truncate_and_move_the_head_is_caught(deployment: tuple[Path, Path], tmp_path: Path) -> None:
     anchored, plain = deployment
     rewrite_chain(tmp_path / "tradewarden.db", lambda rows: rows[:-2])  # the last call's outcome records
