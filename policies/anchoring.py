@@ -45,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ledger.db import read
 from ledger.models import AuditEvent, AuditHead
+from policies.audit import GENESIS_HASH, ChainVerifier, hashed_time
 
 log = structlog.get_logger("tradewarden.anchoring")
 
@@ -278,7 +279,7 @@ def append_checkpoint(directory: Path, checkpoint: Checkpoint) -> None:
 async def read_head(sessions: async_sessionmaker[AsyncSession]) -> tuple[int, str]:
     async with read(sessions) as connection:
         row = (await connection.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1))).first()
-    return (row.seq, row.hash) if row is not None else (0, "0" * 64)
+    return (row.seq, row.hash) if row is not None else (0, GENESIS_HASH)
 
 
 async def check_not_behind(sessions: async_sessionmaker[AsyncSession], checkpoints: CheckpointSet) -> None:
@@ -352,8 +353,6 @@ class CheckpointSigner:
 
     async def _extends(self, last: tuple[int, str], head: tuple[int, str]) -> str | None:
         """Why the chain up to `head` does not extend the checkpointed `last` (None if it does)."""
-        from policies.audit import ChainVerifier, _ts_text
-
         if head[0] < last[0]:
             return f"the head is record {head[0]}, behind the last checkpoint's record {last[0]}"
         async with read(self.sessions) as connection:
@@ -368,7 +367,7 @@ class CheckpointSigner:
         verifier = ChainVerifier()
         verifier.prev_hash, verifier.expected_seq = last[1], last[0] + 1
         for seq, event_id, ts, actor, agent_id, kind, tool, payload, prev_hash, digest in rows:
-            verifier.feed(seq, event_id, _ts_text(ts), actor, agent_id, kind, tool, payload, prev_hash, digest)
+            verifier.feed(seq, event_id, hashed_time(ts), actor, agent_id, kind, tool, payload, prev_hash, digest)
         report = verifier.finish(*head)
         if not report.ok:
             first = report.problems[0]

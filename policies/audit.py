@@ -249,7 +249,7 @@ def verify_chain(events: Iterable[AuditEvent], head: AuditHead | None,
     return verifier.finish(head.seq if head else 0, head.hash if head else GENESIS_HASH)
 
 
-def _ts_text(ts: datetime | str) -> str:
+def hashed_time(ts: datetime | str) -> str:
     """A record's time as it was hashed: ISO-8601 of the UTC-aware time (stored naive on SQLite)."""
     if isinstance(ts, str) and len(ts) == 26 and ts[10] == " " and ts[19] == ".":
         # SQLite's stored form, "YYYY-MM-DD HH:MM:SS.ffffff" in UTC: rewritten as isoformat() would write it
@@ -266,7 +266,7 @@ def verify_records(records: Iterable[Sequence[Any]], head: tuple[int, str] | Non
     verifier = ChainVerifier(checkpoints)
     feed = verifier.feed
     for seq, event_id, ts, actor, agent_id, kind, tool, payload, prev_hash, digest in records:
-        feed(seq, event_id, _ts_text(ts), actor, agent_id, kind, tool, payload, prev_hash, digest)
+        feed(seq, event_id, hashed_time(ts), actor, agent_id, kind, tool, payload, prev_hash, digest)
         if verifier.full:
             break
         if progress is not None and verifier.count % progress_every == 0:
@@ -277,7 +277,7 @@ def verify_records(records: Iterable[Sequence[Any]], head: tuple[int, str] | Non
 
 _EVENT_COLUMNS = (AuditEvent.seq, AuditEvent.event_id, AuditEvent.ts, AuditEvent.actor, AuditEvent.agent_id,
                   AuditEvent.kind, AuditEvent.tool, AuditEvent.payload, AuditEvent.prev_hash, AuditEvent.hash)
-_EVENT_BATCH = (select(*_EVENT_COLUMNS).where(AuditEvent.seq > bindparam("after")).order_by(AuditEvent.seq)
+RECORDS_AFTER = (select(*_EVENT_COLUMNS).where(AuditEvent.seq > bindparam("after")).order_by(AuditEvent.seq)
                 .limit(bindparam("batch")))
 
 
@@ -289,7 +289,7 @@ async def verify(session: AsyncSession, checkpoints: Mapping[int, Any] | None = 
     verifier = ChainVerifier(checkpoints)
     after = 0
     while not verifier.full:
-        rows = (await execute(session, _EVENT_BATCH, {"after": after, "batch": batch})).all()
+        rows = (await execute(session, RECORDS_AFTER, {"after": after, "batch": batch})).all()
         for seq, event_id, ts, actor, agent_id, kind, tool, payload, prev_hash, digest in rows:
             verifier.feed(seq, event_id, ts.isoformat(), actor, agent_id, kind, tool, payload, prev_hash, digest)
         if len(rows) < batch:

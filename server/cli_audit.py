@@ -178,7 +178,7 @@ def export(config: Config, output: str | None) -> None:
 
     from ledger import db
     from ledger.models import AuditHead
-    from policies.audit import _EVENT_BATCH, VERIFY_BATCH
+    from policies.audit import RECORDS_AFTER, VERIFY_BATCH
 
     path = db.sqlite_path(config.server.database_url)
     if path is not None and not Path(path).exists():
@@ -196,7 +196,7 @@ def export(config: Config, output: str | None) -> None:
             async with db.session_factory(engine)() as session:
                 after = 0
                 while True:
-                    rows = (await db.execute(session, _EVENT_BATCH, {"after": after, "batch": VERIFY_BATCH})).all()
+                    rows = (await db.execute(session, RECORDS_AFTER, {"after": after, "batch": VERIFY_BATCH})).all()
                     out.writelines(_record_line(row) + "\n" for row in rows)
                     if len(rows) < VERIFY_BATCH:
                         break

@@ -71,7 +71,7 @@ async def deployment(tmp_path: Path) -> tuple[Path, Path]:
 
 # --- the attacker's tools -------------------------------------------------------------------------------------
 
-def _ts_text(stored: str) -> str:
+def hashed_time(stored: str) -> str:
     return datetime.fromisoformat(stored).replace(tzinfo=UTC).isoformat()
 
 
@@ -85,7 +85,7 @@ def rewrite_chain(db_path: Path, change: Callable[[Rows], Rows]) -> None:
         for seq, row in enumerate(rows, 1):
             row["seq"], row["prev_hash"] = seq, prev
             row["hash"] = prev = record_hash(
-                prev, seq=seq, event_id=str(row["event_id"]), ts=datetime.fromisoformat(_ts_text(str(row["ts"]))),
+                prev, seq=seq, event_id=str(row["event_id"]), ts=datetime.fromisoformat(hashed_time(str(row["ts"]))),
                 actor=str(row["actor"]), agent_id=row["agent_id"], kind=str(row["kind"]),  # type: ignore[arg-type]
                 tool=row["tool"], payload=str(row["payload"]))  # type: ignore[arg-type]
         db.execute("DELETE FROM audit_events")
