@@ -52,6 +52,9 @@ log = structlog.get_logger("tradewarden.anchoring")
 CHECKPOINT_FILE = "checkpoints.jsonl"
 NOTE_HEADER = "tradewarden-audit-checkpoint/v1"
 MAX_LINE = 1024  # a checkpoint line is ~250 bytes; anything longer is not one
+# The signer checks link by link at most this many records since its last checkpoint (one interval's worth is
+# a few thousand at most); beyond it only that the checkpointed record is unchanged.
+EXTEND_CHECK_MAX = 50_000
 
 
 class AnchorError(Exception):
@@ -360,6 +363,10 @@ class CheckpointSigner:
                       ).scalar_one_or_none()
             if signed != last[1]:
                 return f"record {last[0]} no longer has the hash its checkpoint signed"
+            if head[0] - last[0] > EXTEND_CHECK_MAX:
+                # e.g. a replica back after a long stop: the links are left to `audit verify` rather than read
+                # into memory on the event loop here
+                return None
             rows = (await connection.execute(
                 select(AuditEvent.seq, AuditEvent.event_id, AuditEvent.ts, AuditEvent.actor, AuditEvent.agent_id,
                        AuditEvent.kind, AuditEvent.tool, AuditEvent.payload, AuditEvent.prev_hash, AuditEvent.hash)
