@@ -158,3 +158,32 @@ async def test_rows_from_before_the_binding_are_legacy_never_execute_and_verify_
     await engine.dispose()
     verified = run_cli(config, "audit", "verify")
     assert verified.returncode == 0 and "2 rows from before rows were bound" in verified.stdout
+
+
+async def test_a_shrunk_approval_rebinds_the_proposal_executes_and_verifies(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    proposal_id = await propose(config)
+    assert run_cli(config, "approvals", "approve", proposal_id, "--qty", "1").returncode == 0
+    result = await execute(config, proposal_id)
+    assert result["status"] == "filled" and result["filled_qty"] == "1", result
+    verified = run_cli(config, "audit", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+async def test_a_withdrawn_auto_approval_flipped_back_by_hand_does_not_execute(tmp_path: Path) -> None:
+    """An auto-approval withdrawn at execution goes back to pending (decided_via cleared); the attacker flips
+    the status back to approved: the latest recorded approval is the auto one, which no longer holds."""
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace('approval = "operator"', 'approval = "auto"\n'
+                                                 'auto_approve_max_notional = 5000'))
+    async with connect(load_config(str(config), env={})) as client:
+        proposal = await call(client, "propose_trade", symbol="SPY", side="buy", qty=2, reasoning="test")
+    assert proposal["status"] == "approved"
+    proposal_id = str(proposal["proposal_id"])
+    with sqlite3.connect(tmp_path / "tradewarden.db") as db:  # what the withdrawal leaves
+        db.execute("UPDATE trade_proposals SET status = 'pending_approval', decided_via = NULL, decided_by = NULL "
+                   "WHERE id = ?", (proposal_id,))
+        db.execute("UPDATE trade_proposals SET status = 'approved' WHERE id = ?", (proposal_id,))  # the attack
+    result = await execute(config, proposal_id)
+    assert [v["code"] for v in result["violations"]] == ["AUDIT_MISMATCH"]  # type: ignore[union-attr]
+    assert await broker_orders(load_config(str(config), env={}).server.database_url) == 0
