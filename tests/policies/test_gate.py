@@ -210,6 +210,9 @@ async def test_random_sequences_never_exceed_limits_and_reservations_balance(tmp
                         open_orders.append(executed["order_id"])
             status = await call(client, "get_trading_status")
             positions = await call(client, "get_positions")
+            # Read while the clock is still the test's: a server opened later, on the real clock, would
+            # reconcile resting orders against a price path days ahead and fill them.
+            open_orders_seen = (await call(client, "get_orders", status="open"))["orders"]
     await assert_within_limits(db_url, "agent-1", config.agents[0])
     # Reservations balance: what the gate counts as reserved is exactly the unfilled part of the open orders'
     # reservations, and the open orders the agent sees are exactly the reserving rows.
@@ -217,7 +220,7 @@ async def test_random_sequences_never_exceed_limits_and_reservations_balance(tmp
     open_left = sum((t.reserved_notional * (1 - t.filled_qty / t.quantity) for t in reserving if t.side == "buy"),
                     Decimal(0))
     assert Decimal(status["used_today"]["open_buy_notional"]) == open_left
-    assert sorted(o["order_id"] for o in await _open_orders(config)) == sorted(t.id for t in reserving)
+    assert sorted(o["order_id"] for o in open_orders_seen) == sorted(t.id for t in reserving)
     assert all(Decimal(p["qty"]) >= 0 for p in positions["positions"])  # never short without permission
 
 
@@ -230,11 +233,6 @@ async def _reserving_trades(db_url: str) -> list[AgentTrade]:
                     .scalars())
     await engine.dispose()
     return rows
-
-
-async def _open_orders(config: Any) -> list[dict[str, Any]]:
-    async with connect(config) as client:
-        return (await call(client, "get_orders", status="open"))["orders"]
 
 
 def crashing(symbol: str) -> tuple[Callable[[async_sessionmaker[AsyncSession], Clock], SimulatedBroker],
