@@ -26,7 +26,7 @@ from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from broker.base import OPEN_STATUSES, Account, Asset, Broker, BrokerError, BrokerOrder, Quote, SubmitOrder
-from ledger.accounting import apply_order_update, ensure_agent_account
+from ledger.accounting import apply_order_update, ensure_agent_account, position_after_fill
 from ledger.db import execute, read, transaction
 from ledger.models import (
     GLOBAL_SCOPE,
@@ -38,7 +38,7 @@ from ledger.models import (
     TradingState,
 )
 from ledger.usage import count_denials, load_usage, persist_marks
-from policies import audit
+from policies import audit, events
 from policies.approval import ApprovalPolicy, ClientDecision, approval_for, default_policy
 from policies.breakers import breaker_decision
 from policies.checks import CheckInput, Pricing, TradingStatus, Usage, price_order, run_checks
@@ -426,7 +426,8 @@ class Gate:
             current.state, current.reason, current.changed_by, current.changed_at = (
                 trip.state, trip.reason, "circuit-breaker", now)
         await self.record(session=session, actor="system:circuit-breaker", kind="trading_state.changed",
-                          agent_id=agent.id, payload={"scope": agent.id, "state": trip.state, "reason": trip.reason})
+                          agent_id=agent.id, payload={"scope": agent.id, "state": trip.state, "reason": trip.reason,
+                                                      "triggers": list(trip.triggers)})
         log.warning("circuit_breaker_tripped", agent=agent.id, state=trip.state, reason=trip.reason)
 
     # --- propose -----------------------------------------------------------------------------------
@@ -464,11 +465,29 @@ class Gate:
                     "proposal_id": values["id"], "decision": "approved", "decided_by": "policy:auto", "via": "auto",
                     "trust": "auto", "order_hash": values["order_hash"], "created_at": now})
             proposal = TradeProposal(**values)
+            await self._record_signal(session, agent, proposal, violations)
             if violations:
                 await self._trip_breaker_if_needed(session, agent, usage, violations)
             result = present(proposal, violations)
             self._stage_outcome(result)
         return result
+
+    async def _record_signal(self, session: AsyncSession, agent: Agent, proposal: TradeProposal,
+                             violations: list[Violation]) -> None:
+        """The proposal as the event stream shows it (agent.trade.signal; approval.requested when a person must
+        decide): named fields only, never the agent's reasoning."""
+        order = {"proposal_id": proposal.id, "symbol": proposal.symbol, "side": proposal.side, "qty": proposal.qty,
+                 "notional": proposal.notional, "order_type": proposal.order_type,
+                 "limit_price": proposal.limit_price, "stop_price": proposal.stop_price,
+                 "time_in_force": proposal.time_in_force, "estimated_notional": proposal.estimated_notional}
+        await self.record(session=session, actor=f"agent:{agent.id}", kind=events.KIND_PROPOSAL, agent_id=agent.id,
+                          payload={**order, "strategy": proposal.strategy, "confidence": proposal.confidence,
+                                   "status": proposal.status, "reference_price": proposal.reference_price,
+                                   "violations": [v.code for v in violations]})
+        if proposal.status == "pending_approval":
+            await self.record(session=session, actor=f"agent:{agent.id}", kind=events.KIND_APPROVAL_REQUESTED,
+                              agent_id=agent.id, payload={**order, "approval_mode": proposal.approval_mode,
+                                                          "expires_at": proposal.expires_at})
 
     # --- execute -----------------------------------------------------------------------------------
 
@@ -753,10 +772,17 @@ class Gate:
                                        "broker_order_id": row.order_id, "filled_qty": row.filled_qty,
                                        "filled_avg_price": row.price,
                                        "error": error.message if error else None})
+            if row.filled_qty:
+                await self._record_position(session, row)
         async with self.sessions() as session:
             final = await session.get(AgentTrade, trade.id)
         assert final is not None
         return final, error
+
+    async def _record_position(self, session: AsyncSession, trade: AgentTrade) -> None:
+        """The agent's position after a fill of `trade` (agent.position.updated), in the fill's transaction."""
+        await self.record(session=session, actor="system:ledger", kind=events.KIND_POSITION, agent_id=trade.agent_id,
+                          payload=await position_after_fill(session, trade))
 
     async def _lookup(self, client_order_id: str) -> BrokerOrder | None:
         try:
@@ -780,11 +806,14 @@ class Gate:
             row = await session.get(AgentTrade, trade.id)
             assert row is not None
             capital = await self._capital(session, row.agent_id)
-            before = row.status
+            before, before_qty = row.status, row.filled_qty
             if await apply_order_update(session, row, broker_order, now, capital, trading_day(now)):
                 await self.record(session=session, actor="system:sync", kind="order.updated", agent_id=row.agent_id,
                                   payload={"order_id": row.id, "from": before, "to": row.status,
-                                           "filled_qty": row.filled_qty, "filled_avg_price": row.price})
+                                           "filled_qty_before": before_qty, "filled_qty": row.filled_qty,
+                                           "filled_avg_price": row.price})
+                if row.filled_qty != before_qty:
+                    await self._record_position(session, row)
         async with self.sessions() as session:
             fresh = await session.get(AgentTrade, trade.id)
         assert fresh is not None

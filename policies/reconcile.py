@@ -45,10 +45,10 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.base import BrokerError, BrokerOrder
-from ledger.accounting import apply_order_update
+from ledger.accounting import apply_order_update, position_after_fill
 from ledger.db import insert_if_absent, transaction
 from ledger.models import AgentPermissions, AgentPosition, AgentTrade, KeyValue, TradeProposal
-from policies import audit
+from policies import audit, events
 from policies.gate import LIVE_TRADE_STATUSES, Gate, trading_day
 from policies.orders import decimal_text
 
@@ -238,6 +238,9 @@ class Reconciler:
                                         "filled_avg_price": row.price,
                                         "how": "found at the broker by client_order_id" if outcome_lost
                                         else "broker order state"})
+            if row.filled_qty != before_qty:
+                await audit.append(session, ts=now, actor="system:ledger", kind=events.KIND_POSITION,
+                                   agent_id=row.agent_id, payload=await position_after_fill(session, row))
         log.info("order_reconciled", order_id=trade.id, status_from=before, status_to=order.status,
                  filled_qty=str(order.filled_qty))
         await self._notify(trade.proposal_id)

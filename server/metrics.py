@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -29,6 +30,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ledger.models import GLOBAL_SCOPE, AgentTrade, TradingState
+from policies.events import Event
 from policies.gate import LIVE_TRADE_STATUSES
 from policies.violations import Code
 
@@ -59,6 +61,17 @@ class Metrics:
                             registry=self.registry)
         self.agents_halted = Gauge("tradewarden_agents_halted",
                                    "Agents halted or reducing on their own (database).", registry=self.registry)
+
+        self.event_lag = Gauge("tradewarden_event_lag_seconds",
+                               "Seconds from an audit record's time to its event being read for the stream "
+                               "(newest event of the last read).", registry=self.registry)
+        self.events_streamed = Counter("tradewarden_events_streamed", "Events read for the operators' stream.",
+                                       registry=self.registry)
+
+    def observe_events(self, events: Sequence[Event]) -> None:
+        if events:
+            self.events_streamed.inc(len(events))
+            self.event_lag.set(max(0.0, (datetime.now(UTC) - events[-1].timestamp).total_seconds()))
 
     def tool_label(self, name: Any) -> str:
         return name if isinstance(name, str) and name in self.tools else "other"
