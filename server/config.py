@@ -99,9 +99,47 @@ class ServerConfig(Strict):
     enforce_market_hours: bool = True
 
 
+class WebhookConfig(Strict):
+    """[[webhooks]]: events pushed to another system, signed with a secret read from the environment."""
+
+    url: str = Field(max_length=2000)
+    events: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    secret_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    format: Literal["json", "slack"] = "json"
+    name: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    max_backoff_seconds: float = Field(default=300.0, gt=0, le=3600)  # retries back off up to this
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"https?://[^/\s?#]+([/?#]\S*)?", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, value: list[str]) -> list[str]:
+        from policies.events import EVENT_TYPES
+
+        unknown = [t for t in value if t != "*" and t not in EVENT_TYPES]
+        if unknown:
+            raise ValueError(f"unknown event type {unknown[0]!r} (known: {', '.join(EVENT_TYPES)} or \"*\")")
+        return value
+
+    @property
+    def key(self) -> str:
+        """How the delivery state names this endpoint: its name, else a digest of its URL."""
+        import hashlib
+
+        return self.name or "url-" + hashlib.sha256(self.url.encode()).hexdigest()[:32]
+
+
 class Config(Strict):
     server: ServerConfig = ServerConfig()
     agents: list[AgentConfig] = Field(default_factory=list)
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
     source: str = "built-in defaults"
 
     @model_validator(mode="after")
@@ -113,6 +151,9 @@ class Config(Strict):
         if len(ids) > self.server.max_agents_per_account:
             raise ValueError(f"{len(ids)} agents configured but max_agents_per_account is "
                              f"{self.server.max_agents_per_account}")
+        keys = [w.key for w in self.webhooks]
+        if len(set(keys)) != len(keys):
+            raise ValueError("two [[webhooks]] have the same name or url")
         return self
 
     def agent(self, agent_id: str) -> AgentConfig | None:
@@ -177,12 +218,13 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
             raise ConfigError(f"config file unreadable: {config_path}: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file is not valid TOML: {config_path}: {exc}") from None
-    unknown = sorted(set(raw) - {"server", "agents"})
+    unknown = sorted(set(raw) - {"server", "agents", "webhooks"})
     if unknown:
         raise ConfigError(f"unknown section in config: {', '.join(unknown)}")
     server = {**raw.get("server", {}), **_env_overrides(env)}
     try:
         config = Config(server=ServerConfig(**server), agents=raw.get("agents", []),
+                        webhooks=raw.get("webhooks", []),
                         source=str(config_path) if config_path else "built-in defaults")
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration: {_one_line(exc)}") from None
@@ -204,3 +246,17 @@ def check_broker_credentials(config: Config, env: Mapping[str, str] | None = Non
         raise ConfigError(f"broker is alpaca but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
                           "not set in the environment: refusing to start")
     return env["ALPACA_API_KEY"].strip(), env["ALPACA_SECRET_KEY"].strip()
+
+
+def webhook_secrets(config: Config, env: Mapping[str, str] | None = None) -> dict[str, bytes]:
+    """Each webhook's signing secret by its key, from the environment. ConfigError, one line naming the variable
+    (never its value), when one is missing or empty."""
+    env = os.environ if env is None else env
+    secrets: dict[str, bytes] = {}
+    for hook in config.webhooks:
+        value = env.get(hook.secret_env, "")
+        if not value.strip():
+            raise ConfigError(f"webhook {hook.name or hook.url}: secret_env {hook.secret_env} is not set in the "
+                              "environment: refusing to start")
+        secrets[hook.key] = value.encode()
+    return secrets

@@ -1,0 +1,231 @@
+"""`tradewarden events tail` and `tradewarden webhooks list|test`: the event stream and its webhooks from the
+command line. Events are read from the database a running server uses (the audit log is their source)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import unicodedata
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from server.config import Config, ConfigError, WebhookConfig, webhook_secrets
+
+FOLLOW_POLL_SECONDS = 0.25
+TAIL_DEFAULT = 20
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+# server/cli.py attaches these groups at its end, so its helpers are imported when a command runs (under
+# `python -m server.cli` that module is __main__ while this one loads).
+def _cli() -> Any:
+    import server.cli
+
+    return server.cli
+
+
+def fail(message: str, code: int = 1) -> None:
+    _cli().fail(message, code)
+
+
+def _config(ctx: click.Context) -> Config:
+    config: Config = _cli()._config(ctx)
+    return config
+
+
+def _with(config: Config, action: Any) -> Any:
+    cli = _cli()
+    return cli._run(cli._with_runtime(config, action))
+
+
+def config_option(command: Any) -> Any:
+    """--config after the command name, stored where every command reads it (as server/cli.py's)."""
+
+    def store(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value:
+            root = ctx.find_root()
+            root.ensure_object(dict)
+            root.obj["config"] = value
+
+    return click.option("--config", type=click.Path(dir_okay=False), expose_value=False, callback=store,
+                        is_eager=True, help="TOML config file.")(command)
+
+
+def inert(text: str) -> str:
+    """Agent-supplied text made harmless for a terminal: control characters (escape sequences included) and
+    bidirectional overrides become visible escapes instead of acting."""
+    text = _BIDI.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return "".join(ch if unicodedata.category(ch) != "Cc" else f"\\x{ord(ch):02x}" for ch in text)
+
+
+def human_line(envelope: dict[str, Any]) -> str:
+    from policies.events import Event
+    from policies.webhooks import summary
+
+    event = Event(event_id=envelope["event_id"], message_type=envelope["message_type"],
+                  agent_id=envelope["agent_id"], timestamp=datetime.now(UTC), payload=envelope["payload"])
+    return inert(f"#{envelope['event_id']:<6} {envelope['timestamp']} {envelope['message_type']:24} "
+                 f"{summary(event)}")
+
+
+@click.group("events")
+def events_group() -> None:
+    """The event stream (a view of the audit log): trades, orders, positions, risk alerts, approvals."""
+
+
+@events_group.command("tail")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they are committed.")
+@click.option("--type", "types", multiple=True, help="Only this event type (repeatable; a,b also works).")
+@click.option("--agent", "agent_id", default=None, help="Only this agent's events.")
+@click.option("--since", type=click.IntRange(min=0), default=None,
+              help="Every event after this event id (default: the last 20).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON envelope per line.")
+@config_option
+@click.pass_context
+def events_tail(ctx: click.Context, follow: bool, types: tuple[str, ...], agent_id: str | None, since: int | None,
+                as_json: bool) -> None:
+    """Print events (then, with --follow, new ones within a second of their commit; Ctrl-C stops)."""
+    from policies.events import EventFilter
+
+    only = EventFilter.of([t for value in types for t in value.split(",")], agent_id)
+    if only.unknown_types():
+        fail(f"INVALID_ARGUMENT: unknown event type {only.unknown_types()[0]!r}", 2)
+
+    def show(envelope: dict[str, Any]) -> None:
+        click.echo(json.dumps(envelope, ensure_ascii=True) if as_json else human_line(envelope))
+
+    async def action(runtime: Any) -> None:
+        from ledger.db import read
+        from policies.event_log import events_after, head_seq
+
+        async with read(runtime.sessions) as connection:
+            head = await head_seq(connection)
+            if since is None:  # the last few: read back from the head until there are enough
+                window, found = 200, list[Any]()
+                while True:
+                    start = max(0, head - window)
+                    found, _ = await _all_after(events_after, connection, start, head, only)
+                    if len(found) >= TAIL_DEFAULT or start == 0:
+                        break
+                    window *= 4
+                cursor = head
+                for event in found[-TAIL_DEFAULT:]:
+                    show(event.envelope())
+            else:
+                cursor = since
+        while True:
+            async with read(runtime.sessions) as connection:
+                while True:
+                    events, cursor = await events_after(connection, cursor, only=only)
+                    for event in events:
+                        show(event.envelope())
+                    if not events:
+                        break
+            if not follow:
+                return
+            await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
+    try:
+        _with(_config(ctx), action)
+    except KeyboardInterrupt:
+        return
+
+
+async def _all_after(events_after: Any, connection: Any, start: int, head: int, only: Any) -> tuple[list[Any], int]:
+    found: list[Any] = []
+    cursor = start
+    while cursor < head:
+        events, moved = await events_after(connection, cursor, only=only)
+        found.extend(e for e in events if e.event_id <= head)
+        if moved == cursor:
+            break
+        cursor = moved
+    return found, cursor
+
+
+@click.group("webhooks")
+def webhooks_group() -> None:
+    """The [[webhooks]] of the configuration: where delivery stands, and a test message."""
+
+
+@webhooks_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@config_option
+@click.pass_context
+def webhooks_list(ctx: click.Context, as_json: bool) -> None:
+    config = _config(ctx)
+
+    async def action(runtime: Any) -> dict[str, Any]:
+        from server.webhooks import delivery_states
+
+        return await delivery_states(runtime.sessions)
+
+    states = _with(config, action) if config.webhooks else {}
+    rows = []
+    for hook in config.webhooks:
+        state = states.get(hook.key)
+        rows.append({"name": hook.name, "url": hook.url, "events": hook.events, "format": hook.format,
+                     "secret_env": hook.secret_env,
+                     "delivered_up_to": state.cursor if state else None,
+                     "delivered": state.delivered if state else 0, "failures": state.failures if state else 0,
+                     "failing_attempts": state.attempts if state else 0,
+                     "dropped": state.dropped if state else 0,
+                     "next_attempt_at": state.next_attempt_at.isoformat() if state and state.next_attempt_at
+                     else None, "last_error": state.last_error if state else None})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no [[webhooks]] in the configuration")
+        return
+    hook_events = [hook.events for hook in config.webhooks]
+    for i, row in enumerate(rows):
+        status = (f"FAILING ({row['failing_attempts']} attempts, last: {row['last_error']}, next "
+                  f"{row['next_attempt_at']})" if row["failing_attempts"] else "ok")
+        click.echo(f"{row['name'] or '-':16} {row['url']}  [{row['format']}] events={','.join(hook_events[i])}  "
+                   f"delivered={row['delivered']} up to #{row['delivered_up_to']} failures={row['failures']} "
+                   f"dropped={row['dropped']}  {status}")
+
+
+def _find(hooks: list[WebhookConfig], name_or_url: str) -> WebhookConfig:
+    for hook in hooks:
+        if name_or_url in (hook.name, hook.url):
+            return hook
+    fail(f"no webhook named {name_or_url!r} in the configuration (see `tradewarden webhooks list`)")
+    raise AssertionError("unreachable")
+
+
+@webhooks_group.command("test")
+@click.argument("name_or_url")
+@config_option
+@click.pass_context
+def webhooks_test(ctx: click.Context, name_or_url: str) -> None:
+    """Send one signed test event (message_type "webhook.test", event_id 0) to the endpoint now."""
+    from policies.events import Event
+    from policies.operators import CLI_OPERATOR
+    from server.webhooks import Endpoint, send_test
+
+    config = _config(ctx)
+    hook = _find(config.webhooks, name_or_url)
+    try:
+        secret = webhook_secrets(config.model_copy(update={"webhooks": [hook]}))[hook.key]
+    except ConfigError as error:
+        fail(str(error), 2)
+    event = Event(event_id=0, message_type="webhook.test", agent_id=None, timestamp=datetime.now(UTC),
+                  payload={"message": "a test from tradewarden webhooks test", "by": CLI_OPERATOR.actor})
+
+    async def action(runtime: Any) -> Any:
+        from policies.operator import Operator
+
+        attempt = await send_test(Endpoint(config=hook, secret=secret), event)
+        await Operator(runtime.gate, CLI_OPERATOR).webhook_tested(hook.name or hook.url, attempt.ok, attempt.status,
+                                                                  attempt.error)
+        return attempt
+
+    attempt = _cli()._guarded(lambda: _with(config, action))
+    if not attempt.ok:
+        fail(f"webhook {hook.name or hook.url}: test not delivered: {attempt.error}")
+    click.echo(f"webhook {hook.name or hook.url}: test delivered (HTTP {attempt.status})")
