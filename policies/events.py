@@ -90,9 +90,11 @@ def _trading_state_alert(record: AuditRecord, data: Mapping[str, Any]) -> dict[s
                      f"{'reduce-only' if state == 'reducing' else 'halted'}", scope=scope, state=state,
                      triggers=triggers, reason=reason)
     if record.actor == "system:dead-man":
-        return alert("critical", "RECONCILIATION_STALE", f"reconciliation is stale: {who} is reduce-only until "
-                     "it is healthy" if state == "reducing" else f"reconciliation is healthy again: {who} is "
-                     f"{state}", scope=scope, state=state, reason=reason)
+        if state == "reducing":
+            return alert("critical", "DEAD_MAN_REDUCE_ONLY", f"reconciliation is stale: {who} is reduce-only "
+                         "until it is healthy", scope=scope, state=state, reason=reason)
+        return alert("info", "DEAD_MAN_LIFTED", f"reconciliation is healthy: {who} is {state} again",
+                     scope=scope, state=state)
     if state == "halted":
         return alert("critical", "TRADING_HALTED", f"trading halted for {who} by {record.actor}", scope=scope,
                      state=state, reason=reason)

@@ -10,6 +10,7 @@ Nothing reaches the broker except through `Gate.execute` (orders) and `Gate.canc
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -27,18 +28,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 
 from broker.base import OPEN_STATUSES, Account, Asset, Broker, BrokerError, BrokerOrder, Quote, SubmitOrder
 from ledger.accounting import apply_order_update, ensure_agent_account, position_after_fill
-from ledger.db import execute, read, transaction
+from ledger.db import execute, insert_if_absent, read, transaction
 from ledger.models import (
     GLOBAL_SCOPE,
     AgentPermissions,
     AgentPosition,
     AgentTrade,
     Approval,
+    KeyValue,
     TradeProposal,
     TradingState,
 )
 from ledger.usage import count_denials, load_usage, persist_marks
-from policies import audit, events
+from policies import alerts, audit, events
 from policies.approval import ApprovalPolicy, ClientDecision, approval_for, default_policy
 from policies.breakers import breaker_decision
 from policies.checks import CheckInput, Pricing, TradingStatus, Usage, price_order, run_checks
@@ -403,6 +405,26 @@ class Gate:
             violations, _ = await self._decide(session, agent, order, strategy, snap, lock=False)
         return violations, price_order(order, snap.quote)
 
+    async def _alert_thresholds(self, session: AsyncSession, agent: Agent, usage: Usage, now: datetime) -> None:
+        """Daily loss and drawdown at 80 % and 100 % of the limit: a risk alert once per crossing per trading day,
+        recorded by the decisions that store something (a proposal, an order), in their unit of work. Nothing is
+        read unless a threshold is crossed (the normal case costs one comparison)."""
+        crossed = alerts.risk_thresholds(agent.limits, usage)
+        if not crossed:
+            return
+        key = "risk-alerts:" + hashlib.sha256(agent.id.encode()).hexdigest()[:40]
+        day = trading_day(now)
+        await insert_if_absent(session, KeyValue, {"key": key, "value": {}, "updated_at": now})
+        row = (await session.execute(select(KeyValue).where(KeyValue.key == key).with_for_update()
+                                     .execution_options(populate_existing=True))).scalar_one()
+        fresh = alerts.newly_crossed(crossed, row.value, day)
+        if not fresh:
+            return
+        row.value, row.updated_at = alerts.threshold_state(row.value, day, fresh), now
+        for alert in fresh:
+            await self.record(session=session, actor="system:risk", kind=events.KIND_ALERT, agent_id=agent.id,
+                              payload=alert.payload())
+
     async def _with_denials(self, session: AsyncSession, agent: Agent, usage: Usage) -> Usage:
         """Usage with the agent's recent denials counted. Only the breaker needs them, and only for a denied
         order, so a decision counts them then, before it stores this denial."""
@@ -444,6 +466,7 @@ class Gate:
         ttl = self.settings.proposal_ttl if order.order_type == "market" else self.settings.limit_proposal_ttl
         async with self._unit() as session:
             violations, usage = await self._decide(session, agent, order, draft.strategy, snap, lock=False)
+            await self._alert_thresholds(session, agent, usage, now)
             if violations:
                 usage = await self._with_denials(session, agent, usage)
             status = "rejected" if violations else approval_for(agent.approval, pricing.estimated_notional)
@@ -651,6 +674,7 @@ class Gate:
         needs_person: Violation | None = None
         async with self._unit() as session:
             violations, usage = await self._decide(session, agent, order, proposal.strategy, snap, lock=True)
+            await self._alert_thresholds(session, agent, usage, now)
             if not violations and proposal.decided_via == "auto":
                 # Back to pending_approval if the price now puts it above the auto-approval limit: nothing
                 # reserved, nothing sent.

@@ -86,6 +86,10 @@ class ServerConfig(Strict):
     limit_proposal_ttl_seconds: int = Field(default=3600, gt=0)
     broker_timeout_seconds: float = Field(default=10.0, gt=0)
     reconcile_interval_seconds: float = Field(default=30.0, gt=0)
+    # Reconciliation is stale after this many intervals without a successful pass (an alert); with
+    # reconcile_stale_action = "reduce_only" everyone is reduce-only until it is healthy again (a dead-man switch).
+    reconcile_stale_intervals: int = Field(default=3, ge=1, le=1000)
+    reconcile_stale_action: Literal["alert", "reduce_only"] = "alert"
     state_poll_seconds: float = Field(default=0.5, gt=0)
     requests_per_minute: int = Field(default=600, ge=1)  # per agent, over HTTP
     request_state_keys: list[str] = Field(default_factory=list)  # shared by replicas behind one URL
