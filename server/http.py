@@ -215,6 +215,8 @@ def build_http_app(config: Config, *, host: str, port: int, clock: Callable[[], 
         if holder.runtime is not None:
             try:
                 await metrics.refresh_from_database(holder.runtime.sessions)
+                await metrics.refresh_agents(holder.runtime.gate)
+                await metrics.refresh_from_audit(holder.runtime.sessions)
             except Exception as error:  # the process metrics are still worth serving
                 log.warning("metrics_database_unavailable", error=type(error).__name__)
         return Response(metrics.render(), media_type=CONTENT_TYPE)

@@ -189,3 +189,34 @@ async def test_events_carry_no_secrets(stream: Stream) -> None:
         text = json.dumps(await until_replayed(ws))
     assert secret not in text and stream.tokens["asks-1"] not in text and OPERATOR_TOKEN not in text
     assert "my token is" not in text  # the agent's reasoning is not part of any event
+
+
+async def test_metrics_an_operator_can_page_on(stream: Stream) -> None:
+    import httpx2
+
+    async with httpx2.AsyncClient() as http:
+        await http.get(f"{stream.base}/metrics")  # the first scrape: counting starts here
+        proposal = await trade(stream, "auto-1", "propose_trade", **BUY)
+        await trade(stream, "auto-1", "execute_trade", proposal_id=proposal["proposal_id"])
+        await trade(stream, "asks-1", "propose_trade", **BUY)
+        for _ in range(2):
+            await trade(stream, "storm-1", "propose_trade", **{**BUY, "symbol": "SPY"})
+        cli(stream.config, "halt", "--reason", "metrics")
+        async with event_stream(stream.base) as ws:
+            await until_replayed(ws)
+            await trade(stream, "auto-1", "propose_trade", **{**BUY, "notional": 22})
+            await receive(ws)
+        text = (await http.get(f"{stream.base}/metrics")).text
+    lines = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+             if line and not line.startswith("#")}
+    assert lines["tradewarden_pending_approvals"] == 1
+    assert lines['tradewarden_breaker_trips_total{agent="storm-1"}'] == 1
+    assert lines['tradewarden_halts_total{scope="*"}'] == 1
+    assert lines['tradewarden_risk_alerts_total{code="DENIAL_STORM",severity="critical"}'] == 1
+    assert lines['tradewarden_agent_denials_total{agent="storm-1",code="SYMBOL_NOT_ALLOWED"}'] == 2
+    assert lines['tradewarden_agent_tool_calls_total{agent="auto-1",outcome="ok",tool="execute_trade"}'] == 1
+    assert 99_000 < lines['tradewarden_agent_equity{agent="auto-1"}'] < 101_000
+    assert lines['tradewarden_agent_gross_exposure{agent="auto-1"}'] > 0
+    assert lines['tradewarden_agent_limit_utilisation{agent="auto-1",limit="daily_loss"}'] >= 0
+    assert 0 <= lines["tradewarden_event_lag_seconds"] < 5
+    assert stream.tokens["auto-1"] not in text
