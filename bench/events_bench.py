@@ -100,6 +100,10 @@ def write_config(path: Path, database_url: str, hook_url: str | None = None) -> 
     return path
 
 
+# proposal id → when its propose_trade answer reached the agent (after the commit): the lower bound of the lag.
+ANSWERED: dict[str, datetime] = {}
+
+
 async def trade(servers: list[ServerProcess], tokens: list[str], seconds: float) -> tuple[list[float], int]:
     """Every agent proposes and executes in a loop for `seconds`; per-call latencies (s) and errors."""
     latencies: list[float] = []
@@ -122,6 +126,7 @@ async def trade(servers: list[ServerProcess], tokens: list[str], seconds: float)
                 if proposal.is_error or proposal.structured_content is None:
                     errors += 1
                     continue
+                ANSWERED[proposal.structured_content["proposal_id"]] = datetime.now(UTC)
                 executed = await client.call_tool("execute_trade",
                                                   {"proposal_id": proposal.structured_content["proposal_id"]})
                 ended = time.perf_counter()
@@ -140,7 +145,7 @@ async def trade(servers: list[ServerProcess], tokens: list[str], seconds: float)
 
 
 async def operators(servers: list[ServerProcess], count: int, token: str, stop: asyncio.Event,
-                    connected: asyncio.Event) -> tuple[list[float], int]:
+                    connected: asyncio.Event, arrivals: list[tuple[str, datetime]]) -> tuple[list[float], int]:
     """`count` WebSocket clients (spread over the replicas) collecting the lag of every live event."""
     import websockets
 
@@ -168,6 +173,8 @@ async def operators(servers: list[ServerProcess], count: int, token: str, stop: 
                     stamp = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
                     lags.append((now - stamp).total_seconds())
                     received[0] += 1
+                    if event["message_type"] == "agent.trade.signal":
+                        arrivals.append((event["payload"]["proposal_id"], now))
 
     await asyncio.gather(*(client(servers[i % len(servers)]) for i in range(count)))
     return lags, received[0]
@@ -205,6 +212,7 @@ async def run(options: argparse.Namespace, database_url: str, workdir: Path) -> 
     token = f"tw_op_{secrets.token_urlsafe(24)}"
     tokens = await register_agents(database_url, options.agents)
     rows: list[str] = []
+    notes: list[str] = []
 
     async def with_replicas(config: Path, action: Any) -> Any:
         servers = await asyncio.gather(*(asyncio.to_thread(start_replica, config, workdir, token) for _ in range(2)))
@@ -220,12 +228,19 @@ async def run(options: argparse.Namespace, database_url: str, workdir: Path) -> 
         print(f"  0 operators: {len(quiet)} calls p50 {ms(quiet, 50)} ms p99 {ms(quiet, 99)} ms", file=sys.stderr)
         rows.append(f"| 0 | no | {len(quiet)} | {errors} | {ms(quiet, 50)} | {ms(quiet, 99)} | – | – | – |")
         stop, connected = asyncio.Event(), asyncio.Event()
-        watching = asyncio.create_task(operators(servers, options.operators, token, stop, connected))
+        arrivals: list[tuple[str, datetime]] = []
+        watching = asyncio.create_task(operators(servers, options.operators, token, stop, connected, arrivals))
         await asyncio.wait_for(connected.wait(), 30)
         busy, errors = await trade(servers, tokens, options.seconds)
         await asyncio.sleep(1.0)
         stop.set()
         lags, received = await watching
+        after_answer = [(at - ANSWERED[pid]).total_seconds() for pid, at in arrivals if pid in ANSWERED]
+        print(f"  signal events after the agent had its answer: p50 {ms(after_answer, 50)} ms p99 "
+              f"{ms(after_answer, 99)} ms (negative: the event arrived first)", file=sys.stderr)
+        notes.append(f"Lower bound of the lag (a signal's arrival at an operator minus the moment propose_trade's "
+                     f"answer, sent after the commit, reached its agent): p50 {ms(after_answer, 50)} ms, p99 "
+                     f"{ms(after_answer, 99)} ms over {len(after_answer)} arrivals.")
         print(f"  {options.operators} operators: {len(busy)} calls p50 {ms(busy, 50)} ms p99 {ms(busy, 99)} ms; "
               f"{received} events, lag p50 {ms(lags, 50)} ms p99 {ms(lags, 99)} ms max {max(lags or [0]) * 1000:.0f}"
               " ms", file=sys.stderr)
@@ -248,7 +263,7 @@ async def run(options: argparse.Namespace, database_url: str, workdir: Path) -> 
         receiver.close()
     header = ["| operators | webhook | trading calls | errors | call p50 ms | call p99 ms | events received | "
               "lag p50 ms | lag p99 ms |", "|---|---|---|---|---|---|---|---|---|"]
-    return "\n".join(header + rows)
+    return "\n".join(header + rows) + "\n\n" + "\n".join(notes)
 
 
 async def main() -> int:
