@@ -147,11 +147,20 @@ def to_event(record: AuditRecord) -> Event | None:
         message_type = APPROVAL_REQUESTED
         payload = _pick(data, "proposal_id", "symbol", "side", "qty", "notional", "order_type", "limit_price",
                         "estimated_notional", "approval_mode", "expires_at")
+    elif kind == "approval.withdrawn":  # an auto-approval judged again at a higher price: a person must decide
+        message_type = APPROVAL_REQUESTED
+        payload = {"proposal_id": data.get("proposal_id"), "estimated_notional": data.get("notional_now"),
+                   "approval_mode": data.get("approval_mode"), "reason": "auto-approval withdrawn: the notional "
+                   "at the execution-time price is above the auto-approval limit"}
     elif kind in ("approval.approved", "approval.declined", "approval.refused_expired"):
         message_type = APPROVAL_DECIDED
         decision = {"approval.approved": "approved", "approval.declined": "declined"}.get(kind, "expired")
         payload = {"proposal_id": data.get("proposal_id"), "decision": decision, "decided_by": record.actor,
                    "via": data.get("via"), "note": data.get("note")}
+        if data.get("trust") is not None:
+            payload["trust"] = data.get("trust")
+        if data.get("approved_order") is not None:  # the approver shrank the order before approving it
+            payload["approved_order"] = data.get("approved_order")
     elif kind in ("order.outcome", "order.updated", "order.cancel_outcome"):
         message_type, payload = _order_event(record, data)
     elif kind == KIND_POSITION:

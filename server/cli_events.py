@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 
+from policies.text import inert
 from server.config import Config, ConfigError, WebhookConfig, webhook_secrets
 
 FOLLOW_POLL_SECONDS = 0.25
 TAIL_DEFAULT = 20
-_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 # server/cli.py attaches these groups at its end, so its helpers are imported when a command runs (under
@@ -52,13 +50,6 @@ def config_option(command: Any) -> Any:
 
     return click.option("--config", type=click.Path(dir_okay=False), expose_value=False, callback=store,
                         is_eager=True, help="TOML config file.")(command)
-
-
-def inert(text: str) -> str:
-    """Agent-supplied text made harmless for a terminal: control characters (escape sequences included) and
-    bidirectional overrides become visible escapes instead of acting."""
-    text = _BIDI.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-    return "".join(ch if unicodedata.category(ch) != "Cc" else f"\\x{ord(ch):02x}" for ch in text)
 
 
 def human_line(envelope: dict[str, Any]) -> str:

@@ -126,27 +126,16 @@ class EventHub:
         return len(found)
 
 
-async def refuse_all(_token: str) -> OperatorIdentity | None:
-    return None
-
-
 def registry_authenticator(sessions: SessionsProvider) -> OperatorAuthenticator:
-    """Operators' bearer tokens checked against the operators' registry (policies/operator_registry.py, from
-    the operators work); until that registry exists in this deployment no token is accepted (fail closed)."""
-    import importlib
-
-    try:
-        registry: Any = importlib.import_module("policies.operator_registry")
-    except ImportError:
-        return refuse_all
+    """Operators' bearer tokens checked against the operators' registry (an agent's token is never one)."""
+    from policies.operator_registry import authenticate as registry_authenticate
 
     async def authenticate(token: str) -> OperatorIdentity | None:
         factory = sessions()
         if factory is None:
             return None
         async with factory() as session:
-            identity: OperatorIdentity | None = await registry.authenticate(session, token)
-            return identity
+            return await registry_authenticate(session, token)
 
     return authenticate
 

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from policies.events import Event
-from server.cli_events import human_line, inert
+from policies.text import inert
+from server.cli_events import human_line
 from tests.server.http_servers import ROOT, cli
 
 

@@ -125,7 +125,7 @@ async def test_approval_requested_and_decided_by_the_operator_who_decided(stream
     assert requested["payload"]["proposal_id"] == proposal["proposal_id"] and requested["payload"]["expires_at"]
     assert decided["message_type"] == "approval.decided"
     assert decided["payload"] == {"proposal_id": proposal["proposal_id"], "decision": "approved",
-                                  "decided_by": "operator:cli", "via": "operator", "note": None}
+                                  "decided_by": "operator:cli", "via": "operator", "note": None, "trust": "operator"}
 
 
 async def test_halt_and_resume_are_risk_alerts(stream: Stream) -> None:
@@ -276,3 +276,25 @@ async def test_a_client_that_falls_behind_is_told_where_to_resume_and_disconnect
     async with event_stream(stream.base, since=told["event_id"]) as ws:
         rest = await until_replayed(ws)
     assert len(rest) == 500 and rest[0]["event_id"] == told["event_id"] + 1
+
+
+async def test_a_real_server_takes_an_operators_token_from_the_registry_and_refuses_an_agents(
+        tmp_path: Path) -> None:
+    from tests.server.http_servers import last_line, start_server
+
+    config_path = write_config(tmp_path / "tradewarden.toml", f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
+    cli(config_path, "db", "upgrade")
+    operator = last_line(cli(config_path, "operators", "add", "olga", "--role", "viewer").stdout)
+    agent_token = last_line(cli(config_path, "agents", "add", "reg-1", "--symbols", "*").stdout)
+    server = start_server(config_path, tmp_path)
+    try:
+        async with event_stream(server.base, operator, since=0) as ws:
+            assert await until_replayed(ws) == []
+            cli(config_path, "halt", "--reason", "registry")
+            assert (await receive(ws))["payload"]["code"] == "TRADING_HALTED"
+        async with event_stream(server.base, agent_token) as ws:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await receive(ws)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    finally:
+        server.stop()
