@@ -33,7 +33,7 @@ EVENT_TYPES = (SIGNAL, EXECUTED, ORDER_UPDATED, POSITION_UPDATED, RISK_ALERT, AP
 
 # Audit kinds recorded for the event stream alone (written at their source; see docs/ARCHITECTURE.md).
 KIND_PROPOSAL = "proposal.created"
-KIND_APPROVAL_REQUESTED = "approval.requested"
+KIND_APPROVAL_REQUESTED = "proposal.awaiting_approval"
 KIND_POSITION = "position.updated"
 KIND_ALERT = "risk.alert"
 
