@@ -180,6 +180,25 @@ async def operators(servers: list[ServerProcess], count: int, token: str, stop: 
     return lags, received[0]
 
 
+def watch(ports: list[int], count: int, seconds: float) -> None:
+    """A process of operators (apart from the load generator, so their JSON parsing does not slow the agents'
+    clients): prints one JSON line {lags, arrivals} after `seconds` of listening."""
+
+    async def run() -> None:
+        servers = [ServerProcess(port=p, process=None, log=Path("-")) for p in ports]  # type: ignore[arg-type]
+        stop, connected = asyncio.Event(), asyncio.Event()
+        arrivals: list[tuple[str, datetime]] = []
+        watching = asyncio.create_task(operators(servers, count, os.environ[TOKEN_ENV], stop, connected, arrivals))
+        await asyncio.wait_for(connected.wait(), 30)
+        print(json.dumps({"connected": True}), flush=True)
+        await asyncio.sleep(seconds)
+        stop.set()
+        lags, _ = await watching
+        print(json.dumps({"lags": lags, "arrivals": [(pid, at.isoformat()) for pid, at in arrivals]}), flush=True)
+
+    asyncio.run(run())
+
+
 class HangingReceiver:
     """A webhook endpoint that accepts connections and never answers (until the benchmark ends)."""
 
@@ -223,44 +242,65 @@ async def run(options: argparse.Namespace, database_url: str, workdir: Path) -> 
             for server in servers:
                 server.stop()
 
+    quiet_all: list[float] = []
+    busy_all: list[float] = []
+    lags_all: list[float] = []
+    after_answer: list[float] = []
+    errors_seen = [0, 0, 0]
+
     async def phases(servers: list[ServerProcess]) -> None:
-        quiet, errors = await trade(servers, tokens, options.seconds)
-        print(f"  0 operators: {len(quiet)} calls p50 {ms(quiet, 50)} ms p99 {ms(quiet, 99)} ms", file=sys.stderr)
-        rows.append(f"| 0 | no | {len(quiet)} | {errors} | {ms(quiet, 50)} | {ms(quiet, 99)} | – | – | – |")
-        stop, connected = asyncio.Event(), asyncio.Event()
-        arrivals: list[tuple[str, datetime]] = []
-        watching = asyncio.create_task(operators(servers, options.operators, token, stop, connected, arrivals))
-        await asyncio.wait_for(connected.wait(), 30)
-        busy, errors = await trade(servers, tokens, options.seconds)
-        await asyncio.sleep(1.0)
-        stop.set()
-        lags, received = await watching
-        after_answer = [(at - ANSWERED[pid]).total_seconds() for pid, at in arrivals if pid in ANSWERED]
-        print(f"  signal events after the agent had its answer: p50 {ms(after_answer, 50)} ms p99 "
-              f"{ms(after_answer, 99)} ms (negative: the event arrived first)", file=sys.stderr)
-        notes.append(f"Lower bound of the lag (a signal's arrival at an operator minus the moment propose_trade's "
-                     f"answer, sent after the commit, reached its agent): p50 {ms(after_answer, 50)} ms, p99 "
-                     f"{ms(after_answer, 99)} ms over {len(after_answer)} arrivals.")
-        print(f"  {options.operators} operators: {len(busy)} calls p50 {ms(busy, 50)} ms p99 {ms(busy, 99)} ms; "
-              f"{received} events, lag p50 {ms(lags, 50)} ms p99 {ms(lags, 99)} ms max {max(lags or [0]) * 1000:.0f}"
-              " ms", file=sys.stderr)
-        rows.append(f"| {options.operators} | no | {len(busy)} | {errors} | {ms(busy, 50)} | {ms(busy, 99)} | "
-                    f"{received} | {ms(lags, 50)} | {ms(lags, 99)} |")
+        for round_ in range(options.rounds):
+            quiet, errors = await trade(servers, tokens, options.seconds)
+            quiet_all.extend(quiet)
+            errors_seen[0] += errors
+            print(f"  round {round_}: 0 operators: {len(quiet)} calls p50 {ms(quiet, 50)} ms p99 {ms(quiet, 99)} ms",
+                  file=sys.stderr)
+            watcher = await asyncio.create_subprocess_exec(
+                sys.executable, __file__, "--watch", ",".join(str(s.port) for s in servers), str(options.operators),
+                str(options.seconds + 2), stdout=asyncio.subprocess.PIPE, env={**os.environ, TOKEN_ENV: token},
+                limit=2**26)
+            assert watcher.stdout is not None
+            await asyncio.wait_for(watcher.stdout.readline(), 60)  # every operator connected
+            busy, errors = await trade(servers, tokens, options.seconds)
+            busy_all.extend(busy)
+            errors_seen[1] += errors
+            report = json.loads(await asyncio.wait_for(watcher.stdout.readline(), 60))
+            await watcher.wait()
+            lags_all.extend(report["lags"])
+            after_answer.extend((datetime.fromisoformat(at) - ANSWERED[pid]).total_seconds()
+                                for pid, at in report["arrivals"] if pid in ANSWERED)
+            print(f"  round {round_}: {options.operators} operators: {len(busy)} calls p50 {ms(busy, 50)} ms p99 "
+                  f"{ms(busy, 99)} ms; {len(report['lags'])} events, lag p50 {ms(report['lags'], 50)} ms p99 "
+                  f"{ms(report['lags'], 99)} ms", file=sys.stderr)
 
     await with_replicas(write_config(workdir / "plain.toml", database_url), phases)
 
     receiver = HangingReceiver()
     os.environ["TW_BENCH_HOOK_SECRET"] = secrets.token_hex(16)
 
+    held_all: list[float] = []
+
     async def hanging(servers: list[ServerProcess]) -> None:
-        held, errors = await trade(servers, tokens, options.seconds)
-        print(f"  hanging webhook: {len(held)} calls p50 {ms(held, 50)} ms p99 {ms(held, 99)} ms", file=sys.stderr)
-        rows.append(f"| 0 | hanging | {len(held)} | {errors} | {ms(held, 50)} | {ms(held, 99)} | – | – | – |")
+        for round_ in range(options.rounds):
+            held, errors = await trade(servers, tokens, options.seconds)
+            held_all.extend(held)
+            errors_seen[2] += errors
+            print(f"  round {round_}: hanging webhook: {len(held)} calls p50 {ms(held, 50)} ms p99 {ms(held, 99)} ms",
+                  file=sys.stderr)
 
     try:
         await with_replicas(write_config(workdir / "hook.toml", database_url, receiver.url), hanging)
     finally:
         receiver.close()
+    rows.append(f"| 0 | no | {len(quiet_all)} | {errors_seen[0]} | {ms(quiet_all, 50)} | {ms(quiet_all, 99)} "
+                "| – | – | – |")
+    rows.append(f"| {options.operators} | no | {len(busy_all)} | {errors_seen[1]} | {ms(busy_all, 50)} | "
+                f"{ms(busy_all, 99)} | {len(lags_all)} | {ms(lags_all, 50)} | {ms(lags_all, 99)} |")
+    rows.append(f"| 0 | hanging | {len(held_all)} | {errors_seen[2]} | {ms(held_all, 50)} | {ms(held_all, 99)} "
+                "| – | – | – |")
+    notes.append(f"Lower bound of the lag (a signal's arrival at an operator minus the moment propose_trade's "
+                 f"answer, sent after the commit, reached its agent): p50 {ms(after_answer, 50)} ms, p99 "
+                 f"{ms(after_answer, 99)} ms over {len(after_answer)} arrivals.")
     header = ["| operators | webhook | trading calls | errors | call p50 ms | call p99 ms | events received | "
               "lag p50 ms | lag p99 ms |", "|---|---|---|---|---|---|---|---|---|"]
     return "\n".join(header + rows) + "\n\n" + "\n".join(notes)
@@ -271,6 +311,7 @@ async def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per phase")
     parser.add_argument("--agents", type=int, default=32)
     parser.add_argument("--operators", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2, help="phases alternate this many times (noise)")
     parser.add_argument("--postgres-url", default=None, help="an empty postgresql+asyncpg:// database to use")
     options = parser.parse_args()
     pg: Any = None
@@ -288,7 +329,8 @@ async def main() -> int:
                 pg.stop()
     text = (f"# Event stream benchmark\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
             f"{os.cpu_count()} CPUs, Python {platform.python_version()}; 2 replicas on PostgreSQL, {options.agents} "
-            f"agents (propose_trade + execute_trade), {options.seconds:g} s per phase; lag = audit record time → "
+            f"agents (propose_trade + execute_trade), {options.rounds} rounds of {options.seconds:g} s per phase, "
+            "operators in a process of their own; lag = audit record time → "
             "WebSocket client.\n\n" + result + "\n")
     print(text)
     (ROOT / "bench" / "results-events.md").write_text(text)
@@ -298,5 +340,7 @@ async def main() -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--serve":
         serve(sys.argv[2], int(sys.argv[3]))
+    elif len(sys.argv) == 5 and sys.argv[1] == "--watch":
+        watch([int(p) for p in sys.argv[2].split(",")], int(sys.argv[3]), float(sys.argv[4]))
     else:
         sys.exit(asyncio.run(main()))

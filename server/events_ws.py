@@ -48,14 +48,15 @@ SessionsProvider = Callable[[], async_sessionmaker[AsyncSession] | None]
 class Subscriber:
     def __init__(self, only: EventFilter, size: int = QUEUE_SIZE):
         self.only = only
-        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=size)
+        # (event, its envelope as JSON text: serialized once per event by the hub, not once per connection)
+        self.queue: asyncio.Queue[tuple[Event, str]] = asyncio.Queue(maxsize=size)
         self.behind = asyncio.Event()  # set when an event could not be queued: the client fell behind
 
-    def offer(self, event: Event) -> None:
+    def offer(self, event: Event, text: str) -> None:
         if self.behind.is_set() or not self.only.matches(event):
             return
         try:
-            self.queue.put_nowait(event)
+            self.queue.put_nowait((event, text))
         except asyncio.QueueFull:
             self.behind.set()
 
@@ -119,8 +120,9 @@ class EventHub:
                 if not events:
                     break
         for event in found:
+            text = _dumps(event.envelope())
             for subscriber in list(self.subscribers):
-                subscriber.offer(event)
+                subscriber.offer(event, text)
         if found and self._on_events is not None:
             self._on_events(found)
         return len(found)
@@ -232,8 +234,9 @@ class EventStream:
             if message["type"] == "websocket.disconnect":
                 return
 
-    async def _send(self, websocket: WebSocket, message: dict[str, Any]) -> None:
-        await asyncio.wait_for(websocket.send_text(_dumps(message)), SEND_TIMEOUT)
+    async def _send(self, websocket: WebSocket, message: dict[str, Any] | str) -> None:
+        text = message if isinstance(message, str) else _dumps(message)
+        await asyncio.wait_for(websocket.send_text(text), SEND_TIMEOUT)
 
     async def _stream(self, websocket: WebSocket, subscriber: Subscriber, since: int | None, only: EventFilter,
                       listener: asyncio.Task[None]) -> None:
@@ -254,16 +257,16 @@ class EventStream:
                 getter.cancel()
             behind.cancel()
             if getter in done:
-                event = getter.result()
+                event, text = getter.result()
                 if event.event_id > cursor:
-                    await self._send(websocket, event.envelope())
+                    await self._send(websocket, text)
                     cursor = event.event_id
                 continue
             if subscriber.behind.is_set():
                 while not subscriber.queue.empty():  # send what was queued, then say where to resume
-                    event = subscriber.queue.get_nowait()
+                    event, text = subscriber.queue.get_nowait()
                     if event.event_id > cursor:
-                        await self._send(websocket, event.envelope())
+                        await self._send(websocket, text)
                         cursor = event.event_id
                 await self._send(websocket, {"message_type": "stream.overflow", "event_id": cursor,
                                              "message": f"the client fell behind; reconnect with since={cursor}"})
