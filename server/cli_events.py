@@ -158,7 +158,7 @@ def webhooks_list(ctx: click.Context, as_json: bool) -> None:
     rows = []
     for hook in config.webhooks:
         state = states.get(hook.key)
-        rows.append({"name": hook.name, "url": hook.url, "events": hook.events, "format": hook.format,
+        rows.append({"name": hook.name, "url": _origin(hook.url), "events": hook.events, "format": hook.format,
                      "secret_env": hook.secret_env,
                      "delivered_up_to": state.cursor if state else None,
                      "delivered": state.delivered if state else 0, "failures": state.failures if state else 0,
@@ -179,6 +179,13 @@ def webhooks_list(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{row['name'] or '-':16} {row['url']}  [{row['format']}] events={','.join(hook_events[i])}  "
                    f"delivered={row['delivered']} up to #{row['delivered_up_to']} failures={row['failures']} "
                    f"dropped={row['dropped']}  {status}")
+
+
+def _origin(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/…"
 
 
 def _find(hooks: list[WebhookConfig], name_or_url: str) -> WebhookConfig:
@@ -212,11 +219,11 @@ def webhooks_test(ctx: click.Context, name_or_url: str) -> None:
         from policies.operator import Operator
 
         attempt = await send_test(Endpoint(config=hook, secret=secret), event)
-        await Operator(runtime.gate, CLI_OPERATOR).webhook_tested(hook.name or hook.url, attempt.ok, attempt.status,
+        await Operator(runtime.gate, CLI_OPERATOR).webhook_tested(hook.shown, attempt.ok, attempt.status,
                                                                   attempt.error)
         return attempt
 
     attempt = _cli()._guarded(lambda: _with(config, action))
     if not attempt.ok:
-        fail(f"webhook {hook.name or hook.url}: test not delivered: {attempt.error}")
-    click.echo(f"webhook {hook.name or hook.url}: test delivered (HTTP {attempt.status})")
+        fail(f"webhook {hook.shown}: test not delivered: {attempt.error}")
+    click.echo(f"webhook {hook.shown}: test delivered (HTTP {attempt.status})")

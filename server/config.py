@@ -133,6 +133,15 @@ class WebhookConfig(Strict):
         return value
 
     @property
+    def shown(self) -> str:
+        """How output and records name the endpoint: its name, else its origin only (a webhook URL's path is often
+        its credential, e.g. Slack's)."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        return self.name or f"{parts.scheme}://{parts.netloc}/…"
+
+    @property
     def key(self) -> str:
         """How the delivery state names this endpoint: its name, else a digest of its URL."""
         import hashlib
@@ -260,7 +269,7 @@ def webhook_secrets(config: Config, env: Mapping[str, str] | None = None) -> dic
     for hook in config.webhooks:
         value = env.get(hook.secret_env, "")
         if not value.strip():
-            raise ConfigError(f"webhook {hook.name or hook.url}: secret_env {hook.secret_env} is not set in the "
+            raise ConfigError(f"webhook {hook.shown}: secret_env {hook.secret_env} is not set in the "
                               "environment: refusing to start")
         secrets[hook.key] = value.encode()
     return secrets
