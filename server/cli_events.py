@@ -35,8 +35,9 @@ def _config(ctx: click.Context) -> Config:
 
 
 def _with(config: Config, action: Any) -> Any:
+    """Run `action(runtime)` on the deployment's database; these commands never need the broker."""
     cli = _cli()
-    return cli._run(cli._with_runtime(config, action))
+    return cli._run(cli._with_runtime(config, action, broker=False))
 
 
 def config_option(command: Any) -> Any:
