@@ -123,3 +123,11 @@ async def apply_order_update(session: AsyncSession, trade: AgentTrade, order: Br
     if changed:
         trade.updated_at = now
     return changed
+
+
+async def position_after_fill(session: AsyncSession, trade: AgentTrade) -> dict[str, object]:
+    """The agent's position in the trade's symbol as it stands in this transaction (for the event stream)."""
+    position = await session.get(AgentPosition, (trade.agent_id, trade.symbol))
+    return {"order_id": trade.id, "symbol": trade.symbol, "qty": position.qty if position else ZERO,
+            "avg_entry_price": position.avg_entry_price if position else ZERO,
+            "realized_pl": position.realized_pl if position else ZERO}

@@ -12,7 +12,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from ledger.types import ExactDecimal, UTCDateTime
 
 # The Alembic revision these models match; the server upgrades to it at start.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0008"
 
 GLOBAL_SCOPE = "*"  # trading_state row that applies to every agent
 
@@ -270,8 +270,27 @@ class KeyValue(Base):
     updated_at: Mapped[datetime]
 
 
+class WebhookDelivery(Base):
+    """Where delivery to one webhook endpoint stands: the last audit record delivered (or passed over), and
+    the lease of the replica delivering now (one sender per endpoint; another takes over when it lapses)."""
+
+    __tablename__ = "webhook_deliveries"
+
+    endpoint: Mapped[str] = mapped_column(String(64), primary_key=True)  # [[webhooks]] name, or url digest
+    cursor: Mapped[int] = mapped_column(Integer)  # audit seq up to which every event was sent or passed over
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # failed attempts at the next event
+    next_attempt_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delivered: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    dropped: Mapped[int] = mapped_column(Integer, default=0)  # given up after 24 h
+    updated_at: Mapped[datetime]
+
+
 __all__ = [
     "GLOBAL_SCOPE", "SCHEMA_REVISION", "AgentAccount", "AgentPermissions", "AgentPosition", "AgentTrade",
     "Approval", "AuditEvent", "AuditHead", "Base", "KeyValue", "OperatorRecord", "SimAccount", "SimOrder",
-    "TradeProposal", "TradingState", "UniqueConstraint",
+    "TradeProposal", "TradingState", "UniqueConstraint", "WebhookDelivery",
 ]

@@ -10,6 +10,7 @@ Nothing reaches the broker except through `Gate.execute` (orders) and `Gate.canc
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -26,19 +27,20 @@ from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from broker.base import OPEN_STATUSES, Account, Asset, Broker, BrokerError, BrokerOrder, Quote, SubmitOrder
-from ledger.accounting import apply_order_update, ensure_agent_account
-from ledger.db import execute, read, transaction
+from ledger.accounting import apply_order_update, ensure_agent_account, position_after_fill
+from ledger.db import execute, insert_if_absent, read, transaction
 from ledger.models import (
     GLOBAL_SCOPE,
     AgentPermissions,
     AgentPosition,
     AgentTrade,
     Approval,
+    KeyValue,
     TradeProposal,
     TradingState,
 )
 from ledger.usage import count_denials, load_usage, persist_marks
-from policies import audit, bindings
+from policies import alerts, audit, bindings, events
 from policies.approval import ApprovalPolicy, ClientDecision, approval_for, default_policy
 from policies.breakers import breaker_decision
 from policies.checks import CheckInput, Pricing, TradingStatus, Usage, price_order, run_checks
@@ -407,6 +409,26 @@ class Gate:
             violations, _ = await self._decide(session, agent, order, strategy, snap, lock=False)
         return violations, price_order(order, snap.quote)
 
+    async def _alert_thresholds(self, session: AsyncSession, agent: Agent, usage: Usage, now: datetime) -> None:
+        """Daily loss and drawdown at 80 % and 100 % of the limit: a risk alert once per crossing per trading day,
+        recorded by the decisions that store something (a proposal, an order), in their unit of work. Nothing is
+        read unless a threshold is crossed (the normal case costs one comparison)."""
+        crossed = alerts.risk_thresholds(agent.limits, usage)
+        if not crossed:
+            return
+        key = "risk-alerts:" + hashlib.sha256(agent.id.encode()).hexdigest()[:40]
+        day = trading_day(now)
+        await insert_if_absent(session, KeyValue, {"key": key, "value": {}, "updated_at": now})
+        row = (await session.execute(select(KeyValue).where(KeyValue.key == key).with_for_update()
+                                     .execution_options(populate_existing=True))).scalar_one()
+        fresh = alerts.newly_crossed(crossed, row.value, day)
+        if not fresh:
+            return
+        row.value, row.updated_at = alerts.threshold_state(row.value, day, fresh), now
+        for alert in fresh:
+            await self.record(session=session, actor="system:risk", kind=events.KIND_ALERT, agent_id=agent.id,
+                              payload=alert.payload())
+
     async def _with_denials(self, session: AsyncSession, agent: Agent, usage: Usage) -> Usage:
         """Usage with the agent's recent denials counted. Only the breaker needs them, and only for a denied
         order, so a decision counts them then, before it stores this denial."""
@@ -430,7 +452,8 @@ class Gate:
             current.state, current.reason, current.changed_by, current.changed_at = (
                 trip.state, trip.reason, "circuit-breaker", now)
         await self.record(session=session, actor="system:circuit-breaker", kind="trading_state.changed",
-                          agent_id=agent.id, payload={"scope": agent.id, "state": trip.state, "reason": trip.reason})
+                          agent_id=agent.id, payload={"scope": agent.id, "state": trip.state, "reason": trip.reason,
+                                                      "triggers": list(trip.triggers)})
         log.warning("circuit_breaker_tripped", agent=agent.id, state=trip.state, reason=trip.reason)
 
     # --- propose -----------------------------------------------------------------------------------
@@ -447,6 +470,7 @@ class Gate:
         ttl = self.settings.proposal_ttl if order.order_type == "market" else self.settings.limit_proposal_ttl
         async with self._unit() as session:
             violations, usage = await self._decide(session, agent, order, draft.strategy, snap, lock=False)
+            await self._alert_thresholds(session, agent, usage, now)
             if violations:
                 usage = await self._with_denials(session, agent, usage)
             status = "rejected" if violations else approval_for(agent.approval, pricing.estimated_notional)
@@ -472,11 +496,29 @@ class Gate:
                     "audit_event_id": values["audit_event_id"]}
                 await execute(session, _INSERT_APPROVAL, bound[bindings.APPROVALS])
             proposal = TradeProposal(**values)
+            await self._record_signal(session, agent, proposal, violations)
             if violations:
                 await self._trip_breaker_if_needed(session, agent, usage, violations)
             result = present(proposal, violations)
             self._stage_outcome(result, event_id=values["audit_event_id"], bound=bound)
         return result
+
+    async def _record_signal(self, session: AsyncSession, agent: Agent, proposal: TradeProposal,
+                             violations: list[Violation]) -> None:
+        """The proposal as the event stream shows it (agent.trade.signal; approval.requested when a person must
+        decide): named fields only, never the agent's reasoning."""
+        order = {"proposal_id": proposal.id, "symbol": proposal.symbol, "side": proposal.side, "qty": proposal.qty,
+                 "notional": proposal.notional, "order_type": proposal.order_type,
+                 "limit_price": proposal.limit_price, "stop_price": proposal.stop_price,
+                 "time_in_force": proposal.time_in_force, "estimated_notional": proposal.estimated_notional}
+        await self.record(session=session, actor=f"agent:{agent.id}", kind=events.KIND_PROPOSAL, agent_id=agent.id,
+                          payload={**order, "strategy": proposal.strategy, "confidence": proposal.confidence,
+                                   "status": proposal.status, "reference_price": proposal.reference_price,
+                                   "violations": [v.code for v in violations]})
+        if proposal.status == "pending_approval":
+            await self.record(session=session, actor=f"agent:{agent.id}", kind=events.KIND_APPROVAL_REQUESTED,
+                              agent_id=agent.id, payload={**order, "approval_mode": proposal.approval_mode,
+                                                          "expires_at": proposal.expires_at})
 
     # --- execute -----------------------------------------------------------------------------------
 
@@ -655,6 +697,7 @@ class Gate:
         needs_person: Violation | None = None
         async with self._unit() as session:
             violations, usage = await self._decide(session, agent, order, proposal.strategy, snap, lock=True)
+            await self._alert_thresholds(session, agent, usage, now)
             if not violations and proposal.decided_via == "auto":
                 # Back to pending_approval if the price now puts it above the auto-approval limit: nothing
                 # reserved, nothing sent.
@@ -779,10 +822,17 @@ class Gate:
                                        "broker_order_id": row.order_id, "filled_qty": row.filled_qty,
                                        "filled_avg_price": row.price,
                                        "error": error.message if error else None})
+            if row.filled_qty:
+                await self._record_position(session, row)
         async with self.sessions() as session:
             final = await session.get(AgentTrade, trade.id)
         assert final is not None
         return final, error
+
+    async def _record_position(self, session: AsyncSession, trade: AgentTrade) -> None:
+        """The agent's position after a fill of `trade` (agent.position.updated), in the fill's transaction."""
+        await self.record(session=session, actor="system:ledger", kind=events.KIND_POSITION, agent_id=trade.agent_id,
+                          payload=await position_after_fill(session, trade))
 
     async def _lookup(self, client_order_id: str) -> BrokerOrder | None:
         try:
@@ -806,11 +856,14 @@ class Gate:
             row = await session.get(AgentTrade, trade.id)
             assert row is not None
             capital = await self._capital(session, row.agent_id)
-            before = row.status
+            before, before_qty = row.status, row.filled_qty
             if await apply_order_update(session, row, broker_order, now, capital, trading_day(now)):
                 await self.record(session=session, actor="system:sync", kind="order.updated", agent_id=row.agent_id,
                                   payload={"order_id": row.id, "from": before, "to": row.status,
-                                           "filled_qty": row.filled_qty, "filled_avg_price": row.price})
+                                           "filled_qty_before": before_qty, "filled_qty": row.filled_qty,
+                                           "filled_avg_price": row.price})
+                if row.filled_qty != before_qty:
+                    await self._record_position(session, row)
         async with self.sessions() as session:
             fresh = await session.get(AgentTrade, trade.id)
         assert fresh is not None

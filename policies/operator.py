@@ -233,6 +233,15 @@ class Operator(AgentOperations, BookOperations):
                                                                      "failed": failed}, agent_id)
         return KillSwitchReport(canceled, failed)
 
+    # --- webhooks ----------------------------------------------------------------------------------
+
+    async def webhook_tested(self, endpoint: str, delivered: bool, status: int | None, error: str | None) -> None:
+        """Record a test message sent to a webhook endpoint (tradewarden webhooks test)."""
+        self.require(Action.MANAGE_WEBHOOKS)
+        async with transaction(self.gate.sessions) as session:
+            await self._record(session, "webhook.tested", {"endpoint": endpoint, "delivered": delivered,
+                                                           "status": status, "error": error})
+
     async def states(self) -> list[TradingState]:
         self.require(Action.READ)
         async with self.gate.sessions() as session:

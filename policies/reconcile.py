@@ -45,10 +45,18 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.base import BrokerError, BrokerOrder
-from ledger.accounting import apply_order_update
+from ledger.accounting import apply_order_update, position_after_fill
 from ledger.db import insert_if_absent, transaction
-from ledger.models import AgentPermissions, AgentPosition, AgentTrade, KeyValue, TradeProposal
-from policies import audit
+from ledger.models import (
+    GLOBAL_SCOPE,
+    AgentPermissions,
+    AgentPosition,
+    AgentTrade,
+    KeyValue,
+    TradeProposal,
+    TradingState,
+)
+from policies import alerts, audit, events
 from policies.gate import LIVE_TRADE_STATUSES, Gate, trading_day
 from policies.orders import decimal_text
 
@@ -56,6 +64,9 @@ log = structlog.get_logger("tradewarden.reconcile")
 T = TypeVar("T")
 
 ACTOR = "system:reconcile"
+DEAD_MAN = "system:dead-man"
+HEALTH_KEY = "reconciliation-health"
+EXPIRY_KEY = "approval-expiry-alerts"
 STATE_KEY = "reconciliation"
 NEVER_REACHED = "never reached the broker"
 STALE_SUBMIT = timedelta(seconds=60)  # a pending_submit older than this is a crash between intent and outcome
@@ -95,8 +106,11 @@ class Reconciler:
     update is idempotent and locked, see ledger/accounting.py)."""
 
     def __init__(self, gate: Gate, *, interval: float = 30.0, poll_interval: float = POLL_SECONDS,
-                 stale_after: timedelta | None = None):
+                 stale_after: timedelta | None = None, stale_intervals: int = 3, dead_man: bool = False):
         self.gate = gate
+        self.started = gate.clock()
+        self.stale_intervals = stale_intervals
+        self.dead_man = dead_man  # reduce-only for everyone while reconciliation is stale
         self.interval = interval
         self.poll_interval = min(poll_interval, interval)
         # Longer than any submission the gate may still be waiting for (submit + lookup, each bounded).
@@ -155,6 +169,7 @@ class Reconciler:
         report.resolved += self._resolved_since_report
         self._resolved_since_report = 0
         await self._store(report)
+        await self._guarded("health", lambda: self._health(report))
         self.last_report = report
         if report.resolved or report.drift or report.errors:
             log.info("reconciled", resolved=report.resolved, drift=report.drift, unresolved=len(report.unresolved),
@@ -164,6 +179,7 @@ class Reconciler:
     async def poll(self) -> int:
         """Refresh the live orders (cheap: one query when there are none). Returns how many changed."""
         report = ReconcileReport(checked_at=self.gate.clock())
+        await self._guarded("approvals", self.announce_expiring_approvals)
         await self._orders(report)
         self._resolved_since_report += report.resolved
         return report.resolved
@@ -238,6 +254,9 @@ class Reconciler:
                                         "filled_avg_price": row.price,
                                         "how": "found at the broker by client_order_id" if outcome_lost
                                         else "broker order state"})
+            if row.filled_qty != before_qty:
+                await audit.append(session, ts=now, actor="system:ledger", kind=events.KIND_POSITION,
+                                   agent_id=row.agent_id, payload=await position_after_fill(session, row))
         log.info("order_reconciled", order_id=trade.id, status_from=before, status_to=order.status,
                  filled_qty=str(order.filled_qty))
         await self._notify(trade.proposal_id)
@@ -299,6 +318,73 @@ class Reconciler:
                                    payload={"drift": report.drift, "previous": previous_drift})
                 if report.drift:
                     log.warning("position_drift", drift=report.drift)
+
+
+    async def _health(self, report: ReconcileReport) -> None:
+        """Alerts on a change of reconciliation health (the broker unreachable; no successful pass for
+        stale_intervals intervals), once across replicas (the state row is locked); with the dead-man action,
+        everyone is reduce-only while reconciliation is stale, and back to active when it is healthy again
+        (unless a person changed the state meanwhile)."""
+        now = self.gate.clock()
+        broker_ok = not report.errors
+        async with transaction(self.gate.sessions) as session:
+            state_row = await session.get(TradingState, GLOBAL_SCOPE, with_for_update=True) if self.dead_man else None
+            await insert_if_absent(session, KeyValue, {"key": HEALTH_KEY, "value": {}, "updated_at": now})
+            row = (await session.execute(select(KeyValue).where(KeyValue.key == HEALTH_KEY).with_for_update()
+                                         .execution_options(populate_existing=True))).scalar_one()
+            stored = row.value or {}
+            before = alerts.ReconcileHealth(broker_ok=stored.get("broker_ok", True), stale=stored.get("stale", False))
+            last_ok = now if broker_ok else (datetime.fromisoformat(stored["last_ok"]) if stored.get("last_ok")
+                                             else None)
+            after = alerts.reconcile_health(broker_ok=broker_ok, last_ok=last_ok, started=self.started, now=now,
+                                            interval_seconds=self.interval, stale_intervals=self.stale_intervals)
+            row.value = {"broker_ok": after.broker_ok, "stale": after.stale,
+                         "last_ok": last_ok.isoformat() if last_ok else None}
+            row.updated_at = now
+            for alert in alerts.reconcile_transitions(before, after, last_ok=last_ok, dead_man=self.dead_man):
+                await audit.append(session, ts=now, actor=ACTOR, kind=events.KIND_ALERT, payload=alert.payload())
+            if state_row is not None and after.stale != before.stale:
+                await self._dead_man(session, state_row, after.stale, now)
+
+    async def announce_expiring_approvals(self) -> int:
+        """A risk alert (APPROVAL_EXPIRING) for each proposal waiting for a person that expires within
+        alerts.EXPIRY_WARNING, once across replicas (the list of those announced is a locked row)."""
+        now = self.gate.clock()
+        async with self.gate.sessions() as session:
+            pending = [(pid, agent, expires) for pid, agent, expires in (await session.execute(
+                select(TradeProposal.id, TradeProposal.agent_id, TradeProposal.expires_at)
+                .where(TradeProposal.status == "pending_approval",
+                       TradeProposal.expires_at <= now + alerts.EXPIRY_WARNING))).all()]
+        if not alerts.expiring_soon(pending, now, set()):
+            return 0
+        async with transaction(self.gate.sessions) as session:
+            await insert_if_absent(session, KeyValue, {"key": EXPIRY_KEY, "value": {}, "updated_at": now})
+            row = (await session.execute(select(KeyValue).where(KeyValue.key == EXPIRY_KEY).with_for_update()
+                                         .execution_options(populate_existing=True))).scalar_one()
+            announced = set((row.value or {}).get("announced", []))
+            due = alerts.expiring_soon(pending, now, announced)
+            for proposal_id, agent_id, expires_at in due:
+                seconds = int((expires_at - now).total_seconds())
+                alert = alerts.Alert("warning", "APPROVAL_EXPIRING",
+                                     f"proposal {proposal_id} of {agent_id} expires in {seconds} s without a "
+                                     "decision", {"proposal_id": proposal_id, "expires_at": expires_at})
+                await audit.append(session, ts=now, actor=ACTOR, kind=events.KIND_ALERT, agent_id=agent_id,
+                                   payload=alert.payload())
+            # Only proposals that can still be announced are kept: the list stays as short as the pending ones.
+            row.value = {"announced": sorted((announced | {d[0] for d in due}) & {p[0] for p in pending})}
+            row.updated_at = now
+            return len(due)
+
+    async def _dead_man(self, session: AsyncSession, row: TradingState, stale: bool, now: datetime) -> None:
+        if stale and row.state == "active":
+            row.state, row.reason = "reducing", "reconciliation with the broker is stale (dead-man action)"
+        elif not stale and row.state == "reducing" and row.changed_by == DEAD_MAN:
+            row.state, row.reason = "active", None
+        else:
+            return
+        row.changed_by, row.changed_at = DEAD_MAN, now
+        await audit.append(session, ts=now, actor=DEAD_MAN, kind="trading_state.changed",
+                           payload={"scope": GLOBAL_SCOPE, "state": row.state, "reason": row.reason})
 
 
 async def _locked_trade(session: AsyncSession, trade_id: str) -> AgentTrade:

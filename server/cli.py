@@ -121,11 +121,12 @@ def serve(ctx: click.Context, transport: str, host: str | None, port: int | None
     Example: tradewarden serve --transport http --port 8000
     """
     config = _config(ctx)
-    from server.config import check_broker_credentials
+    from server.config import check_broker_credentials, webhook_secrets
     from server.logging import configure_logging
 
     try:
         check_broker_credentials(config)
+        webhook_secrets(config)
     except ConfigError as error:
         fail(str(error), 2)
     configure_logging(config.server.log_level, config.server.log_json)
@@ -577,6 +578,10 @@ main.add_command(positions)
 main.add_command(orders)
 main.add_command(performance)
 main.add_command(doctor)
+from server.cli_events import events_group, webhooks_group  # noqa: E402  (they import this module's helpers)
+
+main.add_command(events_group)
+main.add_command(webhooks_group)
 
 if __name__ == "__main__":
     main(prog_name="tradewarden")

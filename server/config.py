@@ -86,6 +86,10 @@ class ServerConfig(Strict):
     limit_proposal_ttl_seconds: int = Field(default=3600, gt=0)
     broker_timeout_seconds: float = Field(default=10.0, gt=0)
     reconcile_interval_seconds: float = Field(default=30.0, gt=0)
+    # Reconciliation is stale after this many intervals without a successful pass (an alert); with
+    # reconcile_stale_action = "reduce_only" everyone is reduce-only until it is healthy again (a dead-man switch).
+    reconcile_stale_intervals: int = Field(default=3, ge=1, le=1000)
+    reconcile_stale_action: Literal["alert", "reduce_only"] = "alert"
     state_poll_seconds: float = Field(default=0.5, gt=0)
     requests_per_minute: int = Field(default=600, ge=1)  # per agent, over HTTP
     request_state_keys: list[str] = Field(default_factory=list)  # shared by replicas behind one URL
@@ -106,12 +110,57 @@ class AuditConfig(Strict):
     signing_key_file: Path  # Ed25519 private key made by `tradewarden audit keygen`; never in the database
     checkpoint_dir: Path  # append-only signed checkpoints of the chain head
     checkpoint_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
+class WebhookConfig(Strict):
+    """[[webhooks]]: events pushed to another system, signed with a secret read from the environment."""
+
+    url: str = Field(max_length=2000)
+    events: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    secret_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    format: Literal["json", "slack"] = "json"
+    name: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    max_backoff_seconds: float = Field(default=300.0, gt=0, le=3600)  # retries back off up to this
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"https?://[^/\s?#]+([/?#]\S*)?", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, value: list[str]) -> list[str]:
+        from policies.events import EVENT_TYPES
+
+        unknown = [t for t in value if t != "*" and t not in EVENT_TYPES]
+        if unknown:
+            raise ValueError(f"unknown event type {unknown[0]!r} (known: {', '.join(EVENT_TYPES)} or \"*\")")
+        return value
+
+    @property
+    def shown(self) -> str:
+        """How output and records name the endpoint: its name, else its origin only (a webhook URL's path is often
+        its credential, e.g. Slack's)."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        return self.name or f"{parts.scheme}://{parts.netloc}/…"
+
+    @property
+    def key(self) -> str:
+        """How the delivery state names this endpoint: its name, else a digest of its URL."""
+        import hashlib
+
+        return self.name or "url-" + hashlib.sha256(self.url.encode()).hexdigest()[:32]
 
 
 class Config(Strict):
     server: ServerConfig = ServerConfig()
     agents: list[AgentConfig] = Field(default_factory=list)
     audit: AuditConfig | None = None  # None: the chain is not anchored (docs/ARCHITECTURE.md "Audit")
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
     source: str = "built-in defaults"
 
     @model_validator(mode="after")
@@ -123,6 +172,9 @@ class Config(Strict):
         if len(ids) > self.server.max_agents_per_account:
             raise ValueError(f"{len(ids)} agents configured but max_agents_per_account is "
                              f"{self.server.max_agents_per_account}")
+        keys = [w.key for w in self.webhooks]
+        if len(set(keys)) != len(keys):
+            raise ValueError("two [[webhooks]] have the same name or url")
         return self
 
     def agent(self, agent_id: str) -> AgentConfig | None:
@@ -206,13 +258,14 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
             raise ConfigError(f"config file unreadable: {config_path}: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file is not valid TOML: {config_path}: {exc}") from None
-    unknown = sorted(set(raw) - {"server", "agents", "audit"})
+    unknown = sorted(set(raw) - {"server", "agents", "audit", "webhooks"})
     if unknown:
         raise ConfigError(f"unknown section in config: {', '.join(unknown)}")
     server = {**raw.get("server", {}), **_env_overrides(env)}
     try:
         config = Config(server=ServerConfig(**server), agents=raw.get("agents", []),
                         audit=_audit_section(raw.get("audit"), config_path),
+                        webhooks=raw.get("webhooks", []),
                         source=str(config_path) if config_path else "built-in defaults")
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration: {_one_line(exc)}") from None
@@ -234,3 +287,17 @@ def check_broker_credentials(config: Config, env: Mapping[str, str] | None = Non
         raise ConfigError(f"broker is alpaca but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
                           "not set in the environment: refusing to start")
     return env["ALPACA_API_KEY"].strip(), env["ALPACA_SECRET_KEY"].strip()
+
+
+def webhook_secrets(config: Config, env: Mapping[str, str] | None = None) -> dict[str, bytes]:
+    """Each webhook's signing secret by its key, from the environment. ConfigError, one line naming the variable
+    (never its value), when one is missing or empty."""
+    env = os.environ if env is None else env
+    secrets: dict[str, bytes] = {}
+    for hook in config.webhooks:
+        value = env.get(hook.secret_env, "")
+        if not value.strip():
+            raise ConfigError(f"webhook {hook.shown}: secret_env {hook.secret_env} is not set in the "
+                              "environment: refusing to start")
+        secrets[hook.key] = value.encode()
+    return secrets

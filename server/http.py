@@ -5,6 +5,7 @@ Routes of the HTTP app:
 - /.well-known/oauth-protected-resource/mcp    RFC 9728 protected-resource metadata (the SDK's route)
 - /healthz                                     database, broker, halt (server/health.py); no token
 - /metrics                                     Prometheus (server/metrics.py); no token
+- /api/events/ws                               the operators' event stream (server/events_ws.py); operator token
 
 The token decides which agent a call acts for (ServerState.agent_id reads it from the access token); nothing
 in a tool's arguments can change that. Tokens are issued by `tradewarden agents add|rotate-token` and only
@@ -37,6 +38,7 @@ from ledger import db
 from policies.agents import agent_for_token
 from server.clock import utc_now
 from server.config import Config
+from server.events_ws import EventHub, EventStream, EventStreamApp, OperatorAuthenticator, registry_authenticator
 from server.health import HealthCheck
 from server.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from server.ratelimit import RateLimiter, RateLimitMiddleware
@@ -173,8 +175,10 @@ def http_server_options(config: Config, host: str, port: int,
 
 
 def build_http_app(config: Config, *, host: str, port: int, clock: Callable[[], datetime] = utc_now,
-                   broker: Broker | None = None) -> ASGIApp:
-    """The whole HTTP application of one replica (an ASGI app; its lifespan opens the runtime)."""
+                   broker: Broker | None = None, authenticate_operator: OperatorAuthenticator | None = None
+                   ) -> ASGIApp:
+    """The whole HTTP application of one replica (an ASGI app; its lifespan opens the runtime).
+    `authenticate_operator` checks operators' bearer tokens for the event stream (default: the registry)."""
     from server.app import create_server
 
     holder = _State(config.server.database_url)
@@ -211,12 +215,20 @@ def build_http_app(config: Config, *, host: str, port: int, clock: Callable[[], 
         if holder.runtime is not None:
             try:
                 await metrics.refresh_from_database(holder.runtime.sessions)
+                await metrics.refresh_agents(holder.runtime.gate)
+                await metrics.refresh_from_audit(holder.runtime.sessions)
             except Exception as error:  # the process metrics are still worth serving
                 log.warning("metrics_database_unavailable", error=type(error).__name__)
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     app = server.streamable_http_app(host=host, transport_security=transport_security(config, host))
-    return CountUnauthorized(app, metrics)
+
+    def runtime_sessions() -> async_sessionmaker[AsyncSession] | None:
+        return holder.runtime.sessions if holder.runtime is not None else None
+
+    hub = EventHub(runtime_sessions, on_events=metrics.observe_events)
+    stream = EventStream(hub, authenticate_operator or registry_authenticator(runtime_sessions))
+    return EventStreamApp(CountUnauthorized(app, metrics), stream)
 
 
 def serve_http(config: Config, *, host: str, port: int) -> None:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy import select
@@ -24,7 +25,10 @@ from policies.audit import GENESIS_HASH
 from policies.gate import Gate, GateSettings
 from policies.reconcile import Reconciler
 from server.clock import utc_now
-from server.config import Config, check_broker_credentials
+from server.config import Config, check_broker_credentials, webhook_secrets
+
+if TYPE_CHECKING:
+    from server.webhooks import WebhookDispatcher
 
 log = structlog.get_logger("tradewarden.runtime")
 # How long start-up waits for the first reconciliation (it goes on in the background if the broker is slow).
@@ -197,9 +201,13 @@ async def _running(config: Config, engine: AsyncEngine, sessions: async_sessionm
         loop.call_later(CALENDAR_WARM_UP_DELAY, lambda: loop.run_in_executor(None, warm_up_calendar, clock()))
     # Once, after the first calls: a one-off collection instead of a long pause every few thousand calls.
     heap_freeze = loop.call_later(HEAP_FREEZE_DELAY, freeze_start_up_heap) if reconcile else None
-    reconciler = (Reconciler(gate, interval=config.server.reconcile_interval_seconds) if reconcile
+    reconciler = (Reconciler(gate, interval=config.server.reconcile_interval_seconds,
+                             stale_intervals=config.server.reconcile_stale_intervals,
+                             dead_man=config.server.reconcile_stale_action == "reduce_only") if reconcile
                   else None)
     task = asyncio.create_task(reconciler.run(), name="tradewarden-reconciler") if reconciler else None
+    webhooks = _webhook_dispatcher(config, sessions, clock) if reconcile else None
+    webhooks_task = asyncio.create_task(webhooks.run(), name="tradewarden-webhooks") if webhooks else None
     try:
         if reconciler is not None and not await reconciler.wait_first_pass(STARTUP_RECONCILE_WAIT):
             log.warning("startup_reconciliation_pending", detail="the broker is slow; it goes on in the "
@@ -211,7 +219,21 @@ async def _running(config: Config, engine: AsyncEngine, sessions: async_sessionm
             heap_freeze.cancel()
         if reconciler is not None and task is not None:
             await _stop_reconciler(reconciler, task)
+        if webhooks is not None and webhooks_task is not None:
+            webhooks.stop()
+            await asyncio.wait({webhooks_task}, timeout=STOP_GRACE)
+            webhooks_task.cancel()
         await the_broker.close()
+
+
+def _webhook_dispatcher(config: Config, sessions: async_sessionmaker[AsyncSession],
+                        clock: Callable[[], datetime]) -> WebhookDispatcher | None:
+    """Delivery to the [[webhooks]] endpoints, in the background of a server (none configured: none)."""
+    if not config.webhooks:
+        return None
+    from server.webhooks import WebhookDispatcher, endpoints_of
+
+    return WebhookDispatcher(sessions, endpoints_of(config.webhooks, webhook_secrets(config)), clock)
 
 
 async def _stop_reconciler(reconciler: Reconciler, task: asyncio.Task[None]) -> None:
