@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -305,19 +305,28 @@ def bars(seed: int, symbol: str, timeframe: Timeframe, limit: int, now: datetime
     price, and its high/low cover open, close and each (sampled) minute's wick. KeyError for an unknown
     symbol, ValueError for an unknown timeframe.
     """
+    return list(iter_bars(seed, symbol, timeframe, limit, now))
+
+
+def iter_bars(seed: int, symbol: str, timeframe: Timeframe, limit: int, now: datetime) -> Iterator[Bar]:
+    """bars(), one bar at a time: a caller on an event loop can hand the loop back between bars (a bar
+    not yet cached costs up to a millisecond). Arguments are checked before the first bar."""
     if timeframe not in _SAMPLE_EVERY:
         raise ValueError(f"unknown timeframe {timeframe!r}; use one of {', '.join(_SAMPLE_EVERY)}")
     found = _require(symbol)
     limit = max(0, min(limit, MAX_BARS))
-    if limit == 0:
-        return []
     every = _SAMPLE_EVERY[timeframe]
     current = minute_index(now)
-    # A finished bar never changes (the path is deterministic): computed once, then cached. Only the bar in
-    # progress is computed on every call, so an agent polling bars pays for one bar, not `limit`.
-    return [_finished_bar(seed, found.symbol, first, last, every) if last < current
-            else _bar(seed, found, first, last, every)
-            for first, last in _bar_windows(timeframe, limit, now)]
+    windows = _bar_windows(timeframe, limit, now) if limit else []
+
+    def generate() -> Iterator[Bar]:
+        # A finished bar never changes (the path is deterministic): computed once, then cached. Only the bar
+        # in progress is computed on every call, so an agent polling bars pays for one bar, not `limit`.
+        for first, last in windows:
+            yield (_finished_bar(seed, found.symbol, first, last, every) if last < current
+                   else _bar(seed, found, first, last, every))
+
+    return generate()
 
 
 @lru_cache(maxsize=16_384)

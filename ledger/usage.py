@@ -214,8 +214,8 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
     """Usage of `agent_id` at `now`, for checking `order`, read inside the caller's transaction.
 
     - trades_today: trades created since midnight New York of `now`'s New York date;
-    - orders_in_rate_window / notional_in_rolling_window: trades created in the last
-      order_rate_window_seconds / rolling_notional_window_seconds (created_at >= now - window);
+    - orders_in_rate_window: every order created in the last order_rate_window_seconds, however it ended;
+      notional_in_rolling_window: trades created in the last rolling_notional_window_seconds;
     - open_buy_notional: unfilled reserved notional of the agent's open buys; account_open_buy_notional:
       the same over every agent;
     - position_qty: agent_positions for the order's symbol; open_symbol_*: the agent's open orders in it;
@@ -224,8 +224,8 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
       daily_pnl = equity - agent_accounts.day_start_equity (if that row's day is not today the baseline is
       kept and day_start_stale is set, so older losses keep counting until someone rolls the day: see
       persist_marks); equity_peak = max(stored peak, equity);
-    - recent_order_hashes: order hashes of the agent's trades created in the last duplicate_window_seconds
-      (none when the window is 0);
+    - recent_order_hashes: order hashes of every order of the agent created in the last
+      duplicate_window_seconds, however it ended (none when the window is 0);
     - denials_in_window: count_denials (0 unless with_denials: only the breaker needs it, and only for an
       order that is denied, so a decision counts them when it has violations).
     With no agent_accounts row the agent starts from limits.capital (cash, peak and day start).
@@ -279,16 +279,18 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
                 else:
                     open_sell_sym_notional += remaining
                     open_sell_qty += qty if qty is not None else ZERO
+        # Every order sent counts toward the order rate and the duplicate window however it ended (cancelled,
+        # expired, unfilled IOC, rejected by the broker): otherwise place-and-cancel walks around both.
+        if row.created_at >= rate_since:
+            orders_in_rate += 1
+        if limits.duplicate_window_seconds > 0 and row.created_at >= duplicate_since and row.order_hash:
+            hashes.add(row.order_hash)
         if not row.counts_as_trade:
             continue
         if row.created_at >= day_start:
             trades_today += 1
-        if row.created_at >= rate_since:
-            orders_in_rate += 1
         if row.created_at >= rolling_since:
             rolling += row.window_notional()
-        if limits.duplicate_window_seconds > 0 and row.created_at >= duplicate_since and row.order_hash:
-            hashes.add(row.order_hash)
 
     position_qty = ZERO
     position_value = ZERO

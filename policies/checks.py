@@ -384,6 +384,25 @@ def check_order_valid(c: CheckInput) -> list[Violation]:
     return []
 
 
+def check_stop_side(c: CheckInput) -> list[Violation]:
+    """A stop triggers when the market reaches it: a buy stop above the last price, a sell stop below it.
+    One on the wrong side would trigger at once (Alpaca refuses it), so it is refused with the price."""
+    stop, quote = c.order.stop_price, c.quote
+    if stop is None or quote is None or c.order.order_type not in ("stop", "stop_limit"):
+        return []
+    last = quote.last if quote.last > 0 else quote.mid
+    if last <= 0:
+        return []
+    if c.order.side == "buy" and stop <= last:
+        return _v(Code.INVALID_ORDER, f"a buy stop must be above the last price {money(last)} of {c.order.symbol} "
+                  f"(stop_price {money(stop)} would trigger at once); use a limit order to buy below it")
+    if c.order.side == "sell" and stop >= last:
+        return _v(Code.INVALID_ORDER, f"a sell stop must be below the last price {money(last)} of "
+                  f"{c.order.symbol} (stop_price {money(stop)} would trigger at once); use a limit order to sell "
+                  "above it")
+    return []
+
+
 # --- market state ----------------------------------------------------------------------------------
 
 def _is_crypto(c: CheckInput) -> bool:
@@ -673,6 +692,7 @@ CHECKS: tuple[Check, ...] = (
     check_strategy_allowed,
     check_asset_tradable,
     check_order_valid,
+    check_stop_side,
     check_market_hours,
     check_market_data,
     check_price_collar,

@@ -45,7 +45,7 @@ def app_of(ctx: Context) -> AppContext:
 
 async def through_gate(ctx: Context, tool: str, args: Mapping[str, Any],
                        operation: Callable[[Gate, Agent], Awaitable[R]], *,
-                       acts_at_broker: bool = True) -> R:
+                       acts_at_broker: bool = True, allow_disabled: bool = False) -> R:
     """The one path every tool takes: gate.handle identifies the agent and audits; a denial becomes a
     tool error whose text starts with its stable code. Tools that can neither submit nor cancel an order
     pass acts_at_broker=False (their intent is recorded with their first change, see Gate.handle)."""
@@ -53,6 +53,6 @@ async def through_gate(ctx: Context, tool: str, args: Mapping[str, Any],
     gate = app.gate
     try:
         return await gate.handle(tool, app.agent_id(), args, lambda agent: operation(gate, agent),
-                                 acts_at_broker=acts_at_broker)
+                                 acts_at_broker=acts_at_broker, allow_disabled=allow_disabled)
     except GateDenied as denied:
         raise ToolError("; ".join(f"{v.code}: {v.message}" for v in denied.violations)) from None

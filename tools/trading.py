@@ -73,7 +73,7 @@ def propose_result(proposal: TradeProposal, violations: list[Violation]) -> Prop
 
 
 async def execute_trade(
-    proposal_id: str,
+    proposal_id: Annotated[str, Field(min_length=1, max_length=64)],
     ctx: Context,
     # Filled by the resolver (a person's answer in the client), never by the agent: not in the input schema.
     approval: Annotated[ElicitationResult[ApprovalForm], Resolve(ask_approval)],
