@@ -7,6 +7,7 @@ Both agents talk to servers of one process (one event loop, one SQLite file), th
 client, as two HTTP sessions would. The attacker asks for every symbol it may, every bar it may, and as
 many indicators (with the longest periods) as the server accepts; the victim proposes trades one after the
 other. Prints p50/p99 of the victim alone, then under attack, and what the attacker's calls cost.
+The attacked phase stops after --calls victim calls or --seconds, whichever comes first.
 Not a test: it measures and prints (and appends to bench/results-noisy-neighbour.md).
 """
 
@@ -41,6 +42,7 @@ async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--attackers", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=150.0, help="time budget of the attacked phase")
     args = parser.parse_args()
 
     from mcp import Client
@@ -88,7 +90,12 @@ async def main() -> int:
 
         attackers = [asyncio.create_task(attack(1 + k)) for k in range(args.attackers)]
         await asyncio.sleep(1.0)
-        under_attack = [await propose(i) for i in range(args.calls)]
+        under_attack: list[float] = []
+        budget_ends = time.perf_counter() + args.seconds
+        for i in range(args.calls):
+            under_attack.append(await propose(i))
+            if time.perf_counter() > budget_ends:
+                break
         stop.set()
         await asyncio.gather(*attackers)
 

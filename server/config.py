@@ -86,6 +86,7 @@ class ServerConfig(Strict):
     limit_proposal_ttl_seconds: int = Field(default=3600, gt=0)
     broker_timeout_seconds: float = Field(default=10.0, gt=0)
     reconcile_interval_seconds: float = Field(default=30.0, gt=0)
+    order_in_doubt_seconds: int = Field(default=86400, gt=0)  # how long an unacknowledged order is looked for
     state_poll_seconds: float = Field(default=0.5, gt=0)
     requests_per_minute: int = Field(default=600, ge=1)  # per agent, over HTTP
     request_state_keys: list[str] = Field(default_factory=list)  # shared by replicas behind one URL

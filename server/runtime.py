@@ -197,8 +197,9 @@ async def _running(config: Config, engine: AsyncEngine, sessions: async_sessionm
         loop.call_later(CALENDAR_WARM_UP_DELAY, lambda: loop.run_in_executor(None, warm_up_calendar, clock()))
     # Once, after the first calls: a one-off collection instead of a long pause every few thousand calls.
     heap_freeze = loop.call_later(HEAP_FREEZE_DELAY, freeze_start_up_heap) if reconcile else None
-    reconciler = (Reconciler(gate, interval=config.server.reconcile_interval_seconds) if reconcile
-                  else None)
+    reconciler = (Reconciler(gate, interval=config.server.reconcile_interval_seconds,
+                             doubt_window=timedelta(seconds=config.server.order_in_doubt_seconds))
+                  if reconcile else None)
     task = asyncio.create_task(reconciler.run(), name="tradewarden-reconciler") if reconciler else None
     try:
         if reconciler is not None and not await reconciler.wait_first_pass(STARTUP_RECONCILE_WAIT):
