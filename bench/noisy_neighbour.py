@@ -32,9 +32,21 @@ SYMBOLS = ["AAPL", "MSFT", "SPY", "QQQ", "NVDA", "AMZN", "GOOGL", "META", "TSLA"
            "IWM", "DIA", "JPM", "BAC", "XOM", "CVX", "KO", "PEP", "WMT", "DIS", "BTC/USD", "ETH/USD"]
 
 
-def heaviest_arguments(max_symbols: int, max_bars: int, max_indicators: int, max_period: int) -> dict[str, Any]:
-    names = [f"{kind}_{max_period - i}" for i in range(max_indicators) for kind in ("sma", "ema", "rsi")]
-    return {"symbols": SYMBOLS[:max_symbols], "data": "bars", "timeframe": "1Min", "limit": max_bars,
+TIMEFRAMES = ["1Min", "5Min", "15Min", "1Hour", "1Day"]
+
+
+def heaviest_arguments(max_symbols: int, max_bars: int, max_total: int, max_indicators: int, max_period: int,
+                       call: int = 0, rotate: bool = False) -> dict[str, Any]:
+    """As many symbols, bars and long indicators as allowed. rotate: a new timeframe on every call, so the
+    simulated market's cache of finished bars does not help (the worst case for the server)."""
+    limit = max_bars
+    symbols = min(max_symbols, max(1, max_total // limit))
+    if symbols < max_symbols:  # more symbols at fewer bars each costs more per call than the reverse
+        symbols = max_symbols
+        limit = max(1, max_total // symbols)
+    names = [f"{kind}_{max_period - i}" for i in range(max_indicators) for kind in ("rsi", "ema", "sma")]
+    return {"symbols": SYMBOLS[:symbols], "data": "bars",
+            "timeframe": TIMEFRAMES[call % len(TIMEFRAMES)] if rotate else "1Min", "limit": limit,
             "indicators": names[:max_indicators]}
 
 
@@ -43,6 +55,7 @@ async def main() -> int:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--attackers", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=150.0, help="time budget of the attacked phase")
+    parser.add_argument("--rotate", action="store_true", help="attacker changes timeframe on every call")
     args = parser.parse_args()
 
     from mcp import Client
@@ -60,7 +73,8 @@ async def main() -> int:
     max_bars = getattr(market_data, "MAX_BARS", 1000)
     max_indicators = getattr(market_data, "MAX_INDICATORS", 500)
     max_period = getattr(market_data, "MAX_PERIOD", 500)
-    heavy = heaviest_arguments(max_symbols, max_bars, max_indicators, max_period)
+    max_total = getattr(market_data, "MAX_BARS_TOTAL", max_symbols * max_bars)
+    heavy = heaviest_arguments(max_symbols, max_bars, max_total, max_indicators, max_period)
 
     async with Client(create_server(config, agent_id="bench-0")) as victim:
         async def propose(i: int) -> float:
@@ -81,9 +95,19 @@ async def main() -> int:
 
         async def attack(index: int) -> None:
             async with Client(create_server(config, agent_id=f"bench-{index}")) as attacker:
+                # A real attacker's client runs in its own process: its parsing and schema validation of the
+                # large answers are not the server's cost, so they are left out of this shared event loop.
+                async def no_validation(name: str, result: Any) -> None:
+                    return None
+
+                attacker.session.validate_tool_result = no_validation  # type: ignore[method-assign]
+                call = 0
                 while not stop.is_set():
+                    arguments = heaviest_arguments(max_symbols, max_bars, max_total, max_indicators, max_period,
+                                                   call, args.rotate)
+                    call += 1
                     start = time.perf_counter()
-                    result = await attacker.call_tool("get_market_data", heavy)
+                    result = await attacker.call_tool("get_market_data", arguments)
                     attacker_costs.append((time.perf_counter() - start) * 1000)
                     if result.is_error:
                         attacker_errors.append(str(result.content[0])[:200])
@@ -103,7 +127,8 @@ async def main() -> int:
                             text=True).stdout.strip()
     lines = [
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} at {commit} with "
-        f"`{' '.join(sys.argv[1:]) or 'defaults'}`; attacker: {len(heavy['symbols'])} symbols x {max_bars} bars, "
+        f"`{' '.join(sys.argv[1:]) or 'defaults'}`; attacker: {len(heavy['symbols'])} symbols x {heavy['limit']} "
+        f"bars ({'timeframe rotating' if args.rotate else heavy['timeframe']}), "
         f"{len(heavy['indicators'])} indicators (period up to {max_period})",
         "", "| measurement | p50 ms | p99 ms | max ms | n |", "|---|---|---|---|---|",
         f"| victim propose_trade, alone | {statistics.median(alone):.2f} | {percentile(alone, 99):.2f} | "

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from broker.base import OPEN_STATUSES, Quote
 from ledger.db import execute
 from ledger.models import AgentAccount, AgentPosition, AgentTrade, TradeProposal
+from policies.breakers import counts_as_denial
 from policies.checks import Usage
 from policies.limits import EffectiveLimits
 from policies.market_hours import new_york_date, new_york_day_start
@@ -186,9 +187,11 @@ _BOOK = (
 )
 _POSITIONS_ONLY = (select(AgentPosition.symbol, AgentPosition.qty, AgentPosition.avg_entry_price)
                    .where(AgentPosition.agent_id == bindparam("agent_id")))
-_DENIALS = (select(func.count()).select_from(TradeProposal)
+DENIALS_READ_MAX = 1000  # more denials than this in the window is a storm whatever their codes
+_DENIALS = (select(TradeProposal.violations)
             .where(TradeProposal.agent_id == bindparam("agent_id"), TradeProposal.status == DENIED_PROPOSAL_STATUS,
-                   TradeProposal.created_at >= bindparam("since")))
+                   TradeProposal.created_at >= bindparam("since"))
+            .order_by(TradeProposal.created_at.desc()).limit(DENIALS_READ_MAX))
 
 
 async def _book(session: AsyncSession, agent_id: str) -> tuple[_Account | None, list[_Position]]:
@@ -204,9 +207,13 @@ async def _book(session: AsyncSession, agent_id: str) -> tuple[_Account | None, 
 
 
 async def count_denials(session: AsyncSession, *, agent_id: str, limits: EffectiveLimits, now: datetime) -> int:
-    """The agent's proposals with status 'rejected' created in the last denials_window_seconds."""
-    return int((await execute(session, _DENIALS, {
-        "agent_id": agent_id, "since": now - timedelta(seconds=limits.denials_window_seconds)})).scalar_one())
+    """The agent's proposals with status 'rejected' created in the last denials_window_seconds, except those
+    denied only for reasons that are not its misbehaviour (policies.breakers.EXCUSED_CODES)."""
+    rows = (await execute(session, _DENIALS, {
+        "agent_id": agent_id, "since": now - timedelta(seconds=limits.denials_window_seconds)})).scalars()
+    return sum(1 for violations in rows
+               if counts_as_denial([str(v.get("code")) for v in (violations or []) if isinstance(v, dict)]
+                                   or ["?"]))
 
 
 async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderRequest, limits: EffectiveLimits,

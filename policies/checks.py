@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import cached_property
+from zoneinfo import ZoneInfo
 
 from broker.base import Account, Asset, Quote
 from policies.limits import EffectiveLimits
@@ -36,6 +37,7 @@ from policies.violations import Code, Violation
 TradingStateName = str  # "active" | "reducing" | "halted"
 TRADING_STATES = frozenset({"active", "reducing", "halted"})
 
+NEW_YORK = ZoneInfo("America/New_York")
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
 MAX_DECIMAL_PLACES = 9  # Alpaca accepts up to 9 decimal places for qty and notional
@@ -125,6 +127,7 @@ class CheckInput:
     now: datetime
     market_open: bool | None = None  # None: unknown (fails closed for equities)
     enforce_market_hours: bool = True
+    next_open: datetime | None = None  # when the US equity market opens next (while it is closed)
 
     @cached_property
     def pricing(self) -> Pricing:
@@ -417,8 +420,17 @@ def check_market_hours(c: CheckInput) -> list[Violation]:
     if c.market_open is None:
         return _v(Code.MARKET_CLOSED, f"cannot tell whether the US equity market is open, so "
                   f"{c.order.symbol} cannot be traded now (fail closed); try again shortly")
-    return _v(Code.MARKET_CLOSED, f"the US equity market is closed, so {c.order.symbol} cannot be traded "
-              "now; regular hours are 09:30-16:00 New York time on trading days")
+    when = (f"it opens next at {opening_text(c.next_open)}" if c.next_open is not None
+            else "regular hours are 09:30-16:00 New York time on trading days")
+    return _v(Code.MARKET_CLOSED, f"the US equity market is closed, so {c.order.symbol} cannot be traded now; "
+              f"{when}. Orders are not queued while it is closed: propose again after the open (crypto trades "
+              "around the clock)")
+
+
+def opening_text(moment: datetime) -> str:
+    """'Mon 2026-11-30 09:30 New York time (14:30 UTC)'."""
+    local = moment.astimezone(NEW_YORK)
+    return f"{local:%a %Y-%m-%d %H:%M} New York time ({moment.astimezone(UTC):%Y-%m-%dT%H:%MZ})"
 
 
 def check_market_data(c: CheckInput) -> list[Violation]:

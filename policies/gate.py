@@ -25,7 +25,17 @@ import structlog
 from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from broker.base import OPEN_STATUSES, Account, Asset, Broker, BrokerError, BrokerOrder, Quote, SubmitOrder
+from broker.base import (
+    OPEN_STATUSES,
+    Account,
+    Asset,
+    Broker,
+    BrokerError,
+    BrokerOrder,
+    MarketClock,
+    Quote,
+    SubmitOrder,
+)
 from ledger.accounting import apply_order_update, ensure_agent_account
 from ledger.db import execute, read, transaction
 from ledger.models import (
@@ -44,7 +54,7 @@ from policies.breakers import breaker_decision
 from policies.checks import CheckInput, Pricing, TradingStatus, Usage, price_order, run_checks
 from policies.failures import bounded, broker_unavailable, ledger_failure
 from policies.limits import EffectiveLimits, effective_limits
-from policies.market_hours import market_open_or_none
+from policies.market_hours import calendar_clock, market_open_or_none, next_open_or_none
 from policies.orders import OrderRequest
 from policies.violations import Code, GateDenied, Violation, deny
 
@@ -126,7 +136,10 @@ class AgentRecord(Protocol):
 
 
 def _outcome_payload(result: Any) -> Mapping[str, Any]:
-    return result.model_dump(mode="json") if hasattr(result, "model_dump") else {"result": str(result)}
+    if hasattr(result, "audit_summary"):  # bulky reads (market data) are summarised
+        return cast(Mapping[str, Any], result.audit_summary())
+    payload = result.model_dump(mode="json") if hasattr(result, "model_dump") else {"result": str(result)}
+    return cast(Mapping[str, Any], bounded(payload))
 
 
 def trading_day(now: datetime) -> str:
@@ -155,6 +168,7 @@ class Snapshot:
     account: Account | None
     market_open: bool | None
     marks: Mapping[str, Quote] = field(default_factory=dict)  # quotes of the agent's other holdings
+    next_open: datetime | None = None  # while the US equity market is closed: when it opens
 
 
 @dataclass(frozen=True)
@@ -385,9 +399,12 @@ class Gate:
                                                 "was not checked or stored, try again shortly")
         quote = (quotes or {}).get(order.symbol)
         # The exchange calendar is consulted only when market hours are enforced (its only use).
+        now = self.clock()
         market_open = (True if order.is_crypto or not self.settings.enforce_market_hours
-                       else market_open_or_none(self.clock()))
-        return Snapshot(quote=quote, asset=asset, account=account, market_open=market_open, marks=quotes or {})
+                       else market_open_or_none(now))
+        opens = next_open_or_none(now) if market_open is False else None
+        return Snapshot(quote=quote, asset=asset, account=account, market_open=market_open, marks=quotes or {},
+                        next_open=opens)
 
     async def _recent_account(self) -> Account:
         """The broker account, at most ACCOUNT_MAX_AGE old. Orders reserved in our own ledger are counted on
@@ -432,7 +449,8 @@ class Gate:
         check_input = CheckInput(order=order, strategy=strategy, limits=agent.limits, quote=snap.quote,
                                  asset=snap.asset, usage=usage, account=snap.account, status=status, now=now,
                                  market_open=snap.market_open,
-                                 enforce_market_hours=self.settings.enforce_market_hours)
+                                 enforce_market_hours=self.settings.enforce_market_hours,
+                                 next_open=snap.next_open)
         return run_checks(check_input), usage
 
     async def judge(self, agent: Agent, order: OrderRequest, strategy: str | None
@@ -940,6 +958,20 @@ class Gate:
             return await asyncio.wait_for(self.broker.get_account(), self.settings.broker_timeout)
         except (BrokerError, TimeoutError):
             return None
+
+    async def market_clock(self) -> dict[str, MarketClock]:
+        """Per asset class: open now, next open and close. US equities from the broker's clock when the broker
+        is Alpaca (the calendar if it cannot be asked), else from the exchange calendar; crypto never closes."""
+        equity: MarketClock | None = None
+        if self.broker.name == "alpaca":
+            try:
+                equity = await asyncio.wait_for(self.broker.get_clock(), self.settings.broker_timeout)
+            except (BrokerError, TimeoutError) as error:
+                log.warning("broker_clock_unavailable", error=str(error))
+        if equity is None:
+            # The calendar's first load takes ~0.5 s of CPU (pandas): never on the event loop.
+            equity = await asyncio.to_thread(calendar_clock, self.clock())
+        return {"us_equity": equity, "crypto": MarketClock(is_open=True)}
 
     async def usage_today(self, agent: Agent) -> tuple[TradingStatus, Usage]:
         now = self.clock()

@@ -68,6 +68,13 @@ class SymbolData(Result):
 class MarketDataResult(Result):
     data: list[SymbolData]
 
+    def audit_summary(self) -> dict[str, object]:
+        """What the audit log keeps of it: which symbols, how many bars, which indicators (not the data: a
+        read must not write hundreds of kilobytes of audit)."""
+        return {"symbols": [d.symbol for d in self.data], "bars": sum(len(d.bars) for d in self.data),
+                "indicators": sorted({name for d in self.data for name in d.indicators}),
+                "errors": [d.error for d in self.data if d.error][:5]}
+
 
 class ProposeResult(Result):
     proposal_id: str
@@ -144,6 +151,12 @@ class CancelResult(Result):
     message: str
 
 
+class MarketOut(Result):
+    open: bool
+    next_open: datetime | None = None  # None for a market that never closes (crypto)
+    next_close: datetime | None = None
+
+
 class TradingStatusResult(Result):
     agent_id: str
     trading_mode: TradingMode
@@ -156,3 +169,5 @@ class TradingStatusResult(Result):
     limits: dict[str, str | int | bool | list[str]]
     used_today: dict[str, str | int]
     broker: str
+    market: dict[str, MarketOut] = {}  # per asset class: "us_equity", "crypto"
+    market_hours_enforced: bool = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,8 +17,8 @@ from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from mcp.types import Tool as MCPTool
-from mcp.types import ToolAnnotations
 from pydantic import ValidationError
 
 from broker.base import Broker
@@ -31,8 +32,9 @@ from server.notifications import (
     proposal_notifications,
     serve_legacy_subscriptions,
 )
-from server.schemas import compact_schema
+from server.schemas import compact_output_schema, compact_schema
 from tools import account, approval, market_data, orders, trading
+from tools.common import drop_none
 from tradewarden import __version__
 
 if TYPE_CHECKING:  # the ledger (SQLAlchemy and the gate) loads with the runtime, not to answer the handshake
@@ -115,7 +117,7 @@ class TradewardenServer(MCPServer[ServerState]):
         if self._listed is None:
             self._listed = [tool.model_copy(update={
                 "input_schema": compact_schema(tool.input_schema),
-                "output_schema": compact_schema(tool.output_schema) if tool.output_schema else None,
+                "output_schema": compact_output_schema(tool.output_schema) if tool.output_schema else None,
             }) for tool in await super().list_tools()]
         return self._listed
 
@@ -144,7 +146,7 @@ class TradewardenServer(MCPServer[ServerState]):
             await self._refuse(context, name, arguments, problem)
             raise ToolError(f"{code}: invalid arguments: {problem}")
         try:
-            return await super().call_tool(name, arguments, context)
+            return compact_result(await super().call_tool(name, arguments, context))
         except ToolError as error:
             cause = error.__cause__
             if isinstance(cause, ToolError):
@@ -190,6 +192,20 @@ class TradewardenServer(MCPServer[ServerState]):
 
 
 ORDER_TOOLS = frozenset({"propose_trade", "execute_trade"})
+
+
+def compact_result(result: Any) -> Any:
+    """A tool result without None values (the output schemas make them optional), and its text the same
+    data as one line of JSON: clients that read only the text get everything, without indentation."""
+    if not isinstance(result, CallToolResult) or result.structured_content is None:
+        return result
+    if len(result.content) == 1 and isinstance(result.content[0], TextContent) and "\n" not in \
+            result.content[0].text[:200]:
+        return result  # already compact (tools.common.compact_call_result)
+    structured = drop_none(result.structured_content)
+    text = json.dumps(structured, separators=(",", ":"), ensure_ascii=False)
+    return result.model_copy(update={"structured_content": structured,
+                                      "content": [TextContent(type="text", text=text)]})
 
 
 def input_problem(schema: dict[str, Any], arguments: dict[str, Any]) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from mcp.server.mcpserver import Context
 from pydantic import Field
@@ -21,14 +21,14 @@ from broker.indicators import bars_needed, compute_indicators, parse_indicator
 from policies.orders import normalize_symbol
 from policies.results import BarOut, MarketDataResult, SymbolData, price_text
 from policies.violations import Code, deny
-from tools.common import through_gate
+from tools.common import compact_call_result, through_gate
 
 if TYPE_CHECKING:
     from policies.gate import Agent, Gate
 
 MAX_SYMBOLS = 20
 MAX_BARS = 1000
-MAX_BARS_TOTAL = 2000  # symbols x limit, when bars are fetched (for bars or indicators)
+MAX_BARS_TOTAL = 1000  # symbols x limit, when bars are fetched (for bars or indicators)
 MAX_INDICATORS = 10
 MAX_PERIOD = 200
 STEP_SECONDS = 0.002  # computation between two hand-backs of the event loop
@@ -52,10 +52,14 @@ async def get_market_data(
                           Field(max_length=MAX_INDICATORS, description="e.g. ['sma_20','rsi_14']")] = [],  # noqa: B006 - pydantic copies defaults
 ) -> MarketDataResult:
     args = {"symbols": symbols, "data": data, "timeframe": timeframe, "limit": limit, "indicators": indicators}
-    return await through_gate(ctx, "get_market_data", args,
-                              lambda gate, agent: _market_data(gate, agent, symbols, data, timeframe, limit,
-                                                               list(indicators or [])),
-                              acts_at_broker=False)
+    result = await through_gate(ctx, "get_market_data", args,
+                                lambda gate, agent: _market_data(gate, agent, symbols, data, timeframe, limit,
+                                                                 list(indicators or [])),
+                                acts_at_broker=False)
+    # Up to a thousand bars make ~100 KB of JSON: it is written in a worker thread, so the event loop (and every
+    # other agent's call) is held only for the GIL's switch interval at a time, not for the whole answer.
+    answer: Any = await asyncio.to_thread(compact_call_result, result)
+    return cast(MarketDataResult, answer)  # the SDK passes a CallToolResult through, checked against the schema
 
 
 def _check_arguments(symbols: list[str], data: str, limit: int, indicators: list[str]) -> list[str]:

@@ -11,35 +11,49 @@ from mcp.server.mcpserver.resolve import Resolve
 from pydantic import Field
 
 from policies.approval import ClientDecision
-from policies.orders import OrderRequest, normalize_symbol
+from policies.orders import OrderRequest, is_crypto_symbol, normalize_symbol
 from policies.results import ExecuteResult, ProposeResult
 from policies.violations import Code, Violation, deny
 from tools.approval import ApprovalForm, ask_approval, awaiting_message, client_decision
-from tools.common import optional_amount, through_gate
+from tools.common import optional, optional_amount, through_gate
 
 if TYPE_CHECKING:
     from ledger.models import AgentTrade, TradeProposal
     from policies.gate import Agent, Gate
 
-PROPOSE_DESCRIPTION = ("Check a trade against this agent's limits and store it as a proposal. Give exactly one "
-                       "of qty or notional. Returns proposal_id and status; then call execute_trade.")
-EXECUTE_DESCRIPTION = "Submit an approved proposal to the broker (at most once per proposal)."
+PROPOSE_DESCRIPTION = (
+    "Check an order against this agent's limits and store it as a proposal; nothing is sent until "
+    "execute_trade. Give exactly one of qty (shares/units) or notional (USD, market orders only); amounts are "
+    "decimal strings. US equities trade 09:30-16:00 New York on exchange days (get_trading_status shows the "
+    "clock); orders are not queued while closed. Crypto (BTC/USD) trades 24/7 and takes time_in_force gtc "
+    "or ioc (default gtc; equities default day). Stops: buy stop above the last price, sell stop below. "
+    "status: approved (call execute_trade), pending_approval (a person must approve), rejected (violations "
+    "say which limit; change the order, do not resend it).")
+EXECUTE_DESCRIPTION = (
+    "Send an approved proposal to the broker, at most once per proposal_id (repeating it returns the same "
+    "order). status awaiting_approval: a person has not approved yet; ask again later, do not re-propose.")
+
+TimeInForce = Literal["day", "gtc", "ioc", "fok"]
 
 
 async def propose_trade(
-    symbol: Annotated[str, Field(min_length=1, max_length=32)],
+    symbol: Annotated[str, Field(min_length=1, max_length=32, description="e.g. AAPL, BTC/USD")],
     side: Literal["buy", "sell"],
     reasoning: Annotated[str, Field(max_length=4000, description="why this trade; shown to the approver")],
     ctx: Context,
     qty: optional_amount("shares/units") = None,  # type: ignore[valid-type]
-    notional: optional_amount("USD amount") = None,  # type: ignore[valid-type]
+    notional: optional_amount("USD") = None,  # type: ignore[valid-type]
     order_type: Literal["market", "limit", "stop", "stop_limit"] = "market",
     limit_price: optional_amount("for limit/stop_limit") = None,  # type: ignore[valid-type]
     stop_price: optional_amount("for stop/stop_limit") = None,  # type: ignore[valid-type]
-    time_in_force: Literal["day", "gtc", "ioc", "fok"] = "day",
-    strategy: Annotated[str | None, Field(max_length=64)] = None,
-    confidence: Annotated[float | None, Field(ge=0, le=1)] = None,
+    time_in_force: optional({"type": "string", "enum": ["day", "gtc", "ioc", "fok"]},  # type: ignore[valid-type]
+                            TimeInForce) = None,
+    strategy: optional({"type": "string", "maxLength": 64}, str, max_length=64) = None,  # type: ignore[valid-type]
+    confidence: optional({"type": "number", "minimum": 0, "maximum": 1},  # type: ignore[valid-type]
+                         float, ge=0, le=1) = None,
 ) -> ProposeResult:
+    # Crypto takes gtc or ioc, equities day: an agent that leaves it out gets one its market accepts.
+    time_in_force = time_in_force or ("gtc" if is_crypto_symbol(normalize_symbol(symbol)) else "day")
     args = {"symbol": symbol, "side": side, "qty": qty, "notional": notional, "order_type": order_type,
             "limit_price": limit_price, "stop_price": stop_price, "time_in_force": time_in_force,
             "strategy": strategy, "reasoning": reasoning, "confidence": confidence}
