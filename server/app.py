@@ -43,12 +43,10 @@ if TYPE_CHECKING:  # the ledger (SQLAlchemy and the gate) loads with the runtime
 
 log = structlog.get_logger("tradewarden.app")
 
-READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
-                            open_world_hint=True)
-PROPOSE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
-                          open_world_hint=False)
-DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
-                              open_world_hint=True)
+# Only the hints that say something (MCP's defaults: not idempotent, open world); tools/list is sent every turn.
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False)
+PROPOSE = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
+DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True)
 
 
 @dataclass

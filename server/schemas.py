@@ -71,6 +71,8 @@ def _strip_defaults(schema: Any, in_properties: bool = False) -> Any:
         return schema
     if in_properties:
         return {name: _strip_defaults(value) for name, value in schema.items()}
-    # Defaults say nothing about a result; formats only repeat what the names say (*_at, as_of, t: ISO times).
+    # Defaults say nothing about a result; formats only repeat what the names say (*_at, as_of, t: ISO times);
+    # a map whose values may be of several types (limits, used_today) is described as an object.
     return {key: _strip_defaults(value, key in ("properties", "$defs")) for key, value in schema.items()
-            if key not in ("default", "format")}
+            if key not in ("default", "format")
+            and not (key == "additionalProperties" and isinstance(value, dict) and "anyOf" in value)}

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from policies.gate import Agent, Gate
 
 POSITIONS_DESCRIPTION = "This agent's positions with P&L, and its cash and equity."
-STATUS_DESCRIPTION = "Trading mode, halts, this agent's limits and what it has used today."
+STATUS_DESCRIPTION = ("Mode, halt state, this agent's limits and today's usage, and the market clock per asset "
+                      "class (open, next_open, next_close).")
 CENT = Decimal("0.01")
 
 

@@ -34,11 +34,10 @@ MAX_PERIOD = 200
 STEP_SECONDS = 0.002  # computation between two hand-backs of the event loop
 
 DESCRIPTION = (
-    "Latest quote (last, bid, ask, as_of) per symbol; with data='bars', OHLCV bars; indicators on bar closes "
-    "over the last `limit` bars: sma_N, ema_N, rsi_N (N 2-200), vwap, macd, macd_signal, macd_hist (MACD "
-    "12/26/9 needs 26 bars, its signal 34). An indicator without enough bars is null with a reason in "
-    f"notes. Bounds: 1-{MAX_SYMBOLS} symbols, limit 1-{MAX_BARS}, symbols x limit <= {MAX_BARS_TOTAL}, up "
-    f"to {MAX_INDICATORS} indicators. Crypto symbols look like BTC/USD.")
+    "Latest quote per symbol; data='bars' adds OHLCV bars. Indicators on the last `limit` bar closes: sma_N, "
+    "ema_N, rsi_N (N up to 200), vwap, macd, macd_signal, macd_hist; one without enough bars is left out, "
+    f"with the reason in notes. 1-{MAX_SYMBOLS} symbols, limit 1-{MAX_BARS}, symbols x limit <= "
+    f"{MAX_BARS_TOTAL} with bars or indicators, up to {MAX_INDICATORS} indicators.")
 
 
 async def get_market_data(

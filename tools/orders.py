@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from policies.gate import Agent, Gate
 
 MAX_ORDERS = 500
-ORDERS_DESCRIPTION = "This agent's orders with their broker status."
-CANCEL_DESCRIPTION = "Cancel one of this agent's open orders (allowed even while trading is halted)."
+ORDERS_DESCRIPTION = "This agent's orders, newest first, with broker status; limit 1-500."
+CANCEL_DESCRIPTION = "Cancel one of this agent's open orders; allowed even while halted or disabled."
 
 
 def order_out(trade: AgentTrade) -> OrderOut:

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from policies.approval import ClientDecision
 from policies.orders import OrderRequest, is_crypto_symbol, normalize_symbol
-from policies.results import ExecuteResult, ProposeResult
+from policies.results import ExecuteResult, ProposeResult, price_text
 from policies.violations import Code, Violation, deny
 from tools.approval import ApprovalForm, ask_approval, awaiting_message, client_decision
 from tools.common import optional, optional_amount, through_gate
@@ -22,17 +22,15 @@ if TYPE_CHECKING:
     from policies.gate import Agent, Gate
 
 PROPOSE_DESCRIPTION = (
-    "Check an order against this agent's limits and store it as a proposal; nothing is sent until "
-    "execute_trade. Give exactly one of qty (shares/units) or notional (USD, market orders only); amounts are "
-    "decimal strings. US equities trade 09:30-16:00 New York on exchange days (get_trading_status shows the "
-    "clock); orders are not queued while closed. Crypto (BTC/USD) trades 24/7 and takes time_in_force gtc "
-    "or ioc (default gtc; equities default day). Stops: buy stop above the last price, sell stop below. "
-    "status: approved (call execute_trade), pending_approval (a person must approve), rejected (violations "
-    "say which limit; change the order, do not resend it).")
-EXECUTE_DESCRIPTION = (
-    "Send an approved proposal to the broker, at most once per proposal_id (repeating it returns the same "
-    "order). status awaiting_approval: a person has not approved yet; ask again later, do not re-propose.")
+    "Check an order against this agent's limits; store it as a proposal (nothing is sent yet). Exactly one of "
+    "qty or notional (USD, market only), as decimal strings. US equities: 09:30-16:00 New York on exchange "
+    "days, no orders queued while closed. Crypto (BTC/USD): 24/7, time_in_force gtc or ioc (default gtc; "
+    "equities day). Buy stops above the last price, sell stops below. status approved: call execute_trade; "
+    "pending_approval: a person decides; rejected: fix what the violations say, do not resend.")
+EXECUTE_DESCRIPTION = ("Send an approved proposal to the broker, at most once (a repeat returns the same order). "
+                       "awaiting_approval: no person has approved it yet; try later, do not re-propose.")
 
+CENT = Decimal("0.01")
 TimeInForce = Literal["day", "gtc", "ioc", "fok"]
 
 
@@ -81,8 +79,12 @@ def propose_result(proposal: TradeProposal, violations: list[Violation]) -> Prop
     else:
         message = "Rejected: " + "; ".join(f"{v.code}: {v.message}" for v in violations)
     return ProposeResult(proposal_id=proposal.id, status=proposal.status,  # type: ignore[arg-type]
-                         violations=violations, estimated_notional=proposal.estimated_notional,
-                         reference_price=proposal.reference_price, expires_at=proposal.expires_at,
+                         violations=violations,
+                         estimated_notional=(proposal.estimated_notional.quantize(CENT)
+                                             if proposal.estimated_notional is not None else None),
+                         reference_price=(price_text(proposal.reference_price)
+                                          if proposal.reference_price is not None else None),
+                         expires_at=proposal.expires_at,
                          trading_mode=proposal.trading_mode, message=message)  # type: ignore[arg-type]
 
 
