@@ -71,7 +71,7 @@ QTY_STEP = Decimal("0.000000001")  # 9 decimals, Alpaca's fractional precision
 _CENT = Decimal("0.01")
 _PRICE_PLACES = Decimal("0.0001")
 _ZERO = Decimal(0)
-_STEP_SECONDS = 0.002  # get_bars hands the event loop back after this much work
+_STEP_SECONDS = 0.0005  # get_bars hands the event loop back after this much work
 
 
 def _utc_now() -> datetime:

@@ -31,7 +31,7 @@ MAX_BARS = 1000
 MAX_BARS_TOTAL = 1000  # symbols x limit, when bars are fetched (for bars or indicators)
 MAX_INDICATORS = 10
 MAX_PERIOD = 200
-STEP_SECONDS = 0.002  # computation between two hand-backs of the event loop
+STEP_SECONDS = 0.0005  # computation between two hand-backs of the event loop
 
 DESCRIPTION = (
     "Latest quote per symbol; data='bars' adds OHLCV bars. Indicators on the last `limit` bar closes: sma_N, "

@@ -161,3 +161,21 @@ async def test_an_unreachable_broker_is_one_broker_unavailable_within_the_bound(
         assert elapsed < 4.0, elapsed
         text = await call_error(client, "get_market_data", symbols=["AAPL"])
         assert text.startswith("BROKER_UNAVAILABLE"), text
+
+
+async def test_cancel_order_while_the_broker_is_down_is_broker_unavailable(
+        db_url: str, alpaca_server: Any) -> None:
+    from tests.alpaca_env import alpaca_config, trader
+
+    config = alpaca_config(db_url, alpaca_server, trader(), broker_timeout_seconds=1.0)
+    async with connect(config) as client:
+        quote = (await call(client, "get_market_data", symbols=["AAPL"]))["data"][0]
+        limit = f"{float(quote['bid']) * 0.97:.2f}"
+        proposal = await call(client, "propose_trade", symbol="AAPL", side="buy", qty="1", order_type="limit",
+                              limit_price=limit, time_in_force="gtc", reasoning="resting")
+        executed = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
+        alpaca_server.stop()  # Alpaca goes away: connections are refused
+        started = time.monotonic()
+        text = await call_error(client, "cancel_order", order_id=executed["order_id"])
+        assert time.monotonic() - started < 5.0
+    assert text.startswith("BROKER_UNAVAILABLE: the broker cannot be reached"), text
