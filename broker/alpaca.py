@@ -451,8 +451,8 @@ class AlpacaBroker:
             if status == 401:
                 text = f"Alpaca 401: the API keys were not accepted ({message})"
             return BrokerError(text, code=code, status=status, retryable=failure.retryable)
-        if failure.kind in ("timeout", "connection"):
-            return BrokerError(f"{message} ({op})", code="BROKER_ERROR", retryable=True)
+        if failure.kind in ("timeout", "connection"):  # Alpaca could not be asked: not the agent's doing
+            return BrokerError(f"{message} ({op})", code="BROKER_UNAVAILABLE", retryable=True)
         return BrokerError(f"{message} ({op})", code="BROKER_ERROR", retryable=False)
 
     async def _read(self, op: str, fn: Callable[[], Any], parse: Callable[[Any], T], *,

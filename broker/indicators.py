@@ -108,8 +108,24 @@ def macd_hist(closes: Sequence[Decimal]) -> Decimal | None:
 Indicator = Callable[[Sequence[Bar]], Decimal | None]
 
 
-def parse_indicator(name: str) -> tuple[str, Indicator]:
-    """The normalized name and the function computing it. ValueError for anything unsupported."""
+def bars_needed(name: str) -> int:
+    """How many bars the (normalized) indicator needs before it has a value."""
+    if name == "vwap":
+        return 1
+    if name == "macd":
+        return _MACD_SLOW
+    if name in ("macd_signal", "macd_hist"):
+        return _MACD_SLOW + _MACD_SIGNAL - 1
+    match = _PERIODIC.match(name)
+    if match is None:
+        return 1
+    period = int(match.group(2))
+    return period + 1 if match.group(1) == "rsi" else period
+
+
+def parse_indicator(name: str, max_period: int = MAX_PERIOD) -> tuple[str, Indicator]:
+    """The normalized name and the function computing it. ValueError for anything unsupported (periods
+    above `max_period` included)."""
     normalized = name.strip().lower()
 
     def closes(bars: Sequence[Bar]) -> list[Decimal]:
@@ -128,19 +144,20 @@ def parse_indicator(name: str) -> tuple[str, Indicator]:
         raise ValueError(f"unknown indicator {name!r}; supported: {', '.join(SUPPORTED_FORMS)} "
                          f"(N a whole number of bars, e.g. sma_20, ema_12, rsi_14)")
     kind, period = match.group(1), int(match.group(2))
-    if not 1 <= period <= MAX_PERIOD or (kind == "rsi" and period < 2):
+    if not 1 <= period <= max_period or (kind == "rsi" and period < 2):
         low = 2 if kind == "rsi" else 1
-        raise ValueError(f"indicator {name!r}: N must be between {low} and {MAX_PERIOD}")
+        raise ValueError(f"indicator {name!r}: N must be between {low} and {max_period}")
     functions: dict[str, Callable[[Sequence[Decimal], int], Decimal | None]] = {"sma": sma, "ema": ema,
                                                                                 "rsi": rsi}
     compute = functions[kind]
     return f"{kind}_{period}", lambda bars: compute(closes(bars), period)
 
 
-def compute_indicators(bars: list[Bar], names: list[str]) -> dict[str, Decimal | None]:
+def compute_indicators(bars: list[Bar], names: list[str], max_period: int = MAX_PERIOD
+                       ) -> dict[str, Decimal | None]:
     """Each requested indicator over `bars` (oldest first), keyed by its normalized name (lower case,
     with underscore: "SMA20" -> "sma_20"). Every name is validated before anything is computed."""
-    parsed = [parse_indicator(name) for name in names]
+    parsed = [parse_indicator(name, max_period) for name in names]
     results: dict[str, Decimal | None] = {}
     for normalized, compute in parsed:
         value = compute(bars)

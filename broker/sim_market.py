@@ -9,9 +9,9 @@ Prices
     with its length) yet is stationary beyond that, so prices wander around their base instead of
     drifting to zero. Any minute costs O(number of scales) to evaluate: no iteration from an epoch.
 
-    A minute's price is its closing price. The tape trades around the clock (also for equities, so a demo
-    works at any hour); `market_clock` still reports real NYSE regular sessions, so market-hours rules
-    apply to equities as they would at a real broker.
+    A minute's price is its closing price. Crypto trades around the clock. A US equity moves only in NYSE
+    regular sessions: outside them its price stands still at the last session's close, with no volume (no
+    ticking on a Sunday), so quotes, bars and fills agree with `market_clock`.
 
 Hashing
     blake2b derives one 64-bit key per (seed, symbol, component); the per-minute and per-knot numbers
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -171,6 +171,11 @@ class _PricePath:
         self.detail_key = _key(seed, found.symbol, "detail")  # wicks and volume
 
     def log_price(self, minute: int) -> float:
+        if self.listing.asset_class == "us_equity":
+            minute = trading_minutes([minute])[0]
+        return self._log_price(minute)
+
+    def _log_price(self, minute: int) -> float:
         total = self.log_base
         for key, scale, size in self.components:
             if scale == 1:
@@ -184,6 +189,8 @@ class _PricePath:
 
     def log_prices(self, minutes: Sequence[int]) -> list[float]:
         """log_price for many ascending minutes: each knot is hashed once, not once per minute."""
+        if self.listing.asset_class == "us_equity":
+            minutes = trading_minutes(minutes)
         totals = [self.log_base] * len(minutes)
         for key, scale, size in self.components:
             if scale == 1:
@@ -305,19 +312,28 @@ def bars(seed: int, symbol: str, timeframe: Timeframe, limit: int, now: datetime
     price, and its high/low cover open, close and each (sampled) minute's wick. KeyError for an unknown
     symbol, ValueError for an unknown timeframe.
     """
+    return list(iter_bars(seed, symbol, timeframe, limit, now))
+
+
+def iter_bars(seed: int, symbol: str, timeframe: Timeframe, limit: int, now: datetime) -> Iterator[Bar]:
+    """bars(), one bar at a time: a caller on an event loop can hand the loop back between bars (a bar
+    not yet cached costs up to a millisecond). Arguments are checked before the first bar."""
     if timeframe not in _SAMPLE_EVERY:
         raise ValueError(f"unknown timeframe {timeframe!r}; use one of {', '.join(_SAMPLE_EVERY)}")
     found = _require(symbol)
     limit = max(0, min(limit, MAX_BARS))
-    if limit == 0:
-        return []
     every = _SAMPLE_EVERY[timeframe]
     current = minute_index(now)
-    # A finished bar never changes (the path is deterministic): computed once, then cached. Only the bar in
-    # progress is computed on every call, so an agent polling bars pays for one bar, not `limit`.
-    return [_finished_bar(seed, found.symbol, first, last, every) if last < current
-            else _bar(seed, found, first, last, every)
-            for first, last in _bar_windows(timeframe, limit, now)]
+    windows = _bar_windows(timeframe, limit, now) if limit else []
+
+    def generate() -> Iterator[Bar]:
+        # A finished bar never changes (the path is deterministic): computed once, then cached. Only the bar
+        # in progress is computed on every call, so an agent polling bars pays for one bar, not `limit`.
+        for first, last in windows:
+            yield (_finished_bar(seed, found.symbol, first, last, every) if last < current
+                   else _bar(seed, found, first, last, every))
+
+    return generate()
 
 
 @lru_cache(maxsize=16_384)
@@ -337,7 +353,10 @@ def _bar(seed: int, found: Listing, first: int, last: int, every: int) -> Bar:
     open_, close = price_of[first - 1], price_of[last]
     high, low = max(open_, close), min(open_, close)
     weighted = volume = 0.0
-    for minute in sampled:
+    trading = trading_minutes(sampled) if found.asset_class == "us_equity" else sampled
+    for minute, traded in zip(sampled, trading, strict=True):
+        if traded != minute:
+            continue  # the market is closed in this minute: nothing trades
         price = price_of[minute]
         up, down, minute_volume = path.details(minute)
         high, low = max(high, price * (1 + up)), min(low, price * (1 - down))
@@ -345,7 +364,8 @@ def _bar(seed: int, found: Listing, first: int, last: int, every: int) -> Bar:
         volume += minute_volume
     minutes_in_bar = last - first + 1
     high_d, low_d = _cents(high), _cents(low)
-    vwap = min(max(Decimal(weighted / volume).quantize(Decimal("0.0001"), ROUND_HALF_EVEN), low_d), high_d)
+    average = weighted / volume if volume > 0 else close  # a bar of a closed market: no trades
+    vwap = min(max(Decimal(average).quantize(Decimal("0.0001"), ROUND_HALF_EVEN), low_d), high_d)
     return Bar(start=minute_start(first), open=_cents(open_), high=high_d, low=low_d, close=_cents(close),
                volume=_quantity(found, volume * minutes_in_bar / len(sampled)), vwap=vwap)
 
@@ -428,6 +448,38 @@ def _sessions_from(moment: datetime) -> list[tuple[datetime, datetime]]:
         if bounds is not None and bounds[1] > moment:
             found.append(bounds)
     return found
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+@lru_cache(maxsize=4096)
+def _session_minutes(day: date) -> tuple[int, int] | None:
+    """(first minute, first minute after) of the regular session on a New York day."""
+    bounds = session_bounds(day)
+    return None if bounds is None else (minute_index(bounds[0]), minute_index(bounds[1]))
+
+
+def trading_minutes(minutes: Sequence[int]) -> list[int]:
+    """Each ascending minute, or while the NYSE is closed the last minute of the session before it: the
+    minute whose price a US equity shows (it stands still between sessions)."""
+    if not minutes:
+        return []
+    # New York's date is the UTC date or the day before; a closed spell lasts at most four days.
+    first_day = _EPOCH_ORDINAL + minutes[0] // 1440 - 6
+    last_day = _EPOCH_ORDINAL + minutes[-1] // 1440
+    sessions = [bounds for ordinal in range(first_day, last_day + 1)
+                if (bounds := _session_minutes(date.fromordinal(ordinal))) is not None]
+    mapped: list[int] = []
+    index = -1  # the last session opening at or before the minute
+    for minute in minutes:
+        while index + 1 < len(sessions) and sessions[index + 1][0] <= minute:
+            index += 1
+        if index < 0 or minute < sessions[index][1]:
+            mapped.append(minute)
+        else:
+            mapped.append(sessions[index][1] - 1)
+    return mapped
 
 
 def market_clock(now: datetime) -> MarketClock:

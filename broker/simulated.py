@@ -31,6 +31,8 @@ takes the write lock (BEGIN IMMEDIATE), so do not call them while holding anothe
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -69,6 +71,7 @@ QTY_STEP = Decimal("0.000000001")  # 9 decimals, Alpaca's fractional precision
 _CENT = Decimal("0.01")
 _PRICE_PLACES = Decimal("0.0001")
 _ZERO = Decimal(0)
+_STEP_SECONDS = 0.0005  # get_bars hands the event loop back after this much work
 
 
 def _utc_now() -> datetime:
@@ -345,9 +348,19 @@ class SimulatedBroker:
         if sim_market.listing(symbol) is None:
             return []
         try:
-            return sim_market.bars(self.seed, symbol, timeframe, limit, self._now())
+            pending = sim_market.iter_bars(self.seed, symbol, timeframe, limit, self._now())
         except ValueError as error:
             raise BrokerError(str(error), code="BROKER_ERROR", status=422) from error
+        # Bars not yet cached cost up to a millisecond each: the loop is handed back every few, so other
+        # agents' calls are not held up behind a long request.
+        bars: list[Bar] = []
+        started = time.perf_counter()
+        for bar in pending:
+            bars.append(bar)
+            if time.perf_counter() - started > _STEP_SECONDS:
+                await asyncio.sleep(0)
+                started = time.perf_counter()
+        return bars
 
     async def get_asset(self, symbol: str) -> Asset | None:
         return sim_market.asset(symbol)

@@ -20,7 +20,7 @@ from typing import Any
 
 import aiosqlite
 
-LOCK_WAIT_SECONDS = 30.0
+LOCK_WAIT_SECONDS = 5.0  # then LEDGER_UNAVAILABLE: a call never waits long on another writer
 
 
 def _locked(error: sqlite3.OperationalError) -> bool:

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from broker.base import OPEN_STATUSES, Quote
 from ledger.db import execute
 from ledger.models import AgentAccount, AgentPosition, AgentTrade, TradeProposal
+from policies.breakers import counts_as_denial
 from policies.checks import Usage
 from policies.limits import EffectiveLimits
 from policies.market_hours import new_york_date, new_york_day_start
@@ -186,9 +187,11 @@ _BOOK = (
 )
 _POSITIONS_ONLY = (select(AgentPosition.symbol, AgentPosition.qty, AgentPosition.avg_entry_price)
                    .where(AgentPosition.agent_id == bindparam("agent_id")))
-_DENIALS = (select(func.count()).select_from(TradeProposal)
+DENIALS_READ_MAX = 1000  # more denials than this in the window is a storm whatever their codes
+_DENIALS = (select(TradeProposal.violations)
             .where(TradeProposal.agent_id == bindparam("agent_id"), TradeProposal.status == DENIED_PROPOSAL_STATUS,
-                   TradeProposal.created_at >= bindparam("since")))
+                   TradeProposal.created_at >= bindparam("since"))
+            .order_by(TradeProposal.created_at.desc()).limit(DENIALS_READ_MAX))
 
 
 async def _book(session: AsyncSession, agent_id: str) -> tuple[_Account | None, list[_Position]]:
@@ -204,9 +207,13 @@ async def _book(session: AsyncSession, agent_id: str) -> tuple[_Account | None, 
 
 
 async def count_denials(session: AsyncSession, *, agent_id: str, limits: EffectiveLimits, now: datetime) -> int:
-    """The agent's proposals with status 'rejected' created in the last denials_window_seconds."""
-    return int((await execute(session, _DENIALS, {
-        "agent_id": agent_id, "since": now - timedelta(seconds=limits.denials_window_seconds)})).scalar_one())
+    """The agent's proposals with status 'rejected' created in the last denials_window_seconds, except those
+    denied only for reasons that are not its misbehaviour (policies.breakers.EXCUSED_CODES)."""
+    rows = (await execute(session, _DENIALS, {
+        "agent_id": agent_id, "since": now - timedelta(seconds=limits.denials_window_seconds)})).scalars()
+    return sum(1 for violations in rows
+               if counts_as_denial([str(v.get("code")) for v in (violations or []) if isinstance(v, dict)]
+                                   or ["?"]))
 
 
 async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderRequest, limits: EffectiveLimits,
@@ -214,8 +221,8 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
     """Usage of `agent_id` at `now`, for checking `order`, read inside the caller's transaction.
 
     - trades_today: trades created since midnight New York of `now`'s New York date;
-    - orders_in_rate_window / notional_in_rolling_window: trades created in the last
-      order_rate_window_seconds / rolling_notional_window_seconds (created_at >= now - window);
+    - orders_in_rate_window: every order created in the last order_rate_window_seconds, however it ended;
+      notional_in_rolling_window: trades created in the last rolling_notional_window_seconds;
     - open_buy_notional: unfilled reserved notional of the agent's open buys; account_open_buy_notional:
       the same over every agent;
     - position_qty: agent_positions for the order's symbol; open_symbol_*: the agent's open orders in it;
@@ -224,8 +231,8 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
       daily_pnl = equity - agent_accounts.day_start_equity (if that row's day is not today the baseline is
       kept and day_start_stale is set, so older losses keep counting until someone rolls the day: see
       persist_marks); equity_peak = max(stored peak, equity);
-    - recent_order_hashes: order hashes of the agent's trades created in the last duplicate_window_seconds
-      (none when the window is 0);
+    - recent_order_hashes: order hashes of every order of the agent created in the last
+      duplicate_window_seconds, however it ended (none when the window is 0);
     - denials_in_window: count_denials (0 unless with_denials: only the breaker needs it, and only for an
       order that is denied, so a decision counts them when it has violations).
     With no agent_accounts row the agent starts from limits.capital (cash, peak and day start).
@@ -279,16 +286,18 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
                 else:
                     open_sell_sym_notional += remaining
                     open_sell_qty += qty if qty is not None else ZERO
+        # Every order sent counts toward the order rate and the duplicate window however it ended (cancelled,
+        # expired, unfilled IOC, rejected by the broker): otherwise place-and-cancel walks around both.
+        if row.created_at >= rate_since:
+            orders_in_rate += 1
+        if limits.duplicate_window_seconds > 0 and row.created_at >= duplicate_since and row.order_hash:
+            hashes.add(row.order_hash)
         if not row.counts_as_trade:
             continue
         if row.created_at >= day_start:
             trades_today += 1
-        if row.created_at >= rate_since:
-            orders_in_rate += 1
         if row.created_at >= rolling_since:
             rolling += row.window_notional()
-        if limits.duplicate_window_seconds > 0 and row.created_at >= duplicate_since and row.order_hash:
-            hashes.add(row.order_hash)
 
     position_qty = ZERO
     position_value = ZERO

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import cached_property
+from zoneinfo import ZoneInfo
 
 from broker.base import Account, Asset, Quote
 from policies.limits import EffectiveLimits
@@ -36,6 +37,7 @@ from policies.violations import Code, Violation
 TradingStateName = str  # "active" | "reducing" | "halted"
 TRADING_STATES = frozenset({"active", "reducing", "halted"})
 
+NEW_YORK = ZoneInfo("America/New_York")
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
 MAX_DECIMAL_PLACES = 9  # Alpaca accepts up to 9 decimal places for qty and notional
@@ -125,6 +127,7 @@ class CheckInput:
     now: datetime
     market_open: bool | None = None  # None: unknown (fails closed for equities)
     enforce_market_hours: bool = True
+    next_open: datetime | None = None  # when the US equity market opens next (while it is closed)
 
     @cached_property
     def pricing(self) -> Pricing:
@@ -384,6 +387,25 @@ def check_order_valid(c: CheckInput) -> list[Violation]:
     return []
 
 
+def check_stop_side(c: CheckInput) -> list[Violation]:
+    """A stop triggers when the market reaches it: a buy stop above the last price, a sell stop below it.
+    One on the wrong side would trigger at once (Alpaca refuses it), so it is refused with the price."""
+    stop, quote = c.order.stop_price, c.quote
+    if stop is None or quote is None or c.order.order_type not in ("stop", "stop_limit"):
+        return []
+    last = quote.last if quote.last > 0 else quote.mid
+    if last <= 0:
+        return []
+    if c.order.side == "buy" and stop <= last:
+        return _v(Code.INVALID_ORDER, f"a buy stop must be above the last price {money(last)} of {c.order.symbol} "
+                  f"(stop_price {money(stop)} would trigger at once); use a limit order to buy below it")
+    if c.order.side == "sell" and stop >= last:
+        return _v(Code.INVALID_ORDER, f"a sell stop must be below the last price {money(last)} of "
+                  f"{c.order.symbol} (stop_price {money(stop)} would trigger at once); use a limit order to sell "
+                  "above it")
+    return []
+
+
 # --- market state ----------------------------------------------------------------------------------
 
 def _is_crypto(c: CheckInput) -> bool:
@@ -398,8 +420,17 @@ def check_market_hours(c: CheckInput) -> list[Violation]:
     if c.market_open is None:
         return _v(Code.MARKET_CLOSED, f"cannot tell whether the US equity market is open, so "
                   f"{c.order.symbol} cannot be traded now (fail closed); try again shortly")
-    return _v(Code.MARKET_CLOSED, f"the US equity market is closed, so {c.order.symbol} cannot be traded "
-              "now; regular hours are 09:30-16:00 New York time on trading days")
+    when = (f"it opens next at {opening_text(c.next_open)}" if c.next_open is not None
+            else "regular hours are 09:30-16:00 New York time on trading days")
+    return _v(Code.MARKET_CLOSED, f"the US equity market is closed, so {c.order.symbol} cannot be traded now; "
+              f"{when}. Orders are not queued while it is closed: propose again after the open (crypto trades "
+              "around the clock)")
+
+
+def opening_text(moment: datetime) -> str:
+    """'Mon 2026-11-30 09:30 New York time (14:30 UTC)'."""
+    local = moment.astimezone(NEW_YORK)
+    return f"{local:%a %Y-%m-%d %H:%M} New York time ({moment.astimezone(UTC):%Y-%m-%dT%H:%MZ})"
 
 
 def check_market_data(c: CheckInput) -> list[Violation]:
@@ -673,6 +704,7 @@ CHECKS: tuple[Check, ...] = (
     check_strategy_allowed,
     check_asset_tradable,
     check_order_valid,
+    check_stop_side,
     check_market_hours,
     check_market_data,
     check_price_collar,

@@ -26,7 +26,17 @@ import structlog
 from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from broker.base import OPEN_STATUSES, Account, Asset, Broker, BrokerError, BrokerOrder, Quote, SubmitOrder
+from broker.base import (
+    OPEN_STATUSES,
+    Account,
+    Asset,
+    Broker,
+    BrokerError,
+    BrokerOrder,
+    MarketClock,
+    Quote,
+    SubmitOrder,
+)
 from ledger.accounting import apply_order_update, ensure_agent_account, position_after_fill
 from ledger.db import execute, insert_if_absent, read, transaction
 from ledger.models import (
@@ -44,8 +54,9 @@ from policies import alerts, audit, bindings, events
 from policies.approval import ApprovalPolicy, ClientDecision, approval_for, default_policy
 from policies.breakers import breaker_decision
 from policies.checks import CheckInput, Pricing, TradingStatus, Usage, price_order, run_checks
+from policies.failures import bounded, broker_unavailable, ledger_failure
 from policies.limits import EffectiveLimits, effective_limits
-from policies.market_hours import market_open_or_none
+from policies.market_hours import calendar_clock, market_open_or_none, next_open_or_none
 from policies.orders import OrderRequest
 from policies.violations import Code, GateDenied, Violation, deny
 
@@ -90,7 +101,7 @@ class CallRecord:
         return f"agent:{self.agent_id}" if self.agent_id else "agent:?"
 
     def intent(self) -> audit.Entry:
-        return self.entry("tool.intent", {"args": self.args}, self.ts)
+        return self.entry("tool.intent", {"args": bounded(self.args)}, self.ts)
 
     def entry(self, kind: str, payload: Mapping[str, Any], ts: datetime) -> audit.Entry:
         return audit.Entry(ts=ts, actor=self.actor, kind=kind, payload=payload, agent_id=self.agent_id,
@@ -127,7 +138,10 @@ class AgentRecord(Protocol):
 
 
 def _outcome_payload(result: Any) -> Mapping[str, Any]:
-    return result.model_dump(mode="json") if hasattr(result, "model_dump") else {"result": str(result)}
+    if hasattr(result, "audit_summary"):  # bulky reads (market data) are summarised
+        return cast(Mapping[str, Any], result.audit_summary())
+    payload = result.model_dump(mode="json") if hasattr(result, "model_dump") else {"result": str(result)}
+    return cast(Mapping[str, Any], bounded(payload))
 
 
 def trading_day(now: datetime) -> str:
@@ -156,6 +170,7 @@ class Snapshot:
     account: Account | None
     market_open: bool | None
     marks: Mapping[str, Quote] = field(default_factory=dict)  # quotes of the agent's other holdings
+    next_open: datetime | None = None  # while the US equity market is closed: when it opens
 
 
 @dataclass(frozen=True)
@@ -195,11 +210,12 @@ class Gate:
 
     # --- identity ----------------------------------------------------------------------------------
 
-    async def load_agent(self, agent_id: str | None) -> Agent:
+    async def load_agent(self, agent_id: str | None, *, allow_disabled: bool = False) -> Agent:
         if not agent_id:
             return self._identify(agent_id, None)
         async with read(self.sessions) as connection:
-            return self._identify(agent_id, *await self._agent_row(connection, agent_id))
+            return self._identify(agent_id, *await self._agent_row(connection, agent_id),
+                                  allow_disabled=allow_disabled)
 
     @staticmethod
     async def _agent_row(session: AsyncSession | AsyncConnection, agent_id: str
@@ -211,13 +227,13 @@ class Gate:
         return rows[0], frozenset(row.held_symbol for row in rows if row.held_symbol is not None)  # type: ignore[return-value]
 
     def _identify(self, agent_id: str | None, row: AgentRecord | None,
-                  held_symbols: frozenset[str] = frozenset()) -> Agent:
+                  held_symbols: frozenset[str] = frozenset(), *, allow_disabled: bool = False) -> Agent:
         if not agent_id:
             raise deny(Code.AGENT_UNKNOWN, "no agent identity: start the server with --agent ID or present a "
                                            "valid bearer token")
         if row is None:
             raise deny(Code.AGENT_UNKNOWN, f"agent {agent_id!r} is not registered")
-        if not row.enabled:
+        if not row.enabled and not allow_disabled:
             raise deny(Code.AGENT_DISABLED, f"agent {agent_id!r} is disabled by an operator")
         return self.agent_from_row(row, held_symbols)
 
@@ -236,39 +252,67 @@ class Gate:
     # --- the audited call wrapper ------------------------------------------------------------------
 
     async def handle(self, tool: str, agent_id: str | None, args: Mapping[str, Any],
-                     operation: Callable[[Agent], Awaitable[R]], *, acts_at_broker: bool = True) -> R:
+                     operation: Callable[[Agent], Awaitable[R]], *, acts_at_broker: bool = True,
+                     allow_disabled: bool = False) -> R:
         """Run one tool call through the gate: identify, record the intent, act, record the outcome.
         Denials and failures are recorded too, then re-raised for the tool layer to report.
 
         A call that may act at the broker (acts_at_broker=True: submit or cancel an order) commits its intent
         before anything else. Any other call's intent is committed with its first change to the ledger (a
         proposal is stored in the same transaction as the record of who asked for it), or with its outcome:
-        nothing it does is committed before the log says who asked, and it saves a transaction per call."""
+        nothing it does is committed before the log says who asked, and it saves a transaction per call.
+        allow_disabled: the call also runs for a disabled agent (cancels: they only reduce risk)."""
         call = CallRecord(tool=tool, agent_id=agent_id, args=args, ts=self.clock())
         token = _current_call.set(call)
         try:
             if acts_at_broker and agent_id:
                 async with self._unit() as session:
-                    agent = self._identify(agent_id, *await self._agent_row(session, agent_id))
+                    agent = self._identify(agent_id, *await self._agent_row(session, agent_id),
+                                           allow_disabled=allow_disabled)
             else:
-                agent = await self.load_agent(agent_id)
+                agent = await self.load_agent(agent_id, allow_disabled=allow_disabled)
             result = await operation(agent)
         except GateDenied as denied:
-            await self._finish(call, "tool.denied", {"codes": [v.code for v in denied.violations],
-                                                     "violations": denied.violations})
+            await self._finish_or_deny(call, "tool.denied", {"codes": [v.code for v in denied.violations],
+                                                             "violations": denied.violations})
             raise
-        except BrokerError as error:
-            await self._finish(call, "tool.failed", {"code": error.code, "error": error.message})
+        except (BrokerError, TimeoutError) as error:
+            if broker_unavailable(error):
+                message = (error.message if isinstance(error, BrokerError) else "no answer in time")
+                await self._finish_or_deny(call, "tool.failed", {"code": Code.BROKER_UNAVAILABLE.value,
+                                                                 "error": message})
+                raise deny(Code.BROKER_UNAVAILABLE, f"the broker cannot be reached ({message}); nothing was "
+                                                    "sent, try again shortly") from None
+            assert isinstance(error, BrokerError)
+            await self._finish_or_deny(call, "tool.failed", {"code": error.code, "error": error.message})
             raise deny(Code(error.code) if error.code in Code.__members__ else Code.BROKER_ERROR,
                        f"broker error: {error.message}") from None
         except Exception as error:
-            await self._finish(call, "tool.failed", {"error": type(error).__name__, "detail": str(error)[:500]})
+            reason = ledger_failure(error)
+            if reason is not None:  # recording it would wait on the same database: it is logged instead
+                log.error("ledger_unavailable", tool=tool, agent=agent_id, reason=reason,
+                          error=type(error).__name__)
+                raise deny(Code.LEDGER_UNAVAILABLE, f"{reason}; nothing was changed, try again shortly") from None
+            await self._finish_or_deny(call, "tool.failed", {"error": type(error).__name__,
+                                                             "detail": str(error)[:500]})
             raise
         finally:
             _current_call.reset(token)
         if not call.outcome_recorded:
-            await self._finish(call, "tool.outcome", _outcome_payload(result))
+            await self._finish_or_deny(call, "tool.outcome", _outcome_payload(result))
         return result
+
+    async def _finish_or_deny(self, call: CallRecord, kind: str, payload: Mapping[str, Any]) -> None:
+        """_finish; a ledger that cannot take the record turns the answer into LEDGER_UNAVAILABLE."""
+        try:
+            await self._finish(call, kind, payload)
+        except Exception as error:
+            reason = ledger_failure(error)
+            if reason is None:
+                raise
+            log.error("ledger_unavailable", tool=call.tool, agent=call.agent_id, reason=reason, record=kind)
+            raise deny(Code.LEDGER_UNAVAILABLE, f"{reason}; the call could not be recorded, try again "
+                                                "shortly") from None
 
     @asynccontextmanager
     async def _unit(self) -> AsyncIterator[AsyncSession]:
@@ -338,21 +382,31 @@ class Gate:
         Any failure leaves that part None, and the checks fail closed on None."""
         symbols = [order.symbol, *sorted(held_symbols - {order.symbol})]
 
+        unreachable: list[str] = []
+
         async def guarded(coro: Awaitable[Any]) -> Any:
             try:
                 return await asyncio.wait_for(coro, self.settings.broker_timeout)
             except (BrokerError, TimeoutError) as error:
                 log.warning("snapshot_part_unavailable", symbol=order.symbol, error=str(error))
+                if broker_unavailable(error):
+                    unreachable.append(error.message if isinstance(error, BrokerError) else "no answer in time")
                 return None
 
         quotes, asset, account = await asyncio.gather(
             guarded(self.broker.get_quotes(symbols)), guarded(self.broker.get_asset(order.symbol)),
             guarded(self._recent_account()))
+        if unreachable:  # one reason, not the unknown symbol, missing quote and unknown account it causes
+            raise deny(Code.BROKER_UNAVAILABLE, f"the broker cannot be reached ({unreachable[0]}); the order "
+                                                "was not checked or stored, try again shortly")
         quote = (quotes or {}).get(order.symbol)
         # The exchange calendar is consulted only when market hours are enforced (its only use).
+        now = self.clock()
         market_open = (True if order.is_crypto or not self.settings.enforce_market_hours
-                       else market_open_or_none(self.clock()))
-        return Snapshot(quote=quote, asset=asset, account=account, market_open=market_open, marks=quotes or {})
+                       else market_open_or_none(now))
+        opens = next_open_or_none(now) if market_open is False else None
+        return Snapshot(quote=quote, asset=asset, account=account, market_open=market_open, marks=quotes or {},
+                        next_open=opens)
 
     async def _recent_account(self) -> Account:
         """The broker account, at most ACCOUNT_MAX_AGE old. Orders reserved in our own ledger are counted on
@@ -397,7 +451,8 @@ class Gate:
         check_input = CheckInput(order=order, strategy=strategy, limits=agent.limits, quote=snap.quote,
                                  asset=snap.asset, usage=usage, account=snap.account, status=status, now=now,
                                  market_open=snap.market_open,
-                                 enforce_market_hours=self.settings.enforce_market_hours)
+                                 enforce_market_hours=self.settings.enforce_market_hours,
+                                 next_open=snap.next_open)
         return run_checks(check_input), usage
 
     async def judge(self, agent: Agent, order: OrderRequest, strategy: str | None
@@ -956,6 +1011,20 @@ class Gate:
             return await asyncio.wait_for(self.broker.get_account(), self.settings.broker_timeout)
         except (BrokerError, TimeoutError):
             return None
+
+    async def market_clock(self) -> dict[str, MarketClock]:
+        """Per asset class: open now, next open and close. US equities from the broker's clock when the broker
+        is Alpaca (the calendar if it cannot be asked), else from the exchange calendar; crypto never closes."""
+        equity: MarketClock | None = None
+        if self.broker.name == "alpaca":
+            try:
+                equity = await asyncio.wait_for(self.broker.get_clock(), self.settings.broker_timeout)
+            except (BrokerError, TimeoutError) as error:
+                log.warning("broker_clock_unavailable", error=str(error))
+        if equity is None:
+            # The calendar's first load takes ~0.5 s of CPU (pandas): never on the event loop.
+            equity = await asyncio.to_thread(calendar_clock, self.clock())
+        return {"us_equity": equity, "crypto": MarketClock(is_open=True)}
 
     async def usage_today(self, agent: Agent) -> tuple[TradingStatus, Usage]:
         now = self.clock()

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
+from broker.base import MarketClock
+
 NEW_YORK = ZoneInfo("America/New_York")
 CALENDAR_NAME = "XNYS"
 YEARS_BEFORE = 2  # the first table covers [now.year - YEARS_BEFORE, now.year + YEARS_AFTER]
@@ -86,6 +88,19 @@ def market_open_or_none(now: datetime) -> bool | None:
         return is_market_open(now)
     except Exception:
         return None
+
+
+def next_open_or_none(now: datetime) -> datetime | None:
+    """next_open, or None when the calendar cannot tell."""
+    try:
+        return next_open(now)
+    except Exception:
+        return None
+
+
+def calendar_clock(now: datetime) -> MarketClock:
+    """The US equity market clock at `now` from the calendar, in Alpaca's clock semantics."""
+    return MarketClock(is_open=is_market_open(now), next_open=next_open(now), next_close=next_close(now))
 
 
 def next_open(now: datetime) -> datetime:

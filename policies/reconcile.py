@@ -11,11 +11,13 @@ Each order we hold in a live status (LIVE_TRADE_STATUSES: open at the broker, "u
   applied with apply_order_update (fills and partial fills booked once to the agent's position and cash;
   cancels, expiries and rejections release the reservation) and audited as ``order.updated``;
 - "pending_submit" younger than ``stale_after``: left alone, the gate may be sending it right now;
-- "pending_submit" or "unknown" older than ``stale_after`` and not at the broker: it never reached the broker
-  (a crash between intent and outcome, or a submission lost on the way): marked rejected with reason
-  "never reached the broker", which releases its reservation, and audited;
-- "unknown" younger than that and not (yet) at the broker: left for the next pass (a slow submission may
-  still appear);
+- "pending_submit" or "unknown" not at the broker: in doubt. A broker may acknowledge an order long after the
+  answer was lost, so it is looked for by client_order_id on every pass, holding its reservation, for
+  ``doubt_window`` (config `order_in_doubt_seconds`, default 24 h). Found in that time, it is booked like any
+  order, and a ``risk.alert`` record says it arrived late (the events engine turns it into an alert). Still
+  absent after that, it never reached the broker (a crash between intent and outcome, or a submission lost on
+  the way): marked rejected with reason "never reached the broker", which releases its reservation, and
+  audited;
 - acknowledged by the broker earlier but no longer known to it: left as is and listed as unresolved;
 - the broker cannot be asked (error, timeout): nothing changes; the next pass tries again.
 
@@ -70,6 +72,8 @@ EXPIRY_KEY = "approval-expiry-alerts"
 STATE_KEY = "reconciliation"
 NEVER_REACHED = "never reached the broker"
 STALE_SUBMIT = timedelta(seconds=60)  # a pending_submit older than this is a crash between intent and outcome
+DOUBT_WINDOW = timedelta(hours=24)  # how long an order in doubt is looked for at the broker
+ALERT_KIND = "risk.alert"
 POLL_SECONDS = 2.0
 QTY_TOLERANCE = Decimal("0.000000001")  # Alpaca quantities have 9 decimal places
 _OUTCOME_LOST = frozenset({"pending_submit", "unknown"})
@@ -106,7 +110,8 @@ class Reconciler:
     update is idempotent and locked, see ledger/accounting.py)."""
 
     def __init__(self, gate: Gate, *, interval: float = 30.0, poll_interval: float = POLL_SECONDS,
-                 stale_after: timedelta | None = None, stale_intervals: int = 3, dead_man: bool = False):
+                 stale_after: timedelta | None = None, stale_intervals: int = 3, dead_man: bool = False,
+                 doubt_window: timedelta = DOUBT_WINDOW):
         self.gate = gate
         self.started = gate.clock()
         self.stale_intervals = stale_intervals
@@ -115,6 +120,7 @@ class Reconciler:
         self.poll_interval = min(poll_interval, interval)
         # Longer than any submission the gate may still be waiting for (submit + lookup, each bounded).
         self.stale_after = stale_after or max(STALE_SUBMIT, timedelta(seconds=3 * gate.settings.broker_timeout))
+        self.doubt_window = max(doubt_window, self.stale_after)
         self.first_pass = asyncio.Event()
         self.last_report: ReconcileReport | None = None
         self._stop = asyncio.Event()
@@ -222,8 +228,9 @@ class Reconciler:
                     report.unresolved.extend(t.id for t in trades[index:])
                     return
             if found is not None:
-                report.resolved += await self._apply(trade, found)
-            elif trade.status in _OUTCOME_LOST and now - trade.created_at >= self.stale_after:
+                late = trade.status in _OUTCOME_LOST and now - trade.created_at >= self.stale_after
+                report.resolved += await self._apply(trade, found, late=late)
+            elif trade.status in _OUTCOME_LOST and now - trade.created_at >= self.doubt_window:
                 report.resolved += await self._never_reached(trade)
             else:
                 report.unresolved.append(trade.id)
@@ -231,7 +238,7 @@ class Reconciler:
                     log.warning("order_missing_at_broker", order_id=trade.id, status=trade.status,
                                 client_order_id=trade.client_order_id)
 
-    async def _apply(self, trade: AgentTrade, order: BrokerOrder) -> int:
+    async def _apply(self, trade: AgentTrade, order: BrokerOrder, *, late: bool = False) -> int:
         if (trade.status == order.status and trade.filled_qty == order.filled_qty
                 and trade.order_id == order.broker_order_id):
             return 0  # nothing new: no write
@@ -257,6 +264,15 @@ class Reconciler:
             if row.filled_qty != before_qty:
                 await audit.append(session, ts=now, actor="system:ledger", kind=events.KIND_POSITION,
                                    agent_id=row.agent_id, payload=await position_after_fill(session, row))
+            if late and outcome_lost:
+                waited = int((now - row.created_at).total_seconds())
+                await audit.append(session, ts=now, actor=ACTOR, kind=ALERT_KIND, agent_id=row.agent_id,
+                                   payload={"severity": "warning", "code": "ORDER_ACKNOWLEDGED_LATE",
+                                            "message": f"order {row.id} ({row.side} {row.symbol}) was in doubt "
+                                                       f"for {waited} s and has appeared at the broker: booked "
+                                                       f"as {row.status}",
+                                            "order_id": row.id, "client_order_id": row.client_order_id,
+                                            "status": row.status, "waited_seconds": waited})
         log.info("order_reconciled", order_id=trade.id, status_from=before, status_to=order.status,
                  filled_qty=str(order.filled_qty))
         await self._notify(trade.proposal_id)

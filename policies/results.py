@@ -6,15 +6,36 @@ Field names follow SPEC.md. Money and quantities are decimals, serialised as str
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
 
 from policies.violations import Violation
 
-# Plain positional notation, never an exponent; amounts quantized to cents keep their cents.
-Dec = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
+
+def plain(value: Decimal) -> str:
+    """Positional notation, never an exponent; a zero is "0" (not "0E-11" nor "0.00000000000"); amounts
+    quantized to cents keep their cents."""
+    if value == 0:
+        return "0"
+    return format(value, "f")
+
+
+def price_text(value: Decimal) -> Decimal:
+    """A price rounded as markets quote it: cents (up to 4 places if they are there) from $1 up, six
+    significant digits below $1 — no float noise like 499.99996401606."""
+    if not value.is_finite() or value == 0:
+        return value
+    if abs(value) >= 1:
+        four = value.quantize(Decimal("0.0001"), ROUND_HALF_EVEN)
+        cents = four.quantize(Decimal("0.01"), ROUND_HALF_EVEN)
+        return cents if cents == four else four
+    exponent = value.adjusted() - 5
+    return value.quantize(Decimal(1).scaleb(exponent), ROUND_HALF_EVEN)
+
+
+Dec = Annotated[Decimal, PlainSerializer(plain, return_type=str, when_used="json"),
                WithJsonSchema({"type": "string"})]
 TradingMode = Literal["paper", "live"]
 
@@ -40,11 +61,19 @@ class SymbolData(Result):
     as_of: datetime | None = None
     bars: list[BarOut] = []
     indicators: dict[str, Dec | None] = {}
+    notes: dict[str, str] = {}  # why an indicator is null, e.g. "needs 26 bars, limit is 20"
     error: str | None = None
 
 
 class MarketDataResult(Result):
     data: list[SymbolData]
+
+    def audit_summary(self) -> dict[str, object]:
+        """What the audit log keeps of it: which symbols, how many bars, which indicators (not the data: a
+        read must not write hundreds of kilobytes of audit)."""
+        return {"symbols": [d.symbol for d in self.data], "bars": sum(len(d.bars) for d in self.data),
+                "indicators": sorted({name for d in self.data for name in d.indicators}),
+                "errors": [d.error for d in self.data if d.error][:5]}
 
 
 class ProposeResult(Result):
@@ -122,6 +151,12 @@ class CancelResult(Result):
     message: str
 
 
+class MarketOut(Result):
+    open: bool
+    next_open: datetime | None = None  # None for a market that never closes (crypto)
+    next_close: datetime | None = None
+
+
 class TradingStatusResult(Result):
     agent_id: str
     trading_mode: TradingMode
@@ -134,3 +169,5 @@ class TradingStatusResult(Result):
     limits: dict[str, str | int | bool | list[str]]
     used_today: dict[str, str | int]
     broker: str
+    market: dict[str, MarketOut] = {}  # per asset class: "us_equity", "crypto"
+    market_hours_enforced: bool = True

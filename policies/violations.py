@@ -48,6 +48,9 @@ class Code(StrEnum):
     RISK_CHECK_FAILED = "RISK_CHECK_FAILED"  # a risk check could not evaluate the order: denied (fail closed)
     # A proposal or approval not bound to its audit record (written outside the gate): never sent.
     AUDIT_MISMATCH = "AUDIT_MISMATCH"
+    BROKER_UNAVAILABLE = "BROKER_UNAVAILABLE"  # the broker cannot be reached: not the agent's fault
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"  # a bad argument to a tool that is not an order
+    LEDGER_UNAVAILABLE = "LEDGER_UNAVAILABLE"  # the database cannot be written: locked, full, read-only
 
 
 class Violation(BaseModel):

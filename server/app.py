@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,11 +17,12 @@ from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from mcp.types import Tool as MCPTool
-from mcp.types import ToolAnnotations
 from pydantic import ValidationError
 
 from broker.base import Broker
+from policies.violations import Code
 from server.clock import utc_now
 from server.config import Config
 from server.notifications import (
@@ -30,8 +32,9 @@ from server.notifications import (
     proposal_notifications,
     serve_legacy_subscriptions,
 )
-from server.schemas import compact_schema
+from server.schemas import compact_output_schema, compact_schema
 from tools import account, approval, market_data, orders, trading
+from tools.common import drop_none
 from tradewarden import __version__
 
 if TYPE_CHECKING:  # the ledger (SQLAlchemy and the gate) loads with the runtime, not to answer the handshake
@@ -40,12 +43,10 @@ if TYPE_CHECKING:  # the ledger (SQLAlchemy and the gate) loads with the runtime
 
 log = structlog.get_logger("tradewarden.app")
 
-READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
-                            open_world_hint=True)
-PROPOSE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
-                          open_world_hint=False)
-DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
-                              open_world_hint=True)
+# Only the hints that say something (MCP's defaults: not idempotent, open world); tools/list is sent every turn.
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False)
+PROPOSE = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
+DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True)
 
 
 @dataclass
@@ -114,7 +115,7 @@ class TradewardenServer(MCPServer[ServerState]):
         if self._listed is None:
             self._listed = [tool.model_copy(update={
                 "input_schema": compact_schema(tool.input_schema),
-                "output_schema": compact_schema(tool.output_schema) if tool.output_schema else None,
+                "output_schema": compact_output_schema(tool.output_schema) if tool.output_schema else None,
             }) for tool in await super().list_tools()]
         return self._listed
 
@@ -125,23 +126,128 @@ class TradewardenServer(MCPServer[ServerState]):
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Context[ServerState, Any] | None = None
                         ) -> Any:
+        """Every failure answers with a stable code: arguments are refused before the tool runs when they
+        name no tool, carry NUL characters, booleans where numbers belong, or do not validate; the refusal
+        is audited with a bounded copy of the arguments (policies/failures.py)."""
         if context is not None:
             await context.request_context.lifespan_context.ready()
+        arguments = arguments if isinstance(arguments, dict) else {}
+        tool = self._tool_manager.get_tool(name)
+        code = (Code.INVALID_ORDER if name in ORDER_TOOLS else Code.INVALID_ARGUMENT).value
+        if tool is None:
+            known = ", ".join(sorted(t.name for t in self._tool_manager.list_tools()))
+            await self._refuse(context, name, arguments, f"unknown tool; the tools are: {known}",
+                               kind="tool.unknown")
+            raise ToolError(f"{Code.INVALID_ARGUMENT.value}: unknown tool {name[:64]!r}; the tools are: {known}")
+        problem = input_problem(tool.parameters, arguments)
+        if problem is not None:
+            await self._refuse(context, name, arguments, problem)
+            raise ToolError(f"{code}: invalid arguments: {problem}")
         try:
-            return await super().call_tool(name, arguments, context)
+            return compact_result(await super().call_tool(name, arguments, context))
         except ToolError as error:
             cause = error.__cause__
             if isinstance(cause, ToolError):
                 # Our own denials: the text starts with the stable code, without the SDK's prefix.
                 raise ToolError(str(cause)) from None
-            if not isinstance(cause, ValidationError) or context is None:
-                raise
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
-                                 for e in cause.errors()[:5])
-            state: ServerState = context.request_context.lifespan_context
-            await state.gate.record(actor=f"agent:{state.agent_id()}", kind="tool.rejected_input", tool=name,
-                                    agent_id=state.agent_id(), payload={"args": arguments, "problems": problems})
-            raise ToolError(f"INVALID_ORDER: invalid arguments: {problems}") from None
+            if isinstance(cause, ValidationError):
+                problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
+                                     for e in cause.errors()[:5])
+                await self._refuse(context, name, arguments, problems)
+                raise ToolError(f"{code}: invalid arguments: {problems}") from None
+            if cause is not None:
+                from policies.failures import ledger_failure
+
+                reason = ledger_failure(cause)
+                if reason is not None:
+                    raise ToolError(f"{Code.LEDGER_UNAVAILABLE.value}: {reason}; nothing was changed, try again "
+                                    "shortly") from None
+            raise
+
+    async def _refuse(self, context: Context[ServerState, Any] | None, name: str, arguments: dict[str, Any],
+                      problems: str, *, kind: str = "tool.rejected_input") -> None:
+        """Audit a call refused before it reached a tool (bounded: a huge argument is kept as an excerpt
+        and its sha256). A ledger that cannot take the record does not hide the refusal's own reason."""
+        if context is None:
+            return
+        from policies.failures import bounded
+
+        state: ServerState = context.request_context.lifespan_context
+        try:
+            await state.gate.record(actor=f"agent:{state.agent_id()}", kind=kind, tool=str(bounded(name[:64])),
+                                    agent_id=state.agent_id(),
+                                    payload={"args": bounded(arguments), "problems": bounded(problems[:1000])})
+        except Exception as error:
+            log.warning("refusal_not_audited", tool=name[:64], error=type(error).__name__)
+
+    async def run_stdio_async(self) -> None:
+        """stdio with an answer to every line, and a bound on each (server/stdio.py)."""
+        from server.stdio import bounded_stdio_server
+
+        async with bounded_stdio_server() as (read_stream, write_stream):
+            await self._lowlevel_server.run(read_stream, write_stream,
+                                            self._lowlevel_server.create_initialization_options())
+
+
+ORDER_TOOLS = frozenset({"propose_trade", "execute_trade"})
+
+
+def compact_result(result: Any) -> Any:
+    """A tool result without None values (the output schemas make them optional), and its text the same
+    data as one line of JSON: clients that read only the text get everything, without indentation."""
+    if not isinstance(result, CallToolResult) or result.structured_content is None:
+        return result
+    if len(result.content) == 1 and isinstance(result.content[0], TextContent) and "\n" not in \
+            result.content[0].text[:200]:
+        return result  # already compact (tools.common.compact_call_result)
+    structured = drop_none(result.structured_content)
+    text = json.dumps(structured, separators=(",", ":"), ensure_ascii=False)
+    return result.model_copy(update={"structured_content": structured,
+                                      "content": [TextContent(type="text", text=text)]})
+
+
+def input_problem(schema: dict[str, Any], arguments: dict[str, Any]) -> str | None:
+    """What makes the arguments unusable before validation: NUL characters (no database stores them), a
+    lone surrogate (no UTF-8 writer writes it), or a boolean given for a number (true is not 1.0)."""
+    from policies.failures import has_nul
+
+    if has_nul(arguments):
+        return "text must not contain NUL characters"
+    properties = schema.get("properties", {}) if isinstance(schema, dict) else {}
+    for key, value in arguments.items():
+        if _has_lone_surrogate(key) or _has_lone_surrogate(value):
+            return f"{key[:64]!r}: text must be valid Unicode (a lone surrogate was sent)"
+        expected = _schema_types(properties.get(key)) - {"null"}
+        if isinstance(value, bool) and expected and "boolean" not in expected:
+            return f"{key}: a {' or '.join(sorted(expected))} is required, not a boolean"
+    return None
+
+
+def _schema_types(schema: Any) -> set[str]:
+    """The JSON types a property's schema allows (its `type`, or the types of its anyOf variants)."""
+    if not isinstance(schema, dict):
+        return set()
+    found = schema.get("type")
+    types = set(found) if isinstance(found, list) else {found} if isinstance(found, str) else set()
+    for variant in schema.get("anyOf", []) or []:
+        types |= _schema_types(variant)
+    return types
+
+
+def _has_lone_surrogate(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if depth > 8:
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k, depth + 1) or _has_lone_surrogate(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(item, depth + 1) for item in value)
+    return False
 
 
 def create_server(config: Config, *, agent_id: str | None = None, clock: Callable[[], datetime] = utc_now,

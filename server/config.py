@@ -90,6 +90,7 @@ class ServerConfig(Strict):
     # reconcile_stale_action = "reduce_only" everyone is reduce-only until it is healthy again (a dead-man switch).
     reconcile_stale_intervals: int = Field(default=3, ge=1, le=1000)
     reconcile_stale_action: Literal["alert", "reduce_only"] = "alert"
+    order_in_doubt_seconds: int = Field(default=86400, gt=0)  # how long an unacknowledged order is looked for
     state_poll_seconds: float = Field(default=0.5, gt=0)
     requests_per_minute: int = Field(default=600, ge=1)  # per agent, over HTTP
     request_state_keys: list[str] = Field(default_factory=list)  # shared by replicas behind one URL

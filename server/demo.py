@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ async def run_demo() -> int:
 database_url = "sqlite+aiosqlite:///{workdir / 'demo.db'}"
 broker = "simulated"
 trading_mode = "paper"
-enforce_market_hours = false   # the demo runs at any hour; real servers check exchange hours
+enforce_market_hours = false   # the demo trades at any hour; its last part shows a closed market
 
 [[agents]]
 id = "momentum-1"
@@ -107,6 +108,8 @@ auto_approve_max_notional = 3000
         for violation in bad.get("violations", []):
             _say(f"     {violation['code']}: {violation['message']}")
 
+    await _closed_market_moment(config)
+
     async with open_runtime(config) as runtime, runtime.sessions() as session:
         report = await audit.verify(session)
         events = await audit.tail(session, 500)
@@ -118,6 +121,37 @@ auto_approve_max_notional = 3000
          f"({json.dumps(kinds)})")
     _say(f"\nTry it yourself: tradewarden --config {config_file} approvals list")
     return 0 if report.ok else 1
+
+
+async def _closed_market_moment(config: Any) -> None:
+    """The same agent on the coming Sunday, with market hours enforced: what an agent sees at a weekend."""
+    from mcp import Client
+
+    from server.app import create_server
+
+    today = datetime.now(UTC)
+    sunday = (today + timedelta(days=(6 - today.weekday()) % 7 or 7)).replace(hour=18, minute=0, second=0,
+                                                                                microsecond=0)
+    enforced = config.model_copy(update={"server": config.server.model_copy(update={"enforce_market_hours": True})})
+    _say(f"\n▶ the same agent on Sunday {sunday:%Y-%m-%d} 13:00 New York, with exchange hours enforced")
+    async with Client(create_server(enforced, agent_id="momentum-1", clock=lambda: sunday)) as client:
+        status = (await client.call_tool("get_trading_status", {})).structured_content or {}
+        equity = status.get("market", {}).get("us_equity", {})
+        _say(f"  market clock: US equities open={equity.get('open')}, next open {equity.get('next_open')}; "
+             "crypto always open")
+        _call_line("propose_trade", {"symbol": "AAPL", "side": "buy", "qty": "5", "reasoning": "..."})
+        closed = (await client.call_tool("propose_trade", {"symbol": "AAPL", "side": "buy", "qty": "5",
+                                                           "strategy": "momentum",
+                                                           "reasoning": "Monday gap up expected"})
+                  ).structured_content or {}
+        for violation in closed.get("violations", []):
+            _say(f"     {violation['code']}: {violation['message']}")
+        _call_line("propose_trade", {"symbol": "BTC/USD", "side": "buy", "notional": "200", "reasoning": "..."})
+        crypto = (await client.call_tool("propose_trade", {"symbol": "BTC/USD", "side": "buy", "notional": "200",
+                                                           "strategy": "momentum",
+                                                           "reasoning": "crypto trades on Sundays"})
+                  ).structured_content or {}
+        _say(f"  → {str(crypto.get('status', '?')).upper()} (time_in_force left out: gtc, as crypto requires)")
 
 
 if __name__ == "__main__":

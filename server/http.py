@@ -136,6 +136,29 @@ class _State:
         return self._reader_sessions
 
 
+MAX_BODY_BYTES = 64 * 1024  # one JSON-RPC message; the largest legitimate tool call is a few KB
+
+
+class LimitBody:
+    """A request whose declared body is over MAX_BODY_BYTES is answered 413 with a JSON-RPC error whose
+    message starts INVALID_ARGUMENT, before anything reads it. (A body without a declared length is cut off
+    by the SDK's own limit, set to the same size.)"""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+                response = JSONResponse({"jsonrpc": "2.0", "id": None, "error": {
+                    "code": -32600, "message": f"INVALID_ARGUMENT: a request body of {int(declared)} bytes is over "
+                                               f"the {MAX_BODY_BYTES}-byte limit"}}, status_code=413)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class CountUnauthorized:
     """ASGI wrapper counting 401 answers (bad or missing tokens) for /metrics."""
 
@@ -221,14 +244,15 @@ def build_http_app(config: Config, *, host: str, port: int, clock: Callable[[], 
                 log.warning("metrics_database_unavailable", error=type(error).__name__)
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    app = server.streamable_http_app(host=host, transport_security=transport_security(config, host))
+    app = server.streamable_http_app(host=host, transport_security=transport_security(config, host),
+                                     max_request_body_size=MAX_BODY_BYTES)
 
     def runtime_sessions() -> async_sessionmaker[AsyncSession] | None:
         return holder.runtime.sessions if holder.runtime is not None else None
 
     hub = EventHub(runtime_sessions, on_events=metrics.observe_events)
     stream = EventStream(hub, authenticate_operator or registry_authenticator(runtime_sessions))
-    return EventStreamApp(CountUnauthorized(app, metrics), stream)
+    return EventStreamApp(CountUnauthorized(LimitBody(app), metrics), stream)
 
 
 def serve_http(config: Config, *, host: str, port: int) -> None:

@@ -203,8 +203,9 @@ async def _running(config: Config, engine: AsyncEngine, sessions: async_sessionm
     heap_freeze = loop.call_later(HEAP_FREEZE_DELAY, freeze_start_up_heap) if reconcile else None
     reconciler = (Reconciler(gate, interval=config.server.reconcile_interval_seconds,
                              stale_intervals=config.server.reconcile_stale_intervals,
-                             dead_man=config.server.reconcile_stale_action == "reduce_only") if reconcile
-                  else None)
+                             dead_man=config.server.reconcile_stale_action == "reduce_only",
+                             doubt_window=timedelta(seconds=config.server.order_in_doubt_seconds))
+                  if reconcile else None)
     task = asyncio.create_task(reconciler.run(), name="tradewarden-reconciler") if reconciler else None
     webhooks = _webhook_dispatcher(config, sessions, clock) if reconcile else None
     webhooks_task = asyncio.create_task(webhooks.run(), name="tradewarden-webhooks") if webhooks else None

@@ -7,15 +7,21 @@ from typing import TYPE_CHECKING
 
 from mcp.server.mcpserver import Context
 
-from policies.results import PositionOut, PositionsResult, TradingStatusResult
+from policies.results import MarketOut, PositionOut, PositionsResult, TradingStatusResult, plain
 from tools.common import through_gate
 
 if TYPE_CHECKING:
     from policies.gate import Agent, Gate
 
 POSITIONS_DESCRIPTION = "This agent's positions with P&L, and its cash and equity."
-STATUS_DESCRIPTION = "Trading mode, halts, this agent's limits and what it has used today."
+STATUS_DESCRIPTION = ("Mode, halt state, this agent's limits and today's usage, and the market clock per asset "
+                      "class (open, next_open, next_close).")
 CENT = Decimal("0.01")
+
+
+def money(value: Decimal) -> str:
+    """Cents, plain: "1500.00", "0.00" (never "0E-11" nor "499.99996401606")."""
+    return plain(value.quantize(CENT))
 
 
 async def get_positions(ctx: Context) -> PositionsResult:
@@ -48,6 +54,7 @@ async def get_positions(ctx: Context) -> PositionsResult:
 async def get_trading_status(ctx: Context) -> TradingStatusResult:
     async def operation(gate: Gate, agent: Agent) -> TradingStatusResult:
         status, usage = await gate.usage_today(agent)
+        clocks = await gate.market_clock()
         limits = agent.limits
         halted = status.global_state == "halted" or status.agent_state == "halted"
         state = "halted" if halted else ("reducing" if "reducing" in (status.global_state, status.agent_state)
@@ -57,15 +64,22 @@ async def get_trading_status(ctx: Context) -> TradingStatusResult:
             agent_id=agent.id, trading_mode=gate.settings.trading_mode,  # type: ignore[arg-type]
             trading_enabled=status.enabled, halted=halted, state=state, reason=reason,  # type: ignore[arg-type]
             approval_mode=agent.approval.mode, auto_approve_max_notional=agent.approval.auto_approve_max_notional,
-            limits={"max_trade_size": str(limits.max_trade_size), "max_position_size": str(limits.max_position_size),
+            limits={"max_trade_size": money(limits.max_trade_size),
+                    "max_position_size": money(limits.max_position_size),
                     "max_daily_trades": limits.max_daily_trades,
                     "allowed_symbols": sorted(limits.allowed_symbols),
                     "allowed_strategies": sorted(limits.allowed_strategies),
-                    "max_order_qty": str(limits.max_order_qty),
-                    "rolling_notional_max": str(limits.rolling_notional_max),
-                    "daily_loss_limit": str(limits.daily_loss_limit), "allow_short": limits.allow_short},
-            used_today={"trades": usage.trades_today, "rolling_notional": str(usage.notional_in_rolling_window),
-                        "open_buy_notional": str(usage.open_buy_notional), "daily_pnl": str(usage.daily_pnl)},
-            broker=gate.broker.name)
+                    "max_order_qty": plain(limits.max_order_qty.normalize()),
+                    "max_orders_per_window": limits.max_orders_per_window,
+                    "order_rate_window_seconds": limits.order_rate_window_seconds,
+                    "rolling_notional_max": money(limits.rolling_notional_max),
+                    "daily_loss_limit": money(limits.daily_loss_limit), "allow_short": limits.allow_short},
+            used_today={"trades": usage.trades_today, "orders_in_rate_window": usage.orders_in_rate_window,
+                        "rolling_notional": money(usage.notional_in_rolling_window),
+                        "open_buy_notional": money(usage.open_buy_notional), "daily_pnl": money(usage.daily_pnl)},
+            broker=gate.broker.name,
+            market={asset_class: MarketOut(open=clock.is_open, next_open=clock.next_open,
+                                           next_close=clock.next_close) for asset_class, clock in clocks.items()},
+            market_hours_enforced=gate.settings.enforce_market_hours)
 
     return await through_gate(ctx, "get_trading_status", {}, operation, acts_at_broker=False)

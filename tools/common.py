@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import Field, WithJsonSchema
+from mcp.types import CallToolResult, TextContent
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from policies.violations import GateDenied
 
@@ -17,14 +19,21 @@ if TYPE_CHECKING:  # the ledger is imported when the runtime opens, not to list 
 
 R = TypeVar("R")
 
-# Decimals as numbers or strings, with a one-line schema (an LLM pays for every token of tools/list).
-Amount = Annotated[Decimal, WithJsonSchema({"type": ["number", "string"]})]
+# Amounts are decimal strings in the schema ("10", "0.5": exact, unlike binary floats); a JSON number is
+# accepted too, leniently, but the schema keeps ONE type so every client's schema dialect takes it.
+AMOUNT_MAX_LENGTH = 24  # 13 digits, a point and 9 decimals, with room for a sign the checks then refuse
+Amount = Annotated[Decimal, WithJsonSchema({"type": "string", "maxLength": AMOUNT_MAX_LENGTH})]
 
 
 def optional_amount(description: str) -> Any:
-    return Annotated[Decimal | None, WithJsonSchema({"type": ["number", "string", "null"],
+    return Annotated[Decimal | None, WithJsonSchema({"type": "string", "maxLength": AMOUNT_MAX_LENGTH,
                                                      "description": description}),
                      Field(default=None, le=MAX_AMOUNT, max_digits=30)]
+
+
+def optional(json_type: dict[str, Any], python_type: Any, **constraints: Any) -> Any:
+    """An optional argument with a single-typed schema (no null alternative: leaving it out is None)."""
+    return Annotated[python_type | None, WithJsonSchema(json_type), Field(default=None, **constraints)]
 
 
 # No order is ever this large; the bound keeps absurd numbers out of the ledger (and its columns).
@@ -45,7 +54,7 @@ def app_of(ctx: Context) -> AppContext:
 
 async def through_gate(ctx: Context, tool: str, args: Mapping[str, Any],
                        operation: Callable[[Gate, Agent], Awaitable[R]], *,
-                       acts_at_broker: bool = True) -> R:
+                       acts_at_broker: bool = True, allow_disabled: bool = False) -> R:
     """The one path every tool takes: gate.handle identifies the agent and audits; a denial becomes a
     tool error whose text starts with its stable code. Tools that can neither submit nor cancel an order
     pass acts_at_broker=False (their intent is recorded with their first change, see Gate.handle)."""
@@ -53,6 +62,23 @@ async def through_gate(ctx: Context, tool: str, args: Mapping[str, Any],
     gate = app.gate
     try:
         return await gate.handle(tool, app.agent_id(), args, lambda agent: operation(gate, agent),
-                                 acts_at_broker=acts_at_broker)
+                                 acts_at_broker=acts_at_broker, allow_disabled=allow_disabled)
     except GateDenied as denied:
         raise ToolError("; ".join(f"{v.code}: {v.message}" for v in denied.violations)) from None
+
+
+def compact_call_result(result: BaseModel) -> CallToolResult:
+    """A tool's result as the wire carries it: structured content without None values (the output schemas
+    make them optional) and the same data as one line of JSON for clients that read only the text."""
+    structured = drop_none(result.model_dump(mode="json"))
+    text = json.dumps(structured, separators=(",", ":"), ensure_ascii=False)
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
+
+
+def drop_none(value: Any) -> Any:
+    """`value` without None entries in its mappings."""
+    if isinstance(value, dict):
+        return {key: drop_none(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [drop_none(item) for item in value]
+    return value

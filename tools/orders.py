@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from mcp.server.mcpserver import Context
+from pydantic import Field
 
 from policies.results import CancelResult, OrderOut, OrdersResult
 from policies.violations import Code, deny
@@ -14,8 +15,9 @@ if TYPE_CHECKING:
     from ledger.models import AgentTrade
     from policies.gate import Agent, Gate
 
-ORDERS_DESCRIPTION = "This agent's orders with their broker status."
-CANCEL_DESCRIPTION = "Cancel one of this agent's open orders (allowed even while trading is halted)."
+MAX_ORDERS = 500
+ORDERS_DESCRIPTION = "This agent's orders, newest first, with broker status; limit 1-500."
+CANCEL_DESCRIPTION = "Cancel one of this agent's open orders; allowed even while halted or disabled."
 
 
 def order_out(trade: AgentTrade) -> OrderOut:
@@ -27,10 +29,11 @@ def order_out(trade: AgentTrade) -> OrderOut:
                     reject_reason=trade.reject_reason if trade.status == "rejected" else None)
 
 
-async def get_orders(ctx: Context, status: Literal["open", "closed", "all"] = "open", limit: int = 50) -> OrdersResult:
+async def get_orders(ctx: Context, status: Literal["open", "closed", "all"] = "open",
+                     limit: Annotated[int, Field(ge=1, le=MAX_ORDERS)] = 50) -> OrdersResult:
     async def operation(gate: Gate, agent: Agent) -> OrdersResult:
-        if not 1 <= limit <= 500:
-            raise deny(Code.INVALID_ORDER, "limit must be between 1 and 500")
+        if not 1 <= limit <= MAX_ORDERS:
+            raise deny(Code.INVALID_ARGUMENT, f"limit must be between 1 and {MAX_ORDERS}")
         trades = await gate.orders(agent, status, limit)
         return OrdersResult(orders=[order_out(t) for t in trades],
                             trading_mode=gate.settings.trading_mode)  # type: ignore[arg-type]
@@ -39,7 +42,7 @@ async def get_orders(ctx: Context, status: Literal["open", "closed", "all"] = "o
                               acts_at_broker=False)
 
 
-async def cancel_order(order_id: str, ctx: Context) -> CancelResult:
+async def cancel_order(order_id: Annotated[str, Field(min_length=1, max_length=64)], ctx: Context) -> CancelResult:
     async def operation(gate: Gate, agent: Agent) -> CancelResult:
         trade = await gate.cancel(agent, order_id.strip())
         message = ("Canceled." if trade.status == "canceled"
@@ -48,4 +51,5 @@ async def cancel_order(order_id: str, ctx: Context) -> CancelResult:
         return CancelResult(order_id=trade.id, status=trade.status,
                             trading_mode=gate.settings.trading_mode, message=message)  # type: ignore[arg-type]
 
-    return await through_gate(ctx, "cancel_order", {"order_id": order_id}, operation)
+    # A disabled (or halted) agent may still cancel its own orders: a cancel only reduces risk.
+    return await through_gate(ctx, "cancel_order", {"order_id": order_id}, operation, allow_disabled=True)

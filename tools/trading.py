@@ -11,35 +11,47 @@ from mcp.server.mcpserver.resolve import Resolve
 from pydantic import Field
 
 from policies.approval import ClientDecision
-from policies.orders import OrderRequest, normalize_symbol
-from policies.results import ExecuteResult, ProposeResult
+from policies.orders import OrderRequest, is_crypto_symbol, normalize_symbol
+from policies.results import ExecuteResult, ProposeResult, price_text
 from policies.violations import Code, Violation, deny
 from tools.approval import ApprovalForm, ask_approval, awaiting_message, client_decision
-from tools.common import optional_amount, through_gate
+from tools.common import optional, optional_amount, through_gate
 
 if TYPE_CHECKING:
     from ledger.models import AgentTrade, TradeProposal
     from policies.gate import Agent, Gate
 
-PROPOSE_DESCRIPTION = ("Check a trade against this agent's limits and store it as a proposal. Give exactly one "
-                       "of qty or notional. Returns proposal_id and status; then call execute_trade.")
-EXECUTE_DESCRIPTION = "Submit an approved proposal to the broker (at most once per proposal)."
+PROPOSE_DESCRIPTION = (
+    "Check an order against this agent's limits; store it as a proposal (nothing is sent yet). Exactly one of "
+    "qty or notional (USD, market only), as decimal strings. US equities: 09:30-16:00 New York on exchange "
+    "days, no orders queued while closed. Crypto (BTC/USD): 24/7, time_in_force gtc or ioc (default gtc; "
+    "equities day). Buy stops above the last price, sell stops below. status approved: call execute_trade; "
+    "pending_approval: a person decides; rejected: fix what the violations say, do not resend.")
+EXECUTE_DESCRIPTION = ("Send an approved proposal to the broker, at most once (a repeat returns the same order). "
+                       "awaiting_approval: no person has approved it yet; try later, do not re-propose.")
+
+CENT = Decimal("0.01")
+TimeInForce = Literal["day", "gtc", "ioc", "fok"]
 
 
 async def propose_trade(
-    symbol: Annotated[str, Field(min_length=1, max_length=32)],
+    symbol: Annotated[str, Field(min_length=1, max_length=32, description="e.g. AAPL, BTC/USD")],
     side: Literal["buy", "sell"],
     reasoning: Annotated[str, Field(max_length=4000, description="why this trade; shown to the approver")],
     ctx: Context,
     qty: optional_amount("shares/units") = None,  # type: ignore[valid-type]
-    notional: optional_amount("USD amount") = None,  # type: ignore[valid-type]
+    notional: optional_amount("USD") = None,  # type: ignore[valid-type]
     order_type: Literal["market", "limit", "stop", "stop_limit"] = "market",
     limit_price: optional_amount("for limit/stop_limit") = None,  # type: ignore[valid-type]
     stop_price: optional_amount("for stop/stop_limit") = None,  # type: ignore[valid-type]
-    time_in_force: Literal["day", "gtc", "ioc", "fok"] = "day",
-    strategy: Annotated[str | None, Field(max_length=64)] = None,
-    confidence: Annotated[float | None, Field(ge=0, le=1)] = None,
+    time_in_force: optional({"type": "string", "enum": ["day", "gtc", "ioc", "fok"]},  # type: ignore[valid-type]
+                            TimeInForce) = None,
+    strategy: optional({"type": "string", "maxLength": 64}, str, max_length=64) = None,  # type: ignore[valid-type]
+    confidence: optional({"type": "number", "minimum": 0, "maximum": 1},  # type: ignore[valid-type]
+                         float, ge=0, le=1) = None,
 ) -> ProposeResult:
+    # Crypto takes gtc or ioc, equities day: an agent that leaves it out gets one its market accepts.
+    time_in_force = time_in_force or ("gtc" if is_crypto_symbol(normalize_symbol(symbol)) else "day")
     args = {"symbol": symbol, "side": side, "qty": qty, "notional": notional, "order_type": order_type,
             "limit_price": limit_price, "stop_price": stop_price, "time_in_force": time_in_force,
             "strategy": strategy, "reasoning": reasoning, "confidence": confidence}
@@ -67,13 +79,17 @@ def propose_result(proposal: TradeProposal, violations: list[Violation]) -> Prop
     else:
         message = "Rejected: " + "; ".join(f"{v.code}: {v.message}" for v in violations)
     return ProposeResult(proposal_id=proposal.id, status=proposal.status,  # type: ignore[arg-type]
-                         violations=violations, estimated_notional=proposal.estimated_notional,
-                         reference_price=proposal.reference_price, expires_at=proposal.expires_at,
+                         violations=violations,
+                         estimated_notional=(proposal.estimated_notional.quantize(CENT)
+                                             if proposal.estimated_notional is not None else None),
+                         reference_price=(price_text(proposal.reference_price)
+                                          if proposal.reference_price is not None else None),
+                         expires_at=proposal.expires_at,
                          trading_mode=proposal.trading_mode, message=message)  # type: ignore[arg-type]
 
 
 async def execute_trade(
-    proposal_id: str,
+    proposal_id: Annotated[str, Field(min_length=1, max_length=64)],
     ctx: Context,
     # Filled by the resolver (a person's answer in the client), never by the agent: not in the input schema.
     approval: Annotated[ElicitationResult[ApprovalForm], Resolve(ask_approval)],

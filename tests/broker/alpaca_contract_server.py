@@ -352,7 +352,7 @@ class _Injection:
 @dataclass
 class _Hang:
     seconds: float
-    create_order: Literal["before", "after", "never"]
+    create_order: Literal["before", "after", "never", "later"]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -385,6 +385,7 @@ class AlpacaContractServer:
         self._positions: dict[str, _Position] = {}
         self._injections: list[_Injection] = []
         self._hangs: list[_Hang] = []
+        self._late_orders: set[asyncio.Task[None]] = set()  # orders acknowledged late ("later")
         self.requests: list[RecordedRequest] = []
         self.violations: list[str] = []
         self._stopping = threading.Event()
@@ -579,10 +580,12 @@ class AlpacaContractServer:
                 code=code if code is not None else status * 100_000, remaining=times))
 
     def hang_next_submit(self, seconds: float, *,
-                         create_order: Literal["before", "after", "never"] = "before") -> None:
+                         create_order: Literal["before", "after", "never", "later"] = "before") -> None:
         """The next POST /v2/orders answers only after `seconds`. The order is created as the request
         arrives ("before": the answer is lost, the order exists), only after the wait ("after": it appears
-        late), or not at all ("never": the request never reached the exchange; answered 504)."""
+        late), or not at all ("never": the request never reached the exchange; answered 504).
+        "later": answered 504 at once, and the order becomes visible only `seconds` later (a late
+        acknowledgement: the exchange took it, the answer was lost, and lookups find nothing for a while)."""
         with self._lock:
             self._hangs.append(_Hang(seconds, create_order))
 
@@ -706,6 +709,17 @@ class AlpacaContractServer:
             except _ApiError as error:
                 return error
 
+        if hang.create_order == "later":
+            async def create_later() -> None:
+                deadline = time.monotonic() + hang.seconds
+                while time.monotonic() < deadline and not self._stopping.is_set():
+                    await asyncio.sleep(0.02)
+                if not self._stopping.is_set():
+                    create()
+
+            self._late_orders.add(task := asyncio.get_running_loop().create_task(create_later()))
+            task.add_done_callback(self._late_orders.discard)
+            return self._error(504, 50400000, "gateway timeout")
         if hang.create_order == "before":
             result = create()
         deadline = time.monotonic() + hang.seconds

@@ -91,7 +91,7 @@ def test_bars_are_consistent_for_every_timeframe(timeframe: str) -> None:
         assert bar.start.tzinfo is not None
         assert bar.low <= min(bar.open, bar.close) <= max(bar.open, bar.close) <= bar.high
         assert bar.vwap is not None and bar.low <= bar.vwap <= bar.high
-        assert bar.volume > 0
+        assert bar.volume > 0 or bar.high == bar.low  # no trades while the NYSE is closed
     for earlier, later in pairwise(bars):
         assert earlier.start < later.start
         assert later.open == earlier.close  # the simulated tape is continuous
@@ -211,3 +211,21 @@ def test_day_order_placed_after_the_close_is_for_the_next_session() -> None:
     friday_evening = datetime(2025, 3, 14, 22, 0, tzinfo=UTC)
     assert sim_market.session_close_after(friday_evening) == datetime(2025, 3, 17, 20, 0, tzinfo=UTC)
     assert sim_market.session_close_after(NOW) == datetime(2025, 3, 12, 20, 0, tzinfo=UTC)
+
+
+def test_an_equity_stands_still_on_a_sunday_while_crypto_trades() -> None:
+    saturday_evening, sunday = datetime(2026, 11, 28, 22, 0, tzinfo=UTC), datetime(2026, 11, 29, 18, 0, tzinfo=UTC)
+    assert sim_market.quote(42, "AAPL", saturday_evening).last == sim_market.quote(42, "AAPL", sunday).last
+    friday_close = datetime(2026, 11, 27, 18, 0, tzinfo=UTC) - timedelta(minutes=1)  # Black Friday: closes 13:00
+    assert sim_market.quote(42, "AAPL", sunday).last in {
+        sim_market.minute_price(42, "AAPL", sim_market.minute_index(friday_close)),
+        sim_market.quote(42, "AAPL", datetime(2026, 11, 27, 21, 0, tzinfo=UTC)).last}
+    assert sim_market.quote(42, "BTC/USD", saturday_evening).last != sim_market.quote(42, "BTC/USD", sunday).last
+    sunday_bars = sim_market.bars(42, "AAPL", "1Hour", 10, sunday)
+    assert all(bar.volume == 0 and bar.high == bar.low for bar in sunday_bars)
+
+
+def test_an_equity_moves_again_at_the_open() -> None:
+    monday = datetime(2026, 11, 30, 14, 30, tzinfo=UTC)  # 09:30 New York
+    prices = {sim_market.quote(42, "AAPL", monday + timedelta(minutes=m)).last for m in range(30)}
+    assert len(prices) > 1

@@ -72,6 +72,17 @@ def test_denials_that_only_restate_a_halt_do_not_trip() -> None:
     assert decide(halted, denials_in_window=100) is None
 
 
+def test_denials_that_are_not_the_agents_misbehaviour_do_not_trip() -> None:
+    for code in (Code.MARKET_CLOSED, Code.BROKER_UNAVAILABLE, Code.STALE_MARKET_DATA, Code.NO_MARKET_DATA,
+                 Code.LEDGER_UNAVAILABLE):
+        assert decide([Violation(code=code, message="not the agent's doing")], denials_in_window=100) is None
+
+
+def test_a_misbehaviour_next_to_a_closed_market_still_counts() -> None:
+    both = [Violation(code=Code.MARKET_CLOSED, message="closed"), *DENIED]
+    assert decide(both, denials_in_window=19) is not None
+
+
 def test_several_breaches_are_all_named_in_one_trip() -> None:
     trip = decide(DENIED, daily_pnl=D(-3000), equity=D(50000), denials_in_window=50)
     assert trip is not None

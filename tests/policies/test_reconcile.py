@@ -6,6 +6,7 @@ or expire while it is down); then a new runtime starts, as a restarted server wo
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -42,8 +43,11 @@ ROOT = Path(__file__).resolve().parents[2]
 LONG_AGO = timedelta(minutes=2)  # older than the submit timeout and the one-minute staleness
 
 
-def sim_config(database_url: str) -> Config:
-    return make_config(database_url, trader())
+DOUBT_ENDED = 60  # order_in_doubt_seconds shorter than LONG_AGO: the broker had its time to acknowledge
+
+
+def sim_config(database_url: str, **options: Any) -> Config:
+    return make_config(database_url, trader(), **options)
 
 
 async def crashed_order(runtime: Runtime, *, status: str, age: timedelta = LONG_AGO, symbol: str = "BTC/USD",
@@ -96,7 +100,7 @@ async def reconcile_records(database_url: str) -> list[Any]:
 @pytest.mark.parametrize("status", ["pending_submit", "unknown"])
 async def test_lost_order_that_never_reached_the_broker_is_rejected_and_released(database_url: str,
                                                                                  status: str) -> None:
-    config = sim_config(database_url)
+    config = sim_config(database_url, order_in_doubt_seconds=DOUBT_ENDED)
     async with open_runtime(config, reconcile=False) as runtime:
         proposal_id = await crashed_order(runtime, status=status)
         assert await open_buy_notional(runtime) > 0  # the reservation holds while the outcome is unknown
@@ -148,11 +152,49 @@ async def test_recent_unknown_order_not_at_the_broker_waits_and_is_listed(databa
         assert (await trade(database_url, proposal_id)).status == "unknown"
         assert runtime.reconciler is not None
         # A minute later it still is not there: it never reached the broker.
-        later = Reconciler(runtime.gate, stale_after=timedelta(seconds=1))
+        later = Reconciler(runtime.gate, stale_after=timedelta(seconds=1), doubt_window=timedelta(seconds=1))
         await later.reconcile()
     assert (await trade(database_url, proposal_id)).reject_reason == NEVER_REACHED
     report = await reconciliation(database_url)
     assert report is not None and report["unresolved"] == [] and report["resolved"] == 1
+
+
+@pytest.mark.parametrize("status", ["pending_submit", "unknown"])
+async def test_an_order_in_doubt_keeps_its_reservation_while_the_broker_may_still_acknowledge_it(
+        database_url: str, status: str) -> None:
+    config = sim_config(database_url)  # the default doubt window: 24 hours
+    async with open_runtime(config, reconcile=False) as runtime:
+        proposal_id = await crashed_order(runtime, status=status, age=timedelta(hours=2))
+    async with open_runtime(config) as runtime:
+        assert (await trade(database_url, proposal_id)).status == status
+        assert await open_buy_notional(runtime) > 0
+        report = await reconciliation(database_url)
+        assert report is not None and report["unresolved"] == [proposal_id]
+    assert await reconcile_records(database_url) == []
+
+
+async def test_a_late_acknowledgement_ends_booked_with_no_drift_and_an_alert(
+        db_url: str, alpaca_server: AlpacaContractServer) -> None:
+    config = alpaca_config(db_url, alpaca_server, broker_timeout_seconds=1.0)
+    alpaca_server.hang_next_submit(4.0, create_order="later")  # answered 504; visible 4 s later
+    async with connect(config) as client:
+        proposal = await call(client, "propose_trade", symbol="AAPL", side="buy", qty=2, reasoning="late ack")
+        executed = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
+        assert executed["status"] == "submitted" and "reconciled" in executed["message"]
+    async with open_runtime(config, reconcile=False) as runtime:  # one reconciler, stepped by the test
+        reconciler = Reconciler(runtime.gate, stale_after=timedelta(seconds=1))  # "more than a minute" later
+        await asyncio.sleep(1.5)
+        await reconciler.reconcile()  # not at the broker yet: still in doubt, not written off
+        assert (await trade(db_url, executed["order_id"])).status == "unknown"
+        await asyncio.sleep(3.0)
+        report = await reconciler.reconcile()
+    settled = await trade(db_url, executed["order_id"])
+    assert (settled.status, settled.filled_qty) == ("filled", Decimal(2))
+    assert await positions(db_url) == {("agent-1", "AAPL"): Decimal(2)}
+    assert report.drift == {}
+    alerts = [r for r in await audit_records(db_url, "system:reconcile") if r.kind == "risk.alert"]
+    assert len(alerts) == 1 and "ORDER_ACKNOWLEDGED_LATE" in alerts[0].payload
+    assert len(alpaca_server.requests_to("POST", "/v2/orders")) == 1  # nothing re-sent
 
 
 # -- drift -------------------------------------------------------------------------------------------------
@@ -255,7 +297,7 @@ async def test_the_background_task_ends_with_the_runtime(db_url: str) -> None:
 @pytest.mark.parametrize("at_alpaca", [True, False])
 async def test_alpaca_crash_between_intent_and_outcome(db_url: str, alpaca_server: AlpacaContractServer,
                                                        status: str, at_alpaca: bool) -> None:
-    config = alpaca_config(db_url, alpaca_server)
+    config = alpaca_config(db_url, alpaca_server, order_in_doubt_seconds=DOUBT_ENDED)
     async with open_runtime(config, reconcile=False) as runtime:
         proposal_id = await crashed_order(runtime, status=status, symbol="AAPL", qty="2", time_in_force="day")
         if at_alpaca:

@@ -255,3 +255,14 @@ async def test_metrics_count_calls_outcomes_denials_and_latency_without_secrets(
     unauthorized = [line for line in text.splitlines() if line.startswith("tradewarden_http_unauthorized_total")]
     assert float(unauthorized[0].split()[-1]) >= 1
     assert token not in text and "tw_" not in text and "Bearer" not in text and "http test" not in text
+
+
+def test_a_request_body_over_64_kilobytes_is_refused_with_invalid_argument(deployment: Deployment) -> None:
+    token = deployment.add_agent("big-body")
+    body = {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+            "params": {"name": "cancel_order", "arguments": {"order_id": "7" * 100_000}}}
+    response = httpx2.post(deployment.server.url, json=body,
+                           headers={"Authorization": f"Bearer {token}",
+                                    "Accept": "application/json, text/event-stream"})
+    assert response.status_code == 413
+    assert response.json()["error"]["message"].startswith("INVALID_ARGUMENT")

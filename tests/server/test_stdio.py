@@ -53,3 +53,39 @@ async def test_stdio_server_trades_and_keeps_stdout_for_protocol_only(tmp_path: 
         message = json.loads(line)  # anything that is not JSON-RPC breaks the client
         assert message.get("jsonrpc") == "2.0"
     assert stderr_copy.read_text().strip(), "logs are expected on stderr"
+
+
+# --- every line gets an answer (server/stdio.py) --------------------------------------------------------
+
+async def _raw_exchange(tmp_path: Path, lines: list[bytes]) -> list[dict[str, object]]:
+    """Send raw lines to a real `tradewarden serve` over stdio; return every JSON-RPC message it wrote."""
+    import asyncio
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server.cli", "serve", "--agent", "stdio-agent", "--config", str(_config(tmp_path)),
+        cwd=str(ROOT), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL)
+    assert process.stdin is not None and process.stdout is not None
+    answers: list[dict[str, object]] = []
+    try:
+        for line in lines:
+            process.stdin.write(line + b"\n")
+            await process.stdin.drain()
+            answer = await asyncio.wait_for(process.stdout.readline(), timeout=20)
+            answers.append(json.loads(answer))
+    finally:
+        process.stdin.close()
+        await asyncio.wait_for(process.wait(), timeout=20)
+    return answers
+
+
+async def test_every_malformed_line_gets_a_json_rpc_error(tmp_path: Path) -> None:
+    surrogate = b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_orders","arguments":' \
+                b'{"status":"\\ud800"}}}'
+    oversized = b'{"jsonrpc":"2.0","id":"big","method":"tools/call","params":{"name":"cancel_order",' \
+                b'"arguments":{"order_id":"' + b"7" * 200_000 + b'"}}}'
+    not_json, not_rpc, bad_utf8 = b'{"jsonrpc": "2.0", "id": 3,', b'{"hello": "world", "id": 4}', b'\xff\xfe{'
+    answers = await _raw_exchange(tmp_path, [not_json, surrogate, oversized, not_rpc, bad_utf8])
+    codes = [(a.get("id"), a["error"]["code"]) for a in answers]  # type: ignore[index]
+    assert codes == [(3, -32700), (7, -32700), ("big", -32600), (4, -32600), (None, -32700)]
+    assert str(answers[2]["error"]["message"]).startswith("INVALID_ARGUMENT")  # type: ignore[index]

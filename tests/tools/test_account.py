@@ -79,7 +79,7 @@ async def test_market_data_bars_for_each_timeframe(client: Client) -> None:
 
 async def test_market_data_unknown_indicator_is_a_clear_error(client: Client) -> None:
     text = await call_error(client, "get_market_data", symbols=["SPY"], indicators=["magic_7"])
-    assert text.startswith("INVALID_ORDER")
+    assert text.startswith("INVALID_ARGUMENT")
 
 
 async def test_market_data_unknown_symbol_says_no_data(client: Client) -> None:

@@ -262,9 +262,10 @@ async def test_a_429_on_a_read_is_retried_then_succeeds(db_url: str, alpaca_serv
 async def test_a_5xx_on_submission_is_looked_up_not_retried(db_url: str, alpaca_server: AlpacaContractServer,
                                                             market_open: time_machine.Traveller) -> None:
     """Alpaca answered 500: it may or may not have made the order, so the outcome is unknown until
-    reconciliation settles it (here: no such order, so after a minute it never reached the broker)."""
+    reconciliation settles it (here: no such order, so once its doubt window - a minute here, a day by
+    default - has passed, it never reached the broker)."""
     alpaca_server.fail_next("/v2/orders", method="POST", status=500, message="internal server error")
-    async with connect(alpaca_config(db_url, alpaca_server)) as client:
+    async with connect(alpaca_config(db_url, alpaca_server, order_in_doubt_seconds=60)) as client:
         proposal, executed = await propose_and_execute(client, symbol="AAPL", side="buy", qty=1)
         assert executed["status"] == "submitted"
         assert [v["code"] for v in executed["violations"]] == ["BROKER_ERROR"]
