@@ -12,7 +12,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from ledger.types import ExactDecimal, UTCDateTime
 
 # The Alembic revision these models match; the server upgrades to it at start.
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0007"
 
 GLOBAL_SCOPE = "*"  # trading_state row that applies to every agent
 
@@ -85,6 +85,8 @@ class TradeProposal(Base):
     updated_at: Mapped[datetime]
     # The audit record that last set the decisive fields (policies/bindings.py); "legacy" before 0003.
     audit_event_id: Mapped[str | None] = mapped_column(String(36), nullable=True, default=None)
+    # The order's exits (policies.orders.OrderRequest.exits_json), part of the approved order's hash.
+    exits: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
 
 
 class Approval(Base):
@@ -160,6 +162,39 @@ class AgentTrade(Base):
         Index("ix_agent_trades_agent_created", "agent_id", "created_at"),
         Index("ix_agent_trades_status", "status"),
     )
+
+
+class AgentOrderLeg(Base):
+    """One exit of a bracket (stop_loss, take_profit or trailing_stop), child of the entry's agent_trades
+    row. A leg is reduce-only: it is no reservation and not in the usage the checks read, but its fills
+    are booked to the agent's position and cash like any other (ledger.accounting.apply_order_update)."""
+
+    __tablename__ = "agent_order_legs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    parent_id: Mapped[str] = mapped_column(ForeignKey("agent_trades.id"))
+    agent_id: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))  # stop_loss | take_profit | trailing_stop
+    order_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)  # broker's id
+    symbol: Mapped[str] = mapped_column(String(32))
+    side: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[Decimal | None] = mapped_column(nullable=True)
+    order_type: Mapped[str] = mapped_column(String(16))
+    limit_price: Mapped[Decimal | None] = mapped_column(nullable=True)
+    stop_price: Mapped[Decimal | None] = mapped_column(nullable=True)
+    trail_percent: Mapped[Decimal | None] = mapped_column(nullable=True)
+    trail_price: Mapped[Decimal | None] = mapped_column(nullable=True)
+    hwm: Mapped[Decimal | None] = mapped_column(nullable=True)
+    time_in_force: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(20), index=True)  # held until the entry fills, then new, ...
+    filled_qty: Mapped[Decimal] = mapped_column(default=Decimal(0))
+    price: Mapped[Decimal | None] = mapped_column(nullable=True)  # filled average price
+    reject_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime]
+    executed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("parent_id", "role"),)
 
 
 class AgentPosition(Base):
@@ -248,6 +283,12 @@ class SimOrder(Base):
     submitted_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     filled_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Bracket legs: the entry's id, the leg's role, and a trailing stop's trail and high-water mark.
+    parent_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True, default=None)
+    leg_role: Mapped[str | None] = mapped_column(String(16), nullable=True, default=None)
+    trail_percent: Mapped[Decimal | None] = mapped_column(nullable=True, default=None)
+    trail_price: Mapped[Decimal | None] = mapped_column(nullable=True, default=None)
+    hwm: Mapped[Decimal | None] = mapped_column(nullable=True, default=None)
 
 
 class SimAccount(Base):
@@ -290,7 +331,7 @@ class WebhookDelivery(Base):
 
 
 __all__ = [
-    "GLOBAL_SCOPE", "SCHEMA_REVISION", "AgentAccount", "AgentPermissions", "AgentPosition", "AgentTrade",
-    "Approval", "AuditEvent", "AuditHead", "Base", "KeyValue", "OperatorRecord", "SimAccount", "SimOrder",
-    "TradeProposal", "TradingState", "UniqueConstraint", "WebhookDelivery",
+    "GLOBAL_SCOPE", "SCHEMA_REVISION", "AgentAccount", "AgentOrderLeg", "AgentPermissions", "AgentPosition",
+    "AgentTrade", "Approval", "AuditEvent", "AuditHead", "Base", "KeyValue", "OperatorRecord", "SimAccount",
+    "SimOrder", "TradeProposal", "TradingState", "UniqueConstraint", "WebhookDelivery",
 ]

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from functools import cached_property
 from zoneinfo import ZoneInfo
 
@@ -694,6 +694,151 @@ def check_drawdown(c: CheckInput) -> list[Violation]:
               "orders that reduce a position are allowed")
 
 
+# --- exits: protective stops and take-profits ------------------------------------------------------
+# An order's exits (stop_loss, take_profit, trailing_stop) are reduce-only orders on the other side that
+# work once the entry fills; they are never counted as orders that add risk (they are not in Usage at all,
+# so they cannot make room under a position or exposure cap either).
+
+EXIT_ENTRY_TYPES = frozenset({"market", "limit"})
+EXIT_TIME_IN_FORCE = frozenset({"day", "gtc"})
+
+
+def _entry_price(c: CheckInput) -> Decimal | None:
+    """Where the entry fills at worst: its limit price, else the reference quote."""
+    if c.order.order_type == "limit" and c.order.limit_price is not None:
+        return c.order.limit_price
+    return c.pricing.reference_price
+
+
+def _exit_market(c: CheckInput) -> Decimal | None:
+    """The price the exits would trade at now: the bid for a long's sell exits, the ask for a short's."""
+    if c.quote is None:
+        return None
+    price = c.quote.bid if c.order.side == "buy" else c.quote.ask
+    return price if price > 0 else (c.quote.last if c.quote.last > 0 else None)
+
+
+def exit_problems(c: CheckInput) -> list[str]:
+    """Why the order's exits cannot be sent as a bracket (empty when they can). Brokers take exits only on
+    a whole-share US equity market or limit entry, day or gtc, outside extended hours (Alpaca refuses
+    bracket, OCO and OTO orders for crypto), with each exit strictly beyond the entry: for a buy the stop
+    below the entry and the market, the take-profit above the entry; mirrored for a sell."""
+    o = c.order
+    if not o.has_exits:
+        return []
+    problems: list[str] = []
+    if o.stop_loss is not None and o.trailing_stop is not None:
+        problems.append("give stop_loss or trailing_stop, not both")
+    if _is_crypto(c):
+        problems.append("crypto orders cannot carry exits: the broker takes bracket, OCO and OTO orders for "
+                        "US equities only; place a separate stop_limit order after the fill")
+    if o.notional is not None or (o.qty is not None and o.qty % 1 != 0):
+        problems.append("an order with exits needs a whole-number qty (no notional, no fractional shares)")
+    if o.order_type not in EXIT_ENTRY_TYPES:
+        problems.append(f"an order with exits must be a market or limit entry, not {o.order_type}")
+    if o.time_in_force not in EXIT_TIME_IN_FORCE:
+        problems.append(f"an order with exits takes time_in_force day or gtc, not {o.time_in_force}")
+    if o.extended_hours:
+        problems.append("an order with exits cannot trade in extended hours")
+    change = c.position_change
+    if change.after is not None and change.only_reduces:
+        problems.append("exits protect a position the order opens or adds to; this order only reduces one, "
+                        "so send it without exits")
+    entry, market = _entry_price(c), _exit_market(c)
+    buy = o.side == "buy"
+    prices = [(n, p) for n, p in (
+        ("stop_loss", o.stop_loss.stop_price if o.stop_loss else None),
+        ("stop_loss limit", o.stop_loss.limit_price if o.stop_loss else None),
+        ("take_profit", o.take_profit.limit_price if o.take_profit else None)) if p is not None]
+    for name, price in prices:
+        if not _is_crypto(c) and _decimal_places(price) > (2 if price >= 1 else 4):
+            problems.append(f"{name} {decimal_text(price)} has sub-penny increments")
+    if entry is not None:
+        where = "below" if buy else "above"
+        stops = [("stop_loss", o.stop_loss.stop_price)] if o.stop_loss is not None else []
+        for name, stop in stops:
+            # Beyond both the entry and the market: a stop on the wrong side would fire at once.
+            bound = min(entry, market) if buy and market is not None else (
+                max(entry, market) if market is not None else entry)
+            if (stop >= bound) if buy else (stop <= bound):
+                problems.append(f"{name} {money(stop)} must be {where} the entry and the market "
+                                f"({money(bound)}) for a {o.side}")
+        if o.stop_loss is not None and o.stop_loss.limit_price is not None:
+            limit, stop = o.stop_loss.limit_price, o.stop_loss.stop_price
+            if (limit > stop) if buy else (limit < stop):
+                problems.append(f"the stop-loss limit {money(limit)} must be at or {where} its stop "
+                                f"{money(stop)}")
+        if o.take_profit is not None:
+            tp = o.take_profit.limit_price
+            if (tp <= entry) if buy else (tp >= entry):
+                problems.append(f"take_profit {money(tp)} must be {'above' if buy else 'below'} the entry "
+                                f"{money(entry)} for a {o.side}")
+        if o.trailing_stop is not None and o.trailing_stop.price is not None and o.trailing_stop.price >= entry:
+            problems.append(f"the trailing stop offset {money(o.trailing_stop.price)} must be below the entry "
+                            f"price {money(entry)}")
+    return problems
+
+
+def check_exits(c: CheckInput) -> list[Violation]:
+    problems = exit_problems(c)
+    if problems:
+        return _v(Code.INVALID_ORDER, f"invalid exits ({c.order.describe()}): " + "; ".join(problems))
+    return []
+
+
+def check_stop_loss_required(c: CheckInput) -> list[Violation]:
+    """require_stop_loss: an order that opens or adds to a position carries a stop_loss or trailing_stop."""
+    if not c.limits.require_stop_loss or c.order.has_protective_stop or not c.position_change.adds_risk:
+        return []
+    return _v(Code.STOP_LOSS_REQUIRED,
+              f"this agent must protect every opening order with a stop: add stop_loss (a price "
+              f"{'below' if c.order.side == 'buy' else 'above'} the entry) or trailing_stop (e.g. '2%')")
+
+
+def risk_distance(c: CheckInput) -> Decimal | None:
+    """Money at risk per share: entry to the protective stop; without a stop, the whole entry price (the
+    position's whole value is at risk). None without a price."""
+    entry = _entry_price(c)
+    if entry is None:
+        return None
+    o = c.order
+    if o.stop_loss is not None:
+        return abs(entry - o.stop_loss.stop_price)
+    if o.trailing_stop is not None:
+        t = o.trailing_stop
+        return entry * t.percent / HUNDRED if t.percent is not None else (t.price or entry)
+    return entry
+
+
+def money_at_risk(c: CheckInput) -> Decimal | None:
+    """qty x distance from the entry to the stop (notional orders sized at the reference price)."""
+    distance, qty = risk_distance(c), c.position_change.qty
+    if distance is None or qty is None:
+        return None
+    return qty * distance
+
+
+def check_risk_per_trade(c: CheckInput) -> list[Violation]:
+    """max_risk_per_trade (USD, or percent of capital) over what an opening order can lose before its stop."""
+    budget = c.limits.max_risk_usd()
+    if budget is None or not c.position_change.adds_risk:
+        return []
+    risk, distance = money_at_risk(c), risk_distance(c)
+    if risk is None or distance is None:
+        return _no_price(c)
+    if risk <= budget:
+        return []
+    assert c.limits.max_risk_per_trade is not None
+    limit_text = money(budget) + (f" ({c.limits.max_risk_per_trade.text()} of capital "
+                                  f"{money(c.limits.capital)})" if c.limits.max_risk_per_trade.percent else "")
+    stop = "" if c.order.has_protective_stop else " (no stop: the whole notional is at risk)"
+    largest = (budget / distance).to_integral_value(ROUND_FLOOR) if distance > 0 else None
+    hint = f"; the largest qty with this stop is {amount(largest)}" if largest is not None else ""
+    return _v(Code.RISK_PER_TRADE_EXCEEDED,
+              f"money at risk {money(risk)}{stop} ({units(c.order, c.position_change.qty or ZERO)} x "
+              f"{money(distance)} to the stop) exceeds max_risk_per_trade {limit_text}{hint}")
+
+
 Check = Callable[[CheckInput], list[Violation]]
 
 CHECKS: tuple[Check, ...] = (
@@ -721,6 +866,9 @@ CHECKS: tuple[Check, ...] = (
     check_duplicate,
     check_daily_loss,
     check_drawdown,
+    check_exits,
+    check_stop_loss_required,
+    check_risk_per_trade,
 )
 
 # The checks that cannot decide without a price: each denies with NO_MARKET_DATA when there is none.

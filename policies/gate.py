@@ -57,7 +57,7 @@ from policies.checks import CheckInput, Pricing, TradingStatus, Usage, price_ord
 from policies.failures import bounded, broker_unavailable, ledger_failure
 from policies.limits import EffectiveLimits, effective_limits
 from policies.market_hours import calendar_clock, market_open_or_none, next_open_or_none
-from policies.orders import OrderRequest
+from policies.orders import OrderRequest, exits_from_json
 from policies.violations import Code, GateDenied, Violation, deny
 
 log = structlog.get_logger("tradewarden.gate")
@@ -539,7 +539,8 @@ class Gate:
                 violations=[v.model_dump(mode="json") for v in violations], approval_mode=agent.approval.mode,
                 trading_mode=self.settings.trading_mode, created_at=now, expires_at=now + ttl, updated_at=now,
                 decided_at=None, decided_by=None, decided_via=None, decision_note=None,
-                audit_event_id=bindings.new_event_id())  # the outcome record below binds the rows
+                audit_event_id=bindings.new_event_id(),  # the outcome record below binds the rows
+                exits=order.exits_json())
             if status == "approved":
                 values.update(decided_at=now, decided_by="policy:auto", decided_via="auto")
             await execute(session, _INSERT_PROPOSAL, values)
@@ -1065,12 +1066,13 @@ def _order_of(proposal: TradeProposal) -> OrderRequest:
                         order_type=proposal.order_type,  # type: ignore[arg-type]
                         limit_price=proposal.limit_price, stop_price=proposal.stop_price,
                         time_in_force=proposal.time_in_force,  # type: ignore[arg-type]
-                        extended_hours=proposal.extended_hours)
+                        extended_hours=proposal.extended_hours, **exits_from_json(proposal.exits))
 
 
 def _decode_overrides(raw: Mapping[str, Any] | None) -> dict[str, Any]:
     """Limits are stored as JSON: money comes back as strings, and is read back as Decimal."""
     decoded: dict[str, Any] = {}
     for key, value in (raw or {}).items():
-        decoded[key] = Decimal(value) if isinstance(value, str) and key not in ("breaker_action",) else value
+        textual = key in ("breaker_action", "max_risk_per_trade")  # "1%" is a limit, not a number
+        decoded[key] = Decimal(value) if isinstance(value, str) and not textual else value
     return decoded

@@ -15,6 +15,20 @@ RiskLevel = Literal["conservative", "moderate", "aggressive"]
 ApprovalMode = Literal["auto", "elicit", "operator"]
 BreakerAction = Literal["reducing", "halted"]
 
+@dataclass(frozen=True)
+class RiskBudget:
+    """max_risk_per_trade: USD ("500"), or percent of the agent's capital ("1%")."""
+
+    amount: Decimal
+    percent: bool
+
+    def usd(self, capital: Decimal) -> Decimal:
+        return capital * self.amount / 100 if self.percent else self.amount
+
+    def text(self) -> str:
+        return f"{self.amount.normalize():f}%" if self.percent else f"{self.amount.normalize():f}"
+
+
 # Defaults for every limit not set on the agent, by risk level.
 RISK_LEVEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "conservative": {
@@ -24,6 +38,8 @@ RISK_LEVEL_DEFAULTS: dict[str, dict[str, Any]] = {
         "duplicate_window_seconds": 60, "daily_loss_limit": Decimal(500), "max_drawdown_pct": Decimal(5),
         "price_collar_pct": Decimal(5), "max_quote_age_seconds": 60, "allow_short": False,
         "max_denials_per_window": 10, "denials_window_seconds": 600, "breaker_action": "halted",
+        # A junior's book: every opening order carries a stop, and risks at most 1 % of capital.
+        "require_stop_loss": True, "max_risk_per_trade": RiskBudget(Decimal(1), percent=True),
     },
     "moderate": {
         "max_order_qty": Decimal(2000), "max_gross_exposure": Decimal(100000),
@@ -32,6 +48,7 @@ RISK_LEVEL_DEFAULTS: dict[str, dict[str, Any]] = {
         "duplicate_window_seconds": 30, "daily_loss_limit": Decimal(2000), "max_drawdown_pct": Decimal(10),
         "price_collar_pct": Decimal(10), "max_quote_age_seconds": 120, "allow_short": False,
         "max_denials_per_window": 20, "denials_window_seconds": 600, "breaker_action": "reducing",
+        "require_stop_loss": False, "max_risk_per_trade": None,
     },
     "aggressive": {
         "max_order_qty": Decimal(10000), "max_gross_exposure": Decimal(500000),
@@ -40,6 +57,7 @@ RISK_LEVEL_DEFAULTS: dict[str, dict[str, Any]] = {
         "duplicate_window_seconds": 10, "daily_loss_limit": Decimal(10000), "max_drawdown_pct": Decimal(20),
         "price_collar_pct": Decimal(15), "max_quote_age_seconds": 300, "allow_short": True,
         "max_denials_per_window": 50, "denials_window_seconds": 600, "breaker_action": "reducing",
+        "require_stop_loss": False, "max_risk_per_trade": None,
     },
 }
 
@@ -57,6 +75,20 @@ COUNT_LIMITS = ("max_orders_per_window", "max_denials_per_window")
 WINDOW_LIMITS = ("order_rate_window_seconds", "rolling_notional_window_seconds", "max_quote_age_seconds",
                  "denials_window_seconds")  # seconds, > 0
 BREAKER_ACTIONS = ("reducing", "halted")
+
+
+def read_risk_budget(value: Any) -> RiskBudget | None:
+    """None (no cap), a number or numeric string (USD), or "N%" (percent of capital, at most 100)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, RiskBudget):
+        return value
+    text = str(value).strip() if not isinstance(value, float) else str(value)
+    percent = text.endswith("%")
+    number = _decimal("max_risk_per_trade", text[:-1].strip() if percent else text)
+    if percent and number > 100:
+        raise LimitsError(f"limit max_risk_per_trade must be at most 100%, not {value!r}")
+    return RiskBudget(number, percent)
 
 
 class LimitsError(ValueError):
@@ -102,8 +134,10 @@ def _read(name: str, value: Any) -> Any:
         return _int(name, value, minimum=1)
     if name == "duplicate_window_seconds":
         return _int(name, value, minimum=0)
-    if name == "allow_short":
+    if name in ("allow_short", "require_stop_loss"):
         return _bool(name, value)
+    if name == "max_risk_per_trade":
+        return read_risk_budget(value)
     if name == "breaker_action":
         if value not in BREAKER_ACTIONS:
             raise LimitsError(f"limit {name} must be one of {', '.join(BREAKER_ACTIONS)}, not {value!r}")
@@ -136,6 +170,11 @@ class EffectiveLimits:
     denials_window_seconds: int
     breaker_action: BreakerAction
     capital: Decimal
+    require_stop_loss: bool = False
+    max_risk_per_trade: RiskBudget | None = None  # None: no cap
+
+    def max_risk_usd(self) -> Decimal | None:
+        return self.max_risk_per_trade.usd(self.capital) if self.max_risk_per_trade is not None else None
 
     def allows_symbol(self, symbol: str) -> bool:
         return "*" in self.allowed_symbols or symbol in self.allowed_symbols
@@ -159,12 +198,15 @@ def effective_limits(*, max_trade_size: Decimal, max_position_size: Decimal, max
         raise LimitsError(f"agent_risk_multiplier must be positive, not {multiplier!r}")
     values: dict[str, Any] = dict(RISK_LEVEL_DEFAULTS[risk_level])
     values.update({k: v for k, v in overrides.items() if v is not None and k in OPTIONAL_LIMITS})
-    values = {name: _read(name, value) for name, value in values.items()}
+    values = {name: _read(name, value) if value is not None else None for name, value in values.items()}
     values.update(max_trade_size=_decimal("max_trade_size", max_trade_size),
                   max_position_size=_decimal("max_position_size", max_position_size),
                   max_daily_trades=_int("max_daily_trades", max_daily_trades, minimum=0))
     for name in SCALED_MONEY + SCALED_SIZES:
         values[name] = values[name] * factor
+    budget = values.get("max_risk_per_trade")
+    if budget is not None and not budget.percent:  # dollars scale; a percent of capital does not
+        values["max_risk_per_trade"] = RiskBudget(budget.amount * factor, False)
     for name in SCALED_COUNTS:
         values[name] = int((Decimal(values[name]) * factor).to_integral_value(ROUND_FLOOR))
     return EffectiveLimits(

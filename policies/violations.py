@@ -51,6 +51,8 @@ class Code(StrEnum):
     BROKER_UNAVAILABLE = "BROKER_UNAVAILABLE"  # the broker cannot be reached: not the agent's fault
     INVALID_ARGUMENT = "INVALID_ARGUMENT"  # a bad argument to a tool that is not an order
     LEDGER_UNAVAILABLE = "LEDGER_UNAVAILABLE"  # the database cannot be written: locked, full, read-only
+    STOP_LOSS_REQUIRED = "STOP_LOSS_REQUIRED"  # an opening order without a protective stop (require_stop_loss)
+    RISK_PER_TRADE_EXCEEDED = "RISK_PER_TRADE_EXCEEDED"  # qty x distance to the stop over max_risk_per_trade
 
 
 class Violation(BaseModel):

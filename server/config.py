@@ -58,6 +58,14 @@ class AgentConfig(Strict):
     max_denials_per_window: int | None = Field(default=None, ge=0)
     denials_window_seconds: int | None = Field(default=None, gt=0)
     breaker_action: BreakerAction | None = None
+    # Protective stops (policies/limits.py has the risk levels' defaults: conservative requires a stop).
+    require_stop_loss: bool | None = None
+    max_risk_per_trade: str | None = Field(default=None, pattern=r"^\s*\d{1,12}(\.\d{1,9})?\s*%?\s*$")  # "500" | "1%"
+
+    @field_validator("max_risk_per_trade", mode="before")
+    @classmethod
+    def _risk_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int | float | Decimal) and not isinstance(value, bool) else value
 
     def limit_overrides(self) -> dict[str, Any]:
         from policies.limits import OPTIONAL_LIMITS

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context
@@ -11,11 +11,22 @@ from mcp.server.mcpserver.resolve import Resolve
 from pydantic import Field
 
 from policies.approval import ClientDecision
-from policies.orders import OrderRequest, is_crypto_symbol, normalize_symbol
+from policies.orders import (
+    PRICE_PATTERN,
+    STOP_LOSS_PATTERN,
+    TRAILING_PATTERN,
+    ExitsError,
+    OrderRequest,
+    is_crypto_symbol,
+    normalize_symbol,
+    parse_stop_loss,
+    parse_take_profit,
+    parse_trailing_stop,
+)
 from policies.results import ExecuteResult, ProposeResult, price_text
 from policies.violations import Code, Violation, deny
 from tools.approval import ApprovalForm, ask_approval, awaiting_message, client_decision
-from tools.common import optional, optional_amount, through_gate
+from tools.common import exit_text, optional, optional_amount, through_gate
 
 if TYPE_CHECKING:
     from ledger.models import AgentTrade, TradeProposal
@@ -49,19 +60,30 @@ async def propose_trade(
     strategy: optional({"type": "string", "maxLength": 64}, str, max_length=64) = None,  # type: ignore[valid-type]
     confidence: optional({"type": "number", "minimum": 0, "maximum": 1},  # type: ignore[valid-type]
                          float, ge=0, le=1) = None,
+    stop_loss: exit_text("exit stop price; STOP/LIMIT for a stop-limit", STOP_LOSS_PATTERN) = None,  # type: ignore[valid-type]
+    take_profit: exit_text("exit limit price (bracket with stop_loss)", PRICE_PATTERN) = None,  # type: ignore[valid-type]
+    trailing_stop: exit_text("instead of stop_loss: '2%' or offset '1.5'", TRAILING_PATTERN) = None,  # type: ignore[valid-type]
 ) -> ProposeResult:
     # Crypto takes gtc or ioc, equities day: an agent that leaves it out gets one its market accepts.
     time_in_force = time_in_force or ("gtc" if is_crypto_symbol(normalize_symbol(symbol)) else "day")
     args = {"symbol": symbol, "side": side, "qty": qty, "notional": notional, "order_type": order_type,
             "limit_price": limit_price, "stop_price": stop_price, "time_in_force": time_in_force,
             "strategy": strategy, "reasoning": reasoning, "confidence": confidence}
+    exit_args = {"stop_loss": stop_loss, "take_profit": take_profit, "trailing_stop": trailing_stop}
+    args.update({name: value for name, value in exit_args.items() if value is not None})
 
     async def operation(gate: Gate, agent: Agent) -> ProposeResult:
         if not reasoning.strip():
             raise deny(Code.INVALID_ORDER, "reasoning is required: say why this trade")
+        try:
+            exits: dict[str, Any] = {"stop_loss": parse_stop_loss(stop_loss) if stop_loss else None,
+                                     "take_profit": parse_take_profit(take_profit) if take_profit else None,
+                                     "trailing_stop": parse_trailing_stop(trailing_stop) if trailing_stop else None}
+        except ExitsError as error:
+            raise deny(Code.INVALID_ORDER, str(error)) from None
         order = OrderRequest(symbol=normalize_symbol(symbol), side=side, qty=qty, notional=notional,
                              order_type=order_type, limit_price=limit_price, stop_price=stop_price,
-                             time_in_force=time_in_force)
+                             time_in_force=time_in_force, **exits)
         from policies.gate import ProposalDraft  # the ledger loads with the runtime, not with the tool list
 
         draft = ProposalDraft(order=order, strategy=strategy, reasoning=reasoning.strip(), confidence=confidence)
