@@ -96,6 +96,14 @@ class BrokerOrder:
     submitted_at: datetime | None = None
     updated_at: datetime | None = None
     reject_reason: str | None = None
+    # Brackets: the entry's class ("simple", "bracket", "oto", "oco") and its exits; a leg's role
+    # ("stop_loss", "take_profit", "trailing_stop") and, for a trailing stop, its trail and high-water mark.
+    order_class: str = "simple"
+    legs: tuple[BrokerOrder, ...] = ()
+    leg_role: str | None = None
+    trail_percent: Decimal | None = None
+    trail_price: Decimal | None = None
+    hwm: Decimal | None = None
 
     @property
     def is_open(self) -> bool:

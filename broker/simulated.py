@@ -94,6 +94,8 @@ class Expiry:
 @dataclass(frozen=True)
 class StillResting:
     evaluated_through: datetime  # the new evaluation mark (stored as the order's updated_at)
+    hwm: Decimal | None = None  # a trailing stop's high-water mark (low-water for a buy) and its stop
+    stop_price: Decimal | None = None
 
 
 def order_expiry(order: SimOrder) -> datetime:
@@ -148,6 +150,110 @@ def _fill_time(order: SimOrder, minute: int) -> datetime:
     return max(order.submitted_at, sim_market.minute_start(minute))
 
 
+# --- brackets: exits that work once their entry fills ---------------------------------------------
+
+LEG_SUFFIX = {"stop_loss": "sl", "take_profit": "tp", "trailing_stop": "ts"}
+ROLE_PRIORITY = {"stop_loss": 0, "trailing_stop": 1, "take_profit": 2}  # same minute: the stop wins
+
+
+def trail_stop(order: SimOrder, hwm: Decimal) -> Decimal:
+    """The stop a trailing stop stands at for a high-water mark (a low-water mark for a buy)."""
+    offset = hwm * order.trail_percent / 100 if order.trail_percent is not None else (order.trail_price or _ZERO)
+    stop = hwm - offset if order.side == "sell" else hwm + offset
+    return stop.quantize(_CENT, ROUND_HALF_EVEN)
+
+
+def trailing_outcome(seed: int, order: SimOrder, now: datetime) -> Fill | Expiry | StillResting:
+    """A trailing stop on the price path: its mark follows the best price since it started working (the
+    highest for a sell, the lowest for a buy); it fills at the first minute's price that crosses the stop."""
+    mark = order.updated_at
+    assert order.hwm is not None, "a working trailing stop has a high-water mark"
+    hwm = order.hwm
+    if now <= mark:
+        return StillResting(mark, hwm, trail_stop(order, hwm))
+    expires_at = order_expiry(order)
+    first = sim_market.minute_index(mark)
+    last = sim_market.minute_index(now) if now < expires_at else sim_market.minute_index(expires_at) - 1
+    sell = order.side == "sell"
+    for chunk_first in range(first, last + 1, SCAN_CHUNK_MINUTES):
+        chunk_last = min(chunk_first + SCAN_CHUNK_MINUTES - 1, last)
+        prices = sim_market.minute_prices(seed, order.symbol, chunk_first, chunk_last)
+        for minute, price in enumerate(prices, start=chunk_first):
+            hwm = max(hwm, price) if sell else min(hwm, price)
+            stop = trail_stop(order, hwm)
+            if (price <= stop) if sell else (price >= stop):
+                return Fill(_fill_time(order, minute), price)
+    if now >= expires_at:
+        return Expiry(expires_at)
+    return StillResting(now, hwm, trail_stop(order, hwm))
+
+
+def leg_outcome(seed: int, leg: SimOrder, now: datetime) -> Fill | Expiry | StillResting:
+    if leg.order_type == "trailing_stop":
+        return trailing_outcome(seed, leg, now)
+    return resting_order_outcome(seed, leg, now)
+
+
+def leg_rows(parent: SimOrder, order: OrderRequest) -> list[SimOrder]:
+    """The exits of an entry, held until it fills: same qty and time in force, on the other side."""
+    def leg(role: str, order_type: str, **prices: Decimal | None) -> SimOrder:
+        return SimOrder(id=str(uuid4()), client_order_id=f"{parent.client_order_id}-{LEG_SUFFIX[role]}",
+                        symbol=parent.symbol, side=order.exit_side, qty=parent.qty, notional=None,
+                        order_type=order_type, time_in_force=parent.time_in_force, status="held",
+                        filled_qty=_ZERO, filled_avg_price=None, submitted_at=parent.submitted_at,
+                        updated_at=parent.submitted_at, filled_at=None, parent_id=parent.id, leg_role=role,
+                        **{"limit_price": None, "stop_price": None, **prices})
+
+    legs = []
+    if order.stop_loss is not None:
+        sl = order.stop_loss
+        legs.append(leg("stop_loss", "stop" if sl.limit_price is None else "stop_limit",
+                        stop_price=sl.stop_price, limit_price=sl.limit_price))
+    if order.trailing_stop is not None:
+        legs.append(leg("trailing_stop", "trailing_stop", trail_percent=order.trailing_stop.percent,
+                        trail_price=order.trailing_stop.price))
+    if order.take_profit is not None:
+        legs.append(leg("take_profit", "limit", limit_price=order.take_profit.limit_price))
+    return legs
+
+
+def advance_legs(seed: int, parent: SimOrder, legs: Sequence[SimOrder], now: datetime) -> None:
+    """Move an entry's open legs along the price path: held while the entry is open; canceled with an entry
+    that ended unfilled; working from the entry's fill; the first exit to fill cancels the others (OCO)."""
+    if parent.status in OPEN_STATUSES:
+        return
+    if parent.status != "filled":
+        for leg in legs:
+            leg.status, leg.updated_at = "canceled", parent.updated_at
+        return
+    assert parent.filled_at is not None
+    for leg in legs:
+        if leg.status == "held":  # the entry filled: the exit starts working from that moment
+            leg.status, leg.submitted_at, leg.updated_at = "new", parent.filled_at, parent.filled_at
+            if leg.order_type == "trailing_stop":
+                leg.hwm = parent.filled_avg_price
+                leg.stop_price = trail_stop(leg, cast(Decimal, parent.filled_avg_price))
+    outcomes = [(leg, leg_outcome(seed, leg, now)) for leg in legs]
+    fills = [(outcome.at, ROLE_PRIORITY.get(leg.leg_role or "", 9), leg, outcome) for leg, outcome in outcomes
+             if isinstance(outcome, Fill)]
+    if fills:
+        at, _, winner, fill = min(fills, key=lambda found: (found[0], found[1]))
+        winner.status, winner.filled_qty, winner.filled_avg_price = "filled", winner.qty or _ZERO, fill.price
+        winner.filled_at = winner.updated_at = at
+        for leg in legs:
+            if leg is not winner:
+                leg.status, leg.updated_at = "canceled", at
+        return
+    for leg, outcome in outcomes:
+        if isinstance(outcome, Expiry):
+            leg.status, leg.updated_at = "expired", outcome.at
+        elif isinstance(outcome, StillResting):
+            if outcome.hwm is not None:
+                leg.hwm, leg.stop_price = outcome.hwm, outcome.stop_price
+            if sim_market.minute_index(outcome.evaluated_through) != sim_market.minute_index(leg.updated_at):
+                leg.updated_at = outcome.evaluated_through
+
+
 # --- the account, derived from fills ---------------------------------------------------------------
 
 _ORDERS = cast(Table, SimOrder.__table__)
@@ -193,14 +299,22 @@ class Book:
     def from_fills(cls, fills: SettledFills, open_orders: Sequence[SimOrder]) -> Book:
         """The settled fills' cash and holdings, less what the open orders reserve."""
         book = cls(cash=fills.cash, holdings={symbol: replace(holding) for symbol, holding in fills.holdings.items()})
+        held_by_exits: dict[str, tuple[str, Decimal]] = {}
         for order in open_orders:
             if order.status not in OPEN_STATUSES:
                 continue
             remaining = (order.qty or _ZERO) - order.filled_qty
+            if order.parent_id is not None:  # an exit: reduce-only, one of its OCO group can fill
+                if order.side == "sell":
+                    held = held_by_exits.get(order.parent_id, (order.symbol, _ZERO))[1]
+                    held_by_exits[order.parent_id] = (order.symbol, max(held, remaining))
+                continue
             if order.side == "buy":
                 book.reserved_for_buys += remaining * _reservation_price(order)
             else:
                 book.open_sell_qty[order.symbol] = book.open_sell_qty.get(order.symbol, _ZERO) + remaining
+        for symbol, qty in held_by_exits.values():
+            book.open_sell_qty[symbol] = book.open_sell_qty.get(symbol, _ZERO) + qty
         return book
 
 
@@ -297,6 +411,15 @@ def validate_order(order: OrderRequest) -> sim_market.Listing:
             raise _invalid("limit_price and stop_price must be positive")
     if needs_stop and order.time_in_force in ("ioc", "fok"):
         raise _invalid("stop and stop_limit orders take time_in_force day or gtc")
+    if order.has_exits:
+        if found.asset_class == "crypto":
+            raise _invalid("crypto orders cannot carry exits (no bracket, OCO or OTO orders for crypto)")
+        if order.qty is None or _has_fraction(order.qty):
+            raise _invalid("an order with exits needs a whole-number qty")
+        if order.order_type not in ("market", "limit") or order.time_in_force not in ("day", "gtc"):
+            raise _invalid("an order with exits must be a market or limit order, time_in_force day or gtc")
+        if order.stop_loss is not None and order.trailing_stop is not None:
+            raise _invalid("an order takes a stop_loss or a trailing_stop, not both")
     return found
 
 
@@ -382,24 +505,30 @@ class SimulatedBroker:
                 row = self._execute_on_arrival(request, found, book, now)
                 session.add(row)
                 await session.flush()  # a concurrent duplicate fails here, on the unique client_order_id
+                legs = leg_rows(row, order) if order.has_exits else []
+                session.add_all(legs)
+                advance_legs(self.seed, row, legs, now)  # an entry filled on arrival arms its exits now
+                await session.flush()
         except IntegrityError as error:
             async with self._unit() as session:
                 exists = await self._by_client_id(session, request.client_order_id) is not None
             if exists:
                 raise self._duplicate(request.client_order_id) from error
             raise BrokerError("the simulated broker could not store the order", status=500) from error
-        return to_broker_order(row)
+        return to_broker_order(row, legs)
 
     async def get_order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
         async with self._unit() as session:
             await self._synchronize(session, self._now())
             row = await self._by_client_id(session, client_order_id)
-        return to_broker_order(row) if row is not None else None
+            legs = (await self._legs(session, [row.id])).get(row.id, []) if row is not None else []
+        return to_broker_order(row, legs) if row is not None else None
 
     async def list_orders(self, status: Literal["open", "closed", "all"] = "all", limit: int = 500,
                           after: datetime | None = None) -> list[BrokerOrder]:
         """Newest first."""
-        query = select(SimOrder).order_by(SimOrder.submitted_at.desc(), SimOrder.id.desc()).limit(limit)
+        query = (select(SimOrder).where(SimOrder.parent_id.is_(None))  # legs are shown with their entry
+                 .order_by(SimOrder.submitted_at.desc(), SimOrder.id.desc()).limit(limit))
         if status == "open":
             query = query.where(SimOrder.status.in_(OPEN_STATUSES))
         elif status == "closed":
@@ -409,7 +538,8 @@ class SimulatedBroker:
         async with self._unit() as session:
             await self._synchronize(session, self._now())
             rows = (await session.execute(query)).scalars().all()
-        return [to_broker_order(row) for row in rows]
+            legs = await self._legs(session, [row.id for row in rows])
+        return [to_broker_order(row, legs.get(row.id, [])) for row in rows]
 
     async def cancel_order(self, broker_order_id: str) -> BrokerOrder:
         """An order that filled (on the path) before the cancel arrived stays filled: BrokerError 422."""
@@ -424,7 +554,9 @@ class SimulatedBroker:
                                   code="BROKER_ERROR", status=422)
             row.status = "canceled"
             row.updated_at = now
-        return to_broker_order(row)
+            legs = (await self._legs(session, [row.id])).get(row.id, [])
+            advance_legs(self.seed, row, [leg for leg in legs if leg.status in OPEN_STATUSES], now)
+        return to_broker_order(row, legs)
 
     async def get_account(self) -> Account:
         now = self._now()
@@ -475,6 +607,8 @@ class SimulatedBroker:
         rows = list((await session.execute(select(SimOrder).where(SimOrder.status.in_(OPEN_STATUSES))))
                     .scalars().all())
         for row in rows:
+            if row.parent_id is not None:
+                continue  # legs move after their entries, below
             outcome = resting_order_outcome(self.seed, row, now)
             if isinstance(outcome, Fill):
                 row.status, row.filled_qty, row.filled_avg_price = "filled", row.qty or _ZERO, outcome.price
@@ -483,6 +617,15 @@ class SimulatedBroker:
                 row.status, row.updated_at = "expired", outcome.at
             elif sim_market.minute_index(outcome.evaluated_through) != sim_market.minute_index(row.updated_at):
                 row.updated_at = outcome.evaluated_through  # within the same minute there is nothing new
+        groups: dict[str, list[SimOrder]] = {}
+        for row in rows:
+            if row.parent_id is not None:
+                groups.setdefault(row.parent_id, []).append(row)
+        if groups:
+            parents = {p.id: p for p in (await session.execute(
+                select(SimOrder).where(SimOrder.id.in_(list(groups))))).scalars()}
+            for parent_id, legs in groups.items():
+                advance_legs(self.seed, parents[parent_id], legs, now)
         await session.flush()
         fills = await self._settled_fills(session, starting_cash)
         session.info[_SETTLED_KEY] = fills
@@ -510,6 +653,17 @@ class SimulatedBroker:
         return [FilledOrder(id=r.id, symbol=r.symbol, side=r.side, filled_qty=r.filled_qty,
                             price=r.filled_avg_price, filled_at=r.filled_at, submitted_at=r.submitted_at)
                 for r in rows if r.filled_avg_price is not None and r.filled_at is not None]
+
+    @staticmethod
+    async def _legs(session: AsyncSession, parent_ids: list[str]) -> dict[str, list[SimOrder]]:
+        if not parent_ids:
+            return {}
+        found: dict[str, list[SimOrder]] = {}
+        for leg in (await session.execute(select(SimOrder).where(SimOrder.parent_id.in_(parent_ids)))).scalars():
+            found.setdefault(cast(str, leg.parent_id), []).append(leg)
+        for legs in found.values():
+            legs.sort(key=lambda leg: ROLE_PRIORITY.get(leg.leg_role or "", 9))
+        return found
 
     @asynccontextmanager
     async def _unit(self) -> AsyncIterator[AsyncSession]:
@@ -579,10 +733,16 @@ def _money(value: Decimal) -> Decimal:
     return value.quantize(_CENT, ROUND_HALF_EVEN)
 
 
-def to_broker_order(row: SimOrder) -> BrokerOrder:
+def to_broker_order(row: SimOrder, legs: Sequence[SimOrder] = ()) -> BrokerOrder:
+    order_class = "simple"
+    if legs:
+        roles = {leg.leg_role for leg in legs}
+        order_class = "bracket" if "take_profit" in roles and len(roles) > 1 else "oto"
     return BrokerOrder(
         broker_order_id=row.id, client_order_id=row.client_order_id, symbol=row.symbol,
         side=cast(Literal["buy", "sell"], row.side), order_type=row.order_type, status=row.status,
         qty=row.qty, notional=row.notional, filled_qty=row.filled_qty, filled_avg_price=row.filled_avg_price,
         limit_price=row.limit_price, stop_price=row.stop_price, time_in_force=row.time_in_force,
-        submitted_at=row.submitted_at, updated_at=row.updated_at)
+        submitted_at=row.submitted_at, updated_at=row.updated_at, order_class=order_class,
+        legs=tuple(to_broker_order(leg) for leg in legs), leg_role=row.leg_role, trail_percent=row.trail_percent,
+        trail_price=row.trail_price, hwm=row.hwm)

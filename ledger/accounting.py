@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.base import BrokerOrder
 from ledger.db import insert_if_absent
-from ledger.models import AgentAccount, AgentPosition, AgentTrade
+from ledger.models import AgentAccount, AgentOrderLeg, AgentPosition, AgentTrade
 
 ZERO = Decimal(0)
 
@@ -43,7 +43,7 @@ def apply_fill(book: Book, side: str, qty: Decimal, price: Decimal) -> Book:
     return Book(new_qty, price, realized)
 
 
-def fill_delta(trade: AgentTrade, order: BrokerOrder) -> tuple[Decimal, Decimal] | None:
+def fill_delta(trade: AgentTrade | AgentOrderLeg, order: BrokerOrder) -> tuple[Decimal, Decimal] | None:
     """The part of the order filled since we last looked: (qty, average price of that part)."""
     new_qty = order.filled_qty or ZERO
     old_qty = trade.filled_qty or ZERO
@@ -72,14 +72,15 @@ async def ensure_agent_account(session: AsyncSession, agent_id: str, capital: De
     return account
 
 
-async def apply_order_update(session: AsyncSession, trade: AgentTrade, order: BrokerOrder, now: datetime,
-                             capital: Decimal, day: str) -> bool:
+async def apply_order_update(session: AsyncSession, trade: AgentTrade | AgentOrderLeg, order: BrokerOrder,
+                             now: datetime, capital: Decimal, day: str) -> bool:
     """Bring our trade row in line with the broker's order, booking any new fill to the agent's position
     and cash. Returns True when anything changed. Idempotent: the same update twice books nothing twice."""
     changed = False
     # Lock the trade row and read it again: two updates of one order (a refresh racing a cancel, two replicas
     # refreshing at once) must not both book the same fill. Pending changes are flushed first, not lost.
-    await session.execute(select(AgentTrade).where(AgentTrade.id == trade.id).with_for_update()
+    model = type(trade)  # an AgentTrade, or a bracket leg (AgentOrderLeg) with the same columns
+    await session.execute(select(model).where(model.id == trade.id).with_for_update()
                           .execution_options(populate_existing=True))
     delta = fill_delta(trade, order)
     if delta is not None:

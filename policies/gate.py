@@ -39,8 +39,10 @@ from broker.base import (
 )
 from ledger.accounting import apply_order_update, ensure_agent_account, position_after_fill
 from ledger.db import execute, insert_if_absent, read, transaction
+from ledger.legs import LIVE_LEG_STATUSES, apply_leg_updates, legs_of
 from ledger.models import (
     GLOBAL_SCOPE,
+    AgentOrderLeg,
     AgentPermissions,
     AgentPosition,
     AgentTrade,
@@ -82,6 +84,7 @@ _STATE_ROWS = select(TradingState.__table__).where(or_(TradingState.__table__.c.
                                                        TradingState.__table__.c.scope == bindparam("agent_id")))
 _INSERT_PROPOSAL = insert(cast(Table, TradeProposal.__table__))
 _INSERT_APPROVAL = insert(cast(Table, Approval.__table__))
+_PARENTS_OF_LIVE_LEGS = select(AgentOrderLeg.parent_id).where(AgentOrderLeg.status.in_(sorted(OPEN_STATUSES)))
 
 
 @dataclass
@@ -865,6 +868,7 @@ class Gate:
             if broker_order is not None:
                 row.submitted_at = now
                 await apply_order_update(session, row, broker_order, now, agent.limits.capital, trading_day(now))
+                await self._book_legs(session, row, broker_order, now, agent.limits.capital, f"agent:{agent.id}")
             elif error is not None and error.retryable:
                 row.status, row.reject_reason, row.updated_at = "unknown", error.message, now
             else:
@@ -900,9 +904,28 @@ class Gate:
 
     # --- order state from the broker ---------------------------------------------------------------
 
+    async def _book_legs(self, session: AsyncSession, row: AgentTrade, broker_order: BrokerOrder, now: datetime,
+                         capital: Decimal, actor: str) -> None:
+        """The entry's exits as the broker reports them: each new leg, status change or fill is booked and
+        audited as an order update like any other."""
+        for change in await apply_leg_updates(session, row, broker_order, now, capital, trading_day(now)):
+            await self.record(session=session, actor=actor, kind="order.updated", agent_id=row.agent_id,
+                              payload=change)
+            if change["filled_qty"] != change["filled_qty_before"]:  # an exit filled: the position moved
+                await self._record_position(session, row)
+
+    async def _has_live_legs(self, trade_id: str) -> bool:
+        async with self.sessions() as session:
+            found = (await session.execute(select(AgentOrderLeg.id).where(
+                AgentOrderLeg.parent_id == trade_id, AgentOrderLeg.status.in_(LIVE_LEG_STATUSES)).limit(1))).first()
+        return found is not None
+
     async def refresh_trade(self, trade: AgentTrade) -> AgentTrade:
-        """Bring one live order up to date with the broker (fills, cancels, expiries)."""
-        if trade.status not in LIVE_TRADE_STATUSES or trade.status == "pending_submit":
+        """Bring one live order (or a filled entry whose exits still work) up to date with the broker
+        (fills, cancels, expiries)."""
+        if trade.status == "pending_submit":
+            return trade
+        if trade.status not in LIVE_TRADE_STATUSES and not await self._has_live_legs(trade.id):
             return trade
         broker_order = await self._lookup(trade.client_order_id)
         if broker_order is None:
@@ -920,6 +943,7 @@ class Gate:
                                            "filled_avg_price": row.price})
                 if row.filled_qty != before_qty:
                     await self._record_position(session, row)
+            await self._book_legs(session, row, broker_order, now, capital, "system:sync")
         async with self.sessions() as session:
             fresh = await session.get(AgentTrade, trade.id)
         assert fresh is not None
@@ -928,7 +952,8 @@ class Gate:
     async def refresh_open_trades(self, agent_id: str | None = None) -> int:
         """Refresh every live order (of one agent, or all). Returns how many changed status."""
         async with self.sessions() as session:
-            query = select(AgentTrade).where(AgentTrade.status.in_(LIVE_TRADE_STATUSES - {"pending_submit"}))
+            query = select(AgentTrade).where(or_(AgentTrade.status.in_(LIVE_TRADE_STATUSES - {"pending_submit"}),
+                                                 AgentTrade.id.in_(_PARENTS_OF_LIVE_LEGS)))
             if agent_id is not None:
                 query = query.where(AgentTrade.agent_id == agent_id)
             trades = list((await session.execute(query)).scalars())
@@ -981,12 +1006,20 @@ class Gate:
         await self.refresh_open_trades(agent.id)
         async with self.sessions() as session:
             query = select(AgentTrade).where(AgentTrade.agent_id == agent.id)
+            # An entry whose exits still work is open: the parent and its legs are shown together.
             if status == "open":
-                query = query.where(AgentTrade.status.in_(LIVE_TRADE_STATUSES))
+                query = query.where(or_(AgentTrade.status.in_(LIVE_TRADE_STATUSES),
+                                        AgentTrade.id.in_(_PARENTS_OF_LIVE_LEGS)))
             elif status == "closed":
-                query = query.where(AgentTrade.status.not_in(LIVE_TRADE_STATUSES))
+                query = query.where(AgentTrade.status.not_in(LIVE_TRADE_STATUSES),
+                                    AgentTrade.id.not_in(_PARENTS_OF_LIVE_LEGS))
             rows = (await session.execute(query.order_by(AgentTrade.created_at.desc()).limit(limit))).scalars()
             return list(rows)
+
+    async def order_legs(self, trades: list[AgentTrade]) -> dict[str, list[AgentOrderLeg]]:
+        """The exits of these orders, by order id."""
+        async with self.sessions() as session:
+            return await legs_of(session, [t.id for t in trades])
 
     async def positions(self, agent: Agent) -> tuple[list[AgentPosition], dict[str, Quote], Decimal]:
         """The agent's positions, their quotes, and the agent's cash."""

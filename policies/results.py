@@ -136,6 +136,8 @@ class OrderOut(Result):
     created_at: datetime
     strategy: str | None
     reject_reason: str | None = None  # why the broker (or reconciliation) rejected it
+    role: str | None = None  # an exit: stop_loss | take_profit | trailing_stop (a trailing stop's stop moves)
+    legs: list[OrderOut] = []  # an entry's exits (a bracket): one cancels the other
 
 
 class OrdersResult(Result):

@@ -12,7 +12,7 @@ from policies.violations import Code, deny
 from tools.common import through_gate
 
 if TYPE_CHECKING:
-    from ledger.models import AgentTrade
+    from ledger.models import AgentOrderLeg, AgentTrade
     from policies.gate import Agent, Gate
 
 MAX_ORDERS = 500
@@ -20,13 +20,23 @@ ORDERS_DESCRIPTION = "This agent's orders, newest first, with broker status; lim
 CANCEL_DESCRIPTION = "Cancel one of this agent's open orders; allowed even while halted or disabled."
 
 
-def order_out(trade: AgentTrade) -> OrderOut:
+def order_out(trade: AgentTrade, legs: list[AgentOrderLeg] | None = None) -> OrderOut:
     return OrderOut(order_id=trade.id, symbol=trade.symbol, side=trade.side, order_type=trade.order_type,
                     time_in_force=trade.time_in_force, qty=trade.quantity, notional=trade.notional,
                     limit_price=trade.limit_price, stop_price=trade.stop_price, status=trade.status,
                     filled_qty=trade.filled_qty, filled_avg_price=trade.price, broker_order_id=trade.order_id,
                     created_at=trade.created_at, strategy=trade.strategy,
-                    reject_reason=trade.reject_reason if trade.status == "rejected" else None)
+                    reject_reason=trade.reject_reason if trade.status == "rejected" else None,
+                    legs=[leg_out(trade, leg) for leg in legs or []])
+
+
+def leg_out(parent: AgentTrade, leg: AgentOrderLeg) -> OrderOut:
+    return OrderOut(order_id=leg.id, symbol=leg.symbol, side=leg.side, order_type=leg.order_type,
+                    time_in_force=leg.time_in_force, qty=leg.quantity, notional=None, limit_price=leg.limit_price,
+                    stop_price=leg.stop_price, status=leg.status, filled_qty=leg.filled_qty,
+                    filled_avg_price=leg.price, broker_order_id=leg.order_id, created_at=leg.created_at,
+                    strategy=parent.strategy, role=leg.role,
+                    reject_reason=leg.reject_reason if leg.status == "rejected" else None)
 
 
 async def get_orders(ctx: Context, status: Literal["open", "closed", "all"] = "open",
@@ -35,7 +45,8 @@ async def get_orders(ctx: Context, status: Literal["open", "closed", "all"] = "o
         if not 1 <= limit <= MAX_ORDERS:
             raise deny(Code.INVALID_ARGUMENT, f"limit must be between 1 and {MAX_ORDERS}")
         trades = await gate.orders(agent, status, limit)
-        return OrdersResult(orders=[order_out(t) for t in trades],
+        legs = await gate.order_legs(trades)
+        return OrdersResult(orders=[order_out(t, legs.get(t.id)) for t in trades],
                             trading_mode=gate.settings.trading_mode)  # type: ignore[arg-type]
 
     return await through_gate(ctx, "get_orders", {"status": status, "limit": limit}, operation,

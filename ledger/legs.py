@@ -1,0 +1,70 @@
+"""Bracket legs in our ledger: the exits of an entry order (agent_order_legs), brought in line with the
+broker's view of the entry and its legs. A leg's fill is booked like any other order's (apply_order_update):
+the agent's position, cash and realized P&L follow every leg."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.base import OPEN_STATUSES, BrokerOrder
+from ledger.accounting import apply_order_update
+from ledger.models import AgentOrderLeg, AgentTrade
+
+# A leg may still fill in these statuses ("held": waiting for its entry to fill).
+LIVE_LEG_STATUSES = frozenset(OPEN_STATUSES | {"pending_submit", "unknown"})
+ROLE_ORDER = {"stop_loss": 0, "trailing_stop": 1, "take_profit": 2}
+
+
+async def legs_of(session: AsyncSession, parent_ids: Iterable[str]) -> dict[str, list[AgentOrderLeg]]:
+    """The legs of these entries, by entry id, stop first."""
+    ids = list(parent_ids)
+    if not ids:
+        return {}
+    rows = (await session.execute(select(AgentOrderLeg).where(AgentOrderLeg.parent_id.in_(ids)))).scalars()
+    found: dict[str, list[AgentOrderLeg]] = {}
+    for row in rows:
+        found.setdefault(row.parent_id, []).append(row)
+    for legs in found.values():
+        legs.sort(key=lambda leg: ROLE_ORDER.get(leg.role, 9))
+    return found
+
+
+async def apply_leg_updates(session: AsyncSession, parent: AgentTrade, order: BrokerOrder, now: datetime,
+                            capital: Decimal, day: str) -> list[dict[str, Any]]:
+    """Create or update the entry's leg rows from the broker's legs, booking their fills. Returns one
+    audit payload per leg that changed (a new leg, a status change, a fill), for an ``order.updated`` record."""
+    changes: list[dict[str, Any]] = []
+    if not order.legs:
+        return changes
+    existing = {leg.role: leg for leg in (await legs_of(session, [parent.id])).get(parent.id, [])}
+    for broker_leg in order.legs:
+        role = broker_leg.leg_role or broker_leg.order_type
+        row = existing.get(role)
+        before, before_qty = (row.status, row.filled_qty) if row is not None else (None, Decimal(0))
+        if row is None:
+            row = AgentOrderLeg(
+                id=str(uuid.uuid4()), parent_id=parent.id, agent_id=parent.agent_id, role=role, order_id=None,
+                symbol=parent.symbol, side=broker_leg.side, quantity=broker_leg.qty, order_type=broker_leg.order_type,
+                limit_price=broker_leg.limit_price, stop_price=broker_leg.stop_price,
+                trail_percent=broker_leg.trail_percent, trail_price=broker_leg.trail_price, hwm=broker_leg.hwm,
+                time_in_force=broker_leg.time_in_force, status="pending_submit", filled_qty=Decimal(0),
+                created_at=now, updated_at=now)
+            session.add(row)
+            await session.flush()
+        moved = (row.stop_price, row.hwm) != (broker_leg.stop_price, broker_leg.hwm)
+        if moved:  # a trailing stop follows its high-water mark
+            row.stop_price, row.hwm = broker_leg.stop_price, broker_leg.hwm
+        changed = await apply_order_update(session, row, broker_leg, now, capital, day)
+        if changed or before is None:
+            changes.append({"order_id": row.id, "parent_order_id": parent.id, "role": role,
+                            "broker_order_id": row.order_id, "from": before, "to": row.status,
+                            "filled_qty_before": before_qty, "filled_qty": row.filled_qty,
+                            "filled_avg_price": row.price, "stop_price": row.stop_price})
+    return changes

@@ -1,0 +1,132 @@
+"""Orders with exits through the real MCP client on the simulated broker: a bracket's life on the
+deterministic price path (the stop or the take-profit fills, the other is cancelled), trailing stops, and
+positions and P&L after each step."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import time_machine
+from mcp import Client
+
+from broker import sim_market
+from server.config import Config
+from tests.conftest import call, connected_in_own_task
+
+SEED = 42  # ServerConfig.simulated_seed
+HORIZON = 1500  # minutes of the path a test looks at
+D = Decimal
+
+
+def path_from(now: datetime, minutes: int = HORIZON) -> tuple[int, list[Decimal]]:
+    """The AAPL minute prices from the minute of `now` on (index 0 is the entry's minute)."""
+    first = sim_market.minute_index(now)
+    return first, sim_market.minute_prices(SEED, "AAPL", first, first + minutes)
+
+
+def first_index(prices: list[Decimal], value: Decimal) -> int:
+    return prices.index(value)
+
+
+@pytest.fixture
+async def bracket_client(config: Config, market_open: time_machine.Coordinates
+                         ) -> AsyncIterator[tuple[Client, time_machine.Coordinates]]:
+    async with connected_in_own_task(config) as connected:
+        yield connected, market_open
+
+
+async def open_bracket(client: Client, **exits: str) -> dict[str, Any]:
+    proposal = await call(client, "propose_trade", symbol="AAPL", side="buy", qty=10, time_in_force="gtc",
+                          reasoning="bracket test", **exits)
+    assert proposal["status"] == "approved", proposal["message"]
+    executed = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
+    assert executed["status"] == "filled"
+    return executed
+
+
+def move_into(traveller: time_machine.Coordinates, first_minute: int, index: int) -> None:
+    """Into the path's minute `index` (the broker sees every minute up to the one in progress)."""
+    traveller.move_to(sim_market.minute_start(first_minute + index) + timedelta(seconds=5))
+
+
+async def position(client: Client) -> dict[str, Any]:
+    positions = await call(client, "get_positions")
+    return {p["symbol"]: p for p in positions["positions"]}.get("AAPL", {"qty": "0", "realized_pl": "0"})
+
+
+async def test_a_bracket_buy_is_stopped_out_and_its_take_profit_cancelled(
+        bracket_client: tuple[Client, time_machine.Coordinates]) -> None:
+    client, traveller = bracket_client
+    first, prices = path_from(datetime.now(UTC))
+    low = min(prices[1:])
+    hit = first_index(prices, low)
+    take_profit = max(prices[: hit + 1]) + D("0.05")  # not reached before the stop
+    executed = await open_bracket(client, stop_loss=str(low), take_profit=str(take_profit))
+    entry = D(executed["filled_avg_price"])
+
+    orders = (await call(client, "get_orders", status="open"))["orders"]
+    assert [leg["role"] for leg in orders[0]["legs"]] == ["stop_loss", "take_profit"]
+    assert {leg["status"] for leg in orders[0]["legs"]} == {"new"}
+    assert D((await position(client))["qty"]) == 10
+
+    move_into(traveller, first, hit)
+    held = await position(client)
+    assert D(held["qty"]) == 0
+    assert D(held["realized_pl"]) == 10 * (low - entry)
+    closed = (await call(client, "get_orders", status="all"))["orders"][0]
+    assert {leg["role"]: leg["status"] for leg in closed["legs"]} == {"stop_loss": "filled",
+                                                                      "take_profit": "canceled"}
+    assert D(closed["legs"][0]["filled_avg_price"]) == low
+    assert (await call(client, "get_orders", status="open"))["orders"] == []
+
+
+async def test_a_bracket_buy_takes_profit_and_its_stop_is_cancelled(
+        bracket_client: tuple[Client, time_machine.Coordinates]) -> None:
+    client, traveller = bracket_client
+    first, prices = path_from(datetime.now(UTC))
+    high = max(prices[1:])
+    hit = first_index(prices, high)
+    stop = min(prices[: hit + 1]) - D("0.05")  # not reached before the take-profit
+    executed = await open_bracket(client, stop_loss=str(stop), take_profit=str(high))
+    entry = D(executed["filled_avg_price"])
+
+    move_into(traveller, first, hit)
+    held = await position(client)
+    assert D(held["qty"]) == 0
+    assert D(held["realized_pl"]) == 10 * (high - entry)  # a take-profit fills at its limit
+    legs = (await call(client, "get_orders", status="all"))["orders"][0]["legs"]
+    assert {leg["role"]: leg["status"] for leg in legs} == {"stop_loss": "canceled", "take_profit": "filled"}
+
+
+async def test_a_trailing_stop_follows_the_price_up_and_fires_on_the_way_down(
+        bracket_client: tuple[Client, time_machine.Coordinates]) -> None:
+    client, traveller = bracket_client
+    first, prices = path_from(datetime.now(UTC))
+    percent = D("0.5")
+    executed = await open_bracket(client, trailing_stop=f"{percent}%")
+    entry = D(executed["filled_avg_price"])
+    # Where the simulated broker's trailing stop must fire: the first minute at or below its stop.
+    mark, fired = entry, None
+    for index, price in enumerate(prices):
+        mark = max(mark, price)
+        if price <= (mark * (1 - percent / 100)).quantize(D("0.01")):
+            fired = index
+            break
+    assert fired is not None and fired > 1, "the path must move before the stop fires"
+    peak = max(prices[:fired])
+    assert peak > entry, "the path must rise first, for the stop to follow it up"
+
+    move_into(traveller, first, fired - 1)  # just before it fires: the stop has followed the high
+    leg = (await call(client, "get_orders", status="open"))["orders"][0]["legs"][0]
+    assert leg["role"] == "trailing_stop" and leg["status"] == "new"
+    assert D(leg["stop_price"]) == (max(entry, *prices[:fired]) * (1 - percent / 100)).quantize(D("0.01"))
+    assert D(leg["stop_price"]) > (entry * (1 - percent / 100)).quantize(D("0.01"))
+
+    move_into(traveller, first, fired)
+    held = await position(client)
+    assert D(held["qty"]) == 0
+    assert D(held["realized_pl"]) == 10 * (prices[fired] - entry)
