@@ -19,6 +19,8 @@ from ledger.models import AgentOrderLeg, AgentTrade
 
 # A leg may still fill in these statuses ("held": waiting for its entry to fill).
 LIVE_LEG_STATUSES = frozenset(OPEN_STATUSES | {"pending_submit", "unknown"})
+# The entries whose exits may still fill: they are followed (refreshed, reconciled) like open orders.
+PARENTS_OF_LIVE_LEGS = select(AgentOrderLeg.parent_id).where(AgentOrderLeg.status.in_(sorted(OPEN_STATUSES)))
 ROLE_ORDER = {"stop_loss": 0, "trailing_stop": 1, "take_profit": 2}
 
 

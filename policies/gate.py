@@ -39,7 +39,7 @@ from broker.base import (
 )
 from ledger.accounting import apply_order_update, ensure_agent_account, position_after_fill
 from ledger.db import execute, insert_if_absent, read, transaction
-from ledger.legs import LIVE_LEG_STATUSES, apply_leg_updates, legs_of
+from ledger.legs import LIVE_LEG_STATUSES, PARENTS_OF_LIVE_LEGS, apply_leg_updates, legs_of
 from ledger.models import (
     GLOBAL_SCOPE,
     AgentOrderLeg,
@@ -84,7 +84,6 @@ _STATE_ROWS = select(TradingState.__table__).where(or_(TradingState.__table__.c.
                                                        TradingState.__table__.c.scope == bindparam("agent_id")))
 _INSERT_PROPOSAL = insert(cast(Table, TradeProposal.__table__))
 _INSERT_APPROVAL = insert(cast(Table, Approval.__table__))
-_PARENTS_OF_LIVE_LEGS = select(AgentOrderLeg.parent_id).where(AgentOrderLeg.status.in_(sorted(OPEN_STATUSES)))
 
 
 @dataclass
@@ -953,7 +952,7 @@ class Gate:
         """Refresh every live order (of one agent, or all). Returns how many changed status."""
         async with self.sessions() as session:
             query = select(AgentTrade).where(or_(AgentTrade.status.in_(LIVE_TRADE_STATUSES - {"pending_submit"}),
-                                                 AgentTrade.id.in_(_PARENTS_OF_LIVE_LEGS)))
+                                                 AgentTrade.id.in_(PARENTS_OF_LIVE_LEGS)))
             if agent_id is not None:
                 query = query.where(AgentTrade.agent_id == agent_id)
             trades = list((await session.execute(query)).scalars())
@@ -1009,10 +1008,10 @@ class Gate:
             # An entry whose exits still work is open: the parent and its legs are shown together.
             if status == "open":
                 query = query.where(or_(AgentTrade.status.in_(LIVE_TRADE_STATUSES),
-                                        AgentTrade.id.in_(_PARENTS_OF_LIVE_LEGS)))
+                                        AgentTrade.id.in_(PARENTS_OF_LIVE_LEGS)))
             elif status == "closed":
                 query = query.where(AgentTrade.status.not_in(LIVE_TRADE_STATUSES),
-                                    AgentTrade.id.not_in(_PARENTS_OF_LIVE_LEGS))
+                                    AgentTrade.id.not_in(PARENTS_OF_LIVE_LEGS))
             rows = (await session.execute(query.order_by(AgentTrade.created_at.desc()).limit(limit))).scalars()
             return list(rows)
 

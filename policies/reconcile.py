@@ -43,12 +43,13 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.base import BrokerError, BrokerOrder
 from ledger.accounting import apply_order_update, position_after_fill
 from ledger.db import insert_if_absent, transaction
+from ledger.legs import PARENTS_OF_LIVE_LEGS, apply_leg_updates
 from ledger.models import (
     GLOBAL_SCOPE,
     AgentPermissions,
@@ -195,7 +196,8 @@ class Reconciler:
     async def _live_trades(self) -> list[AgentTrade]:
         async with self.gate.sessions() as session:
             return list((await session.execute(
-                select(AgentTrade).where(AgentTrade.status.in_(LIVE_TRADE_STATUSES))
+                select(AgentTrade).where(or_(AgentTrade.status.in_(LIVE_TRADE_STATUSES),
+                                             AgentTrade.id.in_(PARENTS_OF_LIVE_LEGS)))
                 .order_by(AgentTrade.created_at))).scalars())
 
     async def _broker_call(self, call: Awaitable[T]) -> T:
@@ -240,8 +242,8 @@ class Reconciler:
 
     async def _apply(self, trade: AgentTrade, order: BrokerOrder, *, late: bool = False) -> int:
         if (trade.status == order.status and trade.filled_qty == order.filled_qty
-                and trade.order_id == order.broker_order_id):
-            return 0  # nothing new: no write
+                and trade.order_id == order.broker_order_id and not order.legs):
+            return 0  # nothing new: no write (an entry with exits compares its legs in the transaction)
         now = self.gate.clock()
         async with transaction(self.gate.sessions) as session:
             row = await _locked_trade(session, trade.id)
@@ -250,18 +252,25 @@ class Reconciler:
             if outcome_lost and row.submitted_at is None:
                 row.submitted_at = order.submitted_at or now
             capital = await _capital(session, row.agent_id)
-            if not await apply_order_update(session, row, order, now, capital, trading_day(now)):
+            entry_changed = await apply_order_update(session, row, order, now, capital, trading_day(now))
+            # The exits follow their entry: a leg filled while we were away is booked like any other fill.
+            leg_changes = await apply_leg_updates(session, row, order, now, capital, trading_day(now))
+            if not entry_changed and not leg_changes:
                 return 0
-            if outcome_lost:
+            if outcome_lost and entry_changed:
                 await _proposal_executed(session, row.proposal_id, now)
-            await audit.append(session, ts=now, actor=ACTOR, kind="order.updated", agent_id=row.agent_id,
-                               payload={"order_id": row.id, "client_order_id": row.client_order_id,
-                                        "broker_order_id": row.order_id, "from": before, "to": row.status,
-                                        "filled_qty_before": before_qty, "filled_qty": row.filled_qty,
-                                        "filled_avg_price": row.price,
-                                        "how": "found at the broker by client_order_id" if outcome_lost
-                                        else "broker order state"})
-            if row.filled_qty != before_qty:
+            if entry_changed:
+                await audit.append(session, ts=now, actor=ACTOR, kind="order.updated", agent_id=row.agent_id,
+                                   payload={"order_id": row.id, "client_order_id": row.client_order_id,
+                                            "broker_order_id": row.order_id, "from": before, "to": row.status,
+                                            "filled_qty_before": before_qty, "filled_qty": row.filled_qty,
+                                            "filled_avg_price": row.price,
+                                            "how": "found at the broker by client_order_id" if outcome_lost
+                                            else "broker order state"})
+            for leg_change in leg_changes:
+                await audit.append(session, ts=now, actor=ACTOR, kind="order.updated", agent_id=row.agent_id,
+                                   payload={**leg_change, "how": "broker order state (bracket leg)"})
+            if row.filled_qty != before_qty or any(c["filled_qty"] != c["filled_qty_before"] for c in leg_changes):
                 await audit.append(session, ts=now, actor="system:ledger", kind=events.KIND_POSITION,
                                    agent_id=row.agent_id, payload=await position_after_fill(session, row))
             if late and outcome_lost:
