@@ -992,6 +992,7 @@ class Gate:
             row = await session.get(AgentTrade, trade.id)
             assert row is not None
             await apply_order_update(session, row, broker_order, now, agent.limits.capital, trading_day(now))
+            await self._book_legs(session, row, broker_order, now, agent.limits.capital, actor)
             await self.record(session=session, actor=actor, kind="order.cancel_outcome",
                               agent_id=agent.id, payload={"order_id": row.id, "status": row.status})
         async with self.sessions() as session:

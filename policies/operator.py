@@ -6,7 +6,7 @@ halt. The command line (and, later, other operator surfaces) do, and every actio
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -14,14 +14,23 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.db import transaction
-from ledger.models import GLOBAL_SCOPE, AgentPermissions, AgentTrade, Approval, TradeProposal, TradingState
+from ledger.legs import LIVE_LEG_STATUSES
+from ledger.models import (
+    GLOBAL_SCOPE,
+    AgentOrderLeg,
+    AgentPermissions,
+    AgentTrade,
+    Approval,
+    TradeProposal,
+    TradingState,
+)
 from policies import audit, bindings
 from policies.approval import ShrinkRefused, shrink
 from policies.gate import LIVE_TRADE_STATUSES, Gate, _order_of
 from policies.operator_agents import AgentOperations
 from policies.operator_books import BookOperations
 from policies.operators import Action, OperatorError, OperatorIdentity, require
-from policies.orders import OrderRequest
+from policies.orders import OrderRequest, decimal_text
 from policies.violations import GateDenied
 
 __all__ = ["KillSwitchReport", "Operator", "OperatorError"]
@@ -31,6 +40,8 @@ __all__ = ["KillSwitchReport", "Operator", "OperatorError"]
 class KillSwitchReport:
     canceled: list[str]
     failed: dict[str, str]
+    # Protective exits left working on filled entries: a halt never leaves a position without its stop.
+    kept_exits: list[str] = field(default_factory=list)
 
 
 class Operator(AgentOperations, BookOperations):
@@ -228,10 +239,24 @@ class Operator(AgentOperations, BookOperations):
                 canceled.append(f"{trade.id} ({result.status})")
             except Exception as error:  # keep cancelling the rest
                 failed[trade.id] = str(error)
+        kept = await self._working_exits(agent_id)
         async with transaction(self.gate.sessions) as session:
             await self._record(session, "kill_switch.cancel_open", {"agent_id": agent_id, "canceled": canceled,
-                                                                     "failed": failed}, agent_id)
-        return KillSwitchReport(canceled, failed)
+                                                                     "failed": failed, "kept_exits": kept}, agent_id)
+        return KillSwitchReport(canceled, failed, kept)
+
+    async def _working_exits(self, agent_id: str | None) -> list[str]:
+        """The exits (bracket legs) still working: the kill switch cancels entries, never the stops and
+        take-profits that protect positions already taken (reduce-only, they only lower risk)."""
+        async with self.gate.sessions() as session:
+            query = select(AgentOrderLeg).where(AgentOrderLeg.status.in_(LIVE_LEG_STATUSES))
+            if agent_id:
+                query = query.where(AgentOrderLeg.agent_id == agent_id)
+            legs = list((await session.execute(query.order_by(AgentOrderLeg.created_at))).scalars())
+        return [f"{leg.id} ({leg.role} {leg.side} {decimal_text(leg.quantity)} {leg.symbol}"
+                f"{' stop ' + str(decimal_text(leg.stop_price)) if leg.stop_price is not None else ''}"
+                f"{' limit ' + str(decimal_text(leg.limit_price)) if leg.limit_price is not None else ''})"
+                for leg in legs]
 
     # --- webhooks ----------------------------------------------------------------------------------
 

@@ -348,6 +348,10 @@ def halt(ctx: click.Context, agent_id: str | None, cancel_open: bool, reason: st
     if cancel_open:
         failures = f"; {len(report.failed)} failed" if report.failed else ""
         click.echo(f"canceled {len(report.canceled)} open orders{failures}")
+        if report.kept_exits:  # entries are cancelled; the stops protecting positions keep working
+            click.echo(f"kept {len(report.kept_exits)} protective exits working (positions keep their stops):")
+            for leg in report.kept_exits:
+                click.echo(f"  {leg}")
         for order_id, why in report.failed.items():
             click.echo(f"  could not cancel {order_id}: {why}")
         if report.failed:
