@@ -60,6 +60,7 @@ from policies.failures import bounded, broker_unavailable, ledger_failure
 from policies.limits import EffectiveLimits, effective_limits
 from policies.market_hours import calendar_clock, market_open_or_none, next_open_or_none
 from policies.orders import OrderRequest, exits_from_json
+from policies.sizing import with_size_hint
 from policies.violations import Code, GateDenied, Violation, deny
 
 log = structlog.get_logger("tradewarden.gate")
@@ -455,7 +456,8 @@ class Gate:
                                  market_open=snap.market_open,
                                  enforce_market_hours=self.settings.enforce_market_hours,
                                  next_open=snap.next_open)
-        return run_checks(check_input), usage
+        # Denied only for its size: the message says the largest order that passes (policies/sizing.py).
+        return with_size_hint(check_input, run_checks(check_input)), usage
 
     async def judge(self, agent: Agent, order: OrderRequest, strategy: str | None
                     ) -> tuple[list[Violation], Pricing]:

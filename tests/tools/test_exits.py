@@ -4,6 +4,7 @@ positions and P&L after each step."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -15,7 +16,7 @@ from mcp import Client
 
 from broker import sim_market
 from server.config import Config
-from tests.conftest import call, connected_in_own_task
+from tests.conftest import agent, call, connect, connected_in_own_task, make_config
 
 SEED = 42  # ServerConfig.simulated_seed
 HORIZON = 1500  # minutes of the path a test looks at
@@ -130,3 +131,71 @@ async def test_a_trailing_stop_follows_the_price_up_and_fires_on_the_way_down(
     held = await position(client)
     assert D(held["qty"]) == 0
     assert D(held["realized_pl"]) == 10 * (prices[fired] - entry)
+
+
+# --- policies: a required stop, the money at risk per trade, and the size hint ---------------------------
+
+def hinted_qty(message: str) -> int:
+    found = re.search(r"the largest order that passes is qty ([\d,]+)", message)
+    assert found is not None, message
+    return int(found.group(1).replace(",", ""))
+
+
+async def quote(client: Client) -> tuple[Decimal, Decimal]:
+    data = (await call(client, "get_market_data", symbols=["AAPL"]))["data"][0]
+    return D(data["bid"]), D(data["ask"])
+
+
+async def test_require_stop_loss_denies_an_opening_order_without_a_stop(db_url: str, market_open: object) -> None:
+    async with connect(make_config(db_url, agent(require_stop_loss=True))) as client:
+        bare = await call(client, "propose_trade", symbol="AAPL", side="buy", qty=5, reasoning="no stop")
+        assert bare["status"] == "rejected"
+        assert [v["code"] for v in bare["violations"]] == ["STOP_LOSS_REQUIRED"]
+        bid, _ = await quote(client)
+        protected = await call(client, "propose_trade", symbol="AAPL", side="buy", qty=5, reasoning="with a stop",
+                               stop_loss=str((bid * D("0.95")).quantize(D("0.01"))))
+        assert protected["status"] == "approved", protected["message"]
+
+
+async def test_max_risk_per_trade_denies_and_its_size_hint_passes(db_url: str, market_open: object) -> None:
+    async with connect(make_config(db_url, agent(max_risk_per_trade="50"))) as client:
+        bid, ask = await quote(client)
+        stop = (bid - 4).quantize(D("0.01"))
+        risky = await call(client, "propose_trade", symbol="AAPL", side="buy", qty=20, reasoning="too much risk",
+                           stop_loss=str(stop))
+        assert [v["code"] for v in risky["violations"]] == ["RISK_PER_TRADE_EXCEEDED"]
+        qty = hinted_qty(risky["message"])
+        assert qty == int(D(50) / (ask - stop))  # whole shares of $50 / (entry - stop)
+        sized = await call(client, "propose_trade", symbol="AAPL", side="buy", qty=qty, reasoning="sized",
+                           stop_loss=str(stop))
+        assert sized["status"] == "approved", sized["message"]
+        executed = await call(client, "execute_trade", proposal_id=sized["proposal_id"])
+        assert executed["status"] == "filled"
+
+
+async def test_an_opening_order_without_a_stop_risks_its_whole_notional(db_url: str, market_open: object) -> None:
+    async with connect(make_config(db_url, agent(max_risk_per_trade="1%", capital=100000))) as client:
+        _, ask = await quote(client)
+        qty = int(D(1000) / ask) + 1  # just over 1 % of $100,000 in notional
+        bare = await call(client, "propose_trade", symbol="AAPL", side="buy", qty=qty, reasoning="no stop")
+        assert [v["code"] for v in bare["violations"]] == ["RISK_PER_TRADE_EXCEEDED"]
+        assert "no stop: the whole notional is at risk" in bare["message"]
+        assert hinted_qty(bare["message"]) == qty - 1
+
+
+async def test_an_order_too_large_for_its_notional_cap_says_the_largest_that_passes(
+        db_url: str, market_open: object) -> None:
+    async with connect(make_config(db_url, agent(max_trade_size=2000))) as client:
+        big = await call(client, "propose_trade", symbol="AAPL", side="buy", qty=30, reasoning="too big")
+        assert [v["code"] for v in big["violations"]] == ["ORDER_NOTIONAL_EXCEEDS_MAX"]
+        assert "per-order notional" in big["message"] and "position" in big["message"]
+        sized = await call(client, "propose_trade", symbol="AAPL", side="buy", qty=hinted_qty(big["message"]),
+                           reasoning="sized")
+        assert sized["status"] == "approved", sized["message"]
+
+
+async def test_a_denial_for_something_other_than_size_gives_no_size_hint(db_url: str, market_open: object) -> None:
+    async with connect(make_config(db_url, agent(max_trade_size=2000))) as client:
+        result = await call(client, "propose_trade", symbol="TSLA", side="buy", qty=30, reasoning="not allowed")
+        assert "SYMBOL_NOT_ALLOWED" in [v["code"] for v in result["violations"]]
+        assert "Size hint" not in result["message"]
