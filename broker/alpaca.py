@@ -186,7 +186,7 @@ def crypto_symbol_from_alpaca(symbol: str) -> str:
     return symbol
 
 
-def _order_from_raw(raw: Any) -> BrokerOrder:
+def _order_from_raw(raw: Any, is_leg: bool = False) -> BrokerOrder:
     data = _as_dict(raw, "order")
     raw_side = data.get("side")
     _ensure(raw_side in ("buy", "sell"), f"unexpected order side {raw_side!r}")
@@ -212,7 +212,26 @@ def _order_from_raw(raw: Any) -> BrokerOrder:
         submitted_at=_ts(data.get("submitted_at")),
         updated_at=_ts(data.get("updated_at")),
         reject_reason=None,
+        order_class=str(data.get("order_class") or "simple"),
+        legs=tuple(_leg_from_raw(leg) for leg in (data.get("legs") or [])),
+        leg_role=_leg_role(data) if is_leg else None,
+        trail_percent=_dec(data.get("trail_percent")),
+        trail_price=_dec(data.get("trail_price")),
+        hwm=_dec(data.get("hwm")),
     )
+
+
+def _leg_role(data: dict[str, Any]) -> str:
+    """A bracket leg's role: Alpaca's group_role, else its type (a limit leg takes profit, a stop limits loss)."""
+    role = data.get("group_role")
+    if role in ("take_profit", "stop_loss"):
+        return str(role)
+    kind = data.get("type") or data.get("order_type")
+    return {"limit": "take_profit", "trailing_stop": "trailing_stop"}.get(str(kind), "stop_loss")
+
+
+def _leg_from_raw(raw: Any) -> BrokerOrder:
+    return _order_from_raw(raw, is_leg=True)
 
 
 def _bar_from_raw(raw: Any) -> Bar:
@@ -608,6 +627,18 @@ class AlpacaBroker:
                 body[key] = value
         if order.extended_hours:
             body["extended_hours"] = True
+        if order.has_exits:
+            if order.trailing_stop is not None:  # Alpaca's legs are stop or stop-limit orders only
+                raise BrokerError("Alpaca cannot attach a trailing stop to an entry order (bracket and OTO legs "
+                                  "are stop or stop-limit orders); use stop_loss", code="INVALID_ORDER", status=422)
+            body["order_class"] = order.order_class  # bracket (both exits) or oto (one)
+            if order.take_profit is not None:
+                body["take_profit"] = {"limit_price": decimal_text(order.take_profit.limit_price)}
+            if order.stop_loss is not None:
+                stop_loss = {"stop_price": decimal_text(order.stop_loss.stop_price)}
+                if order.stop_loss.limit_price is not None:
+                    stop_loss["limit_price"] = decimal_text(order.stop_loss.limit_price)
+                body["stop_loss"] = stop_loss
         return body
 
     async def submit_order(self, request: SubmitOrder) -> BrokerOrder:
@@ -653,16 +684,19 @@ class AlpacaBroker:
 
     async def get_order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
         trading, _, _ = await self._clients()
-        return await self._read(
+        found = await self._read(
             "get_order_by_client_id",
             lambda: trading.get("/orders:by_client_order_id", {"client_order_id": client_order_id}),
             _order_from_raw, order_op=True, none_on_404=True)
+        if found is not None and found.order_class != "simple" and not found.legs:
+            return await self.get_order(found.broker_order_id)  # this lookup has no nested view: its legs
+        return found
 
     async def get_order(self, broker_order_id: str) -> BrokerOrder:
-        """Alpaca's order by its own id (not part of the protocol; used by cancel_order)."""
+        """Alpaca's order by its own id, with its legs (not part of the protocol; used by cancel_order)."""
         trading, _, _ = await self._clients()
         order_id = self._checked_order_id(broker_order_id)
-        return await self._read_required("get_order", lambda: trading.get(f"/orders/{order_id}"),
+        return await self._read_required("get_order", lambda: trading.get(f"/orders/{order_id}", {"nested": "true"}),
                                          _order_from_raw, order_op=True)
 
     @staticmethod
@@ -696,7 +730,8 @@ class AlpacaBroker:
 
         while len(results) < limit:
             page_size = min(_MAX_ORDERS_PAGE, limit - len(results))
-            params: dict[str, Any] = {"status": status, "limit": page_size, "direction": "desc"}
+            params: dict[str, Any] = {"status": status, "limit": page_size, "direction": "desc",
+                                      "nested": "true"}  # an entry's exits come with it, not as orders of their own
             if before_id is None:
                 if after_utc is not None:
                     params["after"] = _iso_z(after_utc)

@@ -128,6 +128,7 @@ class CheckInput:
     market_open: bool | None = None  # None: unknown (fails closed for equities)
     enforce_market_hours: bool = True
     next_open: datetime | None = None  # when the US equity market opens next (while it is closed)
+    broker: str = "simulated"  # the broker's name: what order classes it takes (exits)
 
     @cached_property
     def pricing(self) -> Pricing:
@@ -729,6 +730,9 @@ def exit_problems(c: CheckInput) -> list[str]:
     problems: list[str] = []
     if o.stop_loss is not None and o.trailing_stop is not None:
         problems.append("give stop_loss or trailing_stop, not both")
+    if o.trailing_stop is not None and c.broker == "alpaca":
+        problems.append("Alpaca takes no trailing stop as an exit of an entry order (its bracket and OTO legs are "
+                        "stop or stop-limit orders): use stop_loss")
     if _is_crypto(c):
         problems.append("crypto orders cannot carry exits: the broker takes bracket, OCO and OTO orders for "
                         "US equities only; place a separate stop_limit order after the fill")

@@ -455,7 +455,7 @@ class Gate:
                                  asset=snap.asset, usage=usage, account=snap.account, status=status, now=now,
                                  market_open=snap.market_open,
                                  enforce_market_hours=self.settings.enforce_market_hours,
-                                 next_open=snap.next_open)
+                                 next_open=snap.next_open, broker=self.broker.name)
         # Denied only for its size: the message says the largest order that passes (policies/sizing.py).
         return with_size_hint(check_input, run_checks(check_input)), usage
 

@@ -268,6 +268,12 @@ class ServerOrder:
     failed_at: datetime | None = None
     updated_at: datetime | None = None
     triggered: bool = False
+    # Brackets (Alpaca's order_class bracket / oto): the entry holds its legs; a leg knows its entry and role.
+    order_class: str = "simple"
+    legs: list[ServerOrder] = field(default_factory=list)
+    parent: ServerOrder | None = None
+    group_role: str | None = None  # entry | take_profit | stop_loss
+    group_id: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -279,8 +285,10 @@ class ServerOrder:
             return None
         return (self.filled_value / self.filled_qty).quantize(Decimal("0.0001"), ROUND_HALF_UP)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, nested: bool = True) -> dict[str, Any]:
+        grouped = {"group_id": self.group_id, "group_role": self.group_role} if self.group_id else {}
         return {
+            **grouped,
             "id": self.id,
             "client_order_id": self.client_order_id,
             "created_at": _iso(self.created_at),
@@ -300,7 +308,7 @@ class ServerOrder:
             "qty": _text(self.qty),
             "filled_qty": _text(self.filled_qty),
             "filled_avg_price": _text(self.filled_avg_price),
-            "order_class": "simple",
+            "order_class": self.order_class,
             "order_type": self.type,
             "type": self.type,
             "side": self.side,
@@ -310,7 +318,7 @@ class ServerOrder:
             "stop_price": _text(self.stop_price),
             "status": self.status,
             "extended_hours": self.extended_hours,
-            "legs": None,
+            "legs": [leg.to_json() for leg in self.legs] if self.legs and nested else None,
             "trail_percent": None,
             "trail_price": None,
             "hwm": None,
@@ -885,8 +893,13 @@ class AlpacaContractServer:
 
     def _held_for_sells(self, asset: ServerAsset) -> Decimal:
         held = Decimal(0)
+        groups: set[str] = set()
         for order in self._orders:
             if order.is_open and order.side == "sell" and order.asset is asset and order.qty is not None:
+                if order.parent is not None:  # OCO legs hold the shares once
+                    if order.parent.id in groups:
+                        continue
+                    groups.add(order.parent.id)
                 held += order.qty - order.filled_qty
         return held
 
@@ -945,6 +958,8 @@ class AlpacaContractServer:
                 raise _ApiError(422, 42210000, f"asset {symbol} is not fractionable")
         if extended and (order_type != "limit" or tif not in ("day", "gtc")):
             raise _ApiError(422, 42210000, "extended hours order must be DAY or GTC limit orders")
+        order_class, take_profit, stop_loss = self._bracket_request(body, asset, side, order_type, tif, qty,
+                                                                    limit_price, extended)
         client_order_id = body.get("client_order_id") or str(uuid.uuid4())
         if any(o.client_order_id == client_order_id for o in self._orders):
             raise _ApiError(422, 40010001, "client_order_id must be unique")
@@ -981,6 +996,8 @@ class AlpacaContractServer:
             type=order_type, time_in_force=tif, qty=qty, notional=notional, limit_price=limit_price,
             stop_price=stop_price, extended_hours=extended, status="pending_new", created_at=now)
         self._orders.append(order)
+        if order_class in ("bracket", "oto"):
+            self._attach_legs(order, order_class, take_profit, stop_loss)
         accepted = order.to_json()
         if not asset.is_crypto and not self.market_open and not extended:
             order.status = "accepted"
@@ -1010,9 +1027,12 @@ class AlpacaContractServer:
             if not positions:
                 raise _ApiError(422, 42210000, f"order {anchor_id} not found")
             orders = orders[: positions[0]] if before_id else orders[positions[0] + 1:]
+        nested = str(query.get("nested", "false")).lower() == "true"
         selected = [
             o for o in orders
-            if (status == "all" or (status == "open") == o.is_open)
+            if (not nested or o.parent is None)  # nested: legs are shown inside their entry
+            and (status == "all" or (status == "open") == o.is_open
+                 or (nested and status == "open" and any(leg.is_open for leg in o.legs)))
             and (after is None or o.created_at > after) and (until is None or o.created_at < until)
             and (symbols is None or o.asset.symbol in symbols or o.asset.legacy_symbol in symbols)
             and (side is None or o.side == side)
@@ -1023,19 +1043,81 @@ class AlpacaContractServer:
             selected = selected[-limit:]
         else:
             selected = selected[:limit]
-        return 200, [o.to_json() for o in selected]
+        return 200, [o.to_json(nested) for o in selected]
+
+    def _bracket_request(self, body: dict[str, Any], asset: ServerAsset, side: str, order_type: Any, tif: Any,
+                         qty: Decimal | None, limit_price: Decimal | None, extended: bool
+                         ) -> tuple[str, Decimal | None, tuple[Decimal, Decimal | None] | None]:
+        """Alpaca's rules for bracket and OTO orders: (order class, take-profit limit, (stop, stop-limit))."""
+        order_class = body.get("order_class") or "simple"
+        tp_raw, sl_raw = body.get("take_profit"), body.get("stop_loss")
+        if order_class == "simple":
+            if tp_raw is not None or sl_raw is not None:
+                raise _ApiError(422, 40010001, "take_profit and stop_loss need order_class bracket, oto or oco")
+            return "simple", None, None
+        if order_class not in ("bracket", "oto"):
+            raise _ApiError(422, 42210000, f"order_class {order_class} is not supported by this contract server")
+        if asset.is_crypto:
+            raise _ApiError(422, 42210000, "crypto orders not allowed for advanced order_class")
+        take_profit = _parse_decimal((tp_raw or {}).get("limit_price"), "take_profit.limit_price")
+        stop = _parse_decimal((sl_raw or {}).get("stop_price"), "stop_loss.stop_price")
+        stop_limit = _parse_decimal((sl_raw or {}).get("limit_price"), "stop_loss.limit_price")
+        if order_class == "bracket" and (take_profit is None or stop is None):
+            raise _ApiError(422, 40010001, "bracket orders need take_profit.limit_price and stop_loss.stop_price")
+        if order_class == "oto" and (take_profit is None) == (stop is None):
+            raise _ApiError(422, 40010001, "oto orders need exactly one of take_profit and stop_loss")
+        if sl_raw is not None and stop is None:
+            raise _ApiError(422, 40010001, "stop_loss.stop_price is required")
+        if order_type not in ("market", "limit") or tif not in ("day", "gtc") or extended:
+            raise _ApiError(422, 42210000, "bracket orders must be market or limit orders, day or gtc, "
+                                           "regular hours")
+        if qty is None or qty != qty.to_integral_value():
+            raise _ApiError(422, 42210000, "fractional orders cannot be bracket orders")
+        market = self._markets.get(asset.symbol)
+        base = limit_price if order_type == "limit" else (market.last if market else None)
+        if base is None:
+            raise _ApiError(422, 42210000, f"no market price for {asset.symbol}")
+        buy = side == "buy"
+        if take_profit is not None and ((take_profit < base + _CENT) if buy else (take_profit > base - _CENT)):
+            raise _ApiError(422, 42210000, f"take_profit.limit_price must be {'>=' if buy else '<='} base_price "
+                                           f"{'+' if buy else '-'} 0.01")
+        if stop is not None and ((stop > base - _CENT) if buy else (stop < base + _CENT)):
+            raise _ApiError(422, 42210000, f"stop_loss.stop_price must be {'<=' if buy else '>='} base_price "
+                                           f"{'-' if buy else '+'} 0.01")
+        return order_class, take_profit, (stop, stop_limit) if stop is not None else None
+
+    def _attach_legs(self, entry: ServerOrder, order_class: str, take_profit: Decimal | None,
+                     stop_loss: tuple[Decimal, Decimal | None] | None) -> None:
+        """The exits, held until the entry fills."""
+        entry.order_class, entry.group_id, entry.group_role = order_class, str(uuid.uuid4()), "entry"
+        exit_side: Literal["buy", "sell"] = "sell" if entry.side == "buy" else "buy"
+
+        def leg(role: str, order_type: str, limit: Decimal | None, stop: Decimal | None) -> ServerOrder:
+            return ServerOrder(
+                id=str(uuid.uuid4()), client_order_id=str(uuid.uuid4()), asset=entry.asset, side=exit_side,
+                type=order_type, time_in_force=entry.time_in_force, qty=entry.qty, notional=None, limit_price=limit,
+                stop_price=stop, extended_hours=False, status="held", created_at=entry.created_at,
+                order_class=order_class, parent=entry, group_role=role, group_id=entry.group_id)
+
+        if take_profit is not None:
+            entry.legs.append(leg("take_profit", "limit", take_profit, None))
+        if stop_loss is not None:
+            stop, limit = stop_loss
+            entry.legs.append(leg("stop_loss", "stop" if limit is None else "stop_limit", limit, stop))
+        self._orders.extend(entry.legs)
 
     def _get_order_by_client_id(self, query: Any, **_: Any) -> tuple[int, Any]:
         client_order_id = query["client_order_id"]
         for order in self._orders:
             if order.client_order_id == client_order_id:
-                return 200, order.to_json()
+                return 200, order.to_json(nested=False)  # this lookup has no nested view at Alpaca
         raise _ApiError(404, 40410000, "order not found")
 
-    def _get_order(self, order_id: str, **_: Any) -> tuple[int, Any]:
+    def _get_order(self, order_id: str, query: Any = None, **_: Any) -> tuple[int, Any]:
+        nested = str((query or {}).get("nested", "false")).lower() == "true"
         for order in self._orders:
             if order.id == order_id:
-                return 200, order.to_json()
+                return 200, order.to_json(nested)
         raise _ApiError(404, 40410000, "order not found")
 
     def _delete_order(self, order_id: str, **_: Any) -> tuple[int, Any]:
@@ -1059,6 +1141,10 @@ class AlpacaContractServer:
             order.expired_at = now
         elif status == "rejected":
             order.failed_at = now
+        if order.filled_qty == 0:
+            for leg in order.legs:  # nothing to protect
+                if leg.is_open:
+                    self._close(leg, "canceled")
 
     def _fill_price(self, order: ServerOrder) -> Decimal | None:
         market = self._markets.get(order.asset.symbol)
@@ -1084,7 +1170,7 @@ class AlpacaContractServer:
         return True
 
     def _match(self, order: ServerOrder, arriving: bool = False) -> None:
-        if not order.is_open or order.status == "accepted" or not self._tradable_now(order):
+        if not order.is_open or order.status in ("accepted", "held") or not self._tradable_now(order):
             return
         market = self._markets.get(order.asset.symbol)
         filled = False
@@ -1134,6 +1220,13 @@ class AlpacaContractServer:
         order.status = "filled" if done else "partially_filled"
         if done:
             order.filled_at = now
+            for leg in order.legs:  # the entry filled: its exits start working
+                if leg.status == "held":
+                    leg.status, leg.updated_at = "new", now
+        if order.parent is not None:  # one cancels the other
+            for sibling in order.parent.legs:
+                if sibling is not order and sibling.is_open:
+                    self._close(sibling, "canceled")
 
     # -- market data -----------------------------------------------------------------------------------
 
