@@ -35,6 +35,7 @@ def approval_message(proposal: TradeProposal, policy: ApprovalPolicy | None) -> 
         f"Order:      {order_line(proposal)}",
         f"Estimated:  {money_text(proposal.estimated_notional)}"
         + (f" at reference price {money_text(proposal.reference_price)}" if proposal.reference_price else ""),
+        *exit_lines(proposal),
         f"Mode:       {'LIVE (real money)' if live else 'paper (no real money)'}",
         f"Agent:      {inert(proposal.agent_id)}" + _agent_details(proposal),
         f"Reasoning (the agent's own words): \"{_one_line(proposal.reasoning, REASONING_SHOWN)}\"",
@@ -64,6 +65,38 @@ def order_line(proposal: TradeProposal) -> str:
     extended = ", extended hours" if proposal.extended_hours else ""
     return f"{amount}, {kind} order{' ' + ', '.join(prices) if prices else ''}, " \
            f"time in force {proposal.time_in_force}{extended}"
+
+
+def exit_lines(proposal: TradeProposal) -> list[str]:
+    """The order's exits and the money at risk (qty x distance from the entry to the stop; the whole
+    estimate without a stop), from the stored proposal only."""
+    exits = proposal.exits or {}
+    parts = []
+    if (sl := exits.get("stop_loss")) is not None:
+        parts.append(f"stop-loss ${sl['stop_price']}" + (f" (stop-limit ${sl['limit_price']})"
+                                                          if sl.get("limit_price") else ""))
+    if (ts := exits.get("trailing_stop")) is not None:
+        parts.append(f"trailing stop {ts['percent']}%" if ts.get("percent") else f"trailing stop ${ts['price']}")
+    if (tp := exits.get("take_profit")) is not None:
+        parts.append(f"take-profit ${tp['limit_price']}")
+    lines = [f"Exits:      {', '.join(parts)} (one cancels the other; they work once the order fills)"] if parts \
+        else []
+    return [*lines, f"At risk:    {risk_text(proposal)}"]
+
+
+def risk_text(proposal: TradeProposal) -> str:
+    exits = proposal.exits or {}
+    entry = proposal.limit_price if proposal.order_type == "limit" else proposal.reference_price
+    if entry is None:
+        return "unknown (no price estimate)"
+    qty = proposal.qty if proposal.qty is not None else (proposal.notional or Decimal(0)) / entry
+    if (sl := exits.get("stop_loss")) is not None:
+        distance = abs(entry - Decimal(sl["stop_price"]))
+    elif (ts := exits.get("trailing_stop")) is not None:
+        distance = entry * Decimal(ts["percent"]) / 100 if ts.get("percent") else Decimal(ts["price"])
+    else:
+        return f"{money_text(qty * entry)} - no stop: the whole position"
+    return f"{money_text(qty * distance)} ({decimal_text(qty)} x ${distance:,.2f} from the entry to the stop)"
 
 
 def approval_warnings(proposal: TradeProposal, policy: ApprovalPolicy | None) -> list[str]:

@@ -215,3 +215,38 @@ def exits_from_json(stored: dict[str, Any] | None) -> dict[str, Any]:
         found["trailing_stop"] = TrailingStop(percent=Decimal(ts["percent"]) if ts.get("percent") else None,
                                               price=Decimal(ts["price"]) if ts.get("price") else None)
     return found
+
+
+def exit_edit_problem(original: OrderRequest, edited: OrderRequest) -> str | None:
+    """Why an approver's edit of an order's exits is refused (None: allowed). A person may tighten the
+    protective stop (move it toward the entry, add one, narrow a trail) but never loosen or remove it, and
+    leaves the take-profit as the agent proposed it."""
+    if edited.take_profit != original.take_profit:
+        return "the take-profit cannot be changed by an approver"
+    before, after = original.stop_loss, edited.stop_loss
+    long = original.side == "buy"
+    if original.trailing_stop is not None or edited.trailing_stop is not None:
+        if before is not None or after is not None:
+            return "a trailing stop and a fixed stop cannot be swapped by an approver"
+        old, new = original.trailing_stop, edited.trailing_stop
+        if old == new:
+            return None
+        if old is None:
+            return None  # adding a trail where there was no stop tightens
+        if new is None or (old.percent is None) != (new.percent is None):
+            return "the trailing stop cannot be removed or changed between percent and price"
+        old_trail, new_trail = old.percent or old.price, new.percent or new.price
+        assert old_trail is not None and new_trail is not None
+        return None if new_trail <= old_trail else "the trailing stop can only be narrowed, not widened"
+    if before == after or (before is None and after is not None):
+        return None  # unchanged, or a stop added where there was none
+    if after is None:
+        return "the protective stop cannot be removed"
+    assert before is not None
+    tighter = after.stop_price >= before.stop_price if long else after.stop_price <= before.stop_price
+    if not tighter:
+        return (f"the stop can only be tightened ({'raised' if long else 'lowered'} toward the entry), not moved "
+                f"from {decimal_text(before.stop_price)} to {decimal_text(after.stop_price)}")
+    if before.limit_price is not None and after.limit_price is None:
+        return "the stop-limit's limit cannot be removed"
+    return None
