@@ -199,3 +199,38 @@ async def test_a_denial_for_something_other_than_size_gives_no_size_hint(db_url:
         result = await call(client, "propose_trade", symbol="TSLA", side="buy", qty=30, reasoning="not allowed")
         assert "SYMBOL_NOT_ALLOWED" in [v["code"] for v in result["violations"]]
         assert "Size hint" not in result["message"]
+
+
+async def test_cancelling_a_resting_bracket_entry_cancels_its_exits(
+        bracket_client: tuple[Client, time_machine.Coordinates]) -> None:
+    client, _ = bracket_client
+    bid, _ = await quote(client)
+    limit = (bid * D("0.9")).quantize(D("0.01"))
+    proposal = await call(client, "propose_trade", symbol="AAPL", side="buy", qty=5, order_type="limit",
+                          limit_price=str(limit), time_in_force="gtc", reasoning="buy the dip",
+                          stop_loss=str(limit - 5), take_profit=str(bid))
+    executed = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
+    assert executed["status"] == "submitted"
+    [entry] = (await call(client, "get_orders", status="open"))["orders"]
+    assert {leg["status"] for leg in entry["legs"]} == {"held"}  # waiting for the entry to fill
+    cancelled = await call(client, "cancel_order", order_id=executed["order_id"])
+    assert cancelled["status"] == "canceled"
+    [entry] = (await call(client, "get_orders", status="all"))["orders"]
+    assert {leg["role"]: leg["status"] for leg in entry["legs"]} == {"stop_loss": "canceled",
+                                                                     "take_profit": "canceled"}
+
+
+async def test_a_crypto_bracket_is_refused_with_a_reason(
+        bracket_client: tuple[Client, time_machine.Coordinates]) -> None:
+    client, _ = bracket_client
+    result = await call(client, "propose_trade", symbol="BTC/USD", side="buy", qty=0.01, time_in_force="gtc",
+                        reasoning="btc", stop_loss="1000")
+    assert [v["code"] for v in result["violations"]] == ["INVALID_ORDER"]
+    assert "crypto orders cannot carry exits" in result["message"]
+
+
+async def test_an_unreadable_exit_is_an_invalid_order(bracket_client: tuple[Client, time_machine.Coordinates]) -> None:
+    client, _ = bracket_client
+    result = await client.call_tool("propose_trade", {"symbol": "AAPL", "side": "buy", "qty": 1, "reasoning": "r",
+                                                      "trailing_stop": "150%"})
+    assert result.is_error and result.content[0].text.startswith("INVALID_ORDER")  # type: ignore[union-attr]
