@@ -13,7 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 
-from policies.checks import ZERO, CheckInput, amount, money, risk_distance, run_checks
+from policies.checks import ZERO, CheckInput, Usage, amount, money, risk_distance, run_checks
+from policies.limits import EffectiveLimits
 from policies.violations import Code, Violation
 
 # Violations that a smaller order would not have.
@@ -88,3 +89,15 @@ def with_size_hint(c: CheckInput, violations: list[Violation]) -> list[Violation
                 + (f" (about {money(price)})" if price is not None else "") + f"; each limit allows: {details}")
     last = violations[-1]
     return [*violations[:-1], Violation(code=last.code, message=f"{last.message}. Size hint: {hint}")]
+
+
+def buy_room_usd(limits: EffectiveLimits, usage: Usage) -> dict[str, Decimal]:
+    """For any symbol, the largest new order in USD each limit allows now (the position cap is per symbol and
+    the risk cap depends on the stop: a rejected proposal's size hint gives those)."""
+    room = {
+        "per-order notional": limits.max_trade_size,
+        "gross exposure": limits.max_gross_exposure - usage.gross_exposure,
+        "rolling notional": limits.rolling_notional_max - usage.notional_in_rolling_window,
+        "buying power": usage.agent_cash - usage.open_buy_notional,
+    }
+    return {name: max(value, ZERO) for name, value in room.items()}

@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING
 
 from mcp.server.mcpserver import Context
 
+from policies.orders import decimal_text
 from policies.results import MarketOut, PositionOut, PositionsResult, TradingStatusResult, plain
 from tools.common import through_gate
 
 if TYPE_CHECKING:
+    from policies.checks import Usage
     from policies.gate import Agent, Gate
 
 POSITIONS_DESCRIPTION = "This agent's positions with P&L, and its cash and equity."
@@ -73,7 +75,8 @@ async def get_trading_status(ctx: Context) -> TradingStatusResult:
                     "max_orders_per_window": limits.max_orders_per_window,
                     "order_rate_window_seconds": limits.order_rate_window_seconds,
                     "rolling_notional_max": money(limits.rolling_notional_max),
-                    "daily_loss_limit": money(limits.daily_loss_limit), "allow_short": limits.allow_short},
+                    "daily_loss_limit": money(limits.daily_loss_limit), "allow_short": limits.allow_short,
+                    "require_stop_loss": limits.require_stop_loss, **_sizing(agent, usage)},
             used_today={"trades": usage.trades_today, "orders_in_rate_window": usage.orders_in_rate_window,
                         "rolling_notional": money(usage.notional_in_rolling_window),
                         "open_buy_notional": money(usage.open_buy_notional), "daily_pnl": money(usage.daily_pnl)},
@@ -83,3 +86,17 @@ async def get_trading_status(ctx: Context) -> TradingStatusResult:
             market_hours_enforced=gate.settings.enforce_market_hours)
 
     return await through_gate(ctx, "get_trading_status", {}, operation, acts_at_broker=False)
+
+
+def _sizing(agent: Agent, usage: Usage) -> dict[str, str]:
+    """The money at risk a trade may carry, and the largest buy the agent's limits allow now (any symbol)."""
+    from policies.sizing import buy_room_usd
+
+    found: dict[str, str] = {}
+    if agent.limits.max_risk_per_trade is not None:
+        found["max_risk_per_trade"] = agent.limits.max_risk_per_trade.text()
+        found["max_risk_per_trade_usd"] = decimal_text(agent.limits.max_risk_usd()) or "0"
+    room = buy_room_usd(agent.limits, usage)
+    binding = min(room, key=lambda name: room[name])
+    found["largest_order_usd"] = f"{decimal_text(room[binding].quantize(Decimal('0.01')))} ({binding})"
+    return found

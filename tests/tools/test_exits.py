@@ -234,3 +234,14 @@ async def test_an_unreadable_exit_is_an_invalid_order(bracket_client: tuple[Clie
     result = await client.call_tool("propose_trade", {"symbol": "AAPL", "side": "buy", "qty": 1, "reasoning": "r",
                                                       "trailing_stop": "150%"})
     assert result.is_error and result.content[0].text.startswith("INVALID_ORDER")  # type: ignore[union-attr]
+
+
+async def test_trading_status_shows_the_stop_policy_and_the_largest_order_the_limits_allow(
+        db_url: str, market_open: object) -> None:
+    config = make_config(db_url, agent(max_risk_per_trade="1%", require_stop_loss=True, max_trade_size=3000))
+    async with connect(config) as client:
+        status = await call(client, "get_trading_status")
+    limits = status["limits"]
+    assert (limits["require_stop_loss"], limits["max_risk_per_trade"], limits["max_risk_per_trade_usd"]) == (
+        True, "1%", "1000")
+    assert limits["largest_order_usd"] == "3000 (per-order notional)"
