@@ -41,7 +41,7 @@ from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 from typing import Literal, cast
 from uuid import uuid4
 
-from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy import Table, bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -529,8 +529,10 @@ class SimulatedBroker:
         """Newest first."""
         query = (select(SimOrder).where(SimOrder.parent_id.is_(None))  # legs are shown with their entry
                  .order_by(SimOrder.submitted_at.desc(), SimOrder.id.desc()).limit(limit))
-        if status == "open":
-            query = query.where(SimOrder.status.in_(OPEN_STATUSES))
+        if status == "open":  # an entry whose exits still work is open too (Alpaca's nested view)
+            working_legs = select(SimOrder.parent_id).where(SimOrder.parent_id.is_not(None),
+                                                            SimOrder.status.in_(OPEN_STATUSES))
+            query = query.where(or_(SimOrder.status.in_(OPEN_STATUSES), SimOrder.id.in_(working_legs)))
         elif status == "closed":
             query = query.where(SimOrder.status.in_(FINAL_STATUSES))
         if after is not None:

@@ -921,16 +921,29 @@ class Gate:
                 AgentOrderLeg.parent_id == trade_id, AgentOrderLeg.status.in_(LIVE_LEG_STATUSES)).limit(1))).first()
         return found is not None
 
-    async def refresh_trade(self, trade: AgentTrade) -> AgentTrade:
+    async def _bracket_unchanged(self, trade: AgentTrade, order: BrokerOrder) -> bool:
+        if (trade.status, trade.filled_qty, trade.order_id) != (order.status, order.filled_qty, order.broker_order_id):
+            return False
+        async with self.sessions() as session:
+            ours = {leg.role: leg for leg in (await legs_of(session, [trade.id])).get(trade.id, [])}
+        return len(ours) == len(order.legs) and all(
+            (leg := ours.get(theirs.leg_role or "")) is not None
+            and (leg.status, leg.filled_qty, leg.order_id, leg.stop_price, leg.hwm)
+            == (theirs.status, theirs.filled_qty, theirs.broker_order_id, theirs.stop_price, theirs.hwm)
+            for theirs in order.legs)
+
+    async def refresh_trade(self, trade: AgentTrade, known: BrokerOrder | None = None) -> AgentTrade:
         """Bring one live order (or a filled entry whose exits still work) up to date with the broker
-        (fills, cancels, expiries)."""
+        (fills, cancels, expiries). `known`: the broker's view of it, when just read in a list."""
         if trade.status == "pending_submit":
             return trade
-        if trade.status not in LIVE_TRADE_STATUSES and not await self._has_live_legs(trade.id):
+        if known is None and trade.status not in LIVE_TRADE_STATUSES and not await self._has_live_legs(trade.id):
             return trade
-        broker_order = await self._lookup(trade.client_order_id)
+        broker_order = known or await self._lookup(trade.client_order_id)
         if broker_order is None:
             return trade
+        if broker_order.legs and await self._bracket_unchanged(trade, broker_order):
+            return trade  # a working bracket is polled often: no write transaction when nothing moved
         now = self.clock()
         async with self._unit() as session:
             row = await session.get(AgentTrade, trade.id)
@@ -958,9 +971,20 @@ class Gate:
             if agent_id is not None:
                 query = query.where(AgentTrade.agent_id == agent_id)
             trades = list((await session.execute(query)).scalars())
+        # One list call for the orders still open at the broker (brackets with working legs included), not
+        # one lookup per order: with many resting orders and exits, per-order lookups grow with their square.
+        # An order missing from the list (closed since, or beyond its page) is looked up on its own.
+        open_orders: dict[str, BrokerOrder] = {}
+        if len(trades) > 1:
+            try:
+                listed = await asyncio.wait_for(self.broker.list_orders(status="open", limit=500),
+                                                self.settings.broker_timeout)
+                open_orders = {order.client_order_id: order for order in listed}
+            except (BrokerError, TimeoutError) as error:
+                log.warning("open_orders_unavailable", error=str(error))
         changed = 0
         for trade in trades:
-            fresh = await self.refresh_trade(trade)
+            fresh = await self.refresh_trade(trade, open_orders.get(trade.client_order_id))
             changed += fresh.status != trade.status
         return changed
 
