@@ -13,7 +13,7 @@ from ledger.models import AgentOrderLeg, AgentPosition
 from server.runtime import open_runtime
 from tests.alpaca_env import audit_records, read, trader
 from tests.conftest import call, connect, make_config
-from tests.tools.test_exits import move_into, path_from
+from tests.tools.test_exits import QTY, SYMBOL, move_into, path_from
 
 
 async def test_a_stop_filled_while_the_server_was_down_is_booked_at_the_restart(
@@ -23,7 +23,7 @@ async def test_a_stop_filled_while_the_server_was_down_is_booked_at_the_restart(
     low = min(prices[1:])
     hit = prices.index(low)
     async with connect(config) as client:
-        proposal = await call(client, "propose_trade", symbol="AAPL", side="buy", qty=10, time_in_force="gtc",
+        proposal = await call(client, "propose_trade", symbol=SYMBOL, side="buy", qty=QTY, time_in_force="gtc",
                               reasoning="bracket", stop_loss=str(low),
                               take_profit=str(max(prices[: hit + 1]) + Decimal("0.05")))
         executed = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
@@ -36,6 +36,6 @@ async def test_a_stop_filled_while_the_server_was_down_is_booked_at_the_restart(
     legs = {leg.role: leg for leg in await read(database_url, select(AgentOrderLeg))}
     assert (legs["stop_loss"].status, legs["take_profit"].status) == ("filled", "canceled")
     [held] = await read(database_url, select(AgentPosition))
-    assert held.qty == 0 and held.realized_pl == 10 * (low - entry)
+    assert held.qty == 0 and held.realized_pl == QTY * (low - entry)
     records = [r for r in await audit_records(database_url, "system:reconcile") if r.kind == "order.updated"]
     assert any('"role":"stop_loss"' in r.payload and '"to":"filled"' in r.payload for r in records)

@@ -19,14 +19,15 @@ from server.config import Config
 from tests.conftest import agent, call, connect, connected_in_own_task, make_config
 
 SEED = 42  # ServerConfig.simulated_seed
-HORIZON = 1500  # minutes of the path a test looks at
+SYMBOL, QTY = "SPY", 5  # from MARKET_OPEN SPY's path falls, rises and falls again within the session
+HORIZON = 300  # minutes of the path a test looks at: within the regular session it starts in
 D = Decimal
 
 
 def path_from(now: datetime, minutes: int = HORIZON) -> tuple[int, list[Decimal]]:
-    """The AAPL minute prices from the minute of `now` on (index 0 is the entry's minute)."""
+    """SYMBOL's minute prices from the minute of `now` on (index 0 is the entry's minute)."""
     first = sim_market.minute_index(now)
-    return first, sim_market.minute_prices(SEED, "AAPL", first, first + minutes)
+    return first, sim_market.minute_prices(SEED, SYMBOL, first, first + minutes)
 
 
 def first_index(prices: list[Decimal], value: Decimal) -> int:
@@ -41,7 +42,7 @@ async def bracket_client(config: Config, market_open: time_machine.Coordinates
 
 
 async def open_bracket(client: Client, **exits: str) -> dict[str, Any]:
-    proposal = await call(client, "propose_trade", symbol="AAPL", side="buy", qty=10, time_in_force="gtc",
+    proposal = await call(client, "propose_trade", symbol=SYMBOL, side="buy", qty=QTY, time_in_force="gtc",
                           reasoning="bracket test", **exits)
     assert proposal["status"] == "approved", proposal["message"]
     executed = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
@@ -56,7 +57,7 @@ def move_into(traveller: time_machine.Coordinates, first_minute: int, index: int
 
 async def position(client: Client) -> dict[str, Any]:
     positions = await call(client, "get_positions")
-    return {p["symbol"]: p for p in positions["positions"]}.get("AAPL", {"qty": "0", "realized_pl": "0"})
+    return {p["symbol"]: p for p in positions["positions"]}.get(SYMBOL, {"qty": "0", "realized_pl": "0"})
 
 
 async def test_a_bracket_buy_is_stopped_out_and_its_take_profit_cancelled(
@@ -72,12 +73,12 @@ async def test_a_bracket_buy_is_stopped_out_and_its_take_profit_cancelled(
     orders = (await call(client, "get_orders", status="open"))["orders"]
     assert [leg["role"] for leg in orders[0]["legs"]] == ["stop_loss", "take_profit"]
     assert {leg["status"] for leg in orders[0]["legs"]} == {"new"}
-    assert D((await position(client))["qty"]) == 10
+    assert D((await position(client))["qty"]) == QTY
 
     move_into(traveller, first, hit)
     held = await position(client)
     assert D(held["qty"]) == 0
-    assert D(held["realized_pl"]) == 10 * (low - entry)
+    assert D(held["realized_pl"]) == QTY * (low - entry)
     closed = (await call(client, "get_orders", status="all"))["orders"][0]
     assert {leg["role"]: leg["status"] for leg in closed["legs"]} == {"stop_loss": "filled",
                                                                       "take_profit": "canceled"}
@@ -98,7 +99,7 @@ async def test_a_bracket_buy_takes_profit_and_its_stop_is_cancelled(
     move_into(traveller, first, hit)
     held = await position(client)
     assert D(held["qty"]) == 0
-    assert D(held["realized_pl"]) == 10 * (high - entry)  # a take-profit fills at its limit
+    assert D(held["realized_pl"]) == QTY * (high - entry)  # a take-profit fills at its limit
     legs = (await call(client, "get_orders", status="all"))["orders"][0]["legs"]
     assert {leg["role"]: leg["status"] for leg in legs} == {"stop_loss": "canceled", "take_profit": "filled"}
 
@@ -107,7 +108,7 @@ async def test_a_trailing_stop_follows_the_price_up_and_fires_on_the_way_down(
         bracket_client: tuple[Client, time_machine.Coordinates]) -> None:
     client, traveller = bracket_client
     first, prices = path_from(datetime.now(UTC))
-    percent = D("0.5")
+    percent = D("0.15")
     executed = await open_bracket(client, trailing_stop=f"{percent}%")
     entry = D(executed["filled_avg_price"])
     # Where the simulated broker's trailing stop must fire: the first minute at or below its stop.
@@ -130,7 +131,7 @@ async def test_a_trailing_stop_follows_the_price_up_and_fires_on_the_way_down(
     move_into(traveller, first, fired)
     held = await position(client)
     assert D(held["qty"]) == 0
-    assert D(held["realized_pl"]) == 10 * (prices[fired] - entry)
+    assert D(held["realized_pl"]) == QTY * (prices[fired] - entry)
 
 
 # --- policies: a required stop, the money at risk per trade, and the size hint ---------------------------
