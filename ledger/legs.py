@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.base import OPEN_STATUSES, BrokerOrder
 from ledger.accounting import apply_order_update
+from ledger.db import execute
 from ledger.models import AgentOrderLeg, AgentTrade
+from policies.checks import Usage
 
 # A leg may still fill in these statuses ("held": waiting for its entry to fill).
 LIVE_LEG_STATUSES = frozenset(OPEN_STATUSES | {"pending_submit", "unknown"})
@@ -70,3 +73,27 @@ async def apply_leg_updates(session: AsyncSession, parent: AgentTrade, order: Br
                             "filled_qty_before": before_qty, "filled_qty": row.filled_qty,
                             "filled_avg_price": row.price, "stop_price": row.stop_price})
     return changes
+
+
+_WORKING_EXITS = (select(AgentOrderLeg.parent_id, AgentOrderLeg.side, AgentOrderLeg.quantity, AgentOrderLeg.filled_qty)
+                  .where(AgentOrderLeg.agent_id == bindparam("agent_id"), AgentOrderLeg.symbol == bindparam("symbol"),
+                         AgentOrderLeg.status.in_(sorted(OPEN_STATUSES - {"held"}))))
+
+
+async def with_exit_holds(session: AsyncSession, agent_id: str, symbol: str, usage: Usage) -> Usage:
+    """Usage with the agent's working exits in `symbol` counted as open orders on their side (once per
+    bracket: one of them can fill). They hold the position's shares, as at Alpaca: a hand-made sell of those
+    shares would leave the agent short once an exit fills, so it is checked as a short sale until the exits
+    are cancelled. Held legs (entry not filled) hold nothing yet. Exits never make room for an order on the
+    other side (check.position_change counts only the order's own side)."""
+    rows = (await execute(session, _WORKING_EXITS, {"agent_id": agent_id, "symbol": symbol})).all()
+    if not rows:
+        return usage
+    held: dict[tuple[str, str], Decimal] = {}
+    for parent_id, side, quantity, filled in rows:
+        left = max((quantity or Decimal(0)) - (filled or Decimal(0)), Decimal(0))
+        held[(parent_id, side)] = max(held.get((parent_id, side), Decimal(0)), left)
+    sells = sum((qty for (_, side), qty in held.items() if side == "sell"), Decimal(0))
+    buys = sum((qty for (_, side), qty in held.items() if side == "buy"), Decimal(0))
+    return replace(usage, open_symbol_sell_qty=usage.open_symbol_sell_qty + sells,
+                   open_symbol_buy_qty=usage.open_symbol_buy_qty + buys)

@@ -39,7 +39,7 @@ from broker.base import (
 )
 from ledger.accounting import apply_order_update, ensure_agent_account, position_after_fill
 from ledger.db import execute, insert_if_absent, read, transaction
-from ledger.legs import LIVE_LEG_STATUSES, PARENTS_OF_LIVE_LEGS, apply_leg_updates, legs_of
+from ledger.legs import LIVE_LEG_STATUSES, PARENTS_OF_LIVE_LEGS, apply_leg_updates, legs_of, with_exit_holds
 from ledger.models import (
     GLOBAL_SCOPE,
     AgentOrderLeg,
@@ -448,6 +448,7 @@ class Gate:
             quotes[order.symbol] = snap.quote
         usage = await load_usage(session, agent_id=agent.id, order=order, limits=agent.limits, quotes=quotes,
                                  now=now, with_denials=False)
+        usage = await with_exit_holds(session, agent.id, order.symbol, usage)
         if lock:  # the decision that reserves also keeps the agent's equity peak and trading day current
             await ensure_agent_account(session, agent.id, agent.limits.capital, trading_day(now), now)
             await persist_marks(session, agent_id=agent.id, usage=usage, now=now)
@@ -994,15 +995,21 @@ class Gate:
 
     # --- cancel ------------------------------------------------------------------------------------
 
-    async def cancel(self, agent: Agent, order_id: str, *, actor: str | None = None) -> AgentTrade:
-        """Cancels reduce risk: allowed while halted or reducing. Only the agent's own orders. `actor`: who
-        asked, when not the agent itself (an operator)."""
+    async def cancel(self, agent: Agent, order_id: str, *, actor: str | None = None) -> AgentTrade | AgentOrderLeg:
+        """Cancels reduce risk: allowed while halted or reducing. Only the agent's own orders; an exit (a
+        bracket leg) by its own id, e.g. to close the position by hand (its shares are held for the exits).
+        `actor`: who asked, when not the agent itself (an operator)."""
         actor = actor or f"agent:{agent.id}"
         async with self.sessions() as session:
             trade = await session.get(AgentTrade, order_id)
             if trade is None:
                 trade = (await session.execute(select(AgentTrade).where(AgentTrade.order_id == order_id))
                          ).scalar_one_or_none()
+            leg = None if trade is not None else (await session.execute(
+                select(AgentOrderLeg).where(or_(AgentOrderLeg.id == order_id, AgentOrderLeg.order_id == order_id)))
+            ).scalars().first()
+        if leg is not None and leg.agent_id == agent.id:
+            return await self._cancel_leg(agent, leg, actor)
         if trade is None or trade.agent_id != agent.id:
             raise deny(Code.ORDER_NOT_FOUND, f"no order {order_id} for this agent")
         trade = await self.refresh_trade(trade)
@@ -1023,6 +1030,27 @@ class Gate:
                               agent_id=agent.id, payload={"order_id": row.id, "status": row.status})
         async with self.sessions() as session:
             fresh = await session.get(AgentTrade, trade.id)
+        assert fresh is not None
+        return fresh
+
+    async def _cancel_leg(self, agent: Agent, leg: AgentOrderLeg, actor: str) -> AgentOrderLeg:
+        if leg.status not in LIVE_LEG_STATUSES:
+            return leg
+        if leg.order_id is None:
+            raise deny(Code.BROKER_ERROR, "the exit is not at the broker yet; try the cancel again")
+        await self.record(actor=actor, kind="order.cancel_intent", agent_id=agent.id,
+                          payload={"order_id": leg.id, "parent_order_id": leg.parent_id, "role": leg.role,
+                                   "broker_order_id": leg.order_id})
+        broker_order = await asyncio.wait_for(self.broker.cancel_order(leg.order_id), self.settings.broker_timeout)
+        now = self.clock()
+        async with self._unit() as session:
+            row = await session.get(AgentOrderLeg, leg.id)
+            assert row is not None
+            await apply_order_update(session, row, broker_order, now, agent.limits.capital, trading_day(now))
+            await self.record(session=session, actor=actor, kind="order.cancel_outcome",
+                              agent_id=agent.id, payload={"order_id": row.id, "role": row.role, "status": row.status})
+        async with self.sessions() as session:
+            fresh = await session.get(AgentOrderLeg, leg.id)
         assert fresh is not None
         return fresh
 

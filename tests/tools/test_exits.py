@@ -142,8 +142,8 @@ def hinted_qty(message: str) -> int:
     return int(found.group(1).replace(",", ""))
 
 
-async def quote(client: Client) -> tuple[Decimal, Decimal]:
-    data = (await call(client, "get_market_data", symbols=["AAPL"]))["data"][0]
+async def quote(client: Client, symbol: str = "AAPL") -> tuple[Decimal, Decimal]:
+    data = (await call(client, "get_market_data", symbols=[symbol]))["data"][0]
     return D(data["bid"]), D(data["ask"])
 
 
@@ -246,3 +246,26 @@ async def test_trading_status_shows_the_stop_policy_and_the_largest_order_the_li
     assert (limits["require_stop_loss"], limits["max_risk_per_trade"], limits["max_risk_per_trade_usd"]) == (
         True, "1%", "1000")
     assert limits["largest_order_usd"] == "3000 (per-order notional)"
+
+
+async def test_a_protected_position_is_closed_by_hand_only_after_its_exits_are_cancelled(
+        bracket_client: tuple[Client, time_machine.Coordinates]) -> None:
+    client, _ = bracket_client
+    bid, _ = await quote(client, SYMBOL)
+    executed = await open_bracket(client, stop_loss=str((bid * D("0.9")).quantize(D("0.01"))),
+                                  take_profit=str((bid * D("1.1")).quantize(D("0.01"))))
+    close = {"symbol": SYMBOL, "side": "sell", "qty": QTY, "reasoning": "close by hand"}
+    # The exits hold the shares: selling them too would leave the agent short once an exit fills.
+    held = await call(client, "propose_trade", **close)
+    assert [v["code"] for v in held["violations"]] == ["SHORT_SELLING_NOT_ALLOWED"]
+
+    [entry] = (await call(client, "get_orders", status="open"))["orders"]
+    assert entry["order_id"] == executed["order_id"]
+    for leg in entry["legs"]:
+        cancelled = await call(client, "cancel_order", order_id=leg["order_id"])
+        assert cancelled["status"] == "canceled"
+    assert (await call(client, "get_orders", status="open"))["orders"] == []
+    free = await call(client, "propose_trade", **close)
+    assert free["status"] == "approved", free["message"]
+    assert (await call(client, "execute_trade", proposal_id=free["proposal_id"]))["status"] == "filled"
+    assert D((await position(client))["qty"]) == 0
