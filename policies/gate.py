@@ -922,7 +922,8 @@ class Gate:
                 AgentOrderLeg.parent_id == trade_id, AgentOrderLeg.status.in_(LIVE_LEG_STATUSES)).limit(1))).first()
         return found is not None
 
-    async def _bracket_unchanged(self, trade: AgentTrade, order: BrokerOrder) -> bool:
+    async def bracket_unchanged(self, trade: AgentTrade, order: BrokerOrder) -> bool:
+        """The entry and each of its legs are as we last recorded them (nothing to write)."""
         if (trade.status, trade.filled_qty, trade.order_id) != (order.status, order.filled_qty, order.broker_order_id):
             return False
         async with self.sessions() as session:
@@ -943,7 +944,7 @@ class Gate:
         broker_order = known or await self._lookup(trade.client_order_id)
         if broker_order is None:
             return trade
-        if broker_order.legs and await self._bracket_unchanged(trade, broker_order):
+        if broker_order.legs and await self.bracket_unchanged(trade, broker_order):
             return trade  # a working bracket is polled often: no write transaction when nothing moved
         now = self.clock()
         async with self._unit() as session:

@@ -242,8 +242,9 @@ class Reconciler:
 
     async def _apply(self, trade: AgentTrade, order: BrokerOrder, *, late: bool = False) -> int:
         if (trade.status == order.status and trade.filled_qty == order.filled_qty
-                and trade.order_id == order.broker_order_id and not order.legs):
-            return 0  # nothing new: no write (an entry with exits compares its legs in the transaction)
+                and trade.order_id == order.broker_order_id
+                and (not order.legs or await self.gate.bracket_unchanged(trade, order))):
+            return 0  # nothing new (the entry, and its exits if it has any): no write
         now = self.gate.clock()
         async with transaction(self.gate.sessions) as session:
             row = await _locked_trade(session, trade.id)
