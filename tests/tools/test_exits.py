@@ -269,3 +269,26 @@ async def test_a_protected_position_is_closed_by_hand_only_after_its_exits_are_c
     assert free["status"] == "approved", free["message"]
     assert (await call(client, "execute_trade", proposal_id=free["proposal_id"]))["status"] == "filled"
     assert D((await position(client))["qty"]) == 0
+
+
+async def test_a_short_bracket_is_stopped_out_on_the_way_up(db_url: str,
+                                                             market_open: time_machine.Coordinates) -> None:
+    async with connected_in_own_task(make_config(db_url, agent(allow_short=True))) as client:
+        first, prices = path_from(datetime.now(UTC))
+        high = max(prices[1:])
+        hit = first_index(prices, high)
+        take_profit = min(prices[: hit + 1]) - D("0.05")
+        proposal = await call(client, "propose_trade", symbol=SYMBOL, side="sell", qty=QTY, time_in_force="gtc",
+                              reasoning="short", stop_loss=str(high), take_profit=str(take_profit))
+        assert proposal["status"] == "approved", proposal["message"]
+        executed = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
+        entry = D(executed["filled_avg_price"])
+        assert D((await position(client))["qty"]) == -QTY
+
+        move_into(market_open, first, hit)
+        held = await position(client)
+        assert D(held["qty"]) == 0
+        assert D(held["realized_pl"]) == QTY * (entry - high)
+        legs = (await call(client, "get_orders", status="all"))["orders"][0]["legs"]
+        assert {leg["role"]: (leg["side"], leg["status"]) for leg in legs} == {
+            "stop_loss": ("buy", "filled"), "take_profit": ("buy", "canceled")}
