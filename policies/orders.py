@@ -57,9 +57,10 @@ class TrailingStop(BaseModel):
 
 
 _PRICE = r"\d{1,12}(\.\d{1,9})?"
-STOP_LOSS_PATTERN = rf"^{_PRICE}(/{_PRICE})?$"
-PRICE_PATTERN = rf"^{_PRICE}$"
-TRAILING_PATTERN = rf"^{_PRICE}%?$"
+# The tools' argument patterns: short (every client pays for tools/list); the parsers below are exact.
+STOP_LOSS_PATTERN = r"^[0-9.]+(/[0-9.]+)?$"
+PRICE_PATTERN = r"^[0-9.]+$"
+TRAILING_PATTERN = r"^[0-9.]+%?$"
 
 
 class ExitsError(ValueError):
