@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
-from policies.orders import OrderRequest, decimal_text
+from policies.orders import OrderRequest, StopLoss, decimal_text, exit_edit_problem
 
 ApprovalOutcome = Literal["approved", "pending_approval"]
 
@@ -50,13 +50,24 @@ class ShrinkRefused(ValueError):
     """An approver's edit that would not make the order smaller or its price no worse; one line, with a code."""
 
 
-def shrink(order: OrderRequest, *, qty: Decimal | None = None, limit_price: Decimal | None = None) -> OrderRequest:
+def shrink(order: OrderRequest, *, qty: Decimal | None = None, limit_price: Decimal | None = None,
+           stop_loss: Decimal | None = None) -> OrderRequest:
     """The order an approver approves after shrinking it: a lower quantity (above zero) and/or a limit price no
-    worse for the account (a buy's no higher, a sell's no lower), only on limit and stop-limit orders. Anything
-    else is refused: an approver can take risk away from a proposal, never add it."""
-    if qty is None and limit_price is None:
+    worse for the account (a buy's no higher, a sell's no lower), only on limit and stop-limit orders, and/or a
+    protective stop tightened (moved toward the entry, or added), never loosened (policies.orders
+    .exit_edit_problem). Anything else is refused: an approver can take risk away from a proposal, never add it."""
+    if qty is None and limit_price is None and stop_loss is None:
         return order
-    changes: dict[str, Decimal] = {}
+    changes: dict[str, Any] = {}
+    if stop_loss is not None:
+        if not stop_loss.is_finite() or stop_loss <= 0:
+            raise ShrinkRefused(f"INVALID_ARGUMENT: the stop-loss must be a positive price, not {stop_loss}")
+        kept_limit = order.stop_loss.limit_price if order.stop_loss is not None else None
+        tightened = order.model_copy(update={"stop_loss": StopLoss(stop_price=stop_loss, limit_price=kept_limit)})
+        problem = exit_edit_problem(order, tightened)
+        if problem is not None:
+            raise ShrinkRefused(f"INVALID_ARGUMENT: {problem}")
+        changes["stop_loss"] = tightened.stop_loss
     if qty is not None:
         if order.qty is None:
             raise ShrinkRefused("INVALID_ARGUMENT: --qty applies to orders given in shares or units; this one is "

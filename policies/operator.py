@@ -76,19 +76,21 @@ class Operator(AgentOperations, BookOperations):
             return list(rows.scalars())
 
     async def decide(self, proposal_id: str, approve: bool, note: str | None = None, *,
-                     qty: Decimal | None = None, limit_price: Decimal | None = None) -> TradeProposal:
+                     qty: Decimal | None = None, limit_price: Decimal | None = None,
+                     stop_loss: Decimal | None = None) -> TradeProposal:
         """Approve or reject a pending proposal, atomically: a second decision, or one racing an execution,
         finds the state already moved and fails.
 
         Approving, the operator may shrink the order (a lower qty, a limit price no worse): the edited order
         passes every check of the gate again, or the approval is refused with the codes; the approval then
-        binds the edited order (its hash), and the record keeps the order as proposed beside it."""
+        binds the edited order (its hash), and the record keeps the order as proposed beside it. A stop-loss may
+        be tightened (toward the entry, or added), never loosened."""
         self.require(Action.DECIDE_APPROVAL)
         new_state = "approved" if approve else "declined"
         edited: OrderRequest | None = None
         estimate: dict[str, object] = {}
-        if approve and (qty is not None or limit_price is not None):
-            edited, estimate = await self._judged_edit(proposal_id, qty, limit_price)
+        if approve and (qty is not None or limit_price is not None or stop_loss is not None):
+            edited, estimate = await self._judged_edit(proposal_id, qty, limit_price, stop_loss)
         now = self.now
         async with transaction(self.gate.sessions) as session:
             proposal = await session.get(TradeProposal, proposal_id)
@@ -108,11 +110,11 @@ class Operator(AgentOperations, BookOperations):
                                     "matches what the agent proposed; it cannot be approved")
             else:
                 original = _order_of(proposal)
-                if edited is not None and _reshrunk(original, qty, limit_price) != edited:
+                if edited is not None and _reshrunk(original, qty, limit_price, stop_loss) != edited:
                     raise OperatorError(f"proposal {proposal_id} changed while its edit was checked; nothing done")
                 values: dict[str, object] = {}
                 if edited is not None and edited != original:
-                    values = {"qty": edited.qty, "limit_price": edited.limit_price,
+                    values = {"qty": edited.qty, "limit_price": edited.limit_price, "exits": edited.exits_json(),
                               "order_hash": edited.order_hash()}
                     values.update(estimate)
                 approved_hash = str(values.get("order_hash", proposal.order_hash))
@@ -158,8 +160,8 @@ class Operator(AgentOperations, BookOperations):
                                 f"{fresh.expires_at.isoformat()}; it can no longer be approved or rejected")
         return fresh
 
-    async def _judged_edit(self, proposal_id: str, qty: Decimal | None,
-                           limit_price: Decimal | None) -> tuple[OrderRequest, dict[str, object]]:
+    async def _judged_edit(self, proposal_id: str, qty: Decimal | None, limit_price: Decimal | None,
+                           stop_loss: Decimal | None = None) -> tuple[OrderRequest, dict[str, object]]:
         """The shrunk order, after every check of the gate passed on it (OperatorError with the codes if not),
         and its price estimate now."""
         async with self.gate.sessions() as session:
@@ -169,7 +171,7 @@ class Operator(AgentOperations, BookOperations):
         if proposal.status != "pending_approval":
             raise OperatorError(f"proposal {proposal_id} is {proposal.status}, not pending approval")
         try:
-            edited = shrink(_order_of(proposal), qty=qty, limit_price=limit_price)
+            edited = shrink(_order_of(proposal), qty=qty, limit_price=limit_price, stop_loss=stop_loss)
         except ShrinkRefused as refused:
             raise OperatorError(str(refused)) from None
         try:
@@ -273,10 +275,11 @@ class Operator(AgentOperations, BookOperations):
             return list((await session.execute(select(TradingState).order_by(TradingState.scope))).scalars())
 
 
-def _reshrunk(order: OrderRequest, qty: Decimal | None, limit_price: Decimal | None) -> OrderRequest | None:
+def _reshrunk(order: OrderRequest, qty: Decimal | None, limit_price: Decimal | None,
+              stop_loss: Decimal | None = None) -> OrderRequest | None:
     """The edit applied again to the order as stored now (None if it no longer applies): the approval binds the
     order that was checked, or nothing."""
     try:
-        return shrink(order, qty=qty, limit_price=limit_price)
+        return shrink(order, qty=qty, limit_price=limit_price, stop_loss=stop_loss)
     except ShrinkRefused:
         return None

@@ -15,7 +15,15 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.base import BrokerError, Quote
-from ledger.models import AgentPermissions, AgentPosition, AgentTrade, KeyValue, TradeProposal, TradingState
+from ledger.models import (
+    AgentOrderLeg,
+    AgentPermissions,
+    AgentPosition,
+    AgentTrade,
+    KeyValue,
+    TradeProposal,
+    TradingState,
+)
 from policies.gate import LIVE_TRADE_STATUSES
 from policies.limits import LimitsError
 from policies.operators import Action, OperatorError
@@ -171,7 +179,7 @@ class BookOperations:
             found.extend(await self.gate.orders(agent, status, limit))
         return sorted(found, key=lambda trade: trade.created_at, reverse=True)[:limit]
 
-    async def cancel_order(self, order_id: str) -> AgentTrade:
+    async def cancel_order(self, order_id: str) -> AgentTrade | AgentOrderLeg:
         """Cancel one order (any agent's) through the gate; audited as this operator."""
         self.require(Action.CANCEL_ORDER)
         full_id = await self.resolve_order_id(order_id)

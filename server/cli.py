@@ -262,8 +262,9 @@ def _decimal_option(name: str, value: str | None) -> Any:
 
 
 def _decide(ctx: click.Context, proposal_id: str, approve: bool, note: str | None,
-            qty: str | None = None, limit_price: str | None = None) -> None:
-    edits = {"qty": _decimal_option("--qty", qty), "limit_price": _decimal_option("--limit-price", limit_price)}
+            qty: str | None = None, limit_price: str | None = None, stop_loss: str | None = None) -> None:
+    edits = {"qty": _decimal_option("--qty", qty), "limit_price": _decimal_option("--limit-price", limit_price),
+             "stop_loss": _decimal_option("--stop-loss", stop_loss)}
     from server.cli_common import operate
 
     # An id may be given by a unique prefix of at least 8 characters (ambiguous: exit 2, listing them).
@@ -282,6 +283,10 @@ def _decide(ctx: click.Context, proposal_id: str, approve: bool, note: str | Non
         from policies.approval_form import order_line
 
         click.echo(f"approved order: {order_line(proposal)}")
+        if proposal.exits:
+            from policies.approval_form import exit_lines
+
+            click.echo(exit_lines(proposal)[0].replace("Exits:      ", "exits: "))
     if proposal.status == "approved":
         click.echo("the agent's next execute_trade for it sends the order (after its checks pass again)")
 
@@ -291,19 +296,22 @@ def _decide(ctx: click.Context, proposal_id: str, approve: bool, note: str | Non
 @click.option("--qty", default=None, help="Approve a smaller quantity (above 0, at most the proposed).")
 @click.option("--limit-price", default=None,
               help="Approve a better limit price (buy: no higher, sell: no lower); limit/stop_limit orders.")
+@click.option("--stop-loss", default=None,
+              help="Approve with a tighter stop-loss (toward the entry, or one added); never a looser one.")
 @click.option("--note", default=None, help="Stored with the approval and in the audit log.")
 @config_option
 @click.pass_context
 def approvals_approve(ctx: click.Context, proposal_id: str, qty: str | None, limit_price: str | None,
-                      note: str | None) -> None:
+                      stop_loss: str | None, note: str | None) -> None:
     """Approve a pending proposal (its exact order, or shrunk: every check runs again on the edited order);
     the agent's execute_trade then sends exactly the approved order.
 
     \b
     Example: tradewarden approvals approve 3f2a9c1e --note "checked the news"
     Example: tradewarden approvals approve 3f2a9c1e --qty 5 --limit-price 180.50
+    Example: tradewarden approvals approve 3f2a9c1e --stop-loss 182.00
     """
-    _decide(ctx, proposal_id, True, note, qty, limit_price)
+    _decide(ctx, proposal_id, True, note, qty, limit_price, stop_loss)
 
 
 @approvals.command("reject")
