@@ -28,6 +28,9 @@ class RiskBudget:
     def text(self) -> str:
         return f"{self.amount.normalize():f}%" if self.percent else f"{self.amount.normalize():f}"
 
+    def __str__(self) -> str:  # shown as configured: "1%" or "500"
+        return self.text()
+
 
 # Defaults for every limit not set on the agent, by risk level.
 RISK_LEVEL_DEFAULTS: dict[str, dict[str, Any]] = {

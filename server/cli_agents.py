@@ -39,6 +39,8 @@ SETTING_HELP: dict[str, str] = {
     "max_denials_per_window": "Denials within the denials window that trip the breaker.",
     "denials_window_seconds": "Length of the denials window (seconds).",
     "breaker_action": "What a tripped breaker does: reducing or halted.",
+    "require_stop_loss": "Whether every opening order needs a stop_loss or trailing_stop: true or false.",
+    "max_risk_per_trade": "Money at risk per trade (qty x distance to the stop): USD, e.g. 500, or 1% of capital.",
 }
 FLAG_ALIASES = {"allowed_symbols": ["--symbols"], "allowed_strategies": ["--strategies"]}  # earlier spellings
 NOT_FLAGS = ("id", "enabled")  # the id is the argument; enabled has its own commands
