@@ -946,6 +946,9 @@ class Gate:
             return trade
         if broker_order.legs and await self.bracket_unchanged(trade, broker_order):
             return trade  # a working bracket is polled often: no write transaction when nothing moved
+        if not broker_order.legs and (trade.status, trade.filled_qty, trade.order_id) == (
+                broker_order.status, broker_order.filled_qty, broker_order.broker_order_id):
+            return trade  # nor for a resting order that did not move
         now = self.clock()
         async with self._unit() as session:
             row = await session.get(AgentTrade, trade.id)
