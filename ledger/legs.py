@@ -68,7 +68,8 @@ async def apply_leg_updates(session: AsyncSession, parent: AgentTrade, order: Br
             row.stop_price, row.hwm = broker_leg.stop_price, broker_leg.hwm
         changed = await apply_order_update(session, row, broker_leg, now, capital, day)
         if changed or before is None:
-            changes.append({"order_id": row.id, "parent_order_id": parent.id, "role": role,
+            changes.append({"order_id": row.id, "parent_order_id": parent.id, "proposal_id": parent.proposal_id,
+                            "role": role,
                             "broker_order_id": row.order_id, "from": before, "to": row.status,
                             "filled_qty_before": before_qty, "filled_qty": row.filled_qty,
                             "filled_avg_price": row.price, "stop_price": row.stop_price})

@@ -39,3 +39,8 @@ async def test_a_stop_filled_while_the_server_was_down_is_booked_at_the_restart(
     assert held.qty == 0 and held.realized_pl == QTY * (low - entry)
     records = [r for r in await audit_records(database_url, "system:reconcile") if r.kind == "order.updated"]
     assert any('"role":"stop_loss"' in r.payload and '"to":"filled"' in r.payload for r in records)
+    # The event stream sees it like any fill: the leg's fill (agent.trade.executed) and the position after it.
+    fill = next(r for r in records if '"role":"stop_loss"' in r.payload and '"to":"filled"' in r.payload)
+    assert f'"proposal_id":"{proposal["proposal_id"]}"' in fill.payload
+    positions = [r for r in await audit_records(database_url, "system:ledger") if r.kind == "position.updated"]
+    assert positions and '"qty":"0"' in positions[-1].payload
