@@ -36,10 +36,14 @@ def optional(json_type: dict[str, Any], python_type: Any, **constraints: Any) ->
     return Annotated[python_type | None, WithJsonSchema(json_type), Field(default=None, **constraints)]
 
 
+EXIT_MAX_LENGTH = 40
+
+
 def exit_text(description: str, pattern: str) -> Any:
-    """An optional order exit as text: one JSON type (string), its format in the pattern."""
-    return Annotated[str | None, WithJsonSchema({"type": "string", "pattern": pattern, "description": description}),
-                     Field(default=None, max_length=40, pattern=pattern)]
+    """An optional order exit as text: one JSON type (string), its format in the pattern, bounded."""
+    return Annotated[str | None, WithJsonSchema({"type": "string", "pattern": pattern, "maxLength": EXIT_MAX_LENGTH,
+                                                 "description": description}),
+                     Field(default=None, max_length=EXIT_MAX_LENGTH, pattern=pattern)]
 
 
 # No order is ever this large; the bound keeps absurd numbers out of the ledger (and its columns).
