@@ -51,13 +51,14 @@ from broker.base import (
     SubmitOrder,
     Timeframe,
 )
+from policies import secrets
 from policies.orders import decimal_text, is_crypto_symbol, normalize_symbol
 
 log = structlog.get_logger("tradewarden.broker.alpaca")
 
 T = TypeVar("T")
 
-_REDACTED = "[REDACTED]"
+_REDACTED = secrets.REDACTED
 _DEADLINE_GRACE = 1.0  # the asyncio deadline is a backstop behind the socket timeout
 _MAX_ORDERS_PAGE = 500  # Alpaca: "Defaults to 50 and max is 500."
 _MAX_BARS = 10_000  # Alpaca: limit maximum for bars
@@ -82,6 +83,8 @@ class _Secrets:
     def __init__(self, api_key: str, secret_key: str):
         self.api_key = api_key
         self.secret_key = secret_key
+        # Every scrubber of the process (audit, logs, tool errors) masks them from now on, in every rendering.
+        secrets.register(api_key, secret_key)
 
     def __repr__(self) -> str:
         return f"<alpaca keys {_REDACTED}>"
@@ -89,10 +92,8 @@ class _Secrets:
     __str__ = __repr__
 
     def scrub(self, text: str) -> str:
-        for secret in (self.secret_key, self.api_key):
-            if secret:
-                text = text.replace(secret, _REDACTED)
-        return text
+        """The keys masked in every rendering an error may hold (raw, repr, JSON, URL, bytes, a line of it)."""
+        return secrets.scrub(text)  # the keys were registered above
 
 
 @dataclass(eq=False)

@@ -12,8 +12,9 @@ was committed before it started, so everything a decision reads after its locks 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+import os
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 
 from ledger.checkpoint import AUTOCHECKPOINT_PAGES
+from ledger.database_url import describe_database, sqlite_file
 from ledger.models import SCHEMA_REVISION
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -40,6 +42,66 @@ REGISTRY_LOCK = 7244190022
 
 
 WRITE_OPTION = "tradewarden_writes"  # marks a unit of work: on SQLite it begins with the write lock
+
+
+# A PostgreSQL server that does not answer (down, firewalled) fails a connection after this long, not 60 s.
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be opened or used. The message is one line naming the database (path, or URL with
+    the password masked), safe to show to an operator or an agent."""
+
+
+class DatabaseMissing(DatabaseUnavailable):
+    """A command pointed at a SQLite file that does not exist (only `db upgrade`, `demo`, `doctor` and a
+    server's first start create one)."""
+
+
+def check_location(url: str, *, create: bool) -> None:
+    """Before any connection (SQLite creates a missing file on connect): a missing SQLite file is an error
+    unless `create`; one that will be created needs an existing, writable folder. DatabaseUnavailable."""
+    path = sqlite_file(url)
+    if path is None:
+        return
+    if path.exists():
+        if path.is_dir():
+            raise DatabaseUnavailable(f"the database path {path} is a folder, not a SQLite file")
+        return
+    if not create:
+        raise DatabaseMissing(f"no database at {path}: check --config (a relative path in database_url is "
+                              "relative to the config file's folder) or create it with `tradewarden db upgrade`")
+    folder = path.parent
+    if not folder.is_dir():
+        raise DatabaseUnavailable(f"cannot create the database {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DatabaseUnavailable(f"cannot create the database {path}: the folder {folder} is not writable")
+
+
+def _first_line(error: BaseException) -> str:
+    from sqlalchemy.exc import DBAPIError
+
+    cause: BaseException = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+    text = (str(cause).strip().splitlines() or [""])[0][:300] or type(cause).__name__
+    return text
+
+
+@contextmanager
+def reported(url: str) -> Iterator[None]:
+    """Database failures (unreachable, refused, read-only, not a database, timed out) as DatabaseUnavailable
+    with one line naming the database (callers that show it to people scrub it like every message)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    message: str | None = None
+    try:
+        yield
+    except DatabaseUnavailable:
+        raise
+    except (SQLAlchemyError, OSError, TimeoutError) as error:
+        reason = _first_line(error).replace(url, describe_database(url))
+        message = f"database {describe_database(url)} is unavailable: {reason}"
+    if message is not None:
+        raise DatabaseUnavailable(message)  # outside the except block: no chained traceback carries the URL
 
 
 def is_sqlite(url: str) -> bool:
@@ -81,7 +143,7 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, read
 
         return engine
     return create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True,
-                               pool_timeout=30)
+                               pool_timeout=30, connect_args={"timeout": CONNECT_TIMEOUT_SECONDS})
 
 
 def sqlite_path(url: str) -> str | None:
@@ -192,10 +254,14 @@ async def upgrade(engine: AsyncEngine) -> None:
 
 
 def run_upgrade(url: str) -> None:
+    """`tradewarden db upgrade`: creates the database (a SQLite file) if needed. DatabaseUnavailable."""
+
     async def _run() -> None:
+        check_location(url, create=True)
         engine = create_engine(url)
         try:
-            await upgrade(engine)
+            with reported(url):
+                await upgrade(engine)
         finally:
             await engine.dispose()
 

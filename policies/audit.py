@@ -22,23 +22,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.db import execute
 from ledger.models import AuditEvent, AuditHead
+from policies import secrets
 
 GENESIS_HASH = "0" * 64
-REDACTED = "[REDACTED]"
+REDACTED = secrets.REDACTED
 _SECRET_KEYS = re.compile(r"(secret|token|password|api[_-]?key|authorization|credential)", re.IGNORECASE)
 # Values that look like bearer tokens (agents' tw_, operators' twop_) or Alpaca keys, wherever they appear in text.
 _SECRET_VALUES = re.compile(r"(tw(?:op)?_[A-Za-z0-9_\-]{16,}|Bearer\s+\S+|\bAK[A-Z0-9]{16,}\b|\bPK[A-Z0-9]{16,}\b)")
 
 
 def redact(value: Any) -> Any:
-    """Secrets never reach the audit log: keys that name a secret lose their value, and values that look
-    like a token are masked wherever they appear."""
+    """Secrets never reach the audit log: keys that name a secret lose their value, values that look like a
+    token are masked wherever they appear, and so is every rendering (raw, repr, JSON, URL, bytes, a line of
+    it) of every secret the process knows (policies/secrets.py)."""
     if isinstance(value, Mapping):
         return {str(k): (REDACTED if _SECRET_KEYS.search(str(k)) else redact(v)) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [redact(v) for v in value]
     if isinstance(value, str):
-        return _SECRET_VALUES.sub(REDACTED, value)
+        return secrets.scrub(_SECRET_VALUES.sub(REDACTED, value))
     return value
 
 

@@ -52,7 +52,7 @@ from ledger.models import (
     TradingState,
 )
 from ledger.usage import count_denials, load_usage, persist_marks
-from policies import alerts, audit, bindings, events
+from policies import alerts, audit, bindings, events, secrets
 from policies.approval import ApprovalPolicy, ClientDecision, approval_for, default_policy
 from policies.breakers import breaker_decision
 from policies.checks import CheckInput, Pricing, TradingStatus, Usage, price_order, run_checks
@@ -296,8 +296,9 @@ class Gate:
                 log.error("ledger_unavailable", tool=tool, agent=agent_id, reason=reason,
                           error=type(error).__name__)
                 raise deny(Code.LEDGER_UNAVAILABLE, f"{reason}; nothing was changed, try again shortly") from None
+            # Scrubbed before it is cut: a cut through a key leaves a piece no masking recognises.
             await self._finish_or_deny(call, "tool.failed", {"error": type(error).__name__,
-                                                             "detail": str(error)[:500]})
+                                                             "detail": secrets.scrub(str(error))[:500]})
             raise
         finally:
             _current_call.reset(token)

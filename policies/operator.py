@@ -24,7 +24,7 @@ from ledger.models import (
     TradeProposal,
     TradingState,
 )
-from policies import audit, bindings
+from policies import audit, bindings, secrets
 from policies.approval import ShrinkRefused, shrink
 from policies.gate import LIVE_TRADE_STATUSES, Gate, _order_of
 from policies.operator_agents import AgentOperations
@@ -240,7 +240,7 @@ class Operator(AgentOperations, BookOperations):
                 result = await self.gate.cancel(agent, trade.id)
                 canceled.append(f"{trade.id} ({result.status})")
             except Exception as error:  # keep cancelling the rest
-                failed[trade.id] = str(error)
+                failed[trade.id] = secrets.scrub(str(error))  # shown on the command line, audited
         kept = await self._working_exits(agent_id)
         async with transaction(self.gate.sessions) as session:
             await self._record(session, "kill_switch.cancel_open", {"agent_id": agent_id, "canceled": canceled,

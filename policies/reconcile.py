@@ -59,7 +59,7 @@ from ledger.models import (
     TradeProposal,
     TradingState,
 )
-from policies import alerts, audit, events
+from policies import alerts, audit, events, secrets
 from policies.gate import LIVE_TRADE_STATUSES, Gate, trading_day
 from policies.orders import decimal_text
 
@@ -432,4 +432,4 @@ async def _proposal_executed(session: AsyncSession, proposal_id: str, now: datet
 
 def _text(error: BaseException) -> str:
     message = error.message if isinstance(error, BrokerError) else str(error) or type(error).__name__
-    return message[:300]
+    return secrets.scrub(message)[:300]  # scrubbed before it is cut (a cut key escapes the masking)

@@ -87,13 +87,14 @@ class ServerState:
 
 def _one_line_reason(error: Exception) -> str:
     """The error's first line, with anything that looks like a key or token masked: it is shown to the agent.
-    Only the error's type if even the masking cannot be loaded (the failure may be a broken install)."""
-    first_line = (str(error).splitlines() or [""])[0][:300]
+    Masked before it is cut short (a cut through a key would leave a piece no masking recognises). Only the
+    error's type if even the masking cannot be loaded (the failure may be a broken install)."""
     try:
         from policies.audit import redact
     except Exception:
         return type(error).__name__
-    return str(redact(f"{type(error).__name__}: {first_line}"))
+    text = str(redact(f"{type(error).__name__}: {error}"))
+    return (text.splitlines() or [""])[0][:300]
 
 
 def instructions(config: Config) -> str:
@@ -146,10 +147,12 @@ class TradewardenServer(MCPServer[ServerState]):
         try:
             return compact_result(await super().call_tool(name, arguments, context))
         except ToolError as error:
+            from policies.secrets import scrub  # every tool error is scrubbed on its way to the agent
+
             cause = error.__cause__
             if isinstance(cause, ToolError):
                 # Our own denials: the text starts with the stable code, without the SDK's prefix.
-                raise ToolError(str(cause)) from None
+                raise ToolError(scrub(str(cause))) from None
             if isinstance(cause, ValidationError):
                 problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
                                      for e in cause.errors()[:5])
@@ -162,6 +165,8 @@ class TradewardenServer(MCPServer[ServerState]):
                 if reason is not None:
                     raise ToolError(f"{Code.LEDGER_UNAVAILABLE.value}: {reason}; nothing was changed, try again "
                                     "shortly") from None
+            if scrub(str(error)) != str(error):  # a library's error quoting a secret: never shown as it is
+                raise ToolError(scrub(str(error))) from None
             raise
 
     async def _refuse(self, context: Context[ServerState, Any] | None, name: str, arguments: dict[str, Any],

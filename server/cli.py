@@ -22,16 +22,19 @@ T = TypeVar("T")
 
 
 def fail(message: str, code: int = 1) -> None:
-    click.echo(f"tradewarden: {message}", err=True)
-    sys.exit(code)
+    from server.cli_common import fail as one_line_failure
+
+    one_line_failure(message, code)
 
 
 def _config(ctx: click.Context) -> Config:
     try:
-        return load_config(ctx.obj.get("config"))
+        config = load_config(ctx.obj.get("config"))
     except ConfigError as error:
         fail(str(error), 2)
         raise  # unreachable
+    ctx.obj["loaded_config"] = config  # failures name its database (_failure)
+    return config
 
 
 def _run(coro: Awaitable[T]) -> T:
@@ -43,30 +46,80 @@ async def _with_runtime(config: Config, action: Callable[[Any], Awaitable[T]], *
     from broker.offline import OfflineBroker
     from server.runtime import open_runtime
 
-    try:
-        # One-shot commands leave reconciliation to the running server(s).
-        async with open_runtime(config, reconcile=False, broker=None if broker else OfflineBroker()) as runtime:
-            return await action(runtime)
-    except ConfigError as error:  # e.g. broker = "alpaca" without its keys
-        fail(str(error), 2)
-        raise  # unreachable
+    # One-shot commands leave reconciliation to the running server(s), and never create a database.
+    async with open_runtime(config, reconcile=False, broker=None if broker else OfflineBroker(),
+                            create_database=False) as runtime:
+        return await action(runtime)
+
+
+def _failure(error: Exception, config: Config | None) -> tuple[str, int]:
+    """The one line and exit code of a command that raised: 2 for configuration, 1 for everything else. A
+    failure names the database the command acted on (a "no such proposal" on the wrong ledger says so)."""
+    from broker.base import BrokerError
+    from ledger.database_url import describe_database
+    from ledger.db import DatabaseUnavailable
+    from policies.agents import RegistryError
+    from policies.operator import OperatorError
+    from policies.operator_books import AmbiguousId
+    from policies.violations import GateDenied
+    from server.startup import StartupError
+
+    if isinstance(error, ConfigError | AmbiguousId):
+        return str(error), 2
+    if isinstance(error, StartupError):
+        return str(error), error.exit_code
+    if isinstance(error, DatabaseUnavailable):
+        return str(error), 1  # it names the database
+    if isinstance(error, OperatorError | RegistryError | GateDenied):
+        message = str(error)
+    elif isinstance(error, BrokerError | TimeoutError):
+        message = f"BROKER_UNAVAILABLE: the broker did not answer: {str(error) or type(error).__name__}"
+    elif isinstance(error, OSError):
+        message = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
+    else:
+        first = (str(error).strip().splitlines() or [""])[0][:300]
+        message = f"unexpected error: {type(error).__name__}" + (f": {first}" if first else "")
+    if config is not None:
+        message += f" (database: {describe_database(config.server.database_url)})"
+    return message, 1
 
 
 def _guarded(action: Callable[[], T]) -> T:
-    """Turn the expected failures of an operator action into one line on stderr and exit code 1."""
-    from policies.agents import RegistryError
-    from policies.operator import OperatorError
-
+    """Run an operator action; its failures become one line and an exit code (_failure), like every command's."""
     try:
         return action()
-    except (OperatorError, RegistryError) as error:
-        fail(str(error))
-    except ConfigError as error:
-        fail(str(error), 2)
-    raise AssertionError("unreachable")
+    except Exception as error:
+        message, code = _failure(error, click.get_current_context().obj.get("loaded_config"))
+        fail(message, code)
+        raise  # unreachable
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineErrors(click.Group):
+    """The one error wrapper of every command (subgroups included): whatever a command raises ends as one line
+    on stderr and exit code 1 or 2, never a traceback. Click's own usage errors and exits pass through."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.UsageError as error:  # an unknown option before the command
+            fail(f"{error.format_message()} (see `{info_name or 'tradewarden'} --help`)", 2)
+            raise  # unreachable
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.UsageError as error:  # a command's bad option or argument: one line, exit 2
+            where = error.ctx.command_path if error.ctx is not None else ctx.command_path
+            fail(f"{error.format_message()} (see `{where} --help`)", 2)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as error:
+            message, code = _failure(error, (ctx.obj or {}).get("loaded_config"))
+            fail(message, code)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="tradewarden", message="%(prog)s %(version)s")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="TOML config file (default: $TRADEWARDEN_CONFIG or ./tradewarden.toml).")
@@ -116,6 +169,10 @@ def config_option(command: Callable[..., Any]) -> Callable[..., Any]:
 def serve(ctx: click.Context, transport: str, host: str | None, port: int | None, agent_id: str | None) -> None:
     """Run the MCP server (stdio by default; streamable HTTP at http://HOST:PORT/mcp).
 
+    It creates its SQLite ledger on its first start (no other command but `db upgrade`, `demo` and `doctor`
+    does). It stops at once, with one line, when it could only fail: over stdio without a known agent (exit
+    2), over HTTP on a busy port or an unreachable database (exit 1).
+
     \b
     Example: tradewarden serve --agent momentum-1 --config /abs/path/tradewarden.toml
     Example: tradewarden serve --transport http --port 8000
@@ -123,28 +180,41 @@ def serve(ctx: click.Context, transport: str, host: str | None, port: int | None
     config = _config(ctx)
     from server.config import check_broker_credentials, webhook_secrets
     from server.logging import configure_logging
-
-    try:
-        check_broker_credentials(config)
-        webhook_secrets(config)
-    except ConfigError as error:
-        fail(str(error), 2)
-    configure_logging(config.server.log_level, config.server.log_json)
     from server.security import warn_at_start
+    from server.startup import StartupError, bind_port, check_ledger, check_stdio_agent, log_start
 
-    warn_at_start(config, transport)  # live over stdio: the agent's host can act as the operator
+    check_broker_credentials(config)
+    webhook_secrets(config)
+    if transport == "stdio":
+        check_stdio_agent(config, agent_id)
+        listening = None
+    else:
+        if ctx.get_parameter_source("agent_id") == click.core.ParameterSource.COMMANDLINE:
+            raise StartupError("--agent is for stdio: over HTTP each agent's bearer token says who it is", 2)
+        # Bound first: a busy port is one line before anything else starts.
+        listening = bind_port(host or config.server.host, port if port is not None else config.server.port)
     if config.audit is not None:  # refuse a database behind its own last checkpoint before serving anything
         from server.cli_audit import preflight_anchoring
 
         preflight_anchoring(config)
-    if transport == "stdio":
+    if listening is None:
+        configure_logging(config.server.log_level, config.server.log_json)
+        log_start(config, agent_id, transport)
+        warn_at_start(config, transport)  # live over stdio: the agent's host can act as the operator
         from server.app import create_server
 
         create_server(config, agent_id=agent_id, open_in_background=True).run("stdio")
         return
     from server.http import serve_http
 
-    serve_http(config, host=host or config.server.host, port=port if port is not None else config.server.port)
+    try:
+        _run(check_ledger(config))
+        configure_logging(config.server.log_level, config.server.log_json)
+        log_start(config, None, transport)
+        warn_at_start(config, transport)
+        serve_http(config, host=host or config.server.host, port=listening.getsockname()[1], sock=listening)
+    finally:
+        listening.close()
 
 
 @main.command()

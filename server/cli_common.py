@@ -28,7 +28,11 @@ CENT = Decimal("0.01")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"tradewarden: {message}", err=True)
+    """The one-line failure of every command: secrets masked (policies/secrets.py), line breaks folded."""
+    from policies.secrets import scrub
+
+    line = " ".join(scrub(message).split())
+    click.echo(f"tradewarden: {line}", err=True)
     sys.exit(code)
 
 
@@ -52,22 +56,24 @@ def json_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def load(ctx: click.Context) -> Config:
+    root = ctx.find_root()
     try:
-        return load_config((ctx.find_root().obj or {}).get("config"))
+        config = load_config((root.obj or {}).get("config"))
     except ConfigError as error:
         fail(str(error), 2)
+    root.ensure_object(dict)
+    root.obj["loaded_config"] = config  # a failure names its database (server/cli.py _failure)
+    return config
 
 
 def operate(ctx: click.Context, action: Callable[[Any], Awaitable[T]], *, broker: bool = False,
             config: Config | None = None) -> T:
     """Run `action(operator)` with the command line's operator (operator:cli) on the deployment's database.
     broker=False: the command only reads or writes the ledger, so no broker client is built (no Alpaca keys
-    needed, nothing reached over the network)."""
-    from broker.base import BrokerError
-    from policies.operator import Operator, OperatorError
-    from policies.operator_books import AmbiguousId
+    needed, nothing reached over the network). Never creates the database. Failures become one line and an
+    exit code in the command line's one error wrapper (server/cli.py OneLineErrors)."""
+    from policies.operator import Operator
     from policies.operators import CLI_OPERATOR
-    from policies.violations import GateDenied
     from server.runtime import open_runtime
 
     config = config or load(ctx)
@@ -78,21 +84,10 @@ def operate(ctx: click.Context, action: Callable[[Any], Awaitable[T]], *, broker
             from broker.offline import OfflineBroker
 
             offline = OfflineBroker()
-        async with open_runtime(config, reconcile=False, broker=offline) as runtime:
+        async with open_runtime(config, reconcile=False, broker=offline, create_database=False) as runtime:
             return await action(Operator(runtime.gate, CLI_OPERATOR))
 
-    try:
-        return asyncio.run(run())
-    except AmbiguousId as error:
-        fail(str(error), 2)
-    except OperatorError as error:
-        fail(str(error))
-    except GateDenied as error:
-        fail(str(error))
-    except (BrokerError, TimeoutError) as error:
-        fail(f"BROKER_UNAVAILABLE: the broker did not answer: {str(error) or type(error).__name__}")
-    except ConfigError as error:  # e.g. broker = "alpaca" without its keys
-        fail(str(error), 2)
+    return asyncio.run(run())
 
 
 # --- values a person reads ---------------------------------------------------------------------------

@@ -29,18 +29,11 @@ class Check:
 
 
 def database_label(url: str) -> str:
-    """The database for people: a SQLite file's absolute path, other URLs with the password masked."""
-    from sqlalchemy.engine import make_url
+    """The database for people (ledger/database_url.py): a SQLite file's absolute path, other URLs with the
+    password masked."""
+    from ledger.database_url import describe_database
 
-    from ledger.db import sqlite_path
-
-    path = sqlite_path(url)
-    if path is not None:
-        return str(Path(path).resolve())
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL at all: say so without echoing it (it may hold a password)
-        return "(unparsable database_url)"
+    return describe_database(url)
 
 
 def check_config(config_path: str | None) -> tuple[list[Check], Config | None]:

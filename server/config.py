@@ -12,10 +12,14 @@ from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ledger.database_url import normalize_database_url
+from policies import secrets
 from policies.limits import ApprovalMode, BreakerAction, RiskLevel
+from policies.secrets import register as register_secret
 
 DEFAULT_CONFIG_FILE = "tradewarden.toml"
 
@@ -25,7 +29,15 @@ class ConfigError(Exception):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `inf` and `nan` are never a timeout, a TTL or a limit.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# Upper bounds of durations: a value past them is a typo or an attack on the config, never a policy.
+MAX_TIMEOUT_SECONDS = 120
+MAX_PROPOSAL_TTL_SECONDS = 7 * 24 * 3600
+MAX_INTERVAL_SECONDS = 3600
+MAX_WINDOW_SECONDS = 31 * 24 * 3600
 
 
 
@@ -46,17 +58,17 @@ class AgentConfig(Strict):
     max_order_qty: Decimal | None = Field(default=None, ge=0)
     max_gross_exposure: Decimal | None = Field(default=None, ge=0)
     max_orders_per_window: int | None = Field(default=None, ge=0)
-    order_rate_window_seconds: int | None = Field(default=None, gt=0)
+    order_rate_window_seconds: int | None = Field(default=None, gt=0, le=MAX_WINDOW_SECONDS)
     rolling_notional_max: Decimal | None = Field(default=None, ge=0)
-    rolling_notional_window_seconds: int | None = Field(default=None, gt=0)
-    duplicate_window_seconds: int | None = Field(default=None, ge=0)
+    rolling_notional_window_seconds: int | None = Field(default=None, gt=0, le=MAX_WINDOW_SECONDS)
+    duplicate_window_seconds: int | None = Field(default=None, ge=0, le=MAX_WINDOW_SECONDS)
     daily_loss_limit: Decimal | None = Field(default=None, ge=0)
     max_drawdown_pct: Decimal | None = Field(default=None, ge=0, le=100)
     price_collar_pct: Decimal | None = Field(default=None, ge=0)
-    max_quote_age_seconds: int | None = Field(default=None, gt=0)
+    max_quote_age_seconds: int | None = Field(default=None, gt=0, le=MAX_WINDOW_SECONDS)
     allow_short: bool | None = None
     max_denials_per_window: int | None = Field(default=None, ge=0)
-    denials_window_seconds: int | None = Field(default=None, gt=0)
+    denials_window_seconds: int | None = Field(default=None, gt=0, le=MAX_WINDOW_SECONDS)
     breaker_action: BreakerAction | None = None
     # Protective stops (policies/limits.py has the risk levels' defaults: conservative requires a stop).
     require_stop_loss: bool | None = None
@@ -90,16 +102,17 @@ class ServerConfig(Strict):
     server_name: str = "tradewarden"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    proposal_ttl_seconds: int = Field(default=300, gt=0)
-    limit_proposal_ttl_seconds: int = Field(default=3600, gt=0)
-    broker_timeout_seconds: float = Field(default=10.0, gt=0)
-    reconcile_interval_seconds: float = Field(default=30.0, gt=0)
+    proposal_ttl_seconds: int = Field(default=300, gt=0, le=MAX_PROPOSAL_TTL_SECONDS)
+    limit_proposal_ttl_seconds: int = Field(default=3600, gt=0, le=MAX_PROPOSAL_TTL_SECONDS)
+    broker_timeout_seconds: float = Field(default=10.0, gt=0, le=MAX_TIMEOUT_SECONDS)
+    reconcile_interval_seconds: float = Field(default=30.0, gt=0, le=MAX_INTERVAL_SECONDS)
     # Reconciliation is stale after this many intervals without a successful pass (an alert); with
     # reconcile_stale_action = "reduce_only" everyone is reduce-only until it is healthy again (a dead-man switch).
     reconcile_stale_intervals: int = Field(default=3, ge=1, le=1000)
     reconcile_stale_action: Literal["alert", "reduce_only"] = "alert"
-    order_in_doubt_seconds: int = Field(default=86400, gt=0)  # how long an unacknowledged order is looked for
-    state_poll_seconds: float = Field(default=0.5, gt=0)
+    # how long an unacknowledged order is looked for
+    order_in_doubt_seconds: int = Field(default=86400, gt=0, le=MAX_WINDOW_SECONDS)
+    state_poll_seconds: float = Field(default=0.5, gt=0, le=60)
     requests_per_minute: int = Field(default=600, ge=1)  # per agent, over HTTP
     request_state_keys: list[str] = Field(default_factory=list)  # shared by replicas behind one URL
     # The URL agents use (behind a load balancer / TLS proxy), e.g. "https://trade.example.com/mcp": it is the
@@ -204,23 +217,29 @@ SEED_ENV_NAMES = {
 _LIST_KEYS = {"request_state_keys"}
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The [server] keys set by the environment, and which variable set each (named in errors). Values are
+    taken as written: `" LIVE "` is not `live` (SPEC invariant 6)."""
     overrides: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     for name, key in SEED_ENV_NAMES.items():
         if name in env:
-            overrides[key] = env[name]
+            overrides[key], origins[key] = env[name], name
     for key in ServerConfig.model_fields:
         name = f"TRADEWARDEN_{key.upper()}"
         if name in env:
+            if key in origins and env[origins[key]] != env[name]:
+                raise ConfigError(f"{origins[key]} and {name} disagree ({key}): set only one")
             overrides[key] = env[name].split(",") if key in _LIST_KEYS else env[name]
-    if "trading_mode" in overrides:
-        overrides["trading_mode"] = str(overrides["trading_mode"]).strip().lower()
-    return overrides
+            origins[key] = name
+    return overrides, origins
 
 
-def _one_line(error: ValidationError) -> str:
+def _one_line(error: ValidationError, origins: Mapping[str, str] | None = None) -> str:
     first = error.errors()[0]
     where = ".".join(str(p) for p in first["loc"])
+    if origins and len(first["loc"]) == 1 and str(first["loc"][0]) in origins:
+        where = f"{where} (from {origins[str(first['loc'][0])]})"
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
     return f"{where}: {first['msg']}{more}"
 
@@ -270,24 +289,89 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
     unknown = sorted(set(raw) - {"server", "agents", "audit", "webhooks"})
     if unknown:
         raise ConfigError(f"unknown section in config: {', '.join(unknown)}")
-    server = {**raw.get("server", {}), **_env_overrides(env)}
+    overrides, origins = _env_overrides(env)
+    server = {**raw.get("server", {}), **overrides}
     try:
-        config = Config(server=ServerConfig(**server), agents=raw.get("agents", []),
+        server_config = ServerConfig(**server)
+        # A relative SQLite path is the config file's neighbour, whatever the working directory.
+        base_dir = config_path.parent if config_path is not None else None
+        server_config = server_config.model_copy(update={
+            "database_url": normalize_database_url(server_config.database_url, base_dir)})
+        config = Config(server=server_config, agents=raw.get("agents", []),
                         audit=_audit_section(raw.get("audit"), config_path),
                         webhooks=raw.get("webhooks", []),
                         source=str(config_path) if config_path else "built-in defaults")
     except ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {_one_line(exc)}") from None
+        raise ConfigError(f"invalid configuration: {_one_line(exc, origins)}") from None
     except ValueError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
     if config.is_live and env.get("TRADEWARDEN_ALLOW_LIVE") != "1":
         raise ConfigError("trading_mode is live but TRADEWARDEN_ALLOW_LIVE=1 is not set: refusing to start")
+    check_mode_and_broker(config.server)
     return config
 
 
+# Alpaca's trading endpoints (alpaca-py's defaults). Market data has one endpoint for both modes.
+ALPACA_PAPER_URL = "https://paper-api.alpaca.markets"
+ALPACA_LIVE_URL = "https://api.alpaca.markets"
+
+
+def alpaca_trading_url(server: ServerConfig) -> str:
+    """The trading endpoint the Alpaca broker uses: the override, else the mode's own."""
+    if server.alpaca_trading_url:
+        return server.alpaca_trading_url.rstrip("/")
+    return ALPACA_LIVE_URL if server.trading_mode == "live" else ALPACA_PAPER_URL
+
+
+def is_custom_trading_url(server: ServerConfig) -> bool:
+    """An Alpaca-compatible endpoint that is not Alpaca's own (a test server, a proxy): paper only."""
+    return server.broker == "alpaca" and _url_host(alpaca_trading_url(server)) not in (
+        _url_host(ALPACA_PAPER_URL), _url_host(ALPACA_LIVE_URL))
+
+
+def _url_host(url: str) -> str:
+    return (urlsplit(url).hostname or "").rstrip(".").lower()
+
+
+def check_mode_and_broker(server: ServerConfig) -> None:
+    """The broker's endpoint matches the mode (SPEC invariant 6), so paper can never reach real money and live
+    never trades on a simulation. Any Alpaca host but the paper one counts as live (fail closed). ConfigError
+    with a one-line reason naming the key."""
+    for key in ("alpaca_trading_url", "alpaca_data_url"):
+        value = getattr(server, key)
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+                raise ConfigError(f"invalid configuration: {key} must be an http(s) URL")
+    live = server.trading_mode == "live"
+    if server.broker == "simulated":
+        if live:
+            raise ConfigError("invalid configuration: trading_mode is live but broker is simulated: live trading "
+                              "needs a real broker (broker = \"alpaca\")")
+        return
+    url = alpaca_trading_url(server)
+    host = _url_host(url)
+    paper_host, live_host = _url_host(ALPACA_PAPER_URL), _url_host(ALPACA_LIVE_URL)
+    alpaca_host = host == "alpaca.markets" or host.endswith(".alpaca.markets")
+    if live:
+        if url != ALPACA_LIVE_URL:
+            what = "a paper endpoint" if host == paper_host else "not Alpaca's live endpoint"
+            raise ConfigError(f"invalid configuration: trading_mode is live but alpaca_trading_url is {what}: "
+                              f"live trading uses {ALPACA_LIVE_URL} only")
+    elif alpaca_host and host != paper_host:
+        which = "the live endpoint" if host == live_host else "an Alpaca endpoint other than paper's"
+        raise ConfigError(f"invalid configuration: trading_mode is paper but alpaca_trading_url is {which} "
+                          f"(real money): paper trading uses {ALPACA_PAPER_URL}")
+    elif host == paper_host and urlsplit(url).scheme != "https":
+        raise ConfigError(f"invalid configuration: alpaca_trading_url must be {ALPACA_PAPER_URL} (https)")
+
+
 def check_broker_credentials(config: Config, env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
-    """The Alpaca keys when the broker is Alpaca (None for the simulated broker). ConfigError, with a one-line
-    reason that never shows a key, when they are missing."""
+    """The Alpaca keys when the broker is Alpaca (None for the simulated broker), registered with the
+    scrubbers (policies/secrets.py) so no rendering of them is ever shown. ConfigError, with a one-line reason
+    that names the variable and never shows a key, when one is missing or has whitespace, a line break, a
+    control or a non-ASCII character inside (a paste slip: HTTP libraries quote such a value in their
+    errors). Surrounding whitespace (a trailing newline from a file) is dropped."""
     if config.server.broker != "alpaca":
         return None
     env = os.environ if env is None else env
@@ -295,7 +379,14 @@ def check_broker_credentials(config: Config, env: Mapping[str, str] | None = Non
     if missing:
         raise ConfigError(f"broker is alpaca but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
                           "not set in the environment: refusing to start")
-    return env["ALPACA_API_KEY"].strip(), env["ALPACA_SECRET_KEY"].strip()
+    keys = env["ALPACA_API_KEY"], env["ALPACA_SECRET_KEY"]
+    secrets.register(*keys, *(key.strip() for key in keys))
+    for name, key in zip(("ALPACA_API_KEY", "ALPACA_SECRET_KEY"), keys, strict=True):
+        problem = secrets.unsafe_character(key.strip())
+        if problem is not None:
+            raise ConfigError(f"{name} has {problem} inside (a paste slip?): refusing to start; "
+                              "set it again (the value is not shown)")
+    return keys[0].strip(), keys[1].strip()
 
 
 def webhook_secrets(config: Config, env: Mapping[str, str] | None = None) -> dict[str, bytes]:
@@ -308,5 +399,6 @@ def webhook_secrets(config: Config, env: Mapping[str, str] | None = None) -> dic
         if not value.strip():
             raise ConfigError(f"webhook {hook.shown}: secret_env {hook.secret_env} is not set in the "
                               "environment: refusing to start")
+        register_secret(value)  # masked by every scrubber, like the broker's keys
         secrets[hook.key] = value.encode()
     return secrets

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -255,11 +256,23 @@ def build_http_app(config: Config, *, host: str, port: int, clock: Callable[[], 
     return EventStreamApp(CountUnauthorized(LimitBody(app), metrics), stream)
 
 
-def serve_http(config: Config, *, host: str, port: int) -> None:
+def serve_http(config: Config, *, host: str, port: int, sock: socket.socket | None = None) -> None:
+    """Serve until stopped. `sock`: the listening socket, bound by the caller (a busy port is its one-line
+    error, not uvicorn's). ServerDidNotStart if the application could not start (its reason is logged)."""
     import uvicorn
 
     app = build_http_app(config, host=host, port=port)
     resource, _ = urls(config, host, port)
     log.info("serving_http", url=f"http://{_host_for_url(host)}:{port}/mcp", resource=resource,
              mode=config.server.trading_mode)
-    uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
+    if sock is None:
+        uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
+        return
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False))
+    server.run(sockets=[sock])
+    if not server.started:
+        raise ServerDidNotStart("the HTTP server did not start (the reason is in the log above)")
+
+
+class ServerDidNotStart(Exception):
+    """uvicorn stopped during start-up (its lifespan failed); the reason was logged."""

@@ -147,20 +147,28 @@ async def _anchoring(config: Config, sessions: async_sessionmaker[AsyncSession],
 
 @asynccontextmanager
 async def open_runtime(config: Config, *, clock: Callable[[], datetime] = utc_now,
-                       broker: Broker | BrokerFactory | None = None, reconcile: bool = True
-                       ) -> AsyncIterator[Runtime]:
+                       broker: Broker | BrokerFactory | None = None, reconcile: bool = True,
+                       create_database: bool = True) -> AsyncIterator[Runtime]:
     """The running system. With reconcile=True (a server) the ledger is reconciled with the broker at start
     (waited for up to STARTUP_RECONCILE_WAIT seconds) and then in the background until the runtime closes;
-    one-shot commands pass reconcile=False."""
-    engine = db.create_engine(config.server.database_url)
+    one-shot commands pass reconcile=False.
+
+    create_database: a server creates its SQLite ledger on its first start (a new deployment's first `serve`
+    must work); operator commands pass False, so a command run with the wrong config or from the wrong folder
+    fails naming the path instead of acting on a new empty ledger (a halt that halts nothing).
+    db.DatabaseUnavailable (one line naming the database) when it cannot be opened."""
+    url = config.server.database_url
+    db.check_location(url, create=create_database)
+    engine = db.create_engine(url)
     sessions = db.session_factory(engine)
-    sqlite_file = db.sqlite_path(config.server.database_url)
+    sqlite_file = db.sqlite_path(url)
     try:
         anchored = config.audit is not None and reconcile  # servers sign; one-shot commands do not
         checkpoints = await check_anchoring(config, engine, sessions) if anchored else None
         if reconcile and config.audit is None:
             warn_if_unanchored(config)
-        await prepare_database(config, engine, sessions, clock)
+        with db.reported(url):
+            await prepare_database(config, engine, sessions, clock)
         async with contextlib.AsyncExitStack() as background:
             if sqlite_file is not None:
                 await background.enter_async_context(background_checkpoints(sqlite_file))

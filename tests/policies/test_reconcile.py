@@ -241,6 +241,8 @@ async def test_drift_is_stored_audited_and_shown_by_status(db_url: str, tmp_path
 
 
 async def test_status_without_any_reconciliation_says_nothing_about_it(db_url: str, tmp_path: Path) -> None:
+    async with open_runtime(sim_config(db_url), reconcile=False):
+        pass  # the ledger exists (as after a server's first start), and nothing reconciled it yet
     shown = _status(tmp_path, db_url)
     assert shown.returncode == 0 and "reconciliation" not in shown.stdout
 

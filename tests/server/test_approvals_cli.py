@@ -12,7 +12,7 @@ from sqlalchemy import select
 from ledger import db
 from ledger.models import Approval, AuditEvent, TradeProposal
 from server.config import load_config
-from tests.cli_probe import run_cli
+from tests.cli_probe import create_ledger, run_cli
 from tests.conftest import call, connect
 from tests.ledger_probe import broker_orders
 
@@ -31,7 +31,7 @@ id = "agent-1"
 allowed_symbols = ["*"]
 approval = "elicit"
 """)
-    return path
+    return create_ledger(path)  # as an operator does first
 
 
 cli = run_cli

@@ -201,8 +201,9 @@ async def test_restored_older_copy_is_caught_and_the_server_refuses_to_start(tmp
 
     assert_unnoticed_without_anchoring(plain)
     assert_caught(verify(anchored), "records were removed")
-    served = subprocess.run([sys.executable, "-m", "server.cli", "serve", "--config", str(anchored)], cwd=ROOT,
-                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    served = subprocess.run([sys.executable, "-m", "server.cli", "serve", "--agent", "agent-1", "--config",
+                             str(anchored)], cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=60)
     assert served.returncode == 1 and served.stdout == ""
     assert served.stderr.startswith("tradewarden: AUDIT_BEHIND_CHECKPOINT")
     assert len(served.stderr.strip().splitlines()) == 1

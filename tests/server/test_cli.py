@@ -7,13 +7,13 @@ from pathlib import Path
 
 from mcp import Client
 
-from tests.cli_probe import run_cli
+from tests.cli_probe import create_ledger, run_cli
 from tests.conftest import call
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_config(tmp_path: Path, extra: str = "") -> Path:
+def write_config(tmp_path: Path, extra: str = "", *, ledger: bool = True) -> Path:
     path = tmp_path / "tradewarden.toml"
     path.write_text(f"""
 [server]
@@ -25,7 +25,7 @@ allowed_symbols = ["*"]
 approval = "auto"
 auto_approve_max_notional = 5000
 """)
-    return path
+    return create_ledger(path) if ledger else path  # as an operator does first
 
 
 cli = run_cli
@@ -40,7 +40,7 @@ def test_bad_config_exits_non_zero_with_one_line_reason(tmp_path: Path) -> None:
 
 
 def test_live_mode_without_the_switch_refuses_to_serve(tmp_path: Path) -> None:
-    result = cli(write_config(tmp_path, 'trading_mode = "live"'), "serve")
+    result = cli(write_config(tmp_path, 'trading_mode = "live"', ledger=False), "serve")
     assert result.returncode == 2 and "TRADEWARDEN_ALLOW_LIVE" in result.stderr
     assert result.stdout == ""
 

@@ -26,7 +26,7 @@ def test_a_healthy_simulated_deployment_passes_and_names_its_database(tmp_path: 
 
 
 def test_a_missing_database_is_reported_not_created(tmp_path: Path) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, ledger=False)
     result = tw(config, "doctor", "--json")
     assert result.returncode == 0 and checks(result.stdout)["database"] == "warn"
     assert not (tmp_path / "tradewarden.db").exists()
@@ -40,10 +40,13 @@ def test_alpaca_without_keys_fails(tmp_path: Path) -> None:
 
 
 def test_paper_mode_with_a_live_endpoint_fails(tmp_path: Path) -> None:
-    config = write_config(tmp_path, server_extra='broker = "alpaca"\nalpaca_trading_url = "https://api.alpaca.markets"')
+    # The configuration itself is refused (server/config.py check_mode_and_broker): doctor says so.
+    config = write_config(tmp_path, server_extra='broker = "alpaca"\nalpaca_trading_url = "https://api.alpaca.markets"',
+                          ledger=False)
     result = tw(config, "doctor", "--json", env={"ALPACA_API_KEY": "k", "ALPACA_SECRET_KEY": "s",
                                                  "TRADEWARDEN_ALPACA_TRADING_URL": "https://api.alpaca.markets"})
-    assert result.returncode == 1 and checks(result.stdout)["mode"] == "fail"
+    assert result.returncode == 1 and checks(result.stdout)["config"] == "fail"
+    assert "alpaca_trading_url is the live endpoint" in result.stdout
 
 
 def test_a_bad_config_is_one_fail_line(tmp_path: Path) -> None:

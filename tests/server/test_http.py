@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from ledger import db
 from ledger.models import AgentPermissions, AuditEvent
+from tests.cli_probe import create_ledger
 from tests.server.http_servers import ServerProcess, cli, last_line, mcp_client, start_server
 
 SPEC_TOOLS = {"get_market_data", "propose_trade", "execute_trade", "get_positions", "get_orders", "cancel_order",
@@ -180,6 +181,7 @@ def test_max_agents_per_account_is_enforced_at_registration(tmp_path: Path) -> N
     config = tmp_path / "tradewarden.toml"
     config.write_text(f'[server]\ndatabase_url = "sqlite+aiosqlite:///{tmp_path / "max.db"}"\n'
                       'max_agents_per_account = 2\n\n[[agents]]\nid = "one"\n')
+    create_ledger(config)
     assert last_line(cli(config, "agents", "add", "two").stdout).startswith("tw_")
     refused = cli(config, "agents", "add", "three", check=False)
     assert refused.returncode == 1

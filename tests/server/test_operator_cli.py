@@ -21,7 +21,8 @@ from tests.conftest import call, call_error, connect
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_config(tmp_path: Path, agent_extra: str = "", server_extra: str = "", approval: str = "auto") -> Path:
+def write_config(tmp_path: Path, agent_extra: str = "", server_extra: str = "", approval: str = "auto", *,
+                 ledger: bool = True) -> Path:
     path = tmp_path / "tradewarden.toml"
     path.write_text(f"""
 [server]
@@ -36,6 +37,8 @@ auto_approve_max_notional = 50000
 max_trade_size = 5000
 {agent_extra}
 """)
+    if ledger:
+        ok(path, "db", "upgrade")  # a new deployment's ledger (no other command creates one)
     return path
 
 
@@ -144,12 +147,15 @@ def test_remove_an_added_agent_but_not_one_from_the_file(tmp_path: Path) -> None
 
 def test_adding_an_agent_twice_is_one_line_exit_1(tmp_path: Path) -> None:
     result = tw(write_config(tmp_path), "agents", "add", "agent-1")
-    assert result.returncode == 1 and result.stderr.strip() == "tradewarden: agent 'agent-1' already exists"
+    assert result.returncode == 1
+    database = tmp_path / "tradewarden.db"
+    assert result.stderr.strip() == f"tradewarden: agent 'agent-1' already exists (database: {database})"
 
 
 def test_unknown_agent_is_one_line_exit_1(tmp_path: Path) -> None:
     result = tw(write_config(tmp_path), "agents", "disable", "ghost")
-    assert result.returncode == 1 and result.stderr.strip() == "tradewarden: no agent 'ghost'"
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"tradewarden: no agent 'ghost' (database: {tmp_path / 'tradewarden.db'})"
 
 
 # --- ids by prefix, approvals, status ------------------------------------------------------------------
@@ -250,7 +256,8 @@ def test_views_of_an_unknown_agent_or_order_are_one_line_exit_1(tmp_path: Path) 
                             (["performance", "--agent", "ghost"], "no agent 'ghost'"),
                             (["orders", "cancel", "0123456789abcdef"], "no order '0123456789abcdef'")):
         result = tw(config, *command)
-        assert result.returncode == 1 and result.stderr.strip() == f"tradewarden: {reason}", command
+        assert result.returncode == 1, command
+        assert result.stderr.strip() == f"tradewarden: {reason} (database: {tmp_path / 'tradewarden.db'})", command
 
 
 # --- the package ---------------------------------------------------------------------------------------
