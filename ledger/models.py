@@ -12,7 +12,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from ledger.types import ExactDecimal, UTCDateTime
 
 # The Alembic revision these models match; the server upgrades to it at start.
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0009"
 
 GLOBAL_SCOPE = "*"  # trading_state row that applies to every agent
 
@@ -123,6 +123,19 @@ class OperatorRecord(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     token_rotated_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class OperatorSession(Base):
+    """A console login: the sha256 of the random id the browser holds (never the id), whose it is, and the
+    operator's token rotation it was made under (a rotation or a disable ends it)."""
+
+    __tablename__ = "operator_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator: Mapped[str] = mapped_column(String(64), index=True)
+    token_rotated_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
 
 
 class AgentTrade(Base):

@@ -665,5 +665,9 @@ from server.cli_events import events_group, webhooks_group  # noqa: E402  (they 
 main.add_command(events_group)
 main.add_command(webhooks_group)
 
+from server.cli_console import console  # noqa: E402
+
+main.add_command(console)
+
 if __name__ == "__main__":
     main(prog_name="tradewarden")

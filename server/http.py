@@ -6,6 +6,8 @@ Routes of the HTTP app:
 - /healthz                                     database, broker, halt (server/health.py); no token
 - /metrics                                     Prometheus (server/metrics.py); no token
 - /api/events/ws                               the operators' event stream (server/events_ws.py); operator token
+- /api, /console                               the operator API and console (server/console.py); operators'
+                                               tokens or console sessions only, never an agent's token
 
 The token decides which agent a call acts for (ServerState.agent_id reads it from the access token); nothing
 in a tool's arguments can change that. Tokens are issued by `tradewarden agents add|rotate-token` and only
@@ -245,14 +247,17 @@ def build_http_app(config: Config, *, host: str, port: int, clock: Callable[[], 
                 log.warning("metrics_database_unavailable", error=type(error).__name__)
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    app = server.streamable_http_app(host=host, transport_security=transport_security(config, host),
-                                     max_request_body_size=MAX_BODY_BYTES)
+    mcp_app = server.streamable_http_app(host=host, transport_security=transport_security(config, host),
+                                         max_request_body_size=MAX_BODY_BYTES)
+    from server.console import OperatorSurfaces
 
     def runtime_sessions() -> async_sessionmaker[AsyncSession] | None:
         return holder.runtime.sessions if holder.runtime is not None else None
 
     hub = EventHub(runtime_sessions, on_events=metrics.observe_events)
     stream = EventStream(hub, authenticate_operator or registry_authenticator(runtime_sessions))
+    # The operator API (/api) and console (/console) on the same port, over the same runtime.
+    app = OperatorSurfaces(mcp_app, lambda: holder.runtime, public_url=config.server.public_url)
     return EventStreamApp(CountUnauthorized(LimitBody(app), metrics), stream)
 
 

@@ -1,0 +1,108 @@
+"""`tradewarden console`: the operator console and API for deployments whose agents use stdio.
+
+The same pages and API as the HTTP server's /console and /api (server/console.py, server/operator_api.py),
+on the deployment's database, without MCP: a process of its own, bound to loopback unless told otherwise
+(put a TLS proxy in front to reach it from elsewhere, and set public_url to its https address).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import click
+from starlette.types import Receive, Scope, Send
+
+from server.config import Config
+
+DEFAULT_PORT = 8765
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _store_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """--config after the command name, as every command takes it (server.cli.config_option)."""
+    if value:
+        root = ctx.find_root()
+        root.ensure_object(dict)
+        root.obj["config"] = value
+
+
+def _config_option(command: Any) -> Any:
+    return click.option("--config", type=click.Path(dir_okay=False), expose_value=False, callback=_store_config,
+                        is_eager=True, help="TOML config file.")(command)
+
+
+class ConsoleApp:
+    """ASGI: opens the runtime in its lifespan, then serves /api and /console (and / redirects to /console/)."""
+
+    def __init__(self, config: Config, *, broker: Any = None):
+        from server.console import OperatorSurfaces
+
+        self.config = config
+        self.broker = broker
+        self.runtime: Any = None
+        self.surfaces = OperatorSurfaces(None, lambda: self.runtime, public_url=config.server.public_url)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        from server.runtime import open_runtime
+
+        # The agents' own server processes reconcile with the broker; the console only reads and acts.
+        async with open_runtime(self.config, broker=self.broker, reconcile=False) as runtime:
+            self.runtime = runtime
+            try:
+                yield
+            finally:
+                self.runtime = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.surfaces(scope, receive, send)
+            return
+        stack = contextlib.AsyncExitStack()
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await stack.enter_async_context(self.running())
+                except Exception as error:
+                    await send({"type": "lifespan.startup.failed", "message": type(error).__name__})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await stack.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+
+@click.command("console")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (loopback by default).")
+@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="Port.")
+@_config_option
+@click.pass_context
+def console(ctx: click.Context, host: str, port: int) -> None:
+    """Serve the operator console (http://HOST:PORT/console/) and API (/api) on this deployment's database.
+
+    \b
+    Log in with an operator's token (`tradewarden operators add NAME --role approver`).
+    Example: tradewarden console --config /srv/tradewarden/tradewarden.toml
+    """
+    from server import cli as base
+    from server.config import ConfigError, check_broker_credentials
+    from server.logging import configure_logging
+
+    config = base._config(ctx)
+    try:
+        check_broker_credentials(config)
+    except ConfigError as error:
+        base.fail(str(error), 2)
+    configure_logging(config.server.log_level, config.server.log_json)
+    if host not in LOOPBACK:
+        click.echo(f"tradewarden: warning: the console listens on {host}, not loopback; serve it only behind "
+                   "TLS (set public_url to its https address so cookies are Secure)", err=True)
+    import uvicorn
+
+    click.echo(f"tradewarden console: http://{host if ':' not in host else f'[{host}]'}:{port}/console/", err=True)
+    uvicorn.run(ConsoleApp(config), host=host, port=port, log_level="warning", lifespan="on", access_log=False)

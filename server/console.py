@@ -1,0 +1,371 @@
+"""The operator console at /console/: server-rendered pages (jinja2, autoescaped) for people, on top of the
+same operator layer as the API (SPEC "Operator API and console").
+
+Log in with an operator's token at /console/login; the console then holds a server-side session
+(policies/operator_sessions.py) in an HttpOnly, SameSite=Strict cookie (Secure over https). Every form that
+changes state carries the session's CSRF token, and a POST from another origin is refused. Pages are served
+with a strict Content-Security-Policy (no inline script or style; everything from 'self'); the only scripts are
+the vendored htmx and uPlot (server/console_static/vendor/) and console.js. Text an agent wrote (reasoning,
+strategy) is made inert (`policies.text.inert`) and autoescaped.
+
+`OperatorSurfaces` puts /api and /console in front of another ASGI app (the MCP server's, or nothing for
+`tradewarden console`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import structlog
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ledger.db import transaction
+from policies import operator_audit, operator_sessions
+from policies.operator import Operator
+from policies.operators import Action, OperatorError
+from policies.text import inert
+from server import operator_api
+from server.operator_api import ApiError, OperatorApi, operator_error
+from server.operator_auth import CSRF_FIELD, SESSION_COOKIE, Caller, RuntimeSource, identify, is_https
+
+log = structlog.get_logger("tradewarden.console")
+
+HERE = Path(__file__).resolve().parent
+MAX_FORM = 16 * 1024
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
+                    (b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer"),
+                    (b"cross-origin-opener-policy", b"same-origin")]
+NAV = [("/", "Overview"), ("/approvals", "Approvals"), ("/feed", "Live feed"), ("/agents", "Agents"),
+       ("/positions", "Positions & orders"), ("/kill", "Kill switch"), ("/audit", "Audit")]
+
+Page = Callable[[Request, Operator, Caller], Awaitable[Response]]
+
+
+class FormError(Exception):
+    pass
+
+
+class Console:
+    def __init__(self, runtime: RuntimeSource, *, public_url: str | None = None, root: str = "/console"):
+        self.runtime = runtime
+        self.public_url = public_url
+        self.root = root
+        self.env = Environment(loader=FileSystemLoader(HERE / "console_templates"),
+                               autoescape=select_autoescape(default=True, default_for_string=True),
+                               auto_reload=False)
+
+    # --- rendering ---------------------------------------------------------------------------------
+
+    def render(self, template: str, *, status: int = 200, caller: Caller | None = None, **context: Any) -> Response:
+        runtime = self.runtime()
+        identity = caller.identity if caller else None
+        base = {"root": self.root, "nav": NAV, "identity": identity, "csrf": caller.csrf_token if caller else None,
+                "trading_mode": runtime.config.server.trading_mode if runtime else "",
+                "page_title": "tradewarden", "message": None, "message_kind": "ok",
+                "may_decide": bool(identity and identity.may(Action.DECIDE_APPROVAL)),
+                "may_halt": bool(identity and identity.may(Action.HALT)),
+                "may_resume": bool(identity and identity.may(Action.RESUME)),
+                "may_manage": bool(identity and identity.may(Action.MANAGE_AGENTS)),
+                "may_cancel": bool(identity and identity.may(Action.CANCEL_ORDER))}
+        base.update(context)
+        html = self.env.get_template(template).render(**base)
+        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+    def error_page(self, status: int, heading: str, detail: str, caller: Caller | None = None) -> Response:
+        return self.render("error.html", status=status, caller=caller, heading=heading, detail=detail,
+                           page_title=heading)
+
+    # --- plumbing ----------------------------------------------------------------------------------
+
+    def page(self, handler: Page, *, changes_state: bool = False) -> Callable[[Request], Awaitable[Response]]:
+        async def run(request: Request) -> Response:
+            runtime = self.runtime()
+            if runtime is None:
+                return HTMLResponse("The server is starting; reload in a moment.", status_code=503)
+            if changes_state and not _same_origin(request):
+                return self.error_page(403, "Refused", "This form was sent from another site.")
+            caller = await identify(request, runtime)
+            if caller is None:
+                if request.headers.get("authorization") is not None:
+                    return self.error_page(401, "Not an operator", "That token is not an operator's token.")
+                return RedirectResponse(f"{self.root}/login", status_code=303)
+            form: dict[str, Any] = {}
+            if changes_state:
+                try:
+                    form = await _read_form(request)
+                except FormError as error:
+                    return self.error_page(400, "Bad request", str(error), caller)
+                if not caller.csrf_ok(form.get(CSRF_FIELD)):
+                    return self.error_page(403, "Refused", "The form's CSRF token is missing or wrong; reload the "
+                                                           "page and try again.", caller)
+                request.state.form = form
+            try:
+                return await handler(request, Operator(runtime.gate, caller.identity), caller)
+            except ApiError as error:
+                return self.error_page(error.status, "Not done", error.message, caller)
+            except OperatorError as error:
+                mapped = operator_error(error)
+                return self.error_page(mapped.status, "Not done", mapped.message, caller)
+
+        return run
+
+    # --- login and logout --------------------------------------------------------------------------
+
+    async def login_page(self, request: Request) -> Response:
+        if self.runtime() is None:
+            return HTMLResponse("The server is starting; reload in a moment.", status_code=503)
+        return self.render("login.html", page_title="Log in")
+
+    async def login(self, request: Request) -> Response:
+        runtime = self.runtime()
+        if runtime is None:
+            return HTMLResponse("The server is starting; reload in a moment.", status_code=503)
+        if not _same_origin(request):
+            return self.error_page(403, "Refused", "This form was sent from another site.")
+        try:
+            form = await _read_form(request)
+        except FormError as error:
+            return self.error_page(400, "Bad request", str(error))
+        token = str(form.get("token", "")).strip()
+        async with transaction(runtime.sessions) as session:
+            made = await operator_sessions.login(session, token, now=runtime.clock()) if token else None
+        if made is None:
+            log.info("console_login_refused")
+            return self.render("login.html", status=401, page_title="Log in", message_kind="error",
+                               message="That is not a valid operator token (agents' tokens are not accepted).")
+        session_id, identity = made
+        log.info("console_login", operator=identity.name)
+        response = RedirectResponse(f"{self.root}/", status_code=303)
+        response.set_cookie(SESSION_COOKIE, session_id, max_age=int(operator_sessions.SESSION_TTL.total_seconds()),
+                            path="/", httponly=True, samesite="strict", secure=is_https(request, self.public_url))
+        return response
+
+    async def logout(self, request: Request, op: Operator, caller: Caller) -> Response:
+        runtime = self.runtime()
+        if caller.session_id is not None:
+            async with transaction(runtime.sessions) as session:
+                await operator_sessions.logout(session, caller.session_id, now=runtime.clock())
+        response = RedirectResponse(f"{self.root}/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
+                               secure=is_https(request, self.public_url))
+        return response
+
+    # --- pages -------------------------------------------------------------------------------------
+
+    async def overview(self, request: Request, op: Operator, caller: Caller) -> Response:
+        report = await operator_api.status_report(op, self.runtime())
+        agents = await operator_api.agent_utilisation(op)
+        return self.render("overview.html", caller=caller, active="/", page_title="Overview", report=report,
+                           agents=agents, last_verify=None)
+
+    async def approvals(self, request: Request, op: Operator, caller: Caller, *, only: str | None = None,
+                        message: str | None = None, message_kind: str = "ok", status: int = 200) -> Response:
+        proposals = [operator_api.proposal_view(p) for p in await op.pending()]
+        only = only or request.query_params.get("id") or None
+        if only:
+            proposals = [p for p in proposals if p["id"] == only]
+        return self.render("approvals.html", caller=caller, active="/approvals", page_title="Approvals",
+                           proposals=proposals, only=only, message=message, message_kind=message_kind,
+                           status=status)
+
+    async def approval(self, request: Request, op: Operator, caller: Caller) -> Response:
+        return await self.approvals(request, op, caller, only=str(request.path_params["id"])[:64])
+
+    async def decide(self, request: Request, op: Operator, caller: Caller) -> Response:
+        proposal_id = str(request.path_params["id"])[:64]
+        form = request.state.form
+        approve = request.url.path.endswith("/approve")
+        try:
+            if approve:
+                result = await operator_api.approve(op, proposal_id, form)
+            else:
+                result = await operator_api.reject(op, proposal_id, form)
+        except (ApiError, OperatorError) as error:
+            mapped = error if isinstance(error, ApiError) else operator_error(error)
+            return await self.approvals(request, op, caller, message=f"Not done: {mapped.message}",
+                                        message_kind="error", status=mapped.status)
+        what = "approved" if approve else "rejected"
+        shrunk = f" as {result['qty'] or result['notional']} @ {result['limit_price'] or 'market'}" if approve else ""
+        return await self.approvals(request, op, caller, message=f"Proposal {proposal_id} {what}{shrunk} "
+                                                                 f"(recorded as {op.actor}).")
+
+    async def kill(self, request: Request, op: Operator, caller: Caller, *, message: str | None = None,
+                   message_kind: str = "ok", status: int = 200) -> Response:
+        states = await op.states()
+        agent_ids = await operator_api.agent_ids(op)
+        return self.render("kill.html", caller=caller, active="/kill", page_title="Kill switch", states=[
+            {"scope": s.scope, "state": s.state, "reason": inert(s.reason) if s.reason else None,
+             "changed_by": s.changed_by} for s in states], agent_ids=agent_ids, message=message,
+            message_kind=message_kind, status=status)
+
+    async def halt_or_resume(self, request: Request, op: Operator, caller: Caller) -> Response:
+        form = dict(request.state.form)
+        if form.get("confirm") != "yes":
+            return await self.kill(request, op, caller, message="Not done: tick the confirmation box.",
+                                   message_kind="error", status=400)
+        for flag in ("cancel_open", "reduce_only"):
+            form[flag] = form.get(flag) == "true"
+        halting = request.url.path.endswith("/halt")
+        try:
+            result = await (operator_api.halt(op, form) if halting else operator_api.resume(op, form))
+        except (ApiError, OperatorError) as error:
+            mapped = error if isinstance(error, ApiError) else operator_error(error)
+            return await self.kill(request, op, caller, message=f"Not done: {mapped.message}",
+                                   message_kind="error", status=mapped.status)
+        who = "everyone" if result["scope"] == "*" else result["scope"]
+        extra = f"; {len(result.get('canceled', []))} order(s) cancelled" if result.get("canceled") else ""
+        return await self.kill(request, op, caller, message=f"Trading for {who} is now {result['state']}{extra}.")
+
+    def _audit_query(self, request: Request) -> operator_audit.AuditQuery:
+        return operator_audit.AuditQuery(
+            before=operator_api.query_int(request, "before", None, 1, 10**12),
+            kind=operator_api.query_text(request, "kind", 48), agent_id=operator_api.query_text(request, "agent", 64),
+            actor=operator_api.query_text(request, "actor", 128), text=operator_api.query_text(request, "q"),
+            limit=operator_api.query_int(request, "limit", 100, 1, operator_audit.MAX_RECORDS) or 100)
+
+    async def audit(self, request: Request, op: Operator, caller: Caller, verify: Any = None) -> Response:
+        query = self._audit_query(request)
+        records = await operator_audit.search(op, query)
+        shown = [{**operator_api.jsonable(r), "payload_text": inert(json.dumps(r.payload, sort_keys=True))[:600]}
+                 for r in records]
+        params = {k: v for k, v in request.query_params.items() if k in ("q", "kind", "agent", "actor") and v}
+        older = {**params, "before": str(records[-1].seq)} if records else params
+        return self.render("audit.html", caller=caller, active="/audit", page_title="Audit", records=shown,
+                           query=query, verify=verify, export_query=urlencode(params), older_query=urlencode(older))
+
+    async def audit_verify(self, request: Request, op: Operator, caller: Caller) -> Response:
+        report = await operator_audit.verify(op)
+        return await self.audit(request, op, caller, verify=report)
+
+    async def audit_export(self, request: Request, op: Operator, caller: Caller) -> Response:
+        query = self._audit_query(request)
+        query = operator_audit.AuditQuery(before=query.before, kind=query.kind, agent_id=query.agent_id,
+                                          actor=query.actor, text=query.text, limit=operator_audit.MAX_RECORDS)
+        records = await operator_audit.search(op, query)
+
+        async def lines() -> Any:
+            for record in reversed(records):
+                yield json.dumps(operator_api.jsonable(record), sort_keys=True) + "\n"
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson", headers={
+            "Content-Disposition": 'attachment; filename="tradewarden-audit.jsonl"', "Cache-Control": "no-store"})
+
+    async def feed(self, request: Request, op: Operator, caller: Caller) -> Response:
+        op.require(Action.READ)
+        return self.render("feed.html", caller=caller, active="/feed", page_title="Live feed")
+
+    # --- the application ---------------------------------------------------------------------------
+
+    def app(self) -> Starlette:
+        get, post = ["GET"], ["POST"]
+        routes = [
+            Route("/", self.page(self.overview), methods=get),
+            Route("/login", self.login_page, methods=get),
+            Route("/login", self.login, methods=post),
+            Route("/logout", self.page(self.logout, changes_state=True), methods=post),
+            Route("/approvals", self.page(self.approvals), methods=get),
+            Route("/approvals/{id}", self.page(self.approval), methods=get),
+            Route("/approvals/{id}/approve", self.page(self.decide, changes_state=True), methods=post),
+            Route("/approvals/{id}/reject", self.page(self.decide, changes_state=True), methods=post),
+            Route("/kill", self.page(self.kill), methods=get),
+            Route("/halt", self.page(self.halt_or_resume, changes_state=True), methods=post),
+            Route("/resume", self.page(self.halt_or_resume, changes_state=True), methods=post),
+            Route("/audit", self.page(self.audit), methods=get),
+            Route("/audit/verify", self.page(self.audit_verify), methods=get),
+            Route("/audit/export", self.page(self.audit_export), methods=get),
+            Route("/feed", self.page(self.feed), methods=get),
+            Mount("/static", app=StaticFiles(directory=HERE / "console_static"), name="static"),
+        ]
+        return Starlette(routes=routes)
+
+
+async def _read_form(request: Request) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_FORM):
+        raise FormError(f"the form must be at most {MAX_FORM} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw.extend(chunk)
+        if len(raw) > MAX_FORM:
+            raise FormError(f"the form must be at most {MAX_FORM} bytes")
+    from urllib.parse import parse_qsl
+
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
+    except (UnicodeDecodeError, ValueError):
+        raise FormError("the form could not be read") from None
+    return {key: value for key, value in pairs}
+
+
+def _same_origin(request: Request) -> bool:
+    """A browser's POST names its origin; one from another site is refused (CSRF defence in depth)."""
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return origin is None
+    return urlsplit(origin).netloc == request.headers.get("host", "")
+
+
+class OperatorSurfaces:
+    """ASGI: /api and /console (and the console's event stream) in front of `app` (any other path)."""
+
+    def __init__(self, app: ASGIApp | None, runtime: RuntimeSource, *, public_url: str | None = None,
+                 events: ASGIApp | None = None):
+        self.app = app
+        api = OperatorApi(runtime).app()
+        console = Console(runtime, public_url=public_url).app()
+
+        async def to_console(_request: Request) -> Response:
+            return RedirectResponse("/console/", status_code=307)
+
+        self.surfaces = Starlette(routes=[Mount("/api", app=api), Route("/console", to_console),
+                                          Mount("/console", app=console)])
+        self.events = events
+
+    @staticmethod
+    def ours(path: str) -> bool:
+        return path in ("/api", "/console") or path.startswith(("/api/", "/console/"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "websocket" and self.events is not None and self.ours(path):
+            await self.events(scope, receive, send)
+            return
+        if scope["type"] != "http" or not self.ours(path):
+            if self.app is None:
+                if scope["type"] == "http":
+                    await RedirectResponse("/console/", status_code=307)(scope, receive, send)
+                elif scope["type"] == "lifespan":
+                    await _no_lifespan(receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+
+        async def secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() not in dict(SECURITY_HEADERS)]
+                message = {**message, "headers": headers + SECURITY_HEADERS}
+            await send(message)
+
+        await self.surfaces(scope, receive, secured)
+
+
+async def _no_lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

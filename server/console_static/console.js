@@ -1,0 +1,96 @@
+// tradewarden operator console: the little the pages need beyond HTML forms. No inline script anywhere
+// (the Content-Security-Policy forbids it); every text from the server is set with textContent, never as HTML.
+(function () {
+  "use strict";
+  var body = document.body;
+  var csrf = body.getAttribute("data-csrf") || "";
+
+  // htmx requests that change state carry the session's CSRF token (forms carry it as a field).
+  body.addEventListener("htmx:configRequest", function (event) {
+    if (csrf) { event.detail.headers["X-CSRF-Token"] = csrf; }
+  });
+
+  // --- live feed ----------------------------------------------------------------------------------
+  var feed = document.getElementById("feed");
+  if (feed) {
+    var status = document.getElementById("feed-status");
+    var lastId = null;
+    var delay = 1000;
+    var MAX_ITEMS = 500;
+
+    var summary = function (message) {
+      var p = message.payload || {};
+      var parts = [];
+      ["side", "qty", "symbol", "status", "state", "decision", "code", "message", "reason", "filled_qty",
+       "price", "scope"].forEach(function (key) {
+        if (p[key] !== undefined && p[key] !== null && p[key] !== "") { parts.push(key + " " + String(p[key])); }
+      });
+      return parts.join(" · ");
+    };
+
+    var show = function (message) {
+      var item = document.createElement("li");
+      item.className = "event type-" + String(message.message_type).replace(/[^a-z.]/g, "").replace(/\./g, "-");
+      item.setAttribute("data-event-id", String(message.event_id));
+      var time = document.createElement("time");
+      time.textContent = String(message.timestamp || "").replace("T", " ").replace("Z", "");
+      var kind = document.createElement("strong");
+      kind.textContent = String(message.message_type);
+      var agent = document.createElement("span");
+      agent.className = "agent";
+      agent.textContent = message.agent_id ? String(message.agent_id) : "";
+      var text = document.createElement("span");
+      text.className = "detail";
+      text.textContent = summary(message);
+      item.append(time, " ", kind, " ", agent, " ", text);
+      feed.insertBefore(item, feed.firstChild);
+      while (feed.children.length > MAX_ITEMS) { feed.removeChild(feed.lastChild); }
+    };
+
+    var connect = function () {
+      var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+      var url = scheme + location.host + feed.getAttribute("data-ws") + (lastId !== null ? "?since=" + lastId : "");
+      var socket = new WebSocket(url);
+      socket.onmessage = function (raw) {
+        var message;
+        try { message = JSON.parse(raw.data); } catch (error) { return; }
+        if (message.message_type === "replay.complete") {
+          status.textContent = "live";
+          status.className = "live";
+          if (lastId === null) { lastId = message.event_id; }
+          delay = 1000;
+          return;
+        }
+        if (message.message_type === "stream.overflow") { return; }
+        if (typeof message.event_id === "number") { lastId = message.event_id; }
+        show(message);
+      };
+      socket.onclose = function () {
+        status.textContent = "reconnecting…";
+        status.className = "stale";
+        setTimeout(connect, delay);
+        delay = Math.min(delay * 2, 10000);
+      };
+    };
+    connect();
+  }
+
+  // --- equity chart -------------------------------------------------------------------------------
+  var chart = document.getElementById("equity-chart");
+  var data = document.getElementById("equity-data");
+  if (chart && data && window.uPlot) {
+    var points = JSON.parse(data.textContent || "[]");
+    if (points.length > 1) {
+      var xs = points.map(function (p) { return p[0]; });
+      var ys = points.map(function (p) { return p[1]; });
+      new window.uPlot({
+        width: Math.min(chart.clientWidth || 800, 1000), height: 260,
+        scales: { x: { time: true } },
+        series: [{}, { label: "equity", stroke: "#1f6feb", width: 2 }],
+        axes: [{}, { size: 70 }]
+      }, [xs, ys], chart);
+    } else {
+      chart.textContent = "No fills yet: no equity curve.";
+    }
+  }
+})();
