@@ -23,6 +23,7 @@ from urllib.parse import urlencode, urlsplit
 import structlog
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -330,7 +331,8 @@ class OperatorSurfaces:
             return RedirectResponse("/console/", status_code=307)
 
         self.surfaces = Starlette(routes=[Mount("/api", app=api), Route("/console", to_console),
-                                          Mount("/console", app=console)])
+                                          Mount("/console", app=console)],
+                                  exception_handlers={HTTPException: _unmatched})  # type: ignore[dict-item]
         self.events = events
 
     @staticmethod
@@ -359,6 +361,14 @@ class OperatorSurfaces:
             await send(message)
 
         await self.surfaces(scope, receive, secured)
+
+
+async def _unmatched(request: Request, error: HTTPException) -> Response:
+    """A path no route matches (even a malformed one): the API answers in its error shape."""
+    if request.url.path.startswith("/api"):
+        code = "NOT_FOUND" if error.status_code == 404 else "INVALID_ARGUMENT"
+        return operator_api.error_response(error.status_code, code, str(error.detail))
+    return HTMLResponse("Not found", status_code=error.status_code)
 
 
 async def _no_lifespan(receive: Receive, send: Send) -> None:

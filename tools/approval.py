@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote, urlsplit
 
 import structlog
 from mcp.server.elicitation import AcceptedElicitation, CancelledElicitation, DeclinedElicitation
@@ -51,14 +52,48 @@ class ApprovalForm(BaseModel):
                       description="Stored with the decision in the audit log.")
 
 
-NotAskedReason = Literal["not_pending", "operator_only", "no_elicitation", "error"]
+NotAskedReason = Literal["not_pending", "operator_only", "operator_url", "no_elicitation", "error"]
 
 
 @dataclass(frozen=True)
 class NotAsked:
-    """The resolver's answer when nobody was asked; the gate then decides alone (and explains why)."""
+    """The resolver's answer when nobody was asked in the client; the gate then decides alone (and explains
+    why). `console_url`: the operator console's page for the proposal, when the deployment has a public URL."""
 
     reason: NotAskedReason
+    console_url: str | None = None
+
+
+def console_approval_url(public_url: str | None, proposal_id: str) -> str | None:
+    """The console's approval page of a proposal, on the deployment's public origin (None without one)."""
+    if not public_url:
+        return None
+    parts = urlsplit(public_url)
+    return f"{parts.scheme}://{parts.netloc}/console/approvals/{quote(proposal_id, safe='')}"
+
+
+def can_elicit_url(ctx: Context) -> bool:
+    try:
+        capabilities = ctx.client_capabilities
+    except Exception:
+        return False
+    elicitation = capabilities.elicitation if capabilities is not None else None
+    return elicitation is not None and elicitation.url is not None
+
+
+async def ask_operator_in_console(ctx: Context, agent: Any, proposal: TradeProposal, url: str | None
+                                  ) -> NotAsked:
+    """An `operator`-mode proposal: the person approves in the console, authenticated there, never through the
+    agent's client. A client with URL-mode elicitation is asked to open the console's page for it (its answer
+    decides nothing: it only says whether the person went there); others get the link in the message."""
+    if url is None or not can_elicit_url(ctx):
+        return NotAsked("operator_only", url)
+    try:
+        await ctx.elicit_url(f"An operator must approve this order in the tradewarden console: "
+                             f"{approval_message(proposal, agent.approval)}", url, f"approval-{proposal.id}")
+    except Exception as error:  # the link is in the message anyway
+        log.info("url_elicitation_failed", error=type(error).__name__)
+    return NotAsked("operator_url", url)
 
 
 def can_elicit_form(ctx: Context) -> bool:
@@ -84,8 +119,16 @@ async def ask_approval(proposal_id: str, ctx: Context) -> NotAsked | Elicit[Appr
         except GateDenied:
             return NotAsked("error")
         proposal = await gate.awaiting_client_decision(agent, proposal_id.strip())
+        if proposal is None and agent.approval.mode == "operator":
+            waiting, _trade = await gate.read_proposal(agent, proposal_id.strip())
+            runtime = getattr(app, "runtime", None)
+            url = console_approval_url(runtime.config.server.public_url if runtime is not None else None,
+                                       waiting.id)
+            if waiting.status != "pending_approval" or waiting.expires_at <= gate.clock():
+                return NotAsked("operator_only", url)
+            return await ask_operator_in_console(ctx, agent, waiting, url)
         if proposal is None:
-            return NotAsked("operator_only" if agent.approval.mode == "operator" else "not_pending")
+            return NotAsked("not_pending")
         if not can_elicit_form(ctx):
             return NotAsked("no_elicitation")
         return Elicit(approval_message(proposal, agent.approval), ApprovalForm)
@@ -107,7 +150,10 @@ def client_decision(outcome: Any, ctx: Context) -> tuple[ClientDecision | None, 
             return (ClientDecision(action="cancel", note=note, client_name=client),
                     "The person pressed Accept without ticking 'approve', so nothing was decided.")
         if isinstance(data, NotAsked):
-            return None, _NOT_ASKED_HINT.get(data.reason)
+            hint = _NOT_ASKED_HINT.get(data.reason)
+            if data.console_url and data.reason in ("operator_only", "operator_url"):
+                hint = f"{hint} Approval page in the operator console: {data.console_url}"
+            return None, hint
         return None, None
     if isinstance(outcome, DeclinedElicitation):
         return ClientDecision(action="decline", client_name=client), None
@@ -120,6 +166,8 @@ def client_decision(outcome: Any, ctx: Context) -> tuple[ClientDecision | None, 
 _NOT_ASKED_HINT: dict[str, str] = {
     "no_elicitation": "This MCP client cannot show an approval form, so a person must approve it out of band.",
     "operator_only": "This agent's trades are approved only by an operator, out of band.",
+    "operator_url": "This agent's trades are approved only by an operator: your client was asked to open the "
+                    "operator console's page for it, where a person approves, authenticated.",
 }
 
 
