@@ -47,13 +47,6 @@ def _percent(used: Decimal, limit: Decimal) -> int:
     return int(used * HUNDRED / limit) if limit > 0 else 0
 
 
-async def agent_ids(operator: Operator) -> list[str]:
-    operator.require(Action.READ)
-    async with operator.gate.sessions() as session:
-        return list((await session.execute(select(AgentPermissions.agent_id)
-                                           .order_by(AgentPermissions.agent_id))).scalars())
-
-
 async def utilisation(operator: Operator) -> list[AgentUsage]:
     """Every agent's use of its daily trades, gross exposure and daily loss limit (the figures its checks use)."""
     operator.require(Action.READ)

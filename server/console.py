@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import structlog
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -31,7 +34,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.db import transaction
-from policies import operator_audit, operator_sessions
+from policies import operator_audit, operator_sessions, operator_usage
+from policies.gate import LIVE_TRADE_STATUSES
 from policies.operator import Operator
 from policies.operators import Action, OperatorError
 from policies.text import inert
@@ -66,6 +70,7 @@ class Console:
         self.env = Environment(loader=FileSystemLoader(HERE / "console_templates"),
                                autoescape=select_autoescape(default=True, default_for_string=True),
                                auto_reload=False)
+        self.env.filters.update(money=_money, percent=_percent, num=_number, shown=_shown)
 
     # --- rendering ---------------------------------------------------------------------------------
 
@@ -263,6 +268,90 @@ class Console:
         return StreamingResponse(lines(), media_type="application/x-ndjson", headers={
             "Content-Disposition": 'attachment; filename="tradewarden-audit.jsonl"', "Cache-Control": "no-store"})
 
+    async def agents(self, request: Request, op: Operator, caller: Caller, *, message: str | None = None,
+                     message_kind: str = "ok", status: int = 200) -> Response:
+        usage = await operator_api.agent_utilisation(op)
+        return self.render("agents.html", caller=caller, active="/agents", page_title="Agents", usage=usage,
+                           message=message, message_kind=message_kind, status=status)
+
+    async def register(self, request: Request, op: Operator, caller: Caller) -> Response:
+        form = request.state.form
+        settings = {name: form[name] for name in ("allowed_symbols", "max_trade_size", "approval")
+                    if form.get(name)}
+        try:
+            made = await operator_api.add_agent(op, self.runtime(), {"id": form.get("id", ""), "settings": settings})
+        except (ApiError, OperatorError) as error:
+            mapped = error if isinstance(error, ApiError) else operator_error(error)
+            return await self.agents(request, op, caller, message=f"Not done: {mapped.message}",
+                                     message_kind="error", status=mapped.status)
+        return await self.agent(request, op, caller, agent_id=made["agent_id"], new_token=made["token"],
+                                message=f"Agent {made['agent_id']} registered.")
+
+    async def agent(self, request: Request, op: Operator, caller: Caller, *, agent_id: str | None = None,
+                    new_token: str | None = None, message: str | None = None, message_kind: str = "ok",
+                    status: int = 200) -> Response:
+        agent_id = agent_id or operator_api.path_id(request)
+        detail = await operator_api.agent_view(op, self.runtime(), agent_id)
+        perf = await operator_api.performance(op, agent_id)
+        equity = [[_epoch(point["at"]), float(point["equity"])] for point in perf["equity_curve"]]
+        return self.render("agent.html", caller=caller, active="/agents", page_title=f"Agent {agent_id}",
+                           detail=detail, perf=perf, equity_json=Markup(_script_json(equity)), new_token=new_token,
+                           message=message, message_kind=message_kind, status=status)
+
+    async def agent_action(self, request: Request, op: Operator, caller: Caller) -> Response:
+        agent_id = operator_api.path_id(request)
+        form = request.state.form
+        action = form.get("action")
+        body: dict[str, Any]
+        if action in ("enable", "disable"):
+            body = {"enabled": action == "enable"}
+        elif action == "rotate":
+            if form.get("confirm") != "yes":
+                return await self.agent(request, op, caller, message="Not done: tick the confirmation box.",
+                                        message_kind="error", status=400)
+            body = {"rotate_token": True}
+        elif action == "settings":
+            body = {"settings": {key[4:]: value.strip() for key, value in form.items()
+                                 if key.startswith("set_") and value.strip()}}
+        else:
+            return await self.agent(request, op, caller, message="Not done: unknown action.", message_kind="error",
+                                    status=400)
+        try:
+            result = await operator_api.change_agent(op, self.runtime(), agent_id, body)
+        except (ApiError, OperatorError) as error:
+            mapped = error if isinstance(error, ApiError) else operator_error(error)
+            return await self.agent(request, op, caller, message=f"Not done: {mapped.message}",
+                                    message_kind="error", status=mapped.status)
+        changed = ", ".join(f"{name} {change['from']} → {change['to']}"
+                            for name, change in result.get("changes", {}).items())
+        done = {"enable": "enabled", "disable": "disabled", "rotate": "given a new token",
+                "settings": f"changed: {changed}"}[str(action)]
+        return await self.agent(request, op, caller, new_token=result.get("token"),
+                                message=f"Agent {agent_id} {done} (recorded as {op.actor}).")
+
+    async def positions(self, request: Request, op: Operator, caller: Caller, *, message: str | None = None,
+                        message_kind: str = "ok", status: int = 200) -> Response:
+        wanted = request.query_params.get("status") or "open"
+        wanted = wanted if wanted in ("open", "closed", "all") else "open"
+        books = await op.positions()
+        orders = await operator_api.orders(op, None, wanted, 200)
+        reconciliation = await operator_usage.reconciliation(op)
+        return self.render("positions.html", caller=caller, active="/positions", page_title="Positions & orders",
+                           books=books, orders=orders, status_name=wanted, reconciliation=reconciliation,
+                           live_statuses=sorted(LIVE_TRADE_STATUSES), message=message, message_kind=message_kind,
+                           status=status)
+
+    async def cancel(self, request: Request, op: Operator, caller: Caller) -> Response:
+        order_id = operator_api.path_id(request)
+        try:
+            trade = await op.cancel_order(order_id)
+        except OperatorError as error:
+            mapped = operator_error(error)
+            return await self.positions(request, op, caller, message=f"Not done: {mapped.message}",
+                                        message_kind="error", status=mapped.status)
+        return await self.positions(request, op, caller, message=f"Order {trade.id} cancel requested: now "
+                                                                  f"{trade.status} (recorded as {op.actor}).")
+
     async def feed(self, request: Request, op: Operator, caller: Caller) -> Response:
         op.require(Action.READ)
         return self.render("feed.html", caller=caller, active="/feed", page_title="Live feed")
@@ -287,9 +376,50 @@ class Console:
             Route("/audit/verify", self.page(self.audit_verify), methods=get),
             Route("/audit/export", self.page(self.audit_export), methods=get),
             Route("/feed", self.page(self.feed), methods=get),
+            Route("/agents", self.page(self.agents), methods=get),
+            Route("/agents", self.page(self.register, changes_state=True), methods=post),
+            Route("/agents/{id}", self.page(self.agent), methods=get),
+            Route("/agents/{id}", self.page(self.agent_action, changes_state=True), methods=post),
+            Route("/positions", self.page(self.positions), methods=get),
+            Route("/orders/{id}/cancel", self.page(self.cancel, changes_state=True), methods=post),
             Mount("/static", app=StaticFiles(directory=HERE / "console_static"), name="static"),
         ]
         return Starlette(routes=routes)
+
+
+def _money(value: Any) -> str:
+    if value is None or value == "":
+        return "—"
+    try:
+        amount = Decimal(str(value))
+    except ArithmeticError:
+        return str(value)
+    return f"{'-' if amount < 0 else ''}${abs(amount):,.2f}"
+
+
+def _percent(value: Any) -> str:
+    if value is None or value == "":
+        return "—"
+    return f"{Decimal(str(value)) * 100:.1f} %"
+
+
+def _number(value: Any) -> str:
+    return "—" if value is None or value == "" else f"{Decimal(str(value)):,.2f}"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(str(item) for item in sorted(value, key=str)) or "(none)"
+    return "—" if value is None else str(value)
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def _script_json(value: Any) -> str:
+    """JSON safe inside a <script type="application/json"> block (no "</script>" can end it early)."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 async def _read_form(request: Request) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from starlette.routing import Route
 from ledger.models import GLOBAL_SCOPE
 from policies import operator_audit, operator_usage
 from policies.operator import Operator
+from policies.operator_books import AmbiguousId
 from policies.operator_usage import AgentUsage
 from policies.operators import OperatorError, OperatorForbidden
 from policies.text import inert
@@ -61,6 +62,8 @@ def operator_error(error: OperatorError) -> ApiError:
     message = str(error)
     if isinstance(error, OperatorForbidden):
         return ApiError(403, "FORBIDDEN", message)
+    if isinstance(error, AmbiguousId):
+        return ApiError(400, "INVALID_ARGUMENT", message)
     match = _CODE.match(message)
     if message.startswith("no "):
         return ApiError(404, "NOT_FOUND", message)
@@ -193,15 +196,16 @@ def proposal_view(proposal: Any) -> dict[str, Any]:
 
 async def status_report(op: Operator, runtime: Any) -> dict[str, Any]:
     """Trading mode, halts, pending approvals, reconciliation and the audit head (the overview's top row)."""
-    states = await op.states()
-    pending = await op.pending()
+    report = await op.status()
+    states = report.states
     seq, head_hash = await operator_audit.head(op)
     reconciliation = await operator_usage.reconciliation(op)
     return jsonable({
         "trading_mode": runtime.config.server.trading_mode, "broker": runtime.config.server.broker,
         "states": [{"scope": s.scope, "state": s.state, "reason": inert(s.reason) if s.reason else None,
                     "changed_by": s.changed_by, "changed_at": s.changed_at} for s in states],
-        "pending_approvals": sum(1 for p in pending if p.expires_at > op.now),
+        "pending_approvals": report.pending_approvals, "expired_unanswered": report.expired_unanswered,
+        "agents": report.agents, "enabled_agents": report.enabled_agents, "open_orders": report.open_orders,
         "reconciliation": reconciliation, "audit_head": {"seq": seq, "hash": head_hash},
         "operator": {"name": op.identity.name, "role": op.identity.role}})
 
@@ -211,7 +215,7 @@ async def agent_utilisation(op: Operator) -> list[AgentUsage]:
 
 
 async def agent_ids(op: Operator) -> list[str]:
-    return await operator_usage.agent_ids(op)
+    return [agent.agent_id for agent in await op.agents()]
 
 
 # --- actions (the API and the console's forms both call these) ---------------------------------------
@@ -244,6 +248,126 @@ async def resume(op: Operator, body: dict[str, Any]) -> dict[str, Any]:
     agent_id = text_field(body, "agent_id", limit=MAX_ID)
     await op.resume(agent_id)
     return {"scope": agent_id or GLOBAL_SCOPE, "state": "active"}
+
+
+# --- agents ------------------------------------------------------------------------------------------
+
+NOT_SETTINGS = ("id", "enabled")  # the id is the path; enabled is its own field
+EQUITY_POINTS = 500  # an equity curve is sent with at most this many points (evenly spaced, the last kept)
+
+
+def validated_settings(agent_id: str, given: Any) -> dict[str, Any]:
+    """Settings by name, checked like the config file's (AgentConfig); ApiError for anything else."""
+    from pydantic import ValidationError
+
+    from server.config import AgentConfig
+
+    if not isinstance(given, dict):
+        raise ApiError(400, "INVALID_ARGUMENT", "settings must be an object of setting names to values")
+    names = set(AgentConfig.model_fields) - set(NOT_SETTINGS)
+    unknown = sorted(str(name) for name in given if name not in names)
+    if unknown:
+        raise ApiError(400, "INVALID_ARGUMENT", f"unknown setting(s): {', '.join(unknown)[:200]}")
+    values = dict(given)
+    for name in ("allowed_symbols", "allowed_strategies"):
+        if isinstance(values.get(name), str):
+            values[name] = [item.strip() for item in values[name].split(",") if item.strip()]
+    try:
+        checked = AgentConfig(id=agent_id, **values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ApiError(400, "INVALID_ARGUMENT", f"invalid agent setting {where}: {first['msg']}"[:300]) from None
+    except (TypeError, ValueError) as error:
+        raise ApiError(400, "INVALID_ARGUMENT", f"invalid agent settings: {str(error)[:200]}") from None
+    return {name: getattr(checked, name) for name in values}
+
+
+async def agent_view(op: Operator, runtime: Any, agent_id: str) -> dict[str, Any]:
+    detail = await op.agent_detail(agent_id, runtime.config.agent(agent_id))
+    return jsonable({"agent": detail.summary, "limits": vars(detail.agent.limits),
+                     "settings": detail.settings, "in_config_file": detail.in_config_file})
+
+
+async def add_agent(op: Operator, runtime: Any, body: dict[str, Any]) -> dict[str, Any]:
+    from server.config import AgentConfig
+
+    agent_id = text_field(body, "id", required=True, limit=MAX_ID)
+    assert agent_id is not None
+    settings = validated_settings(agent_id, body.get("settings") or {})
+    token = await op.add_agent(AgentConfig(id=agent_id, **settings),
+                               max_agents=runtime.config.server.max_agents_per_account, given=list(settings))
+    return {"agent_id": agent_id, "token": token,
+            "message": "the agent's bearer token is shown once: store it now"}
+
+
+async def change_agent(op: Operator, runtime: Any, agent_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Settings (and resets), enabled, and a token rotation, in that order; at least one."""
+    from server.config import AgentConfig
+
+    unknown = sorted(set(body) - {"settings", "reset", "enabled", "rotate_token"})
+    if unknown:
+        raise ApiError(400, "INVALID_ARGUMENT", f"unknown field(s): {', '.join(unknown)[:200]}")
+    settings = validated_settings(agent_id, body.get("settings") or {})
+    reset = body.get("reset") or []
+    if not isinstance(reset, list) or not all(isinstance(name, str) and len(name) <= 64 for name in reset):
+        raise ApiError(400, "INVALID_ARGUMENT", "reset must be a list of setting names")
+    enabled = body.get("enabled")
+    if enabled is not None and not isinstance(enabled, bool):
+        raise ApiError(400, "INVALID_ARGUMENT", "enabled must be true or false")
+    rotate = bool_field(body, "rotate_token")
+    if not settings and not reset and enabled is None and not rotate:
+        raise ApiError(400, "INVALID_ARGUMENT", "nothing to change: give settings, reset, enabled or rotate_token")
+    result: dict[str, Any] = {}
+    if settings or reset:
+        baseline = runtime.config.agent(agent_id) or AgentConfig(id=agent_id)
+        changes = await op.set_settings(agent_id, settings, reset=list(reset), baseline=baseline)
+        result["changes"] = {name: {"from": old, "to": new} for name, (old, new) in changes.items()}
+    if enabled is not None:
+        await op.set_enabled(agent_id, enabled)
+    if rotate:
+        result["token"] = await op.rotate_token(agent_id)
+    result.update(await agent_view(op, runtime, agent_id))
+    return jsonable(result)
+
+
+def thinned(curve: list[Any], limit: int = EQUITY_POINTS) -> list[Any]:
+    if len(curve) <= limit:
+        return curve
+    step = len(curve) / (limit - 1)
+    return [curve[int(i * step)] for i in range(limit - 1)] + [curve[-1]]
+
+
+async def performance(op: Operator, agent_id: str) -> dict[str, Any]:
+    [report] = await op.performance(agent_id)
+    metrics = report.metrics
+    return jsonable({
+        "agent_id": report.agent_id, "capital": report.capital, "realized_pl": metrics.realized_pl,
+        "unrealized_pl": metrics.unrealized_pl, "total_pl": metrics.total_pl, "trades": metrics.trades,
+        "wins": metrics.wins, "losses": metrics.losses, "win_rate": metrics.win_rate,
+        "exposure": metrics.exposure, "open_positions": metrics.open_positions,
+        "max_drawdown": report.max_drawdown, "max_drawdown_pct": report.max_drawdown_pct,
+        "equity_curve": [{"at": point.at, "equity": point.equity} for point in thinned(report.equity_curve)],
+        "by_strategy": {inert(name): {**jsonable(m), "win_rate": jsonable(m.win_rate)}
+                        for name, m in report.by_strategy.items()},
+        "marked_at_last_fill": report.marked_at_last_fill})
+
+
+def order_view(trade: Any) -> dict[str, Any]:
+    return jsonable({
+        "id": trade.id, "agent_id": trade.agent_id, "proposal_id": trade.proposal_id,
+        "broker_order_id": trade.order_id, "symbol": trade.symbol, "side": trade.side, "qty": trade.quantity,
+        "notional": trade.notional, "order_type": trade.order_type, "limit_price": trade.limit_price,
+        "filled_qty": trade.filled_qty, "filled_avg_price": trade.price, "status": trade.status,
+        "strategy": inert(trade.strategy) if trade.strategy else None,
+        "reject_reason": inert(trade.reject_reason) if trade.reject_reason else None,
+        "created_at": trade.created_at, "executed_at": trade.executed_at, "updated_at": trade.updated_at})
+
+
+async def orders(op: Operator, agent_id: str | None, status: str, limit: int) -> list[dict[str, Any]]:
+    if status not in ("open", "closed", "all"):
+        raise ApiError(400, "INVALID_ARGUMENT", "status must be open, closed or all")
+    return [order_view(trade) for trade in await op.orders(agent_id, status, limit)]
 
 
 # --- the application -------------------------------------------------------------------------------
@@ -301,6 +425,32 @@ class OperatorApi:
     async def resume(self, request: Request, op: Operator) -> Any:
         return await resume(op, await read_body(request))
 
+    async def agents(self, request: Request, op: Operator) -> Any:
+        return await op.agents()
+
+    async def add_agent(self, request: Request, op: Operator) -> Any:
+        return await add_agent(op, self.runtime(), await read_body(request))
+
+    async def agent(self, request: Request, op: Operator) -> Any:
+        return await agent_view(op, self.runtime(), path_id(request))
+
+    async def change_agent(self, request: Request, op: Operator) -> Any:
+        return await change_agent(op, self.runtime(), path_id(request), await read_body(request))
+
+    async def performance(self, request: Request, op: Operator) -> Any:
+        return await performance(op, path_id(request))
+
+    async def positions(self, request: Request, op: Operator) -> Any:
+        return await op.positions(query_text(request, "agent", MAX_ID))
+
+    async def orders(self, request: Request, op: Operator) -> Any:
+        return await orders(op, query_text(request, "agent", MAX_ID), query_text(request, "status", 8) or "open",
+                            query_int(request, "limit", 50, 1, MAX_LIMIT) or 50)
+
+    async def cancel(self, request: Request, op: Operator) -> Any:
+        await read_body(request)  # nothing to read, but bounded like every body
+        return order_view(await op.cancel_order(path_id(request)))
+
     async def audit(self, request: Request, op: Operator) -> Any:
         query = operator_audit.AuditQuery(
             before=query_int(request, "before", None, 1, 10**12), kind=query_text(request, "kind", 48),
@@ -323,6 +473,14 @@ class OperatorApi:
         routes = [
             Route("/openapi.json", self.openapi, methods=["GET"]),
             Route("/status", self.endpoint(self.status, changes_state=read), methods=["GET"]),
+            Route("/agents", self.endpoint(self.agents, changes_state=read), methods=["GET"]),
+            Route("/agents", self.endpoint(self.add_agent, changes_state=change, status=201), methods=["POST"]),
+            Route("/agents/{id}", self.endpoint(self.agent, changes_state=read), methods=["GET"]),
+            Route("/agents/{id}", self.endpoint(self.change_agent, changes_state=change), methods=["PATCH"]),
+            Route("/agents/{id}/performance", self.endpoint(self.performance, changes_state=read), methods=["GET"]),
+            Route("/positions", self.endpoint(self.positions, changes_state=read), methods=["GET"]),
+            Route("/orders", self.endpoint(self.orders, changes_state=read), methods=["GET"]),
+            Route("/orders/{id}/cancel", self.endpoint(self.cancel, changes_state=change), methods=["POST"]),
             Route("/approvals", self.endpoint(self.approvals, changes_state=read), methods=["GET"]),
             Route("/approvals/{id}/approve", self.endpoint(self.approve, changes_state=change), methods=["POST"]),
             Route("/approvals/{id}/reject", self.endpoint(self.reject, changes_state=change), methods=["POST"]),

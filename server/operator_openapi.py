@@ -9,6 +9,15 @@ from typing import Any
 ERROR = {"$ref": "#/components/schemas/Error"}
 ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 64}}
 TEXT = {"type": "string", "maxLength": 500}
+SETTINGS = {"type": "object", "maxProperties": 40, "description": "setting name to value, as in the config file's "
+            "[[agents]] (e.g. max_trade_size, allowed_symbols, approval, daily_loss_limit)",
+            "properties": {"max_trade_size": {"type": "string"}, "max_position_size": {"type": "string"},
+                           "max_daily_trades": {"type": "integer"},
+                           "allowed_symbols": {"type": "array", "items": {"type": "string", "maxLength": 32}},
+                           "allowed_strategies": {"type": "array", "items": {"type": "string", "maxLength": 64}},
+                           "risk_level": {"type": "string", "enum": ["conservative", "moderate", "aggressive"]},
+                           "approval": {"type": "string", "enum": ["auto", "elicit", "operator"]},
+                           "auto_approve_max_notional": {"type": "string"}, "capital": {"type": "string"}}}
 DECIMAL = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "maxLength": 32}
 
 
@@ -48,6 +57,31 @@ def _object(properties: dict[str, Any], required: list[str] | None = None) -> di
 def paths() -> dict[str, Any]:
     return {
         "/api/status": {"get": _operation("Trading mode, halts, pending approvals, audit head")},
+        "/api/agents": {
+            "get": _operation("Agents: state, approval mode, where their settings come from"),
+            "post": _operation("Register an agent (the seed's register); its bearer token is returned once",
+                               changes_state=True,
+                               body=_object({"id": {"type": "string", "maxLength": 64}, "settings": SETTINGS},
+                                            required=["id"]))},
+        "/api/agents/{id}": {
+            "get": _operation("One agent: limits in force and where each setting comes from", parameters=[ID_PARAM]),
+            "patch": _operation("Change an agent: settings (limits, symbols, strategies, approval...), reset "
+                                "(back to the config file or default), enabled, rotate_token (the new token is "
+                                "returned once)", parameters=[ID_PARAM], changes_state=True,
+                                body=_object({"settings": SETTINGS, "reset": {"type": "array", "items":
+                                                                              {"type": "string", "maxLength": 64}},
+                                              "enabled": {"type": "boolean"}, "rotate_token": {"type": "boolean"}}))},
+        "/api/agents/{id}/performance": {"get": _operation(
+            "The seed's performance: realized and unrealized P&L, equity curve, trades, win rate, max drawdown, "
+            "exposure, by strategy", parameters=[ID_PARAM])},
+        "/api/positions": {"get": _operation("Each agent's positions, cash and equity", parameters=[
+            _query("agent", {"type": "string", "maxLength": 64}, "one agent")])},
+        "/api/orders": {"get": _operation("Orders, newest first, with the broker's status", parameters=[
+            _query("agent", {"type": "string", "maxLength": 64}, "one agent"),
+            _query("status", {"type": "string", "enum": ["open", "closed", "all"]}, "open (default), closed, all"),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "at most this many (50)")])},
+        "/api/orders/{id}/cancel": {"post": _operation("Cancel an order (any agent's), through the gate",
+                                                        parameters=[ID_PARAM], changes_state=True)},
         "/api/approvals": {"get": _operation("Proposals waiting for a person (the agent's text made inert)")},
         "/api/approvals/{id}/approve": {"post": _operation(
             "Approve a proposal, optionally shrinking it (a lower qty, a limit price no worse): the edited "

@@ -264,3 +264,63 @@ def test_openapi_describes_every_route(deployment: ConsoleDeployment) -> None:
                  "/api/halt", "/api/resume", "/api/audit", "/api/audit/verify"):
         assert path in document["paths"], path
 
+
+
+def test_agents_are_listed_registered_changed_and_their_performance_read(deployment: ConsoleDeployment) -> None:
+    with deployment.api("adam") as admin, deployment.api("alice") as approver:
+        assert AGENT in [a["agent_id"] for a in admin.get("/api/agents").json()]
+        made = admin.post("/api/agents", json={"id": "api-bot", "settings": {"allowed_symbols": ["AAPL"],
+                                                                              "max_trade_size": "500"}})
+        assert made.status_code == 201 and made.json()["token"].startswith("tw_")
+        assert_error(approver.post("/api/agents", json={"id": "nope"}), 403, "FORBIDDEN")
+        assert_error(admin.post("/api/agents", json={"id": "api-bot"}), 409, "CONFLICT")
+        assert_error(admin.post("/api/agents", json={"id": "x", "settings": {"max_trade_size": "-5"}}), 400,
+                     "INVALID_ARGUMENT")
+        changed = admin.patch("/api/agents/api-bot", json={"settings": {"max_trade_size": "750"}, "enabled": False})
+        assert changed.status_code == 200, changed.text
+        body = changed.json()
+        assert body["changes"]["max_trade_size"]["to"] == "750" and body["agent"]["enabled"] is False
+        assert_error(approver.patch("/api/agents/api-bot", json={"enabled": True}), 403, "FORBIDDEN")
+        rotated = admin.patch("/api/agents/api-bot", json={"rotate_token": True}).json()
+        assert rotated["token"].startswith("tw_") and rotated["token"] != made.json()["token"]
+        assert_error(admin.patch("/api/agents/ghost", json={"enabled": True}), 404, "NOT_FOUND")
+        shown = admin.get(f"/api/agents/{AGENT}").json()
+        assert {s["name"] for s in shown["settings"]} >= {"max_trade_size", "approval"}
+        performance = approver.get(f"/api/agents/{AGENT}/performance").json()
+        assert {"realized_pl", "unrealized_pl", "win_rate", "max_drawdown", "equity_curve", "by_strategy",
+                "exposure", "trades"} <= set(performance)
+    kinds = [(r["kind"], r["actor"]) for r in audit_records(deployment, "agent.")]
+    assert ("agent.settings_changed", "operator:adam") in kinds and ("agent.disabled", "operator:adam") in kinds
+
+
+def test_positions_orders_and_cancel(deployment: ConsoleDeployment) -> None:
+    proposal_id = pending(deployment, order_type="limit", limit_price=1, time_in_force="gtc")
+    with deployment.api("alice") as approver, deployment.api("vera") as viewer:
+        approver.post(f"/api/approvals/{proposal_id}/approve", json={})
+        failed, result, text = asyncio.run(deployment.execute(proposal_id))
+        assert not failed and result is not None, text
+        [order] = [o for o in viewer.get("/api/orders", params={"status": "open"}).json()
+                   if o["proposal_id"] == proposal_id]
+        assert_error(viewer.post(f"/api/orders/{order['id']}/cancel"), 403, "FORBIDDEN")
+        canceled = approver.post(f"/api/orders/{order['id']}/cancel")
+        assert canceled.status_code == 200 and canceled.json()["status"] in ("canceled", "pending_cancel"), \
+            canceled.text
+        assert_error(viewer.get("/api/orders", params={"status": "sideways"}), 400, "INVALID_ARGUMENT")
+        books = viewer.get("/api/positions").json()
+        assert AGENT in [book["agent_id"] for book in books]
+    assert audit_records(deployment, "order.cancel")[-1]["actor"] == "operator:alice"
+
+
+def test_every_console_page_renders_for_every_role(deployment: ConsoleDeployment) -> None:
+    pages = ["/console/", "/console/approvals", "/console/feed", "/console/agents", f"/console/agents/{AGENT}",
+             "/console/positions", "/console/positions?status=all", "/console/kill", "/console/audit",
+             "/console/audit?q=approval", "/console/audit/verify", "/console/audit/export"]
+    for who in ("vera", "alice", "adam"):
+        with deployment.login(who) as (browser, _csrf):
+            for path in pages:
+                answer = browser.get(path)
+                assert answer.status_code == 200, (who, path, answer.text[-500:])
+    with deployment.login("adam") as (browser, _csrf):
+        assert "Audit chain OK" in browser.get("/console/audit/verify").text
+        lines = browser.get("/console/audit/export").text.splitlines()
+        assert lines and all(json.loads(line)["seq"] for line in lines)

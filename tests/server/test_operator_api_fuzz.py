@@ -26,6 +26,10 @@ JUNK: st.SearchStrategy[Any] = st.recursive(
 def from_schema(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     """Values the schema allows, near its bounds, and sometimes not (a fuzz, not a validator)."""
     kind = schema.get("type")
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"]) | st.text(max_size=12)
+    if kind == "array":
+        return st.lists(from_schema(schema.get("items", {})), max_size=4)
     if kind == "string":
         limit = int(schema.get("maxLength", 50))
         numeric = st.decimals(allow_nan=False, allow_infinity=False, places=4).map(str)
