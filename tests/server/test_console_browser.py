@@ -119,3 +119,21 @@ def test_a_viewer_has_no_approve_button_and_the_api_refuses_it(deployment: Conso
                                    headers={"X-CSRF-Token": csrf or ""}, data={})
         assert answer.status == 403 and answer.json()["error"]["code"] == "FORBIDDEN"
         clean(watch)
+
+
+def test_an_agents_page_draws_its_equity_curve_and_an_admin_edits_a_limit(deployment: ConsoleDeployment,
+                                                                          browser: Any) -> None:
+    proposal_id = run_async(deployment.propose(qty=2))["proposal_id"]
+    with deployment.api("alice") as approver:
+        approver.post(f"/api/approvals/{proposal_id}/approve", json={})
+    run_async(deployment.execute(proposal_id))
+    with watched_context(browser) as (context, watch):
+        page = log_in(context, deployment.base, deployment.tokens["adam"])
+        page.click("nav >> text=Agents")
+        page.click(f"#agents >> text={AGENT}")
+        page.wait_for_selector("#equity-chart canvas")  # uPlot drew the curve
+        page.fill("input[name=set_max_daily_trades]", "15")
+        page.click("button[name=save]")
+        page.wait_for_selector(".flash-ok")
+        assert "max_daily_trades 20 → 15" in page.locator(".flash-ok").inner_text()
+        clean(watch)
