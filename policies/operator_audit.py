@@ -84,8 +84,25 @@ async def head(operator: Operator) -> tuple[int, str]:
     return (row.seq, row.hash) if row is not None else (0, GENESIS_HASH)
 
 
+@dataclass(frozen=True)
+class LastVerify:
+    at: datetime
+    ok: bool
+    records: int
+    by: str
+
+
+_last_verify: list[LastVerify] = []  # this process's last verify through the operator layer (the overview)
+
+
+def last_verify() -> LastVerify | None:
+    return _last_verify[-1] if _last_verify else None
+
+
 async def verify(operator: Operator) -> VerifyReport:
     """Recompute the whole chain (as `tradewarden audit verify` does)."""
     operator.require(Action.READ)
     async with operator.gate.sessions() as session:
-        return await audit.verify(session)
+        report = await audit.verify(session)
+    _last_verify[:] = [LastVerify(at=operator.now, ok=report.ok, records=report.records, by=operator.actor)]
+    return report

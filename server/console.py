@@ -174,7 +174,7 @@ class Console:
         report = await operator_api.status_report(op, self.runtime())
         agents = await operator_api.agent_utilisation(op)
         return self.render("overview.html", caller=caller, active="/", page_title="Overview", report=report,
-                           agents=agents, last_verify=None)
+                           agents=agents, last_verify=operator_audit.last_verify())
 
     async def approvals(self, request: Request, op: Operator, caller: Caller, *, only: str | None = None,
                         message: str | None = None, message_kind: str = "ok", status: int = 200) -> Response:

@@ -10,6 +10,29 @@
     if (csrf) { event.detail.headers["X-CSRF-Token"] = csrf; }
   });
 
+  // --- auto-refresh: a [data-refresh] block is fetched again every few seconds and swapped in place (by htmx),
+  // but never while the person is typing in it or has filled in one of its fields.
+  var REFRESH_MS = 5000;
+  var busy = function (block) {
+    var fields = block.querySelectorAll("input:not([type=hidden]), select, textarea");
+    for (var i = 0; i < fields.length; i++) {
+      if (fields[i] === document.activeElement) { return true; }
+      if ((fields[i].type === "checkbox" && fields[i].checked) || (fields[i].type !== "checkbox" && fields[i].value)) {
+        return true;
+      }
+    }
+    return false;
+  };
+  setInterval(function () {
+    var blocks = document.querySelectorAll("[data-refresh]");
+    for (var i = 0; i < blocks.length; i++) {
+      var block = blocks[i];
+      if (!block.id || busy(block) || !window.htmx) { continue; }
+      window.htmx.ajax("GET", block.getAttribute("data-refresh"),
+                       { target: "#" + block.id, select: "#" + block.id, swap: "outerHTML" });
+    }
+  }, REFRESH_MS);
+
   // --- live feed ----------------------------------------------------------------------------------
   var feed = document.getElementById("feed");
   if (feed) {

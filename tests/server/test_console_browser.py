@@ -42,6 +42,13 @@ def clean(watch: Watch) -> None:
     assert watch.requests, "the browser made no requests at all"
 
 
+def pending(deployment: ConsoleDeployment, limit_price: float) -> str:
+    """A small limit order (distinct by its price: the duplicate check refuses repeats) waiting for a person."""
+    proposal = run_async(deployment.propose(qty=1, order_type="limit", limit_price=limit_price))
+    assert proposal["status"] == "pending_approval", proposal
+    return str(proposal["proposal_id"])
+
+
 def orders_for(deployment: ConsoleDeployment, proposal_id: str) -> int:
     async def count() -> int:
         engine = db.create_engine(deployment.db_url)
@@ -106,7 +113,7 @@ def test_the_kill_switch_halts_and_the_agent_is_refused(deployment: ConsoleDeplo
 
 def test_a_viewer_has_no_approve_button_and_the_api_refuses_it(deployment: ConsoleDeployment,
                                                                 browser: Any) -> None:
-    proposal_id = run_async(deployment.propose(qty=7))["proposal_id"]
+    proposal_id = pending(deployment, limit_price=507)
     with watched_context(browser) as (context, watch):
         page = log_in(context, deployment.base, deployment.tokens["vera"])
         page.goto(f"{deployment.base}/console/approvals/{proposal_id}")
@@ -137,3 +144,25 @@ def test_an_agents_page_draws_its_equity_curve_and_an_admin_edits_a_limit(deploy
         page.wait_for_selector(".flash-ok")
         assert "max_daily_trades 20 → 15" in page.locator(".flash-ok").inner_text()
         clean(watch)
+
+
+def test_a_new_proposal_appears_without_a_reload_and_a_half_typed_edit_is_kept(deployment: ConsoleDeployment,
+                                                                                 browser: Any) -> None:
+    first = pending(deployment, limit_price=501)
+    with watched_context(browser) as (context, watch):
+        page = log_in(context, deployment.base, deployment.tokens["alice"])
+        page.goto(f"{deployment.base}/console/approvals")
+        page.locator(f"#proposal-{first}").wait_for()
+        page.evaluate("window.__same_page = true")
+        second = pending(deployment, limit_price=502)
+        page.locator(f"#proposal-{second}").wait_for(timeout=15000)  # the list refreshed itself
+        assert page.evaluate("window.__same_page") is True  # no reload
+        page.fill(f"#proposal-{first} input[name=qty]", "4")
+        third = pending(deployment, limit_price=503)
+        page.wait_for_timeout(6500)  # longer than one refresh
+        assert page.locator(f"#proposal-{third}").count() == 0  # not refreshed while an edit is typed
+        assert page.input_value(f"#proposal-{first} input[name=qty]") == "4"
+        clean(watch)
+    with deployment.api("alice") as approver:
+        for proposal_id in (first, second, third):
+            approver.post(f"/api/approvals/{proposal_id}/reject", json={})
