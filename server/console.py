@@ -32,6 +32,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 
 from ledger.db import transaction
 from policies import operator_audit, operator_sessions, operator_usage
@@ -52,6 +53,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
                     (b"x-frame-options", b"DENY"), (b"referrer-policy", b"same-origin"),
                     (b"cross-origin-opener-policy", b"same-origin")]
+EVENTS_PATH = "/console/events/ws"  # server/console_events.py (the live feed's WebSocket)
 NAV = [("/", "Overview"), ("/approvals", "Approvals"), ("/feed", "Live feed"), ("/agents", "Agents"),
        ("/positions", "Positions & orders"), ("/kill", "Kill switch"), ("/audit", "Audit")]
 
@@ -450,7 +452,8 @@ def _same_origin(request: Request) -> bool:
 
 
 class OperatorSurfaces:
-    """ASGI: /api and /console (and the console's event stream) in front of `app` (any other path)."""
+    """ASGI: /api and /console (and the console's event stream, `events`, at EVENTS_PATH) in front of `app`
+    (any other path; None: / redirects to the console)."""
 
     def __init__(self, app: ASGIApp | None, runtime: RuntimeSource, *, public_url: str | None = None,
                  events: ASGIApp | None = None):
@@ -472,8 +475,11 @@ class OperatorSurfaces:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] == "websocket" and self.events is not None and self.ours(path):
-            await self.events(scope, receive, send)
+        if scope["type"] == "websocket" and self.ours(path):
+            if self.events is not None and path == EVENTS_PATH:
+                await self.events(scope, receive, send)
+            else:
+                await WebSocketClose(code=1008)(scope, receive, send)
             return
         if scope["type"] != "http" or not self.ours(path):
             if self.app is None:
