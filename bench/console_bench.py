@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import random
 import statistics
 import sys
@@ -88,6 +90,73 @@ async def timed(client: httpx2.AsyncClient, path: str, repeat: int) -> tuple[flo
     return statistics.median(times), max(times), status
 
 
+async def feed(app: ConsoleApp, token: str, rate: int, seconds: float) -> str:
+    """Append `rate` audit records a second (risk alerts, each in its own transaction) while a console session
+    listens on the live feed's WebSocket; how many arrive, and the lag from commit to receipt."""
+    try:
+        import server.console_events  # the live feed's stream (needs server/events_ws.py)
+    except ImportError:
+        return "The live feed was not measured: this build has no event stream (server/events_ws.py)."
+    import uvicorn
+    import websockets
+
+    from policies import audit
+    from tests.postgres import free_port
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = uvicorn.Server(uvicorn.Config(app.surfaces, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="off"))
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    try:
+        async with httpx2.AsyncClient(base_url=base) as client:
+            await client.post("/console/login", data={"token": token})
+            cookie = f"tw_console={client.cookies['tw_console']}"
+        total = int(rate * seconds)
+        sent: dict[int, float] = {}
+        lags: list[float] = []
+        url = base.replace("http://", "ws://") + "/console/events/ws"
+        async with websockets.connect(url, origin=base, additional_headers={"Cookie": cookie},  # type: ignore[arg-type]
+                                      max_queue=None) as socket:
+            while json.loads(await socket.recv())["message_type"] != "replay.complete":
+                pass
+
+            async def produce() -> None:
+                started = time.perf_counter()
+                for n in range(total):
+                    delay = started + n / rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    async with transaction(app.runtime.sessions) as session:
+                        await audit.append(session, ts=app.runtime.clock(), actor="system", kind="risk.alert",
+                                           payload={"severity": "info", "code": "BENCH", "message": "bench", "n": n})
+                    sent[n] = time.perf_counter()
+
+            async def consume() -> None:
+                while len(lags) < total:
+                    message = json.loads(await asyncio.wait_for(socket.recv(), 10))
+                    n = message.get("payload", {}).get("n")
+                    if message.get("message_type") == "agent.risk.alert" and isinstance(n, int):
+                        lags.append((time.perf_counter() - sent.get(n, time.perf_counter())) * 1000)
+
+            producing = time.perf_counter()
+            producer = asyncio.create_task(produce())
+            with contextlib.suppress(TimeoutError):  # what did not arrive within 10 s is reported as missing
+                await consume()
+            await producer
+            elapsed = time.perf_counter() - producing
+        lags.sort()
+        p = (lambda q: lags[min(len(lags) - 1, int(q * len(lags)))]) if lags else (lambda q: float("nan"))
+        return (f"Live feed: {total} events appended at {total / elapsed:.0f}/s (target {rate}/s) for {seconds:.0f} s; "
+                f"{len(lags)} received by the console's WebSocket; lag from commit to receipt p50 {p(0.5):.0f} ms, "
+                f"p99 {p(0.99):.0f} ms, max {lags[-1] if lags else float('nan'):.0f} ms.")
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 30)
+
+
 async def main(agents_count: int, trades: int, repeat: int) -> int:
     with tempfile.TemporaryDirectory() as root:
         agents = [f"agent-{i:02d}" for i in range(agents_count)]
@@ -113,10 +182,12 @@ async def main(agents_count: int, trades: int, repeat: int) -> int:
                                     ("GET /api/agents", "/api/agents")]:
                     p50, worst, status = await timed(client, path, repeat)
                     rows.append(f"| {label} | `{path}` | {status} | {p50:.0f} | {worst:.0f} |")
+            feed_line = await feed(app, token, rate=200, seconds=5)
         print(f"Console pages, {agents_count} agents, {trades} filled trades (SQLite), {repeat} requests each, "
               "server time in ms:\n")
         print("| page | path | status | p50 ms | max ms |\n|---|---|---|---|---|")
         print("\n".join(rows))
+        print(f"\n{feed_line}")
     return 0
 
 
