@@ -53,6 +53,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
                     (b"x-frame-options", b"DENY"), (b"referrer-policy", b"same-origin"),
                     (b"cross-origin-opener-policy", b"same-origin")]
+FEED_BACKLOG = 200  # audit records replayed when the live feed opens
 EVENTS_PATH = "/console/events/ws"  # server/console_events.py (the live feed's WebSocket)
 NAV = [("/", "Overview"), ("/approvals", "Approvals"), ("/feed", "Live feed"), ("/agents", "Agents"),
        ("/positions", "Positions & orders"), ("/kill", "Kill switch"), ("/audit", "Audit")]
@@ -72,7 +73,7 @@ class Console:
         self.env = Environment(loader=FileSystemLoader(HERE / "console_templates"),
                                autoescape=select_autoescape(default=True, default_for_string=True),
                                auto_reload=False)
-        self.env.filters.update(money=_money, percent=_percent, num=_number, shown=_shown)
+        self.env.filters.update(money=_money, percent=_percent, num=_number, shown=_shown, when=_when)
 
     # --- rendering ---------------------------------------------------------------------------------
 
@@ -355,8 +356,10 @@ class Console:
                                                                   f"{trade.status} (recorded as {op.actor}).")
 
     async def feed(self, request: Request, op: Operator, caller: Caller) -> Response:
-        op.require(Action.READ)
-        return self.render("feed.html", caller=caller, active="/feed", page_title="Live feed")
+        head, _hash = await operator_audit.head(op)
+        # The feed opens with the events of the last FEED_BACKLOG audit records, then goes live.
+        return self.render("feed.html", caller=caller, active="/feed", page_title="Live feed",
+                           since=max(0, head - FEED_BACKLOG))
 
     # --- the application ---------------------------------------------------------------------------
 
@@ -413,6 +416,14 @@ def _shown(value: Any) -> str:
     if isinstance(value, list | tuple | set | frozenset):
         return ", ".join(str(item) for item in sorted(value, key=str)) or "(none)"
     return "—" if value is None else str(value)
+
+
+def _when(value: Any) -> str:
+    """A time as a person reads it at a glance: 2026-11-30 14:05:09 UTC."""
+    if value is None or value == "":
+        return "—"
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _epoch(text: str) -> float:

@@ -44,8 +44,8 @@ def seed(deployment: ConsoleDeployment) -> None:
         token = last_line(cli(deployment.config, "agents", "add", agent_id, "--symbols", symbol, "--strategies",
                               strategy, "--approval", "auto").stdout)
         run_async(trade(deployment, token, symbol, strategy, rounds=4))
-    run_async(deployment.propose(qty=10, strategy="swing", reasoning=(
-        "SPY pulled back to its 50-day average on light volume; buying 10 with a stop under last week's low.")))
+    run_async(deployment.propose(qty=5, strategy="swing", reasoning=(
+        "SPY pulled back to its 50-day average on light volume; buying 5 with a stop under last week's low.")))
     with deployment.api("adam") as admin:
         admin.post("/api/halt", json={"agent_id": "mean-rev-1", "reason": "reviewing its losses"})
 

@@ -37,7 +37,8 @@
   var feed = document.getElementById("feed");
   if (feed) {
     var status = document.getElementById("feed-status");
-    var lastId = null;
+    var since = feed.getAttribute("data-since");
+    var lastId = since !== null && since !== "" ? Number(since) : null;
     var delay = 1000;
     var MAX_ITEMS = 500;
 
