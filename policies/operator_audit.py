@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from ledger.models import AuditEvent, AuditHead
-from policies import audit
-from policies.audit import GENESIS_HASH, VerifyReport
+from policies import anchoring, audit, bindings
+from policies.audit import GENESIS_HASH, MAX_PROBLEMS, VerifyReport
 from policies.operators import Action
 
 if TYPE_CHECKING:
@@ -85,6 +85,21 @@ async def head(operator: Operator) -> tuple[int, str]:
 
 
 @dataclass(frozen=True)
+class AuditVerdict:
+    """What `tradewarden audit verify` says, for the operator API and console: the chain, the signed checkpoints
+    (when [audit] anchoring is configured) and the rows bound to their audit records."""
+
+    report: VerifyReport
+    problems: list[str]  # one line each: chain links, checkpoints, rows not bound to their records
+    anchoring: str  # one sentence: off, on without checkpoints, or how far the newest checkpoint covers
+    legacy_rows: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
 class LastVerify:
     at: datetime
     ok: bool
@@ -99,10 +114,27 @@ def last_verify() -> LastVerify | None:
     return _last_verify[-1] if _last_verify else None
 
 
-async def verify(operator: Operator) -> VerifyReport:
-    """Recompute the whole chain (as `tradewarden audit verify` does)."""
+def _anchoring(report: VerifyReport, checkpoints: anchoring.CheckpointSet | None) -> str:
+    if checkpoints is None:
+        return ("anchoring is off ([audit] not configured): a database writer who recomputes every hash would not "
+                "be detected")
+    latest = checkpoints.latest
+    if latest is None:
+        return "anchoring is on but there are no checkpoints yet: nothing is anchored"
+    return (f"anchored: {checkpoints.count} signed checkpoints match; the newest covers record {latest.seq}; "
+            f"{max(report.head_seq - latest.seq, 0)} newer records not yet checkpointed")
+
+
+async def verify(operator: Operator, checkpoints: anchoring.CheckpointSet | None = None) -> AuditVerdict:
+    """Recompute the whole chain against every valid checkpoint, and check every row is bound to its record
+    (as `tradewarden audit verify` does). `checkpoints`: the deployment's, read by the caller (None: off)."""
     operator.require(Action.READ)
     async with operator.gate.sessions() as session:
-        report = await audit.verify(session)
-    _last_verify[:] = [LastVerify(at=operator.now, ok=report.ok, records=report.records, by=operator.actor)]
-    return report
+        report = await audit.verify(session, checkpoints.by_seq if checkpoints else None)
+        unbound, legacy = await bindings.unbound_rows(session, MAX_PROBLEMS)
+    problems = [f"record {problem.seq}: {problem.message}" for problem in report.problems]
+    problems += (checkpoints.problems if checkpoints else []) + unbound
+    verdict = AuditVerdict(report=report, problems=problems, anchoring=_anchoring(report, checkpoints),
+                           legacy_rows=legacy)
+    _last_verify[:] = [LastVerify(at=operator.now, ok=verdict.ok, records=report.records, by=operator.actor)]
+    return verdict

@@ -255,8 +255,8 @@ class Console:
                            query=query, verify=verify, export_query=urlencode(params), older_query=urlencode(older))
 
     async def audit_verify(self, request: Request, op: Operator, caller: Caller) -> Response:
-        report = await operator_audit.verify(op)
-        return await self.audit(request, op, caller, verify=report)
+        verdict = await operator_api.verify_audit(op, self.runtime())
+        return await self.audit(request, op, caller, verify=verdict)
 
     async def audit_export(self, request: Request, op: Operator, caller: Caller) -> Response:
         query = self._audit_query(request)

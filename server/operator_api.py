@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ledger.models import GLOBAL_SCOPE
-from policies import operator_audit, operator_usage
+from policies import anchoring, operator_audit, operator_usage
 from policies.operator import Operator
 from policies.operator_books import AmbiguousId
 from policies.operator_usage import AgentUsage
@@ -208,6 +208,19 @@ async def status_report(op: Operator, runtime: Any) -> dict[str, Any]:
         "agents": report.agents, "enabled_agents": report.enabled_agents, "open_orders": report.open_orders,
         "reconciliation": reconciliation, "audit_head": {"seq": seq, "hash": head_hash},
         "operator": {"name": op.identity.name, "role": op.identity.role}})
+
+
+async def verify_audit(op: Operator, runtime: Any) -> operator_audit.AuditVerdict:
+    """The audit chain verified against the deployment's signed checkpoints ([audit]), as the CLI does."""
+    checkpoints = None
+    settings = getattr(runtime.config, "audit", None)
+    if settings is not None:
+        try:
+            key = anchoring.verifying_key(settings.signing_key_file)
+        except anchoring.AnchorError as error:
+            raise ApiError(409, "AUDIT_KEY_UNREADABLE", f"the audit signing key cannot be read: {error}") from None
+        checkpoints = anchoring.load_checkpoints(anchoring.read_checkpoint_lines(settings.checkpoint_dir), key)
+    return await operator_audit.verify(op, checkpoints)
 
 
 async def agent_utilisation(op: Operator) -> list[AgentUsage]:
@@ -459,9 +472,11 @@ class OperatorApi:
         return await operator_audit.search(op, query)
 
     async def audit_verify(self, request: Request, op: Operator) -> Any:
-        report = await operator_audit.verify(op)
-        return {"ok": report.ok, "records": report.records, "head_seq": report.head_seq,
-                "head_hash": report.head_hash, "problems": [asdict(p) for p in report.problems]}
+        verdict = await verify_audit(op, self.runtime())
+        report = verdict.report
+        return {"ok": verdict.ok, "records": report.records, "head_seq": report.head_seq,
+                "head_hash": report.head_hash, "problems": verdict.problems, "anchoring": verdict.anchoring,
+                "legacy_rows": verdict.legacy_rows}
 
     async def openapi(self, request: Request) -> Response:
         from server.operator_openapi import document

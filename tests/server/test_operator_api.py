@@ -324,3 +324,24 @@ def test_every_console_page_renders_for_every_role(deployment: ConsoleDeployment
         assert "Audit chain OK" in browser.get("/console/audit/verify").text
         lines = browser.get("/console/audit/export").text.splitlines()
         assert lines and all(json.loads(line)["seq"] for line in lines)
+
+
+def test_verify_finds_an_edited_audit_record(deployment: ConsoleDeployment) -> None:
+    import sqlite3
+
+    path = deployment.db_url.split("///", 1)[1]
+    with deployment.api("vera") as viewer:
+        assert viewer.get("/api/audit/verify").json()["ok"] is True
+        with sqlite3.connect(path) as connection:
+            seq, payload = connection.execute("SELECT seq, payload FROM audit_events WHERE kind = "
+                                              "'operator.login' ORDER BY seq LIMIT 1").fetchone()
+            connection.execute("UPDATE audit_events SET payload = ? WHERE seq = ?",
+                               (payload.replace("console", "c0nsole"), seq))
+        try:
+            verdict = viewer.get("/api/audit/verify").json()
+            assert verdict["ok"] is False and any(problem.startswith(f"record {seq}:")
+                                                  for problem in verdict["problems"]), verdict
+        finally:
+            with sqlite3.connect(path) as connection:
+                connection.execute("UPDATE audit_events SET payload = ? WHERE seq = ?", (payload, seq))
+        assert viewer.get("/api/audit/verify").json()["ok"] is True
