@@ -34,15 +34,24 @@ def _config_option(command: Any) -> Any:
 
 
 class ConsoleApp:
-    """ASGI: opens the runtime in its lifespan, then serves /api and /console (and / redirects to /console/)."""
+    """ASGI: opens the runtime in its lifespan, then serves /api (with the operators' event stream at
+    /api/events/ws) and /console (with the live feed's stream), and / redirects to /console/."""
 
     def __init__(self, config: Config, *, broker: Any = None):
         from server.console import OperatorSurfaces
+        from server.console_events import ConsoleEventStream
+        from server.events_ws import EventHub, EventStream, EventStreamApp, registry_authenticator
 
         self.config = config
         self.broker = broker
         self.runtime: Any = None
-        self.surfaces = OperatorSurfaces(None, lambda: self.runtime, public_url=config.server.public_url)
+        self.hub = EventHub(self._sessions)
+        surfaces = OperatorSurfaces(None, lambda: self.runtime, public_url=config.server.public_url,
+                                    events=ConsoleEventStream(self.hub, lambda: self.runtime))
+        self.surfaces = EventStreamApp(surfaces, EventStream(self.hub, registry_authenticator(self._sessions)))
+
+    def _sessions(self) -> Any:
+        return self.runtime.sessions if self.runtime is not None else None
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -54,6 +63,7 @@ class ConsoleApp:
             try:
                 yield
             finally:
+                await self.hub.close()
                 self.runtime = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -250,14 +250,17 @@ def build_http_app(config: Config, *, host: str, port: int, clock: Callable[[], 
     mcp_app = server.streamable_http_app(host=host, transport_security=transport_security(config, host),
                                          max_request_body_size=MAX_BODY_BYTES)
     from server.console import OperatorSurfaces
+    from server.console_events import ConsoleEventStream
 
     def runtime_sessions() -> async_sessionmaker[AsyncSession] | None:
         return holder.runtime.sessions if holder.runtime is not None else None
 
     hub = EventHub(runtime_sessions, on_events=metrics.observe_events)
     stream = EventStream(hub, authenticate_operator or registry_authenticator(runtime_sessions))
-    # The operator API (/api) and console (/console) on the same port, over the same runtime.
-    app = OperatorSurfaces(mcp_app, lambda: holder.runtime, public_url=config.server.public_url)
+    # The operator API (/api) and console (/console) on the same port, over the same runtime; the console's live
+    # feed is the same event stream on the same hub, authenticated by the console session.
+    app = OperatorSurfaces(mcp_app, lambda: holder.runtime, public_url=config.server.public_url,
+                           events=ConsoleEventStream(hub, lambda: holder.runtime))
     return EventStreamApp(CountUnauthorized(LimitBody(app), metrics), stream)
 
 

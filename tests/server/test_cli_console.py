@@ -3,6 +3,8 @@ deployment's database, on loopback, without MCP."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
+import websockets
 
 from tests.postgres import free_port
 from tests.server.console_env import write_config
@@ -55,6 +58,17 @@ def test_the_console_command_serves_the_api_and_pages_without_mcp(console: tuple
         login = client.post("/console/login", data={"token": operator})
         assert login.status_code == 303
         assert "Overview" in client.get("/console/").text
+    assert asyncio.run(first_message(base, operator))["message_type"] == "replay.complete"
+
+
+async def first_message(base: str, token: str) -> dict[str, object]:
+    """The operators' event stream is mounted too (/api/events/ws, with an operator's token)."""
+    url = base.replace("http://", "ws://") + "/api/events/ws?since=0"
+    async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as socket:
+        while True:
+            message = json.loads(await asyncio.wait_for(socket.recv(), 10))
+            if message["message_type"] == "replay.complete":
+                return dict(message)
 
 
 def test_the_console_listens_on_loopback_by_default() -> None:
