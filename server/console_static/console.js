@@ -45,8 +45,8 @@
     var summary = function (message) {
       var p = message.payload || {};
       var parts = [];
-      ["side", "qty", "symbol", "status", "state", "decision", "code", "message", "reason", "filled_qty",
-       "price", "scope"].forEach(function (key) {
+      ["side", "qty", "notional", "symbol", "status", "decision", "decided_by", "filled_qty", "filled_avg_price",
+       "severity", "code", "message", "reason"].forEach(function (key) {
         if (p[key] !== undefined && p[key] !== null && p[key] !== "") { parts.push(key + " " + String(p[key])); }
       });
       return parts.join(" · ");
