@@ -17,8 +17,6 @@ from ledger import db
 from ledger.models import AuditEvent
 from tests.server.console_env import AGENT, ConsoleDeployment, start_console_deployment
 
-STATE_CHANGES = [("post", "/api/approvals/{pid}/approve", {}), ("post", "/api/approvals/{pid}/reject", {}),
-                 ("post", "/api/halt", {"reason": "test"}), ("post", "/api/resume", {})]
 READS = ["/api/status", "/api/approvals", "/api/audit", "/api/audit/verify"]
 
 
@@ -69,13 +67,21 @@ def test_no_credential_is_401_with_the_error_shape(deployment: ConsoleDeployment
         assert_error(anonymous.post("/api/halt", json={"reason": "x"}), 401, "UNAUTHORIZED")
 
 
+def documented_operations(deployment: ConsoleDeployment, proposal_id: str) -> list[tuple[str, str]]:
+    """Every (method, path) of /api/openapi.json, with {id} filled in."""
+    with deployment.api(None) as client:
+        document = client.get("/api/openapi.json").json()
+    return [(method.upper(), path.replace("{id}", AGENT if "/agents/" in path else proposal_id))
+            for path, item in document["paths"].items() for method in item]
+
+
 def test_an_agents_token_is_refused_everywhere_under_api_and_console(deployment: ConsoleDeployment) -> None:
     proposal_id = pending(deployment)
+    operations = documented_operations(deployment, proposal_id)
+    assert len(operations) == 16  # every endpoint SPEC lists
     with deployment.api("agent") as agent:
-        for path in READS:
-            assert_error(agent.get(path), 401, "UNAUTHORIZED")
-        for method, path, body in STATE_CHANGES:
-            assert_error(agent.request(method, path.format(pid=proposal_id), json=body), 401, "UNAUTHORIZED")
+        for method, path in operations:
+            assert_error(agent.request(method, path, json={}), 401, "UNAUTHORIZED")
         assert agent.get("/console/").status_code == 401
         assert agent.get("/console/approvals").status_code == 401
     with deployment.api(None) as browser:  # nor does it open a console session
@@ -152,15 +158,16 @@ def test_unknown_ids_are_404_and_bad_input_400(deployment: ConsoleDeployment) ->
 
 def test_a_session_without_its_csrf_token_changes_nothing(deployment: ConsoleDeployment) -> None:
     proposal_id = pending(deployment)
+    changes = [(method, path) for method, path in documented_operations(deployment, proposal_id) if method != "GET"]
+    assert len(changes) == 7  # register, change an agent, cancel, approve, reject, halt, resume
     with deployment.login("adam") as (browser, csrf):
-        for method, path, body in STATE_CHANGES:
-            answer = browser.request(method, path.format(pid=proposal_id), json=body)
-            assert_error(answer, 403, "CSRF_FAILED")
-            wrong = browser.request(method, path.format(pid=proposal_id), json=body,
-                                    headers={"X-CSRF-Token": "0" * 64})
+        for method, path in changes:
+            assert_error(browser.request(method, path, json={"reason": "x"}), 403, "CSRF_FAILED")
+            wrong = browser.request(method, path, json={"reason": "x"}, headers={"X-CSRF-Token": "0" * 64})
             assert_error(wrong, 403, "CSRF_FAILED")
         for form_path in (f"/console/approvals/{proposal_id}/approve", f"/console/approvals/{proposal_id}/reject",
-                          "/console/halt", "/console/resume", "/console/logout"):
+                          "/console/halt", "/console/resume", "/console/logout", "/console/agents",
+                          f"/console/agents/{AGENT}", "/console/orders/nope/cancel"):
             assert browser.post(form_path, data={"reason": "x", "confirm": "yes"}).status_code == 403, form_path
         assert browser.get("/api/approvals").status_code == 200  # reads need no CSRF token
         assert any(p["id"] == proposal_id and p["status"] == "pending_approval"
