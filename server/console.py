@@ -206,7 +206,9 @@ class Console:
             return await self.approvals(request, op, caller, message=f"Not done: {mapped.message}",
                                         message_kind="error", status=mapped.status)
         what = "approved" if approve else "rejected"
-        shrunk = f" as {result['qty'] or result['notional']} @ {result['limit_price'] or 'market'}" if approve else ""
+        edited = approve and (form.get("qty") or form.get("limit_price"))
+        size, price = result["qty"] or result["notional"], result["limit_price"] or "market"
+        shrunk = f", shrunk to {size} @ {price}" if edited else ""
         return await self.approvals(request, op, caller, message=f"Proposal {proposal_id} {what}{shrunk} "
                                                                  f"(recorded as {op.actor}).")
 

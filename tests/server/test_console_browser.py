@@ -166,3 +166,27 @@ def test_a_new_proposal_appears_without_a_reload_and_a_half_typed_edit_is_kept(d
     with deployment.api("alice") as approver:
         for proposal_id in (first, second, third):
             approver.post(f"/api/approvals/{proposal_id}/reject", json={})
+
+
+def test_shrink_then_approve_in_the_console_binds_the_smaller_order(deployment: ConsoleDeployment,
+                                                                   browser: Any) -> None:
+    proposal_id = run_async(deployment.propose(qty=3, order_type="limit", limit_price=520))["proposal_id"]
+    with watched_context(browser) as (context, watch):
+        page = log_in(context, deployment.base, deployment.tokens["alice"])
+        page.goto(f"{deployment.base}/console/approvals/{proposal_id}")
+        card = page.locator(f"#proposal-{proposal_id}")
+        card.locator("input[name=qty]").fill("1")
+        card.locator("button[name=shrink]").click()
+        page.wait_for_selector(".flash-ok")
+        assert "approved, shrunk to 1 @ 520" in page.locator(".flash-ok").inner_text()
+        clean(watch)
+    with deployment.api("vera") as viewer:
+        [order] = [o for o in viewer.get("/api/orders", params={"status": "all"}).json()
+                   if o["proposal_id"] == proposal_id] or [None]
+    assert order is None  # approved, not yet executed: the agent executes it
+    failed, result, text = run_async(deployment.execute(proposal_id))
+    assert not failed and result is not None, text
+    with deployment.api("vera") as viewer:
+        [order] = [o for o in viewer.get("/api/orders", params={"status": "all"}).json()
+                   if o["proposal_id"] == proposal_id]
+    assert order["qty"] == "1"
