@@ -53,6 +53,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
                     (b"x-frame-options", b"DENY"), (b"referrer-policy", b"same-origin"),
                     (b"cross-origin-opener-policy", b"same-origin")]
+ALERT_KIND = "risk.alert"  # policies/events.py KIND_ALERT: the risk alerts the overview lists
 FEED_BACKLOG = 200  # audit records replayed when the live feed opens
 EVENTS_PATH = "/console/events/ws"  # server/console_events.py (the live feed's WebSocket)
 NAV = [("/", "Overview"), ("/approvals", "Approvals"), ("/feed", "Live feed"), ("/agents", "Agents"),
@@ -176,8 +177,12 @@ class Console:
     async def overview(self, request: Request, op: Operator, caller: Caller) -> Response:
         report = await operator_api.status_report(op, self.runtime())
         agents = await operator_api.agent_utilisation(op)
+        waiting = [operator_api.proposal_view(p) for p in await op.pending() if p.expires_at > op.now][:5]
+        alerts = [{**operator_api.jsonable(record), "message": inert(str(record.payload.get("message", "")))}
+                  for record in await operator_audit.search(op, operator_audit.AuditQuery(kind=ALERT_KIND, limit=5))
+                  if isinstance(record.payload, dict)]
         return self.render("overview.html", caller=caller, active="/", page_title="Overview", report=report,
-                           agents=agents, last_verify=operator_audit.last_verify())
+                           agents=agents, waiting=waiting, alerts=alerts, last_verify=operator_audit.last_verify())
 
     async def approvals(self, request: Request, op: Operator, caller: Caller, *, only: str | None = None,
                         message: str | None = None, message_kind: str = "ok", status: int = 200) -> Response:

@@ -352,3 +352,12 @@ def test_verify_finds_an_edited_audit_record(deployment: ConsoleDeployment) -> N
             with sqlite3.connect(path) as connection:
                 connection.execute("UPDATE audit_events SET payload = ? WHERE seq = ?", (payload, seq))
         assert viewer.get("/api/audit/verify").json()["ok"] is True
+
+
+def test_the_overview_lists_what_waits_for_a_person(deployment: ConsoleDeployment) -> None:
+    proposal_id = pending(deployment)
+    with deployment.login("vera") as (browser, _csrf):
+        page = browser.get("/console/").text
+    assert f"/console/approvals/{proposal_id}" in page and "Waiting for a person" in page
+    with deployment.api("alice") as approver:
+        approver.post(f"/api/approvals/{proposal_id}/reject", json={})
