@@ -60,7 +60,8 @@ class ConsoleDeployment:
 
     async def propose(self, **order: Any) -> dict[str, Any]:
         async with mcp_client(self.server.url, self.tokens["agent"]) as client:
-            result = await client.call_tool("propose_trade", {"symbol": "SPY", "side": "buy", "qty": 3,
+            size = {} if "qty" in order or "notional" in order else {"qty": 3}
+            result = await client.call_tool("propose_trade", {"symbol": "SPY", "side": "buy", **size,
                                                               "reasoning": "pullback to support", **order})
         assert not result.is_error, result.content
         assert result.structured_content is not None

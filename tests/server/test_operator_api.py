@@ -34,8 +34,10 @@ QUANTITIES = itertools.count(1)
 
 
 def pending(deployment: ConsoleDeployment, **order: Any) -> str:
-    """A new proposal waiting for a person (each a different size: the duplicate check allows no repeats)."""
-    proposal = asyncio.run(deployment.propose(**{"qty": next(QUANTITIES) % 7 + 1, **order}))
+    """A new proposal waiting for a person (each a different size unless given: the duplicate check refuses
+    repeats)."""
+    size = {} if "qty" in order or "notional" in order else {"notional": 100 + next(QUANTITIES)}
+    proposal = asyncio.run(deployment.propose(**{**order, **size}))
     assert proposal["status"] == "pending_approval", proposal
     return str(proposal["proposal_id"])
 
@@ -301,7 +303,7 @@ def test_agents_are_listed_registered_changed_and_their_performance_read(deploym
 
 
 def test_positions_orders_and_cancel(deployment: ConsoleDeployment) -> None:
-    proposal_id = pending(deployment, order_type="limit", limit_price=1, time_in_force="gtc")
+    proposal_id = pending(deployment, qty=2, order_type="limit", limit_price=1, time_in_force="gtc")
     with deployment.api("alice") as approver, deployment.api("vera") as viewer:
         approver.post(f"/api/approvals/{proposal_id}/approve", json={})
         failed, result, text = asyncio.run(deployment.execute(proposal_id))
