@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from ledger.models import AgentPermissions, KeyValue
+from ledger.usage import load_usage
 from policies.limits import LimitsError
 from policies.operators import Action
+from policies.orders import OrderRequest
 
 if TYPE_CHECKING:
     from policies.operator import Operator
@@ -48,32 +50,38 @@ def _percent(used: Decimal, limit: Decimal) -> int:
 
 
 async def utilisation(operator: Operator) -> list[AgentUsage]:
-    """Every agent's use of its daily trades, gross exposure and daily loss limit (the figures its checks use)."""
+    """Every agent's use of its daily trades, gross exposure and daily loss limit (the figures its checks use),
+    read in one read-only session: a console refreshing its overview takes no write lock from the agents (the
+    gate's own usage_today opens a write unit per agent to roll its day)."""
     operator.require(Action.READ)
     gate = operator.gate
+    now = operator.now
+    probe = OrderRequest(symbol="*", side="buy", qty=Decimal(0))
+    found: list[AgentUsage] = []
     async with gate.sessions() as session:
         rows = list((await session.execute(select(AgentPermissions).order_by(AgentPermissions.agent_id))).scalars())
-    found: list[AgentUsage] = []
-    for row in rows:
-        zero = Decimal(0)
-        try:
-            agent = gate.agent_from_row(row)
-        except LimitsError as error:
-            found.append(AgentUsage(row.agent_id, row.enabled, "unknown", row.approval, 0, 0, zero, zero, zero,
-                                    zero, 0, note=f"unreadable limits: {error}"))
-            continue
-        status, usage = await gate.usage_today(agent)
-        limits = agent.limits
-        loss = max(zero, -usage.daily_pnl)
-        percent = max(_percent(Decimal(usage.trades_today), Decimal(limits.max_daily_trades)),
-                      _percent(usage.gross_exposure, limits.max_gross_exposure),
-                      _percent(loss, limits.daily_loss_limit))
-        state = _stricter(status.global_state, status.agent_state)
-        found.append(AgentUsage(agent_id=row.agent_id, enabled=row.enabled, state=state,
-                                approval=agent.approval.mode, trades_today=usage.trades_today,
-                                max_daily_trades=limits.max_daily_trades, gross_exposure=usage.gross_exposure,
-                                max_gross_exposure=limits.max_gross_exposure, daily_pnl=usage.daily_pnl,
-                                daily_loss_limit=limits.daily_loss_limit, utilisation=percent))
+        for row in rows:
+            zero = Decimal(0)
+            try:
+                agent = gate.agent_from_row(row)
+            except LimitsError as error:
+                found.append(AgentUsage(row.agent_id, row.enabled, "unknown", row.approval, 0, 0, zero, zero, zero,
+                                        zero, 0, note=f"unreadable limits: {error}"))
+                continue
+            status = await gate.trading_status(session, agent.id)
+            usage = await load_usage(session, agent_id=agent.id, order=probe, limits=agent.limits, quotes={},
+                                     now=now, with_denials=False)
+            limits = agent.limits
+            loss = max(zero, -usage.daily_pnl)
+            percent = max(_percent(Decimal(usage.trades_today), Decimal(limits.max_daily_trades)),
+                          _percent(usage.gross_exposure, limits.max_gross_exposure),
+                          _percent(loss, limits.daily_loss_limit))
+            state = _stricter(status.global_state, status.agent_state)
+            found.append(AgentUsage(agent_id=row.agent_id, enabled=row.enabled, state=state,
+                                    approval=agent.approval.mode, trades_today=usage.trades_today,
+                                    max_daily_trades=limits.max_daily_trades, gross_exposure=usage.gross_exposure,
+                                    max_gross_exposure=limits.max_gross_exposure, daily_pnl=usage.daily_pnl,
+                                    daily_loss_limit=limits.daily_loss_limit, utilisation=percent))
     return found
 
 
