@@ -110,6 +110,8 @@ class Console:
             if caller is None:
                 if request.headers.get("authorization") is not None:
                     return self.error_page(401, "Not an operator", "That token is not an operator's token.")
+                if request.headers.get("hx-request"):  # a block refreshing itself: the whole page goes to login
+                    return Response(status_code=200, headers={"HX-Redirect": f"{self.root}/login"})
                 return RedirectResponse(f"{self.root}/login", status_code=303)
             form: dict[str, Any] = {}
             if changes_state:

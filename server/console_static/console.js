@@ -89,7 +89,11 @@
         if (typeof message.event_id === "number") { lastId = message.event_id; }
         show(message);
       };
-      socket.onclose = function () {
+      socket.onclose = function (closed) {
+        if (closed.code === 4401) {  // the session ended (logout, expiry, rotation, disable): log in again
+          location.href = body.getAttribute("data-root") + "/login";
+          return;
+        }
         status.textContent = "reconnecting…";
         status.className = "stale";
         setTimeout(connect, delay);

@@ -190,3 +190,15 @@ def test_shrink_then_approve_in_the_console_binds_the_smaller_order(deployment: 
         [order] = [o for o in viewer.get("/api/orders", params={"status": "all"}).json()
                    if o["proposal_id"] == proposal_id]
     assert order["qty"] == "1"
+
+
+def test_when_the_session_ends_a_refreshing_page_goes_to_the_login(deployment: ConsoleDeployment,
+                                                                     browser: Any) -> None:
+    from tests.server.http_servers import cli
+
+    deployment.add_operator("sam", "viewer")
+    with watched_context(browser) as (context, watch):
+        page = log_in(context, deployment.base, deployment.tokens["sam"])
+        cli(deployment.config, "operators", "disable", "sam")
+        page.wait_for_url(f"{deployment.base}/console/login", timeout=15000)  # the overview's next refresh
+        assert watch.outside == [] and watch.errors == []
