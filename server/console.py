@@ -192,9 +192,23 @@ class Console:
         only = only or request.query_params.get("id") or None
         if only:
             proposals = [p for p in proposals if p["id"] == only]
+        limits = await self._limits_of(op, {p["agent_id"] for p in proposals})
         return self.render("approvals.html", caller=caller, active="/approvals", page_title="Approvals",
-                           proposals=proposals, only=only, message=message, message_kind=message_kind,
-                           status=status)
+                           proposals=proposals, limits=limits, only=only, message=message,
+                           message_kind=message_kind, status=status)
+
+    async def _limits_of(self, op: Operator, agent_ids: set[str]) -> dict[str, dict[str, Any]]:
+        """The limits in force each proposal was checked against, per agent (shown beside the order)."""
+        found: dict[str, dict[str, Any]] = {}
+        for agent_id in sorted(agent_ids)[:50]:
+            try:
+                detail = await op.agent_detail(agent_id, self.runtime().config.agent(agent_id))
+            except OperatorError:  # removed meanwhile, or unreadable limits: the card says nothing more
+                continue
+            found[agent_id] = {"max_trade_size": detail.agent.limits.max_trade_size,
+                               "max_position_size": detail.agent.limits.max_position_size,
+                               "auto_approve": detail.agent.approval.auto_approve_max_notional}
+        return found
 
     async def approval(self, request: Request, op: Operator, caller: Caller) -> Response:
         return await self.approvals(request, op, caller, only=str(request.path_params["id"])[:64])

@@ -259,6 +259,7 @@ def test_the_agent_is_named_in_the_approval_page_and_its_id_is_the_url(deploymen
     with deployment.login("vera") as (browser, _):
         page = browser.get(f"/console/approvals/{proposal_id}").text
         assert AGENT in page and proposal_id in page and 'class="approve"' not in page  # a viewer: no button
+        assert "every risk check passed" in page and "$5,000.00 max per trade" in page  # what it was checked against
     with deployment.login("alice") as (alice, _csrf):
         assert 'class="approve"' in alice.get(f"/console/approvals/{proposal_id}").text
     with deployment.api("alice") as approver:
