@@ -345,6 +345,6 @@ class WebhookDelivery(Base):
 
 __all__ = [
     "GLOBAL_SCOPE", "SCHEMA_REVISION", "AgentAccount", "AgentOrderLeg", "AgentPermissions", "AgentPosition",
-    "AgentTrade", "Approval", "AuditEvent", "AuditHead", "Base", "KeyValue", "OperatorRecord", "SimAccount",
-    "SimOrder", "TradeProposal", "TradingState", "UniqueConstraint", "WebhookDelivery",
+    "AgentTrade", "Approval", "AuditEvent", "AuditHead", "Base", "KeyValue", "OperatorRecord", "OperatorSession",
+    "SimAccount", "SimOrder", "TradeProposal", "TradingState", "UniqueConstraint", "WebhookDelivery",
 ]

@@ -227,7 +227,7 @@ class Console:
             return await self.approvals(request, op, caller, message=f"Not done: {mapped.message}",
                                         message_kind="error", status=mapped.status)
         what = "approved" if approve else "rejected"
-        edited = approve and (form.get("qty") or form.get("limit_price"))
+        edited = approve and (form.get("qty") or form.get("limit_price") or form.get("stop_loss"))
         size, price = result["qty"] or result["notional"], result["limit_price"] or "market"
         shrunk = f", shrunk to {size} @ {price}" if edited else ""
         return await self.approvals(request, op, caller, message=f"Proposal {proposal_id} {what}{shrunk} "

@@ -181,7 +181,8 @@ def proposal_view(proposal: Any) -> dict[str, Any]:
         "id": proposal.id, "agent_id": proposal.agent_id, "symbol": proposal.symbol, "side": proposal.side,
         "qty": proposal.qty, "notional": proposal.notional, "order_type": proposal.order_type,
         "limit_price": proposal.limit_price, "stop_price": proposal.stop_price,
-        "time_in_force": proposal.time_in_force, "estimated_notional": proposal.estimated_notional,
+        "time_in_force": proposal.time_in_force, "exits": proposal.exits or None,
+        "estimated_notional": proposal.estimated_notional,
         "reference_price": proposal.reference_price,
         "strategy": inert(proposal.strategy) if proposal.strategy else None,
         "reasoning": inert(proposal.reasoning, one_line=False) if proposal.reasoning else "",
@@ -237,7 +238,9 @@ async def agent_ids(op: Operator) -> list[str]:
 async def approve(op: Operator, proposal_id: str, body: dict[str, Any]) -> dict[str, Any]:
     note = text_field(body, "note")
     qty, limit_price = decimal_field(body, "qty"), decimal_field(body, "limit_price")
-    return proposal_view(await op.decide(proposal_id, True, note, qty=qty, limit_price=limit_price))
+    stop_loss = decimal_field(body, "stop_loss")
+    return proposal_view(await op.decide(proposal_id, True, note, qty=qty, limit_price=limit_price,
+                                         stop_loss=stop_loss))
 
 
 async def reject(op: Operator, proposal_id: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -84,9 +84,10 @@ def paths() -> dict[str, Any]:
                                                         parameters=[ID_PARAM], changes_state=True)},
         "/api/approvals": {"get": _operation("Proposals waiting for a person (the agent's text made inert)")},
         "/api/approvals/{id}/approve": {"post": _operation(
-            "Approve a proposal, optionally shrinking it (a lower qty, a limit price no worse): the edited "
-            "order passes every check again", parameters=[ID_PARAM], changes_state=True,
-            body=_object({"note": TEXT, "qty": DECIMAL, "limit_price": DECIMAL}))},
+            "Approve a proposal, optionally shrinking it (a lower qty, a limit price no worse, a protective stop "
+            "tightened or added, never loosened): the edited order passes every check again", parameters=[ID_PARAM],
+            changes_state=True, body=_object({"note": TEXT, "qty": DECIMAL, "limit_price": DECIMAL,
+                                              "stop_loss": DECIMAL}))},
         "/api/approvals/{id}/reject": {"post": _operation("Reject a proposal", parameters=[ID_PARAM],
                                                            changes_state=True, body=_object({"reason": TEXT}))},
         "/api/halt": {"post": _operation(
