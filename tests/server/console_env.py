@@ -74,8 +74,8 @@ class ConsoleDeployment:
         return result.is_error, result.structured_content, text
 
 
-def start_console_deployment(root: Path, **server: Any) -> ConsoleDeployment:
-    db_url = f"sqlite+aiosqlite:///{root / 'console.db'}"
+def start_console_deployment(root: Path, db_url: str | None = None, **server: Any) -> ConsoleDeployment:
+    db_url = db_url or f"sqlite+aiosqlite:///{root / 'console.db'}"
     config = write_config(root / "tradewarden.toml", db_url, **server)
     process = start_server(config, root)
     deployment = ConsoleDeployment(config, process, db_url)

@@ -364,3 +364,22 @@ def test_the_overview_lists_what_waits_for_a_person(deployment: ConsoleDeploymen
     assert f"/console/approvals/{proposal_id}" in page and "Waiting for a person" in page
     with deployment.api("alice") as approver:
         approver.post(f"/api/approvals/{proposal_id}/reject", json={})
+
+
+@pytest.mark.postgres
+def test_the_api_and_console_on_postgresql(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    deployment = start_console_deployment(tmp_path_factory.mktemp("operator-api-pg"), pg_url)
+    try:
+        proposal_id = pending(deployment, reasoning="on postgres")
+        with deployment.login("alice") as (browser, csrf):
+            answer = browser.post(f"/console/approvals/{proposal_id}/approve", data={"csrf": csrf})
+            assert answer.status_code == 200 and "approved" in answer.text
+            for path in ("/console/", "/console/agents", f"/console/agents/{AGENT}", "/console/positions",
+                         "/console/audit?q=ON+POSTGRES", "/console/audit/verify", "/console/kill"):
+                assert browser.get(path).status_code == 200, path
+        with deployment.api("vera") as viewer:
+            assert [r["kind"] for r in viewer.get("/api/audit", params={"q": "on postgres"}).json()]
+            assert viewer.get("/api/audit/verify").json()["ok"] is True
+            assert viewer.get("/api/status").json()["pending_approvals"] == 0
+    finally:
+        deployment.server.stop()
