@@ -498,6 +498,7 @@ class OperatorSurfaces:
         async def to_console(_request: Request) -> Response:
             return RedirectResponse("/console/", status_code=307)
 
+        self.runtime = runtime
         self.surfaces = Starlette(routes=[Mount("/api", app=api), Route("/console", to_console),
                                           Mount("/console", app=console)],
                                   exception_handlers={HTTPException: _unmatched})  # type: ignore[dict-item]
@@ -525,6 +526,15 @@ class OperatorSurfaces:
             await self.app(scope, receive, send)
             return
 
+        if _presents_credential(scope) and path.startswith(PUBLIC_PATHS):
+            # The public pages (login, static files, the API's description) need no credential, but one that is
+            # presented must be an operator's: an agent's token is refused everywhere under /api and /console.
+            runtime = self.runtime()
+            if runtime is None or await identify(Request(scope), runtime) is None:
+                refusal = operator_api.error_response(401, "UNAUTHORIZED", "an agent's token is not accepted here")
+                await refusal(scope, receive, send)
+                return
+
         async def secured(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [h for h in message.get("headers", []) if h[0].lower() not in dict(SECURITY_HEADERS)]
@@ -532,6 +542,13 @@ class OperatorSurfaces:
             await send(message)
 
         await self.surfaces(scope, receive, secured)
+
+
+PUBLIC_PATHS = ("/console/login", "/console/static/", "/api/openapi.json")
+
+
+def _presents_credential(scope: Scope) -> bool:
+    return any(name == b"authorization" for name, _value in scope.get("headers") or [])
 
 
 async def _unmatched(request: Request, error: HTTPException) -> Response:
