@@ -41,6 +41,7 @@ from policies.operator_registry import add_operator  # noqa: E402
 from policies.operators import CLI_OPERATOR  # noqa: E402
 from server.cli_console import ConsoleApp  # noqa: E402
 from server.config import AgentConfig, Config, ServerConfig  # noqa: E402
+from server.startup import check_ledger  # noqa: E402
 
 SYMBOLS = ["AAPL", "MSFT", "SPY", "NVDA", "AMZN"]
 STRATEGIES = ["momentum", "mean-reversion", "swing"]
@@ -163,6 +164,7 @@ async def main(agents_count: int, trades: int, repeat: int) -> int:
         config = Config(server=ServerConfig(database_url=f"sqlite+aiosqlite:///{Path(root) / 'bench.db'}",
                                             enforce_market_hours=False, max_agents_per_account=max(64, agents_count)),
                         agents=[AgentConfig(id=agent, allowed_symbols=["*"]) for agent in agents])
+        await check_ledger(config)  # the console never creates a ledger; a deployment's first server does
         app = ConsoleApp(config)
         async with app.running():
             runtime = app.runtime

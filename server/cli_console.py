@@ -58,7 +58,7 @@ class ConsoleApp:
         from server.runtime import open_runtime
 
         # The agents' own server processes reconcile with the broker; the console only reads and acts.
-        async with open_runtime(self.config, broker=self.broker, reconcile=False) as runtime:
+        async with open_runtime(self.config, broker=self.broker, reconcile=False, create_database=False) as runtime:
             self.runtime = runtime
             try:
                 yield
@@ -95,24 +95,39 @@ class ConsoleApp:
 def console(ctx: click.Context, host: str, port: int) -> None:
     """Serve the operator console (http://HOST:PORT/console/) and API (/api) on this deployment's database.
 
+    It never creates a ledger (the agents' servers or `tradewarden db upgrade` do): a missing database, a busy
+    port or a bad config is one line and exit 1 or 2.
+
     \b
     Log in with an operator's token (`tradewarden operators add NAME --role approver`).
     Example: tradewarden console --config /srv/tradewarden/tradewarden.toml
     """
     from server import cli as base
-    from server.config import ConfigError, check_broker_credentials
+    from server.config import check_broker_credentials
+    from server.http import ServerDidNotStart
     from server.logging import configure_logging
+    from server.startup import bind_port, check_ledger
 
     config = base._config(ctx)
-    try:
-        check_broker_credentials(config)
-    except ConfigError as error:
-        base.fail(str(error), 2)
-    configure_logging(config.server.log_level, config.server.log_json)
-    if host not in LOOPBACK:
-        click.echo(f"tradewarden: warning: the console listens on {host}, not loopback; serve it only behind "
-                   "TLS (set public_url to its https address so cookies are Secure)", err=True)
-    import uvicorn
+    check_broker_credentials(config)
+    from ledger import db
 
-    click.echo(f"tradewarden console: http://{host if ':' not in host else f'[{host}]'}:{port}/console/", err=True)
-    uvicorn.run(ConsoleApp(config), host=host, port=port, log_level="warning", lifespan="on", access_log=False)
+    db.check_location(config.server.database_url, create=False)
+    listening = bind_port(host, port)  # a busy port is one line before anything else starts
+    try:
+        base._run(check_ledger(config))  # the ledger exists (checked above): this only migrates it
+        configure_logging(config.server.log_level, config.server.log_json)
+        if host not in LOOPBACK:
+            click.echo(f"tradewarden: warning: the console listens on {host}, not loopback; serve it only behind "
+                       "TLS (set public_url to its https address so cookies are Secure)", err=True)
+        import uvicorn
+
+        shown = host if ":" not in host else f"[{host}]"
+        click.echo(f"tradewarden console: http://{shown}:{listening.getsockname()[1]}/console/", err=True)
+        server = uvicorn.Server(uvicorn.Config(ConsoleApp(config), log_level="warning", lifespan="on",
+                                               access_log=False))
+        server.run(sockets=[listening])
+        if not server.started:
+            raise ServerDidNotStart("the console did not start (the reason is in the log above)")
+    finally:
+        listening.close()

@@ -24,6 +24,7 @@ from tests.server.http_servers import ROOT, cli, last_line
 @pytest.fixture
 def console(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     config = write_config(tmp_path / "tradewarden.toml", f"sqlite+aiosqlite:///{tmp_path / 'console.db'}")
+    cli(config, "db", "upgrade")  # the console never creates a ledger
     port = free_port()
     log = (tmp_path / "console.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "server.cli", "console", "--port", str(port), "--config",
@@ -69,6 +70,14 @@ async def first_message(base: str, token: str) -> dict[str, object]:
             message = json.loads(await asyncio.wait_for(socket.recv(), 10))
             if message["message_type"] == "replay.complete":
                 return dict(message)
+
+
+def test_without_a_ledger_the_console_says_so_in_one_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "tradewarden.toml", f"sqlite+aiosqlite:///{tmp_path / 'none.db'}")
+    result = subprocess.run([sys.executable, "-m", "server.cli", "console", "--port", str(free_port()),
+                             "--config", str(config)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "no database at" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "none.db").exists()
 
 
 def test_the_console_listens_on_loopback_by_default() -> None:
