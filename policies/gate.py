@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from broker.base import (
@@ -1066,13 +1066,17 @@ class Gate:
         async with self.sessions() as session:
             query = select(AgentTrade).where(AgentTrade.agent_id == agent.id)
             # An entry whose exits still work is open: the parent and its legs are shown together.
+            newest_first = AgentTrade.created_at.desc()
             if status == "open":
                 query = query.where(or_(AgentTrade.status.in_(LIVE_TRADE_STATUSES),
                                         AgentTrade.id.in_(PARENTS_OF_LIVE_LEGS)))
+                # Sort the few live rows found by (agent_id, status). Ordered by the bare column, SQLite walks the
+                # agent's whole history backwards by (agent_id, created_at) instead, to spare itself that sort.
+                newest_first = func.coalesce(AgentTrade.created_at, AgentTrade.created_at).desc()
             elif status == "closed":
                 query = query.where(AgentTrade.status.not_in(LIVE_TRADE_STATUSES),
                                     AgentTrade.id.not_in(PARENTS_OF_LIVE_LEGS))
-            rows = (await session.execute(query.order_by(AgentTrade.created_at.desc()).limit(limit))).scalars()
+            rows = (await session.execute(query.order_by(newest_first).limit(limit))).scalars()
             return list(rows)
 
     async def order_legs(self, trades: list[AgentTrade]) -> dict[str, list[AgentOrderLeg]]:
