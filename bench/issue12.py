@@ -276,8 +276,7 @@ async def history_rows(workdir: Path, calls: int) -> dict[str, list[float]]:
             if agent not in (FRESH, "bench-3"):
                 continue
             out[f"get_positions {agent}"] = await timed(lambda i: client.call_tool("get_positions", {}), calls // 2)
-            out[f"get_orders {agent}"] = await timed(
-                lambda i: client.call_tool("get_orders", {"status": "all", "limit": 50}), calls // 2)
+            out[f"get_orders {agent}"] = await timed(lambda i: client.call_tool("get_orders", {}), calls // 2)
             resting: list[str] = []
             for _ in range(calls // 4):  # limit buys far below the market: they rest until cancelled
                 proposal = _ok(await client.call_tool("propose_trade", {**PROPOSE, "order_type": "limit",
@@ -359,8 +358,8 @@ async def main() -> int:
                 busy, idle = p50(h[f"{tool} bench-3"]), p50(h[f"{tool} {FRESH}"])
                 cells.append(f"{fmt(busy)} ({busy / idle:.1f}×)")
                 floors.append(fmt(idle))
-            lines.append(f"| `get_positions` / `get_orders` / `cancel` at 50k trades of history (in memory) | "
-                         f"{' / '.join(cells)} | {' / '.join(floors)} fresh |")
+            lines.append("| `get_positions` / `get_orders` (open) / `cancel` at 50k trades of history "
+                         f"(in memory) | {' / '.join(cells)} | {' / '.join(floors)} fresh |")
         if "verify" not in args.skip:
             v = audit_verify(args.verify_records)
             lines.append(f"| `audit verify`, {args.verify_records:,} records | {v['verify_wall_seconds']:.1f} s, "
