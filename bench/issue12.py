@@ -149,7 +149,9 @@ async def throughput(config: Any, seconds: float) -> dict[str, float]:
                     all_warm.set()
                 await ready.wait()
                 while time.perf_counter() < deadline:
-                    done += await loop_body(client, index)
+                    finished = await loop_body(client, index)
+                    if time.perf_counter() <= deadline:  # not the clients' teardown: only calls in the window
+                        done += finished
 
         tasks = [asyncio.create_task(agent(i)) for i in range(8)]
         await all_warm.wait()  # every agent connected and warm before the clock starts
@@ -157,7 +159,7 @@ async def throughput(config: Any, seconds: float) -> dict[str, float]:
         deadline = start + seconds
         ready.set()
         await asyncio.gather(*tasks)
-        return done / (time.perf_counter() - start)
+        return done / seconds
 
     def bare_factory(index: int) -> Any:
         server: MCPServer = MCPServer("bare")
