@@ -12,7 +12,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from ledger.types import ExactDecimal, UTCDateTime
 
 # The Alembic revision these models match; the server upgrades to it at start.
-SCHEMA_REVISION = "0009"
+SCHEMA_REVISION = "0010"
 
 GLOBAL_SCOPE = "*"  # trading_state row that applies to every agent
 
@@ -174,6 +174,8 @@ class AgentTrade(Base):
     __table_args__ = (
         Index("ix_agent_trades_agent_created", "agent_id", "created_at"),
         Index("ix_agent_trades_status", "status"),
+        # An agent's live orders without walking its whole history (migration 0010).
+        Index("ix_agent_trades_agent_status_created", "agent_id", "status", "created_at"),
     )
 
 
@@ -302,6 +304,9 @@ class SimOrder(Base):
     trail_percent: Mapped[Decimal | None] = mapped_column(nullable=True, default=None)
     trail_price: Mapped[Decimal | None] = mapped_column(nullable=True, default=None)
     hwm: Mapped[Decimal | None] = mapped_column(nullable=True, default=None)
+
+    # The fills since the last one applied, as a range (migration 0010).
+    __table_args__ = (Index("ix_sim_orders_status_filled_at", "status", "filled_at"),)
 
 
 class SimAccount(Base):

@@ -23,8 +23,9 @@ from typing import Any, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from broker.base import (
     OPEN_STATUSES,
@@ -145,6 +146,16 @@ def _outcome_payload(result: Any) -> Mapping[str, Any]:
         return cast(Mapping[str, Any], result.audit_summary())
     payload = result.model_dump(mode="json") if hasattr(result, "model_dump") else {"result": str(result)}
     return cast(Mapping[str, Any], bounded(payload))
+
+
+def _live_rows_of(agent_id: str, statuses: frozenset[str]) -> ColumnElement[bool]:
+    """An agent's live orders and its entries whose exits still work, found from the live rows alone: by
+    (agent_id, status) and, for the parents of live legs, by primary key. The agent's condition is wrapped in
+    coalesce() in the second branch: left bare in both, SQLite factors it out of the OR and walks every row
+    the agent ever had by (agent_id, created_at) (migration 0010; tests/ledger/test_history_indexes.py)."""
+    return or_(and_(AgentTrade.agent_id == agent_id, AgentTrade.status.in_(statuses)),
+               and_(AgentTrade.id.in_(PARENTS_OF_LIVE_LEGS),
+                    func.coalesce(AgentTrade.agent_id, AgentTrade.agent_id) == agent_id))
 
 
 def trading_day(now: datetime) -> str:
@@ -972,10 +983,11 @@ class Gate:
     async def refresh_open_trades(self, agent_id: str | None = None) -> int:
         """Refresh every live order (of one agent, or all). Returns how many changed status."""
         async with self.sessions() as session:
-            query = select(AgentTrade).where(or_(AgentTrade.status.in_(LIVE_TRADE_STATUSES - {"pending_submit"}),
-                                                 AgentTrade.id.in_(PARENTS_OF_LIVE_LEGS)))
-            if agent_id is not None:
-                query = query.where(AgentTrade.agent_id == agent_id)
+            if agent_id is None:
+                query = select(AgentTrade).where(or_(AgentTrade.status.in_(LIVE_TRADE_STATUSES - {"pending_submit"}),
+                                                     AgentTrade.id.in_(PARENTS_OF_LIVE_LEGS)))
+            else:
+                query = select(AgentTrade).where(_live_rows_of(agent_id, LIVE_TRADE_STATUSES - {"pending_submit"}))
             trades = list((await session.execute(query)).scalars())
         # One list call for the orders still open at the broker (brackets with working legs included), not
         # one lookup per order: with many resting orders and exits, per-order lookups grow with their square.
@@ -1066,13 +1078,16 @@ class Gate:
         async with self.sessions() as session:
             query = select(AgentTrade).where(AgentTrade.agent_id == agent.id)
             # An entry whose exits still work is open: the parent and its legs are shown together.
+            newest_first = AgentTrade.created_at.desc()
             if status == "open":
-                query = query.where(or_(AgentTrade.status.in_(LIVE_TRADE_STATUSES),
-                                        AgentTrade.id.in_(PARENTS_OF_LIVE_LEGS)))
+                query = select(AgentTrade).where(_live_rows_of(agent.id, LIVE_TRADE_STATUSES))
+                # Sort the few live rows found by index. Ordered by the bare column, SQLite walks the agent's
+                # whole history backwards by (agent_id, created_at) instead, to spare itself that sort.
+                newest_first = func.coalesce(AgentTrade.created_at, AgentTrade.created_at).desc()
             elif status == "closed":
                 query = query.where(AgentTrade.status.not_in(LIVE_TRADE_STATUSES),
                                     AgentTrade.id.not_in(PARENTS_OF_LIVE_LEGS))
-            rows = (await session.execute(query.order_by(AgentTrade.created_at.desc()).limit(limit))).scalars()
+            rows = (await session.execute(query.order_by(newest_first).limit(limit))).scalars()
             return list(rows)
 
     async def order_legs(self, trades: list[AgentTrade]) -> dict[str, list[AgentOrderLeg]]:
