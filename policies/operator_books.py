@@ -14,11 +14,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from broker.base import BrokerError, Quote
+from broker.base import BrokerError
 from ledger.models import (
     AgentOrderLeg,
     AgentPermissions,
-    AgentPosition,
     AgentTrade,
     KeyValue,
     TradeProposal,
@@ -28,6 +27,7 @@ from policies.gate import LIVE_TRADE_STATUSES
 from policies.limits import LimitsError
 from policies.operators import Action, OperatorError
 from policies.performance import AgentPerformance, Fill, agent_performance
+from policies.positions import PositionLine, position_lines
 from policies.violations import GateDenied
 
 if TYPE_CHECKING:
@@ -42,43 +42,12 @@ class AmbiguousId(OperatorError):
 
 
 @dataclass(frozen=True)
-class PositionLine:
-    """One position as the agent's get_positions shows it."""
-
-    symbol: str
-    qty: Decimal
-    avg_entry_price: Decimal
-    market_value: Decimal | None
-    unrealized_pl: Decimal | None
-    realized_pl: Decimal
-
-
-@dataclass(frozen=True)
 class AgentBook:
     agent_id: str
     positions: list[PositionLine]
     cash: Decimal
     equity: Decimal
     capital: Decimal
-
-
-def position_lines(rows: list[AgentPosition], quotes: dict[str, Quote], cash: Decimal
-                   ) -> tuple[list[PositionLine], Decimal]:
-    """An agent's positions marked at the quotes' mid (as get_positions does), and its equity."""
-    lines: list[PositionLine] = []
-    equity = cash
-    for row in rows:
-        if row.qty == 0 and row.realized_pl == 0:
-            continue
-        quote = quotes.get(row.symbol)
-        value = (row.qty * quote.mid).quantize(CENT) if quote else None
-        unrealized = ((quote.mid - row.avg_entry_price) * row.qty).quantize(CENT) if quote else None
-        equity += value if value is not None else row.qty * row.avg_entry_price
-        lines.append(PositionLine(symbol=row.symbol, qty=row.qty,
-                                  avg_entry_price=row.avg_entry_price.quantize(Decimal("0.0001")),
-                                  market_value=value, unrealized_pl=unrealized,
-                                  realized_pl=row.realized_pl.quantize(CENT)))
-    return lines, equity.quantize(CENT)
 
 
 @dataclass(frozen=True)

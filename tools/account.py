@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from mcp.server.mcpserver import Context
 
 from policies.orders import decimal_text
+from policies.positions import position_lines
 from policies.results import MarketOut, PositionOut, PositionsResult, TradingStatusResult, plain
 from tools.common import through_gate
 
@@ -29,21 +30,12 @@ def money(value: Decimal) -> str:
 async def get_positions(ctx: Context) -> PositionsResult:
     async def operation(gate: Gate, agent: Agent) -> PositionsResult:
         rows, quotes, cash = await gate.positions(agent)
-        positions: list[PositionOut] = []
-        equity = cash
-        for row in rows:
-            if row.qty == 0 and row.realized_pl == 0:
-                continue
-            quote = quotes.get(row.symbol)
-            value = (row.qty * quote.mid).quantize(CENT) if quote else None
-            unrealized = ((quote.mid - row.avg_entry_price) * row.qty).quantize(CENT) if quote else None
-            equity += value if value is not None else row.qty * row.avg_entry_price
-            positions.append(PositionOut(symbol=row.symbol, qty=row.qty,
-                                         avg_entry_price=row.avg_entry_price.quantize(Decimal("0.0001")),
-                                         market_value=value, unrealized_pl=unrealized,
-                                         realized_pl=row.realized_pl.quantize(CENT)))
+        lines, equity = position_lines(rows, quotes, cash)
+        positions = [PositionOut(symbol=line.symbol, qty=line.qty, avg_entry_price=line.avg_entry_price,
+                                 market_value=line.market_value, unrealized_pl=line.unrealized_pl,
+                                 realized_pl=line.realized_pl) for line in lines]
         account = await gate.account()
-        return PositionsResult(positions=positions, cash=cash.quantize(CENT), equity=equity.quantize(CENT),
+        return PositionsResult(positions=positions, cash=cash.quantize(CENT), equity=equity,
                                capital=agent.limits.capital,
                                account_cash=account.cash if account else None,
                                account_equity=account.equity if account else None,
