@@ -214,9 +214,12 @@ def seed_history(database: Path, trades_by_agent: dict[str, int], now: datetime)
     from sqlalchemy import create_engine, insert
 
     from ledger.models import AgentTrade, SimOrder, TradeProposal
+    from ledger.traded import window_micros
 
     engine = create_engine(f"sqlite:///{database}")
     price = Decimal("100.00")
+    # What the ORM hook of ledger.models stores on a filled row (this Core insert bypasses the hook).
+    micros = window_micros("filled", Decimal(1), price, price, Decimal(1))
     with engine.begin() as connection:
         for agent_id, count in trades_by_agent.items():
             for first in range(0, count, 5_000):
@@ -241,7 +244,7 @@ def seed_history(database: Path, trades_by_agent: dict[str, int], now: datetime)
                         "stop_price": None, "time_in_force": "day", "reserved_notional": price, "price": price,
                         "filled_qty": Decimal(1), "strategy": "bench", "reasoning": "history", "status": "filled",
                         "reject_reason": None, "created_at": at, "submitted_at": at, "executed_at": at,
-                        "updated_at": at, "audit_event_id": None})
+                        "updated_at": at, "audit_event_id": None, "window_micros": micros})
                     orders.append({
                         "id": order_id, "client_order_id": proposal_id, "symbol": "AAPL", "side": side,
                         "qty": Decimal(1), "notional": None, "order_type": "market", "limit_price": None,

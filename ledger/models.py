@@ -6,13 +6,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy.event import listens_for
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import BigInteger
 
+from ledger import traded
 from ledger.types import ExactDecimal, UTCDateTime
 
 # The Alembic revision these models match; the server upgrades to it at start.
-SCHEMA_REVISION = "0010"
+SCHEMA_REVISION = "0011"
 
 GLOBAL_SCOPE = "*"  # trading_state row that applies to every agent
 
@@ -170,13 +173,28 @@ class AgentTrade(Base):
     executed_at: Mapped[datetime | None] = mapped_column(nullable=True)
     updated_at: Mapped[datetime]
     audit_event_id: Mapped[str | None] = mapped_column(String(36), nullable=True, default=None)  # bindings.py
+    # A final row's rolling-window notional in whole micro-dollars, summed exactly by SQL (ledger/traded.py).
+    window_micros: Mapped[int | None] = mapped_column(BigInteger, nullable=True, default=None)
 
     __table_args__ = (
         Index("ix_agent_trades_agent_created", "agent_id", "created_at"),
         Index("ix_agent_trades_status", "status"),
         # An agent's live orders without walking its whole history (migration 0010).
         Index("ix_agent_trades_agent_status_created", "agent_id", "status", "created_at"),
+        # The usage read's rolling sum and counts read this index alone; the rows whose window notional is not
+        # stored (open ones, and rows written without the ORM) are found by the partial one (migration 0011).
+        Index("ix_agent_trades_agent_created_status_micros", "agent_id", "created_at", "status", "window_micros"),
+        Index("ix_agent_trades_unstored_micros", "agent_id", "created_at",
+              sqlite_where=text("window_micros IS NULL"), postgresql_where=text("window_micros IS NULL")),
     )
+
+
+@listens_for(AgentTrade, "before_insert")
+@listens_for(AgentTrade, "before_update")
+def _set_window_micros(_mapper: Any, _connection: Any, trade: AgentTrade) -> None:
+    """Keep window_micros in step with the row's status and fill on every ORM write (ledger/traded.py)."""
+    trade.window_micros = traded.window_micros(trade.status, trade.quantity, trade.reserved_notional,
+                                               trade.price, trade.filled_qty)
 
 
 class AgentOrderLeg(Base):

@@ -15,18 +15,27 @@ Plain SELECTs, no dialect-specific SQL; amounts are stored as text, so sums are 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, func, literal, or_, select
+from sqlalchemy import ColumnElement, bindparam, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from broker.base import OPEN_STATUSES, Quote
+from broker.base import Quote
 from ledger.db import execute
 from ledger.models import AgentAccount, AgentPosition, AgentTrade, TradeProposal
+from ledger.traded import (
+    FILLED_STATUS,
+    MICROS,
+    OPEN_TRADE_STATUSES,
+    RELEASED_STATUSES,
+    filled_value,
+    final_window_notional,
+)
 from policies.breakers import counts_as_denial
 from policies.checks import Usage
 from policies.limits import EffectiveLimits
@@ -35,11 +44,6 @@ from policies.orders import OrderRequest
 
 ZERO = Decimal(0)
 
-# Statuses in which an order can still fill (queried by index for the account-wide reservation).
-OPEN_TRADE_STATUSES = frozenset(OPEN_STATUSES | {"pending_submit", "unknown", "pending_replace"})
-FILLED_STATUS = "filled"
-# Final without a fill of their own: they release whatever they did not fill.
-RELEASED_STATUSES = frozenset({"canceled", "expired", "rejected", "replaced"})
 DENIED_PROPOSAL_STATUS = "rejected"
 
 
@@ -73,13 +77,7 @@ class _Row:
         return self.open or self.status == FILLED_STATUS or self.filled_qty > 0
 
     def filled_value(self) -> Decimal:
-        if self.filled_qty <= 0:
-            return ZERO
-        if self.price is not None:
-            return self.filled_qty * self.price
-        if self.quantity:  # no fill price recorded: the filled share of the reservation
-            return self.reserved_notional * self.filled_qty / self.quantity
-        return self.reserved_notional
+        return filled_value(self.quantity, self.reserved_notional, self.price, self.filled_qty)
 
     def window_notional(self) -> Decimal:
         """What the order counts in the rolling notional window."""
@@ -128,39 +126,96 @@ def _literals(statuses: frozenset[str]) -> list[Any]:
 
 KNOWN_STATUSES = OPEN_TRADE_STATUSES | {FILLED_STATUS} | RELEASED_STATUSES
 
-# Read: every agent's open rows (the account is shared), the agent's rows inside the windows (since), and its
-# rows of today in a status not known at all (they count as open: is_open). The agent's other rows of today
-# are final and only count as trades: _OLDER_TRADES_TODAY counts them without reading them, so a decision late
-# in a busy day does not read the whole day.
-_TRADE_ROWS = (
-    select(AgentTrade.agent_id, AgentTrade.symbol, AgentTrade.side, AgentTrade.quantity,
-           AgentTrade.notional, AgentTrade.reserved_notional, AgentTrade.price, AgentTrade.filled_qty,
-           AgentTrade.status, AgentTrade.created_at, TradeProposal.order_hash)
-    .outerjoin(TradeProposal, TradeProposal.id == AgentTrade.proposal_id)
-    .where(or_(AgentTrade.status.in_(_literals(OPEN_TRADE_STATUSES)),
-               (AgentTrade.agent_id == bindparam("agent_id")) & (AgentTrade.created_at >= bindparam("since")),
-               (AgentTrade.agent_id == bindparam("agent_id")) & (AgentTrade.created_at >= bindparam("day_start"))
-               & AgentTrade.status.not_in(_literals(KNOWN_STATUSES))))
-)
-# The agent's final rows of today older than the windows that count as a trade: filled, or released with a fill.
-_OLDER_TRADES_TODAY = (
-    select(func.count()).select_from(AgentTrade)
-    .where(AgentTrade.agent_id == bindparam("agent_id"), AgentTrade.created_at >= bindparam("day_start"),
-           AgentTrade.created_at < bindparam("since"),
+# The read does not grow with the agent's history (issue 12). Rows come back to Python only where a value
+# needs them: the open orders of the account (bounded by how many are open), the agent's rows of today in a
+# status not known at all (they count as open: is_open), the agent's final rows of the rolling window that
+# count as a trade (their notional is a Decimal sum, see _ROLLING_FINAL), and at most one row for the
+# duplicate check. Counts are COUNT(*) over index ranges.
+_OPEN_COLUMNS = (AgentTrade.agent_id, AgentTrade.symbol, AgentTrade.side, AgentTrade.quantity,
+                 AgentTrade.notional, AgentTrade.reserved_notional, AgentTrade.price, AgentTrade.filled_qty,
+                 AgentTrade.status, AgentTrade.created_at)
+_OPEN_ROWS = select(*_OPEN_COLUMNS).where(or_(
+    AgentTrade.status.in_(_literals(OPEN_TRADE_STATUSES)),
+    (AgentTrade.agent_id == bindparam("agent_id")) & (AgentTrade.created_at >= bindparam("unknown_since"))
+    & AgentTrade.status.not_in(_literals(KNOWN_STATUSES))))
+
+
+def _gaps_between(statuses: frozenset[str]) -> list[ColumnElement[bool]]:
+    """`status not in statuses` as the open ranges between them, in SQLite's binary collation."""
+    known = sorted(statuses)
+    gaps = [AgentTrade.status < literal(known[0]), AgentTrade.status > literal(known[-1])]
+    gaps += [(AgentTrade.status > literal(low)) & (AgentTrade.status < literal(high))
+             for low, high in itertools.pairwise(known)]
+    return gaps
+
+
+# The same on SQLite, where NOT IN walks every row of the agent since unknown_since: each gap between the known
+# statuses is a range of (agent_id, status), empty unless a status is unknown, so the unknown rows are found by
+# a fixed number of index seeks (without created_at, which would make SQLite walk (agent_id, created_at)
+# instead; _open_rows drops the older ones). Not on PostgreSQL, whose collation need not order text the way
+# Python does.
+_OPEN_ROWS_SQLITE = select(*_OPEN_COLUMNS).where(or_(
+    AgentTrade.status.in_(_literals(OPEN_TRADE_STATUSES)),
+    *[(AgentTrade.agent_id == bindparam("agent_id")) & gap for gap in _gaps_between(KNOWN_STATUSES)]))
+# The agent's final rows in the rolling window that count as a trade (filled, or released with a fill) whose
+# notional is not stored as window_micros (ledger/traded.py: written without the ORM, finer than a
+# micro-dollar, or older than migration 0011): summed exactly in Python. Normally none; the others are summed
+# by SQL in _COUNTS.
+_ROLLING_UNSTORED = (
+    select(AgentTrade.status, AgentTrade.quantity, AgentTrade.reserved_notional, AgentTrade.price,
+           AgentTrade.filled_qty)
+    .where(AgentTrade.agent_id == bindparam("agent_id"), AgentTrade.created_at >= bindparam("rolling_since"),
+           AgentTrade.window_micros.is_(None),
            or_(AgentTrade.status == FILLED_STATUS,
                AgentTrade.status.in_(_literals(RELEASED_STATUSES)) & (AgentTrade.filled_qty != ZERO)))
 )
+# Every order sent counts toward the order rate however it ended; a trade today is any row of today but a
+# released one without a fill; the rolling notional of final rows is the integer SUM of window_micros. Each
+# an aggregate over an index range, (agent_id, created_at, window_micros) or (agent_id, status, created_at):
+# nothing is read into Python.
+_COUNTS = select(
+    select(func.sum(AgentTrade.window_micros)).select_from(AgentTrade)
+    .where(AgentTrade.agent_id == bindparam("agent_id"), AgentTrade.created_at >= bindparam("rolling_since"))
+    .scalar_subquery(),
+    select(func.count()).select_from(AgentTrade)
+    .where(AgentTrade.agent_id == bindparam("agent_id"), AgentTrade.created_at >= bindparam("rate_since"))
+    .scalar_subquery(),
+    select(func.count()).select_from(AgentTrade)
+    .where(AgentTrade.agent_id == bindparam("agent_id"), AgentTrade.created_at >= bindparam("day_start"))
+    .scalar_subquery(),
+    select(func.count()).select_from(AgentTrade)
+    .where(AgentTrade.agent_id == bindparam("agent_id"), AgentTrade.status.in_(_literals(RELEASED_STATUSES)),
+           AgentTrade.created_at >= bindparam("day_start"), AgentTrade.filled_qty == ZERO)
+    .scalar_subquery(),
+)
+# Whether the agent sent the same order (same hash) in the duplicate window, however it ended: the window's
+# rows by (agent_id, created_at), each joined to its proposal by primary key; at most one row comes back.
+_DUPLICATE = (
+    select(literal(1)).select_from(AgentTrade)
+    .join(TradeProposal, TradeProposal.id == AgentTrade.proposal_id)
+    .where(AgentTrade.agent_id == bindparam("agent_id"), AgentTrade.created_at >= bindparam("duplicate_since"),
+           TradeProposal.order_hash == bindparam("order_hash"))
+    .limit(1)
+)
 
 
-async def _trade_rows(session: AsyncSession, agent_id: str, since: datetime, day_start: datetime) -> list[_Row]:
-    """The rows _TRADE_ROWS reads."""
-    rows = (await execute(session, _TRADE_ROWS, {"agent_id": agent_id, "since": since,
-                                                 "day_start": day_start})).all()
+async def _open_rows(session: AsyncSession, agent_id: str, unknown_since: datetime) -> list[_Row]:
+    """The rows _OPEN_ROWS reads."""
+    connection = await session.connection()
+    statement = _OPEN_ROWS_SQLITE if connection.dialect.name == "sqlite" else _OPEN_ROWS
+    rows = (await execute(connection, statement, {"agent_id": agent_id, "unknown_since": unknown_since})).all()
     return [_Row(agent_id=r[0], symbol=r[1], side=r[2], quantity=r[3], notional=r[4],
                  reserved_notional=r[5] if r[5] is not None else ZERO, price=r[6],
-                 filled_qty=r[7] if r[7] is not None else ZERO, status=r[8], created_at=r[9],
-                 order_hash=r[10])
-            for r in rows]
+                 filled_qty=r[7] if r[7] is not None else ZERO, status=r[8], created_at=r[9], order_hash=None)
+            for r in rows if r[8] in OPEN_TRADE_STATUSES or r[9] >= unknown_since]
+
+
+async def _rolling_unstored(session: AsyncSession, agent_id: str, rolling_since: datetime) -> Decimal:
+    """Σ window notional of the rows _ROLLING_UNSTORED reads."""
+    total = ZERO
+    for r in (await execute(session, _ROLLING_UNSTORED, {"agent_id": agent_id, "rolling_since": rolling_since})):
+        total += final_window_notional(r[0], r[1], r[2], r[3], r[4]) or ZERO
+    return total
 
 
 @dataclass(frozen=True)
@@ -220,6 +275,9 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
                      quotes: Mapping[str, Quote], now: datetime, with_denials: bool = True) -> Usage:
     """Usage of `agent_id` at `now`, for checking `order`, read inside the caller's transaction.
 
+    Cost: COUNTs over index ranges, the account's open orders, and the final traded rows of the rolling
+    window (an exact Decimal sum); nothing else is read into Python, however long the history.
+
     - trades_today: trades created since midnight New York of `now`'s New York date;
     - orders_in_rate_window: every order created in the last order_rate_window_seconds, however it ended;
       notional_in_rolling_window: trades created in the last rolling_notional_window_seconds;
@@ -231,8 +289,9 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
       daily_pnl = equity - agent_accounts.day_start_equity (if that row's day is not today the baseline is
       kept and day_start_stale is set, so older losses keep counting until someone rolls the day: see
       persist_marks); equity_peak = max(stored peak, equity);
-    - recent_order_hashes: order hashes of every order of the agent created in the last
-      duplicate_window_seconds, however it ended (none when the window is 0);
+    - recent_order_hashes: the order's own hash when an order of the agent with that hash was created in the
+      last duplicate_window_seconds, however it ended (none when the window is 0): the only hash the
+      duplicate check looks for, so the others are not read;
     - denials_in_window: count_denials (0 unless with_denials: only the breaker needs it, and only for an
       order that is denied, so a decision counts them when it has violations).
     With no agent_accounts row the agent starts from limits.capital (cash, peak and day start).
@@ -241,18 +300,25 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
     rate_since = now - timedelta(seconds=limits.order_rate_window_seconds)
     rolling_since = now - timedelta(seconds=limits.rolling_notional_window_seconds)
     duplicate_since = now - timedelta(seconds=limits.duplicate_window_seconds)
-    since = min(rate_since, rolling_since, duplicate_since)  # rows read; earlier ones of today are counted
+    # Rows in a status not known at all count as open: those of today and of the windows.
+    unknown_since = min(day_start, rate_since, rolling_since, duplicate_since)
 
-    # Order matters under READ COMMITTED (PostgreSQL), where each statement sees its own snapshot: the
-    # trades are read first, so a fill committing in between can only be counted twice (still open, and
-    # already in the position; open when read, final when counted), never missed; cash and positions come
-    # from ONE statement, so equity never mixes cash after a fill with positions before it (a false drawdown
-    # would trip the breaker).
-    rows = await _trade_rows(session, agent_id, since, day_start)
-    older_trades_today = 0
-    if since > day_start:
-        older_trades_today = (await execute(session, _OLDER_TRADES_TODAY, {
-            "agent_id": agent_id, "day_start": day_start, "since": since})).scalar_one()
+    # Order matters under READ COMMITTED (PostgreSQL), where each statement sees its own snapshot: the open
+    # rows are read first, so a fill committing in between can only be counted twice (still open, and
+    # already final or in the position), never missed; cash and positions come from ONE statement, so equity
+    # never mixes cash after a fill with positions before it (a false drawdown would trip the breaker).
+    rows = await _open_rows(session, agent_id, unknown_since)
+    rolling_micros, orders_in_rate, rows_today, released_unfilled_today = (await execute(session, _COUNTS, {
+        "agent_id": agent_id, "rolling_since": rolling_since, "rate_since": rate_since,
+        "day_start": day_start})).one()
+    rolling = Decimal(rolling_micros or 0) / MICROS + await _rolling_unstored(session, agent_id, rolling_since)
+    hashes: set[str] = set()
+    if limits.duplicate_window_seconds > 0:
+        # The check only asks whether this order's hash is among the window's: that one is looked up.
+        order_hash = order.order_hash()
+        if (await execute(session, _DUPLICATE, {"agent_id": agent_id, "duplicate_since": duplicate_since,
+                                                "order_hash": order_hash})).first() is not None:
+            hashes.add(order_hash)
     account, positions = await _book(session, agent_id)
     denials = await count_denials(session, agent_id=agent_id, limits=limits, now=now) if with_denials else 0
 
@@ -261,41 +327,30 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
         marks[position.symbol] = _mark(quotes.get(position.symbol)) or position.avg_entry_price
     order_mark = _mark(quotes.get(order.symbol)) or marks.get(order.symbol)
 
-    trades_today, orders_in_rate = int(older_trades_today), 0
-    rolling = open_buy = account_open_buy = ZERO
+    trades_today = int(rows_today) - int(released_unfilled_today)
+    orders_in_rate = int(orders_in_rate)
+    open_buy = account_open_buy = ZERO
     open_buy_qty = open_sell_qty = open_buy_sym_notional = open_sell_sym_notional = ZERO
     open_buy_by_symbol: dict[str, Decimal] = {}
     open_sell_by_symbol: dict[str, Decimal] = {}
-    hashes: set[str] = set()
     for row in rows:
-        if row.open and row.side == "buy":
+        if row.side == "buy":
             account_open_buy += row.remaining_notional()
         if row.agent_id != agent_id:
             continue
-        if row.open:
-            remaining = row.remaining_notional()
-            book = open_buy_by_symbol if row.side == "buy" else open_sell_by_symbol
-            book[row.symbol] = book.get(row.symbol, ZERO) + remaining
+        remaining = row.remaining_notional()
+        book = open_buy_by_symbol if row.side == "buy" else open_sell_by_symbol
+        book[row.symbol] = book.get(row.symbol, ZERO) + remaining
+        if row.side == "buy":
+            open_buy += remaining
+        if row.symbol == order.symbol:
+            qty = row.remaining_qty(order_mark)
             if row.side == "buy":
-                open_buy += remaining
-            if row.symbol == order.symbol:
-                qty = row.remaining_qty(order_mark)
-                if row.side == "buy":
-                    open_buy_sym_notional += remaining
-                    open_buy_qty += qty if qty is not None else ZERO
-                else:
-                    open_sell_sym_notional += remaining
-                    open_sell_qty += qty if qty is not None else ZERO
-        # Every order sent counts toward the order rate and the duplicate window however it ended (cancelled,
-        # expired, unfilled IOC, rejected by the broker): otherwise place-and-cancel walks around both.
-        if row.created_at >= rate_since:
-            orders_in_rate += 1
-        if limits.duplicate_window_seconds > 0 and row.created_at >= duplicate_since and row.order_hash:
-            hashes.add(row.order_hash)
-        if not row.counts_as_trade:
-            continue
-        if row.created_at >= day_start:
-            trades_today += 1
+                open_buy_sym_notional += remaining
+                open_buy_qty += qty if qty is not None else ZERO
+            else:
+                open_sell_sym_notional += remaining
+                open_sell_qty += qty if qty is not None else ZERO
         if row.created_at >= rolling_since:
             rolling += row.window_notional()
 
