@@ -10,7 +10,10 @@ to a final one. Per row status:
 - canceled / expired / rejected / replaced: with filled_qty 0 it releases everything; partly filled, it
   counts as a trade with its filled part only.
 
-Plain SELECTs, no dialect-specific SQL; amounts are stored as text, so sums are Decimal sums in Python.
+The read does not grow with the agent's history: counts are COUNT(*) over index ranges, the rolling
+notional of final rows is an exact integer SUM of agent_trades.window_micros (ledger/traded.py; amounts are
+stored as text, whose SUM would be a float sum), and only bounded sets come back as rows: the account's open
+orders, rows whose notional is not stored as an integer, at most one row for the duplicate check.
 """
 
 from __future__ import annotations
