@@ -58,7 +58,7 @@ async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncS
     await engine.dispose()
 
 
-async def test_the_orm_stores_it_when_an_order_fills_and_clears_nothing_while_open(sessions: Any) -> None:
+async def test_the_orm_stores_nothing_while_an_order_is_open_and_its_notional_once_it_fills(sessions: Any) -> None:
     pid = str(uuid.uuid4())
     async with db.transaction(sessions) as session:
         session.add(TradeProposal(
