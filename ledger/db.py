@@ -35,6 +35,9 @@ from ledger.models import SCHEMA_REVISION
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
+# The rest of this transaction waits for locks without LOCK_WAIT_SECONDS' bound (SET LOCAL: until its end).
+_wait_without_bound = text("SET LOCAL lock_timeout = 0")
+
 # Keys of PostgreSQL advisory locks (one namespace per purpose; any 64-bit integers would do).
 MIGRATION_LOCK = 7244190021
 # Start-up (singleton rows, config agents) and agent registration: one at a time across processes.
@@ -46,6 +49,11 @@ WRITE_OPTION = "tradewarden_writes"  # marks a unit of work: on SQLite it begins
 
 # A PostgreSQL server that does not answer (down, firewalled) fails a connection after this long, not 60 s.
 CONNECT_TIMEOUT_SECONDS = 10
+# PostgreSQL: a statement waiting on a row lock (another transaction holds trading_state or an agent's rows
+# FOR UPDATE) gives up after this long, so the call answers LEDGER_UNAVAILABLE like SQLite's bounded wait
+# (ledger/sqlite_inline.py). Work that must wait its turn however long (start-up, registration, migrations)
+# lifts it for its own transaction (`_wait_without_bound`).
+LOCK_WAIT_SECONDS = 5.0
 
 
 class DatabaseUnavailable(Exception):
@@ -142,8 +150,10 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, read
             conn.exec_driver_sql("BEGIN IMMEDIATE" if writes and not read_only else "BEGIN")
 
         return engine
+    lock_timeout = {"lock_timeout": str(int(LOCK_WAIT_SECONDS * 1000))}  # milliseconds
     return create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True,
-                               pool_timeout=30, connect_args={"timeout": CONNECT_TIMEOUT_SECONDS})
+                               pool_timeout=30, connect_args={"timeout": CONNECT_TIMEOUT_SECONDS,
+                                                              "server_settings": lock_timeout})
 
 
 def sqlite_path(url: str) -> str | None:
@@ -164,8 +174,10 @@ def dialect_name(session: AsyncSession) -> str:
 async def advisory_lock(session: AsyncSession, key: int) -> None:
     """Run the rest of this transaction alone among everyone who takes the same key (every replica and
     command-line process). PostgreSQL: pg_advisory_xact_lock, released at commit or rollback. SQLite: nothing
-    to do, the transaction already holds the database's write lock."""
+    to do, the transaction already holds the database's write lock. Waits as long as it takes: replicas
+    starting together queue here, and none may fail for having waited."""
     if dialect_name(session) == "postgresql":
+        await session.execute(_wait_without_bound)
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
@@ -228,7 +240,9 @@ def _upgrade_sync(connection: Connection) -> None:
     from alembic import command
 
     if connection.dialect.name == "postgresql":
-        # Replicas starting together must not run the same migration twice.
+        # Replicas starting together must not run the same migration twice, and wait for each other (and
+        # for the locks a migration's DDL needs) however long it takes.
+        connection.execute(_wait_without_bound)
         connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
     command.upgrade(_alembic_config(connection), "head")
 

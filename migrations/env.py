@@ -6,6 +6,7 @@ import asyncio
 import os
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from ledger.models import Base
@@ -17,6 +18,10 @@ def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata,
                       render_as_batch=connection.dialect.name == "sqlite", compare_type=True)
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # A migration waits for the locks its DDL needs however long (ledger.db.LOCK_WAIT_SECONDS bounds
+            # only the agents' calls).
+            connection.execute(text("SET LOCAL lock_timeout = 0"))
         context.run_migrations()
 
 

@@ -10,14 +10,16 @@ migrations is the models'. On PostgreSQL (READ COMMITTED) this rests on row lock
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from mcp import Client
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from broker.base import Account, Asset, BrokerOrder, Quote
 from ledger import db
@@ -38,7 +40,7 @@ from policies.operator import Operator
 from policies.operators import OperatorIdentity, Role
 from server.config import AgentConfig
 from server.runtime import open_runtime
-from tests.conftest import agent, call, connect, make_config
+from tests.conftest import agent, call, call_error, connect, make_config
 from tests.ledger_probe import broker_orders, count
 
 BUY = {"symbol": "AAPL", "side": "buy", "qty": 1, "reasoning": "concurrency test"}
@@ -347,3 +349,66 @@ async def test_overlong_text_arguments_fail_closed(database_url: str, market_ope
                 await call(client, "execute_trade", proposal_id=result.structured_content["proposal_id"])
     assert await broker_orders(database_url) <= 1  # at most the long-strategy AAPL order (SQLite stores it)
     assert (await _verify(database_url)).ok
+
+
+# --- bounded lock waits (PostgreSQL) -----------------------------------------------------------------
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("held_row", "tool"), [
+    ("SELECT * FROM trading_state FOR UPDATE", "execute_trade"),  # executions lock it (check-and-reserve)
+    ("SELECT * FROM agent_trading_permissions WHERE agent_id = 'agent-1' FOR UPDATE", "execute_trade"),
+    ("SELECT * FROM audit_head FOR UPDATE", "propose_trade"),  # every audited decision appends under it
+])
+async def test_a_row_held_by_another_transaction_answers_ledger_unavailable_within_the_bound(
+        pg_url: str, market_open: object, held_row: str, tool: str) -> None:
+    config = make_config(pg_url, _limited())
+    async with connect(config) as client:
+        [proposal] = await _proposals(client, 1)
+        arguments = {"proposal_id": proposal} if tool == "execute_trade" else {**BUY, "reasoning": "row locked"}
+        holder = db.create_engine(pg_url)
+        try:
+            async with holder.begin() as connection:
+                await connection.execute(text(held_row))  # another replica (or a stuck session) does not let go
+                started = time.monotonic()
+                answer = await call_error(client, tool, **arguments)
+                elapsed = time.monotonic() - started
+        finally:
+            await holder.dispose()
+        assert answer.startswith("LEDGER_UNAVAILABLE: the database stayed locked"), answer
+        assert elapsed < db.LOCK_WAIT_SECONDS + 3, elapsed
+        # Released: nothing was half-written, and the same call now goes through.
+        if tool == "execute_trade":
+            assert (await call(client, tool, **arguments))["status"] == "filled"
+        else:
+            assert (await call(client, tool, **arguments))["status"] == "approved"
+    assert (await _verify(pg_url)).ok
+
+
+@pytest.mark.postgres
+async def test_servers_starting_while_another_holds_the_start_up_locks_wait_beyond_the_bound(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replica migrating or registering slowly makes the others wait their turn, never fail."""
+    monkeypatch.setattr(db, "LOCK_WAIT_SECONDS", 0.3)  # row-lock bound of the engines created below
+    config = make_config(pg_url, _limited("a"), _limited("b"))
+    holder = db.create_engine(pg_url)
+    started = asyncio.Event()
+
+    async def hold_start_up_locks() -> None:
+        async with holder.begin() as connection:
+            await connection.execute(text("SET LOCAL lock_timeout = 0"))
+            for key in (db.MIGRATION_LOCK, db.REGISTRY_LOCK):
+                await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            started.set()
+            await asyncio.sleep(1.5)  # five times the bound
+
+    async def start() -> None:
+        await started.wait()
+        async with open_runtime(config):
+            pass
+
+    try:
+        await asyncio.gather(hold_start_up_locks(), start(), start())
+    finally:
+        await holder.dispose()
+    assert await count(pg_url, AgentPermissions) == 2
+    assert (await _verify(pg_url)).ok
