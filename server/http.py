@@ -143,23 +143,62 @@ MAX_BODY_BYTES = 64 * 1024  # one JSON-RPC message; the largest legitimate tool 
 
 
 class LimitBody:
-    """A request whose declared body is over MAX_BODY_BYTES is answered 413 with a JSON-RPC error whose
-    message starts INVALID_ARGUMENT, before anything reads it. (A body without a declared length is cut off
-    by the SDK's own limit, set to the same size.)"""
+    """A request whose body is over MAX_BODY_BYTES is answered 413 with a JSON-RPC error whose message starts
+    INVALID_ARGUMENT: at once when its declared length says so (nothing reads it), and for a body without a
+    declared length (chunked) as soon as the bytes received pass the limit. Such a body is read here, at most
+    MAX_BODY_BYTES of it kept, and handed on whole (the SDK's own limit would answer a plain-text 413)."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
             if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-                response = JSONResponse({"jsonrpc": "2.0", "id": None, "error": {
-                    "code": -32600, "message": f"INVALID_ARGUMENT: a request body of {int(declared)} bytes is over "
-                                               f"the {MAX_BODY_BYTES}-byte limit"}}, status_code=413)
-                await response(scope, receive, send)
+                await _body_too_large(f"{int(declared)} bytes", scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
+        if scope.get("method") in ("GET", "HEAD"):  # no body (the event stream)
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away before the end of its body
+                return
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > MAX_BODY_BYTES:
+                await _body_too_large(f"more than {MAX_BODY_BYTES} bytes", scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(b"".join(chunks), receive), send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the body already read, then whatever the client sends next (a disconnect)."""
+    pending = [body]
+
+    async def replayed() -> Message:
+        if pending:
+            return {"type": "http.request", "body": pending.pop(), "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+async def _body_too_large(size: str, scope: Scope, receive: Receive, send: Send) -> None:
+    response = JSONResponse({"jsonrpc": "2.0", "id": None, "error": {
+        "code": -32600, "message": f"INVALID_ARGUMENT: a request body of {size} is over the {MAX_BODY_BYTES}-byte "
+                                   f"limit"}}, status_code=413)
+    await response(scope, receive, send)
 
 
 class CountUnauthorized:

@@ -268,3 +268,34 @@ def test_a_request_body_over_64_kilobytes_is_refused_with_invalid_argument(deplo
                                     "Accept": "application/json, text/event-stream"})
     assert response.status_code == 413
     assert response.json()["error"]["message"].startswith("INVALID_ARGUMENT")
+
+
+def _chunked(body: bytes, size: int = 8192) -> Iterator[bytes]:
+    """The body as a stream: httpx sends it chunked, with no Content-Length."""
+    for start in range(0, len(body), size):
+        yield body[start:start + size]
+
+
+def test_a_chunked_body_over_64_kilobytes_is_refused_with_invalid_argument(deployment: Deployment) -> None:
+    token = deployment.add_agent("big-chunked-body")
+    body = json.dumps({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                       "params": {"name": "cancel_order", "arguments": {"order_id": "7" * 1_000_000}}}).encode()
+    response = httpx2.post(deployment.server.url, content=_chunked(body),
+                           headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                                    "Accept": "application/json, text/event-stream"})
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413
+    assert response.json()["error"]["message"].startswith("INVALID_ARGUMENT: a request body of more than 65536")
+
+
+def test_a_chunked_body_within_the_limit_is_served(deployment: Deployment) -> None:
+    token = deployment.add_agent("small-chunked-body")
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "chunked", "version": "1"}}}).encode()
+    response = httpx2.post(deployment.server.url, content=_chunked(body, size=16),
+                           headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                                    "Accept": "application/json, text/event-stream"})
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 200, response.text
+    assert "serverInfo" in response.text
