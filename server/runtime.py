@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,6 +39,11 @@ STOP_GRACE = 1.0  # seconds the reconciler gets to finish its step at shutdown b
 
 CALENDAR_WARM_UP_DELAY = 1.0  # seconds
 HEAP_FREEZE_DELAY = 3.0  # seconds
+# How long a thread may keep the GIL while another waits for it (CPython's default: 5 ms). Large answers are
+# serialised in worker threads (tools/market_data.py); with 5 ms slices the event loop waited up to 5 ms for
+# each of its turns while one ran, which every other agent's call paid many times over. Measured with
+# bench/noisy_neighbour.py: victim propose_trade p50 13-14 ms -> 8.5-9 ms under the heaviest market-data calls.
+GIL_SWITCH_SECONDS = 0.0005
 
 
 def freeze_start_up_heap() -> None:
@@ -209,6 +215,8 @@ async def _running(config: Config, engine: AsyncEngine, sessions: async_sessionm
         loop.call_later(CALENDAR_WARM_UP_DELAY, lambda: loop.run_in_executor(None, warm_up_calendar, clock()))
     # Once, after the first calls: a one-off collection instead of a long pause every few thousand calls.
     heap_freeze = loop.call_later(HEAP_FREEZE_DELAY, freeze_start_up_heap) if reconcile else None
+    if reconcile:  # a server (one-shot commands run no worker threads next to other agents' calls)
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_SECONDS))
     reconciler = (Reconciler(gate, interval=config.server.reconcile_interval_seconds,
                              stale_intervals=config.server.reconcile_stale_intervals,
                              dead_man=config.server.reconcile_stale_action == "reduce_only",
