@@ -87,6 +87,12 @@ async def main() -> int:
 
         for i in range(20):
             await propose(i)
+        # A server freezes its start-up heap HEAP_FREEZE_DELAY s after it starts (server/runtime.py); until then
+        # each full collection scans the whole heap (~110 ms here, several while the attacker allocates).
+        # Measure the steady state of a running server: after the freeze.
+        from server.runtime import HEAP_FREEZE_DELAY
+
+        await asyncio.sleep(HEAP_FREEZE_DELAY + 0.5)
         alone = [await propose(i) for i in range(args.calls)]
 
         attacker_costs: list[float] = []
