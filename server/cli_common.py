@@ -155,6 +155,9 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str |
           empty: str = "nothing to show") -> None:
     from rich import box
     from rich.table import Table
+    from rich.text import Text
+
+    from policies.text import inert
 
     rows = list(rows)
     console = _console()
@@ -166,8 +169,9 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str |
     for index, name in enumerate(columns):  # numbers line up on the right
         numeric = all(_numeric(str(row[index])) for row in rows) and any(str(row[index]) != "-" for row in rows)
         grid.add_column(name, justify="right" if numeric else "left")
+    # Cells are plain text, never rich markup, and inert: some hold what agents wrote (strategy names).
     for row in rows:
-        grid.add_row(*(str(cell) for cell in row))
+        grid.add_row(*(Text(inert(str(cell))) for cell in row))
     console.print(grid)
 
 
