@@ -218,9 +218,17 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+class UnitCounter:
+    """Units of work begun in this process. Tests count a call's write transactions with it (a tool call's
+    cost is mostly its units); metrics may export it."""
+
+    begun = 0
+
+
 @asynccontextmanager
 async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     """One unit of work: committed on success, rolled back on any error."""
+    UnitCounter.begun += 1
     async with sessions() as session, session.begin():
         await session.connection(execution_options={WRITE_OPTION: True})
         yield session
