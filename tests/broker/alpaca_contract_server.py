@@ -342,6 +342,7 @@ class RecordedRequest:
     query: dict[str, list[str]]
     body: Any
     status: int = 0
+    user_agent: str = ""  # who sent it (alpaca-py, Alpaca's MCP server, …)
     received: float = 0.0  # time.monotonic() when the request arrived
     answered: float = 0.0  # and when its answer was ready
 
@@ -640,7 +641,8 @@ class AlpacaContractServer:
             parsed_body = body.decode("utf-8", "replace")
         record = RecordedRequest(api=api, method=request.method, path=path,
                                  query={k: request.query_params.getlist(k) for k in request.query_params},
-                                 body=parsed_body, received=time.monotonic())
+                                 body=parsed_body, user_agent=request.headers.get("user-agent", ""),
+                                 received=time.monotonic())
         with self._lock:
             self.requests.append(record)
         if self.latency > 0:
