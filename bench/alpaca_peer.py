@@ -2,7 +2,7 @@
 """Placing one order via Alpaca: tradewarden next to Alpaca's own MCP server, same stub, same run. Not a test.
 
     .venv/bin/python bench/alpaca_peer.py [--orders 100] [--warmup 5] [--latency-ms 0] [--no-peer]
-                                          [--compare-root DIR] [--append-results]
+                                          [--compare-root DIR] [--with-simulated] [--append-results]
 
 - Starts the Alpaca contract server (tests/broker/alpaca_contract_server.py) on 127.0.0.1.
 - The peer: a throwaway venv in a temp folder, `pip install alpaca-mcp-server` from the package registry (the
@@ -13,12 +13,13 @@
   (as tests/alpaca_env.py does), auto-approval; an order is propose_trade + execute_trade.
 - Orders alternate one by one between the two (market, 1 share of AAPL), so both see the same machine.
   Printed: p50 / p99 per order, the ratio, and broker requests per order (counted at the contract server, by
-  the sender's User-Agent, within each order's own calls; tradewarden's background poll of open orders, which
-  brings their fills into its ledger, is counted with it when it falls in that window). `--latency-ms` adds a
-  network delay to every answer, like Alpaca's own distance would; then round trips one after the other are
-  counted too (requests in flight together count once).
-  `--compare-root DIR`: also serve from another checkout (say, an export of main), in turn with the others, against
-  a contract server of its own, to compare before and after in the same run.
+  the sender's User-Agent, within each order's own calls; reads of orders in that window, which placing an order
+  never sends here, are tradewarden's background poll that brings fills into its ledger: counted apart, and
+  left out of the round trips). `--latency-ms` adds a network delay to every answer, like Alpaca's own distance
+  would; then round trips one after the other are counted too (requests in flight together count once).
+  `--compare-root DIR`: also serve from another checkout (say, an export of main), in turn with the others,
+  against a contract server of its own, to compare before and after in the same run. `--with-simulated`: also
+  this tree on its simulated broker, in turn with the others: what the gate costs without Alpaca.
 - If the peer cannot be installed (no registry), says so and still prints our figures. Bounded in time
   (install 600 s, each call 30 s); the temp folder, the servers and the subprocesses are cleaned up.
 """
@@ -77,6 +78,7 @@ class Side:
     user_agent_prefix: str
     samples: list[float] = field(default_factory=list)
     requests: list[int] = field(default_factory=list)
+    polls: list[int] = field(default_factory=list)  # reads of orders (tradewarden's background poll)
     steps: list[int] = field(default_factory=list)
     hot_steps: list[int] = field(default_factory=list)  # of the call that sends the order
     last_call: list[float] = field(default_factory=list)  # ms of the call that sends the order
@@ -101,14 +103,15 @@ def install_peer(workdir: Path) -> tuple[Path | None, str]:
         return None, f"could not install {PEER_PACKAGE}: {type(error).__name__}: {error}"
 
 
-def write_config(workdir: Path, server: AlpacaContractServer) -> Path:
+def write_config(workdir: Path, server: AlpacaContractServer | None) -> Path:
+    """Alpaca at `server`; None: the simulated broker (the gate's own cost, no Alpaca in it)."""
+    broker = (f'broker = "alpaca"\nalpaca_trading_url = "{server.trading_url}"\n'
+              f'alpaca_data_url = "{server.data_url}"' if server is not None else 'broker = "simulated"')
     path = workdir / "tradewarden.toml"
     path.write_text(f"""
 [server]
 database_url = "sqlite+aiosqlite:///{workdir / 'bench.db'}"
-broker = "alpaca"
-alpaca_trading_url = "{server.trading_url}"
-alpaca_data_url = "{server.data_url}"
+{broker}
 enforce_market_hours = false
 log_level = "warning"
 
@@ -158,10 +161,15 @@ async def timed_order(side: Side, server: AlpacaContractServer, place: Callable[
     start = time.perf_counter()
     call_starts = await asyncio.wait_for(place(), CALL_TIMEOUT * 2)
     elapsed = (time.perf_counter() - start) * 1000
-    mine = [r for r in server.requests[before:] if r.user_agent.startswith(side.user_agent_prefix)]
+    seen = [r for r in server.requests[before:] if r.user_agent.startswith(side.user_agent_prefix)]
+    # Placing an order never reads orders back (only an unknown outcome would, which does not happen here):
+    # such reads are the background poll that brings fills into tradewarden's ledger.
+    polls = [r for r in seen if r.method == "GET" and r.path.startswith("/v2/orders")]
+    mine = [r for r in seen if not any(r is poll for poll in polls)]
     if record:
         side.samples.append(elapsed)
         side.requests.append(len(mine))
+        side.polls.append(len(polls))
         side.steps.append(sequential_steps(mine))
         last_call = [r for r in mine if r.received >= call_starts[-1]]
         side.hot_steps.append(sequential_steps(last_call))
@@ -176,6 +184,7 @@ async def run(args: argparse.Namespace) -> int:
     ours = Side("tradewarden (propose_trade + execute_trade)", "APCA-PY")
     peer = Side("Alpaca's MCP server (place_stock_order)", "APCA-MCP")
     before = Side(f"tradewarden served from {args.compare_root}", "APCA-PY")
+    simulated = Side("tradewarden on its simulated broker (no Alpaca requests; the broker is its own database)", "none")
     notes: list[str] = []
     peer_log = (workdir / "peer.stderr").open("w")
     keys = {"ALPACA_API_KEY": FAKE_API_KEY, "ALPACA_SECRET_KEY": FAKE_SECRET_KEY}
@@ -186,7 +195,7 @@ async def run(args: argparse.Namespace) -> int:
         server.set_price("AAPL", "190.00")
         return server
 
-    def tradewarden(root: Path, server: AlpacaContractServer, name: str) -> Any:
+    def tradewarden(root: Path, server: AlpacaContractServer | None, name: str) -> Any:
         (workdir / name).mkdir()
         config = write_config(workdir / name, server)
         return StdioServerParameters(command=sys.executable, cwd=str(root), env={**os.environ, **keys},
@@ -248,6 +257,10 @@ async def run(args: argparse.Namespace) -> int:
                 before_client = await stack.enter_async_context(
                     Client(stdio_client(tradewarden(args.compare_root, other, "before"))))
                 contestants.append((before, other, functools.partial(place_ours, before_client)))
+            if args.with_simulated:
+                simulated_client = await stack.enter_async_context(
+                    Client(stdio_client(tradewarden(ROOT, None, "simulated"))))
+                contestants.append((simulated, shared, functools.partial(place_ours, simulated_client)))
             for i in range(args.warmup + args.orders):
                 # One order each in turn, the order of turns rotating, so all see the same machine.
                 turn = i % len(contestants)
@@ -272,6 +285,8 @@ async def run(args: argparse.Namespace) -> int:
             return "not measured"
         text = (f"{statistics.median(side.samples):.1f} ms / {percentile(side.samples, 99):.1f} ms; "
                 f"{statistics.mean(side.requests):.2f} requests")
+        if any(side.polls):
+            text += f" (and {statistics.mean(side.polls):.2f} background reads of open orders)"
         if args.latency_ms > 0:  # without a latency, requests sent together need not overlap at the server
             text += (f", {statistics.median(side.steps):g} sequential (p50; at most {max(side.steps)}), "
                      f"{statistics.median(side.hot_steps):g} in the call that sends the order "
@@ -290,6 +305,8 @@ async def run(args: argparse.Namespace) -> int:
              f"| {peer.name} | {fmt(peer)} |"]
     if args.compare_root is not None:
         lines.append(f"| {before.name} | {fmt(before)} |")
+    if args.with_simulated:
+        lines.append(f"| {simulated.name} | {fmt(simulated)} |")
     if ours.samples and peer.samples:
         ratio = statistics.median(ours.samples) / statistics.median(peer.samples)
         lines.append(f"| ratio, p50 (target ≤ 2×) | {ratio:.2f}× |")
@@ -311,6 +328,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=5, help="orders per side before measuring (default 5)")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="network delay added to every answer")
     parser.add_argument("--no-peer", action="store_true", help="measure tradewarden only")
+    parser.add_argument("--with-simulated", action="store_true",
+                        help="also measure this tree on its simulated broker: the cost without Alpaca")
     parser.add_argument("--compare-root", type=Path, default=None,
                         help="also measure `tradewarden serve` of another checkout (say, an export of main)")
     parser.add_argument("--append-results", action="store_true", help="append the table to bench/results-issue12.md")
