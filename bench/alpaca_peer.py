@@ -21,7 +21,7 @@
   against a contract server of its own, to compare before and after in the same run. `--with-simulated`: also
   this tree on its simulated broker, in turn with the others: what the gate costs without Alpaca.
 - If the peer cannot be installed (no registry), says so and still prints our figures. Bounded in time
-  (install 600 s, each call 30 s); the temp folder, the servers and the subprocesses are cleaned up.
+  (install 600 s, each MCP request 30 s); the temp folder, the servers and the subprocesses are cleaned up.
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ INSTALL_TIMEOUT = 600
 PEER_LAUNCHER = """
 import os, sys
 import alpaca_mcp_server.server as server
+if not isinstance(getattr(server, "TRADING_API_BASE_URLS", None), dict):
+    sys.exit("this alpaca-mcp-server has no TRADING_API_BASE_URLS: the launcher cannot point it at the stub")
 server.TRADING_API_BASE_URLS["paper"] = os.environ["BENCH_TRADING_URL"]
 sys.argv = ["alpaca-mcp-server", "--transport", "stdio"]
 from alpaca_mcp_server.cli import main
@@ -201,6 +203,9 @@ async def run(args: argparse.Namespace) -> int:
         return StdioServerParameters(command=sys.executable, cwd=str(root), env={**os.environ, **keys},
                                      args=["-m", "server.cli", "serve", "--agent", AGENT, "--config", str(config)])
 
+    def connected(params: Any, **options: Any) -> Any:
+        return Client(stdio_client(params, **options), read_timeout_seconds=CALL_TIMEOUT)
+
     async def place_ours(client: Any) -> list[float]:
         t0 = time.monotonic()
         proposal = payload(await client.call_tool(
@@ -240,7 +245,7 @@ async def run(args: argparse.Namespace) -> int:
         servers.append(shared)
         async with AsyncExitStack() as stack:
             contestants: list[tuple[Side, AlpacaContractServer, Callable[[], Awaitable[list[float]]]]] = []
-            ours_client = await stack.enter_async_context(Client(stdio_client(tradewarden(ROOT, shared, "ours"))))
+            ours_client = await stack.enter_async_context(connected(tradewarden(ROOT, shared, "ours")))
             contestants.append((ours, shared, functools.partial(place_ours, ours_client)))
             if peer_python is not None:
                 peer_params = StdioServerParameters(
@@ -249,17 +254,25 @@ async def run(args: argparse.Namespace) -> int:
                          "BENCH_TRADING_URL": shared.trading_url, "PATH": os.environ.get("PATH", ""),
                          "HOME": str(workdir)})
                 # Its log (and its complaints about a newer client's discovery request) stays off the console.
-                peer_client = await stack.enter_async_context(Client(stdio_client(peer_params, errlog=peer_log)))
-                contestants.append((peer, shared, functools.partial(place_peer, peer_client)))
+                try:
+                    peer_client = await stack.enter_async_context(connected(peer_params, errlog=peer_log))
+                    await place_peer(peer_client)  # it does place orders on the stub
+                    contestants.append((peer, shared, functools.partial(place_peer, peer_client)))
+                except Exception as error:  # any failure of the peer: say so, and measure ours
+                    peer_log.flush()
+                    why = (workdir / "peer.stderr").read_text(errors="replace").strip().splitlines()[-1:]
+                    notes.append(f"peer NOT measured: {PEER_PACKAGE} {peer_version} did not start or place an "
+                                 f"order ({type(error).__name__}: {error}; {' '.join(why)})")
+                    print(notes[-1], file=sys.stderr)
             if args.compare_root is not None:
                 other = contract_server()
                 servers.append(other)
                 before_client = await stack.enter_async_context(
-                    Client(stdio_client(tradewarden(args.compare_root, other, "before"))))
+                    connected(tradewarden(args.compare_root, other, "before")))
                 contestants.append((before, other, functools.partial(place_ours, before_client)))
             if args.with_simulated:
                 simulated_client = await stack.enter_async_context(
-                    Client(stdio_client(tradewarden(ROOT, None, "simulated"))))
+                    connected(tradewarden(ROOT, None, "simulated")))
                 contestants.append((simulated, shared, functools.partial(place_ours, simulated_client)))
             for i in range(args.warmup + args.orders):
                 # One order each in turn, the order of turns rotating, so all see the same machine.
