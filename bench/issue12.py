@@ -14,7 +14,8 @@ Rows (2 cores, shared: the ratios to the floor of the same run are what count):
   buys and sells in pairs so positions and cash stay flat and the books reconcile);
 - `audit verify` of N records (bench/audit_verify.py: wall time, peak RSS);
 - first tool result after spawn, next to the bare server.
-Not measured here: placing an order via Alpaca next to Alpaca's own MCP server (see the results file).
+Not measured here: placing an order via Alpaca next to Alpaca's own MCP server: bench/alpaca_peer.py measures it
+(a throwaway venv with `alpaca-mcp-server`, both against tests/broker/alpaca_contract_server.py; see the results file).
 Writes bench/results-issue12.md.
 """
 
@@ -377,7 +378,8 @@ async def main() -> int:
     report = "\n".join(lines)
     print(report)  # stdout-ok: a benchmark script
     note = ("Placing an order via Alpaca next to Alpaca's own MCP server (`alpaca-mcp-server` in a throwaway venv "
-            "against tests/broker/alpaca_contract_server.py) is not measured by this command.")
+            "against tests/broker/alpaca_contract_server.py) is not measured by this command: "
+            "bench/alpaca_peer.py measures it.")
     (ROOT / "bench" / "results-issue12.md").write_text(
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `{shlex.join(sys.argv)}` "
         f"({time.perf_counter() - started:.0f} s; 2 shared cores)\n\n{report}\n\n{note}\n")

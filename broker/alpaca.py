@@ -15,6 +15,11 @@ Design notes
   later (a new order status, say) passes through instead of failing the whole call.
 - Orders are submitted with the body built here, every amount a decimal string as Alpaca's OpenAPI
   description requires (alpaca-py's request models would send binary floats).
+- Round trips: what a proposal looked up is reused at its execution while fresh (broker/freshness.py): an
+  asset for ASSET_REUSE_SECONDS, a symbol's latest quote for QUOTE_REUSE_SECONDS (still carrying its own
+  timestamp, so the gate's stale-quote check judges its true age), so an execution right after its proposal
+  sends one request, the order. A bracket's Alpaca id, learned from its submission, lets its refreshes read
+  it with its legs in one request instead of a lookup by client_order_id followed by a nested read.
 - Secrets: the keys are held in a redacting wrapper, never logged, and scrubbed from every error message;
   BrokerErrors are raised outside `except` blocks so no chained exception (whose request object would
   carry the auth headers) travels with them.
@@ -51,6 +56,7 @@ from broker.base import (
     SubmitOrder,
     Timeframe,
 )
+from broker.freshness import FreshCache
 from policies import secrets
 from policies.orders import decimal_text, is_crypto_symbol, normalize_symbol
 
@@ -64,6 +70,13 @@ _MAX_ORDERS_PAGE = 500  # Alpaca: "Defaults to 50 and max is 500."
 _MAX_BARS = 10_000  # Alpaca: limit maximum for bars
 _SYMBOLS_PER_REQUEST = 100
 _CRYPTO_QUOTES = ("USDT", "USDC", "USD", "BTC", "ETH")  # quote currencies, longest first
+# An asset's flags (tradable, fractionable, shortable) change rarely, in minutes; Alpaca still refuses an
+# order the asset no longer allows, so a flag a minute old cannot put an order through.
+ASSET_REUSE_SECONDS = 60.0
+# Half the shortest stale-quote limit an agent can be given (max_quote_age_seconds >= 1): reuse alone cannot
+# push a quote past the tightest limit. Long enough for an execution right after its proposal.
+QUOTE_REUSE_SECONDS = 0.5
+_ORDER_ID_MEMORY_SECONDS = 86_400.0  # an order's Alpaca id never changes; kept for a day, bounded in count
 
 # Broker timeframe → (amount, alpaca TimeFrameUnit name, minutes per bar)
 _TIMEFRAMES: dict[str, tuple[int, str, int]] = {
@@ -308,6 +321,8 @@ class AlpacaBroker:
         max_backoff: float = 8.0,
         stock_feed: str | None = None,
         crypto_feed: str = "us",
+        asset_reuse_seconds: float = ASSET_REUSE_SECONDS,
+        quote_reuse_seconds: float = QUOTE_REUSE_SECONDS,
     ):
         if not api_key or not secret_key:
             raise ValueError("Alpaca API key and secret key are both required")
@@ -315,6 +330,10 @@ class AlpacaBroker:
             raise ValueError("timeout must be positive")
         if read_retries < 0:
             raise ValueError("read_retries must be >= 0")
+        if not 0 <= quote_reuse_seconds <= QUOTE_REUSE_SECONDS:
+            raise ValueError(f"quote_reuse_seconds must be between 0 and {QUOTE_REUSE_SECONDS}")
+        if asset_reuse_seconds < 0:
+            raise ValueError("asset_reuse_seconds must be >= 0")
         self._secrets = _Secrets(api_key, secret_key)
         self.paper = paper
         self.trading_url = trading_url.rstrip("/") if trading_url else None
@@ -329,6 +348,9 @@ class AlpacaBroker:
         self._stock_data: Any = None
         self._crypto_data: Any = None
         self._build_lock = threading.Lock()  # not an asyncio.Lock: callers may come from several loops
+        self._assets: FreshCache[str, Asset] = FreshCache(asset_reuse_seconds)
+        self._quotes: FreshCache[str, Quote] = FreshCache(quote_reuse_seconds)
+        self._bracket_ids: FreshCache[str, str] = FreshCache(_ORDER_ID_MEMORY_SECONDS)  # client id → Alpaca id
 
     def __repr__(self) -> str:
         return (f"AlpacaBroker(paper={self.paper!r}, trading_url={self.trading_url!r}, "
@@ -495,7 +517,19 @@ class AlpacaBroker:
     # -- market data -----------------------------------------------------------------------------------
 
     async def get_quotes(self, symbols: list[str]) -> dict[str, Quote]:
+        """Latest quotes; a symbol's quote fetched within the reuse window is not asked for again."""
         wanted = list(dict.fromkeys(normalize_symbol(s) for s in symbols if s and s.strip()))
+        quotes: dict[str, Quote] = {}
+        for symbol in wanted:
+            kept = self._quotes.get(symbol)
+            if kept is not None:
+                quotes[symbol] = kept
+        missing = [s for s in wanted if s not in quotes]
+        if missing:
+            quotes.update(await self._fetch_quotes(missing))
+        return {s: quotes[s] for s in wanted if s in quotes}
+
+    async def _fetch_quotes(self, wanted: list[str]) -> dict[str, Quote]:
         stocks = [s for s in wanted if not is_crypto_symbol(s)]
         cryptos = [s for s in wanted if is_crypto_symbol(s)]
         _, stock_client, crypto_client = await self._clients()
@@ -522,10 +556,13 @@ class AlpacaBroker:
                 functools.partial(crypto_client.get_crypto_snapshot, crypto_request,
                                   feed=self._crypto_feed_enum()),
                 parse_snapshots))
+        asked = self._quotes.stamp()  # a kept quote's window starts when it was asked for
         quotes: dict[str, Quote] = {}
         for part in await asyncio.gather(*calls):
             quotes.update(part)
-        return {s: quotes[s] for s in wanted if s in quotes}
+        for symbol, quote_ in quotes.items():
+            self._quotes.put(symbol, quote_, asked)
+        return quotes
 
     def _crypto_feed_enum(self) -> Any:
         from alpaca.data.enums import CryptoFeed
@@ -576,6 +613,9 @@ class AlpacaBroker:
         symbol = normalize_symbol(symbol)
         if not symbol:
             return None
+        kept = self._assets.get(symbol)
+        if kept is not None:
+            return kept
         trading, _, _ = await self._clients()
         # Alpaca: "For crypto, the symbol has to follow old symbology, e.g. BTCUSD."
         path_symbol = symbol.replace("/", "") if is_crypto_symbol(symbol) else symbol
@@ -595,8 +635,12 @@ class AlpacaBroker:
                 name=str(data.get("name") or ""),
             )
 
-        return await self._read("get_asset", lambda: trading.get(f"/assets/{quote(path_symbol, safe='')}"),
-                                parse, none_on_404=True)
+        asked = self._assets.stamp()
+        asset = await self._read("get_asset", lambda: trading.get(f"/assets/{quote(path_symbol, safe='')}"),
+                                 parse, none_on_404=True)
+        if asset is not None:  # an unknown symbol is asked again: it may be listed any time
+            self._assets.put(symbol, asset, asked)
+        return asset
 
     async def get_clock(self) -> MarketClock:
         trading, _, _ = await self._clients()
@@ -651,7 +695,11 @@ class AlpacaBroker:
         failure: _Failure | None = None
         try:
             # Exactly one POST: never retried, whatever happens.
-            return await self._attempt("submit_order", lambda: trading.post("/orders", body), _order_from_raw)
+            submitted = await self._attempt("submit_order", lambda: trading.post("/orders", body),
+                                            _order_from_raw)
+            if submitted.order_class != "simple":
+                self._bracket_ids.put(client_order_id, submitted.broker_order_id)
+            return submitted
         except _Failure as exc:
             failure = exc
         # Only a 4xx answer says for sure that no order was made. Anything else (timeout, dropped
@@ -684,6 +732,17 @@ class AlpacaBroker:
         raise unknown
 
     async def get_order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
+        known_id = self._bracket_ids.get(client_order_id)
+        if known_id is not None:  # a bracket we submitted: read by its id, legs included, in one request
+            not_found: BrokerError | None = None
+            try:
+                return await self.get_order(known_id)
+            except BrokerError as error:
+                if error.code != "ORDER_NOT_FOUND":
+                    raise
+                not_found = error
+            log.warning("alpaca.bracket_id_unknown", client_order_id=client_order_id, error=not_found.message)
+            self._bracket_ids.forget(client_order_id)
         trading, _, _ = await self._clients()
         found = await self._read(
             "get_order_by_client_id",

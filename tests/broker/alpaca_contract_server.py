@@ -23,7 +23,9 @@ they matter: old crypto symbology (BTCUSD) in asset paths and positions, the uni
 
 The control API is plain Python (thread-safe): set prices, open/close the market, fill / partially fill /
 cancel / expire orders, inject failures (`fail_next`: the next N requests to a path get 429/5xx),
-and make the next order submission hang past the client's timeout (`hang_next_submit`).
+and make the next order submission hang past the client's timeout (`hang_next_submit`). `requests` logs every
+request with its arrival and answer times; `latency` (seconds) delays every answer like a network would, so
+`sequential_steps` can tell requests sent together from requests sent one after the other.
 """
 
 from __future__ import annotations
@@ -340,6 +342,23 @@ class RecordedRequest:
     query: dict[str, list[str]]
     body: Any
     status: int = 0
+    user_agent: str = ""  # who sent it (alpaca-py, Alpaca's MCP server, …)
+    received: float = 0.0  # time.monotonic() when the request arrived
+    answered: float = 0.0  # and when its answer was ready
+
+
+def sequential_steps(requests: list[RecordedRequest]) -> int:
+    """How many round trips one after the other these requests took: requests whose time at the server
+    overlaps were in flight together and count as one step. Give the server a `latency` so that requests
+    sent together surely overlap here."""
+    steps, step_end = 0, float("-inf")
+    for request in sorted(requests, key=lambda r: r.received):
+        if request.received > step_end:
+            steps += 1
+            step_end = request.answered
+        else:
+            step_end = max(step_end, request.answered)
+    return steps
 
 
 @dataclass
@@ -395,6 +414,7 @@ class AlpacaContractServer:
         self._hangs: list[_Hang] = []
         self._late_orders: set[asyncio.Task[None]] = set()  # orders acknowledged late ("later")
         self.requests: list[RecordedRequest] = []
+        self.latency = 0.0  # seconds added to every answer (awaited: concurrent requests overlap)
         self.violations: list[str] = []
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -621,10 +641,14 @@ class AlpacaContractServer:
             parsed_body = body.decode("utf-8", "replace")
         record = RecordedRequest(api=api, method=request.method, path=path,
                                  query={k: request.query_params.getlist(k) for k in request.query_params},
-                                 body=parsed_body)
+                                 body=parsed_body, user_agent=request.headers.get("user-agent", ""),
+                                 received=time.monotonic())
         with self._lock:
             self.requests.append(record)
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
         if api not in _SPEC_FILES:
+            record.status, record.answered = 404, time.monotonic()
             return self._json(404, {"code": 40410000, "message": "not found"})
 
         openapi_request = _RawPathOpenAPIRequest(request, body)
@@ -642,6 +666,7 @@ class AlpacaContractServer:
         response = self._checked_response(api, openapi_request, response, f"{request.method} /{api}{path}",
                                           against_description=not errors)
         record.status = response.status_code
+        record.answered = time.monotonic()
         return response
 
     def _checked_response(self, api: str, openapi_request: _RawPathOpenAPIRequest, response: Response,

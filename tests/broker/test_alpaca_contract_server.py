@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -295,3 +296,31 @@ def test_daily_stock_bars_skip_weekends_and_start_at_midnight_new_york(server: A
     local = [datetime.fromisoformat(b["t"]).astimezone(NEW_YORK) for b in bars]
     assert all(t.weekday() < 5 and (t.hour, t.minute) == (0, 0) for t in local)
     assert len(local) >= 14
+
+
+# -- the request log: who asked, when, and what ran together -------------------------------------------
+
+
+def test_each_request_is_logged_with_its_sender_and_times(server: AlpacaContractServer) -> None:
+    trading(server, "GET", "/v2/account", headers={**HEADERS, "User-Agent": "APCA-MCP-TRADING/9.9"})
+    (logged,) = server.requests
+    assert (logged.method, logged.path, logged.status, logged.user_agent) == ("GET", "/v2/account", 200,
+                                                                              "APCA-MCP-TRADING/9.9")
+    assert 0 < logged.received <= logged.answered
+
+
+def test_latency_delays_every_answer(server: AlpacaContractServer) -> None:
+    server.latency = 0.2
+    trading(server, "GET", "/v2/clock")
+    (logged,) = server.requests
+    assert logged.answered - logged.received >= 0.2
+
+
+def test_requests_sent_together_are_one_step_and_one_after_another_are_two(server: AlpacaContractServer) -> None:
+    server.latency = 0.1
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda path: trading(server, "GET", path), ["/v2/account", "/v2/clock"]))
+    together = list(server.requests)
+    trading(server, "GET", "/v2/clock")
+    assert contract_module.sequential_steps(together) == 1
+    assert contract_module.sequential_steps(server.requests) == 2

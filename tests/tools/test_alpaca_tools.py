@@ -6,12 +6,14 @@ and response is held to Alpaca's OpenAPI descriptions (a violation fails the tes
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shlex
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +24,7 @@ import structlog
 import time_machine
 from mcp import Client, StdioServerParameters, stdio_client
 
+from broker.alpaca import QUOTE_REUSE_SECONDS
 from server.config import load_config
 from server.runtime import build_broker, open_runtime
 from tests.alpaca_env import (
@@ -34,7 +37,13 @@ from tests.alpaca_env import (
     trade,
     trader,
 )
-from tests.broker.alpaca_contract_server import FAKE_API_KEY, FAKE_SECRET_KEY, AlpacaContractServer
+from tests.broker.alpaca_contract_server import (
+    FAKE_API_KEY,
+    FAKE_SECRET_KEY,
+    AlpacaContractServer,
+    RecordedRequest,
+    sequential_steps,
+)
 from tests.conftest import call, call_error, connect
 
 pytest_plugins = ["tests.alpaca_fixtures"]  # the alpaca_server and alpaca_keys fixtures
@@ -161,6 +170,60 @@ async def test_trading_status_names_alpaca_and_paper(db_url: str, alpaca_server:
         tools = await client.list_tools()
     assert (status["broker"], status["trading_mode"], status["halted"]) == ("alpaca", "paper", False)
     assert len(tools.tools) == 7
+
+
+# -- round trips: what a proposal learned serves its execution -------------------------------------------
+
+
+def broker_requests(server: AlpacaContractServer, since: int) -> list[RecordedRequest]:
+    return list(server.requests[since:])
+
+
+def named(requests: list[RecordedRequest]) -> list[str]:
+    return sorted(f"{r.method} {r.path}" for r in requests)
+
+
+async def test_an_order_right_after_its_proposal_is_one_request_to_alpaca(
+        db_url: str, alpaca_server: AlpacaContractServer) -> None:
+    alpaca_server.latency = 0.02  # like a network: requests sent together overlap at the server
+    async with connect(alpaca_config(db_url, alpaca_server)) as client:
+        before = len(alpaca_server.requests)
+        started = time.monotonic()
+        proposal = await call(client, "propose_trade", symbol="AAPL", side="buy", qty=1, reasoning="round trips")
+        proposed = len(alpaca_server.requests)
+        executed = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
+        elapsed = time.monotonic() - started
+    assert executed["status"] in ("submitted", "filled"), executed
+    proposing, executing = broker_requests(alpaca_server, before)[:proposed - before], \
+        broker_requests(alpaca_server, proposed)
+    # The proposal asks for the asset, the quote and the account together: one round trip.
+    assert named(proposing) == ["GET /v2/account", "GET /v2/assets/AAPL", "GET /v2/stocks/snapshots"]
+    assert sequential_steps(proposing) == 1
+    # The execution reuses them (the account within the gate's 1 s, the quote within its window) and
+    # sends the order: at most two round trips one after the other, one POST, never the asset again.
+    assert sequential_steps(executing) <= 2
+    assert [r.path for r in executing if r.method == "POST"] == ["/v2/orders"]
+    assert "GET /v2/assets/AAPL" not in named(executing)
+    if elapsed <= QUOTE_REUSE_SECONDS:  # as on any machine not stalled for half a second
+        assert named(executing) == ["POST /v2/orders"]
+
+
+async def test_an_execution_after_the_quote_window_fetches_the_quote_again(
+        db_url: str, alpaca_server: AlpacaContractServer) -> None:
+    alpaca_server.latency = 0.02
+    alpaca_server.set_price("AAPL", "190")
+    async with connect(alpaca_config(db_url, alpaca_server)) as client:
+        proposal = await call(client, "propose_trade", symbol="AAPL", side="buy", qty=1, reasoning="round trips")
+        alpaca_server.set_price("AAPL", "195")
+        await asyncio.sleep(QUOTE_REUSE_SECONDS + 0.1)
+        proposed = len(alpaca_server.requests)
+        executed = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
+    executing = broker_requests(alpaca_server, proposed)
+    assert executed["status"] in ("submitted", "filled"), executed
+    assert "GET /v2/stocks/snapshots" in named(executing)
+    assert "GET /v2/assets/AAPL" not in named(executing)  # an asset is kept for a minute
+    assert sequential_steps(executing) == 2  # the snapshot (with the account, if due), then the order
+    assert (await trade(db_url, proposal["proposal_id"])).reserved_notional == Decimal("195.01")
 
 
 # -- two agents, one Alpaca account ----------------------------------------------------------------------
