@@ -52,8 +52,8 @@ def _calendar_sessions(first_year: int, last_year: int) -> _Sessions:
 
 
 def _shipped_sessions(first_year: int, last_year: int) -> _Sessions | None:
-    """The sessions of policies/nyse_sessions.py (exchange_calendars' own, written out), when they cover the
-    years asked and the installed exchange_calendars is the version they were taken from; else None. A
+    """The sessions of the years asked from policies/nyse_sessions.py (exchange_calendars' own, written out),
+    when it covers them and the installed exchange_calendars is the version they were taken from; else None. A
     server's first lookup (get_trading_status, the first order) then costs milliseconds instead of importing
     pandas."""
     from importlib import metadata
@@ -75,14 +75,14 @@ def _shipped_sessions(first_year: int, last_year: int) -> _Sessions | None:
     regular = (time.fromisoformat(shipped.REGULAR_OPEN), time.fromisoformat(shipped.REGULAR_CLOSE))
     opens: list[float] = []
     closes: list[float] = []
-    day = date(shipped.FIRST_YEAR, 1, 1)
-    while day.year <= shipped.LAST_YEAR:
+    day = date(first_year, 1, 1)
+    while day.year <= last_year:
         if day.weekday() < 5 and day not in holidays:
             opening, closing = special.get(day, regular)
             opens.append(datetime.combine(day, opening, NEW_YORK).timestamp())
             closes.append(datetime.combine(day, closing, NEW_YORK).timestamp())
         day += timedelta(days=1)
-    return _Sessions(shipped.FIRST_YEAR, shipped.LAST_YEAR, tuple(opens), tuple(closes))
+    return _Sessions(first_year, last_year, tuple(opens), tuple(closes))
 
 
 def shipped_sessions_source(first_year: int, last_year: int) -> str:

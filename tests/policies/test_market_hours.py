@@ -156,6 +156,7 @@ def test_the_shipped_sessions_are_the_calendars_sessions_to_the_second() -> None
     shipped = market_hours._shipped_sessions(first, last)
     assert shipped is not None
     assert shipped == market_hours._calendar_sessions(first, last)
+    assert market_hours._shipped_sessions(2024, 2029) == market_hours._calendar_sessions(2024, 2029)
 
 
 def test_the_shipped_sessions_are_not_used_with_another_exchange_calendars_version(
