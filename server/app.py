@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import json
 from collections.abc import AsyncIterator, Callable
@@ -291,6 +292,7 @@ def create_server(config: Config, *, agent_id: str | None = None, clock: Callabl
             async with running(state):
                 await stop.wait()
         except Exception as error:
+            gc.enable()  # no heap freeze will come (server/startup.py pause_collection_during_start_up)
             reason = _one_line_reason(error)
             log.error("runtime_failed_to_open", error=reason)
             state.opened(None, failure=reason)

@@ -181,7 +181,14 @@ def serve(ctx: click.Context, transport: str, host: str | None, port: int | None
     from server.config import check_broker_credentials, webhook_secrets
     from server.logging import configure_logging
     from server.security import warn_at_start
-    from server.startup import StartupError, bind_port, check_ledger, check_stdio_agent, log_start
+    from server.startup import (
+        StartupError,
+        bind_port,
+        check_ledger,
+        check_stdio_agent,
+        log_start,
+        pause_collection_during_start_up,
+    )
 
     check_broker_credentials(config)
     webhook_secrets(config)
@@ -198,6 +205,7 @@ def serve(ctx: click.Context, transport: str, host: str | None, port: int | None
 
         preflight_anchoring(config)
     if listening is None:
+        pause_collection_during_start_up()
         configure_logging(config.server.log_level, config.server.log_json)
         log_start(config, agent_id, transport)
         warn_at_start(config, transport)  # live over stdio: the agent's host can act as the operator

@@ -20,7 +20,6 @@ from broker.base import Broker
 from ledger import db
 from ledger.checkpoint import background_checkpoints
 from ledger.models import GLOBAL_SCOPE, AuditHead, TradingState
-from policies import anchoring
 from policies.agents import sync_config_agents
 from policies.audit import GENESIS_HASH
 from policies.gate import Gate, GateSettings
@@ -29,6 +28,7 @@ from server.clock import utc_now
 from server.config import Config, check_broker_credentials, webhook_secrets
 
 if TYPE_CHECKING:
+    from policies import anchoring
     from server.webhooks import WebhookDispatcher
 
 log = structlog.get_logger("tradewarden.runtime")
@@ -49,9 +49,11 @@ GIL_SWITCH_SECONDS = 0.0005
 def freeze_start_up_heap() -> None:
     """Move everything alive after start-up (modules, classes, schemas: most of the heap) out of the garbage
     collector's reach. A full collection then scans only what calls allocate: measured 83 ms → 0.4 ms,
-    which had been the worst call latency, once every few thousand calls."""
+    which had been the worst call latency, once every few thousand calls. Collection resumes here if a stdio
+    server paused it for its start-up (server/startup.py pause_collection_during_start_up)."""
     gc.collect()
     gc.freeze()
+    gc.enable()
 
 
 def warm_up_calendar(now: datetime) -> None:
@@ -112,6 +114,8 @@ async def check_anchoring(config: Config, engine: AsyncEngine,
     """A server's check at start with [audit]: the checkpoints signed with its key (their signatures checked),
     and AnchorError if the database is behind the newest one (a restored older copy, a wipe, a truncation) or
     no longer holds the record it signed. Before anything is written to the database."""
+    from policies import anchoring  # cryptography: loaded only by servers with [audit]
+
     assert config.audit is not None
     key = anchoring.verifying_key(config.audit.signing_key_file)
     checkpoints = anchoring.load_checkpoints(anchoring.read_checkpoint_lines(config.audit.checkpoint_dir), key)
@@ -136,6 +140,8 @@ async def _anchoring(config: Config, sessions: async_sessionmaker[AsyncSession],
                      checkpoints: anchoring.CheckpointSet) -> AsyncIterator[anchoring.CheckpointSigner]:
     """Signed checkpoints of the chain head while the block runs, and one more at the end (so a clean stop
     leaves no record unsigned). Each extends the newest one before it."""
+    from policies import anchoring  # cryptography: loaded only by servers with [audit]
+
     assert config.audit is not None
     signer = anchoring.CheckpointSigner(sessions, anchoring.load_signing_key(config.audit.signing_key_file),
                                         config.audit.checkpoint_dir, config.audit.checkpoint_interval_seconds, clock,
@@ -208,8 +214,9 @@ async def _running(config: Config, engine: AsyncEngine, sessions: async_sessionm
         enforce_market_hours=config.server.enforce_market_hours,
         is_postgres=not db.is_sqlite(config.server.database_url))
     gate = Gate(settings=settings, sessions=sessions, broker=the_broker, clock=clock)
-    # The exchange calendar takes ~0.5 s of CPU to load (pandas): load it in the background, shortly after
-    # start-up (so it does not compete with answering the first request), rather than in the first order.
+    # The session table takes ~10 ms from the shipped NYSE sessions, but ~0.5 s of CPU from the exchange calendar
+    # (pandas) when they do not apply: load it in the background, shortly after start-up (so it does not compete
+    # with answering the first request), rather than in the first order.
     loop = asyncio.get_running_loop()
     if config.server.enforce_market_hours:
         loop.call_later(CALENDAR_WARM_UP_DELAY, lambda: loop.run_in_executor(None, warm_up_calendar, clock()))
@@ -234,6 +241,7 @@ async def _running(config: Config, engine: AsyncEngine, sessions: async_sessionm
     finally:
         if heap_freeze is not None:
             heap_freeze.cancel()
+            gc.enable()  # closed before the freeze: collection resumes as usual
         if reconciler is not None and task is not None:
             await _stop_reconciler(reconciler, task)
         if webhooks is not None and webhooks_task is not None:

@@ -137,3 +137,49 @@ def test_late_evening_in_new_york_is_still_the_same_new_york_day() -> None:
     late = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)  # 22:00 on the 23rd in New York
     assert new_york_date(late).isoformat() == "2026-11-23"
     assert new_york_day_start(late) == datetime(2026, 11, 23, 5, tzinfo=UTC)
+
+
+def test_the_shipped_sessions_file_is_what_the_installed_exchange_calendars_computes() -> None:
+    from pathlib import Path
+
+    from policies import nyse_sessions
+
+    shipped = Path(nyse_sessions.__file__).read_text()
+    assert shipped == market_hours.shipped_sessions_source(nyse_sessions.FIRST_YEAR, nyse_sessions.LAST_YEAR), \
+        "regenerate policies/nyse_sessions.py (its docstring says how)"
+
+
+def test_the_shipped_sessions_are_the_calendars_sessions_to_the_second() -> None:
+    from policies import nyse_sessions
+
+    first, last = nyse_sessions.FIRST_YEAR, nyse_sessions.LAST_YEAR
+    shipped = market_hours._shipped_sessions(first, last)
+    assert shipped is not None
+    assert shipped == market_hours._calendar_sessions(first, last)
+    assert market_hours._shipped_sessions(2024, 2029) == market_hours._calendar_sessions(2024, 2029)
+
+
+def test_the_shipped_sessions_are_not_used_with_another_exchange_calendars_version(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from policies import nyse_sessions
+
+    monkeypatch.setattr(nyse_sessions, "EXCHANGE_CALENDARS_VERSION", "0.0.1")
+    assert market_hours._shipped_sessions(2024, 2028) is None
+
+
+def test_the_shipped_sessions_are_not_used_for_years_they_do_not_cover() -> None:
+    from policies import nyse_sessions
+
+    assert market_hours._shipped_sessions(2024, nyse_sessions.LAST_YEAR + 1) is None
+    assert market_hours._shipped_sessions(nyse_sessions.FIRST_YEAR - 1, 2024) is None
+
+
+def test_a_lookup_within_the_shipped_years_does_not_import_pandas() -> None:
+    import subprocess
+    import sys
+
+    probe = ("import sys; from datetime import datetime, UTC; from policies.market_hours import calendar_clock; "
+             "calendar_clock(datetime(2026, 11, 23, 15, 0, tzinfo=UTC)); "
+             "print(sorted(m for m in ('exchange_calendars', 'pandas', 'numpy') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"

@@ -84,6 +84,24 @@ async def test_a_runtime_that_cannot_open_makes_every_call_say_why(tmp_path: Pat
     assert "could not open its ledger and broker" in result.content[0].text  # type: ignore[union-attr]
 
 
+async def test_a_runtime_that_cannot_open_resumes_garbage_collection(tmp_path: Path) -> None:
+    """A stdio server pauses collection until its heap freeze (server/startup.py); one whose runtime never
+    opens gets no freeze, and must not run on without a collector."""
+    import gc
+
+    from server.startup import pause_collection_during_start_up
+
+    broken = make_config(f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'ledger.db'}")
+    pause_collection_during_start_up()
+    try:
+        async with Client(create_server(broken, agent_id="agent-1", open_in_background=True)) as client:
+            result = await client.call_tool("get_trading_status", {})
+            assert result.is_error
+            assert gc.isenabled()
+    finally:
+        gc.enable()
+
+
 async def test_the_reason_a_runtime_could_not_open_shows_no_key(config: Config) -> None:
     def leaky_broker(*_: object) -> Broker:
         raise RuntimeError("broker refused key AKABCDEFGHIJKLMNOPQRST\ntraceback lines the agent need not see")

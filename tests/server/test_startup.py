@@ -1,0 +1,86 @@
+"""What a stdio server loads and does before its first answer (server/startup.py, issue 12's start-up cost)."""
+
+from __future__ import annotations
+
+import gc
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mcp import Client, StdioServerParameters, stdio_client
+
+from server.runtime import freeze_start_up_heap
+from server.startup import pause_collection_during_start_up
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Loaded only when something needs them, never to answer a stdio agent's first call: the exchange calendar
+# (the shipped NYSE sessions answer instead), the HTTP server and what only it serves, webhooks when none are
+# configured, the Alpaca client with the simulated broker, audit anchoring (its signatures) without [audit],
+# migrations on an up-to-date ledger.
+NOT_BEFORE_THE_FIRST_ANSWER = (
+    "exchange_calendars", "pandas", "numpy",
+    "server.http", "server.console", "server.console_events", "server.metrics", "server.health",
+    "server.operator_api", "server.operator_auth", "server.operator_openapi", "server.events_ws",
+    "server.ratelimit", "server.demo", "prometheus_client", "jinja2",
+    "server.webhooks", "broker.alpaca", "alpaca",
+    "policies.anchoring", "cryptography.hazmat.primitives.asymmetric.ed25519",
+    "alembic",
+)
+
+
+def _config(tmp_path: Path) -> Path:
+    path = tmp_path / "tradewarden.toml"
+    path.write_text(f"""
+[server]
+database_url = "sqlite+aiosqlite:///{tmp_path / 'startup.db'}"
+enforce_market_hours = true
+
+[[agents]]
+id = "first-agent"
+allowed_symbols = ["*"]
+""")
+    return path
+
+
+def _imported(importtime_log: str) -> set[str]:
+    """The modules a `python -X importtime` process imported, from its stderr."""
+    return set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)\s*$", importtime_log, flags=re.MULTILINE))
+
+
+def _loaded(imported: set[str], packages: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in imported if any(m == p or m.startswith(p + ".") for p in packages))
+
+
+async def test_a_stdio_server_answers_its_first_call_without_loading_what_only_other_paths_need(
+        tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    stderr_file = tmp_path / "stderr.log"
+    params = StdioServerParameters(command=sys.executable, cwd=str(ROOT),
+                                   args=["-X", "importtime", "-m", "server.cli", "serve", "--agent", "first-agent",
+                                         "--config", str(config)])
+    for start in ("first", "second"):  # the first start creates and migrates the ledger; the second is the usual
+        with stderr_file.open("w") as stderr:
+            async with Client(stdio_client(params, errlog=stderr)) as client:
+                status = await client.call_tool("get_trading_status", {})
+        assert not status.is_error, (start, status)
+        assert status.structured_content is not None and "market" in str(status.structured_content), status
+    imported = _imported(stderr_file.read_text())
+    assert {"policies.gate", "ledger.models", "sqlalchemy"} <= imported  # the log was read: the runtime is there
+    assert _loaded(imported, NOT_BEFORE_THE_FIRST_ANSWER) == []
+
+
+@pytest.fixture
+def collection_restored() -> Iterator[None]:
+    yield
+    gc.unfreeze()
+    gc.enable()
+
+
+def test_collection_paused_for_start_up_resumes_at_the_heap_freeze(collection_restored: None) -> None:
+    pause_collection_during_start_up()
+    assert not gc.isenabled()
+    freeze_start_up_heap()
+    assert gc.isenabled()
