@@ -372,7 +372,8 @@ class Gate:
         transaction as the record of who asked for it; an order's reservation and a cancel's intent, which
         come before anything is sent to the broker, likewise), or with its outcome: nothing it does is
         committed before the log says who asked, and it saves a transaction per call. acts_at_broker=True
-        (submit or cancel an order) is kept for the callers' sake: the identity read is the same.
+        (submit or cancel an order): the identity may be the one this task read an instant before (the
+        approval resolver's), since an execution identifies the agent again under its locks.
         allow_disabled: the call also runs for a disabled agent (cancels: they only reduce risk)."""
         call = CallRecord(tool=tool, agent_id=agent_id, args=args, ts=self.clock())
         token = _current_call.set(call)
