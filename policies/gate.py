@@ -295,6 +295,15 @@ def _proposal_and_trade(agent: Agent, proposal_id: str, row: Any) -> tuple[Trade
     return proposal, AgentTrade(**{name: values[f"trade_{name}"] for name in _TRADE_NAMES})
 
 
+def _approval_required(proposal_id: str) -> Violation:
+    return Violation(code=Code.APPROVAL_REQUIRED,
+                     message=f"a person must approve this trade: in the MCP client, or out of band with "
+                             f"`tradewarden approvals approve {proposal_id}`; then call execute_trade again")
+
+
+_DECLINED = Violation(code=Code.APPROVAL_DECLINED, message="a person declined this trade; it will not be sent")
+
+
 def _with(proposal: TradeProposal, **changes: Any) -> TradeProposal:
     """The proposal as a change just written leaves it (built, not read back)."""
     return TradeProposal(**{**{name: getattr(proposal, name) for name in _PROPOSAL_NAMES}, **changes})
@@ -707,15 +716,13 @@ class Gate:
         if trade is not None:
             return proposal, await self.refresh_trade(trade), []
         if proposal.status == "pending_approval" and self._stopped(proposal, pending_stops=False) is None:
-            proposal, answered = await self._apply_client_decision(agent, proposal, decision)
+            proposal, answered, staged = await self._apply_client_decision(agent, proposal, decision, present)
+            if staged is not None:  # the decision's unit of work recorded this answer as the call's outcome
+                return staged
             if not answered:
-                return proposal, None, [Violation(
-                    code=Code.APPROVAL_REQUIRED,
-                    message=f"a person must approve this trade: in the MCP client, or out of band with "
-                            f"`tradewarden approvals approve {proposal.id}`; then call execute_trade again")]
+                return proposal, None, [_approval_required(proposal.id)]
             if proposal.status == "declined":
-                return proposal, None, [Violation(code=Code.APPROVAL_DECLINED,
-                                                  message="a person declined this trade; it will not be sent")]
+                return proposal, None, [_DECLINED]
         # The market and account for the decision are fetched before its unit of work, never while holding
         # the ledger's locks; only an order that may still be sent needs them.
         snap = await self.snapshot(_order_of(proposal), agent.held_symbols) if proposal.status == "approved" else None
@@ -777,28 +784,35 @@ class Gate:
             return [Violation(code=Code.PROPOSAL_CHANGED,
                               message="the stored order no longer matches what was approved")], False
         if proposal.status == "pending_approval" and pending_stops:  # nobody approved it (or not yet)
-            return [Violation(code=Code.APPROVAL_REQUIRED, message=(
-                f"a person must approve this trade: in the MCP client, or out of band with `tradewarden approvals "
-                f"approve {proposal.id}`; then call execute_trade again"))], False
+            return [_approval_required(proposal.id)], False
         return None
 
-    async def _apply_client_decision(self, agent: Agent, proposal: TradeProposal,
-                                     decision: ClientDecision | None) -> tuple[TradeProposal, bool]:
+    async def _apply_client_decision(self, agent: Agent, proposal: TradeProposal, decision: ClientDecision | None,
+                                     present: ExecutePresenter | None = None
+                                     ) -> tuple[TradeProposal, bool, Executed | None]:
+        """The person's answer in the client: (the proposal after it, whether they answered, and the call's
+        answer when it is final here — a dismissal or a decline, recorded as the call's outcome by the same
+        unit of work as the decision when `present` is given)."""
         if decision is not None and not client_may_decide(agent, proposal):
             decision = None  # operator mode: only a person out of band decides
         if decision is None:
-            return proposal, False
+            return proposal, False, None
         # Whoever runs the agent's MCP client answered: recorded as that, with trust `client`, never under a
         # name the client supplied (its name and note are kept as notes only).
         by = f"client:{agent.id}"
         client_notes = {"via": "client", "trust": "client", "note": decision.note,
                         "client_name": decision.client_name}
         if decision.action == "cancel":  # the person closed the form without deciding: still pending
-            await self.record(actor=by, kind="approval.dismissed", agent_id=agent.id,
-                              payload={"proposal_id": proposal.id, **client_notes})
-            return proposal, False
+            pending: Executed = (proposal, None, [_approval_required(proposal.id)])
+            async with self._unit() as session:
+                await self.record(session=session, actor=by, kind="approval.dismissed", agent_id=agent.id,
+                                  payload={"proposal_id": proposal.id, **client_notes})
+                if present is not None:
+                    self._stage_outcome(present(*pending))
+            return proposal, False, pending if present is not None else None
         new_state = "approved" if decision.action == "accept" else "declined"
         now = self.clock()
+        declined: Executed | None = None
         async with self._unit() as session:
             result = await session.execute(
                 update(TradeProposal).where(TradeProposal.id == proposal.id,
@@ -816,9 +830,16 @@ class Gate:
                                   payload={"proposal_id": proposal.id, "order_hash": proposal.order_hash,
                                            **client_notes, **bindings.binds(approvals=approval)},
                                   event_id=approval.audit_event_id)
+                if new_state == "declined" and present is not None:
+                    declined = (_with(proposal, status="declined", decided_at=now, decided_by=by, decided_via="client",
+                                      decision_note=decision.note, updated_at=now), None, [_DECLINED])
+                    self._stage_outcome(present(*declined))
+        if declined is not None:
+            await self._notify(proposal.id)
+            return declined[0], True, declined
         fresh, _ = await self._load_proposal(agent, proposal.id)
         await self._notify(proposal.id)
-        return fresh, True
+        return fresh, True, None
 
     async def _reserve_and_submit(self, agent: Agent, proposal_id: str, snap: Snapshot | None,
                                   present: ExecutePresenter | None) -> Executed:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any, ClassVar
 
+import time_machine
 from mcp import Client
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,6 +23,7 @@ from ledger.db import UnitCounter
 from server.app import create_server
 from server.config import Config
 from tests.conftest import agent, call, make_config
+from tests.tools.test_approval import Human, elicit_config
 
 BUY_AAPL = {"symbol": "AAPL", "side": "buy", "qty": 5, "reasoning": "units"}
 
@@ -51,9 +54,9 @@ def _counting(sessions: async_sessionmaker[AsyncSession], clock: Any) -> Simulat
 
 
 @asynccontextmanager
-async def _client(config: Config) -> AsyncIterator[Client]:
+async def _client(config: Config, **options: Any) -> AsyncIterator[Client]:
     CountingBroker.account_units, CountingBroker.submits = 0, []
-    async with Client(create_server(config, agent_id="agent-1", broker=_counting)) as client:
+    async with Client(create_server(config, agent_id="agent-1", broker=_counting), **options) as client:
         yield client
 
 
@@ -116,3 +119,31 @@ async def test_an_execution_denied_by_the_checks_at_execution_begins_at_most_two
     assert "DAILY_TRADES_EXCEEDED" in [v["code"] for v in denied["violations"]]
     assert units <= 2
     assert len(CountingBroker.submits) == 1  # the first order only
+
+
+async def test_executing_an_expired_proposal_begins_one_unit(db_url: str,
+                                                             market_open: time_machine.Coordinates) -> None:
+    config = make_config(db_url)
+    async with _client(config) as client:
+        proposal = await call(client, "propose_trade", **BUY_AAPL)
+        market_open.shift(timedelta(seconds=config.server.proposal_ttl_seconds + 1))
+        start = UnitCounter.begun
+        CountingBroker.account_units = 0
+        expired = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
+        units = _units_since(start)
+    assert expired["status"] == "expired"
+    assert units == 1  # the expiry, the call's intent and its outcome
+    assert CountingBroker.submits == []
+
+
+async def test_a_persons_decline_in_the_client_begins_one_unit(db_url: str, market_open: object) -> None:
+    async with _client(elicit_config(db_url), elicitation_callback=Human(("decline", None))) as client:
+        proposal = await call(client, "propose_trade", **BUY_AAPL)
+        assert proposal["status"] == "pending_approval"
+        start = UnitCounter.begun
+        CountingBroker.account_units = 0
+        declined = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
+        units = _units_since(start)
+    assert declined["status"] == "declined"
+    assert units == 1  # the decision, the call's intent and its outcome
+    assert CountingBroker.submits == []
