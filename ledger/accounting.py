@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Row, Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.base import BrokerOrder
-from ledger.db import insert_if_absent
+from ledger.db import execute, insert_if_absent
 from ledger.models import AgentAccount, AgentOrderLeg, AgentPosition, AgentTrade
 
 ZERO = Decimal(0)
@@ -76,7 +77,6 @@ async def apply_order_update(session: AsyncSession, trade: AgentTrade | AgentOrd
                              now: datetime, capital: Decimal, day: str) -> bool:
     """Bring our trade row in line with the broker's order, booking any new fill to the agent's position
     and cash. Returns True when anything changed. Idempotent: the same update twice books nothing twice."""
-    changed = False
     # Lock the trade row and read it again: two updates of one order (a refresh racing a cancel, two replicas
     # refreshing at once) must not both book the same fill. Pending changes are flushed first, not lost.
     model = type(trade)  # an AgentTrade, or a bracket leg (AgentOrderLeg) with the same columns
@@ -107,23 +107,31 @@ async def apply_order_update(session: AsyncSession, trade: AgentTrade | AgentOrd
         cash_flow = qty * price
         account.cash = account.cash - cash_flow if trade.side == "buy" else account.cash + cash_flow
         account.updated_at = now
-        trade.filled_qty = order.filled_qty
-        trade.price = order.filled_avg_price
-        changed = True
-    if order.broker_order_id and trade.order_id != order.broker_order_id:
-        trade.order_id = order.broker_order_id
-        changed = True
-    if trade.status != order.status:
-        trade.status = order.status
-        changed = True
+    changes = order_changes(order_id=trade.order_id, status=trade.status, executed_at=trade.executed_at,
+                            order=order, now=now, filled=delta is not None)
+    for name, value in changes.items():
+        setattr(trade, name, value)
+    return bool(changes)
+
+
+def order_changes(*, order_id: str | None, status: str, executed_at: datetime | None, order: BrokerOrder,
+                  now: datetime, filled: bool) -> dict[str, Any]:
+    """What the broker's view of an order changes on our row (its id, status, fill and times), given the row's
+    current order_id, status and executed_at; `filled`: a new fill was booked (fill_delta). Empty if nothing."""
+    changes: dict[str, Any] = {}
+    if filled:
+        changes.update(filled_qty=order.filled_qty, price=order.filled_avg_price)
+    if order.broker_order_id and order_id != order.broker_order_id:
+        changes["order_id"] = order.broker_order_id
+    if status != order.status:
+        changes["status"] = order.status
         if order.status == "rejected":
-            trade.reject_reason = order.reject_reason
-    if order.status == "filled" and trade.executed_at is None:
-        trade.executed_at = order.updated_at or now
-        changed = True
-    if changed:
-        trade.updated_at = now
-    return changed
+            changes["reject_reason"] = order.reject_reason
+    if order.status == "filled" and executed_at is None:
+        changes["executed_at"] = order.updated_at or now
+    if changes:
+        changes["updated_at"] = now
+    return changes
 
 
 async def position_after_fill(session: AsyncSession, trade: AgentTrade) -> dict[str, object]:
@@ -132,3 +140,56 @@ async def position_after_fill(session: AsyncSession, trade: AgentTrade) -> dict[
     return {"order_id": trade.id, "symbol": trade.symbol, "qty": position.qty if position else ZERO,
             "avg_entry_price": position.avg_entry_price if position else ZERO,
             "realized_pl": position.realized_pl if position else ZERO}
+
+
+# The same bookkeeping as Core statements, built once, for the gate's execution path (policies/gate.py): the ORM
+# session's own work costs as much as these statements on SQLite. Rows come back as rows.
+_ACCOUNTS = cast(Table, AgentAccount.__table__)
+_POSITIONS = cast(Table, AgentPosition.__table__)
+_ACCOUNT = (select(_ACCOUNTS.c.cash, _ACCOUNTS.c.equity_peak, _ACCOUNTS.c.day, _ACCOUNTS.c.day_start_equity)
+            .where(_ACCOUNTS.c.agent_id == bindparam("agent_id")))
+_ACCOUNT_LOCKED = _ACCOUNT.with_for_update()
+_SET_CASH = (update(_ACCOUNTS).where(_ACCOUNTS.c.agent_id == bindparam("agent"))
+             .values(cash=bindparam("new_cash"), updated_at=bindparam("now")))
+_POSITION_LOCKED = (select(_POSITIONS.c.qty, _POSITIONS.c.avg_entry_price, _POSITIONS.c.realized_pl)
+                    .where(_POSITIONS.c.agent_id == bindparam("agent_id"), _POSITIONS.c.symbol == bindparam("symbol"))
+                    .with_for_update())
+_SET_POSITION = (update(_POSITIONS)
+                 .where(_POSITIONS.c.agent_id == bindparam("agent"), _POSITIONS.c.symbol == bindparam("sym"))
+                 .values(qty=bindparam("new_qty"), avg_entry_price=bindparam("new_avg"),
+                         realized_pl=bindparam("new_realized"), updated_at=bindparam("now")))
+
+
+async def account_row(session: AsyncSession, agent_id: str, capital: Decimal, day: str, now: datetime, *,
+                      lock: bool = False) -> Row[Any]:
+    """ensure_agent_account as a row (cash, equity_peak, day, day_start_equity), by Core statements."""
+    statement = _ACCOUNT_LOCKED if lock else _ACCOUNT
+    row = (await execute(session, statement, {"agent_id": agent_id})).first()
+    if row is None:
+        await insert_if_absent(session, AgentAccount, {
+            "agent_id": agent_id, "cash": capital, "equity_peak": capital, "day": day, "day_start_equity": capital,
+            "updated_at": now})
+        row = (await execute(session, statement, {"agent_id": agent_id})).one()
+    return row
+
+
+async def book_fill(session: AsyncSession, *, agent_id: str, symbol: str, side: str, qty: Decimal, price: Decimal,
+                    capital: Decimal, day: str, now: datetime) -> Book:
+    """Book a fill of `qty` at `price` to the agent's position and cash, as apply_order_update does (the same
+    rows locked in the same order: position, then account), by Core statements. Returns the position after it."""
+    keys = {"agent_id": agent_id, "symbol": symbol}
+    position = (await execute(session, _POSITION_LOCKED, keys)).first()
+    if position is None:  # the first fill in this symbol; a concurrent first fill may create it too
+        await insert_if_absent(session, AgentPosition, {
+            "agent_id": agent_id, "symbol": symbol, "qty": ZERO, "avg_entry_price": ZERO, "realized_pl": ZERO,
+            "updated_at": now})
+        position = (await execute(session, _POSITION_LOCKED, keys)).one()
+    book = apply_fill(Book(position.qty, position.avg_entry_price, position.realized_pl), side, qty, price)
+    await execute(session, _SET_POSITION, {"agent": agent_id, "sym": symbol, "new_qty": book.qty,
+                                           "new_avg": book.avg_entry_price, "new_realized": book.realized_pl,
+                                           "now": now})
+    account = await account_row(session, agent_id, capital, day, now, lock=True)
+    cash_flow = qty * price
+    await execute(session, _SET_CASH, {"agent": agent_id, "now": now, "new_cash": account.cash - cash_flow
+                                       if side == "buy" else account.cash + cash_flow})
+    return book

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, literal, or_, select
+from sqlalchemy import ColumnElement, bindparam, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.base import Quote
@@ -402,22 +402,33 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
     )
 
 
-async def persist_marks(session: AsyncSession, *, agent_id: str, usage: Usage, now: datetime) -> bool:
+_ACCOUNT_MARKS = (select(AgentAccount.equity_peak, AgentAccount.day)
+                  .where(AgentAccount.agent_id == bindparam("agent_id")))
+_SET_DAY = (update(AgentAccount).where(AgentAccount.agent_id == bindparam("agent"))
+            .values(day=bindparam("new_day"), day_start_equity=bindparam("new_start"), updated_at=bindparam("now")))
+_SET_PEAK = (update(AgentAccount).where(AgentAccount.agent_id == bindparam("agent"))
+             .values(equity_peak=bindparam("new_peak"), updated_at=bindparam("now")))
+_SET_DAY_AND_PEAK = (update(AgentAccount).where(AgentAccount.agent_id == bindparam("agent"))
+                     .values(day=bindparam("new_day"), day_start_equity=bindparam("new_start"),
+                             equity_peak=bindparam("new_peak"), updated_at=bindparam("now")))
+
+
+async def persist_marks(session: AsyncSession, *, agent_id: str, usage: Usage, now: datetime,
+                        account: Any = None) -> bool:
     """Write back what load_usage computed but does not store: a higher equity peak, and a new trading day
     (day = today in New York, day_start_equity = equity now) when the stored day is not today. Call it in
-    the same transaction, after load_usage. Returns True when the row changed. No row: nothing to do."""
-    account = (await session.execute(
-        select(AgentAccount).where(AgentAccount.agent_id == agent_id))).scalar_one_or_none()
+    the same transaction, after load_usage. Returns True when the row changed. No row: nothing to do.
+    `account`: the row (with equity_peak and day) when the caller has just read it in this transaction."""
+    if account is None:
+        account = (await execute(session, _ACCOUNT_MARKS, {"agent_id": agent_id})).first()
     if account is None:
         return False
-    changed = False
     today = new_york_date(now).isoformat()
-    if account.day != today:
-        account.day, account.day_start_equity = today, usage.equity
-        changed = True
-    if usage.equity > account.equity_peak:
-        account.equity_peak = usage.equity
-        changed = True
-    if changed:
-        account.updated_at = now
-    return changed
+    new_day = account.day != today
+    new_peak = usage.equity > account.equity_peak
+    if not (new_day or new_peak):
+        return False
+    statement = _SET_DAY_AND_PEAK if new_day and new_peak else _SET_DAY if new_day else _SET_PEAK
+    await execute(session, statement, {"agent": agent_id, "now": now, "new_day": today,
+                                       "new_start": usage.equity, "new_peak": usage.equity})
+    return True

@@ -18,9 +18,9 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ledger.db import execute
@@ -105,17 +105,39 @@ async def execution_problem(connection: AsyncSession | AsyncConnection, proposal
     if approval is None:
         return "the proposal has no approval"
     payloads = await _payloads(connection, [proposal.audit_event_id or "", approval.audit_event_id or ""])
-    why = mismatch(PROPOSALS, proposal, payloads.get(proposal.audit_event_id or ""))
+    return bound_problem(proposal, payloads.get(proposal.audit_event_id or ""), approval._mapping,
+                         payloads.get(approval.audit_event_id or ""))
+
+
+_APPROVALS = cast(Table, Approval.__table__)
+# The proposal's latest approval with the payload of the record that names it, in one trip (the gate reads it
+# in the unit of work that reserves: policies/gate.py). Built once, like every statement on the hot path.
+LATEST_APPROVAL_WITH_RECORD = (
+    select(_APPROVALS, AuditEvent.payload.label("record_payload"))
+    .select_from(_APPROVALS)
+    .outerjoin(AuditEvent, AuditEvent.event_id == _APPROVALS.c.audit_event_id)
+    .where(_APPROVALS.c.proposal_id == bindparam("proposal_id"), _APPROVALS.c.decision == "approved")
+    .order_by(_APPROVALS.c.id.desc()).limit(1)
+)
+
+
+def bound_problem(proposal: Any, proposal_payload: str | None, approval: Mapping[Any, Any] | None,
+                  approval_payload: str | None) -> str | None:
+    """execution_problem on rows already read: the proposal (model object or row), the payload of the record it
+    names, its latest approval (a row mapping, None if none) and the payload of the record that one names."""
+    if approval is None:
+        return "the proposal has no approval"
+    why = mismatch(PROPOSALS, proposal, proposal_payload)
     if why is not None:
         return f"the proposal: {why}"
-    why = mismatch(APPROVALS, approval._mapping, payloads.get(approval.audit_event_id or ""))
+    why = mismatch(APPROVALS, approval, approval_payload)
     if why is not None:
         return f"its approval: {why}"
-    if proposal.decided_via != approval.via:
+    if _value(proposal, "decided_via") != approval["via"]:
         # e.g. an auto-approval withdrawn at execution (back to pending) and the status flipped back by hand:
         # the proposal must carry the way its latest recorded approval was given, which decides re-judgement
-        return (f"the proposal says it was approved via {proposal.decided_via or 'nothing'} but its latest "
-                f"recorded approval was via {approval.via}")
+        return (f"the proposal says it was approved via {_value(proposal, 'decided_via') or 'nothing'} but its "
+                f"latest recorded approval was via {approval['via']}")
     return None
 
 

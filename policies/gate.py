@@ -38,7 +38,17 @@ from broker.base import (
     Quote,
     SubmitOrder,
 )
-from ledger.accounting import apply_order_update, ensure_agent_account, position_after_fill
+from ledger import traded
+from ledger.accounting import (
+    Book,
+    account_row,
+    apply_order_update,
+    book_fill,
+    ensure_agent_account,
+    fill_delta,
+    order_changes,
+    position_after_fill,
+)
 from ledger.db import execute, insert_if_absent, read, transaction
 from ledger.legs import LIVE_LEG_STATUSES, PARENTS_OF_LIVE_LEGS, apply_leg_updates, legs_of, with_exit_holds
 from ledger.models import (
@@ -48,6 +58,7 @@ from ledger.models import (
     AgentPosition,
     AgentTrade,
     Approval,
+    AuditEvent,
     KeyValue,
     TradeProposal,
     TradingState,
@@ -86,6 +97,44 @@ _STATE_ROWS = select(TradingState.__table__).where(or_(TradingState.__table__.c.
                                                        TradingState.__table__.c.scope == bindparam("agent_id")))
 _INSERT_PROPOSAL = insert(cast(Table, TradeProposal.__table__))
 _INSERT_APPROVAL = insert(cast(Table, Approval.__table__))
+# PostgreSQL: the decision's first locks, global trading state then the agent's permissions (ledger/db.py).
+_LOCK_GLOBAL_STATE = (select(TradingState.__table__.c.scope).where(TradingState.__table__.c.scope == GLOBAL_SCOPE)
+                      .with_for_update())
+_LOCK_PERMISSIONS = (select(_PERMISSIONS.c.agent_id).where(_PERMISSIONS.c.agent_id == bindparam("agent_id"))
+                     .with_for_update())
+# An execution's statements (Gate.execute): a proposal with its trade (same id) in one read, and with the
+# payload of the audit record that binds the proposal (policies/bindings.py) in the unit that reserves.
+_PROPOSALS = cast(Table, TradeProposal.__table__)
+_TRADES = cast(Table, AgentTrade.__table__)
+_PROPOSAL_NAMES = tuple(column.name for column in _PROPOSALS.c)
+_TRADE_NAMES = tuple(column.name for column in _TRADES.c)
+_PROPOSAL_AND_TRADE = (
+    select(_PROPOSALS, *(column.label(f"trade_{column.name}") for column in _TRADES.c))
+    .select_from(_PROPOSALS.outerjoin(_TRADES, _TRADES.c.id == _PROPOSALS.c.id))
+    .where(_PROPOSALS.c.id == bindparam("proposal_id"))
+)
+_PROPOSAL_TRADE_AND_RECORD = (
+    _PROPOSAL_AND_TRADE.add_columns(AuditEvent.payload.label("record_payload"))
+    .outerjoin(AuditEvent, AuditEvent.event_id == _PROPOSALS.c.audit_event_id)
+)
+_EXPIRE = (update(_PROPOSALS)
+           .where(_PROPOSALS.c.id == bindparam("pid"), _PROPOSALS.c.status.in_(["approved", "pending_approval"]))
+           .values(status="expired", updated_at=bindparam("now")))
+_REJECT = (update(_PROPOSALS).where(_PROPOSALS.c.id == bindparam("pid"), _PROPOSALS.c.status == "approved")
+           .values(status="rejected", violations=bindparam("new_violations", type_=_PROPOSALS.c.violations.type),
+                   updated_at=bindparam("now")))
+_MARK_EXECUTING = (update(_PROPOSALS).where(_PROPOSALS.c.id == bindparam("pid"), _PROPOSALS.c.status == "approved")
+                   .values(status="executing", updated_at=bindparam("now")))
+_MARK_EXECUTED = (update(_PROPOSALS).where(_PROPOSALS.c.id == bindparam("pid"))
+                  .values(status="executed", updated_at=bindparam("now")))
+_INSERT_TRADE = insert(_TRADES)
+# What a broker's answer changes on a trade row, read under lock before it is applied.
+_TRADE_MUTABLE = ("order_id", "price", "filled_qty", "status", "reject_reason", "submitted_at", "executed_at",
+                  "updated_at", "window_micros")
+_TRADE_STATE_LOCKED = (select(*(_TRADES.c[name] for name in _TRADE_MUTABLE))
+                       .where(_TRADES.c.id == bindparam("trade_id")).with_for_update())
+_UPDATE_TRADE = (update(_TRADES).where(_TRADES.c.id == bindparam("trade_id"))
+                 .values(**{name: bindparam(f"new_{name}") for name in _TRADE_MUTABLE}))
 
 
 @dataclass
@@ -116,6 +165,16 @@ class CallRecord:
 _current_call: ContextVar[CallRecord | None] = ContextVar("tradewarden_current_call", default=None)
 # The records of the unit of work in progress, appended when its work is done.
 _unit_records: ContextVar[list[audit.Entry] | None] = ContextVar("tradewarden_unit_records", default=None)
+
+
+# The last agent and proposal this task read (an approval resolver reads both just before execute_trade's
+# body runs, in the same task), with when: the gate's execution reuses them instead of reading them again. Only
+# where the unit of work that decides reads both again under its locks (Gate.execute), and only while fresh.
+RECENT_READ_SECONDS = 0.5
+_recent_agent: ContextVar[tuple[float, str, Any, frozenset[str]] | None] = ContextVar(
+    "tradewarden_recent_agent", default=None)
+_recent_proposal: ContextVar[tuple[float, str, str, TradeProposal, AgentTrade | None] | None] = ContextVar(
+    "tradewarden_recent_proposal", default=None)
 
 
 def _staged_records() -> list[audit.Entry]:
@@ -210,6 +269,44 @@ class GateSettings:
 
 
 ProposalListener = Callable[[str], Awaitable[None]]
+# An execution's answer: the proposal, its trade (if an order exists) and the violations that stopped it.
+Executed = tuple[TradeProposal, AgentTrade | None, list[Violation]]
+# Turns an execution's answer into the tool's result (recorded as the call's outcome).
+ExecutePresenter = Callable[[TradeProposal, AgentTrade | None, list[Violation]], Any]
+
+
+def _check_proposal_id(proposal_id: str) -> None:
+    try:
+        uuid.UUID(proposal_id)
+    except ValueError:
+        raise deny(Code.PROPOSAL_NOT_FOUND, f"no proposal {proposal_id!r}: ids are UUIDs returned by "
+                                            "propose_trade") from None
+
+
+def _proposal_and_trade(agent: Agent, proposal_id: str, row: Any) -> tuple[TradeProposal, AgentTrade | None]:
+    """The objects of a _PROPOSAL_AND_TRADE row. Another agent's proposal is reported as absent: ids are not a
+    way to learn about others."""
+    if row is None or row.agent_id != agent.id:
+        raise deny(Code.PROPOSAL_NOT_FOUND, f"no proposal {proposal_id} for this agent")
+    values = row._mapping
+    proposal = TradeProposal(**{name: values[name] for name in _PROPOSAL_NAMES})
+    if values["trade_id"] is None:
+        return proposal, None
+    return proposal, AgentTrade(**{name: values[f"trade_{name}"] for name in _TRADE_NAMES})
+
+
+def _approval_required(proposal_id: str) -> Violation:
+    return Violation(code=Code.APPROVAL_REQUIRED,
+                     message=f"a person must approve this trade: in the MCP client, or out of band with "
+                             f"`tradewarden approvals approve {proposal_id}`; then call execute_trade again")
+
+
+_DECLINED = Violation(code=Code.APPROVAL_DECLINED, message="a person declined this trade; it will not be sent")
+
+
+def _with(proposal: TradeProposal, **changes: Any) -> TradeProposal:
+    """The proposal as a change just written leaves it (built, not read back)."""
+    return TradeProposal(**{**{name: getattr(proposal, name) for name in _PROPOSAL_NAMES}, **changes})
 
 
 class Gate:
@@ -228,8 +325,17 @@ class Gate:
         if not agent_id:
             return self._identify(agent_id, None)
         async with read(self.sessions) as connection:
-            return self._identify(agent_id, *await self._agent_row(connection, agent_id),
-                                  allow_disabled=allow_disabled)
+            row, held = await self._agent_row(connection, agent_id)
+        _recent_agent.set((time.monotonic(), agent_id, row, held))
+        return self._identify(agent_id, row, held, allow_disabled=allow_disabled)
+
+    def _recent_identity(self, agent_id: str | None, *, allow_disabled: bool) -> Agent | None:
+        """The agent as this task read it less than RECENT_READ_SECONDS ago (once), else None."""
+        recent = _recent_agent.get()
+        if recent is None or recent[1] != agent_id or time.monotonic() - recent[0] > RECENT_READ_SECONDS:
+            return None
+        _recent_agent.set(None)
+        return self._identify(agent_id, recent[2], recent[3], allow_disabled=allow_disabled)
 
     @staticmethod
     async def _agent_row(session: AsyncSession | AsyncConnection, agent_id: str
@@ -271,20 +377,20 @@ class Gate:
         """Run one tool call through the gate: identify, record the intent, act, record the outcome.
         Denials and failures are recorded too, then re-raised for the tool layer to report.
 
-        A call that may act at the broker (acts_at_broker=True: submit or cancel an order) commits its intent
-        before anything else. Any other call's intent is committed with its first change to the ledger (a
-        proposal is stored in the same transaction as the record of who asked for it), or with its outcome:
-        nothing it does is committed before the log says who asked, and it saves a transaction per call.
+        Every call's intent is committed with its first change to the ledger (a proposal is stored in the same
+        transaction as the record of who asked for it; an order's reservation and a cancel's intent, which
+        come before anything is sent to the broker, likewise), or with its outcome: nothing it does is
+        committed before the log says who asked, and it saves a transaction per call. acts_at_broker=True
+        (submit or cancel an order): the identity may be the one this task read an instant before (the
+        approval resolver's), since an execution identifies the agent again under its locks.
         allow_disabled: the call also runs for a disabled agent (cancels: they only reduce risk)."""
         call = CallRecord(tool=tool, agent_id=agent_id, args=args, ts=self.clock())
         token = _current_call.set(call)
         try:
-            if acts_at_broker and agent_id:
-                async with self._unit() as session:
-                    agent = self._identify(agent_id, *await self._agent_row(session, agent_id),
-                                           allow_disabled=allow_disabled)
-            else:
-                agent = await self.load_agent(agent_id, allow_disabled=allow_disabled)
+            # A call at the broker may reuse the identity its approval resolver has just read: the execution's
+            # unit of work identifies the agent again under its locks (a cancel only reduces risk).
+            agent = ((self._recent_identity(agent_id, allow_disabled=allow_disabled) if acts_at_broker else None)
+                     or await self.load_agent(agent_id, allow_disabled=allow_disabled))
             result = await operation(agent)
         except GateDenied as denied:
             await self._finish_or_deny(call, "tool.denied", {"codes": [v.code for v in denied.violations],
@@ -438,10 +544,8 @@ class Gate:
         """Global and agent trading state. With lock=True (check-and-reserve on PostgreSQL) the global row
         is locked first, then the agent's permissions: one lock order everywhere, so no deadlocks."""
         if lock and self.settings.is_postgres:
-            await session.execute(select(TradingState.scope).where(TradingState.scope == GLOBAL_SCOPE)
-                                  .with_for_update())
-            await session.execute(select(AgentPermissions.agent_id).where(AgentPermissions.agent_id == agent_id)
-                                  .with_for_update())
+            await execute(session, _LOCK_GLOBAL_STATE)
+            await execute(session, _LOCK_PERMISSIONS, {"agent_id": agent_id})
         rows = {row.scope: row for row in await execute(session, _STATE_ROWS, {"agent_id": agent_id})}
         global_row, agent_row = rows.get(GLOBAL_SCOPE), rows.get(agent_id)
         return TradingStatus(
@@ -452,9 +556,11 @@ class Gate:
             agent_reason=agent_row.reason if agent_row else None)
 
     async def _decide(self, session: AsyncSession, agent: Agent, order: OrderRequest, strategy: str | None,
-                      snap: Snapshot, *, lock: bool) -> tuple[list[Violation], Usage]:
+                      snap: Snapshot, *, lock: bool, locked: bool = False) -> tuple[list[Violation], Usage]:
+        """Every check on `order` as of now. lock=True: the decision that reserves (its rows locked first on
+        PostgreSQL, unless `locked`: the caller took those locks already)."""
         now = self.clock()
-        status = await self.trading_status(session, agent.id, lock=lock)
+        status = await self.trading_status(session, agent.id, lock=lock and not locked)
         quotes = dict(snap.marks)
         if snap.quote is not None:
             quotes[order.symbol] = snap.quote
@@ -462,8 +568,8 @@ class Gate:
                                  now=now, with_denials=False)
         usage = await with_exit_holds(session, agent.id, order.symbol, usage)
         if lock:  # the decision that reserves also keeps the agent's equity peak and trading day current
-            await ensure_agent_account(session, agent.id, agent.limits.capital, trading_day(now), now)
-            await persist_marks(session, agent_id=agent.id, usage=usage, now=now)
+            account = await account_row(session, agent.id, agent.limits.capital, trading_day(now), now)
+            await persist_marks(session, agent_id=agent.id, usage=usage, now=now, account=account)
         check_input = CheckInput(order=order, strategy=strategy, limits=agent.limits, quote=snap.quote,
                                  asset=snap.asset, usage=usage, account=snap.account, status=status, now=now,
                                  market_open=snap.market_open,
@@ -595,47 +701,32 @@ class Gate:
 
     # --- execute -----------------------------------------------------------------------------------
 
-    async def execute(self, agent: Agent, proposal_id: str,
-                      decision: ClientDecision | None = None) -> tuple[TradeProposal, AgentTrade | None,
-                                                                         list[Violation]]:
+    async def execute(self, agent: Agent, proposal_id: str, decision: ClientDecision | None = None,
+                      present: ExecutePresenter | None = None) -> Executed:
         """Submit an approved proposal at most once. Returns the proposal, its trade (if an order exists)
-        and the violations that stopped it (if any)."""
-        proposal, trade = await self._load_proposal(agent, proposal_id)
+        and the violations that stopped it (if any).
+
+        Three units of work for an order: (a) `_reserve_and_submit` records the call's intent, identifies the
+        agent, re-reads the proposal under the decision's locks, applies every stop reason and binding check,
+        decides, and reserves (the trade row, pending_submit) with the order's intent record; (b) the broker's
+        own; (c) `_submit` applies its answer and commits every remaining record of the call. `present` turns
+        the answer into the tool's result, recorded as the call's outcome by the last unit of work (so the
+        call needs no transaction of its own for it)."""
+        proposal, trade = await self._proposal_to_execute(agent, proposal_id)
         if trade is not None:
             return proposal, await self.refresh_trade(trade), []
-        stopped = await self._stop_reason(proposal)
-        if stopped is not None:
-            return stopped
-        if proposal.status == "pending_approval":
-            proposal, answered = await self._apply_client_decision(agent, proposal, decision)
+        if proposal.status == "pending_approval" and self._stopped(proposal, pending_stops=False) is None:
+            proposal, answered, staged = await self._apply_client_decision(agent, proposal, decision, present)
+            if staged is not None:  # the decision's unit of work recorded this answer as the call's outcome
+                return staged
             if not answered:
-                return proposal, None, [Violation(
-                    code=Code.APPROVAL_REQUIRED,
-                    message=f"a person must approve this trade: in the MCP client, or out of band with "
-                            f"`tradewarden approvals approve {proposal.id}`; then call execute_trade again")]
+                return proposal, None, [_approval_required(proposal.id)]
             if proposal.status == "declined":
-                return proposal, None, [Violation(code=Code.APPROVAL_DECLINED,
-                                                  message="a person declined this trade; it will not be sent")]
-        if proposal.status != "approved":  # executing/executed by a concurrent call
-            proposal, trade = await self._load_proposal(agent, proposal_id)
-            return proposal, trade, []
-        if not await self._approval_binds(proposal):
-            return proposal, None, [Violation(code=Code.PROPOSAL_CHANGED,
-                                              message="the order no longer matches the one that was approved")]
-        unbound = await self._unbound(proposal)
-        if unbound is not None:
-            return proposal, None, [Violation(code=Code.AUDIT_MISMATCH,
-                                              message=f"{unbound}; it will not be sent (an operator should run "
-                                                      "`tradewarden audit verify`)")]
-        return await self._reserve_and_submit(agent, proposal)
-
-    async def _unbound(self, proposal: TradeProposal) -> str | None:
-        """Why the proposal or its approval is not what the audit log recorded (None if both are)."""
-        async with read(self.sessions) as connection:
-            problem = await bindings.execution_problem(connection, proposal)
-        if problem is not None:
-            log.warning("audit_binding_mismatch", proposal_id=proposal.id, problem=problem)
-        return problem
+                return proposal, None, [_DECLINED]
+        # The market and account for the decision are fetched before its unit of work, never while holding
+        # the ledger's locks; only an order that may still be sent needs them.
+        snap = await self.snapshot(_order_of(proposal), agent.held_symbols) if proposal.status == "approved" else None
+        return await self._reserve_and_submit(agent, proposal.id, snap, present)
 
     async def read_proposal(self, agent: Agent, proposal_id: str) -> tuple[TradeProposal, AgentTrade | None]:
         """The agent's own proposal and its order, if any (PROPOSAL_NOT_FOUND for anyone else's)."""
@@ -655,88 +746,73 @@ class Gate:
             return None
         return proposal
 
-    async def _approval_binds(self, proposal: TradeProposal) -> bool:
-        """The latest approval was given for exactly this order: its recorded hash matches the order that
-        would be sent now, so an edit of the stored order (even with its hash column) is refused."""
-        async with self.sessions() as session:
-            approved_hash = (await session.execute(
-                select(Approval.order_hash).where(Approval.proposal_id == proposal.id,
-                                                  Approval.decision == "approved")
-                .order_by(Approval.id.desc()).limit(1))).scalar_one_or_none()
-        return approved_hash is not None and approved_hash == _order_of(proposal).order_hash()
-
     async def _load_proposal(self, agent: Agent, proposal_id: str) -> tuple[TradeProposal, AgentTrade | None]:
-        try:
-            uuid.UUID(proposal_id)
-        except ValueError:
-            raise deny(Code.PROPOSAL_NOT_FOUND, f"no proposal {proposal_id!r}: ids are UUIDs returned by "
-                                                "propose_trade") from None
-        async with self.sessions() as session:
-            proposal = await session.get(TradeProposal, proposal_id)
-            # Another agent's proposal is reported as absent: ids are not a way to learn about others.
-            if proposal is None or proposal.agent_id != agent.id:
-                raise deny(Code.PROPOSAL_NOT_FOUND, f"no proposal {proposal_id} for this agent")
-            trade = await session.get(AgentTrade, proposal_id)
+        """The agent's proposal and its trade, in one read (no unit of work)."""
+        _check_proposal_id(proposal_id)
+        async with read(self.sessions) as connection:
+            row = (await execute(connection, _PROPOSAL_AND_TRADE, {"proposal_id": proposal_id})).first()
+        proposal, trade = _proposal_and_trade(agent, proposal_id, row)
+        _recent_proposal.set((time.monotonic(), agent.id, proposal_id, proposal, trade))
         return proposal, trade
 
-    async def _stop_reason(self, proposal: TradeProposal) -> tuple[TradeProposal, None, list[Violation]] | None:
+    async def _proposal_to_execute(self, agent: Agent, proposal_id: str) -> tuple[TradeProposal, AgentTrade | None]:
+        """_load_proposal, or what this task read of it less than RECENT_READ_SECONDS ago (the approval
+        resolver's read): the unit of work that decides reads it again under its locks."""
+        recent = _recent_proposal.get()
+        _recent_proposal.set(None)
+        if (recent is not None and recent[1] == agent.id and recent[2] == proposal_id
+                and time.monotonic() - recent[0] <= RECENT_READ_SECONDS):
+            return recent[3], recent[4]
+        return await self._load_proposal(agent, proposal_id)
+
+    def _stopped(self, proposal: TradeProposal, *, pending_stops: bool = True
+                 ) -> tuple[list[Violation], bool] | None:
+        """Why a proposal read under the decision's locks will not be sent (and whether it expires now), or
+        None when it is approved and unchanged (or, unless `pending_stops`, pending a person's approval).
+        Pure: the caller writes the expiry."""
         if proposal.status == "rejected":
-            return proposal, None, [Violation.model_validate(v) for v in proposal.violations]
+            return [Violation.model_validate(v) for v in proposal.violations], False
         if proposal.status == "declined":
-            return proposal, None, [Violation(code=Code.APPROVAL_DECLINED, message="a person declined this trade")]
+            return [Violation(code=Code.APPROVAL_DECLINED, message="a person declined this trade")], False
         expired = proposal.status == "expired" or (
             proposal.status in ("approved", "pending_approval") and self.clock() >= proposal.expires_at)
         if expired:
-            if proposal.status != "expired":
-                proposal = await self._transition(proposal, {"approved", "pending_approval"}, "expired")
-            return proposal, None, [Violation(
-                code=Code.PROPOSAL_EXPIRED,
-                message=f"the proposal expired at {proposal.expires_at.isoformat()}; propose the trade again")]
+            expiry = Violation(code=Code.PROPOSAL_EXPIRED, message=f"the proposal expired at "
+                               f"{proposal.expires_at.isoformat()}; propose the trade again")
+            return [expiry], proposal.status != "expired"
         if _order_of(proposal).order_hash() != proposal.order_hash:
-            return proposal, None, [Violation(code=Code.PROPOSAL_CHANGED,
-                                              message="the stored order no longer matches what was approved")]
+            return [Violation(code=Code.PROPOSAL_CHANGED,
+                              message="the stored order no longer matches what was approved")], False
+        if proposal.status == "pending_approval" and pending_stops:  # nobody approved it (or not yet)
+            return [_approval_required(proposal.id)], False
         return None
 
-    async def _transition(self, proposal: TradeProposal, from_states: set[str], to_state: str,
-                          session: AsyncSession | None = None, **values: Any) -> TradeProposal:
-        """Move a proposal between states atomically: only one concurrent caller can win a transition."""
-
-        async def run(s: AsyncSession) -> bool:
-            result = await s.execute(
-                update(TradeProposal).where(TradeProposal.id == proposal.id,
-                                            TradeProposal.status.in_(from_states))
-                .values(status=to_state, updated_at=self.clock(), **values)
-                .execution_options(synchronize_session=False))
-            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
-
-        if session is not None:
-            await run(session)
-        else:
-            async with self._unit() as own:
-                await run(own)
-        async with self.sessions() as s:
-            fresh = await s.get(TradeProposal, proposal.id)
-        assert fresh is not None
-        await self._notify(proposal.id)
-        return fresh
-
-    async def _apply_client_decision(self, agent: Agent, proposal: TradeProposal,
-                                     decision: ClientDecision | None) -> tuple[TradeProposal, bool]:
+    async def _apply_client_decision(self, agent: Agent, proposal: TradeProposal, decision: ClientDecision | None,
+                                     present: ExecutePresenter | None = None
+                                     ) -> tuple[TradeProposal, bool, Executed | None]:
+        """The person's answer in the client: (the proposal after it, whether they answered, and the call's
+        answer when it is final here — a dismissal or a decline, recorded as the call's outcome by the same
+        unit of work as the decision when `present` is given)."""
         if decision is not None and not client_may_decide(agent, proposal):
             decision = None  # operator mode: only a person out of band decides
         if decision is None:
-            return proposal, False
+            return proposal, False, None
         # Whoever runs the agent's MCP client answered: recorded as that, with trust `client`, never under a
         # name the client supplied (its name and note are kept as notes only).
         by = f"client:{agent.id}"
         client_notes = {"via": "client", "trust": "client", "note": decision.note,
                         "client_name": decision.client_name}
         if decision.action == "cancel":  # the person closed the form without deciding: still pending
-            await self.record(actor=by, kind="approval.dismissed", agent_id=agent.id,
-                              payload={"proposal_id": proposal.id, **client_notes})
-            return proposal, False
+            pending: Executed = (proposal, None, [_approval_required(proposal.id)])
+            async with self._unit() as session:
+                await self.record(session=session, actor=by, kind="approval.dismissed", agent_id=agent.id,
+                                  payload={"proposal_id": proposal.id, **client_notes})
+                if present is not None:
+                    self._stage_outcome(present(*pending))
+            return proposal, False, pending if present is not None else None
         new_state = "approved" if decision.action == "accept" else "declined"
         now = self.clock()
+        declined: Executed | None = None
         async with self._unit() as session:
             result = await session.execute(
                 update(TradeProposal).where(TradeProposal.id == proposal.id,
@@ -754,78 +830,117 @@ class Gate:
                                   payload={"proposal_id": proposal.id, "order_hash": proposal.order_hash,
                                            **client_notes, **bindings.binds(approvals=approval)},
                                   event_id=approval.audit_event_id)
-        async with self.sessions() as s:
-            fresh = await s.get(TradeProposal, proposal.id)
-        assert fresh is not None
-        await self._notify(proposal.id)
-        return fresh, True
-
-    async def _reserve_and_submit(self, agent: Agent, proposal: TradeProposal
-                                  ) -> tuple[TradeProposal, AgentTrade | None, list[Violation]]:
-        order = _order_of(proposal)
-        snap = await self.snapshot(order, agent.held_symbols)
-        pricing = price_order(order, snap.quote)
-        now = self.clock()
-        won_race = False
-        needs_person: Violation | None = None
-        async with self._unit() as session:
-            violations, usage = await self._decide(session, agent, order, proposal.strategy, snap, lock=True)
-            await self._alert_thresholds(session, agent, usage, now)
-            if not violations and proposal.decided_via == "auto":
-                # Back to pending_approval if the price now puts it above the auto-approval limit: nothing
-                # reserved, nothing sent.
-                needs_person = await self._rejudge_auto_approval(session, agent, proposal, pricing)
-            if violations:
-                usage = await self._with_denials(session, agent, usage)
-                rejected = await session.execute(
-                    update(TradeProposal).where(TradeProposal.id == proposal.id,
-                                                TradeProposal.status == "approved")
-                    .values(status="rejected", violations=[v.model_dump(mode="json") for v in violations],
-                            updated_at=now).execution_options(synchronize_session=False))
-                if rejected.rowcount == 1:  # type: ignore[attr-defined]
-                    await self._trip_breaker_if_needed(session, agent, usage, violations)
-                else:  # a concurrent call (another replica) executed it meanwhile: its order is the answer,
-                    violations = []  # and these checks counted that very order against itself
-            elif needs_person is None:
-                won = await session.execute(
-                    update(TradeProposal).where(TradeProposal.id == proposal.id,
-                                                TradeProposal.status == "approved")
-                    .values(status="executing", updated_at=now).execution_options(synchronize_session=False))
-                won_race = won.rowcount == 1  # type: ignore[attr-defined]
-                if won_race:
-                    trade = AgentTrade(
-                        id=proposal.id, agent_id=agent.id, proposal_id=proposal.id, client_order_id=proposal.id,
-                        symbol=order.symbol, side=order.side, quantity=order.qty, notional=order.notional,
-                        order_type=order.order_type, limit_price=order.limit_price, stop_price=order.stop_price,
-                        time_in_force=order.time_in_force,
-                        reserved_notional=pricing.estimated_notional or Decimal(0), filled_qty=Decimal(0),
-                        strategy=proposal.strategy, reasoning=proposal.reasoning, status="pending_submit",
-                        created_at=self.clock(), updated_at=now,  # stamped after the locks are held
-                        audit_event_id=bindings.new_event_id())
-                    session.add(trade)
-                    await self.record(session=session, actor=f"agent:{agent.id}", kind="order.intent",
-                                      agent_id=agent.id,
-                                      payload={"proposal_id": proposal.id, "order": order.canonical_json(),
-                                               "reserved_notional": trade.reserved_notional,
-                                               **bindings.binds(agent_trades=trade)},
-                                      event_id=trade.audit_event_id)
-        if violations or needs_person is not None:
-            fresh, _ = await self._load_proposal(agent, proposal.id)
+                if new_state == "declined" and present is not None:
+                    declined = (_with(proposal, status="declined", decided_at=now, decided_by=by, decided_via="client",
+                                      decision_note=decision.note, updated_at=now), None, [_DECLINED])
+                    self._stage_outcome(present(*declined))
+        if declined is not None:
             await self._notify(proposal.id)
-            return fresh, None, violations or ([needs_person] if needs_person is not None else [])
-        if not won_race:  # a concurrent execution of the same proposal sends the one order
-            fresh, existing = await self._load_proposal(agent, proposal.id)
-            stopped = await self._stop_reason(fresh) if existing is None else None
-            return stopped if stopped is not None else (fresh, existing, [])
-        async with self.sessions() as session:
-            trade_row = await session.get(AgentTrade, proposal.id)
-        assert trade_row is not None
-        trade, error = await self._submit(agent, trade_row, order)
+            return declined[0], True, declined
         fresh, _ = await self._load_proposal(agent, proposal.id)
         await self._notify(proposal.id)
-        return fresh, trade, ([Violation(code=Code(error.code) if error.code in Code.__members__
-                                         else Code.BROKER_ERROR, message=f"broker: {error.message}")]
-                              if error else [])
+        return fresh, True, None
+
+    async def _reserve_and_submit(self, agent: Agent, proposal_id: str, snap: Snapshot | None,
+                                  present: ExecutePresenter | None) -> Executed:
+        """Unit of work (a), then the broker and unit (c) (`_submit`) if it reserved the order."""
+        now = self.clock()
+        changed = False  # the proposal moved (listeners are told after the commit)
+        reserved: dict[str, Any] | None = None
+        async with self._unit() as session:
+            if self.settings.is_postgres:  # the decision's locks first, in the one order (ledger/db.py)
+                await execute(session, _LOCK_GLOBAL_STATE)
+                await execute(session, _LOCK_PERMISSIONS, {"agent_id": agent.id})
+            agent = self._identify(agent.id, *await self._agent_row(session, agent.id))
+            row = (await execute(session, _PROPOSAL_TRADE_AND_RECORD, {"proposal_id": proposal_id})).first()
+            proposal, trade = _proposal_and_trade(agent, proposal_id, row)
+            answer: Executed
+            if trade is not None or proposal.status in ("executing", "executed"):
+                answer = (proposal, trade, [])  # a concurrent execution sent the one order: it is the answer
+            elif (stopped := self._stopped(proposal)) is not None:
+                violations, expires = stopped
+                if expires and (await execute(session, _EXPIRE, {"pid": proposal.id, "now": now})).rowcount == 1:  # type: ignore[attr-defined]
+                    proposal, changed = _with(proposal, status="expired", updated_at=now), True
+                answer = (proposal, None, violations)
+            elif snap is None:  # approved since it was read (a person, concurrently): decided on the next call
+                answer = (proposal, None, [])
+            else:
+                assert row is not None
+                answer, reserved, changed = await self._decide_and_reserve(
+                    session, agent, proposal, row._mapping["record_payload"], snap, now)
+            if reserved is None and present is not None:
+                self._stage_outcome(present(*answer))
+        if changed:
+            await self._notify(proposal_id)
+        if reserved is None:
+            return answer
+        return await self._submit(agent, answer[0], reserved, present)
+
+    async def _decide_and_reserve(self, session: AsyncSession, agent: Agent, proposal: TradeProposal,
+                                  record_payload: str | None, snap: Snapshot, now: datetime
+                                  ) -> tuple[Executed, dict[str, Any] | None, bool]:
+        """The part of unit (a) for an approved, unchanged proposal: the approval binding and the audit
+        bindings, the decision (locks held), the auto-approval judged again, and the reservation with its
+        `order.intent` record. Returns the answer, the trade row's values if reserved, and whether the
+        proposal moved."""
+        order = _order_of(proposal)
+        approval = (await execute(session, bindings.LATEST_APPROVAL_WITH_RECORD, {"proposal_id": proposal.id})).first()
+        if approval is None or approval.order_hash != order.order_hash():
+            # The latest approval was not given for exactly this order: an edit of the stored order (even with
+            # its hash column) is refused.
+            return (proposal, None, [Violation(code=Code.PROPOSAL_CHANGED,
+                                               message="the order no longer matches the one that was approved")]
+                    ), None, False
+        problem = bindings.bound_problem(proposal, record_payload, approval._mapping, approval.record_payload)
+        if problem is not None:
+            log.warning("audit_binding_mismatch", proposal_id=proposal.id, problem=problem)
+            return (proposal, None, [Violation(code=Code.AUDIT_MISMATCH,
+                                               message=f"{problem}; it will not be sent (an operator should run "
+                                                       "`tradewarden audit verify`)")]), None, False
+        pricing = price_order(order, snap.quote)
+        violations, usage = await self._decide(session, agent, order, proposal.strategy, snap, lock=True,
+                                               locked=True)
+        await self._alert_thresholds(session, agent, usage, now)
+        if violations:
+            usage = await self._with_denials(session, agent, usage)
+            encoded = [v.model_dump(mode="json") for v in violations]
+            rejected = await execute(session, _REJECT, {"pid": proposal.id, "now": now, "new_violations": encoded})
+            if rejected.rowcount != 1:  # type: ignore[attr-defined]
+                # a concurrent call (another replica) executed it meanwhile: its order is the answer, and these
+                # checks counted that very order against itself
+                return (proposal, None, []), None, False
+            await self._trip_breaker_if_needed(session, agent, usage, violations)
+            rejected_now = _with(proposal, status="rejected", violations=encoded, updated_at=now)
+            return (rejected_now, None, violations), None, True
+        if proposal.decided_via == "auto":
+            # Back to pending_approval if the price now puts it above the auto-approval limit: nothing
+            # reserved, nothing sent.
+            needs_person = await self._rejudge_auto_approval(session, agent, proposal, pricing)
+            if needs_person is not None:
+                return (_with(proposal, status="pending_approval", decided_at=None, decided_by=None,
+                              decided_via=None, estimated_notional=pricing.estimated_notional,
+                              reference_price=pricing.reference_price, updated_at=now),
+                        None, [needs_person]), None, True
+        won = await execute(session, _MARK_EXECUTING, {"pid": proposal.id, "now": now})
+        if won.rowcount != 1:  # type: ignore[attr-defined]
+            return (proposal, None, []), None, False  # cannot happen under the locks; answered like a lost race
+        event_id = bindings.new_event_id()
+        trade: dict[str, Any] = dict(
+            id=proposal.id, agent_id=agent.id, proposal_id=proposal.id, client_order_id=proposal.id,
+            order_id=None, symbol=order.symbol, side=order.side, quantity=order.qty, notional=order.notional,
+            order_type=order.order_type, limit_price=order.limit_price, stop_price=order.stop_price,
+            time_in_force=order.time_in_force, reserved_notional=pricing.estimated_notional or Decimal(0),
+            price=None, filled_qty=Decimal(0), strategy=proposal.strategy, reasoning=proposal.reasoning,
+            status="pending_submit", reject_reason=None,
+            created_at=self.clock(), submitted_at=None, executed_at=None,  # stamped after the locks are held
+            updated_at=now, audit_event_id=event_id, window_micros=None)  # open: not final
+        await execute(session, _INSERT_TRADE, trade)
+        await self.record(session=session, actor=f"agent:{agent.id}", kind="order.intent", agent_id=agent.id,
+                          payload={"proposal_id": proposal.id, "order": order.canonical_json(),
+                                   "reserved_notional": trade["reserved_notional"],
+                                   **bindings.binds(agent_trades=trade)},
+                          event_id=event_id)
+        return (_with(proposal, status="executing", updated_at=now), None, []), trade, True
 
     async def _rejudge_auto_approval(self, session: AsyncSession, agent: Agent, proposal: TradeProposal,
                                      pricing: Pricing) -> Violation | None:
@@ -856,52 +971,80 @@ class Gate:
             f"auto-approval limit of ${ceiling:,.2f}: it was not sent and now waits for a person's approval "
             f"(call execute_trade again, or a person runs `tradewarden approvals approve {proposal.id}`)"))
 
-    async def _submit(self, agent: Agent, trade: AgentTrade, order: OrderRequest
-                      ) -> tuple[AgentTrade, BrokerError | None]:
-        """Send the order once. On a timeout the outcome is unknown: look it up by client_order_id,
-        never send it again."""
-        request = SubmitOrder(client_order_id=trade.client_order_id, order=order, agent_id=agent.id)
+    async def _submit(self, agent: Agent, proposal: TradeProposal, trade: dict[str, Any],
+                      present: ExecutePresenter | None) -> Executed:
+        """(b) Send the reserved order once. On a timeout the outcome is unknown: look it up by client_order_id,
+        never send it again. (c) One unit of work applies the answer (the trade row, legs, position and cash),
+        marks the proposal executed and commits the order's outcome with the call's."""
+        order = _order_of(proposal)
+        request = SubmitOrder(client_order_id=trade["client_order_id"], order=order, agent_id=agent.id)
         broker_order: BrokerOrder | None = None
         error: BrokerError | None = None
         try:
             broker_order = await asyncio.wait_for(self.broker.submit_order(request), self.settings.broker_timeout)
         except BrokerError as failure:
             if failure.code == "DUPLICATE_ORDER" or failure.retryable:
-                broker_order = await self._lookup(trade.client_order_id)
+                broker_order = await self._lookup(trade["client_order_id"])
             if broker_order is None:
                 error = failure
         except TimeoutError:
-            broker_order = await self._lookup(trade.client_order_id)
+            broker_order = await self._lookup(trade["client_order_id"])
             if broker_order is None:
                 error = BrokerError("the broker did not answer in time; the order's outcome is unknown and "
                                     "will be reconciled by its client_order_id", retryable=True)
         now = self.clock()
+        capital = agent.limits.capital
+        violations = ([Violation(code=Code(error.code) if error.code in Code.__members__ else Code.BROKER_ERROR,
+                                 message=f"broker: {error.message}")] if error else [])
         async with self._unit() as session:
-            row = await session.get(AgentTrade, trade.id)
-            assert row is not None
+            # Locked and read again: a refresh or a reconciliation may have booked part of it meanwhile, and
+            # two updates of one order must not both book the same fill.
+            current = (await execute(session, _TRADE_STATE_LOCKED, {"trade_id": trade["id"]})).one()
+            values = {**trade, **current._mapping}
+            book: Book | None = None
             if broker_order is not None:
-                row.submitted_at = now
-                await apply_order_update(session, row, broker_order, now, agent.limits.capital, trading_day(now))
-                await self._book_legs(session, row, broker_order, now, agent.limits.capital, f"agent:{agent.id}")
-            elif error is not None and error.retryable:
-                row.status, row.reject_reason, row.updated_at = "unknown", error.message, now
+                values["submitted_at"] = now
+                delta = fill_delta(current, broker_order)  # type: ignore[arg-type]
+                changes = order_changes(order_id=values["order_id"], status=values["status"],
+                                        executed_at=values["executed_at"], order=broker_order, now=now,
+                                        filled=delta is not None)
+                if delta is not None:
+                    book = await book_fill(session, agent_id=agent.id, symbol=values["symbol"], side=values["side"],
+                                           qty=delta[0], price=delta[1], capital=capital, day=trading_day(now),
+                                           now=now)
+                values.update(changes)
             else:
                 assert error is not None
-                row.status, row.reject_reason, row.updated_at = "rejected", error.message, now
-            await session.execute(update(TradeProposal).where(TradeProposal.id == trade.proposal_id)
-                                  .values(status="executed", updated_at=now)
-                                  .execution_options(synchronize_session=False))
+                values.update(status="unknown" if error.retryable else "rejected", reject_reason=error.message,
+                              updated_at=now)
+            values["window_micros"] = traded.window_micros(values["status"], values["quantity"],
+                                                           values["reserved_notional"], values["price"],
+                                                           values["filled_qty"])
+            await execute(session, _UPDATE_TRADE, {f"new_{k}": values[k] for k in _TRADE_MUTABLE} | {
+                "trade_id": values["id"]})
+            row = AgentTrade(**values)
+            if broker_order is not None and broker_order.legs:
+                await self._book_legs(session, row, broker_order, now, capital, f"agent:{agent.id}")
+                book = None  # an exit may have moved the position too: read it as it stands
+            await execute(session, _MARK_EXECUTED, {"pid": proposal.id, "now": now})
             await self.record(session=session, actor=f"agent:{agent.id}", kind="order.outcome", agent_id=agent.id,
-                              payload={"proposal_id": trade.proposal_id, "status": row.status,
+                              payload={"proposal_id": proposal.id, "status": row.status,
                                        "broker_order_id": row.order_id, "filled_qty": row.filled_qty,
                                        "filled_avg_price": row.price,
                                        "error": error.message if error else None})
             if row.filled_qty:
-                await self._record_position(session, row)
-        async with self.sessions() as session:
-            final = await session.get(AgentTrade, trade.id)
-        assert final is not None
-        return final, error
+                if book is None:
+                    await self._record_position(session, row)
+                else:
+                    await self.record(session=session, actor="system:ledger", kind=events.KIND_POSITION,
+                                      agent_id=agent.id, payload={
+                                          "order_id": row.id, "symbol": row.symbol, "qty": book.qty,
+                                          "avg_entry_price": book.avg_entry_price, "realized_pl": book.realized_pl})
+            executed = _with(proposal, status="executed", updated_at=now)
+            if present is not None:
+                self._stage_outcome(present(executed, row, violations))
+        await self._notify(proposal.id)
+        return executed, row, violations
 
     async def _record_position(self, session: AsyncSession, trade: AgentTrade) -> None:
         """The agent's position after a fill of `trade` (agent.position.updated), in the fill's transaction."""

@@ -122,13 +122,16 @@ async def execute_trade(
 
 async def run_execute(ctx: Context, proposal_id: str, decision: ClientDecision | None,
                       hint: str | None = None) -> ExecuteResult:
-    async def operation(gate: Gate, agent: Agent) -> ExecuteResult:
-        proposal, trade, violations = await gate.execute(agent, proposal_id.strip(), decision)
+    def present(proposal: TradeProposal, trade: AgentTrade | None, violations: list[Violation]) -> ExecuteResult:
         result = execute_result(proposal, trade, violations)
         if any(v.code == Code.APPROVAL_REQUIRED for v in violations):
             result = result.model_copy(update={"message": awaiting_message(proposal.id, proposal.expires_at,
                                                                            hint)})
         return result
+
+    async def operation(gate: Gate, agent: Agent) -> ExecuteResult:
+        # The gate records present's result as the call's outcome in its last unit of work: the same result.
+        return present(*await gate.execute(agent, proposal_id.strip(), decision, present))
 
     return await through_gate(ctx, "execute_trade", {"proposal_id": proposal_id}, operation)
 

@@ -1,6 +1,6 @@
 """When the gate's audit records of a tool call are committed, relative to what the call changes.
 
-A call that can act at the broker commits its intent before anything else; any other call commits its
+A call that can act at the broker commits its intent before anything reaches the broker; every call commits its
 intent with its first change (a proposal and the records of who asked for it are one transaction), and never
 leaves a change without its records."""
 
