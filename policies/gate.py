@@ -219,6 +219,14 @@ def _live_rows_of(agent_id: str, statuses: frozenset[str]) -> ColumnElement[bool
                     func.coalesce(AgentTrade.agent_id, AgentTrade.agent_id) == agent_id))
 
 
+@asynccontextmanager
+async def _rows_on(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
+    """An ORM session on a read call's connection, inside its one transaction (for the reads that load mapped
+    rows); closing it leaves the connection and its transaction to their owner."""
+    async with AsyncSession(bind=connection, expire_on_commit=False) as session:
+        yield session
+
+
 def trading_day(now: datetime) -> str:
     return now.astimezone(NEW_YORK).date().isoformat()
 
@@ -1276,12 +1284,17 @@ class Gate:
 
     # --- reads -------------------------------------------------------------------------------------
     # Each read comes in two steps: what the ledger holds, read inside the caller's one read transaction
-    # (`read_*`), then what the broker says, outside any transaction (`*_now`). Nothing is written unless the
-    # broker reports a change to one of the agent's orders (a reconciliation, audited as such).
+    # (`read_*`, on a plain pooled connection: ledger.db.read), then what the broker says, outside any
+    # transaction (`*_now`). Nothing is written unless the broker reports a change to one of the agent's
+    # orders (a reconciliation, audited as such).
 
-    async def read_orders(self, session: AsyncSession, agent: Agent, status: str, limit: int) -> OrdersRead:
+    async def read_orders(self, connection: AsyncConnection, agent: Agent, status: str, limit: int) -> OrdersRead:
         """The agent's orders (newest first, at most `limit`) with their exits, and its live orders to check
         with the broker."""
+        async with _rows_on(connection) as session:
+            return await self._read_orders(session, agent, status, limit)
+
+    async def _read_orders(self, session: AsyncSession, agent: Agent, status: str, limit: int) -> OrdersRead:
         live = await self.live_trades(session, agent.id)
         query = select(AgentTrade).where(AgentTrade.agent_id == agent.id)
         # An entry whose exits still work is open: the parent and its legs are shown together.
@@ -1301,19 +1314,19 @@ class Gate:
         return OrdersRead(live=live, trades=trades, legs={t.id: legs[t.id] for t in trades if legs.get(t.id)},
                           status=status, limit=limit)
 
-    async def orders_now(self, agent: Agent, read: OrdersRead
+    async def orders_now(self, agent: Agent, found: OrdersRead
                          ) -> tuple[list[AgentTrade], dict[str, list[AgentOrderLeg]]]:
-        """`read` brought up to date with the broker: read again only when the broker changed something."""
-        if not await self.refresh_live(read.live):
-            return read.trades, read.legs
-        async with self.sessions() as session:
-            fresh = await self.read_orders(session, agent, read.status, read.limit)
+        """`found` brought up to date with the broker: read again only when the broker changed something."""
+        if not await self.refresh_live(found.live):
+            return found.trades, found.legs
+        async with read(self.sessions) as connection:
+            fresh = await self.read_orders(connection, agent, found.status, found.limit)
         return fresh.trades, fresh.legs
 
     async def orders(self, agent: Agent, status: str, limit: int) -> list[AgentTrade]:
-        async with self.sessions() as session:
-            read = await self.read_orders(session, agent, status, limit)
-        trades, _ = await self.orders_now(agent, read)
+        async with read(self.sessions) as connection:
+            found = await self.read_orders(connection, agent, status, limit)
+        trades, _ = await self.orders_now(agent, found)
         return trades
 
     async def order_legs(self, trades: list[AgentTrade]) -> dict[str, list[AgentOrderLeg]]:
@@ -1321,23 +1334,24 @@ class Gate:
         async with self.sessions() as session:
             return await legs_of(session, [t.id for t in trades])
 
-    async def read_book(self, session: AsyncSession, agent: Agent) -> BookRead:
+    async def read_book(self, connection: AsyncConnection, agent: Agent) -> BookRead:
         """The agent's positions and cash, and its live orders to check with the broker. An agent with no
         account row yet (nothing decided yet) has its capital as cash: the row itself is created by its first
         decision (ensure_agent_account), never by a read."""
-        live = await self.live_trades(session, agent.id)
-        account = (await execute(session, _ACCOUNT_CASH, {"agent_id": agent.id})).first()
-        rows = list((await session.execute(
-            select(AgentPosition).where(AgentPosition.agent_id == agent.id).order_by(AgentPosition.symbol)
-        )).scalars())
+        account = (await execute(connection, _ACCOUNT_CASH, {"agent_id": agent.id})).first()
+        async with _rows_on(connection) as session:
+            live = await self.live_trades(session, agent.id)
+            rows = list((await session.execute(
+                select(AgentPosition).where(AgentPosition.agent_id == agent.id).order_by(AgentPosition.symbol)
+            )).scalars())
         return BookRead(live=live, positions=rows, cash=account.cash if account else agent.limits.capital)
 
     async def book_now(self, agent: Agent, book: BookRead) -> tuple[list[AgentPosition], dict[str, Quote], Decimal]:
         """`book` brought up to date with the broker (read again only when the broker changed something),
         with quotes for what it holds."""
         if await self.refresh_live(book.live):
-            async with self.sessions() as session:
-                book = await self.read_book(session, agent)
+            async with read(self.sessions) as connection:
+                book = await self.read_book(connection, agent)
         symbols = [p.symbol for p in book.positions if p.qty != 0]
         quotes: dict[str, Quote] = {}
         if symbols:
@@ -1349,8 +1363,8 @@ class Gate:
 
     async def positions(self, agent: Agent) -> tuple[list[AgentPosition], dict[str, Quote], Decimal]:
         """The agent's positions, their quotes, and the agent's cash."""
-        async with self.sessions() as session:
-            book = await self.read_book(session, agent)
+        async with read(self.sessions) as connection:
+            book = await self.read_book(connection, agent)
         return await self.book_now(agent, book)
 
     async def account(self) -> Account | None:
@@ -1373,29 +1387,31 @@ class Gate:
             equity = await asyncio.to_thread(calendar_clock, self.clock())
         return {"us_equity": equity, "crypto": MarketClock(is_open=True)}
 
-    async def read_usage(self, session: AsyncSession, agent: Agent) -> tuple[TradingStatus, Usage]:
+    async def read_usage(self, connection: AsyncConnection, agent: Agent) -> tuple[TradingStatus, Usage]:
         """Trading state and today's usage, as the next decision would see them. Without an account row
         load_usage starts the agent from its capital, as the row its first decision creates would."""
         now = self.clock()
         probe = OrderRequest(symbol="*", side="buy", qty=Decimal(0))
-        status = await self.trading_status(session, agent.id)
-        usage = await load_usage(session, agent_id=agent.id, order=probe, limits=agent.limits, quotes={},
-                                 now=now, with_denials=False)  # the status shows no denial count
+        async with _rows_on(connection) as session:
+            status = await self.trading_status(session, agent.id)
+            usage = await load_usage(session, agent_id=agent.id, order=probe, limits=agent.limits, quotes={},
+                                     now=now, with_denials=False)  # the status shows no denial count
         return status, usage
 
     async def usage_today(self, agent: Agent) -> tuple[TradingStatus, Usage]:
-        async with self.sessions() as session:
-            return await self.read_usage(session, agent)
+        async with read(self.sessions) as connection:
+            return await self.read_usage(connection, agent)
 
     # --- read-only calls: one read transaction, one write unit for their records ----------------------
 
     async def handle_read(self, tool: str, agent_id: str | None, args: Mapping[str, Any],
-                          read: Callable[[AsyncSession, Agent], Awaitable[T]],
+                          read_ledger: Callable[[AsyncConnection, Agent], Awaitable[T]],
                           answer: Callable[[Agent, T], Awaitable[R]]) -> R:
-        """Run a call that only reads: identify the agent and `read` the ledger in ONE read transaction (on
-        SQLite a deferred one: it neither takes nor waits for the write lock), then `answer` from what was read
-        and the broker, outside any transaction. Its intent and outcome (or denial, or failure) are appended
-        together afterwards in one small write unit, which takes the writer only for that append.
+        """Run a call that only reads: identify the agent and `read_ledger` in ONE read transaction (a plain
+        pooled connection, ledger.db.read; on SQLite a deferred transaction: it neither takes nor waits for the
+        write lock), then `answer` from what was read and the broker, outside any transaction. Its intent and
+        outcome (or denial, or failure) are appended together afterwards in one small write unit, which takes
+        the writer only for that append.
 
         The records are those Gate.handle writes (same kinds, actor, payloads). A reconciliation the answer
         causes (the broker reports a fill) commits the call's intent with it, as in Gate.handle, so the log
@@ -1403,10 +1419,10 @@ class Gate:
         call = CallRecord(tool=tool, agent_id=agent_id, args=args, ts=self.clock())
         token = _current_call.set(call)
         try:
-            async with self.sessions() as session:
-                row, held = await self._agent_row(session, agent_id) if agent_id else (None, frozenset[str]())
+            async with read(self.sessions) as connection:
+                row, held = await self._agent_row(connection, agent_id) if agent_id else (None, frozenset[str]())
                 agent = self._identify(agent_id, row, held)
-                found = await read(session, agent)
+                found = await read_ledger(connection, agent)
             result = await answer(agent, found)
         except GateDenied as denied:
             await self._record_read(call, "tool.denied", {"codes": [v.code for v in denied.violations],

@@ -13,7 +13,7 @@ from policies.results import MarketOut, PositionOut, PositionsResult, TradingSta
 from tools.common import read_through_gate
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
     from policies.checks import TradingStatus, Usage
     from policies.gate import Agent, BookRead, Gate
@@ -30,8 +30,8 @@ def money(value: Decimal) -> str:
 
 
 async def get_positions(ctx: Context) -> PositionsResult:
-    async def read(gate: Gate, session: AsyncSession, agent: Agent) -> BookRead:
-        return await gate.read_book(session, agent)
+    async def read(gate: Gate, connection: AsyncConnection, agent: Agent) -> BookRead:
+        return await gate.read_book(connection, agent)
 
     async def answer(gate: Gate, agent: Agent, book: BookRead) -> PositionsResult:
         rows, quotes, cash = await gate.book_now(agent, book)
@@ -51,8 +51,8 @@ async def get_positions(ctx: Context) -> PositionsResult:
 
 
 async def get_trading_status(ctx: Context) -> TradingStatusResult:
-    async def read(gate: Gate, session: AsyncSession, agent: Agent) -> tuple[TradingStatus, Usage]:
-        return await gate.read_usage(session, agent)
+    async def read(gate: Gate, connection: AsyncConnection, agent: Agent) -> tuple[TradingStatus, Usage]:
+        return await gate.read_usage(connection, agent)
 
     async def answer(gate: Gate, agent: Agent, found: tuple[TradingStatus, Usage]) -> TradingStatusResult:
         status, usage = found

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, WithJsonSchema
 from policies.violations import GateDenied
 
 if TYPE_CHECKING:  # the ledger is imported when the runtime opens, not to list the tools
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
     from policies.gate import Agent, Gate
 
@@ -81,7 +81,7 @@ async def through_gate(ctx: Context, tool: str, args: Mapping[str, Any],
 
 
 async def read_through_gate(ctx: Context, tool: str, args: Mapping[str, Any],
-                            read: Callable[[Gate, AsyncSession, Agent], Awaitable[T]],
+                            read: Callable[[Gate, AsyncConnection, Agent], Awaitable[T]],
                             answer: Callable[[Gate, Agent, T], Awaitable[R]]) -> R:
     """The path of the tools that only read (Gate.handle_read): `read` gets the ledger inside the call's one
     read transaction, `answer` builds the result from it and the broker, outside it."""
@@ -89,13 +89,13 @@ async def read_through_gate(ctx: Context, tool: str, args: Mapping[str, Any],
     gate = app.gate
     try:
         return await gate.handle_read(tool, app.agent_id(), args,
-                                      lambda session, agent: read(gate, session, agent),
+                                      lambda connection, agent: read(gate, connection, agent),
                                       lambda agent, found: answer(gate, agent, found))
     except GateDenied as denied:
         raise ToolError("; ".join(f"{v.code}: {v.message}" for v in denied.violations)) from None
 
 
-async def nothing_to_read(_gate: Gate, _session: AsyncSession, _agent: Agent) -> None:
+async def nothing_to_read(_gate: Gate, _connection: AsyncConnection, _agent: Agent) -> None:
     """The `read` of a tool that needs nothing from the ledger beyond who is asking."""
 
 

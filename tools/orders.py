@@ -12,7 +12,7 @@ from policies.violations import Code, deny
 from tools.common import read_through_gate, through_gate
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
     from ledger.models import AgentOrderLeg, AgentTrade
     from policies.gate import Agent, Gate, OrdersRead
@@ -43,10 +43,10 @@ def leg_out(parent: AgentTrade, leg: AgentOrderLeg) -> OrderOut:
 
 async def get_orders(ctx: Context, status: Literal["open", "closed", "all"] = "open",
                      limit: Annotated[int, Field(ge=1, le=MAX_ORDERS)] = 50) -> OrdersResult:
-    async def read(gate: Gate, session: AsyncSession, agent: Agent) -> OrdersRead:
+    async def read(gate: Gate, connection: AsyncConnection, agent: Agent) -> OrdersRead:
         if not 1 <= limit <= MAX_ORDERS:
             raise deny(Code.INVALID_ARGUMENT, f"limit must be between 1 and {MAX_ORDERS}")
-        return await gate.read_orders(session, agent, status, limit)
+        return await gate.read_orders(connection, agent, status, limit)
 
     async def answer(gate: Gate, agent: Agent, found: OrdersRead) -> OrdersResult:
         trades, legs = await gate.orders_now(agent, found)
