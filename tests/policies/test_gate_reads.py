@@ -17,11 +17,12 @@ import pytest
 from mcp import Client
 from sqlalchemy import select
 
+import policies.gate
 from ledger import db
 from ledger.models import AgentAccount, AuditEvent
 from policies import audit
 from tests.alpaca_env import alpaca_config, eventually, trade
-from tests.broker.alpaca_contract_server import AlpacaContractServer
+from tests.broker.alpaca_contract_server import FAKE_SECRET_KEY, AlpacaContractServer
 from tests.conftest import agent, call, call_error, connect, make_config
 from tests.ledger_probe import count
 
@@ -176,3 +177,18 @@ async def test_a_read_while_another_process_holds_the_write_lock_answers_ledger_
         assert "could not be recorded" in text and elapsed < 8.0, (text, elapsed)
         await call(client, "get_orders")  # and answers again once the lock is let go
     assert [r.kind for r in await _records(db_url) if r.tool == "get_orders"] == ["tool.intent", "tool.outcome"]
+
+
+async def test_a_read_that_fails_records_its_failure_with_the_brokers_secret_masked(
+        db_url: str, alpaca_server: AlpacaContractServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def leaking_usage(*_: Any, **__: Any) -> Any:
+        raise RuntimeError(f"could not read usage with secret={FAKE_SECRET_KEY}")
+
+    async with connect(alpaca_config(db_url, alpaca_server)) as client:
+        await call(client, "get_trading_status")
+        monkeypatch.setattr(policies.gate, "load_usage", leaking_usage)
+        text = await call_error(client, "get_trading_status")
+    records = [r for r in await _records(db_url) if r.tool == "get_trading_status"]
+    assert [r.kind for r in records][-2:] == ["tool.intent", "tool.failed"]
+    assert FAKE_SECRET_KEY not in records[-1].payload and FAKE_SECRET_KEY not in text
+    assert json.loads(records[-1].payload)["error"] == "RuntimeError"
