@@ -44,7 +44,6 @@ from ledger.accounting import (
     account_row,
     apply_order_update,
     book_fill,
-    ensure_agent_account,
     fill_delta,
     order_changes,
     position_after_fill,
@@ -53,6 +52,7 @@ from ledger.db import execute, insert_if_absent, read, transaction
 from ledger.legs import LIVE_LEG_STATUSES, PARENTS_OF_LIVE_LEGS, apply_leg_updates, legs_of, with_exit_holds
 from ledger.models import (
     GLOBAL_SCOPE,
+    AgentAccount,
     AgentOrderLeg,
     AgentPermissions,
     AgentPosition,
@@ -78,6 +78,7 @@ from policies.violations import Code, GateDenied, Violation, deny
 log = structlog.get_logger("tradewarden.gate")
 NEW_YORK = ZoneInfo("America/New_York")
 R = TypeVar("R")
+T = TypeVar("T")  # what a read call found in the ledger (Gate.handle_read)
 
 # Our trade statuses in which the order may still fill: they hold their reservation.
 LIVE_TRADE_STATUSES = frozenset(OPEN_STATUSES | {"pending_submit", "unknown"})
@@ -135,6 +136,7 @@ _TRADE_STATE_LOCKED = (select(*(_TRADES.c[name] for name in _TRADE_MUTABLE))
                        .where(_TRADES.c.id == bindparam("trade_id")).with_for_update())
 _UPDATE_TRADE = (update(_TRADES).where(_TRADES.c.id == bindparam("trade_id"))
                  .values(**{name: bindparam(f"new_{name}") for name in _TRADE_MUTABLE}))
+_ACCOUNT_CASH = select(AgentAccount.cash).where(AgentAccount.agent_id == bindparam("agent_id"))
 
 
 @dataclass
@@ -217,6 +219,14 @@ def _live_rows_of(agent_id: str, statuses: frozenset[str]) -> ColumnElement[bool
                     func.coalesce(AgentTrade.agent_id, AgentTrade.agent_id) == agent_id))
 
 
+@asynccontextmanager
+async def _rows_on(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
+    """An ORM session on a read call's connection, inside its one transaction (for the reads that load mapped
+    rows); closing it leaves the connection and its transaction to their owner."""
+    async with AsyncSession(bind=connection, expire_on_commit=False) as session:
+        yield session
+
+
 def trading_day(now: datetime) -> str:
     return now.astimezone(NEW_YORK).date().isoformat()
 
@@ -254,6 +264,34 @@ class ProposalDraft:
     strategy: str | None
     reasoning: str
     confidence: float | None
+
+
+@dataclass(frozen=True)
+class LiveTrades:
+    """An agent's orders the broker may still move, with their exits (by order id), as read in one transaction."""
+
+    trades: list[AgentTrade]
+    legs: dict[str, list[AgentOrderLeg]]
+
+
+@dataclass(frozen=True)
+class OrdersRead:
+    """What get_orders read from the ledger, before the broker is asked about the live ones."""
+
+    live: LiveTrades
+    trades: list[AgentTrade]
+    legs: dict[str, list[AgentOrderLeg]]
+    status: str
+    limit: int
+
+
+@dataclass(frozen=True)
+class BookRead:
+    """What get_positions read from the ledger, before the broker is asked about the live orders."""
+
+    live: LiveTrades
+    positions: list[AgentPosition]
+    cash: Decimal
 
 
 @dataclass(frozen=True)
@@ -1077,29 +1115,37 @@ class Gate:
                 AgentOrderLeg.parent_id == trade_id, AgentOrderLeg.status.in_(LIVE_LEG_STATUSES)).limit(1))).first()
         return found is not None
 
-    async def bracket_unchanged(self, trade: AgentTrade, order: BrokerOrder) -> bool:
-        """The entry and each of its legs are as we last recorded them (nothing to write)."""
+    async def bracket_unchanged(self, trade: AgentTrade, order: BrokerOrder,
+                                legs: list[AgentOrderLeg] | None = None) -> bool:
+        """The entry and each of its legs are as we last recorded them (nothing to write). `legs`: ours, when
+        already read (a read call's one transaction); else they are read here."""
         if (trade.status, trade.filled_qty, trade.order_id) != (order.status, order.filled_qty, order.broker_order_id):
             return False
-        async with self.sessions() as session:
-            ours = {leg.role: leg for leg in (await legs_of(session, [trade.id])).get(trade.id, [])}
+        if legs is None:
+            async with self.sessions() as session:
+                legs = (await legs_of(session, [trade.id])).get(trade.id, [])
+        ours = {leg.role: leg for leg in legs}
         return len(ours) == len(order.legs) and all(
             (leg := ours.get(theirs.leg_role or "")) is not None
             and (leg.status, leg.filled_qty, leg.order_id, leg.stop_price, leg.hwm)
             == (theirs.status, theirs.filled_qty, theirs.broker_order_id, theirs.stop_price, theirs.hwm)
             for theirs in order.legs)
 
-    async def refresh_trade(self, trade: AgentTrade, known: BrokerOrder | None = None) -> AgentTrade:
+    async def refresh_trade(self, trade: AgentTrade, known: BrokerOrder | None = None, *,
+                            legs: list[AgentOrderLeg] | None = None) -> AgentTrade:
         """Bring one live order (or a filled entry whose exits still work) up to date with the broker
-        (fills, cancels, expiries). `known`: the broker's view of it, when just read in a list."""
+        (fills, cancels, expiries). `known`: the broker's view of it, when just read in a list. `legs`: its
+        exits as read with it (LiveTrades), which also says it is live: nothing more is read to find out.
+        Returns `trade` itself when nothing was written, else the row as stored now."""
         if trade.status == "pending_submit":
             return trade
-        if known is None and trade.status not in LIVE_TRADE_STATUSES and not await self._has_live_legs(trade.id):
+        if (known is None and legs is None and trade.status not in LIVE_TRADE_STATUSES
+                and not await self._has_live_legs(trade.id)):
             return trade
         broker_order = known or await self._lookup(trade.client_order_id)
         if broker_order is None:
             return trade
-        if broker_order.legs and await self.bracket_unchanged(trade, broker_order):
+        if broker_order.legs and await self.bracket_unchanged(trade, broker_order, legs):
             return trade  # a working bracket is polled often: no write transaction when nothing moved
         if not broker_order.legs and (trade.status, trade.filled_qty, trade.order_id) == (
                 broker_order.status, broker_order.filled_qty, broker_order.broker_order_id):
@@ -1129,9 +1175,33 @@ class Gate:
             if agent_id is None:
                 query = select(AgentTrade).where(or_(AgentTrade.status.in_(LIVE_TRADE_STATUSES - {"pending_submit"}),
                                                      AgentTrade.id.in_(PARENTS_OF_LIVE_LEGS)))
+                trades = list((await session.execute(query)).scalars())
+                legs: dict[str, list[AgentOrderLeg]] | None = None
             else:
-                query = select(AgentTrade).where(_live_rows_of(agent_id, LIVE_TRADE_STATUSES - {"pending_submit"}))
-            trades = list((await session.execute(query)).scalars())
+                live = await self.live_trades(session, agent_id)
+                trades, legs = live.trades, live.legs
+        changed = 0
+        for trade, fresh in await self._refresh_trades(trades, legs):
+            changed += fresh.status != trade.status
+        return changed
+
+    async def live_trades(self, session: AsyncSession, agent_id: str) -> LiveTrades:
+        """The agent's orders the broker may still move (live, or entries whose exits still work), with their
+        exits: what a refresh compares with the broker, read inside the caller's transaction."""
+        query = select(AgentTrade).where(_live_rows_of(agent_id, LIVE_TRADE_STATUSES - {"pending_submit"}))
+        trades = list((await session.execute(query)).scalars())
+        return LiveTrades(trades, await legs_of(session, [t.id for t in trades]) if trades else {})
+
+    async def refresh_live(self, live: LiveTrades) -> bool:
+        """Bring these orders up to date with the broker; True when anything was written (the reads made
+        before are then stale)."""
+        refreshed = await self._refresh_trades(live.trades, live.legs)
+        return any(fresh is not trade for trade, fresh in refreshed)
+
+    async def _refresh_trades(self, trades: list[AgentTrade], legs: Mapping[str, list[AgentOrderLeg]] | None = None
+                              ) -> list[tuple[AgentTrade, AgentTrade]]:
+        """Each trade with its row after the refresh (the same object when nothing was written). `legs`: the
+        trades' exits, when read with them."""
         # One list call for the orders still open at the broker (brackets with working legs included), not
         # one lookup per order: with many resting orders and exits, per-order lookups grow with their square.
         # An order missing from the list (closed since, or beyond its page) is looked up on its own.
@@ -1143,11 +1213,9 @@ class Gate:
                 open_orders = {order.client_order_id: order for order in listed}
             except (BrokerError, TimeoutError) as error:
                 log.warning("open_orders_unavailable", error=str(error))
-        changed = 0
-        for trade in trades:
-            fresh = await self.refresh_trade(trade, open_orders.get(trade.client_order_id))
-            changed += fresh.status != trade.status
-        return changed
+        return [(trade, await self.refresh_trade(trade, open_orders.get(trade.client_order_id),
+                                                 legs=None if legs is None else legs.get(trade.id, [])))
+                for trade in trades]
 
     async def _capital(self, session: AsyncSession, agent_id: str) -> Decimal:
         row = await session.get(AgentPermissions, agent_id)
@@ -1215,47 +1283,89 @@ class Gate:
         return fresh
 
     # --- reads -------------------------------------------------------------------------------------
+    # Each read comes in two steps: what the ledger holds, read inside the caller's one read transaction
+    # (`read_*`, on a plain pooled connection: ledger.db.read), then what the broker says, outside any
+    # transaction (`*_now`). Nothing is written unless the broker reports a change to one of the agent's
+    # orders (a reconciliation, audited as such).
+
+    async def read_orders(self, connection: AsyncConnection, agent: Agent, status: str, limit: int) -> OrdersRead:
+        """The agent's orders (newest first, at most `limit`) with their exits, and its live orders to check
+        with the broker."""
+        async with _rows_on(connection) as session:
+            return await self._read_orders(session, agent, status, limit)
+
+    async def _read_orders(self, session: AsyncSession, agent: Agent, status: str, limit: int) -> OrdersRead:
+        live = await self.live_trades(session, agent.id)
+        query = select(AgentTrade).where(AgentTrade.agent_id == agent.id)
+        # An entry whose exits still work is open: the parent and its legs are shown together.
+        newest_first = AgentTrade.created_at.desc()
+        if status == "open":
+            query = select(AgentTrade).where(_live_rows_of(agent.id, LIVE_TRADE_STATUSES))
+            # Sort the few live rows found by index. Ordered by the bare column, SQLite walks the agent's
+            # whole history backwards by (agent_id, created_at) instead, to spare itself that sort.
+            newest_first = func.coalesce(AgentTrade.created_at, AgentTrade.created_at).desc()
+        elif status == "closed":
+            query = query.where(AgentTrade.status.not_in(LIVE_TRADE_STATUSES),
+                                AgentTrade.id.not_in(PARENTS_OF_LIVE_LEGS))
+        trades = list((await session.execute(query.order_by(newest_first).limit(limit))).scalars())
+        known = {trade.id: live.legs.get(trade.id, []) for trade in live.trades}
+        missing = [t.id for t in trades if t.id not in known]
+        legs = {**known, **(await legs_of(session, missing) if missing else {})}
+        return OrdersRead(live=live, trades=trades, legs={t.id: legs[t.id] for t in trades if legs.get(t.id)},
+                          status=status, limit=limit)
+
+    async def orders_now(self, agent: Agent, found: OrdersRead
+                         ) -> tuple[list[AgentTrade], dict[str, list[AgentOrderLeg]]]:
+        """`found` brought up to date with the broker: read again only when the broker changed something."""
+        if not await self.refresh_live(found.live):
+            return found.trades, found.legs
+        async with read(self.sessions) as connection:
+            fresh = await self.read_orders(connection, agent, found.status, found.limit)
+        return fresh.trades, fresh.legs
 
     async def orders(self, agent: Agent, status: str, limit: int) -> list[AgentTrade]:
-        await self.refresh_open_trades(agent.id)
-        async with self.sessions() as session:
-            query = select(AgentTrade).where(AgentTrade.agent_id == agent.id)
-            # An entry whose exits still work is open: the parent and its legs are shown together.
-            newest_first = AgentTrade.created_at.desc()
-            if status == "open":
-                query = select(AgentTrade).where(_live_rows_of(agent.id, LIVE_TRADE_STATUSES))
-                # Sort the few live rows found by index. Ordered by the bare column, SQLite walks the agent's
-                # whole history backwards by (agent_id, created_at) instead, to spare itself that sort.
-                newest_first = func.coalesce(AgentTrade.created_at, AgentTrade.created_at).desc()
-            elif status == "closed":
-                query = query.where(AgentTrade.status.not_in(LIVE_TRADE_STATUSES),
-                                    AgentTrade.id.not_in(PARENTS_OF_LIVE_LEGS))
-            rows = (await session.execute(query.order_by(newest_first).limit(limit))).scalars()
-            return list(rows)
+        async with read(self.sessions) as connection:
+            found = await self.read_orders(connection, agent, status, limit)
+        trades, _ = await self.orders_now(agent, found)
+        return trades
 
     async def order_legs(self, trades: list[AgentTrade]) -> dict[str, list[AgentOrderLeg]]:
         """The exits of these orders, by order id."""
         async with self.sessions() as session:
             return await legs_of(session, [t.id for t in trades])
 
-    async def positions(self, agent: Agent) -> tuple[list[AgentPosition], dict[str, Quote], Decimal]:
-        """The agent's positions, their quotes, and the agent's cash."""
-        await self.refresh_open_trades(agent.id)
-        now = self.clock()
-        async with self._unit() as session:
-            account = await ensure_agent_account(session, agent.id, agent.limits.capital, trading_day(now), now)
-            cash = account.cash
+    async def read_book(self, connection: AsyncConnection, agent: Agent) -> BookRead:
+        """The agent's positions and cash, and its live orders to check with the broker. An agent with no
+        account row yet (nothing decided yet) has its capital as cash: the row itself is created by its first
+        decision (ensure_agent_account), never by a read."""
+        account = (await execute(connection, _ACCOUNT_CASH, {"agent_id": agent.id})).first()
+        async with _rows_on(connection) as session:
+            live = await self.live_trades(session, agent.id)
             rows = list((await session.execute(
                 select(AgentPosition).where(AgentPosition.agent_id == agent.id).order_by(AgentPosition.symbol)
             )).scalars())
-        symbols = [p.symbol for p in rows if p.qty != 0]
+        return BookRead(live=live, positions=rows, cash=account.cash if account else agent.limits.capital)
+
+    async def book_now(self, agent: Agent, book: BookRead) -> tuple[list[AgentPosition], dict[str, Quote], Decimal]:
+        """`book` brought up to date with the broker (read again only when the broker changed something),
+        with quotes for what it holds."""
+        if await self.refresh_live(book.live):
+            async with read(self.sessions) as connection:
+                book = await self.read_book(connection, agent)
+        symbols = [p.symbol for p in book.positions if p.qty != 0]
         quotes: dict[str, Quote] = {}
         if symbols:
             try:
                 quotes = await asyncio.wait_for(self.broker.get_quotes(symbols), self.settings.broker_timeout)
             except (BrokerError, TimeoutError) as error:
                 log.warning("quotes_unavailable", error=str(error))
-        return rows, quotes, cash
+        return book.positions, quotes, book.cash
+
+    async def positions(self, agent: Agent) -> tuple[list[AgentPosition], dict[str, Quote], Decimal]:
+        """The agent's positions, their quotes, and the agent's cash."""
+        async with read(self.sessions) as connection:
+            book = await self.read_book(connection, agent)
+        return await self.book_now(agent, book)
 
     async def account(self) -> Account | None:
         try:
@@ -1277,15 +1387,91 @@ class Gate:
             equity = await asyncio.to_thread(calendar_clock, self.clock())
         return {"us_equity": equity, "crypto": MarketClock(is_open=True)}
 
-    async def usage_today(self, agent: Agent) -> tuple[TradingStatus, Usage]:
+    async def read_usage(self, connection: AsyncConnection, agent: Agent) -> tuple[TradingStatus, Usage]:
+        """Trading state and today's usage, as the next decision would see them. Without an account row
+        load_usage starts the agent from its capital, as the row its first decision creates would."""
         now = self.clock()
         probe = OrderRequest(symbol="*", side="buy", qty=Decimal(0))
-        async with self._unit() as session:
+        async with _rows_on(connection) as session:
             status = await self.trading_status(session, agent.id)
-            await ensure_agent_account(session, agent.id, agent.limits.capital, trading_day(now), now)
             usage = await load_usage(session, agent_id=agent.id, order=probe, limits=agent.limits, quotes={},
                                      now=now, with_denials=False)  # the status shows no denial count
         return status, usage
+
+    async def usage_today(self, agent: Agent) -> tuple[TradingStatus, Usage]:
+        async with read(self.sessions) as connection:
+            return await self.read_usage(connection, agent)
+
+    # --- read-only calls: one read transaction, one write unit for their records ----------------------
+
+    async def handle_read(self, tool: str, agent_id: str | None, args: Mapping[str, Any],
+                          read_ledger: Callable[[AsyncConnection, Agent], Awaitable[T]],
+                          answer: Callable[[Agent, T], Awaitable[R]]) -> R:
+        """Run a call that only reads: identify the agent and `read_ledger` in ONE read transaction (a plain
+        pooled connection, ledger.db.read; on SQLite a deferred transaction: it neither takes nor waits for the
+        write lock), then `answer` from what was read and the broker, outside any transaction. Its intent and
+        outcome (or denial, or failure) are appended together afterwards in one small write unit, which takes
+        the writer only for that append.
+
+        The records are those Gate.handle writes (same kinds, actor, payloads). A reconciliation the answer
+        causes (the broker reports a fill) commits the call's intent with it, as in Gate.handle, so the log
+        never shows the change before who asked."""
+        call = CallRecord(tool=tool, agent_id=agent_id, args=args, ts=self.clock())
+        token = _current_call.set(call)
+        try:
+            async with read(self.sessions) as connection:
+                row, held = await self._agent_row(connection, agent_id) if agent_id else (None, frozenset[str]())
+                agent = self._identify(agent_id, row, held)
+                found = await read_ledger(connection, agent)
+            result = await answer(agent, found)
+        except GateDenied as denied:
+            await self._record_read(call, "tool.denied", {"codes": [v.code for v in denied.violations],
+                                                          "violations": denied.violations})
+            raise
+        except (BrokerError, TimeoutError) as error:
+            if broker_unavailable(error):
+                message = (error.message if isinstance(error, BrokerError) else "no answer in time")
+                await self._record_read(call, "tool.failed", {"code": Code.BROKER_UNAVAILABLE.value,
+                                                              "error": message})
+                raise deny(Code.BROKER_UNAVAILABLE, f"the broker cannot be reached ({message}); nothing was "
+                                                    "sent, try again shortly") from None
+            assert isinstance(error, BrokerError)
+            await self._record_read(call, "tool.failed", {"code": error.code, "error": error.message})
+            raise deny(Code(error.code) if error.code in Code.__members__ else Code.BROKER_ERROR,
+                       f"broker error: {error.message}") from None
+        except Exception as error:
+            reason = ledger_failure(error)
+            if reason is not None:  # recording it would wait on the same database: it is logged instead
+                log.error("ledger_unavailable", tool=tool, agent=agent_id, reason=reason,
+                          error=type(error).__name__)
+                raise deny(Code.LEDGER_UNAVAILABLE, f"{reason}; nothing was changed, try again shortly") from None
+            # Scrubbed before it is cut: a cut through a key leaves a piece no masking recognises.
+            await self._record_read(call, "tool.failed", {"error": type(error).__name__,
+                                                          "detail": secrets.scrub(str(error))[:500]})
+            raise
+        finally:
+            _current_call.reset(token)
+        await self._record_read(call, "tool.outcome", _outcome_payload(result))
+        return result
+
+    async def _record_read(self, call: CallRecord, kind: str, payload: Mapping[str, Any]) -> None:
+        """A read call's records, intent (unless a reconciliation already committed it) then `kind`, in one
+        unit of work. A ledger that cannot take them turns the answer into LEDGER_UNAVAILABLE: an answer
+        whose asking is not in the log is not given."""
+        records = [call.entry(kind, payload, self.clock())]
+        if not call.intent_recorded:
+            records.insert(0, call.intent())
+        try:
+            async with transaction(self.sessions) as session:
+                await audit.append_many(session, records)
+        except Exception as error:
+            reason = ledger_failure(error)
+            if reason is None:
+                raise
+            log.error("ledger_unavailable", tool=call.tool, agent=call.agent_id, reason=reason, record=kind)
+            raise deny(Code.LEDGER_UNAVAILABLE, f"{reason}; the call could not be recorded, try again "
+                                                "shortly") from None
+        call.intent_recorded = True
 
     # --- proposal change notifications (resources) -------------------------------------------------
 

@@ -10,11 +10,13 @@ from mcp.server.mcpserver import Context
 from policies.orders import decimal_text
 from policies.positions import position_lines
 from policies.results import MarketOut, PositionOut, PositionsResult, TradingStatusResult, plain
-from tools.common import through_gate
+from tools.common import read_through_gate
 
 if TYPE_CHECKING:
-    from policies.checks import Usage
-    from policies.gate import Agent, Gate
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from policies.checks import TradingStatus, Usage
+    from policies.gate import Agent, BookRead, Gate
 
 POSITIONS_DESCRIPTION = "This agent's positions with P&L, and its cash and equity."
 STATUS_DESCRIPTION = ("Mode, halt state, this agent's limits and today's usage, and the market clock per asset "
@@ -28,8 +30,11 @@ def money(value: Decimal) -> str:
 
 
 async def get_positions(ctx: Context) -> PositionsResult:
-    async def operation(gate: Gate, agent: Agent) -> PositionsResult:
-        rows, quotes, cash = await gate.positions(agent)
+    async def read(gate: Gate, connection: AsyncConnection, agent: Agent) -> BookRead:
+        return await gate.read_book(connection, agent)
+
+    async def answer(gate: Gate, agent: Agent, book: BookRead) -> PositionsResult:
+        rows, quotes, cash = await gate.book_now(agent, book)
         lines, equity = position_lines(rows, quotes, cash)
         positions = [PositionOut(symbol=line.symbol, qty=line.qty, avg_entry_price=line.avg_entry_price,
                                  market_value=line.market_value, unrealized_pl=line.unrealized_pl,
@@ -42,12 +47,15 @@ async def get_positions(ctx: Context) -> PositionsResult:
                                account_buying_power=account.buying_power if account else None,
                                trading_mode=gate.settings.trading_mode)  # type: ignore[arg-type]
 
-    return await through_gate(ctx, "get_positions", {}, operation, acts_at_broker=False)
+    return await read_through_gate(ctx, "get_positions", {}, read, answer)
 
 
 async def get_trading_status(ctx: Context) -> TradingStatusResult:
-    async def operation(gate: Gate, agent: Agent) -> TradingStatusResult:
-        status, usage = await gate.usage_today(agent)
+    async def read(gate: Gate, connection: AsyncConnection, agent: Agent) -> tuple[TradingStatus, Usage]:
+        return await gate.read_usage(connection, agent)
+
+    async def answer(gate: Gate, agent: Agent, found: tuple[TradingStatus, Usage]) -> TradingStatusResult:
+        status, usage = found
         clocks = await gate.market_clock()
         limits = agent.limits
         halted = status.global_state == "halted" or status.agent_state == "halted"
@@ -77,7 +85,7 @@ async def get_trading_status(ctx: Context) -> TradingStatusResult:
                                            next_close=clock.next_close) for asset_class, clock in clocks.items()},
             market_hours_enforced=gate.settings.enforce_market_hours)
 
-    return await through_gate(ctx, "get_trading_status", {}, operation, acts_at_broker=False)
+    return await read_through_gate(ctx, "get_trading_status", {}, read, answer)
 
 
 def _sizing(agent: Agent, usage: Usage) -> dict[str, str]:

@@ -15,9 +15,12 @@ from pydantic import BaseModel, Field, WithJsonSchema
 from policies.violations import GateDenied
 
 if TYPE_CHECKING:  # the ledger is imported when the runtime opens, not to list the tools
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
     from policies.gate import Agent, Gate
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 # Amounts are decimal strings in the schema ("10", "0.5": exact, unlike binary floats); a JSON number is
 # accepted too, leniently, but the schema keeps ONE type so every client's schema dialect takes it.
@@ -75,6 +78,25 @@ async def through_gate(ctx: Context, tool: str, args: Mapping[str, Any],
                                  acts_at_broker=acts_at_broker, allow_disabled=allow_disabled)
     except GateDenied as denied:
         raise ToolError("; ".join(f"{v.code}: {v.message}" for v in denied.violations)) from None
+
+
+async def read_through_gate(ctx: Context, tool: str, args: Mapping[str, Any],
+                            read: Callable[[Gate, AsyncConnection, Agent], Awaitable[T]],
+                            answer: Callable[[Gate, Agent, T], Awaitable[R]]) -> R:
+    """The path of the tools that only read (Gate.handle_read): `read` gets the ledger inside the call's one
+    read transaction, `answer` builds the result from it and the broker, outside it."""
+    app = app_of(ctx)
+    gate = app.gate
+    try:
+        return await gate.handle_read(tool, app.agent_id(), args,
+                                      lambda connection, agent: read(gate, connection, agent),
+                                      lambda agent, found: answer(gate, agent, found))
+    except GateDenied as denied:
+        raise ToolError("; ".join(f"{v.code}: {v.message}" for v in denied.violations)) from None
+
+
+async def nothing_to_read(_gate: Gate, _connection: AsyncConnection, _agent: Agent) -> None:
+    """The `read` of a tool that needs nothing from the ledger beyond who is asking."""
 
 
 def compact_call_result(result: BaseModel) -> CallToolResult:

@@ -21,7 +21,7 @@ from broker.indicators import bars_needed, compute_indicators, parse_indicator
 from policies.orders import normalize_symbol
 from policies.results import BarOut, MarketDataResult, SymbolData, price_text
 from policies.violations import Code, deny
-from tools.common import compact_call_result, through_gate
+from tools.common import compact_call_result, nothing_to_read, read_through_gate
 
 if TYPE_CHECKING:
     from policies.gate import Agent, Gate
@@ -51,10 +51,9 @@ async def get_market_data(
                           Field(max_length=MAX_INDICATORS, description="e.g. ['sma_20','rsi_14']")] = [],  # noqa: B006 - pydantic copies defaults
 ) -> MarketDataResult:
     args = {"symbols": symbols, "data": data, "timeframe": timeframe, "limit": limit, "indicators": indicators}
-    result = await through_gate(ctx, "get_market_data", args,
-                                lambda gate, agent: _market_data(gate, agent, symbols, data, timeframe, limit,
-                                                                 list(indicators or [])),
-                                acts_at_broker=False)
+    result = await read_through_gate(ctx, "get_market_data", args, nothing_to_read,
+                                     lambda gate, agent, _: _market_data(gate, agent, symbols, data, timeframe,
+                                                                         limit, list(indicators or [])))
     # Up to a thousand bars make ~100 KB of JSON: it is written in a worker thread, so the event loop (and every
     # other agent's call) is held only for the GIL's switch interval at a time, not for the whole answer.
     answer: Any = await asyncio.to_thread(compact_call_result, result)

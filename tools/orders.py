@@ -9,11 +9,13 @@ from pydantic import Field
 
 from policies.results import CancelResult, OrderOut, OrdersResult
 from policies.violations import Code, deny
-from tools.common import through_gate
+from tools.common import read_through_gate, through_gate
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
     from ledger.models import AgentOrderLeg, AgentTrade
-    from policies.gate import Agent, Gate
+    from policies.gate import Agent, Gate, OrdersRead
 
 MAX_ORDERS = 500
 ORDERS_DESCRIPTION = "This agent's orders, newest first, with broker status; limit 1-500."
@@ -41,16 +43,17 @@ def leg_out(parent: AgentTrade, leg: AgentOrderLeg) -> OrderOut:
 
 async def get_orders(ctx: Context, status: Literal["open", "closed", "all"] = "open",
                      limit: Annotated[int, Field(ge=1, le=MAX_ORDERS)] = 50) -> OrdersResult:
-    async def operation(gate: Gate, agent: Agent) -> OrdersResult:
+    async def read(gate: Gate, connection: AsyncConnection, agent: Agent) -> OrdersRead:
         if not 1 <= limit <= MAX_ORDERS:
             raise deny(Code.INVALID_ARGUMENT, f"limit must be between 1 and {MAX_ORDERS}")
-        trades = await gate.orders(agent, status, limit)
-        legs = await gate.order_legs(trades)
+        return await gate.read_orders(connection, agent, status, limit)
+
+    async def answer(gate: Gate, agent: Agent, found: OrdersRead) -> OrdersResult:
+        trades, legs = await gate.orders_now(agent, found)
         return OrdersResult(orders=[order_out(t, legs.get(t.id)) for t in trades],
                             trading_mode=gate.settings.trading_mode)  # type: ignore[arg-type]
 
-    return await through_gate(ctx, "get_orders", {"status": status, "limit": limit}, operation,
-                              acts_at_broker=False)
+    return await read_through_gate(ctx, "get_orders", {"status": status, "limit": limit}, read, answer)
 
 
 async def cancel_order(order_id: Annotated[str, Field(min_length=1, max_length=64)], ctx: Context) -> CancelResult:
