@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -34,12 +35,12 @@ async def get_positions(ctx: Context) -> PositionsResult:
         return await gate.read_book(connection, agent)
 
     async def answer(gate: Gate, agent: Agent, book: BookRead) -> PositionsResult:
-        rows, quotes, cash = await gate.book_now(agent, book)
+        # The book's quotes and the broker account are asked for together: one round trip to Alpaca, not two.
+        (rows, quotes, cash), account = await asyncio.gather(gate.book_now(agent, book), gate.account())
         lines, equity = position_lines(rows, quotes, cash)
         positions = [PositionOut(symbol=line.symbol, qty=line.qty, avg_entry_price=line.avg_entry_price,
                                  market_value=line.market_value, unrealized_pl=line.unrealized_pl,
                                  realized_pl=line.realized_pl) for line in lines]
-        account = await gate.account()
         return PositionsResult(positions=positions, cash=cash.quantize(CENT), equity=equity,
                                capital=agent.limits.capital,
                                account_cash=account.cash if account else None,

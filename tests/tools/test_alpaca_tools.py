@@ -226,6 +226,20 @@ async def test_an_execution_after_the_quote_window_fetches_the_quote_again(
     assert (await trade(db_url, proposal["proposal_id"])).reserved_notional == Decimal("195.01")
 
 
+
+async def test_positions_ask_alpaca_for_quotes_and_account_in_one_round_trip(
+        db_url: str, alpaca_server: AlpacaContractServer) -> None:
+    alpaca_server.latency = 0.02
+    async with connect(alpaca_config(db_url, alpaca_server)) as client:
+        await filled(client, symbol="AAPL", side="buy", qty=2)
+        await asyncio.sleep(max(QUOTE_REUSE_SECONDS, 1.0) + 0.1)  # nothing reused: quote and account both due
+        before = len(alpaca_server.requests)
+        held = (await call(client, "get_positions"))["positions"]
+    asked = broker_requests(alpaca_server, before)
+    assert [line["symbol"] for line in held] == ["AAPL"]
+    assert {"GET /v2/stocks/snapshots", "GET /v2/account"} <= set(named(asked))
+    assert sequential_steps(asked) == 1
+
 # -- two agents, one Alpaca account ----------------------------------------------------------------------
 
 
