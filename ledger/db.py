@@ -1,12 +1,21 @@
 """The database engine: SQLite (WAL, serialized writers) or PostgreSQL, and schema upgrades at start.
 
-Concurrency model (docs/ARCHITECTURE.md). SQLite: every transaction is BEGIN IMMEDIATE, so writers never
-interleave. PostgreSQL (READ COMMITTED, shared by several replicas): decisions lock rows with SELECT ... FOR
-UPDATE in one order (global trading_state → agent permissions → rows of the agent's book → audit_head, always
-last); rows that may be created by two writers at once are created with INSERT ... ON CONFLICT DO NOTHING
-(`insert_if_absent`), then locked; work that must run alone across replicas (start-up, registration) takes a
-transaction-scoped advisory lock (`advisory_lock`). Each statement of a READ COMMITTED transaction sees what
-was committed before it started, so everything a decision reads after its locks is current.
+Concurrency model (docs/ARCHITECTURE.md). SQLite: every unit of work (`transaction()`) holds the write lock
+(BEGIN IMMEDIATE), so writers never interleave. On a SQLite file the units go through group commit
+(ledger/group_commit.py): they queue in order for one writer connection, each runs in its own SAVEPOINT of the
+group's BEGIN IMMEDIATE transaction (a failing unit rolls back alone), and the group's one COMMIT (a WAL sync:
+synchronous=FULL, so a committed unit survives power loss) runs off the event loop; `transaction()` returns
+only after its group committed, and a failed COMMIT fails every unit of the group. Units still run one at a
+time, each seeing all before it through its own session; pooled reads (`read()`, plain sessions) see committed
+groups only, so a decision reads through its unit's session, never through a pooled read inside the unit.
+In-memory and read-only SQLite engines commit each unit on its own, as before. PostgreSQL (READ COMMITTED,
+shared by several replicas): decisions lock rows with SELECT ... FOR UPDATE in one order (global trading_state
+→ agent permissions → rows of the agent's book → audit_head, always last); rows that may be created by two
+writers at once are created with INSERT ... ON CONFLICT DO NOTHING (`insert_if_absent`), then locked; work
+that must run alone across replicas (start-up, registration) takes a transaction-scoped advisory lock
+(`advisory_lock`). Each statement of a READ COMMITTED transaction sees what was committed before it started,
+so everything a decision reads after its locks is current. Every unit commits on its own, with
+synchronous_commit=on (asked for explicitly): its COMMIT returns once the WAL is flushed.
 """
 
 from __future__ import annotations
