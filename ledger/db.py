@@ -137,7 +137,7 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, read
         if sqlite_path(url) is not None and not read_only:
             from ledger import group_commit
 
-            group_commit.attach(engine, UnitCounter.count_commit, WRITE_OPTION)
+            group_commit.attach(engine, str(sqlite_path(url)), UnitCounter.count_commit)
         return engine
     lock_timeout = {"lock_timeout": str(int(LOCK_WAIT_SECONDS * 1000)),  # milliseconds
                     # A COMMIT returns once its WAL record is flushed to disk: a committed audit record survives
@@ -151,7 +151,7 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, read
 def _sqlite_engine(url: str, *, read_only: bool) -> AsyncEngine:
     from sqlalchemy.engine import make_url
 
-    from ledger.sqlite_inline import inline_connector
+    from ledger.sqlite_inline import UNIT_SAVEPOINT, inline_connector
 
     engine = create_async_engine(url, async_creator=inline_connector(make_url(url).database or ":memory:"))
 
@@ -174,6 +174,10 @@ def _sqlite_engine(url: str, *, read_only: bool) -> AsyncEngine:
     def _on_begin(conn: Connection) -> None:
         # Units of work (`transaction()`) take the write lock up front; plain reads stay deferred, so
         # in WAL mode they neither wait for writers nor make writers wait (and back off) for them.
+        if getattr(conn.connection.driver_connection, "group_open", False):
+            # A unit of work in a group-commit group (ledger/group_commit.py): its own savepoint.
+            conn.exec_driver_sql(f"SAVEPOINT {UNIT_SAVEPOINT}")
+            return
         writes = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if writes and not read_only else "BEGIN")
 

@@ -9,10 +9,13 @@ so the connection has no busy timeout: a locked database raises at once, and the
 asynchronous sleep — the loop keeps serving while it waits, up to LOCK_WAIT_SECONDS (or the earlier
 deadline a caller set in `wait_until`).
 
-A connection made with commits_off_loop=True (the group-commit writer, ledger/group_commit.py) runs its
-COMMIT in a worker thread instead: with synchronous=FULL the COMMIT syncs the WAL to disk, milliseconds the
-loop must not stand still for. sqlite3 releases the GIL while SQLite works; nothing else uses the
-connection until the COMMIT returns (the writer's turn is held).
+Group commit (ledger/group_commit.py) opens a group on a connection (`begin_group`: BEGIN IMMEDIATE); while it
+is open, the transactions SQLAlchemy begins and ends on that connection are the units' savepoints: BEGIN is
+SAVEPOINT (ledger/db.py's begin hook asks `group_open`), COMMIT is RELEASE, ROLLBACK is ROLLBACK TO — a few
+microseconds each, and SQLAlchemy's sessions work on it unchanged. The group's own COMMIT (`commit_group`) runs
+in a worker thread: with synchronous=FULL it syncs the WAL to disk, milliseconds the loop must not stand still
+for. sqlite3 releases the GIL while SQLite works; nothing else uses the connection until the COMMIT returns
+(the writer's turn is held).
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ LONGEST_RETRY_PAUSE = 0.01
 # of work that already queued for the group-commit writer waits only for the rest of its bound.
 wait_until: ContextVar[float | None] = ContextVar("tradewarden_sqlite_wait_until", default=None)
 
-# COMMITs of commits_off_loop connections, one at a time (only one group commits per writer at a time).
+UNIT_SAVEPOINT = "tradewarden_unit"  # one unit at a time runs in a group: one name will do
+
+# Groups' COMMITs, one at a time.
 _COMMITS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tradewarden-sqlite-commit")
 
 
@@ -58,7 +63,7 @@ def _deadline(deadline: float | None) -> float:
 class InlineConnection(aiosqlite.Connection):
     """An aiosqlite.Connection without the worker thread."""
 
-    commits_off_loop = False
+    group_open = False  # a group's transaction is open: transactions on this connection are savepoints
 
     @property
     def sqlite(self) -> sqlite3.Connection | None:
@@ -82,10 +87,14 @@ class InlineConnection(aiosqlite.Connection):
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, LONGEST_RETRY_PAUSE)
 
-    async def commit(self) -> None:
-        if not self.commits_off_loop:
-            await super().commit()
-            return
+    async def begin_group(self) -> None:
+        """BEGIN IMMEDIATE (waiting for other processes, up to the bound), then units begin as savepoints."""
+        assert self._connection is not None
+        await self._execute(self._connection.execute, "BEGIN IMMEDIATE")
+        self.group_open = True
+
+    async def commit_group(self) -> None:
+        """The group's COMMIT, in a worker thread. On failure the group is still open: roll it back."""
         if not self._running or not self._connection:
             raise ValueError("Connection closed")
         loop = asyncio.get_running_loop()
@@ -93,6 +102,7 @@ class InlineConnection(aiosqlite.Connection):
         while True:
             try:
                 await loop.run_in_executor(_COMMITS, self._connection.commit)
+                self.group_open = False
                 return
             except sqlite3.OperationalError as error:
                 if not _locked(error):
@@ -101,6 +111,25 @@ class InlineConnection(aiosqlite.Connection):
                 if time.monotonic() >= deadline:
                     raise
                 await asyncio.sleep(0.001)
+
+    def rollback_group(self) -> None:
+        self.group_open = False
+        if self._connection is not None:
+            self._connection.rollback()
+
+    async def commit(self) -> None:
+        if self.group_open and self._connection is not None:  # a unit's end: its savepoint joins the group
+            self._connection.execute(f"RELEASE {UNIT_SAVEPOINT}")
+            return
+        await super().commit()
+
+    async def rollback(self) -> None:
+        if self.group_open and self._connection is not None:  # a unit's failure: undo it alone
+            if self._connection.in_transaction:  # else SQLite rolled back the group (the writer sees it)
+                self._connection.execute(f"ROLLBACK TO {UNIT_SAVEPOINT}")
+                self._connection.execute(f"RELEASE {UNIT_SAVEPOINT}")
+            return
+        await super().rollback()
 
     async def _connect(self) -> InlineConnection:
         if self._connection is None:
@@ -120,14 +149,11 @@ class InlineConnection(aiosqlite.Connection):
         self.stop()
 
 
-def inline_connector(path: str, *, commits_off_loop: bool = False) -> Callable[[], Any]:
-    """An `async_creator` for create_async_engine: connections to `path` with no busy timeout.
-    commits_off_loop: their COMMITs run in a worker thread (the group-commit writer's connection)."""
+def inline_connector(path: str) -> Callable[[], Any]:
+    """An `async_creator` for create_async_engine: connections to `path` with no busy timeout."""
 
     async def create() -> InlineConnection:
         connector = partial(sqlite3.connect, path, timeout=0, isolation_level=None, check_same_thread=False)
-        connection = await InlineConnection(connector, 64)
-        connection.commits_off_loop = commits_off_loop
-        return connection
+        return await InlineConnection(connector, 64)
 
     return create
