@@ -2,7 +2,7 @@
 
 Concurrency model (docs/ARCHITECTURE.md). SQLite: every unit of work (`transaction()`) holds the write lock
 (BEGIN IMMEDIATE), so writers never interleave. On a SQLite file the units go through group commit
-(ledger/group_commit.py): they queue in order for one writer connection, each runs in its own SAVEPOINT of the
+(ledger/group_commit.py): they queue in order for one writer per file, each runs in its own SAVEPOINT of the
 group's BEGIN IMMEDIATE transaction (a failing unit rolls back alone), and the group's one COMMIT (a WAL sync:
 synchronous=FULL, so a committed unit survives power loss) runs off the event loop; `transaction()` returns
 only after its group committed, and a failed COMMIT fails every unit of the group. Units still run one at a

@@ -5,13 +5,14 @@ survives power loss; that sync costs far more than a unit's statements. So units
 one. They queue, in the order they asked, for one writer per database file in the process (every engine on the
 file: one server runtime per stdio agent, a command's own), which takes a pooled connection for each group.
 The first unit of a group opens BEGIN IMMEDIATE (the database's write lock); every unit runs inside its own
-SAVEPOINT (its ORM session joins the group's transaction with join_transaction_mode="create_savepoint"),
-RELEASEd on success and rolled back to on failure: that unit alone fails, its neighbours go on. A group takes
-every unit waiting when it opened and, for MAX_GROUP_SECONDS, those that come meanwhile (at most
-MAX_GROUP_UNITS); when no unit is waiting for the writer, or past those bounds, it COMMITs in a worker thread
-(ledger/sqlite_inline.py: the loop keeps serving during the sync), and the units that arrive meanwhile wait
-for the next group. A unit's `transaction()` returns only once its group's COMMIT succeeded; if the COMMIT
-fails, every unit of the group raises: nothing is reported committed that is not.
+SAVEPOINT (its ORM session, bound to the group's connection, begins and ends a transaction as usual; the
+driver makes those SAVEPOINT, RELEASE and ROLLBACK TO: ledger/sqlite_inline.py), RELEASEd on success and
+rolled back to on failure: that unit alone fails, its neighbours go on. A group takes every unit waiting when
+it opened and, for MAX_GROUP_SECONDS, those that come meanwhile (at most MAX_GROUP_UNITS); when no unit is
+waiting for the writer, or past those bounds, it COMMITs in a worker thread (ledger/sqlite_inline.py: the loop
+keeps serving during the sync), and the units that arrive meanwhile wait for the next group. A unit's
+`transaction()` returns only once its group's COMMIT succeeded; if the COMMIT fails, every unit of the group
+raises: nothing is reported committed that is not.
 
 Serialization is what it was: units run one at a time, in order, each seeing every unit before it (committed,
 or earlier in its own group) through its own session. A pooled read (`ledger.db.read()`, a plain session)

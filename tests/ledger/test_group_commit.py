@@ -227,3 +227,34 @@ async def test_audit_records_of_8_concurrent_agents_form_a_valid_chain(
         report = await audit.verify(session)
     assert report.ok and report.records == 200 and report.head_seq == 200
     assert db.UnitCounter.begun - begun == 200 and db.UnitCounter.commits - commits < 200
+
+
+async def test_engines_of_one_process_on_one_file_share_the_groups(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    """One server runtime per stdio agent: their units queue for the same writer, not for SQLite's lock."""
+    other_engine = db.create_engine(db_url)
+    other = db.session_factory(other_engine)
+    commits = db.UnitCounter.commits
+    try:
+        await asyncio.gather(*(write_note(sessions if i % 2 else other, f"u{i:02}", yield_first=True)
+                               for i in range(20)))
+    finally:
+        await other_engine.dispose()
+    assert db.UnitCounter.commits - commits < 20
+    assert committed_notes(db_url) == [f"u{i:02}" for i in range(20)]
+
+
+async def test_in_memory_sqlite_commits_each_unit_on_its_own() -> None:
+    """Writer and readers share the one connection of an in-memory database: no groups to hold open there."""
+    engine = db.create_engine("sqlite+aiosqlite://")
+    sessions = db.session_factory(engine)
+    assert group_commit.writer_of(engine) is None
+    commits = db.UnitCounter.commits
+    async with db.transaction(sessions) as session:
+        await session.execute(text("CREATE TABLE notes (unit TEXT)"))
+    for unit in ("a", "b"):
+        await write_note(sessions, unit)
+    async with db.read(sessions) as connection:
+        assert (await connection.execute(text("SELECT count(*) FROM notes"))).scalar_one() == 2
+    await engine.dispose()
+    assert db.UnitCounter.commits - commits == 3
