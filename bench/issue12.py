@@ -16,7 +16,8 @@ Rows (2 cores, shared: the ratios to the floor of the same run are what count):
 - first tool result after spawn, next to the bare server.
 Not measured here: placing an order via Alpaca next to Alpaca's own MCP server: bench/alpaca_peer.py measures it
 (a throwaway venv with `alpaca-mcp-server`, both against tests/broker/alpaca_contract_server.py; see the results file).
-Writes bench/results-issue12.md.
+Writes bench/results-issue12.md (not with --no-results-file). --no-group-commit: units of work commit one by one
+(synchronous=FULL still), to show what group commit buys.
 """
 
 from __future__ import annotations
