@@ -16,7 +16,8 @@ Rows (2 cores, shared: the ratios to the floor of the same run are what count):
 - first tool result after spawn, next to the bare server.
 Not measured here: placing an order via Alpaca next to Alpaca's own MCP server: bench/alpaca_peer.py measures it
 (a throwaway venv with `alpaca-mcp-server`, both against tests/broker/alpaca_contract_server.py; see the results file).
-Writes bench/results-issue12.md.
+Writes bench/results-issue12.md (not with --no-results-file). --no-group-commit: units of work commit one by one
+(synchronous=FULL still), to show what group commit buys.
 """
 
 from __future__ import annotations
@@ -130,16 +131,27 @@ async def startup_rows(config: Path, runs: int) -> dict[str, list[float]]:
     return out
 
 
-async def throughput(config: Any, seconds: float) -> dict[str, float]:
+def _units() -> tuple[int, int | None]:
+    """Units of work begun and COMMITs so far in this process (commits: None on a tree without group commit)."""
+    from ledger.db import UnitCounter
+
+    return UnitCounter.begun, getattr(UnitCounter, "commits", None)
+
+
+async def throughput(config: Any, seconds: float) -> dict[str, Any]:
     from mcp import Client
     from mcp.server import MCPServer
 
     from server.app import create_server
 
+    latencies: dict[str, list[float]] = {}  # ms per loop body, calls in the window only
+    batching: dict[str, float] = {}  # units of work per COMMIT in the window
+
     async def run(loop_body: Callable[[Any, int], Awaitable[int]], factory: Callable[[int], Any]) -> float:
         done = warmed = 0
         deadline = 0.0
         ready, all_warm = asyncio.Event(), asyncio.Event()
+        samples = latencies.setdefault(getattr(loop_body, "__name__", "?"), [])
 
         async def agent(index: int) -> None:
             nonlocal done, warmed
@@ -150,16 +162,24 @@ async def throughput(config: Any, seconds: float) -> dict[str, float]:
                     all_warm.set()
                 await ready.wait()
                 while time.perf_counter() < deadline:
+                    began = time.perf_counter()
                     finished = await loop_body(client, index)
-                    if time.perf_counter() <= deadline:  # not the clients' teardown: only calls in the window
+                    ended = time.perf_counter()
+                    if ended <= deadline:  # not the clients' teardown: only calls in the window
                         done += finished
+                        samples.append((ended - began) * 1000)
 
         tasks = [asyncio.create_task(agent(i)) for i in range(8)]
         await all_warm.wait()  # every agent connected and warm before the clock starts
+        units_before = _units()
         start = time.perf_counter()
         deadline = start + seconds
         ready.set()
         await asyncio.gather(*tasks)
+        units_after = _units()
+        if units_before[1] is not None and units_after[1] is not None and units_after[1] > units_before[1]:
+            batching[getattr(loop_body, "__name__", "?")] = ((units_after[0] - units_before[0])
+                                                             / (units_after[1] - units_before[1]))
         return done / seconds
 
     def bare_factory(index: int) -> Any:
@@ -186,8 +206,9 @@ async def throughput(config: Any, seconds: float) -> dict[str, float]:
     def ours(index: int) -> Any:
         return create_server(config, agent_id=f"bench-{index}")
 
-    return {"bare calls/s": await run(noop, bare_factory), "proposals/s": await run(propose, ours),
-            "executions/s": await run(propose_execute, ours)}
+    rates = {"bare calls/s": await run(noop, bare_factory), "proposals/s": await run(propose, ours),
+             "executions/s": await run(propose_execute, ours)}
+    return {**rates, "latencies": latencies, "units per commit": batching}
 
 
 def durable_commits_per_second(workdir: Path, seconds: float) -> float:
@@ -314,7 +335,14 @@ async def main() -> int:
     parser.add_argument("--startups", type=int, default=5)
     parser.add_argument("--verify-records", type=int, default=1_000_000)
     parser.add_argument("--skip", action="append", default=[], choices=["stdio", "throughput", "history", "verify"])
+    parser.add_argument("--no-group-commit", action="store_true",
+                        help="units of work commit one by one (synchronous=FULL still): what grouping buys")
+    parser.add_argument("--no-results-file", action="store_true", help="print only, leave the results file")
     args = parser.parse_args()
+    if args.no_group_commit:
+        from ledger import group_commit
+
+        group_commit.writer_of = lambda engine: None  # transaction() falls back to one COMMIT per unit
 
     from server.config import load_config
     from server.logging import configure_logging
@@ -342,11 +370,19 @@ async def main() -> int:
             tp_config = load_config(str(write_config(work / "tp")), env={})
             t = await throughput(tp_config, args.seconds)
             durable = durable_commits_per_second(work, 2.0)
+            lat, per_commit = t["latencies"], t["units per commit"]
+
+            def spread(name: str) -> str:
+                cell = f"p50 {fmt(p50(lat[name]))} / p99 {fmt(percentile(lat[name], 99))} a call"
+                return cell + (f", {per_commit[name]:.1f} units per COMMIT" if name in per_commit else "")
+
             lines += [
-                f"| audited proposals/s, one process, 8 agents (in memory) | {t['proposals/s']:.0f}/s | bare MCP "
+                f"| audited proposals/s, one process, 8 agents (in-memory MCP clients, SQLite file) | "
+                f"{t['proposals/s']:.0f}/s ({spread('propose')}) | bare MCP "
                 f"{t['bare calls/s']:,.0f} calls/s; durable SQLite (raw driver, synchronous=FULL) {durable:,.0f} "
                 f"commits/s |",
-                f"| executions/s, one process, 8 agents (propose + execute, in memory) | {t['executions/s']:.0f}/s | |",
+                f"| executions/s, one process, 8 agents (propose + execute, in-memory MCP clients, SQLite file) | "
+                f"{t['executions/s']:.0f}/s ({spread('propose_execute')}) | |",
             ]
         lines.append("| placing one order via Alpaca (propose + execute) vs Alpaca's own MCP server | not measured "
                      "(see below) | |")
@@ -380,6 +416,8 @@ async def main() -> int:
     note = ("Placing an order via Alpaca next to Alpaca's own MCP server (`alpaca-mcp-server` in a throwaway venv "
             "against tests/broker/alpaca_contract_server.py) is not measured by this command: "
             "bench/alpaca_peer.py measures it.")
+    if args.no_results_file:
+        return 0
     (ROOT / "bench" / "results-issue12.md").write_text(
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `{shlex.join(sys.argv)}` "
         f"({time.perf_counter() - started:.0f} s; 2 shared cores)\n\n{report}\n\n{note}\n")

@@ -53,6 +53,7 @@ class Checkpointer:
             if self._connection is None:
                 self._connection = sqlite3.connect(self.path, timeout=0, isolation_level=None,
                                                    check_same_thread=False)
+                self._connection.execute("PRAGMA synchronous=FULL")  # like every ledger connection (ledger/db.py)
             busy, frames, copied = self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             self.last = (busy, frames, copied)
             return self.last

@@ -1,12 +1,21 @@
 """The database engine: SQLite (WAL, serialized writers) or PostgreSQL, and schema upgrades at start.
 
-Concurrency model (docs/ARCHITECTURE.md). SQLite: every transaction is BEGIN IMMEDIATE, so writers never
-interleave. PostgreSQL (READ COMMITTED, shared by several replicas): decisions lock rows with SELECT ... FOR
-UPDATE in one order (global trading_state → agent permissions → rows of the agent's book → audit_head, always
-last); rows that may be created by two writers at once are created with INSERT ... ON CONFLICT DO NOTHING
-(`insert_if_absent`), then locked; work that must run alone across replicas (start-up, registration) takes a
-transaction-scoped advisory lock (`advisory_lock`). Each statement of a READ COMMITTED transaction sees what
-was committed before it started, so everything a decision reads after its locks is current.
+Concurrency model (docs/ARCHITECTURE.md). SQLite: every unit of work (`transaction()`) holds the write lock
+(BEGIN IMMEDIATE), so writers never interleave. On a SQLite file the units go through group commit
+(ledger/group_commit.py): they queue in order for one writer per file, each runs in its own SAVEPOINT of the
+group's BEGIN IMMEDIATE transaction (a failing unit rolls back alone), and the group's one COMMIT (a WAL sync:
+synchronous=FULL, so a committed unit survives power loss) runs off the event loop; `transaction()` returns
+only after its group committed, and a failed COMMIT fails every unit of the group. Units still run one at a
+time, each seeing all before it through its own session; pooled reads (`read()`, plain sessions) see committed
+groups only, so a decision reads through its unit's session, never through a pooled read inside the unit.
+In-memory and read-only SQLite engines commit each unit on its own, as before. PostgreSQL (READ COMMITTED,
+shared by several replicas): decisions lock rows with SELECT ... FOR UPDATE in one order (global trading_state
+→ agent permissions → rows of the agent's book → audit_head, always last); rows that may be created by two
+writers at once are created with INSERT ... ON CONFLICT DO NOTHING (`insert_if_absent`), then locked; work
+that must run alone across replicas (start-up, registration) takes a transaction-scoped advisory lock
+(`advisory_lock`). Each statement of a READ COMMITTED transaction sees what was committed before it started,
+so everything a decision reads after its locks is current. Every unit commits on its own, with
+synchronous_commit=on (asked for explicitly): its COMMIT returns once the WAL is flushed.
 """
 
 from __future__ import annotations
@@ -117,43 +126,62 @@ def is_sqlite(url: str) -> bool:
 
 
 def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, read_only: bool = False) -> AsyncEngine:
-    """One engine per process. On SQLite every transaction is BEGIN IMMEDIATE: it takes the write lock
-    up front, so a check-and-reserve can never interleave with another writer (process or task).
+    """One engine per process. On SQLite every unit of work holds the write lock (BEGIN IMMEDIATE), so a
+    check-and-reserve can never interleave with another writer (process or task); on a SQLite file, units go
+    through the group-commit writer (ledger/group_commit.py), a connection of its own.
     read_only=True (SQLite): plain deferred transactions, for single reads that must not queue behind the
     writers (WAL readers see the last commit without the lock), e.g. bearer-token lookups. Never write
     through such an engine."""
     if is_sqlite(url):
-        from sqlalchemy.engine import make_url
+        engine = _sqlite_engine(url, read_only=read_only)
+        if sqlite_path(url) is not None and not read_only:
+            from ledger import group_commit
 
-        from ledger.sqlite_inline import inline_connector
-
-        engine = create_async_engine(url, async_creator=inline_connector(make_url(url).database or ":memory:"))
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            # SQLAlchemy (not the driver) decides when transactions begin: the connections are opened in
-            # autocommit mode (isolation_level=None) by sqlite_inline.
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=0")  # waits for the lock are asynchronous (sqlite_inline)
-            cursor.execute("PRAGMA foreign_keys=ON")
-            # Checkpoints run in the background (ledger/checkpoint.py); this is only the safety net.
-            cursor.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
-            cursor.close()
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            # Units of work (`transaction()`) take the write lock up front; plain reads stay deferred, so
-            # in WAL mode they neither wait for writers nor make writers wait (and back off) for them.
-            writes = conn.get_execution_options().get(WRITE_OPTION, False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if writes and not read_only else "BEGIN")
-
+            group_commit.attach(engine, str(sqlite_path(url)), UnitCounter.count_commit)
         return engine
-    lock_timeout = {"lock_timeout": str(int(LOCK_WAIT_SECONDS * 1000))}  # milliseconds
+    lock_timeout = {"lock_timeout": str(int(LOCK_WAIT_SECONDS * 1000)),  # milliseconds
+                    # A COMMIT returns once its WAL record is flushed to disk: a committed audit record survives
+                    # a crash of the server or the machine. Explicit, so no server default can turn it off.
+                    "synchronous_commit": "on"}
     return create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True,
                                pool_timeout=30, connect_args={"timeout": CONNECT_TIMEOUT_SECONDS,
                                                               "server_settings": lock_timeout})
+
+
+def _sqlite_engine(url: str, *, read_only: bool) -> AsyncEngine:
+    from sqlalchemy.engine import make_url
+
+    from ledger.sqlite_inline import UNIT_SAVEPOINT, inline_connector
+
+    engine = create_async_engine(url, async_creator=inline_connector(make_url(url).database or ":memory:"))
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # SQLAlchemy (not the driver) decides when transactions begin: the connections are opened in
+        # autocommit mode (isolation_level=None) by sqlite_inline.
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: every COMMIT syncs the WAL, so a committed unit (its audit records) survives power loss
+        # (NORMAL may lose the last commits). Group commit (ledger/group_commit.py) pays one sync per group.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=0")  # waits for the lock are asynchronous (sqlite_inline)
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # Checkpoints run in the background (ledger/checkpoint.py); this is only the safety net.
+        cursor.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Units of work (`transaction()`) take the write lock up front; plain reads stay deferred, so
+        # in WAL mode they neither wait for writers nor make writers wait (and back off) for them.
+        if getattr(conn.connection.driver_connection, "group_open", False):
+            # A unit of work in a group-commit group (ledger/group_commit.py): its own savepoint.
+            conn.exec_driver_sql(f"SAVEPOINT {UNIT_SAVEPOINT}")
+            return
+        writes = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writes and not read_only else "BEGIN")
+
+    return engine
 
 
 def sqlite_path(url: str) -> str | None:
@@ -219,19 +247,35 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 class UnitCounter:
-    """Units of work begun in this process. Tests count a call's write transactions with it (a tool call's
-    cost is mostly its units); metrics may export it."""
+    """Units of work begun in this process, and COMMITs that ended them. Tests count a call's write
+    transactions with `begun` (a tool call's cost is mostly its units); with group commit several units share
+    one COMMIT, so `commits` <= `begun` shows the batching. Exported by server/metrics.py."""
 
     begun = 0
+    commits = 0
+
+    @classmethod
+    def count_commit(cls) -> None:
+        cls.commits += 1
 
 
 @asynccontextmanager
 async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """One unit of work: committed on success, rolled back on any error."""
+    """One unit of work: committed on success, rolled back on any error. It returns once the unit is
+    committed (on a SQLite file: once its group's COMMIT synced, ledger/group_commit.py); a COMMIT that fails
+    raises here. Read what a decision depends on through this session (see the module's docstring)."""
     UnitCounter.begun += 1
+    from ledger import group_commit
+
+    writer = group_commit.writer_of(sessions.kw.get("bind"))
+    if writer is not None:
+        async with writer.unit(sessions) as session:
+            yield session
+        return
     async with sessions() as session, session.begin():
         await session.connection(execution_options={WRITE_OPTION: True})
         yield session
+    UnitCounter.commits += 1
 
 
 def _alembic_config(connection: Connection | None = None) -> Any:

@@ -6,7 +6,16 @@ the hops cost more than the work. This connection runs each call inline instead.
 
 Waiting for another writer must never block the event loop (the writer may be a task on this very loop),
 so the connection has no busy timeout: a locked database raises at once, and the call is retried after an
-asynchronous sleep — the loop keeps serving while it waits, up to LOCK_WAIT_SECONDS.
+asynchronous sleep — the loop keeps serving while it waits, up to LOCK_WAIT_SECONDS (or the earlier
+deadline a caller set in `wait_until`).
+
+Group commit (ledger/group_commit.py) opens a group on a connection (`begin_group`: BEGIN IMMEDIATE); while it
+is open, the transactions SQLAlchemy begins and ends on that connection are the units' savepoints: BEGIN is
+SAVEPOINT (ledger/db.py's begin hook asks `group_open`), COMMIT is RELEASE, ROLLBACK is ROLLBACK TO — a few
+microseconds each, and SQLAlchemy's sessions work on it unchanged. The group's own COMMIT (`commit_group`) runs
+in a worker thread: with synchronous=FULL it syncs the WAL to disk, milliseconds the loop must not stand still
+for. sqlite3 releases the GIL while SQLite works; nothing else uses the connection until the COMMIT returns
+(the writer's turn is held).
 """
 
 from __future__ import annotations
@@ -15,12 +24,26 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from functools import partial
 from typing import Any
 
 import aiosqlite
 
 LOCK_WAIT_SECONDS = 5.0  # then LEDGER_UNAVAILABLE: a call never waits long on another writer
+# The longest pause between two tries for the lock. Another process's group-commit writer leaves the lock
+# free for longer than this now and then (ledger/group_commit.FAIR_PAUSE_SECONDS), so a try lands in it.
+LONGEST_RETRY_PAUSE = 0.01
+
+# A monotonic deadline for the lock waits of the current task, earlier than LOCK_WAIT_SECONDS from now: a unit
+# of work that already queued for the group-commit writer waits only for the rest of its bound.
+wait_until: ContextVar[float | None] = ContextVar("tradewarden_sqlite_wait_until", default=None)
+
+UNIT_SAVEPOINT = "tradewarden_unit"  # one unit at a time runs in a group: one name will do
+
+# Groups' COMMITs, one at a time.
+_COMMITS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tradewarden-sqlite-commit")
 
 
 def _locked(error: sqlite3.OperationalError) -> bool:
@@ -28,8 +51,24 @@ def _locked(error: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+def _deadline(deadline: float | None) -> float:
+    """The end of a lock wait that began now (unless it began before: `deadline`)."""
+    if deadline is not None:
+        return deadline
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    bound = wait_until.get()
+    return deadline if bound is None else min(deadline, bound)
+
+
 class InlineConnection(aiosqlite.Connection):
     """An aiosqlite.Connection without the worker thread."""
+
+    group_open = False  # a group's transaction is open: transactions on this connection are savepoints
+
+    @property
+    def sqlite(self) -> sqlite3.Connection | None:
+        """The driver's connection (the group-commit writer asks it whether its transaction is still open)."""
+        return self._connection
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self._running or not self._connection:
@@ -42,12 +81,55 @@ class InlineConnection(aiosqlite.Connection):
             except sqlite3.OperationalError as error:
                 if not _locked(error):
                     raise
-                now = time.monotonic()
-                deadline = deadline or now + LOCK_WAIT_SECONDS
-                if now >= deadline:
+                deadline = _deadline(deadline)
+                if time.monotonic() >= deadline:
                     raise
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.02)
+                pause = min(pause * 2, LONGEST_RETRY_PAUSE)
+
+    async def begin_group(self) -> None:
+        """BEGIN IMMEDIATE (waiting for other processes, up to the bound), then units begin as savepoints."""
+        assert self._connection is not None
+        await self._execute(self._connection.execute, "BEGIN IMMEDIATE")
+        self.group_open = True
+
+    async def commit_group(self) -> None:
+        """The group's COMMIT, in a worker thread. On failure the group is still open: roll it back."""
+        if not self._running or not self._connection:
+            raise ValueError("Connection closed")
+        loop = asyncio.get_running_loop()
+        deadline = None
+        while True:
+            try:
+                await loop.run_in_executor(_COMMITS, self._connection.commit)
+                self.group_open = False
+                return
+            except sqlite3.OperationalError as error:
+                if not _locked(error):
+                    raise
+                deadline = _deadline(deadline)
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.001)
+
+    def rollback_group(self) -> None:
+        self.group_open = False
+        if self._connection is not None:
+            self._connection.rollback()
+
+    async def commit(self) -> None:
+        if self.group_open and self._connection is not None:  # a unit's end: its savepoint joins the group
+            self._connection.execute(f"RELEASE {UNIT_SAVEPOINT}")
+            return
+        await super().commit()
+
+    async def rollback(self) -> None:
+        if self.group_open and self._connection is not None:  # a unit's failure: undo it alone
+            if self._connection.in_transaction:  # else SQLite rolled back the group (the writer sees it)
+                self._connection.execute(f"ROLLBACK TO {UNIT_SAVEPOINT}")
+                self._connection.execute(f"RELEASE {UNIT_SAVEPOINT}")
+            return
+        await super().rollback()
 
     async def _connect(self) -> InlineConnection:
         if self._connection is None:

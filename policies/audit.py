@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ledger.db import execute
 from ledger.models import AuditEvent, AuditHead
@@ -122,6 +122,8 @@ async def append_many(session: AsyncSession, entries: Sequence[Entry]) -> list[A
     """Append records, in order, inside the caller's transaction. The conditional update of audit_head
     serialises writers: two appends can never share a predecessor. Several records move the head once."""
     bind = session.bind
+    if isinstance(bind, AsyncConnection):  # a unit of work in a group-commit group (ledger/group_commit.py)
+        bind = bind.engine
     database = str(getattr(bind, "url", "")) if bind is not None else ""
     prepared = [(entry, canonical_json(redact(dict(entry.payload))), entry.event_id or str(uuid.uuid4()))
                 for entry in entries]

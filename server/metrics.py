@@ -18,6 +18,8 @@ From the audit log, counted by this process since its first scrape (every replic
 - tradewarden_breaker_trips_total{agent}, tradewarden_halts_total{scope}, tradewarden_risk_alerts_total{code,
   severity}, tradewarden_agent_tool_calls_total{agent, tool, outcome}, tradewarden_agent_denials_total{agent, code}
 Of the event stream (this process): tradewarden_event_lag_seconds, tradewarden_events_streamed_total.
+Of the ledger (this process, ledger.db.UnitCounter): tradewarden_ledger_units_total (units of work begun),
+tradewarden_ledger_commits_total (COMMITs: on SQLite one per group of units, ledger/group_commit.py).
 
 Labels are bounded: tool names are the registered tools (else "other"), codes the stable violation codes
 (else "OTHER"), agents the registered agents. No arguments, tokens or messages are ever exported.
@@ -61,12 +63,28 @@ _KNOWN_CODES = frozenset(c.value for c in Code)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+class LedgerUnits:
+    """Units of work and the COMMITs that ended them, in this process: fewer commits than units is group commit
+    at work (ledger/group_commit.py)."""
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        from ledger.db import UnitCounter
+
+        yield CounterMetricFamily("tradewarden_ledger_units", "Units of work begun (write transactions).",
+                                  value=UnitCounter.begun)
+        yield CounterMetricFamily("tradewarden_ledger_commits", "COMMITs of units of work (SQLite: one per group).",
+                                  value=UnitCounter.commits)
+
+
 class Metrics:
     """One registry per server (not the process-global one), so several servers in one process (tests)
     never clash."""
 
     def __init__(self, tools: Iterable[str] = ()):
         self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(LedgerUnits())
         self.tools = set(tools)
         self.tool_calls = Counter("tradewarden_tool_calls", "Tool calls by tool and outcome.",
                                   ["tool", "outcome"], registry=self.registry)

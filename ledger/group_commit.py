@@ -1,0 +1,273 @@
+"""Group commit on SQLite: the units of work waiting at the same moment share one durable COMMIT.
+
+With synchronous=FULL every COMMIT syncs the WAL to disk, so a committed unit (its audit records included)
+survives power loss; that sync costs far more than a unit's statements. So units of work do not commit one by
+one. They queue, in the order they asked, for one writer per database file in the process (every engine on the
+file: one server runtime per stdio agent, a command's own), which takes a pooled connection for each group.
+The first unit of a group opens BEGIN IMMEDIATE (the database's write lock); every unit runs inside its own
+SAVEPOINT (its ORM session, bound to the group's connection, begins and ends a transaction as usual; the
+driver makes those SAVEPOINT, RELEASE and ROLLBACK TO: ledger/sqlite_inline.py), RELEASEd on success and
+rolled back to on failure: that unit alone fails, its neighbours go on. A group takes every unit waiting when
+it opened and, for MAX_GROUP_SECONDS, those that come meanwhile (at most MAX_GROUP_UNITS); when no unit is
+waiting for the writer, or past those bounds, it COMMITs in a worker thread (ledger/sqlite_inline.py: the loop
+keeps serving during the sync), and the units that arrive meanwhile wait for the next group. A unit's
+`transaction()` returns only once its group's COMMIT succeeded; if the COMMIT fails, every unit of the group
+raises: nothing is reported committed that is not.
+
+Serialization is what it was: units run one at a time, in order, each seeing every unit before it (committed,
+or earlier in its own group) through its own session. A pooled read (`ledger.db.read()`, a plain session)
+sees committed groups only, so a unit's decisions read through the unit's session.
+
+Bounded waits: a unit waits for its turn and the write lock at most LOCK_WAIT_SECONDS in all, then raises
+"database is locked" (LEDGER_UNAVAILABLE). A cancelled waiter leaves the queue (or passes on the turn it was
+just given); the COMMIT runs in a task of its own, so no caller's cancellation stops it half-way.
+Other processes (the command line, a second server on the same file) take the write lock between groups: a
+group holds it for its bounds only, and a writer that kept it for FAIR_AFTER_SECONDS without a break leaves
+it free for FAIR_PAUSE_SECONDS, longer than another process's longest pause between tries
+(sqlite_inline.LONGEST_RETRY_PAUSE), so that process gets its turn within its own bounded wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+
+from ledger.sqlite_inline import LOCK_WAIT_SECONDS, LONGEST_RETRY_PAUSE, wait_until
+
+MAX_GROUP_UNITS = 64  # a group commits after this many units even while others wait
+# A group takes every unit that was waiting when it opened (they would hold the lock one after the other
+# anyway) and, while it has been open less than this, the units that arrive meanwhile.
+MAX_GROUP_SECONDS = 0.004
+FAIR_AFTER_SECONDS = 0.5  # holding the write lock back to back this long, the writer lets it go ...
+FAIR_PAUSE_SECONDS = LONGEST_RETRY_PAUSE * 1.5  # ... for this long, so another process's next try gets it
+
+
+def _failed(statement: str, cause: BaseException) -> OperationalError:
+    """A fresh error for one unit (every unit of a failed group raises its own; they share the cause)."""
+    return OperationalError(statement, None, cause)
+
+
+class _Group:
+    """One transaction on the writer connection and the units in it."""
+
+    __slots__ = ("broken", "connection", "done", "driver", "opened", "units", "waiting_at_open")
+
+    def __init__(self, connection: AsyncConnection, driver: Any, opened: float, waiting_at_open: int) -> None:
+        self.connection = connection
+        self.driver = driver  # the InlineConnection: whether SQLite still has the transaction open
+        self.opened = opened
+        self.units = 0
+        self.waiting_at_open = waiting_at_open  # units queued behind the one that opened it
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Retrieved even when every unit of the group was cancelled while it waited.
+        self.done.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+        self.broken: BaseException | None = None  # SQLite rolled the whole transaction back (a unit's error)
+
+    def still_open(self) -> bool:
+        sqlite = self.driver.sqlite
+        return bool(sqlite is not None and sqlite.in_transaction and not self.connection.invalidated)
+
+
+class GroupCommitWriter:
+    """The writer of one database file, for the event loop that uses it (one per process and file)."""
+
+    def __init__(self, on_commit: Callable[[], None]) -> None:
+        self._on_commit = on_commit
+        self._connection: AsyncConnection | None = None  # kept from group to group while units keep coming
+        self._busy = False  # a unit or a COMMIT has the writer
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._group: _Group | None = None
+        self._finishers: set[asyncio.Task[None]] = set()
+        self._lock_free_since: float | None = None  # the writer left the write lock free since (None: it holds it)
+        self._last_free = time.monotonic()  # when the write lock was last free for FAIR_PAUSE_SECONDS
+
+    @asynccontextmanager
+    async def unit(self, sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+        """One unit of work in the current group: yields its session; returns once the group committed."""
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        await self._take_turn(deadline)
+        try:
+            group = self._group or await self._open_group(sessions.kw["bind"], deadline)
+        except BaseException:
+            self._pass_turn()
+            raise
+        group.units += 1
+        try:
+            # The session begins and ends a transaction as usual; on the group's connection those are the
+            # unit's SAVEPOINT and RELEASE (or ROLLBACK TO), ledger/sqlite_inline.py.
+            async with sessions(bind=group.connection) as session, session.begin():
+                yield session
+        except BaseException as error:
+            if group.broken is None and not group.still_open():
+                group.broken = error  # SQLite rolled back the group (a full disk, an I/O error): all fail
+            raise
+        finally:
+            self._pass_turn()
+        try:
+            await asyncio.shield(group.done)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:
+            raise _failed("COMMIT", error) from None
+
+    # --- the turn: one unit (or one COMMIT) has the writer connection at a time, in order of arrival ------
+
+    async def _take_turn(self, deadline: float) -> None:
+        if not self._busy and not self._waiting:
+            self._busy = True
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await turn
+        except BaseException as error:
+            if turn.done() and not turn.cancelled():
+                self._pass_turn()  # given the turn just as it gave up: pass it on
+            else:
+                turn.cancel()
+                with suppress(ValueError):
+                    self._waiting.remove(turn)
+            if isinstance(error, TimeoutError):
+                raise _failed("BEGIN IMMEDIATE", sqlite3.OperationalError(
+                    "database is locked: the ledger's writer stayed busy beyond the bounded wait")) from None
+            raise
+
+    def _next_waiter(self) -> asyncio.Future[None] | None:
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                return turn
+        return None
+
+    def _pass_turn(self) -> None:
+        """The unit (or COMMIT) holding the writer is done with it: the group goes on with the next waiting
+        unit, or commits (nobody waits, it is full or old, or broken); with no group, the next unit opens one."""
+        group = self._group
+        waiter = self._next_waiter()
+        if group is not None and (waiter is None or group.broken is not None or group.units >= MAX_GROUP_UNITS
+                                  or (group.units > group.waiting_at_open
+                                      and time.monotonic() - group.opened >= MAX_GROUP_SECONDS)):
+            if waiter is not None:
+                self._waiting.appendleft(waiter)
+            self._group = None  # the turn stays with the COMMIT; units that come now wait for the next group
+            finisher = asyncio.get_running_loop().create_task(self._finish(group), name="tradewarden-group-commit")
+            self._finishers.add(finisher)
+            finisher.add_done_callback(self._finishers.discard)
+        elif waiter is not None:
+            waiter.set_result(None)
+        else:
+            self._busy = False
+            self._lock_free_since = time.monotonic()
+
+    # --- a group: BEGIN IMMEDIATE ... COMMIT -----------------------------------------------------------
+
+    async def _open_group(self, engine: AsyncEngine, deadline: float) -> _Group:
+        """BEGIN IMMEDIATE on the writer's connection (a connection of the engine of the unit that opens the
+        group when it has none: every engine on this file in this process has the same schema and hooks)."""
+        connection = self._connection
+        if connection is None or connection.invalidated:
+            connection = self._connection = await engine.connect()
+        token = wait_until.set(deadline)
+        try:
+            driver: Any = (await connection.get_raw_connection()).driver_connection
+            await driver.begin_group()  # waits for other processes, up to the unit's deadline
+        except sqlite3.Error as error:  # as SQLAlchemy would raise it: LEDGER_UNAVAILABLE (policies/failures.py)
+            await self._release_connection()
+            raise _failed("BEGIN IMMEDIATE", error) from None
+        except BaseException:
+            await self._release_connection()
+            raise
+        finally:
+            wait_until.reset(token)
+        now = time.monotonic()
+        if self._lock_free_since is not None and now - self._lock_free_since >= FAIR_PAUSE_SECONDS:
+            self._last_free = now
+        self._lock_free_since = None
+        self._group = _Group(connection, driver, now, len(self._waiting))
+        return self._group
+
+    async def _release_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
+
+    async def _finish(self, group: _Group) -> None:
+        """COMMIT the group (ROLLBACK a broken one), answer its units, pass the turn on."""
+        failure: BaseException | None = group.broken
+        try:
+            if failure is None:
+                try:
+                    await group.driver.commit_group()  # in a worker thread (sqlite_inline)
+                    self._on_commit()
+                except BaseException as error:
+                    failure = error
+            if failure is not None:
+                try:
+                    group.driver.rollback_group()
+                except BaseException:
+                    await group.connection.invalidate()
+            if failure is not None or not self._waiting:  # idle: the connection goes back to the pool
+                await self._release_connection()
+        except BaseException as error:  # the connection could not even be returned: the group did not commit
+            failure = failure or error
+            self._connection = None
+        finally:
+            if failure is None:
+                group.done.set_result(None)
+            else:
+                group.done.set_exception(failure if isinstance(failure, Exception) else RuntimeError(str(failure)))
+            await self._let_others_in()
+            self._pass_turn()
+
+    async def _let_others_in(self) -> None:
+        """Held back to back for FAIR_AFTER_SECONDS with units still waiting: leave the lock free a moment."""
+        now = time.monotonic()
+        if self._waiting and now - self._last_free >= FAIR_AFTER_SECONDS:
+            await asyncio.sleep(FAIR_PAUSE_SECONDS)
+            self._last_free = time.monotonic()
+
+
+class _File:
+    __slots__ = ("on_commit", "path")
+
+    def __init__(self, path: str, on_commit: Callable[[], None]) -> None:
+        self.path, self.on_commit = path, on_commit
+
+
+_files: weakref.WeakKeyDictionary[Any, _File] = weakref.WeakKeyDictionary()  # sync engine → its database file
+# One writer per database file and event loop: the engines of one process on one file (one server runtime per
+# stdio agent, a command's own engine) queue together; another loop, like another process, takes SQLite's lock.
+_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, GroupCommitWriter]] = (
+    weakref.WeakKeyDictionary())
+
+
+def attach(engine: AsyncEngine, path: str, on_commit: Callable[[], None]) -> None:
+    """Units of work on `engine` (a SQLite file at `path`) go through group commit; `on_commit` is called
+    after each group's COMMIT."""
+    _files[engine.sync_engine] = _File(os.path.realpath(path), on_commit)
+
+
+def writer_of(engine: AsyncEngine | None) -> GroupCommitWriter | None:
+    """The group-commit writer of the engine's file on this event loop (None: PostgreSQL, in-memory or
+    read-only SQLite, where each unit commits on its own)."""
+    if not isinstance(engine, AsyncEngine):
+        return None
+    file = _files.get(engine.sync_engine)
+    if file is None:
+        return None
+    writers = _writers.setdefault(asyncio.get_running_loop(), {})
+    writer = writers.get(file.path)
+    if writer is None:
+        writer = writers[file.path] = GroupCommitWriter(file.on_commit)
+    return writer

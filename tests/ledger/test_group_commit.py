@@ -1,0 +1,260 @@
+"""Group commit on a SQLite file: units waiting together share one durable COMMIT, each in its own savepoint."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ledger import db, group_commit
+from ledger.sqlite_inline import LOCK_WAIT_SECONDS
+from policies import audit
+from policies.failures import ledger_failure
+
+ROOT = Path(__file__).resolve().parents[2]
+T0 = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def sessions(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = db.create_engine(db_url)
+    await db.upgrade(engine)
+    factory = db.session_factory(engine)
+    async with db.transaction(factory) as session:
+        await session.execute(text("CREATE TABLE notes (id INTEGER PRIMARY KEY, unit TEXT NOT NULL)"))
+        # Checked at COMMIT, not at the statement: a way to make a real COMMIT fail.
+        await session.execute(text("CREATE TABLE parents (id INTEGER PRIMARY KEY)"))
+        await session.execute(text("CREATE TABLE children (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL "
+                                   "REFERENCES parents(id) DEFERRABLE INITIALLY DEFERRED)"))
+    yield factory
+    await engine.dispose()
+
+
+@pytest.fixture
+def groups_wait_for_queued_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A group's time bound long enough that a slow machine cannot split the units a test queues together."""
+    monkeypatch.setattr(group_commit, "MAX_GROUP_SECONDS", 5.0)
+
+
+def committed_notes(db_url: str) -> list[str]:
+    """What a new connection (another process, as far as SQLite can tell) finds committed."""
+    with sqlite3.connect(db_url.removeprefix("sqlite+aiosqlite:///")) as connection:
+        return sorted(row[0] for row in connection.execute("SELECT unit FROM notes"))
+
+
+async def write_note(sessions: async_sessionmaker[AsyncSession], unit: str, *, fail: bool = False,
+                     yield_first: bool = False) -> None:
+    async with db.transaction(sessions) as session:
+        await session.execute(text("INSERT INTO notes (unit) VALUES (:unit)"), {"unit": unit})
+        if yield_first:
+            await asyncio.sleep(0)  # the others get to queue for the writer while this unit holds it
+        if fail:
+            raise ValueError(f"unit {unit} fails")
+
+
+async def test_concurrent_units_commit_in_fewer_groups_than_units(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    begun, commits = db.UnitCounter.begun, db.UnitCounter.commits
+    await asyncio.gather(*(write_note(sessions, f"u{i:02}", yield_first=True) for i in range(40)))
+    assert db.UnitCounter.begun - begun == 40
+    assert 1 <= db.UnitCounter.commits - commits < 40
+    assert committed_notes(db_url) == [f"u{i:02}" for i in range(40)]
+
+
+@pytest.mark.usefixtures("groups_wait_for_queued_units")
+async def test_a_failing_unit_rolls_back_alone_while_its_group_commits(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    commits = db.UnitCounter.commits
+    results = await asyncio.gather(write_note(sessions, "a", yield_first=True), write_note(sessions, "b", fail=True),
+                                   write_note(sessions, "c"), return_exceptions=True)
+    assert results[0] is None and isinstance(results[1], ValueError) and results[2] is None
+    assert db.UnitCounter.commits - commits == 1  # one group: the failure did not end it
+    assert committed_notes(db_url) == ["a", "c"]
+
+
+@pytest.mark.usefixtures("groups_wait_for_queued_units")
+async def test_a_commit_failure_fails_every_unit_of_its_group(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    async def orphan() -> None:  # an unknown parent: the deferred foreign key fails the group's COMMIT
+        async with db.transaction(sessions) as session:
+            await session.execute(text("INSERT INTO children (parent_id) VALUES (999)"))
+
+    commits = db.UnitCounter.commits
+    results = await asyncio.gather(write_note(sessions, "a", yield_first=True), orphan(), write_note(sessions, "c"),
+                                   return_exceptions=True)
+    for result in results:
+        assert isinstance(result, OperationalError), results
+        assert ledger_failure(result) is not None  # LEDGER_UNAVAILABLE to an agent
+    assert db.UnitCounter.commits == commits
+    assert committed_notes(db_url) == []
+    await write_note(sessions, "after")  # the writer goes on with the next group
+    assert committed_notes(db_url) == ["after"]
+
+
+async def test_every_connection_is_synchronous_full(sessions: async_sessionmaker[AsyncSession]) -> None:
+    full = 2
+    async with db.transaction(sessions) as session:  # the group-commit writer
+        assert (await session.execute(text("PRAGMA synchronous"))).scalar_one() == full
+    async with db.read(sessions) as first, db.read(sessions) as second, sessions() as plain:  # pooled readers
+        for connection in (first, second):
+            assert (await connection.execute(text("PRAGMA synchronous"))).scalar_one() == full
+        assert (await plain.execute(text("PRAGMA synchronous"))).scalar_one() == full
+
+
+async def test_another_process_writes_between_groups(sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    script = textwrap.dedent(f"""
+        import asyncio, sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from sqlalchemy import text
+        from ledger import db
+
+        async def main():
+            engine = db.create_engine({db_url!r})
+            started = time.monotonic()
+            async with db.transaction(db.session_factory(engine)) as session:
+                await session.execute(text("INSERT INTO notes (unit) VALUES ('other process')"))
+            print(time.monotonic() - started)
+            await engine.dispose()
+
+        asyncio.run(main())
+    """)
+    stop = asyncio.Event()
+    written = 0
+
+    async def agent(index: int) -> None:  # this process keeps the writer busy all along
+        nonlocal written
+        while not stop.is_set():
+            await write_note(sessions, f"agent {index}")
+            written += 1
+
+    agents = [asyncio.create_task(agent(i)) for i in range(8)]
+    try:
+        other = await asyncio.create_subprocess_exec(sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE,
+                                                     stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(other.communicate(), timeout=60)
+    finally:
+        stop.set()
+        await asyncio.gather(*agents)
+    assert other.returncode == 0, err.decode()[-2000:]
+    assert float(out.decode().strip()) < LOCK_WAIT_SECONDS  # within its bounded wait
+    assert written > 100  # the writer was busy meanwhile
+    assert "other process" in committed_notes(db_url)
+
+
+async def test_units_queued_behind_another_process_share_one_bounded_wait(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    holder = sqlite3.connect(db_url.removeprefix("sqlite+aiosqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process keeps the write lock
+    try:
+        started = time.monotonic()
+        results = await asyncio.gather(*(write_note(sessions, f"u{i}") for i in range(4)), return_exceptions=True)
+        waited = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert all(isinstance(r, OperationalError) and "locked" in str(r) for r in results), results
+    assert LOCK_WAIT_SECONDS * 0.9 <= waited < LOCK_WAIT_SECONDS * 1.5  # one bound, not one after the other
+    await write_note(sessions, "after")
+    assert committed_notes(db_url) == ["after"]
+
+
+async def test_a_cancelled_waiter_does_not_wedge_the_writer(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> None:
+        async with db.transaction(sessions) as session:
+            await session.execute(text("INSERT INTO notes (unit) VALUES ('slow')"))
+            holding.set()
+            await release.wait()
+
+    first = asyncio.create_task(slow())
+    await holding.wait()
+    waiters = [asyncio.create_task(write_note(sessions, f"cancelled {i}")) for i in range(3)]
+    await asyncio.sleep(0.01)  # queued behind the slow unit
+    for waiter in waiters:
+        waiter.cancel()
+    release.set()
+    await first
+    await asyncio.wait_for(write_note(sessions, "next"), timeout=2)
+    assert all(waiter.cancelled() for waiter in waiters)
+    assert committed_notes(db_url) == ["next", "slow"]
+
+
+async def test_a_unit_cancelled_inside_its_body_rolls_back_alone(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    inside = asyncio.Event()
+
+    async def stuck() -> None:
+        async with db.transaction(sessions) as session:
+            await session.execute(text("INSERT INTO notes (unit) VALUES ('stuck')"))
+            inside.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(stuck())
+    await inside.wait()
+    neighbour = asyncio.create_task(write_note(sessions, "neighbour"))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.wait_for(neighbour, timeout=2)
+    assert task.cancelled()
+    assert committed_notes(db_url) == ["neighbour"]
+
+
+async def test_audit_records_of_8_concurrent_agents_form_a_valid_chain(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    begun, commits = db.UnitCounter.begun, db.UnitCounter.commits
+
+    async def agent(index: int) -> None:
+        for call in range(25):
+            async with db.transaction(sessions) as session:
+                await audit.append(session, ts=T0, actor=f"agent:a{index}", kind="tool.intent", tool="propose_trade",
+                                   agent_id=f"a{index}", payload={"call": call})
+                await asyncio.sleep(0)
+
+    await asyncio.gather(*(agent(i) for i in range(8)))
+    async with sessions() as session:
+        report = await audit.verify(session)
+    assert report.ok and report.records == 200 and report.head_seq == 200
+    assert db.UnitCounter.begun - begun == 200 and db.UnitCounter.commits - commits < 200
+
+
+async def test_engines_of_one_process_on_one_file_share_the_groups(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    """One server runtime per stdio agent: their units queue for the same writer, not for SQLite's lock."""
+    other_engine = db.create_engine(db_url)
+    other = db.session_factory(other_engine)
+    commits = db.UnitCounter.commits
+    try:
+        await asyncio.gather(*(write_note(sessions if i % 2 else other, f"u{i:02}", yield_first=True)
+                               for i in range(20)))
+    finally:
+        await other_engine.dispose()
+    assert db.UnitCounter.commits - commits < 20
+    assert committed_notes(db_url) == [f"u{i:02}" for i in range(20)]
+
+
+async def test_in_memory_sqlite_commits_each_unit_on_its_own() -> None:
+    """Writer and readers share the one connection of an in-memory database: no groups to hold open there."""
+    engine = db.create_engine("sqlite+aiosqlite://")
+    sessions = db.session_factory(engine)
+    assert group_commit.writer_of(engine) is None
+    commits = db.UnitCounter.commits
+    async with db.transaction(sessions) as session:
+        await session.execute(text("CREATE TABLE notes (unit TEXT)"))
+    for unit in ("a", "b"):
+        await write_note(sessions, unit)
+    async with db.read(sessions) as connection:
+        assert (await connection.execute(text("SELECT count(*) FROM notes"))).scalar_one() == 2
+    await engine.dispose()
+    assert db.UnitCounter.commits - commits == 3
