@@ -172,16 +172,18 @@ async def test_concurrent_first_fills_of_one_agent_book_every_fill(database_url:
     assert Decimal(position["qty"]) == 10
     spent = sum(Decimal(r.structured_content["filled_avg_price"]) for r in results)
     assert Decimal(positions["cash"]) == Decimal(positions["capital"]) - spent
+    assert await count(database_url, AgentAccount) == 1  # ten first fills at once create one account
 
 
-async def test_concurrent_first_reads_of_a_new_agent_create_one_account(database_url: str,
+async def test_concurrent_first_reads_of_a_new_agent_answer_and_write_no_account(database_url: str,
                                                                         market_open: object) -> None:
     config = make_config(database_url, _limited())
     async with connect(config) as client:
         results = await asyncio.gather(*(client.call_tool(tool, {}) for tool in
                                          ["get_positions", "get_trading_status"] * 6))
     assert all(not r.is_error for r in results), [r.content for r in results if r.is_error]
-    assert await count(database_url, AgentAccount) == 1
+    # A read writes only its audit records: the agent's account row is made by its first fill.
+    assert await count(database_url, AgentAccount) == 0
 
 
 class _FilledLater:
