@@ -16,7 +16,8 @@ Rows (2 cores, shared: the ratios to the floor of the same run are what count):
 - first tool result after spawn, next to the bare server.
 Not measured here: placing an order via Alpaca next to Alpaca's own MCP server: bench/alpaca_peer.py measures it
 (a throwaway venv with `alpaca-mcp-server`, both against tests/broker/alpaca_contract_server.py; see the results file).
-Writes bench/results-issue12.md (not with --no-results-file). --no-group-commit: units of work commit one by one
+Writes its table to bench/results-issue12-table.md, replacing the last one (not with --no-results-file); the
+dated notes of each change are kept in bench/results-issue12.md, which this script never touches. --no-group-commit: units of work commit one by one
 (synchronous=FULL still), to show what group commit buys.
 """
 
@@ -418,7 +419,7 @@ async def main() -> int:
             "bench/alpaca_peer.py measures it.")
     if args.no_results_file:
         return 0
-    (ROOT / "bench" / "results-issue12.md").write_text(
+    (ROOT / "bench" / "results-issue12-table.md").write_text(
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `{shlex.join(sys.argv)}` "
         f"({time.perf_counter() - started:.0f} s; 2 shared cores)\n\n{report}\n\n{note}\n")
     return 0
