@@ -17,7 +17,8 @@ Rows (2 cores, shared: the ratios to the floor of the same run are what count):
 Not measured here: placing an order via Alpaca next to Alpaca's own MCP server: bench/alpaca_peer.py measures it
 (a throwaway venv with `alpaca-mcp-server`, both against tests/broker/alpaca_contract_server.py; see the results file).
 Writes its table to bench/results-issue12-table.md, replacing the last one (not with --no-results-file); the
-dated notes of each change are kept in bench/results-issue12.md, which this script never touches. --no-group-commit: units of work commit one by one
+dated notes of each change are kept in bench/results-issue12.md, which this script never touches.
+--no-group-commit: units of work commit one by one
 (synchronous=FULL still), to show what group commit buys.
 """
 
