@@ -38,12 +38,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
-from typing import Literal, cast
+from typing import Any, Literal, cast
 from uuid import uuid4
 
 from sqlalchemy import Table, bindparam, func, or_, select
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from broker import sim_market
 from broker.base import (
@@ -60,7 +61,7 @@ from broker.base import (
     SubmitOrder,
     Timeframe,
 )
-from ledger.db import execute, transaction
+from ledger.db import execute, read, transaction
 from ledger.models import SimAccount, SimOrder
 from policies.orders import OrderRequest, decimal_text
 
@@ -263,6 +264,34 @@ _FILLS = (select(_ORDERS.c.id, _ORDERS.c.symbol, _ORDERS.c.side, _ORDERS.c.fille
                  _ORDERS.c.filled_at, _ORDERS.c.submitted_at).where(_FILLED))
 _FILLS_SINCE = _FILLS.where(_ORDERS.c.filled_at >= bindparam("since"))
 _SETTLED_KEY = "sim_settled_fills"  # session.info: what a transaction learned, kept if it commits
+
+# The statements of every call's path, built once: Core statements skip the ORM's per-statement work (unit of
+# work, identity map, flush), which costs as much as the query itself on SQLite. Rows are turned into transient
+# SimOrder objects (never added to a session) for the pure functions above, and changes are written back by
+# these statements.
+_ACCOUNT = cast(Table, SimAccount.__table__)
+_STARTING_CASH = select(_ACCOUNT.c.starting_cash).where(_ACCOUNT.c.id == ACCOUNT_ID)
+_LOCK_ACCOUNT = _STARTING_CASH.with_for_update()  # SQLite compiles it without FOR UPDATE (BEGIN IMMEDIATE)
+_OPEN_ORDERS = select(_ORDERS).where(_ORDERS.c.status.in_(OPEN_STATUSES))
+_ORDERS_BY_ID = select(_ORDERS).where(_ORDERS.c.id.in_(bindparam("ids", expanding=True)))
+_INSERT_ORDER = _ORDERS.insert()
+# What the price path changes on an open order (advance_legs and _synchronize write no other column).
+_MOVING_COLUMNS = ("status", "filled_qty", "filled_avg_price", "filled_at", "submitted_at", "updated_at", "hwm",
+                   "stop_price")
+_UPDATE_ORDER = _ORDERS.update().where(_ORDERS.c.id == bindparam("order_id"))
+_COLUMN_KEYS = tuple(column.key for column in _ORDERS.columns)
+
+
+def _from_row(row: Row[Any]) -> SimOrder:
+    return SimOrder(**row._mapping)
+
+
+def _row_values(order: SimOrder) -> dict[str, Any]:
+    return {key: getattr(order, key) for key in _COLUMN_KEYS}
+
+
+def _moving(order: SimOrder) -> tuple[object, ...]:
+    return tuple(getattr(order, key) for key in _MOVING_COLUMNS)
 
 
 @dataclass
@@ -500,15 +529,22 @@ class SimulatedBroker:
         try:
             async with self._unit() as session:
                 book = await self._synchronize(session, now)
-                if await self._by_client_id(session, request.client_order_id) is not None:
-                    raise self._duplicate(request.client_order_id)
-                row = self._execute_on_arrival(request, found, book, now)
-                session.add(row)
-                await session.flush()  # a concurrent duplicate fails here, on the unique client_order_id
+                try:
+                    row = self._execute_on_arrival(request, found, book, now)
+                except BrokerError:
+                    # A retried submission of an order that was accepted must answer DUPLICATE_ORDER, not
+                    # the refusal its second copy would earn (e.g. the first one spent the buying power).
+                    # Only refusals pay for this read; accepted orders rely on the unique constraint below.
+                    if await self._by_client_id(session, request.client_order_id) is not None:
+                        raise self._duplicate(request.client_order_id) from None
+                    raise
                 legs = leg_rows(row, order) if order.has_exits else []
-                session.add_all(legs)
                 advance_legs(self.seed, row, legs, now)  # an entry filled on arrival arms its exits now
-                await session.flush()
+                # A duplicate client_order_id (earlier or concurrent) fails here, on its unique constraint.
+                await execute(session, _INSERT_ORDER, _row_values(row))
+                if legs:
+                    await execute(session, _INSERT_ORDER, [_row_values(leg) for leg in legs])
+                self._settle_own_fills(session, [row, *legs])
         except IntegrityError as error:
             async with self._unit() as session:
                 exists = await self._by_client_id(session, request.client_order_id) is not None
@@ -562,7 +598,7 @@ class SimulatedBroker:
 
     async def get_account(self) -> Account:
         now = self._now()
-        book = await self._current_book(now)
+        book = await self._read_book(now)
         market_value = sum((holding.qty * self._last_price(symbol, now)
                             for symbol, holding in book.holdings.items() if holding.qty != 0), _ZERO)
         return Account(cash=_money(book.cash), equity=_money(book.cash + market_value),
@@ -570,7 +606,7 @@ class SimulatedBroker:
 
     async def get_positions(self) -> list[BrokerPosition]:
         now = self._now()
-        book = await self._current_book(now)
+        book = await self._read_book(now)
         return [BrokerPosition(symbol=symbol, qty=holding.qty,
                                avg_entry_price=holding.avg_entry_price.quantize(_PRICE_PLACES, ROUND_HALF_EVEN),
                                market_value=_money(holding.qty * self._last_price(symbol, now)))
@@ -589,13 +625,12 @@ class SimulatedBroker:
     async def _lock_account(self, session: AsyncSession, now: datetime) -> Decimal:
         """The account's starting cash. Locking its row serializes this broker's writers on PostgreSQL
         (SQLite's BEGIN IMMEDIATE already does); the row is created if missing."""
-        account = (await session.execute(select(SimAccount).where(SimAccount.id == ACCOUNT_ID)
-                                         .with_for_update())).scalar_one_or_none()
-        if account is None:
-            account = SimAccount(id=ACCOUNT_ID, starting_cash=self.starting_cash, created_at=now)
-            session.add(account)
+        starting_cash: Decimal | None = (await execute(session, _LOCK_ACCOUNT)).scalar_one_or_none()
+        if starting_cash is None:
+            session.add(SimAccount(id=ACCOUNT_ID, starting_cash=self.starting_cash, created_at=now))
             await session.flush()
-        return account.starting_cash
+            return self.starting_cash
+        return starting_cash
 
     @staticmethod
     async def _by_client_id(session: AsyncSession, client_order_id: str) -> SimOrder | None:
@@ -606,8 +641,25 @@ class SimulatedBroker:
         """Lock the account, bring every resting order up to `now`, and return the resulting book.
         Every database operation of this broker starts here."""
         starting_cash = await self._lock_account(session, now)
-        rows = list((await session.execute(select(SimOrder).where(SimOrder.status.in_(OPEN_STATUSES))))
-                    .scalars().all())
+        rows, moved, _ = await self._advanced_open_orders(session, now)
+        if moved:
+            await execute(session, _UPDATE_ORDER, [{"order_id": row.id, **{key: getattr(row, key)
+                                                                          for key in _MOVING_COLUMNS}}
+                                                   for row in moved])
+        fills = await self._settled_fills(session, starting_cash)
+        session.info[_SETTLED_KEY] = fills
+        return Book.from_fills(fills, rows)
+
+    async def _advanced_open_orders(self, db: AsyncSession | AsyncConnection, now: datetime
+                                    ) -> tuple[list[SimOrder], list[SimOrder], bool]:
+        """The open orders brought up to `now` on the price path, as transient objects; those whose row
+        must be written back; and whether any changed status (a fill, an expiry, an exit starting to work),
+        which changes the account."""
+        rows = [_from_row(found) for found in (await execute(db, _OPEN_ORDERS)).all()]
+        if not rows:
+            return rows, [], False
+        before = {row.id: _moving(row) for row in rows}
+        statuses = {row.id: row.status for row in rows}
         for row in rows:
             if row.parent_id is not None:
                 continue  # legs move after their entries, below
@@ -624,16 +676,18 @@ class SimulatedBroker:
             if row.parent_id is not None:
                 groups.setdefault(row.parent_id, []).append(row)
         if groups:
-            parents = {p.id: p for p in (await session.execute(
-                select(SimOrder).where(SimOrder.id.in_(list(groups))))).scalars()}
+            # An entry still open above is that same object, as it stands after its own move.
+            parents = {row.id: row for row in rows if row.id in groups}
+            closed = [parent_id for parent_id in groups if parent_id not in parents]
+            if closed:
+                parents.update((found.id, _from_row(found)) for found in
+                               (await execute(db, _ORDERS_BY_ID, {"ids": closed})).all())
             for parent_id, legs in groups.items():
                 advance_legs(self.seed, parents[parent_id], legs, now)
-        await session.flush()
-        fills = await self._settled_fills(session, starting_cash)
-        session.info[_SETTLED_KEY] = fills
-        return Book.from_fills(fills, rows)
+        moved = [row for row in rows if _moving(row) != before[row.id]]
+        return rows, moved, any(row.status != statuses[row.id] for row in rows)
 
-    async def _settled_fills(self, session: AsyncSession, starting_cash: Decimal) -> SettledFills:
+    async def _settled_fills(self, session: AsyncSession | AsyncConnection, starting_cash: Decimal) -> SettledFills:
         """Every filled order's effect on the account. Replaying them all on every read would cost more with
         every order ever placed, so the last result is kept and only newer fills are read; if the count of
         filled orders says one was missed (filled earlier than the last one applied, e.g. by another
@@ -649,7 +703,7 @@ class SimulatedBroker:
         return SettledFills.replay(starting_cash, await self._fills(session, None))
 
     @staticmethod
-    async def _fills(session: AsyncSession, since: datetime | None) -> list[FilledOrder]:
+    async def _fills(session: AsyncSession | AsyncConnection, since: datetime | None) -> list[FilledOrder]:
         query = _FILLS if since is None else _FILLS_SINCE
         rows = (await execute(session, query, {"since": since} if since is not None else None)).all()
         return [FilledOrder(id=r.id, symbol=r.symbol, side=r.side, filled_qty=r.filled_qty,
@@ -676,6 +730,42 @@ class SimulatedBroker:
         fills = session.info.get(_SETTLED_KEY)
         if fills is not None:
             self._settled = fills
+
+    @staticmethod
+    def _settle_own_fills(session: AsyncSession, orders: Sequence[SimOrder]) -> None:
+        """Add this unit's own fills to what it learned, so the next call need not read them back. Only when
+        they come after every fill applied (by fill order): otherwise the next call's count check finds the
+        difference and reads or replays, as for another process's fills."""
+        known: SettledFills | None = session.info.get(_SETTLED_KEY)
+        filled = [FilledOrder(id=o.id, symbol=o.symbol, side=o.side, filled_qty=o.filled_qty,
+                              price=o.filled_avg_price, filled_at=o.filled_at, submitted_at=o.submitted_at)
+                  for o in orders if o.status == "filled" and o.filled_avg_price is not None
+                  and o.filled_at is not None]
+        if known is None or not filled:
+            return
+        if known.last is None or min(fill.key for fill in filled) > known.last:
+            session.info[_SETTLED_KEY] = known.extended(filled)
+        else:
+            del session.info[_SETTLED_KEY]
+
+    async def _read_book(self, now: datetime) -> Book:
+        """The book without a unit of work: a read needs no write lock unless the price path moved an order
+        to another status, which must be stored once (then it takes the unit, as every writer does). Without
+        such a move the book is exactly what a unit would compute: advancing only evaluation marks and
+        trailing high-water marks changes no cash, holding or reservation, and those marks are pure functions
+        of the path that the next unit recomputes. The reads share one snapshot (SQLite: one deferred
+        transaction in WAL; PostgreSQL: REPEATABLE READ), so the fills and the open orders agree."""
+        async with read(self._sessions) as connection:
+            if connection.dialect.name == "postgresql":
+                await connection.execution_options(isolation_level="REPEATABLE READ")
+            starting_cash = (await execute(connection, _STARTING_CASH)).scalar_one_or_none()
+            if starting_cash is not None:
+                rows, _, status_moved = await self._advanced_open_orders(connection, now)
+                if not status_moved:
+                    fills = await self._settled_fills(connection, starting_cash)
+                    self._settled = fills  # committed fills only: nothing here can be rolled back
+                    return Book.from_fills(fills, rows)
+        return await self._current_book(now)  # no account yet, or a move to store
 
     async def _current_book(self, now: datetime) -> Book:
         async with self._unit() as session:
