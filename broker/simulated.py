@@ -61,7 +61,7 @@ from broker.base import (
     SubmitOrder,
     Timeframe,
 )
-from ledger.db import execute, read, transaction
+from ledger.db import dialect_name, execute, read, transaction
 from ledger.models import SimAccount, SimOrder
 from policies.orders import OrderRequest, decimal_text
 
@@ -470,6 +470,7 @@ class SimulatedBroker:
         self.starting_cash = Decimal(starting_cash)
         self._clock = clock
         self._settled: SettledFills | None = None  # the account after the fills seen so far (committed)
+        self._stored_cash: Decimal | None = None  # the account row's starting cash, once read (it never changes)
 
     def _now(self) -> datetime:
         now = self._clock()
@@ -623,13 +624,17 @@ class SimulatedBroker:
                            code="DUPLICATE_ORDER", status=422)
 
     async def _lock_account(self, session: AsyncSession, now: datetime) -> Decimal:
-        """The account's starting cash. Locking its row serializes this broker's writers on PostgreSQL
-        (SQLite's BEGIN IMMEDIATE already does); the row is created if missing."""
+        """The account's starting cash. Locking its row serializes this broker's writers on PostgreSQL; SQLite's
+        BEGIN IMMEDIATE already does, so there the row is read only until its (unchanging) cash is known. The
+        row is created if missing."""
+        if self._stored_cash is not None and dialect_name(session) == "sqlite":
+            return self._stored_cash
         starting_cash: Decimal | None = (await execute(session, _LOCK_ACCOUNT)).scalar_one_or_none()
         if starting_cash is None:
             session.add(SimAccount(id=ACCOUNT_ID, starting_cash=self.starting_cash, created_at=now))
             await session.flush()
-            return self.starting_cash
+            return self.starting_cash  # not kept in _stored_cash: this unit may yet roll back
+        self._stored_cash = starting_cash
         return starting_cash
 
     @staticmethod
@@ -758,7 +763,9 @@ class SimulatedBroker:
         async with read(self._sessions) as connection:
             if connection.dialect.name == "postgresql":
                 await connection.execution_options(isolation_level="REPEATABLE READ")
-            starting_cash = (await execute(connection, _STARTING_CASH)).scalar_one_or_none()
+            starting_cash = self._stored_cash
+            if starting_cash is None:
+                starting_cash = (await execute(connection, _STARTING_CASH)).scalar_one_or_none()
             if starting_cash is not None:
                 rows, _, status_moved = await self._advanced_open_orders(connection, now)
                 if not status_moved:
