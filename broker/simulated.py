@@ -274,6 +274,8 @@ _STARTING_CASH = select(_ACCOUNT.c.starting_cash).where(_ACCOUNT.c.id == ACCOUNT
 _LOCK_ACCOUNT = _STARTING_CASH.with_for_update()  # SQLite compiles it without FOR UPDATE (BEGIN IMMEDIATE)
 _OPEN_ORDERS = select(_ORDERS).where(_ORDERS.c.status.in_(OPEN_STATUSES))
 _ORDERS_BY_ID = select(_ORDERS).where(_ORDERS.c.id.in_(bindparam("ids", expanding=True)))
+_ORDER_BY_CLIENT_ID = select(_ORDERS).where(_ORDERS.c.client_order_id == bindparam("client_order_id"))
+_LEGS_OF = select(_ORDERS).where(_ORDERS.c.parent_id.in_(bindparam("ids", expanding=True)))
 _INSERT_ORDER = _ORDERS.insert()
 # What the price path changes on an open order (advance_legs and _synchronize write no other column).
 _MOVING_COLUMNS = ("status", "filled_qty", "filled_avg_price", "filled_at", "submitted_at", "updated_at", "hwm",
@@ -564,19 +566,19 @@ class SimulatedBroker:
     async def list_orders(self, status: Literal["open", "closed", "all"] = "all", limit: int = 500,
                           after: datetime | None = None) -> list[BrokerOrder]:
         """Newest first."""
-        query = (select(SimOrder).where(SimOrder.parent_id.is_(None))  # legs are shown with their entry
-                 .order_by(SimOrder.submitted_at.desc(), SimOrder.id.desc()).limit(limit))
+        query = (select(_ORDERS).where(_ORDERS.c.parent_id.is_(None))  # legs are shown with their entry
+                 .order_by(_ORDERS.c.submitted_at.desc(), _ORDERS.c.id.desc()).limit(limit))
         if status == "open":  # an entry whose exits still work is open too (Alpaca's nested view)
-            working_legs = select(SimOrder.parent_id).where(SimOrder.parent_id.is_not(None),
-                                                            SimOrder.status.in_(OPEN_STATUSES))
-            query = query.where(or_(SimOrder.status.in_(OPEN_STATUSES), SimOrder.id.in_(working_legs)))
+            working_legs = select(_ORDERS.c.parent_id).where(_ORDERS.c.parent_id.is_not(None),
+                                                             _ORDERS.c.status.in_(OPEN_STATUSES))
+            query = query.where(or_(_ORDERS.c.status.in_(OPEN_STATUSES), _ORDERS.c.id.in_(working_legs)))
         elif status == "closed":
-            query = query.where(SimOrder.status.in_(FINAL_STATUSES))
+            query = query.where(_ORDERS.c.status.in_(FINAL_STATUSES))
         if after is not None:
-            query = query.where(SimOrder.submitted_at > after)
+            query = query.where(_ORDERS.c.submitted_at > after)
         async with self._unit() as session:
             await self._synchronize(session, self._now())
-            rows = (await session.execute(query)).scalars().all()
+            rows = [_from_row(found) for found in (await execute(session, query)).all()]
             legs = await self._legs(session, [row.id for row in rows])
         return [to_broker_order(row, legs.get(row.id, [])) for row in rows]
 
@@ -585,16 +587,21 @@ class SimulatedBroker:
         now = self._now()
         async with self._unit() as session:
             await self._synchronize(session, now)
-            row = await session.get(SimOrder, broker_order_id)
-            if row is None:
+            found = (await execute(session, _ORDERS_BY_ID, {"ids": [broker_order_id]})).first()
+            if found is None:
                 raise BrokerError(f"order {broker_order_id} not found", code="ORDER_NOT_FOUND", status=404)
+            row = _from_row(found)
             if row.status not in OPEN_STATUSES:
                 raise BrokerError(f"order {broker_order_id} is already {row.status}; it cannot be canceled",
                                   code="BROKER_ERROR", status=422)
             row.status = "canceled"
             row.updated_at = now
             legs = (await self._legs(session, [row.id])).get(row.id, [])
-            advance_legs(self.seed, row, [leg for leg in legs if leg.status in OPEN_STATUSES], now)
+            open_legs = [leg for leg in legs if leg.status in OPEN_STATUSES]
+            advance_legs(self.seed, row, open_legs, now)
+            await execute(session, _UPDATE_ORDER, [{"order_id": changed.id, **{key: getattr(changed, key)
+                                                                              for key in _MOVING_COLUMNS}}
+                                                   for changed in [row, *open_legs]])
         return to_broker_order(row, legs)
 
     async def get_account(self) -> Account:
@@ -639,8 +646,8 @@ class SimulatedBroker:
 
     @staticmethod
     async def _by_client_id(session: AsyncSession, client_order_id: str) -> SimOrder | None:
-        return (await session.execute(select(SimOrder).where(SimOrder.client_order_id == client_order_id))
-                ).scalar_one_or_none()
+        found = (await execute(session, _ORDER_BY_CLIENT_ID, {"client_order_id": client_order_id})).first()
+        return _from_row(found) if found is not None else None
 
     async def _synchronize(self, session: AsyncSession, now: datetime) -> Book:
         """Lock the account, bring every resting order up to `now`, and return the resulting book.
@@ -720,7 +727,7 @@ class SimulatedBroker:
         if not parent_ids:
             return {}
         found: dict[str, list[SimOrder]] = {}
-        for leg in (await session.execute(select(SimOrder).where(SimOrder.parent_id.in_(parent_ids)))).scalars():
+        for leg in (_from_row(row) for row in (await execute(session, _LEGS_OF, {"ids": parent_ids})).all()):
             found.setdefault(cast(str, leg.parent_id), []).append(leg)
         for legs in found.values():
             legs.sort(key=lambda leg: ROLE_PRIORITY.get(leg.leg_role or "", 9))
