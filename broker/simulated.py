@@ -25,8 +25,10 @@ Execution model
   account is shared by all agents. Sells beyond the position of an asset that is not shortable are
   rejected too; shortable assets may be sold short (no margin requirement is modelled).
 
-Every method that touches the database runs in one transaction from ledger.db.transaction; on SQLite that
-takes the write lock (BEGIN IMMEDIATE), so do not call them while holding another transaction open.
+Every method that writes runs in one transaction from ledger.db.transaction; on SQLite that takes the write
+lock (BEGIN IMMEDIATE), so do not call them while holding another transaction open. get_account and
+get_positions are plain reads unless the price path moved an order to another status (see _read_book).
+Statements are prebuilt Core statements; the pure functions below work on transient SimOrder objects.
 """
 
 from __future__ import annotations
