@@ -27,7 +27,8 @@ Execution model
 
 Every method that writes runs in one transaction from ledger.db.transaction; on SQLite that takes the write
 lock (BEGIN IMMEDIATE), so do not call them while holding another transaction open. get_account and
-get_positions are plain reads unless the price path moved an order to another status (see _read_book).
+get_positions and list_orders are plain reads unless the price path moved an order to another status (see
+_read_book).
 Statements are prebuilt Core statements; the pure functions below work on transient SimOrder objects.
 """
 
@@ -578,8 +579,22 @@ class SimulatedBroker:
             query = query.where(_ORDERS.c.status.in_(FINAL_STATUSES))
         if after is not None:
             query = query.where(_ORDERS.c.submitted_at > after)
+        now = self._now()
+        async with read(self._sessions) as connection:  # as _read_book: a unit only for a status move
+            if connection.dialect.name == "postgresql":
+                await connection.execution_options(isolation_level="REPEATABLE READ")
+            advanced, _, status_moved = await self._advanced_open_orders(connection, now)
+            if not status_moved:
+                # Open orders are shown as the path leaves them (evaluation marks, trailing stops' marks),
+                # exactly as a unit would have stored them before listing.
+                current = {order.id: order for order in advanced}
+                rows = [current.get(found.id) or _from_row(found)
+                        for found in (await execute(connection, query)).all()]
+                legs = {parent_id: [current.get(leg.id, leg) for leg in found]
+                        for parent_id, found in (await self._legs(connection, [row.id for row in rows])).items()}
+                return [to_broker_order(row, legs.get(row.id, [])) for row in rows]
         async with self._unit() as session:
-            await self._synchronize(session, self._now())
+            await self._synchronize(session, now)
             rows = [_from_row(found) for found in (await execute(session, query)).all()]
             legs = await self._legs(session, [row.id for row in rows])
         return [to_broker_order(row, legs.get(row.id, [])) for row in rows]
@@ -725,7 +740,7 @@ class SimulatedBroker:
                 for r in rows if r.filled_avg_price is not None and r.filled_at is not None]
 
     @staticmethod
-    async def _legs(session: AsyncSession, parent_ids: list[str]) -> dict[str, list[SimOrder]]:
+    async def _legs(session: AsyncSession | AsyncConnection, parent_ids: list[str]) -> dict[str, list[SimOrder]]:
         if not parent_ids:
             return {}
         found: dict[str, list[SimOrder]] = {}

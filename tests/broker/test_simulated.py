@@ -540,6 +540,30 @@ async def test_a_read_that_finds_a_resting_order_filled_stores_the_fill(broker: 
     assert status == "filled"
 
 
+async def test_listing_orders_begins_no_unit_and_shows_them_as_a_unit_would(
+        broker: SimulatedBroker, clock: FakeClock, sessions: async_sessionmaker[AsyncSession]) -> None:
+    never_reached = (min(price for _, price in path_after("MSFT", START, 120)) / 2).quantize(Decimal("0.01"))
+    await broker.submit_order(submit("rest", symbol="MSFT", order_type="limit", limit_price=never_reached,
+                                     qty=Decimal(1), time_in_force="gtc"))
+    clock.set(START + timedelta(minutes=30))
+    begun = db.UnitCounter.begun
+    listed = await broker.list_orders("open")
+    assert db.UnitCounter.begun == begun
+    stored = await (await make_broker(sessions, clock)).get_order_by_client_id("rest")  # a unit stores the mark
+    assert stored is not None and stored.updated_at is not None and stored.updated_at > START
+    assert listed == [stored]
+
+
+async def test_listing_orders_after_a_resting_fill_stores_it(broker: SimulatedBroker, clock: FakeClock) -> None:
+    limit = min(price for _, price in path_after("MSFT", START, 120))
+    await broker.submit_order(submit("rest", symbol="MSFT", order_type="limit", limit_price=limit, qty=Decimal(1)))
+    clock.set(START + timedelta(hours=3))
+    begun = db.UnitCounter.begun
+    listed = await broker.list_orders("closed")
+    assert db.UnitCounter.begun - begun == 1
+    assert [(order.client_order_id, order.status) for order in listed] == [("rest", "filled")]
+
+
 async def test_a_resubmitted_order_the_account_can_no_longer_pay_for_is_a_duplicate(
         sessions: async_sessionmaker[AsyncSession], clock: FakeClock) -> None:
     broker = await make_broker(sessions, clock, starting_cash=Decimal(10_000))
@@ -569,10 +593,12 @@ async def test_orders_duplicates_and_reads_agree_with_a_replay_on_both_databases
         assert all(r.code == "DUPLICATE_ORDER" for r in results if isinstance(r, BrokerError))
         assert await _account_and_positions(broker) == await _account_and_positions(await make_broker(sessions,
                                                                                                       clock))
+        assert {order.client_order_id for order in await broker.list_orders("open")} == {"rest", "bracket"}
         clock.set(START + timedelta(hours=3))
         kept = await _account_and_positions(broker)
         assert kept == await _account_and_positions(await make_broker(sessions, clock))
         assert ("MSFT", Decimal(1)) in [(p.symbol, p.qty) for p in kept[1]]
+        assert [order.status for order in await broker.list_orders() if order.client_order_id == "rest"] == ["filled"]
         found = await broker.get_order_by_client_id("bracket")
         assert found is not None and [leg.status for leg in found.legs] == ["new", "new"]
     finally:
