@@ -27,7 +27,7 @@ Execution model
 
 Every method that writes runs in one transaction from ledger.db.transaction; on SQLite that takes the write
 lock (BEGIN IMMEDIATE), so do not call them while holding another transaction open. get_account and
-get_positions and list_orders are plain reads unless the price path moved an order to another status (see
+get_positions and list_orders are plain reads unless the price path moved an order to another status or far along (see
 _read_book).
 Statements are prebuilt Core statements; the pure functions below work on transient SimOrder objects.
 """
@@ -76,6 +76,9 @@ _CENT = Decimal("0.01")
 _PRICE_PLACES = Decimal("0.0001")
 _ZERO = Decimal(0)
 _STEP_SECONDS = 0.0005  # get_bars hands the event loop back after this much work
+# A read that advances a resting order's evaluation mark by this much stores it (takes a unit), so reads that
+# never write do not scan an ever longer stretch of the price path.
+STORE_MARK_AFTER = timedelta(minutes=30)
 
 
 def _utc_now() -> datetime:
@@ -583,8 +586,8 @@ class SimulatedBroker:
         async with read(self._sessions) as connection:  # as _read_book: a unit only for a status move
             if connection.dialect.name == "postgresql":
                 await connection.execution_options(isolation_level="REPEATABLE READ")
-            advanced, _, status_moved = await self._advanced_open_orders(connection, now)
-            if not status_moved:
+            advanced, _, to_store = await self._advanced_open_orders(connection, now)
+            if not to_store:
                 # Open orders are shown as the path leaves them (evaluation marks, trailing stops' marks),
                 # exactly as a unit would have stored them before listing.
                 current = {order.id: order for order in advanced}
@@ -682,13 +685,14 @@ class SimulatedBroker:
     async def _advanced_open_orders(self, db: AsyncSession | AsyncConnection, now: datetime
                                     ) -> tuple[list[SimOrder], list[SimOrder], bool]:
         """The open orders brought up to `now` on the price path, as transient objects; those whose row
-        must be written back; and whether any changed status (a fill, an expiry, an exit starting to work),
-        which changes the account."""
+        must be written back; and whether a read must store them: an order changed status (a fill, an expiry,
+        an exit starting to work: the account changes) or its evaluation mark moved by STORE_MARK_AFTER."""
         rows = [_from_row(found) for found in (await execute(db, _OPEN_ORDERS)).all()]
         if not rows:
             return rows, [], False
         before = {row.id: _moving(row) for row in rows}
         statuses = {row.id: row.status for row in rows}
+        marks = {row.id: row.updated_at for row in rows}
         for row in rows:
             if row.parent_id is not None:
                 continue  # legs move after their entries, below
@@ -714,7 +718,9 @@ class SimulatedBroker:
             for parent_id, legs in groups.items():
                 advance_legs(self.seed, parents[parent_id], legs, now)
         moved = [row for row in rows if _moving(row) != before[row.id]]
-        return rows, moved, any(row.status != statuses[row.id] for row in rows)
+        to_store = any(row.status != statuses[row.id] or row.updated_at - marks[row.id] >= STORE_MARK_AFTER
+                       for row in rows)
+        return rows, moved, to_store
 
     async def _settled_fills(self, session: AsyncSession | AsyncConnection, starting_cash: Decimal) -> SettledFills:
         """Every filled order's effect on the account. Replaying them all on every read would cost more with
@@ -782,7 +788,8 @@ class SimulatedBroker:
         to another status, which must be stored once (then it takes the unit, as every writer does). Without
         such a move the book is exactly what a unit would compute: advancing only evaluation marks and
         trailing high-water marks changes no cash, holding or reservation, and those marks are pure functions
-        of the path that the next unit recomputes. The reads share one snapshot (SQLite: one deferred
+        of the path that the next unit recomputes (a mark moved by STORE_MARK_AFTER is stored all the same,
+        so a long run of reads does not rescan an ever longer path). The reads share one snapshot (SQLite: one deferred
         transaction in WAL; PostgreSQL: REPEATABLE READ), so the fills and the open orders agree."""
         async with read(self._sessions) as connection:
             if connection.dialect.name == "postgresql":
@@ -791,8 +798,8 @@ class SimulatedBroker:
             if starting_cash is None:
                 starting_cash = (await execute(connection, _STARTING_CASH)).scalar_one_or_none()
             if starting_cash is not None:
-                rows, _, status_moved = await self._advanced_open_orders(connection, now)
-                if not status_moved:
+                rows, _, to_store = await self._advanced_open_orders(connection, now)
+                if not to_store:
                     fills = await self._settled_fills(connection, starting_cash)
                     self._settled = fills  # committed fills only: nothing here can be rolled back
                     return Book.from_fills(fills, rows)

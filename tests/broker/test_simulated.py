@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker import sim_market
 from broker.base import Broker, BrokerError, SubmitOrder
-from broker.simulated import SimulatedBroker
+from broker.simulated import STORE_MARK_AFTER, SimulatedBroker
 from ledger import db
 from ledger.models import SimOrder
 from policies.orders import OrderRequest, StopLoss, TakeProfit
@@ -545,13 +545,28 @@ async def test_listing_orders_begins_no_unit_and_shows_them_as_a_unit_would(
     never_reached = (min(price for _, price in path_after("MSFT", START, 120)) / 2).quantize(Decimal("0.01"))
     await broker.submit_order(submit("rest", symbol="MSFT", order_type="limit", limit_price=never_reached,
                                      qty=Decimal(1), time_in_force="gtc"))
-    clock.set(START + timedelta(minutes=30))
+    clock.set(START + timedelta(minutes=20))  # within STORE_MARK_AFTER
     begun = db.UnitCounter.begun
     listed = await broker.list_orders("open")
     assert db.UnitCounter.begun == begun
     stored = await (await make_broker(sessions, clock)).get_order_by_client_id("rest")  # a unit stores the mark
     assert stored is not None and stored.updated_at is not None and stored.updated_at > START
     assert listed == [stored]
+
+
+async def test_a_read_that_moves_an_evaluation_mark_far_stores_it(broker: SimulatedBroker, clock: FakeClock,
+                                                                  sessions: async_sessionmaker[AsyncSession]
+                                                                  ) -> None:
+    never_reached = (min(price for _, price in path_after("MSFT", START, 240)) / 2).quantize(Decimal("0.01"))
+    await broker.submit_order(submit("rest", symbol="MSFT", order_type="limit", limit_price=never_reached,
+                                     qty=Decimal(1), time_in_force="gtc"))
+    clock.set(START + STORE_MARK_AFTER + timedelta(minutes=1))
+    begun = db.UnitCounter.begun
+    await broker.get_account()
+    assert db.UnitCounter.begun - begun == 1
+    async with sessions() as session:
+        mark = (await session.execute(select(SimOrder.updated_at).where(SimOrder.client_order_id == "rest"))).scalar()
+    assert mark is not None and mark >= START + STORE_MARK_AFTER
 
 
 async def test_listing_orders_after_a_resting_fill_stores_it(broker: SimulatedBroker, clock: FakeClock) -> None:
