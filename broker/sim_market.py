@@ -262,13 +262,21 @@ def minute_prices(seed: int, symbol: str, first: int, last: int) -> list[Decimal
 def quote(seed: int, symbol: str, now: datetime) -> Quote:
     """The quote at `now`: last = the current minute's price, bid/ask the symbol's spread around it."""
     found = _require(symbol)
-    price = math.exp(_path(seed, found.symbol).log_price(minute_index(now)))
+    bid, ask, last = _minute_quote(seed, found.symbol, minute_index(now))
+    return Quote(symbol=found.symbol, bid=bid, ask=ask, last=last, as_of=now.astimezone(UTC).replace(microsecond=0))
+
+
+@lru_cache(maxsize=4096)
+def _minute_quote(seed: int, symbol: str, minute: int) -> tuple[Decimal, Decimal, Decimal]:
+    """(bid, ask, last) of one minute. Cached: every proposal and order asks for the current minute's quote,
+    and computing it (the trading-minute mapping, the path's hashes) costs more than the rest of the quote."""
+    found = _require(symbol)
+    price = math.exp(_path(seed, symbol).log_price(minute))
     half_spread = price * found.spread_bps / 20_000
     bid, ask = _cents_floor(price - half_spread), _cents_ceil(price + half_spread)
     if ask <= bid:
         ask = bid + _CENT
-    return Quote(symbol=found.symbol, bid=bid, ask=ask, last=_cents(price),
-                 as_of=now.astimezone(UTC).replace(microsecond=0))
+    return bid, ask, _cents(price)
 
 
 # --- bars ------------------------------------------------------------------------------------------

@@ -25,8 +25,11 @@ Execution model
   account is shared by all agents. Sells beyond the position of an asset that is not shortable are
   rejected too; shortable assets may be sold short (no margin requirement is modelled).
 
-Every method that touches the database runs in one transaction from ledger.db.transaction; on SQLite that
-takes the write lock (BEGIN IMMEDIATE), so do not call them while holding another transaction open.
+Every method that writes runs in one transaction from ledger.db.transaction; on SQLite that takes the write
+lock (BEGIN IMMEDIATE), so do not call them while holding another transaction open. get_account and
+get_positions and list_orders are plain reads unless the price path moved an order to another status or far along (see
+_read_book).
+Statements are prebuilt Core statements; the pure functions below work on transient SimOrder objects.
 """
 
 from __future__ import annotations
@@ -38,12 +41,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
-from typing import Literal, cast
+from typing import Any, Literal, cast
 from uuid import uuid4
 
 from sqlalchemy import Table, bindparam, func, or_, select
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from broker import sim_market
 from broker.base import (
@@ -60,7 +64,7 @@ from broker.base import (
     SubmitOrder,
     Timeframe,
 )
-from ledger.db import execute, transaction
+from ledger.db import dialect_name, execute, read, transaction
 from ledger.models import SimAccount, SimOrder
 from policies.orders import OrderRequest, decimal_text
 
@@ -72,6 +76,9 @@ _CENT = Decimal("0.01")
 _PRICE_PLACES = Decimal("0.0001")
 _ZERO = Decimal(0)
 _STEP_SECONDS = 0.0005  # get_bars hands the event loop back after this much work
+# A read that advances a resting order's evaluation mark by this much stores it (takes a unit), so reads that
+# never write do not scan an ever longer stretch of the price path.
+STORE_MARK_AFTER = timedelta(minutes=30)
 
 
 def _utc_now() -> datetime:
@@ -264,6 +271,36 @@ _FILLS = (select(_ORDERS.c.id, _ORDERS.c.symbol, _ORDERS.c.side, _ORDERS.c.fille
 _FILLS_SINCE = _FILLS.where(_ORDERS.c.filled_at >= bindparam("since"))
 _SETTLED_KEY = "sim_settled_fills"  # session.info: what a transaction learned, kept if it commits
 
+# The statements of every call's path, built once: Core statements skip the ORM's per-statement work (unit of
+# work, identity map, flush), which costs as much as the query itself on SQLite. Rows are turned into transient
+# SimOrder objects (never added to a session) for the pure functions above, and changes are written back by
+# these statements.
+_ACCOUNT = cast(Table, SimAccount.__table__)
+_STARTING_CASH = select(_ACCOUNT.c.starting_cash).where(_ACCOUNT.c.id == ACCOUNT_ID)
+_LOCK_ACCOUNT = _STARTING_CASH.with_for_update()  # SQLite compiles it without FOR UPDATE (BEGIN IMMEDIATE)
+_OPEN_ORDERS = select(_ORDERS).where(_ORDERS.c.status.in_(OPEN_STATUSES))
+_ORDERS_BY_ID = select(_ORDERS).where(_ORDERS.c.id.in_(bindparam("ids", expanding=True)))
+_ORDER_BY_CLIENT_ID = select(_ORDERS).where(_ORDERS.c.client_order_id == bindparam("client_order_id"))
+_LEGS_OF = select(_ORDERS).where(_ORDERS.c.parent_id.in_(bindparam("ids", expanding=True)))
+_INSERT_ORDER = _ORDERS.insert()
+# What the price path changes on an open order (advance_legs and _synchronize write no other column).
+_MOVING_COLUMNS = ("status", "filled_qty", "filled_avg_price", "filled_at", "submitted_at", "updated_at", "hwm",
+                   "stop_price")
+_UPDATE_ORDER = _ORDERS.update().where(_ORDERS.c.id == bindparam("order_id"))
+_COLUMN_KEYS = tuple(column.key for column in _ORDERS.columns)
+
+
+def _from_row(row: Row[Any]) -> SimOrder:
+    return SimOrder(**row._mapping)
+
+
+def _row_values(order: SimOrder) -> dict[str, Any]:
+    return {key: getattr(order, key) for key in _COLUMN_KEYS}
+
+
+def _moving(order: SimOrder) -> tuple[object, ...]:
+    return tuple(getattr(order, key) for key in _MOVING_COLUMNS)
+
 
 @dataclass
 class Holding:
@@ -441,6 +478,7 @@ class SimulatedBroker:
         self.starting_cash = Decimal(starting_cash)
         self._clock = clock
         self._settled: SettledFills | None = None  # the account after the fills seen so far (committed)
+        self._stored_cash: Decimal | None = None  # the account row's starting cash, once read (it never changes)
 
     def _now(self) -> datetime:
         now = self._clock()
@@ -500,15 +538,22 @@ class SimulatedBroker:
         try:
             async with self._unit() as session:
                 book = await self._synchronize(session, now)
-                if await self._by_client_id(session, request.client_order_id) is not None:
-                    raise self._duplicate(request.client_order_id)
-                row = self._execute_on_arrival(request, found, book, now)
-                session.add(row)
-                await session.flush()  # a concurrent duplicate fails here, on the unique client_order_id
+                try:
+                    row = self._execute_on_arrival(request, found, book, now)
+                except BrokerError:
+                    # A retried submission of an order that was accepted must answer DUPLICATE_ORDER, not
+                    # the refusal its second copy would earn (e.g. the first one spent the buying power).
+                    # Only refusals pay for this read; accepted orders rely on the unique constraint below.
+                    if await self._by_client_id(session, request.client_order_id) is not None:
+                        raise self._duplicate(request.client_order_id) from None
+                    raise
                 legs = leg_rows(row, order) if order.has_exits else []
-                session.add_all(legs)
                 advance_legs(self.seed, row, legs, now)  # an entry filled on arrival arms its exits now
-                await session.flush()
+                # A duplicate client_order_id (earlier or concurrent) fails here, on its unique constraint.
+                await execute(session, _INSERT_ORDER, _row_values(row))
+                if legs:
+                    await execute(session, _INSERT_ORDER, [_row_values(leg) for leg in legs])
+                self._settle_own_fills(session, [row, *legs])
         except IntegrityError as error:
             async with self._unit() as session:
                 exists = await self._by_client_id(session, request.client_order_id) is not None
@@ -527,19 +572,33 @@ class SimulatedBroker:
     async def list_orders(self, status: Literal["open", "closed", "all"] = "all", limit: int = 500,
                           after: datetime | None = None) -> list[BrokerOrder]:
         """Newest first."""
-        query = (select(SimOrder).where(SimOrder.parent_id.is_(None))  # legs are shown with their entry
-                 .order_by(SimOrder.submitted_at.desc(), SimOrder.id.desc()).limit(limit))
+        query = (select(_ORDERS).where(_ORDERS.c.parent_id.is_(None))  # legs are shown with their entry
+                 .order_by(_ORDERS.c.submitted_at.desc(), _ORDERS.c.id.desc()).limit(limit))
         if status == "open":  # an entry whose exits still work is open too (Alpaca's nested view)
-            working_legs = select(SimOrder.parent_id).where(SimOrder.parent_id.is_not(None),
-                                                            SimOrder.status.in_(OPEN_STATUSES))
-            query = query.where(or_(SimOrder.status.in_(OPEN_STATUSES), SimOrder.id.in_(working_legs)))
+            working_legs = select(_ORDERS.c.parent_id).where(_ORDERS.c.parent_id.is_not(None),
+                                                             _ORDERS.c.status.in_(OPEN_STATUSES))
+            query = query.where(or_(_ORDERS.c.status.in_(OPEN_STATUSES), _ORDERS.c.id.in_(working_legs)))
         elif status == "closed":
-            query = query.where(SimOrder.status.in_(FINAL_STATUSES))
+            query = query.where(_ORDERS.c.status.in_(FINAL_STATUSES))
         if after is not None:
-            query = query.where(SimOrder.submitted_at > after)
+            query = query.where(_ORDERS.c.submitted_at > after)
+        now = self._now()
+        async with read(self._sessions) as connection:  # as _read_book: a unit only for a status move
+            if connection.dialect.name == "postgresql":
+                await connection.execution_options(isolation_level="REPEATABLE READ")
+            advanced, _, to_store = await self._advanced_open_orders(connection, now)
+            if not to_store:
+                # Open orders are shown as the path leaves them (evaluation marks, trailing stops' marks),
+                # exactly as a unit would have stored them before listing.
+                current = {order.id: order for order in advanced}
+                rows = [current.get(found.id) or _from_row(found)
+                        for found in (await execute(connection, query)).all()]
+                legs = {parent_id: [current.get(leg.id, leg) for leg in found]
+                        for parent_id, found in (await self._legs(connection, [row.id for row in rows])).items()}
+                return [to_broker_order(row, legs.get(row.id, [])) for row in rows]
         async with self._unit() as session:
-            await self._synchronize(session, self._now())
-            rows = (await session.execute(query)).scalars().all()
+            await self._synchronize(session, now)
+            rows = [_from_row(found) for found in (await execute(session, query)).all()]
             legs = await self._legs(session, [row.id for row in rows])
         return [to_broker_order(row, legs.get(row.id, [])) for row in rows]
 
@@ -548,21 +607,26 @@ class SimulatedBroker:
         now = self._now()
         async with self._unit() as session:
             await self._synchronize(session, now)
-            row = await session.get(SimOrder, broker_order_id)
-            if row is None:
+            found = (await execute(session, _ORDERS_BY_ID, {"ids": [broker_order_id]})).first()
+            if found is None:
                 raise BrokerError(f"order {broker_order_id} not found", code="ORDER_NOT_FOUND", status=404)
+            row = _from_row(found)
             if row.status not in OPEN_STATUSES:
                 raise BrokerError(f"order {broker_order_id} is already {row.status}; it cannot be canceled",
                                   code="BROKER_ERROR", status=422)
             row.status = "canceled"
             row.updated_at = now
             legs = (await self._legs(session, [row.id])).get(row.id, [])
-            advance_legs(self.seed, row, [leg for leg in legs if leg.status in OPEN_STATUSES], now)
+            open_legs = [leg for leg in legs if leg.status in OPEN_STATUSES]
+            advance_legs(self.seed, row, open_legs, now)
+            await execute(session, _UPDATE_ORDER, [{"order_id": changed.id, **{key: getattr(changed, key)
+                                                                              for key in _MOVING_COLUMNS}}
+                                                   for changed in [row, *open_legs]])
         return to_broker_order(row, legs)
 
     async def get_account(self) -> Account:
         now = self._now()
-        book = await self._current_book(now)
+        book = await self._read_book(now)
         market_value = sum((holding.qty * self._last_price(symbol, now)
                             for symbol, holding in book.holdings.items() if holding.qty != 0), _ZERO)
         return Account(cash=_money(book.cash), equity=_money(book.cash + market_value),
@@ -570,7 +634,7 @@ class SimulatedBroker:
 
     async def get_positions(self) -> list[BrokerPosition]:
         now = self._now()
-        book = await self._current_book(now)
+        book = await self._read_book(now)
         return [BrokerPosition(symbol=symbol, qty=holding.qty,
                                avg_entry_price=holding.avg_entry_price.quantize(_PRICE_PLACES, ROUND_HALF_EVEN),
                                market_value=_money(holding.qty * self._last_price(symbol, now)))
@@ -587,27 +651,48 @@ class SimulatedBroker:
                            code="DUPLICATE_ORDER", status=422)
 
     async def _lock_account(self, session: AsyncSession, now: datetime) -> Decimal:
-        """The account's starting cash. Locking its row serializes this broker's writers on PostgreSQL
-        (SQLite's BEGIN IMMEDIATE already does); the row is created if missing."""
-        account = (await session.execute(select(SimAccount).where(SimAccount.id == ACCOUNT_ID)
-                                         .with_for_update())).scalar_one_or_none()
-        if account is None:
-            account = SimAccount(id=ACCOUNT_ID, starting_cash=self.starting_cash, created_at=now)
-            session.add(account)
+        """The account's starting cash. Locking its row serializes this broker's writers on PostgreSQL; SQLite's
+        BEGIN IMMEDIATE already does, so there the row is read only until its (unchanging) cash is known. The
+        row is created if missing."""
+        if self._stored_cash is not None and dialect_name(session) == "sqlite":
+            return self._stored_cash
+        starting_cash: Decimal | None = (await execute(session, _LOCK_ACCOUNT)).scalar_one_or_none()
+        if starting_cash is None:
+            session.add(SimAccount(id=ACCOUNT_ID, starting_cash=self.starting_cash, created_at=now))
             await session.flush()
-        return account.starting_cash
+            return self.starting_cash  # not kept in _stored_cash: this unit may yet roll back
+        self._stored_cash = starting_cash
+        return starting_cash
 
     @staticmethod
     async def _by_client_id(session: AsyncSession, client_order_id: str) -> SimOrder | None:
-        return (await session.execute(select(SimOrder).where(SimOrder.client_order_id == client_order_id))
-                ).scalar_one_or_none()
+        found = (await execute(session, _ORDER_BY_CLIENT_ID, {"client_order_id": client_order_id})).first()
+        return _from_row(found) if found is not None else None
 
     async def _synchronize(self, session: AsyncSession, now: datetime) -> Book:
         """Lock the account, bring every resting order up to `now`, and return the resulting book.
         Every database operation of this broker starts here."""
         starting_cash = await self._lock_account(session, now)
-        rows = list((await session.execute(select(SimOrder).where(SimOrder.status.in_(OPEN_STATUSES))))
-                    .scalars().all())
+        rows, moved, _ = await self._advanced_open_orders(session, now)
+        if moved:
+            await execute(session, _UPDATE_ORDER, [{"order_id": row.id, **{key: getattr(row, key)
+                                                                          for key in _MOVING_COLUMNS}}
+                                                   for row in moved])
+        fills = await self._settled_fills(session, starting_cash)
+        session.info[_SETTLED_KEY] = fills
+        return Book.from_fills(fills, rows)
+
+    async def _advanced_open_orders(self, db: AsyncSession | AsyncConnection, now: datetime
+                                    ) -> tuple[list[SimOrder], list[SimOrder], bool]:
+        """The open orders brought up to `now` on the price path, as transient objects; those whose row
+        must be written back; and whether a read must store them: an order changed status (a fill, an expiry,
+        an exit starting to work: the account changes) or its evaluation mark moved by STORE_MARK_AFTER."""
+        rows = [_from_row(found) for found in (await execute(db, _OPEN_ORDERS)).all()]
+        if not rows:
+            return rows, [], False
+        before = {row.id: _moving(row) for row in rows}
+        statuses = {row.id: row.status for row in rows}
+        marks = {row.id: row.updated_at for row in rows}
         for row in rows:
             if row.parent_id is not None:
                 continue  # legs move after their entries, below
@@ -624,16 +709,20 @@ class SimulatedBroker:
             if row.parent_id is not None:
                 groups.setdefault(row.parent_id, []).append(row)
         if groups:
-            parents = {p.id: p for p in (await session.execute(
-                select(SimOrder).where(SimOrder.id.in_(list(groups))))).scalars()}
+            # An entry still open above is that same object, as it stands after its own move.
+            parents = {row.id: row for row in rows if row.id in groups}
+            closed = [parent_id for parent_id in groups if parent_id not in parents]
+            if closed:
+                parents.update((found.id, _from_row(found)) for found in
+                               (await execute(db, _ORDERS_BY_ID, {"ids": closed})).all())
             for parent_id, legs in groups.items():
                 advance_legs(self.seed, parents[parent_id], legs, now)
-        await session.flush()
-        fills = await self._settled_fills(session, starting_cash)
-        session.info[_SETTLED_KEY] = fills
-        return Book.from_fills(fills, rows)
+        moved = [row for row in rows if _moving(row) != before[row.id]]
+        to_store = any(row.status != statuses[row.id] or row.updated_at - marks[row.id] >= STORE_MARK_AFTER
+                       for row in rows)
+        return rows, moved, to_store
 
-    async def _settled_fills(self, session: AsyncSession, starting_cash: Decimal) -> SettledFills:
+    async def _settled_fills(self, session: AsyncSession | AsyncConnection, starting_cash: Decimal) -> SettledFills:
         """Every filled order's effect on the account. Replaying them all on every read would cost more with
         every order ever placed, so the last result is kept and only newer fills are read; if the count of
         filled orders says one was missed (filled earlier than the last one applied, e.g. by another
@@ -649,7 +738,7 @@ class SimulatedBroker:
         return SettledFills.replay(starting_cash, await self._fills(session, None))
 
     @staticmethod
-    async def _fills(session: AsyncSession, since: datetime | None) -> list[FilledOrder]:
+    async def _fills(session: AsyncSession | AsyncConnection, since: datetime | None) -> list[FilledOrder]:
         query = _FILLS if since is None else _FILLS_SINCE
         rows = (await execute(session, query, {"since": since} if since is not None else None)).all()
         return [FilledOrder(id=r.id, symbol=r.symbol, side=r.side, filled_qty=r.filled_qty,
@@ -657,11 +746,11 @@ class SimulatedBroker:
                 for r in rows if r.filled_avg_price is not None and r.filled_at is not None]
 
     @staticmethod
-    async def _legs(session: AsyncSession, parent_ids: list[str]) -> dict[str, list[SimOrder]]:
+    async def _legs(session: AsyncSession | AsyncConnection, parent_ids: list[str]) -> dict[str, list[SimOrder]]:
         if not parent_ids:
             return {}
         found: dict[str, list[SimOrder]] = {}
-        for leg in (await session.execute(select(SimOrder).where(SimOrder.parent_id.in_(parent_ids)))).scalars():
+        for leg in (_from_row(row) for row in (await execute(session, _LEGS_OF, {"ids": parent_ids})).all()):
             found.setdefault(cast(str, leg.parent_id), []).append(leg)
         for legs in found.values():
             legs.sort(key=lambda leg: ROLE_PRIORITY.get(leg.leg_role or "", 9))
@@ -676,6 +765,45 @@ class SimulatedBroker:
         fills = session.info.get(_SETTLED_KEY)
         if fills is not None:
             self._settled = fills
+
+    @staticmethod
+    def _settle_own_fills(session: AsyncSession, orders: Sequence[SimOrder]) -> None:
+        """Add this unit's own fills to what it learned, so the next call need not read them back. Only when
+        they come after every fill applied (by fill order): otherwise the next call's count check finds the
+        difference and reads or replays, as for another process's fills."""
+        known: SettledFills | None = session.info.get(_SETTLED_KEY)
+        filled = [FilledOrder(id=o.id, symbol=o.symbol, side=o.side, filled_qty=o.filled_qty,
+                              price=o.filled_avg_price, filled_at=o.filled_at, submitted_at=o.submitted_at)
+                  for o in orders if o.status == "filled" and o.filled_avg_price is not None
+                  and o.filled_at is not None]
+        if known is None or not filled:
+            return
+        if known.last is None or min(fill.key for fill in filled) > known.last:
+            session.info[_SETTLED_KEY] = known.extended(filled)
+        else:
+            del session.info[_SETTLED_KEY]
+
+    async def _read_book(self, now: datetime) -> Book:
+        """The book without a unit of work: a read needs no write lock unless the price path moved an order
+        to another status, which must be stored once (then it takes the unit, as every writer does). Without
+        such a move the book is exactly what a unit would compute: advancing only evaluation marks and
+        trailing high-water marks changes no cash, holding or reservation, and those marks are pure functions
+        of the path that the next unit recomputes (a mark moved by STORE_MARK_AFTER is stored all the same,
+        so a long run of reads does not rescan an ever longer path). The reads share one snapshot (SQLite: one deferred
+        transaction in WAL; PostgreSQL: REPEATABLE READ), so the fills and the open orders agree."""
+        async with read(self._sessions) as connection:
+            if connection.dialect.name == "postgresql":
+                await connection.execution_options(isolation_level="REPEATABLE READ")
+            starting_cash = self._stored_cash
+            if starting_cash is None:
+                starting_cash = (await execute(connection, _STARTING_CASH)).scalar_one_or_none()
+            if starting_cash is not None:
+                rows, _, to_store = await self._advanced_open_orders(connection, now)
+                if not to_store:
+                    fills = await self._settled_fills(connection, starting_cash)
+                    self._settled = fills  # committed fills only: nothing here can be rolled back
+                    return Book.from_fills(fills, rows)
+        return await self._current_book(now)  # no account yet, or a move to store
 
     async def _current_book(self, now: datetime) -> Book:
         async with self._unit() as session:

@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker import sim_market
 from broker.base import Broker, BrokerError, SubmitOrder
-from broker.simulated import SimulatedBroker
+from broker.simulated import STORE_MARK_AFTER, SimulatedBroker
 from ledger import db
 from ledger.models import SimOrder
-from policies.orders import OrderRequest
+from policies.orders import OrderRequest, StopLoss, TakeProfit
 
 SEED = 42
 # Wednesday 2025-03-12 10:00 New York: a regular session is in progress until 16:00 (20:00 UTC).
@@ -511,3 +511,110 @@ async def test_an_earlier_fill_that_appears_later_is_counted(sessions: async_ses
     kept = await _account_and_positions(mine)
     assert kept == await _account_and_positions(await make_broker(sessions, clock))
     assert ("SPY", Decimal(1)) in [(p.symbol, p.qty) for p in kept[1]]
+
+
+# --- the hot path: an order is one unit of work; an account read needs none unless the path moved an order ---
+
+async def test_an_order_begins_one_unit_and_reading_the_account_none(broker: SimulatedBroker) -> None:
+    begun = db.UnitCounter.begun
+    await broker.submit_order(submit("p-1"))
+    assert db.UnitCounter.begun - begun == 1
+    begun = db.UnitCounter.begun
+    await broker.get_account()
+    await broker.get_positions()
+    assert db.UnitCounter.begun == begun
+
+
+async def test_a_read_that_finds_a_resting_order_filled_stores_the_fill(broker: SimulatedBroker, clock: FakeClock,
+                                                                       sessions: async_sessionmaker[AsyncSession]
+                                                                       ) -> None:
+    limit = min(price for _, price in path_after("MSFT", START, 120))
+    await broker.submit_order(submit("p-1", symbol="MSFT", order_type="limit", limit_price=limit, qty=Decimal(1)))
+    clock.set(START + timedelta(hours=3))
+    begun = db.UnitCounter.begun
+    positions = await broker.get_positions()
+    assert db.UnitCounter.begun - begun == 1
+    assert [(p.symbol, p.qty) for p in positions] == [("MSFT", Decimal(1))]
+    async with sessions() as session:
+        status = (await session.execute(select(SimOrder.status).where(SimOrder.client_order_id == "p-1"))).scalar()
+    assert status == "filled"
+
+
+async def test_listing_orders_begins_no_unit_and_shows_them_as_a_unit_would(
+        broker: SimulatedBroker, clock: FakeClock, sessions: async_sessionmaker[AsyncSession]) -> None:
+    never_reached = (min(price for _, price in path_after("MSFT", START, 120)) / 2).quantize(Decimal("0.01"))
+    await broker.submit_order(submit("rest", symbol="MSFT", order_type="limit", limit_price=never_reached,
+                                     qty=Decimal(1), time_in_force="gtc"))
+    clock.set(START + timedelta(minutes=20))  # within STORE_MARK_AFTER
+    begun = db.UnitCounter.begun
+    listed = await broker.list_orders("open")
+    assert db.UnitCounter.begun == begun
+    stored = await (await make_broker(sessions, clock)).get_order_by_client_id("rest")  # a unit stores the mark
+    assert stored is not None and stored.updated_at is not None and stored.updated_at > START
+    assert listed == [stored]
+
+
+async def test_a_read_that_moves_an_evaluation_mark_far_stores_it(broker: SimulatedBroker, clock: FakeClock,
+                                                                  sessions: async_sessionmaker[AsyncSession]
+                                                                  ) -> None:
+    never_reached = (min(price for _, price in path_after("MSFT", START, 240)) / 2).quantize(Decimal("0.01"))
+    await broker.submit_order(submit("rest", symbol="MSFT", order_type="limit", limit_price=never_reached,
+                                     qty=Decimal(1), time_in_force="gtc"))
+    clock.set(START + STORE_MARK_AFTER + timedelta(minutes=1))
+    begun = db.UnitCounter.begun
+    await broker.get_account()
+    assert db.UnitCounter.begun - begun == 1
+    async with sessions() as session:
+        mark = (await session.execute(select(SimOrder.updated_at).where(SimOrder.client_order_id == "rest"))).scalar()
+    assert mark is not None and mark >= START + STORE_MARK_AFTER
+
+
+async def test_listing_orders_after_a_resting_fill_stores_it(broker: SimulatedBroker, clock: FakeClock) -> None:
+    limit = min(price for _, price in path_after("MSFT", START, 120))
+    await broker.submit_order(submit("rest", symbol="MSFT", order_type="limit", limit_price=limit, qty=Decimal(1)))
+    clock.set(START + timedelta(hours=3))
+    begun = db.UnitCounter.begun
+    listed = await broker.list_orders("closed")
+    assert db.UnitCounter.begun - begun == 1
+    assert [(order.client_order_id, order.status) for order in listed] == [("rest", "filled")]
+
+
+async def test_a_resubmitted_order_the_account_can_no_longer_pay_for_is_a_duplicate(
+        sessions: async_sessionmaker[AsyncSession], clock: FakeClock) -> None:
+    broker = await make_broker(sessions, clock, starting_cash=Decimal(10_000))
+    await broker.submit_order(submit("p-1", notional=Decimal(8000)))
+    with pytest.raises(BrokerError) as raised:
+        await broker.submit_order(submit("p-1", notional=Decimal(8000)))
+    assert raised.value.code == "DUPLICATE_ORDER"
+    assert await count_orders(sessions) == 1
+
+
+async def test_orders_duplicates_and_reads_agree_with_a_replay_on_both_databases(database_url: str,
+                                                                                clock: FakeClock) -> None:
+    engine = db.create_engine(database_url)
+    await db.upgrade(engine)
+    sessions = db.session_factory(engine)
+    try:
+        broker = await make_broker(sessions, clock, starting_cash=Decimal(100_000))
+        limit = min(price for _, price in path_after("MSFT", START, 120))
+        await broker.submit_order(submit("rest", symbol="MSFT", order_type="limit", limit_price=limit,
+                                         qty=Decimal(1), time_in_force="gtc"))
+        await broker.submit_order(submit("bracket", qty=Decimal(2), take_profit=TakeProfit(limit_price=Decimal(10_000)),
+                                         stop_loss=StopLoss(stop_price=Decimal(1))))
+        results = await asyncio.gather(*(broker.submit_order(submit("same", symbol="SPY", qty=Decimal(1)))
+                                         for _ in range(5)), return_exceptions=True)
+        assert sorted(type(r).__name__ if isinstance(r, BaseException) else r.status for r in results) == \
+            ["BrokerError"] * 4 + ["filled"]
+        assert all(r.code == "DUPLICATE_ORDER" for r in results if isinstance(r, BrokerError))
+        assert await _account_and_positions(broker) == await _account_and_positions(await make_broker(sessions,
+                                                                                                      clock))
+        assert {order.client_order_id for order in await broker.list_orders("open")} == {"rest", "bracket"}
+        clock.set(START + timedelta(hours=3))
+        kept = await _account_and_positions(broker)
+        assert kept == await _account_and_positions(await make_broker(sessions, clock))
+        assert ("MSFT", Decimal(1)) in [(p.symbol, p.qty) for p in kept[1]]
+        assert [order.status for order in await broker.list_orders() if order.client_order_id == "rest"] == ["filled"]
+        found = await broker.get_order_by_client_id("bracket")
+        assert found is not None and [leg.status for leg in found.legs] == ["new", "new"]
+    finally:
+        await engine.dispose()

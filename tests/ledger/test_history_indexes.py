@@ -97,7 +97,17 @@ async def test_listing_open_orders_reads_only_the_live_rows(
 
 async def test_the_simulated_brokers_new_fills_are_a_range_of_an_index(
         config: Config, market_open: time_machine.Coordinates) -> None:
-    statements = await an_agents_day(config)
+    """A broker applies its own fills as it makes them; it reads the fills since the last one it applied when
+    another process (here a second server on the same database) filled orders."""
+    async def buy(client: Any, qty: int) -> None:  # different sizes: not refused as a repeated order
+        proposal = await call(client, "propose_trade", symbol="AAPL", side="buy", qty=qty, reasoning="x")
+        assert (await call(client, "execute_trade", proposal_id=proposal["proposal_id"]))["status"] == "filled"
+
+    async with connect(config) as mine, connect(config) as other:
+        await buy(mine, 1)  # this server's broker has applied every fill so far
+        with captured_statements() as statements:
+            await buy(other, 2)
+            await buy(mine, 3)
     since = selects_from(statements, "sim_orders", "sim_orders.filled_at >= ?")
     assert since, "the simulated broker never read its fills since the last one"
     for statement in since:
