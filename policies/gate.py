@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, NoReturn, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -430,11 +430,23 @@ class Gate:
             agent = ((self._recent_identity(agent_id, allow_disabled=allow_disabled) if acts_at_broker else None)
                      or await self.load_agent(agent_id, allow_disabled=allow_disabled))
             result = await operation(agent)
-        except GateDenied as denied:
-            await self._finish_or_deny(call, "tool.denied", {"codes": [v.code for v in denied.violations],
-                                                             "violations": denied.violations})
-            raise
-        except (BrokerError, TimeoutError) as error:
+        except Exception as error:
+            await self._fail(call, error)
+        finally:
+            _current_call.reset(token)
+        if not call.outcome_recorded:
+            await self._finish_or_deny(call, "tool.outcome", _outcome_payload(result))
+        return result
+
+    async def _fail(self, call: CallRecord, error: Exception) -> NoReturn:
+        """Record why a call did not answer (a denial, a broker failure, any other failure) with its intent,
+        then raise what the tool layer reports: a denial as it is, broker failures as their codes. A ledger
+        that cannot take the record is logged instead (recording it would wait on the same database)."""
+        if isinstance(error, GateDenied):
+            await self._finish_or_deny(call, "tool.denied", {"codes": [v.code for v in error.violations],
+                                                             "violations": error.violations})
+            raise error
+        if isinstance(error, (BrokerError, TimeoutError)):
             if broker_unavailable(error):
                 message = (error.message if isinstance(error, BrokerError) else "no answer in time")
                 await self._finish_or_deny(call, "tool.failed", {"code": Code.BROKER_UNAVAILABLE.value,
@@ -445,21 +457,15 @@ class Gate:
             await self._finish_or_deny(call, "tool.failed", {"code": error.code, "error": error.message})
             raise deny(Code(error.code) if error.code in Code.__members__ else Code.BROKER_ERROR,
                        f"broker error: {error.message}") from None
-        except Exception as error:
-            reason = ledger_failure(error)
-            if reason is not None:  # recording it would wait on the same database: it is logged instead
-                log.error("ledger_unavailable", tool=tool, agent=agent_id, reason=reason,
-                          error=type(error).__name__)
-                raise deny(Code.LEDGER_UNAVAILABLE, f"{reason}; nothing was changed, try again shortly") from None
-            # Scrubbed before it is cut: a cut through a key leaves a piece no masking recognises.
-            await self._finish_or_deny(call, "tool.failed", {"error": type(error).__name__,
-                                                             "detail": secrets.scrub(str(error))[:500]})
-            raise
-        finally:
-            _current_call.reset(token)
-        if not call.outcome_recorded:
-            await self._finish_or_deny(call, "tool.outcome", _outcome_payload(result))
-        return result
+        reason = ledger_failure(error)
+        if reason is not None:
+            log.error("ledger_unavailable", tool=call.tool, agent=call.agent_id, reason=reason,
+                      error=type(error).__name__)
+            raise deny(Code.LEDGER_UNAVAILABLE, f"{reason}; nothing was changed, try again shortly") from None
+        # Scrubbed before it is cut: a cut through a key leaves a piece no masking recognises.
+        await self._finish_or_deny(call, "tool.failed", {"error": type(error).__name__,
+                                                         "detail": secrets.scrub(str(error))[:500]})
+        raise error
 
     async def _finish_or_deny(self, call: CallRecord, kind: str, payload: Mapping[str, Any]) -> None:
         """_finish; a ledger that cannot take the record turns the answer into LEDGER_UNAVAILABLE."""
@@ -1424,54 +1430,12 @@ class Gate:
                 agent = self._identify(agent_id, row, held)
                 found = await read_ledger(connection, agent)
             result = await answer(agent, found)
-        except GateDenied as denied:
-            await self._record_read(call, "tool.denied", {"codes": [v.code for v in denied.violations],
-                                                          "violations": denied.violations})
-            raise
-        except (BrokerError, TimeoutError) as error:
-            if broker_unavailable(error):
-                message = (error.message if isinstance(error, BrokerError) else "no answer in time")
-                await self._record_read(call, "tool.failed", {"code": Code.BROKER_UNAVAILABLE.value,
-                                                              "error": message})
-                raise deny(Code.BROKER_UNAVAILABLE, f"the broker cannot be reached ({message}); nothing was "
-                                                    "sent, try again shortly") from None
-            assert isinstance(error, BrokerError)
-            await self._record_read(call, "tool.failed", {"code": error.code, "error": error.message})
-            raise deny(Code(error.code) if error.code in Code.__members__ else Code.BROKER_ERROR,
-                       f"broker error: {error.message}") from None
         except Exception as error:
-            reason = ledger_failure(error)
-            if reason is not None:  # recording it would wait on the same database: it is logged instead
-                log.error("ledger_unavailable", tool=tool, agent=agent_id, reason=reason,
-                          error=type(error).__name__)
-                raise deny(Code.LEDGER_UNAVAILABLE, f"{reason}; nothing was changed, try again shortly") from None
-            # Scrubbed before it is cut: a cut through a key leaves a piece no masking recognises.
-            await self._record_read(call, "tool.failed", {"error": type(error).__name__,
-                                                          "detail": secrets.scrub(str(error))[:500]})
-            raise
+            await self._fail(call, error)
         finally:
             _current_call.reset(token)
-        await self._record_read(call, "tool.outcome", _outcome_payload(result))
+        await self._finish_or_deny(call, "tool.outcome", _outcome_payload(result))
         return result
-
-    async def _record_read(self, call: CallRecord, kind: str, payload: Mapping[str, Any]) -> None:
-        """A read call's records, intent (unless a reconciliation already committed it) then `kind`, in one
-        unit of work. A ledger that cannot take them turns the answer into LEDGER_UNAVAILABLE: an answer
-        whose asking is not in the log is not given."""
-        records = [call.entry(kind, payload, self.clock())]
-        if not call.intent_recorded:
-            records.insert(0, call.intent())
-        try:
-            async with transaction(self.sessions) as session:
-                await audit.append_many(session, records)
-        except Exception as error:
-            reason = ledger_failure(error)
-            if reason is None:
-                raise
-            log.error("ledger_unavailable", tool=call.tool, agent=call.agent_id, reason=reason, record=kind)
-            raise deny(Code.LEDGER_UNAVAILABLE, f"{reason}; the call could not be recorded, try again "
-                                                "shortly") from None
-        call.intent_recorded = True
 
     # --- proposal change notifications (resources) -------------------------------------------------
 
