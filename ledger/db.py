@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 
+from ledger import fast_execute
 from ledger.checkpoint import AUTOCHECKPOINT_PAGES
 from ledger.database_url import describe_database, sqlite_file
 from ledger.models import SCHEMA_REVISION
@@ -230,6 +231,9 @@ async def execute(session: AsyncSession | AsyncConnection, statement: Executable
     as much as the query itself on SQLite. Rows come back as rows, not ORM objects. A list of parameter sets
     runs it once per set (executemany)."""
     connection = session if isinstance(session, AsyncConnection) else await session.connection()
+    fast = await fast_execute.run(connection, statement, params)  # SQLite: on the raw connection
+    if fast is not None:
+        return fast
     return await connection.execute(statement, params)
 
 
