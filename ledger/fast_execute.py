@@ -11,9 +11,9 @@ SQLAlchemy raises them (IntegrityError, OperationalError wrapping the sqlite3 er
 
 Anything else goes through SQLAlchemy unchanged (`run` returns None): PostgreSQL, RETURNING, expanding IN
 parameters bound per call, literal_execute, Python-side column defaults, text(), executemany of SELECTs or of
-parameter sets with different keys, engines with statement event listeners (they must see every statement),
-and a statement object seen for the first time (statements built per call would pay a compile each time;
-SQLAlchemy's cache serves them better).
+parameter sets with different keys, statements with execution options, engines with statement event listeners
+(they must see every statement), and a statement object seen for the first time (statements built per call
+would pay a compile each time; SQLAlchemy's cache serves them better).
 """
 
 from __future__ import annotations
@@ -85,8 +85,9 @@ def _prepare(statement: Any, keys: frozenset[str], dialect: Any) -> _Prepared | 
         return _UNSUPPORTED
 
 
-# statement → {parameter keys: prepared}; weak, so statements built per call do not pile up.
-_prepared: weakref.WeakKeyDictionary[Any, dict[frozenset[str], _Prepared | object]] = weakref.WeakKeyDictionary()
+# statement → {(dialect class, parameter keys): prepared}; weak, so statements built per call do not pile up.
+_prepared: weakref.WeakKeyDictionary[Any, dict[tuple[Any, frozenset[str]], _Prepared | object]] = (
+    weakref.WeakKeyDictionary())
 _seen: weakref.WeakSet[Any] = weakref.WeakSet()  # statements run once: compiled when they come again
 
 
@@ -107,7 +108,8 @@ def _wrapped(error: sqlite3.Error, prepared: _Prepared, parameters: Any) -> exc.
 async def run(connection: AsyncConnection, statement: Any, params: Any) -> Result[Any] | None:
     """The statement's result, run on the raw connection; None when it is left to SQLAlchemy."""
     sync = connection.sync_connection
-    if sync is None or sync.dialect.name != "sqlite" or not isinstance(statement, _CORE_STATEMENTS):
+    if (sync is None or sync.dialect.name != "sqlite" or not isinstance(statement, _CORE_STATEMENTS)
+            or statement._execution_options):
         return None
     events = sync.dispatch
     if (events.before_cursor_execute or events.after_cursor_execute or events.before_execute
@@ -131,9 +133,10 @@ async def run(connection: AsyncConnection, statement: Any, params: Any) -> Resul
             _seen.add(statement)
             return None
         by_keys = _prepared[statement] = {}
-    prepared = by_keys.get(keys)
+    dialect = sync.dialect  # every engine here is made alike (ledger/db.py): its class names it
+    prepared = by_keys.get((type(dialect), keys))
     if prepared is None:
-        prepared = by_keys[keys] = _prepare(statement, keys, sync.dialect)
+        prepared = by_keys[(type(dialect), keys)] = _prepare(statement, keys, dialect)
     if not isinstance(prepared, _Prepared) or (many and prepared.returns_rows):
         return None
     if not sync.in_transaction():

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, text
+from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
@@ -23,6 +23,10 @@ from policies.failures import ledger_failure
 from policies.gate import _AGENT_AND_HOLDINGS, _INSERT_PROPOSAL, _STATE_ROWS
 
 T0 = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
+# IN lists: one fixed in the statement (expanded once), one bound per call (left to SQLAlchemy).
+STATES_IN_FIXED_LIST = select(TradingState.scope, TradingState.changed_at).where(
+    TradingState.state.in_(["active", "halted"]), TradingState.changed_by == bindparam("by"))
+STATES_IN_BOUND_LIST = select(TradingState.scope).where(TradingState.state.in_(bindparam("states", expanding=True)))
 
 
 @pytest.fixture
@@ -199,3 +203,15 @@ async def test_a_statement_built_per_call_is_left_to_sqlalchemy(sessions: async_
     async with db.read(sessions) as connection:
         for _ in range(2):
             assert await fast_execute.run(connection, select(TradingState.scope), None) is None
+
+
+async def test_an_in_list_fixed_in_the_statement_is_expanded_once(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with db.transaction(sessions) as session:
+        rows = await same_rows(session, STATES_IN_FIXED_LIST, {"by": "system"})
+    assert [tuple(row) for row in rows] == [(GLOBAL_SCOPE, T0)]
+
+
+async def test_an_in_list_bound_per_call_is_left_to_sqlalchemy(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with db.read(sessions) as connection:
+        for _ in range(2):
+            assert await fast_execute.run(connection, STATES_IN_BOUND_LIST, {"states": ["active"]}) is None
