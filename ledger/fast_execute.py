@@ -140,6 +140,8 @@ async def run(connection: AsyncConnection, statement: Any, params: Any) -> Resul
     if not isinstance(prepared, _Prepared) or (many and prepared.returns_rows):
         return None
     if not sync.in_transaction():
+        if sync._transaction is not None:
+            return None  # a failed transaction awaiting its rollback: SQLAlchemy raises as it should
         await connection.begin()  # what SQLAlchemy's autobegin does (ledger/db.py's begin hook: BEGIN)
     driver = sync.connection.driver_connection
     raw = getattr(driver, "sqlite", None)
