@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 
+from ledger import fast_execute
 from ledger.checkpoint import AUTOCHECKPOINT_PAGES
 from ledger.database_url import describe_database, sqlite_file
 from ledger.models import SCHEMA_REVISION
@@ -228,8 +229,12 @@ async def execute(session: AsyncSession | AsyncConnection, statement: Executable
     """Run a Core statement (built once, with bind parameters) on the session's connection, inside its
     transaction. For the statements on every call's path: it skips the ORM's per-statement work, which costs
     as much as the query itself on SQLite. Rows come back as rows, not ORM objects. A list of parameter sets
-    runs it once per set (executemany)."""
+    runs it once per set (executemany). On SQLite, module-level statements skip SQLAlchemy's per-statement
+    work too: compiled once, they run on the driver connection of the same transaction (ledger/fast_execute.py)."""
     connection = session if isinstance(session, AsyncConnection) else await session.connection()
+    fast = await fast_execute.run(connection, statement, params)  # SQLite: on the raw connection
+    if fast is not None:
+        return fast
     return await connection.execute(statement, params)
 
 

@@ -8,6 +8,7 @@ what each attack exploits). A server must refuse to start on a restored older co
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sqlite3
@@ -58,6 +59,9 @@ async def trade(config_path: Path, count: int = 3) -> None:
         for _ in range(count):
             proposal = await call(client, "propose_trade", symbol="SPY", side="buy", qty=1, reasoning="test")
             await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
+            # The chain spans several checkpoints (the signer's interval is 0.05 s), however fast the calls are:
+            # the attacks below rewrite records some checkpoint before the last one covers.
+            await asyncio.sleep(0.15)
 
 
 @pytest.fixture

@@ -1,0 +1,182 @@
+"""SQLite: the hot statements run straight on the driver's sqlite3 connection, compiled once.
+
+Through SQLAlchemy's AsyncConnection.execute a small statement costs ~100 µs (greenlet switch, compiled-cache
+lookup by cache key, execution context, cursor result metadata) where SQLite itself answers in ~10 µs. The
+statements on every call's path are module-level constants, so each is compiled once per dialect and parameter
+key set, keeping SQLAlchemy's own bind and result processors (Decimal, timezone-aware datetimes, JSON, bool),
+and run on the raw connection under the SAME SQLAlchemy connection and transaction: the unit's savepoint in a
+group-commit group, its BEGIN IMMEDIATE, the lock handling of ledger/sqlite_inline.py (a locked database is
+retried asynchronously up to the bound, then raises: LEDGER_UNAVAILABLE) are untouched. Errors surface as
+SQLAlchemy raises them (IntegrityError, OperationalError wrapping the sqlite3 error).
+
+Anything else goes through SQLAlchemy unchanged (`run` returns None): PostgreSQL, RETURNING, expanding IN
+parameters bound per call, literal_execute, Python-side column defaults, text(), executemany of SELECTs or of
+parameter sets with different keys, statements with execution options, engines with statement event listeners
+(they must see every statement), and a statement object seen for the first time (statements built per call
+would pay a compile each time; SQLAlchemy's cache serves them better).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Delete, Insert, Select, Update, exc
+from sqlalchemy.engine import Result
+from sqlalchemy.engine.result import IteratorResult, SimpleResultMetaData
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.compiler import SQLCompiler
+
+_UNSUPPORTED = object()  # a statement this module leaves to SQLAlchemy
+_CORE_STATEMENTS = (Select, Insert, Update, Delete)  # text() and the rest are left to SQLAlchemy
+
+
+class _Prepared:
+    """One statement compiled for SQLite with one parameter key set."""
+
+    __slots__ = ("binds", "compiled", "constants", "metadata", "result_processors", "returns_rows", "sql")
+
+    def __init__(self, compiled: SQLCompiler, dialect: Any, keys: frozenset[str]) -> None:
+        self.compiled = compiled
+        self.sql = compiled.string
+        processors: dict[str, Any] = dict(compiled._bind_processors)
+        positions: Sequence[str] = compiled.positiontup or []
+        self.constants: dict[str, Any] = {}
+        if compiled.post_compile_params:
+            # An IN of values fixed in the statement (never from the call's parameters): expanded once.
+            expanded = compiled._process_parameters_for_postcompile(
+                compiled.construct_params(dict.fromkeys(keys), escape_names=False, _no_postcompile=True))
+            self.sql, positions = expanded.statement, expanded.positiontup or []
+            processors.update(expanded.processors)
+            self.constants = {key: value for key, value in expanded.parameters.items() if key not in keys}
+        self.binds = tuple((key, processors.get(key)) for key in positions)
+        self.returns_rows = bool(compiled._result_columns)
+        self.result_processors = tuple(column[3]._cached_result_processor(dialect, None)
+                                       for column in compiled._result_columns)
+        self.metadata = SimpleResultMetaData([column[0] for column in compiled._result_columns])
+
+    def parameters(self, params: Mapping[str, Any] | None) -> list[Any]:
+        values = self.compiled.construct_params(params, escape_names=False, _no_postcompile=True)
+        if self.constants:
+            values.update(self.constants)
+        return [value if process is None else process(value)
+                for value, process in ((values[key], process) for key, process in self.binds)]
+
+
+def _prepare(statement: Any, keys: frozenset[str], dialect: Any) -> _Prepared | object:
+    try:
+        compiled = statement.compile(dialect=dialect, column_keys=sorted(keys))
+    except Exception:
+        return _UNSUPPORTED
+    if (not isinstance(compiled, SQLCompiler) or not compiled.positional or compiled.literal_execute_params
+            or compiled.insert_prefetch or compiled.update_prefetch
+            or compiled.effective_returning or compiled.has_out_parameters or compiled.schema_translate_map
+            or compiled._textual_ordered_columns or compiled._ad_hoc_textual or compiled._loose_column_name_matching
+            or any(bind.key in keys or bind.callable is not None for bind in compiled.post_compile_params)):
+        return _UNSUPPORTED
+    writes = compiled.isinsert or compiled.isupdate or compiled.isdelete
+    if writes == bool(compiled._result_columns):  # text(), or anything neither a plain SELECT nor plain DML
+        return _UNSUPPORTED
+    try:
+        return _Prepared(compiled, dialect, keys)
+    except Exception:
+        return _UNSUPPORTED
+
+
+# statement → {(dialect class, parameter keys): prepared}; weak, so statements built per call do not pile up.
+_prepared: weakref.WeakKeyDictionary[Any, dict[tuple[Any, frozenset[str]], _Prepared | object]] = (
+    weakref.WeakKeyDictionary())
+_seen: weakref.WeakSet[Any] = weakref.WeakSet()  # statements run once: compiled when they come again
+
+
+class RowCountResult(IteratorResult[Any]):
+    """The result of an INSERT, UPDATE or DELETE: no rows, its `rowcount`."""
+
+    def __init__(self, rowcount: int) -> None:
+        super().__init__(SimpleResultMetaData([]), iter(()))
+        self.rowcount = rowcount
+
+
+def _wrapped(error: sqlite3.Error, prepared: _Prepared, parameters: Any) -> exc.DBAPIError:
+    wrapped = exc.DBAPIError.instance(prepared.sql, parameters, error, sqlite3.Error)
+    assert isinstance(wrapped, exc.DBAPIError)
+    return wrapped
+
+
+async def run(connection: AsyncConnection, statement: Any, params: Any) -> Result[Any] | None:
+    """The statement's result, run on the raw connection; None when it is left to SQLAlchemy."""
+    sync = connection.sync_connection
+    if (sync is None or sync.dialect.name != "sqlite" or not isinstance(statement, _CORE_STATEMENTS)
+            or statement._execution_options):
+        return None
+    events = sync.dispatch
+    if (events.before_cursor_execute or events.after_cursor_execute or events.before_execute
+            or events.after_execute):
+        return None  # someone watches the statements (tests, tracing): they see every one
+    many = params is not None and not isinstance(params, Mapping)
+    if many:
+        if not params or not all(isinstance(one, Mapping) for one in params):
+            return None
+        keys = frozenset(params[0])
+        if any(frozenset(one) != keys for one in params):
+            return None
+    else:
+        keys = frozenset(params) if params else frozenset()
+    try:
+        by_keys = _prepared.get(statement)
+    except TypeError:  # not weak-referenceable
+        return None
+    if by_keys is None:
+        if statement not in _seen:
+            _seen.add(statement)
+            return None
+        by_keys = _prepared[statement] = {}
+    dialect = sync.dialect  # every engine here is made alike (ledger/db.py): its class names it
+    prepared = by_keys.get((type(dialect), keys))
+    if prepared is None:
+        prepared = by_keys[(type(dialect), keys)] = _prepare(statement, keys, dialect)
+    if not isinstance(prepared, _Prepared) or (many and prepared.returns_rows):
+        return None
+    if not sync.in_transaction():
+        if sync._transaction is not None:
+            return None  # a failed transaction awaiting its rollback: SQLAlchemy raises as it should
+        await connection.begin()  # what SQLAlchemy's autobegin does (ledger/db.py's begin hook: BEGIN)
+    driver = sync.connection.driver_connection
+    raw = getattr(driver, "sqlite", None)
+    execute = getattr(driver, "_execute", None)
+    if raw is None or execute is None:
+        return None
+    if many:
+        sets = [prepared.parameters(one) for one in params]
+
+        def count_many() -> int:
+            return raw.executemany(prepared.sql, sets).rowcount
+
+        try:
+            return RowCountResult(await execute(count_many))
+        except sqlite3.Error as error:
+            raise _wrapped(error, prepared, sets) from error
+    parameters = prepared.parameters(params)
+    if prepared.returns_rows:
+        def rows() -> list[Any]:
+            return raw.execute(prepared.sql, parameters).fetchall()
+
+        try:
+            fetched = await execute(rows)  # retried while locked, up to the bound (ledger/sqlite_inline.py)
+        except sqlite3.Error as error:
+            raise _wrapped(error, prepared, parameters) from error
+        processors = prepared.result_processors
+        if any(processors):
+            fetched = [tuple(value if process is None else process(value)
+                             for value, process in zip(row, processors, strict=True)) for row in fetched]
+        return IteratorResult(prepared.metadata, iter(fetched))
+
+    def count() -> int:
+        return raw.execute(prepared.sql, parameters).rowcount
+
+    try:
+        return RowCountResult(await execute(count))
+    except sqlite3.Error as error:
+        raise _wrapped(error, prepared, parameters) from error
