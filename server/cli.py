@@ -6,7 +6,11 @@ Human-readable output goes to stdout, the one-line reason of a failure to stderr
 
 from __future__ import annotations
 
+from server import process_start  # noqa: F401 - first: collection paused while a command's imports run
+
+# isort: split
 import asyncio
+import gc
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -135,6 +139,8 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     ctx.ensure_object(dict)
     if config_path:
         ctx.obj["config"] = config_path
+    if ctx.invoked_subcommand != "serve":
+        gc.enable()  # paused for the imports (server/process_start.py); only `serve` keeps the pause longer
     from server.logging import configure_logging
 
     # Log lines of one-shot commands go to stderr (stdout is their output); `serve` configures its own.
@@ -188,6 +194,7 @@ def serve(ctx: click.Context, transport: str, host: str | None, port: int | None
         check_stdio_agent,
         log_start,
         pause_collection_during_start_up,
+        skip_sdk_logging_setup,
     )
 
     check_broker_credentials(config)
@@ -200,6 +207,7 @@ def serve(ctx: click.Context, transport: str, host: str | None, port: int | None
             raise StartupError("--agent is for stdio: over HTTP each agent's bearer token says who it is", 2)
         # Bound first: a busy port is one line before anything else starts.
         listening = bind_port(host or config.server.host, port if port is not None else config.server.port)
+        gc.enable()  # an HTTP server collects as before (server/process_start.py paused it for the imports)
     if config.audit is not None:  # refuse a database behind its own last checkpoint before serving anything
         from server.cli_audit import preflight_anchoring
 
@@ -209,6 +217,7 @@ def serve(ctx: click.Context, transport: str, host: str | None, port: int | None
         configure_logging(config.server.log_level, config.server.log_json)
         log_start(config, agent_id, transport)
         warn_at_start(config, transport)  # live over stdio: the agent's host can act as the operator
+        skip_sdk_logging_setup()
         from server.app import create_server
 
         create_server(config, agent_id=agent_id, open_in_background=True).run("stdio")

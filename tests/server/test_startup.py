@@ -19,7 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # Loaded only when something needs them, never to answer a stdio agent's first call: the exchange calendar
 # (the shipped NYSE sessions answer instead), the HTTP server and what only it serves, webhooks when none are
 # configured, the Alpaca client with the simulated broker, audit anchoring (its signatures) without [audit],
-# migrations on an up-to-date ledger.
+# migrations on an up-to-date ledger; SQLAlchemy's PostgreSQL dialect on a SQLite ledger (ledger/models.py
+# PartialIndex); rich, which only the SDK's default logging and structlog's pretty tracebacks would load, neither
+# of them used by these logs (server/logging.py, server/startup.py skip_sdk_logging_setup); the command-line
+# modules of the other commands.
 NOT_BEFORE_THE_FIRST_ANSWER = (
     "exchange_calendars", "pandas", "numpy",
     "server.http", "server.console", "server.console_events", "server.metrics", "server.health",
@@ -28,6 +31,8 @@ NOT_BEFORE_THE_FIRST_ANSWER = (
     "server.webhooks", "broker.alpaca", "alpaca",
     "policies.anchoring", "cryptography.hazmat.primitives.asymmetric.ed25519",
     "alembic",
+    "sqlalchemy.dialects.postgresql", "asyncpg",
+    "rich.console", "rich.logging", "rich.traceback", "rich.pretty", "pygments",
 )
 
 
