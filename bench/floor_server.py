@@ -31,17 +31,15 @@ def main() -> None:
         noop_tool(bare)
         bare.run("stdio")
         return
-    if mode in ("transport", "transport-uvloop"):
+    if mode == "transport":
         import anyio
 
         from server.app import TradewardenServer
 
-        # TradewardenServer's run_stdio_async is TREE's transport; its call_tool wrapper is not reached
-        # by a bare MCPServer's tools... so the bare server borrows only the transport.
+        # The bare server on TradewardenServer's run_stdio_async: TREE's transport, the SDK's call path.
         bare = MCPServer("bare")
         noop_tool(bare)
-        anyio.run(TradewardenServer.run_stdio_async, bare,  # type: ignore[arg-type]
-                  backend_options={"use_uvloop": mode == "transport-uvloop"})
+        anyio.run(TradewardenServer.run_stdio_async, bare)  # type: ignore[arg-type]
         return
     config_path, agent = sys.argv[3], sys.argv[4]
     from server.app import create_server

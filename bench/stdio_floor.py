@@ -80,7 +80,7 @@ async def one_tree(tree: Path, config: Path, calls: int, cpu: dict[str, float]) 
         return StdioServerParameters(command=python_of(tree), cwd=str(tree), args=[str(SERVER), str(tree), *args])
 
     out: dict[str, list[float]] = {}
-    for mode in ("sdk", "transport", "transport-uvloop"):
+    for mode in ("sdk", "transport"):
         async with Client(stdio_client(params(mode))) as bare:
             out[f"{mode} no-op"] = await timed(lambda: bare.call_tool("noop", {}), calls, cpu, f"{mode} no-op")
     async with Client(stdio_client(params("ours", str(config), "bench-0"))) as ours:
