@@ -93,7 +93,7 @@ async def test_every_malformed_line_gets_a_json_rpc_error(tmp_path: Path) -> Non
     assert str(answers[2]["error"]["message"]).startswith("INVALID_ARGUMENT")  # type: ignore[index]
 
 
-# --- the transport: pipes served by the event loop, anything else by a worker thread ----------------------
+# --- the transport: line framing, bounds and end of input, from a pipe or a file --------------------------
 
 def _ping(message_id: int, padding: int = 0) -> bytes:
     """A JSON-RPC ping; `padding` spaces inside it (valid JSON) make the line as long as wanted."""
@@ -140,7 +140,7 @@ async def test_end_of_input_ends_the_server_cleanly(tmp_path: Path) -> None:
 
 
 async def test_requests_from_a_regular_file_are_answered_and_the_server_exits_at_its_end(tmp_path: Path) -> None:
-    """A file cannot be polled by the event loop: it is read by the worker-thread path, with the same bounds."""
+    """stdin may be a regular file (`serve < requests.jsonl`): every line answered, the same bounds, exit 0."""
     from server.stdio import MAX_LINE_BYTES
 
     requests = tmp_path / "requests.jsonl"
