@@ -153,3 +153,14 @@ async def test_requests_from_a_regular_file_are_answered_and_the_server_exits_at
     assert sorted((str(a.get("id")), "result" in a) for a in answers) == [
         ("1", True), ("2", False), ("3", True), ("None", False)]
     assert process.returncode == 0
+
+
+async def test_requests_written_just_before_the_end_of_input_are_all_answered(tmp_path: Path) -> None:
+    process = await _serve(tmp_path, asyncio.subprocess.PIPE)
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(b"".join(_ping(i) + b"\n" for i in range(1, 21)))
+    await process.stdin.drain()
+    process.stdin.close()  # at once: the server has read some of them at most
+    out = await asyncio.wait_for(process.stdout.read(), timeout=30)
+    assert sorted(json.loads(line)["id"] for line in out.splitlines()) == list(range(1, 21))
+    assert await asyncio.wait_for(process.wait(), timeout=20) == 0
