@@ -85,35 +85,45 @@ def _ok(result: Any, status: str | None = None) -> dict[str, Any]:
 PROPOSE = {"symbol": "AAPL", "side": "buy", "qty": 1, "reasoning": "bench", "strategy": "bench"}
 
 
+BLOCK = 10  # calls of one kind in a row when the floor and ours alternate
+
+
 async def stdio_rows(config: Path, calls: int) -> dict[str, list[float]]:
+    """The bare no-op and our calls alternate in blocks of BLOCK calls (both servers running, the idle one
+    waiting on its stdin), so the floor and ours are sampled in the same seconds of a noisy machine."""
     from mcp import Client, stdio_client
 
-    out: dict[str, list[float]] = {}
-    async with Client(stdio_client(_bare())) as bare:
+    out: dict[str, list[float]] = {"bare no-op": [], "propose": [], "execute": [], "propose interleaved": []}
+    async with Client(stdio_client(_bare())) as bare, Client(stdio_client(_tradewarden(config, FRESH))) as client:
         for _ in range(30):
             await bare.call_tool("noop", {})
-        out["bare no-op"] = await timed(lambda i: bare.call_tool("noop", {}), calls)
-    async with Client(stdio_client(_tradewarden(config, FRESH))) as client:
         for _ in range(20):
             _ok(await client.call_tool("propose_trade", PROPOSE), "approved")
         proposals: list[str] = []
 
+        async def floor_block() -> None:
+            out["bare no-op"] += await timed(lambda i: bare.call_tool("noop", {}), BLOCK)
+
         async def propose(i: int) -> None:
             proposals.append(_ok(await client.call_tool("propose_trade", PROPOSE), "approved")["proposal_id"])
 
-        out["propose"] = await timed(propose, calls)
-
         async def execute(i: int) -> None:
-            _ok(await client.call_tool("execute_trade", {"proposal_id": proposals[i]}), "filled")
+            _ok(await client.call_tool("execute_trade", {"proposal_id": proposals[len(out["execute"]) + i]}),
+                "filled")
 
-        out["execute"] = await timed(execute, calls)
-        interleaved: list[float] = []
-        for _ in range(calls // 2):
-            start = time.perf_counter()
-            proposal = _ok(await client.call_tool("propose_trade", PROPOSE), "approved")["proposal_id"]
-            interleaved.append((time.perf_counter() - start) * 1000)
-            _ok(await client.call_tool("execute_trade", {"proposal_id": proposal}), "filled")
-        out["propose interleaved"] = interleaved
+        for first in range(0, calls, BLOCK):
+            await floor_block()
+            out["propose"] += await timed(propose, min(BLOCK, calls - first))
+        for first in range(0, calls, BLOCK):
+            await floor_block()
+            out["execute"] += await timed(execute, min(BLOCK, calls - first))
+        for first in range(0, calls // 2, BLOCK):
+            await floor_block()
+            for _ in range(min(BLOCK, calls // 2 - first)):
+                start = time.perf_counter()
+                proposal = _ok(await client.call_tool("propose_trade", PROPOSE), "approved")["proposal_id"]
+                out["propose interleaved"].append((time.perf_counter() - start) * 1000)
+                _ok(await client.call_tool("execute_trade", {"proposal_id": proposal}), "filled")
     return out
 
 
@@ -148,6 +158,7 @@ async def throughput(config: Any, seconds: float) -> dict[str, Any]:
 
     latencies: dict[str, list[float]] = {}  # ms per loop body, calls in the window only
     batching: dict[str, float] = {}  # units of work per COMMIT in the window
+    cpu_share: dict[str, float] = {}  # this process's CPU time over the window's wall time (1.0: one core busy)
 
     async def run(loop_body: Callable[[Any, int], Awaitable[int]], factory: Callable[[int], Any]) -> float:
         done = warmed = 0
@@ -174,9 +185,12 @@ async def throughput(config: Any, seconds: float) -> dict[str, Any]:
         tasks = [asyncio.create_task(agent(i)) for i in range(8)]
         await all_warm.wait()  # every agent connected and warm before the clock starts
         units_before = _units()
+        cpu_before = time.process_time()
         start = time.perf_counter()
         deadline = start + seconds
         ready.set()
+        await asyncio.sleep(seconds)
+        cpu_share[getattr(loop_body, "__name__", "?")] = (time.process_time() - cpu_before) / seconds
         await asyncio.gather(*tasks)
         units_after = _units()
         if units_before[1] is not None and units_after[1] is not None and units_after[1] > units_before[1]:
@@ -210,7 +224,7 @@ async def throughput(config: Any, seconds: float) -> dict[str, Any]:
 
     rates = {"bare calls/s": await run(noop, bare_factory), "proposals/s": await run(propose, ours),
              "executions/s": await run(propose_execute, ours)}
-    return {**rates, "latencies": latencies, "units per commit": batching}
+    return {**rates, "latencies": latencies, "units per commit": batching, "cpu share": cpu_share}
 
 
 def durable_commits_per_second(workdir: Path, seconds: float) -> float:
@@ -372,11 +386,13 @@ async def main() -> int:
             tp_config = load_config(str(write_config(work / "tp")), env={})
             t = await throughput(tp_config, args.seconds)
             durable = durable_commits_per_second(work, 2.0)
-            lat, per_commit = t["latencies"], t["units per commit"]
+            lat, per_commit, busy = t["latencies"], t["units per commit"], t["cpu share"]
 
             def spread(name: str) -> str:
                 cell = f"p50 {fmt(p50(lat[name]))} / p99 {fmt(percentile(lat[name], 99))} a call"
-                return cell + (f", {per_commit[name]:.1f} units per COMMIT" if name in per_commit else "")
+                cell += f", {per_commit[name]:.1f} units per COMMIT" if name in per_commit else ""
+                # Below 100 %, the process waited (for COMMITs' syncs) rather than computed.
+                return cell + f", CPU {busy[name]:.0%} of one core"
 
             lines += [
                 f"| audited proposals/s, one process, 8 agents (in-memory MCP clients, SQLite file) | "

@@ -12,9 +12,12 @@ stdout still carries only protocol messages; the descriptors are claimed as the 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import queue
 import re
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any, BinaryIO, Literal
@@ -106,6 +109,118 @@ def _claim(fd: int, mode: Literal["rb", "wb"]) -> tuple[BinaryIO, Callable[[], N
         return (sys.stdin.buffer if fd == 0 else sys.stdout.buffer), None
 
 
+READ_AHEAD_LINES = 16  # lines read from stdin before the server has taken them: a flood waits in the pipe
+
+
+class StdinLines:
+    """stdin's lines, read by one thread of their own that stays blocked in read() between lines; each line
+    reaches the event loop with one call_soon_threadsafe. (A worker handed each read, anyio.to_thread, cost
+    about 45 µs of CPU per line against 15. Reading on the loop itself, connect_read_pipe, cost less still but
+    made calls slower when the CPUs were contended: see bench/results-issue12.md.)"""
+
+    def __init__(self, stdin: BinaryIO, loop: asyncio.AbstractEventLoop) -> None:
+        self._stdin, self._loop = stdin, loop
+        self._lines: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._room = threading.Semaphore(READ_AHEAD_LINES)
+        # A daemon: it may stay blocked in read() once the server is done (the descriptor is never closed
+        # under it, see _claim) and must not keep the process alive.
+        threading.Thread(target=self._read, name="tradewarden-stdin", daemon=True).start()
+
+    def _read(self) -> None:
+        line: bytes | None = None
+        try:
+            while True:
+                self._room.acquire()
+                line = _read_bounded_line(self._stdin)
+                self._loop.call_soon_threadsafe(self._lines.put_nowait, line)
+                if line is None:
+                    return
+        except Exception as error:  # an unreadable stdin ends the input, as EOF does
+            if not isinstance(error, RuntimeError):  # RuntimeError: the loop is closed, nobody is reading
+                log.warning("stdio_read_failed", error=type(error).__name__)
+                with suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._lines.put_nowait, None)
+
+    async def next(self) -> bytes | None:
+        """The next line (at most MAX_LINE_BYTES + 1 bytes of it), None at the end of the input."""
+        line = await self._lines.get()
+        self._room.release()
+        return line
+
+
+class StdoutLines:
+    """Whole lines written to stdout by one thread of their own, in the order given; `write` returns once its
+    line is written (a client that stops reading holds the server's answers back, not its memory)."""
+
+    _STOP = None
+
+    def __init__(self, stdout: BinaryIO, loop: asyncio.AbstractEventLoop) -> None:
+        self._stdout, self._loop = stdout, loop
+        self._jobs: queue.SimpleQueue[tuple[bytes, asyncio.Future[None]] | None] = queue.SimpleQueue()
+        threading.Thread(target=self._write, name="tradewarden-stdout", daemon=True).start()
+
+    def _write(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            data, done = job
+            try:
+                self._stdout.write(data)
+                self._stdout.flush()
+            except Exception as error:
+                self._settle(done, error)
+            else:
+                self._settle(done, None)
+
+    def _settle(self, done: asyncio.Future[None], error: Exception | None) -> None:
+        def settle() -> None:
+            if done.done():  # its waiter was cancelled
+                return
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+        with suppress(RuntimeError):  # the loop is closed: nobody waits for it
+            self._loop.call_soon_threadsafe(settle)
+
+    async def write(self, data: bytes) -> None:
+        done = self._loop.create_future()
+        self._jobs.put((data, done))
+        await done
+
+    def close(self) -> None:
+        self._jobs.put(self._STOP)
+
+
+DRAIN_SECONDS = 5.0  # at the end of the input, how long the requests already read may take to be answered
+
+
+class Unanswered:
+    """The requests read and not answered yet. At the end of the input (a client that wrote its last requests
+    and closed stdin, `serve < requests.jsonl`) the server answers those before it stops: closing the
+    session's stream at once would cancel them unanswered. Bounded by DRAIN_SECONDS."""
+
+    def __init__(self) -> None:
+        self._ids: set[str | int] = set()
+        self._none_left = asyncio.Event()
+        self._none_left.set()
+
+    def asked(self, message: Any) -> None:
+        if isinstance(message, types.JSONRPCRequest):
+            self._ids.add(message.id)
+            self._none_left.clear()
+
+    def answered(self, message: Any) -> None:
+        if isinstance(message, (types.JSONRPCResponse, types.JSONRPCError)) and message.id is not None:
+            self._ids.discard(message.id)
+            if not self._ids:
+                self._none_left.set()
+
+    async def drained(self) -> None:
+        with suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_SECONDS):
+                await self._none_left.wait()
+
+
 @asynccontextmanager
 async def bounded_stdio_server() -> AsyncIterator[tuple[Any, Any]]:
     restores: list[Callable[[], None]] = []
@@ -121,13 +236,17 @@ async def bounded_stdio_server() -> AsyncIterator[tuple[Any, Any]]:
         write_stream, write_reader = create_context_streams[SessionMessage](0)
         answers_writer, answers_reader = anyio.create_memory_object_stream[SessionMessage](16)
         one_writer = anyio.Lock()  # answers and refusals share stdout: whole lines, one at a time
+        loop = asyncio.get_running_loop()
+        lines, out = StdinLines(stdin, loop), StdoutLines(stdout, loop)
+        unanswered = Unanswered()
 
         async def reader() -> None:
             try:
                 async with read_writer, answers_writer:
                     while True:
-                        line = await anyio.to_thread.run_sync(_read_bounded_line, stdin, abandon_on_cancel=True)
+                        line = await lines.next()
                         if line is None:
+                            await unanswered.drained()
                             return
                         message = parse_line(line)
                         if message is None:
@@ -137,6 +256,7 @@ async def bounded_stdio_server() -> AsyncIterator[tuple[Any, Any]]:
                                         size=len(line))
                             await answers_writer.send(message)
                         else:
+                            unanswered.asked(message.message)
                             await read_writer.send(message)
             except anyio.ClosedResourceError:
                 await anyio.lowlevel.checkpoint()
@@ -144,7 +264,8 @@ async def bounded_stdio_server() -> AsyncIterator[tuple[Any, Any]]:
         async def write(message: SessionMessage) -> None:
             data = _encode(message)
             async with one_writer:
-                await anyio.to_thread.run_sync(lambda: (stdout.write(data), stdout.flush()))
+                await out.write(data)
+            unanswered.answered(message.message)
 
         async def writer() -> None:
             try:
@@ -159,11 +280,14 @@ async def bounded_stdio_server() -> AsyncIterator[tuple[Any, Any]]:
                 async for message in answers_reader:
                     await write(message)
 
-        async with anyio.create_task_group() as group:
-            group.start_soon(reader)
-            group.start_soon(writer)
-            group.start_soon(answerer)
-            yield read_stream, write_stream
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(reader)
+                group.start_soon(writer)
+                group.start_soon(answerer)
+                yield read_stream, write_stream
+        finally:
+            out.close()
     finally:
         for restore in reversed(restores):
             with suppress(Exception):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
 import sys
 from pathlib import Path
+from typing import IO
 
 from mcp import Client, StdioServerParameters, stdio_client
 
@@ -89,3 +91,76 @@ async def test_every_malformed_line_gets_a_json_rpc_error(tmp_path: Path) -> Non
     codes = [(a.get("id"), a["error"]["code"]) for a in answers]  # type: ignore[index]
     assert codes == [(3, -32700), (7, -32700), ("big", -32600), (4, -32600), (None, -32700)]
     assert str(answers[2]["error"]["message"]).startswith("INVALID_ARGUMENT")  # type: ignore[index]
+
+
+# --- the transport: line framing, bounds and end of input, from a pipe or a file --------------------------
+
+def _ping(message_id: int, padding: int = 0) -> bytes:
+    """A JSON-RPC ping; `padding` spaces inside it (valid JSON) make the line as long as wanted."""
+    return b'{"jsonrpc":"2.0","id":%d,"method":"ping"' % message_id + b" " * padding + b"}"
+
+
+async def _serve(tmp_path: Path, stdin: int | IO[bytes]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server.cli", "serve", "--agent", "stdio-agent", "--config", str(_config(tmp_path)),
+        cwd=str(ROOT), stdin=stdin, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+
+
+async def test_a_message_near_the_bound_arrives_whole_through_the_pipe(tmp_path: Path) -> None:
+    from server.stdio import MAX_LINE_BYTES
+
+    near = _ping(1, MAX_LINE_BYTES - 100)  # several reads of the pipe for one line
+    answers = await _raw_exchange(tmp_path, [near, _ping(2)])
+    assert [(a.get("id"), "result" in a) for a in answers] == [(1, True), (2, True)]
+
+
+async def test_a_line_written_in_pieces_is_answered_once_it_is_complete(tmp_path: Path) -> None:
+    process = await _serve(tmp_path, asyncio.subprocess.PIPE)
+    assert process.stdin is not None and process.stdout is not None
+    line = _ping(5, 5000) + b"\n"
+    for start in range(0, len(line), 1000):
+        process.stdin.write(line[start:start + 1000])
+        await process.stdin.drain()
+        await asyncio.sleep(0.02)
+    answer = json.loads(await asyncio.wait_for(process.stdout.readline(), timeout=20))
+    process.stdin.close()
+    assert answer == {"jsonrpc": "2.0", "id": 5, "result": {}}
+    assert await asyncio.wait_for(process.wait(), timeout=20) == 0
+
+
+async def test_end_of_input_ends_the_server_cleanly(tmp_path: Path) -> None:
+    process = await _serve(tmp_path, asyncio.subprocess.PIPE)
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(_ping(1) + b"\n")
+    await process.stdin.drain()
+    await asyncio.wait_for(process.stdout.readline(), timeout=20)
+    process.stdin.close()
+    assert await asyncio.wait_for(process.wait(), timeout=20) == 0
+    assert await process.stdout.read() == b""
+
+
+async def test_requests_from_a_regular_file_are_answered_and_the_server_exits_at_its_end(tmp_path: Path) -> None:
+    """stdin may be a regular file (`serve < requests.jsonl`): every line answered, the same bounds, exit 0."""
+    from server.stdio import MAX_LINE_BYTES
+
+    requests = tmp_path / "requests.jsonl"
+    requests.write_bytes(b"\n".join([_ping(1), _ping(2, MAX_LINE_BYTES + 10), b"not json", _ping(3)]) + b"\n")
+    with requests.open("rb") as stdin:
+        process = await _serve(tmp_path, stdin)
+        out, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    answers = [json.loads(line) for line in out.splitlines()]
+    # Refusals are written by the transport, answers by the server: each line is answered, in either order.
+    assert sorted((str(a.get("id")), "result" in a) for a in answers) == [
+        ("1", True), ("2", False), ("3", True), ("None", False)]
+    assert process.returncode == 0
+
+
+async def test_requests_written_just_before_the_end_of_input_are_all_answered(tmp_path: Path) -> None:
+    process = await _serve(tmp_path, asyncio.subprocess.PIPE)
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(b"".join(_ping(i) + b"\n" for i in range(1, 21)))
+    await process.stdin.drain()
+    process.stdin.close()  # at once: the server has read some of them at most
+    out = await asyncio.wait_for(process.stdout.read(), timeout=30)
+    assert sorted(json.loads(line)["id"] for line in out.splitlines()) == list(range(1, 21))
+    assert await asyncio.wait_for(process.wait(), timeout=20) == 0
