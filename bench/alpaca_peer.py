@@ -12,11 +12,12 @@
 - Ours: `tradewarden serve` over stdio, broker = "alpaca" with the base-URL overrides pointed at the same server
   (as tests/alpaca_env.py does), auto-approval; an order is propose_trade + execute_trade.
 - Orders alternate one by one between the two (market, 1 share of AAPL), so both see the same machine.
-  Printed: p50 / p99 per order, the ratio, and broker requests per order (counted at the contract server, by
-  the sender's User-Agent, within each order's own calls; reads of orders in that window, which placing an order
-  never sends here, are tradewarden's background poll that brings fills into its ledger: counted apart, and
-  left out of the round trips). `--latency-ms` adds a network delay to every answer, like Alpaca's own distance
-  would; then round trips one after the other are counted too (requests in flight together count once).
+  Printed: p50 / p99 per order, the ratio, and broker requests per order, by method and path (counted at the
+  contract server, by the sender's User-Agent, within each order's own calls; reads of orders in that window,
+  which placing an order never sends here, are tradewarden's background poll that brings fills into its
+  ledger: counted apart, and left out of the round trips). `--latency-ms` adds a network delay to every
+  answer, like Alpaca's own distance would; then round trips one after the other are counted too (requests in
+  flight together count once).
   `--compare-root DIR`: also serve from another checkout (say, an export of main), in turn with the others,
   against a contract server of its own, to compare before and after in the same run. `--with-simulated`: also
   this tree on its simulated broker, in turn with the others: what the gate costs without Alpaca.
@@ -39,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -84,6 +86,7 @@ class Side:
     steps: list[int] = field(default_factory=list)
     hot_steps: list[int] = field(default_factory=list)  # of the call that sends the order
     last_call: list[float] = field(default_factory=list)  # ms of the call that sends the order
+    kinds: Counter[str] = field(default_factory=Counter)  # "METHOD /path" of the order's own requests
 
 
 def install_peer(workdir: Path) -> tuple[Path | None, str]:
@@ -176,6 +179,7 @@ async def timed_order(side: Side, server: AlpacaContractServer, place: Callable[
         last_call = [r for r in mine if r.received >= call_starts[-1]]
         side.hot_steps.append(sequential_steps(last_call))
         side.last_call.append((time.monotonic() - call_starts[-1]) * 1000)
+        side.kinds.update(f"{r.method} {r.path}" for r in mine)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -296,8 +300,9 @@ async def run(args: argparse.Namespace) -> int:
     def fmt(side: Side) -> str:
         if not side.samples:
             return "not measured"
+        kinds = ", ".join(f"{count / len(side.samples):.2f} {kind}" for kind, count in side.kinds.most_common())
         text = (f"{statistics.median(side.samples):.1f} ms / {percentile(side.samples, 99):.1f} ms; "
-                f"{statistics.mean(side.requests):.2f} requests")
+                f"{statistics.mean(side.requests):.2f} requests" + (f" ({kinds})" if kinds else ""))
         if any(side.polls):
             text += f" (and {statistics.mean(side.polls):.2f} background reads of open orders)"
         if args.latency_ms > 0:  # without a latency, requests sent together need not overlap at the server
