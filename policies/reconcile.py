@@ -258,8 +258,11 @@ class Reconciler:
         wanted = {t.client_order_id for t in recent}
         # The broker filters on its own submission time, which follows our intent unless its clock is behind.
         since = min(t.created_at for t in recent) - BROKER_CLOCK_MARGIN
+        # Newest first, and no longer than what is looked for plus room for orders of others (a page of 500
+        # would be read and parsed every poll while orders flow): the rest is looked up one by one.
+        limit = min(500, 2 * len(wanted) + 20)
         try:
-            closed = await self._broker_call(self.gate.broker.list_orders(status="closed", limit=500, after=since))
+            closed = await self._broker_call(self.gate.broker.list_orders(status="closed", limit=limit, after=since))
         except (BrokerError, TimeoutError) as error:  # the look-ups one by one will say what is wrong
             log.warning("list_closed_orders_failed", error=_text(error))
             return {}
