@@ -345,6 +345,7 @@ class RecordedRequest:
     user_agent: str = ""  # who sent it (alpaca-py, Alpaca's MCP server, …)
     received: float = 0.0  # time.monotonic() when the request arrived
     answered: float = 0.0  # and when its answer was ready
+    connection: str = ""  # the client's address and port: requests sent on one kept-alive connection share it
 
 
 def sequential_steps(requests: list[RecordedRequest]) -> int:
@@ -645,7 +646,8 @@ class AlpacaContractServer:
         record = RecordedRequest(api=api, method=request.method, path=path,
                                  query={k: request.query_params.getlist(k) for k in request.query_params},
                                  body=parsed_body, user_agent=request.headers.get("user-agent", ""),
-                                 received=time.monotonic())
+                                 received=time.monotonic(),
+                                 connection=f"{request.client.host}:{request.client.port}" if request.client else "")
         with self._lock:
             self.requests.append(record)
         if self.latency > 0:
