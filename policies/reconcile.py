@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -79,6 +80,7 @@ ALERT_KIND = "risk.alert"
 POLL_SECONDS = 2.0
 RECENT_CLOSED = timedelta(minutes=10)  # live orders this young that left the open list: one listing finds them
 BROKER_CLOCK_MARGIN = timedelta(minutes=1)  # how far the broker's clock may run behind ours
+SETTLE_TOGETHER = 8  # orders whose broker state a poll applies at once (their units share a commit)
 QTY_TOLERANCE = Decimal("0.000000001")  # Alpaca quantities have 9 decimal places
 _OUTCOME_LOST = frozenset({"pending_submit", "unknown"})
 _MAX_LISTED = 20  # ids / errors kept in the stored report
@@ -225,6 +227,7 @@ class Reconciler:
             return
         open_orders.update(await self._recently_closed(
             [t for t in trades if t.client_order_id not in open_orders], now))
+        changes: list[Callable[[], Awaitable[int]]] = []
         for index, trade in enumerate(trades):
             found = open_orders.get(trade.client_order_id)
             if found is None:  # closed since we last looked, never arrived, or beyond the open list's page
@@ -233,17 +236,34 @@ class Reconciler:
                 except (BrokerError, TimeoutError) as error:  # the broker is unwell: leave the rest for later
                     report.errors.append(f"look up {trade.client_order_id}: {_text(error)}")
                     report.unresolved.extend(t.id for t in trades[index:])
-                    return
+                    break
             if found is not None:
                 late = trade.status in _OUTCOME_LOST and now - trade.created_at >= self.stale_after
-                report.resolved += await self._apply(trade, found, late=late)
+                changes.append(functools.partial(self._apply, trade, found, late=late))
             elif trade.status in _OUTCOME_LOST and now - trade.created_at >= self.doubt_window:
-                report.resolved += await self._never_reached(trade)
+                changes.append(functools.partial(self._never_reached, trade))
             else:
                 report.unresolved.append(trade.id)
                 if trade.status not in _OUTCOME_LOST:
                     log.warning("order_missing_at_broker", order_id=trade.id, status=trade.status,
                                 client_order_id=trade.client_order_id)
+        report.resolved += await self._settle(changes)
+
+    @staticmethod
+    async def _settle(changes: list[Callable[[], Awaitable[int]]]) -> int:
+        """The broker's states applied, each in its own unit of work, all at once: on SQLite units waiting
+        together share one group commit (ledger/group_commit.py), so the fills a poll found cost one disk sync,
+        not one each, and each unit still runs in its own savepoint, failing alone. The first failure is
+        raised once every change has run (the step is logged and retried, as before). SETTLE_TOGETHER at a time,
+        so a long backlog leaves pooled connections (PostgreSQL) to the agents' own calls."""
+        results: list[int | BaseException] = []
+        for start in range(0, len(changes), SETTLE_TOGETHER):
+            results += await asyncio.gather(*(change() for change in changes[start:start + SETTLE_TOGETHER]),
+                                            return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return sum(r for r in results if isinstance(r, int))
 
     async def _recently_closed(self, missing: list[AgentTrade], now: datetime) -> dict[str, BrokerOrder]:
         """Orders that closed since they were last seen open (a market order at Alpaca is answered

@@ -23,7 +23,7 @@ from ledger.db import transaction
 from ledger.models import AgentPosition, AgentTrade, TradeProposal
 from policies import audit
 from policies.orders import OrderRequest
-from policies.reconcile import NEVER_REACHED, RECENT_CLOSED, Reconciler, position_drift
+from policies.reconcile import NEVER_REACHED, RECENT_CLOSED, SETTLE_TOGETHER, Reconciler, position_drift
 from server.config import Config
 from server.runtime import Runtime, open_runtime
 from tests.alpaca_env import (
@@ -338,17 +338,20 @@ def trading_reads_since(server: AlpacaContractServer, first: int) -> list[tuple[
 
 
 async def test_alpaca_orders_filled_since_the_last_poll_are_found_in_one_listing_of_closed_orders(
-        db_url: str, alpaca_server: AlpacaContractServer) -> None:
-    async with open_runtime(alpaca_config(db_url, alpaca_server), reconcile=False) as runtime:
-        filled = [await submitted_at_alpaca(runtime, age=timedelta(seconds=3)) for _ in range(3)]
+        database_url: str, alpaca_server: AlpacaContractServer) -> None:
+    async with open_runtime(alpaca_config(database_url, alpaca_server), reconcile=False) as runtime:
+        filled = [await submitted_at_alpaca(runtime, age=timedelta(seconds=3)) for _ in range(3 + SETTLE_TOGETHER)]
         first = len(alpaca_server.requests)
         resolved = await Reconciler(runtime.gate).poll()
-    assert resolved == 3
+    assert resolved == 3 + SETTLE_TOGETHER
     assert trading_reads_since(alpaca_server, first) == [("/v2/orders", "open"), ("/v2/orders", "closed")]
-    for proposal_id in filled:
-        assert ((await trade(db_url, proposal_id)).status, (await trade(db_url, proposal_id)).filled_qty) == (
-            "filled", Decimal(1))
-    assert await positions(db_url) == {("agent-1", "AAPL"): Decimal(3)}
+    # Applied together (one position, one cash balance, one audit chain): every fill booked exactly once.
+    assert {((await trade(database_url, i)).status, (await trade(database_url, i)).filled_qty) for i in filled} == {
+        ("filled", Decimal(1))}
+    assert await positions(database_url) == {("agent-1", "AAPL"): Decimal(3 + SETTLE_TOGETHER)}
+    assert len(await reconcile_records(database_url)) == 3 + SETTLE_TOGETHER
+    report = await reconciliation(database_url)
+    assert report is None or report["drift"] == {}
 
 
 async def test_alpaca_orders_older_than_the_closed_listing_are_still_looked_up_one_by_one(
