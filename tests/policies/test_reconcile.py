@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 
 from broker.alpaca import AlpacaBroker
 from broker.base import BrokerError, SubmitOrder
-from ledger.db import transaction
+from ledger.db import UnitCounter, transaction
 from ledger.models import AgentPosition, AgentTrade, TradeProposal
 from policies import audit
 from policies.orders import OrderRequest
@@ -352,6 +352,18 @@ async def test_alpaca_orders_filled_since_the_last_poll_are_found_in_one_listing
     assert len(await reconcile_records(database_url)) == 3 + SETTLE_TOGETHER
     report = await reconciliation(database_url)
     assert report is None or report["drift"] == {}
+
+
+async def test_alpaca_fills_found_in_one_poll_share_commits_on_sqlite(db_url: str,
+                                                                   alpaca_server: AlpacaContractServer) -> None:
+    async with open_runtime(alpaca_config(db_url, alpaca_server), reconcile=False) as runtime:
+        for _ in range(SETTLE_TOGETHER):
+            await submitted_at_alpaca(runtime, age=timedelta(seconds=3))
+        units, commits = UnitCounter.begun, UnitCounter.commits
+        assert await Reconciler(runtime.gate).poll() == SETTLE_TOGETHER
+        units, commits = UnitCounter.begun - units, UnitCounter.commits - commits
+    assert units >= SETTLE_TOGETHER  # each fill in a unit of its own (its own savepoint) ...
+    assert commits < SETTLE_TOGETHER / 2  # ... and they are made durable together, not one disk sync each
 
 
 async def test_alpaca_orders_older_than_the_closed_listing_are_still_looked_up_one_by_one(
