@@ -18,8 +18,10 @@ Design notes
 - Round trips: what a proposal looked up is reused at its execution while fresh (broker/freshness.py): an
   asset for ASSET_REUSE_SECONDS, a symbol's latest quote for QUOTE_REUSE_SECONDS (still carrying its own
   timestamp, so the gate's stale-quote check judges its true age), so an execution right after its proposal
-  sends one request, the order. A bracket's Alpaca id, learned from its submission, lets its refreshes read
-  it with its legs in one request instead of a lookup by client_order_id followed by a nested read.
+  sends one request, the order. A quote used late in its window is fetched again in the background
+  (QUOTE_REFRESH_AHEAD), so a steady flow of proposals does not wait for one. A bracket's Alpaca id, learned
+  from its submission, lets its refreshes read it with its legs in one request instead of a lookup by
+  client_order_id followed by a nested read.
 - Secrets: the keys are held in a redacting wrapper, never logged, and scrubbed from every error message;
   BrokerErrors are raised outside `except` blocks so no chained exception (whose request object would
   carry the auth headers) travels with them.
@@ -77,6 +79,10 @@ ASSET_REUSE_SECONDS = 60.0
 # Half the shortest stale-quote limit an agent can be given (max_quote_age_seconds >= 1): reuse alone cannot
 # push a quote past the tightest limit. Long enough for an execution right after its proposal.
 QUOTE_REUSE_SECONDS = 0.5
+# A kept quote used when this share of its window has passed is fetched again in the background (one request
+# at a time per symbol), so that a steady flow of proposals finds a fresh one instead of waiting for it; it is
+# still served as it is meanwhile. At most one refresh per 0.4 s of use: about what the window allowed before.
+QUOTE_REFRESH_AHEAD = 0.8
 _ORDER_ID_MEMORY_SECONDS = 86_400.0  # an order's Alpaca id never changes; kept for a day, bounded in count
 
 # Broker timeframe → (amount, alpaca TimeFrameUnit name, minutes per bar)
@@ -352,6 +358,9 @@ class AlpacaBroker:
         self._assets: FreshCache[str, Asset] = FreshCache(asset_reuse_seconds)
         self._quotes: FreshCache[str, Quote] = FreshCache(quote_reuse_seconds)
         self._bracket_ids: FreshCache[str, str] = FreshCache(_ORDER_ID_MEMORY_SECONDS)  # client id → Alpaca id
+        self._refreshing: set[str] = set()  # symbols whose quote is being fetched ahead
+        self._refresh_lock = threading.Lock()
+        self._refreshes: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return (f"AlpacaBroker(paper={self.paper!r}, trading_url={self.trading_url!r}, "
@@ -367,6 +376,9 @@ class AlpacaBroker:
             await asyncio.to_thread(self._build_clients)
 
     async def close(self) -> None:
+        for task in list(self._refreshes):  # a refresh ahead is worth nothing once closed
+            if task.get_loop() is asyncio.get_running_loop():
+                task.cancel()
         clients = [c for c in (self._trading, self._stock_data, self._crypto_data) if c is not None]
         self._trading = self._stock_data = self._crypto_data = None
         for session in {id(s): s for s in (getattr(c, "_session", None) for c in clients) if s is not None}.values():
@@ -545,14 +557,40 @@ class AlpacaBroker:
         """Latest quotes; a symbol's quote fetched within the reuse window is not asked for again."""
         wanted = list(dict.fromkeys(normalize_symbol(s) for s in symbols if s and s.strip()))
         quotes: dict[str, Quote] = {}
+        ageing: list[str] = []
         for symbol in wanted:
             kept = self._quotes.get(symbol)
             if kept is not None:
                 quotes[symbol] = kept
+                age = self._quotes.age(symbol)
+                if age is not None and age >= self._quotes.max_age * QUOTE_REFRESH_AHEAD:
+                    ageing.append(symbol)
         missing = [s for s in wanted if s not in quotes]
         if missing:
             quotes.update(await self._fetch_quotes(missing))
+        if ageing:
+            self._refresh_ahead(ageing)
         return {s: quotes[s] for s in wanted if s in quotes}
+
+    def _refresh_ahead(self, symbols: list[str]) -> None:
+        """Fetch these symbols' quotes again in the background (those not already being fetched)."""
+        with self._refresh_lock:
+            due = [s for s in symbols if s not in self._refreshing]
+            self._refreshing.update(due)
+        if not due:
+            return
+        task = asyncio.get_running_loop().create_task(self._refresh_quotes(due), name="alpaca-quote-refresh")
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
+
+    async def _refresh_quotes(self, symbols: list[str]) -> None:
+        try:
+            await asyncio.wait_for(self._fetch_quotes(symbols), self.timeout + _DEADLINE_GRACE)
+        except Exception as error:  # the next proposal that finds no fresh quote asks (and sees any error)
+            log.debug("alpaca.quote_refresh_failed", error=type(error).__name__)
+        finally:
+            with self._refresh_lock:
+                self._refreshing.difference_update(symbols)
 
     async def _fetch_quotes(self, wanted: list[str]) -> dict[str, Quote]:
         stocks = [s for s in wanted if not is_crypto_symbol(s)]
