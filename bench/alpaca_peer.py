@@ -12,11 +12,13 @@
 - Ours: `tradewarden serve` over stdio, broker = "alpaca" with the base-URL overrides pointed at the same server
   (as tests/alpaca_env.py does), auto-approval; an order is propose_trade + execute_trade.
 - Orders alternate one by one between the two (market, 1 share of AAPL), so both see the same machine.
-  Printed: p50 / p99 per order, the ratio, and broker requests per order (counted at the contract server, by
-  the sender's User-Agent, within each order's own calls; reads of orders in that window, which placing an order
-  never sends here, are tradewarden's background poll that brings fills into its ledger: counted apart, and
-  left out of the round trips). `--latency-ms` adds a network delay to every answer, like Alpaca's own distance
-  would; then round trips one after the other are counted too (requests in flight together count once).
+  Printed: p50 / p99 per order, the ratio, and broker requests per order, by method and path (counted at the
+  contract server, by the sender's User-Agent, within each order's own calls; reads of orders in that window,
+  which placing an order never sends here, are tradewarden's background poll that brings fills into its
+  ledger: counted apart, and left out of the round trips). `--latency-ms` adds a network delay to every
+  answer, like Alpaca's own distance would; then round trips one after the other are counted too (requests in
+  flight together count once). Also the CPU (user + system, from /proc) each server process used per order
+  while measuring, background work included: steadier than wall time on a shared machine.
   `--compare-root DIR`: also serve from another checkout (say, an export of main), in turn with the others,
   against a contract server of its own, to compare before and after in the same run. `--with-simulated`: also
   this tree on its simulated broker, in turn with the others: what the gate costs without Alpaca.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -39,6 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -84,6 +88,35 @@ class Side:
     steps: list[int] = field(default_factory=list)
     hot_steps: list[int] = field(default_factory=list)  # of the call that sends the order
     last_call: list[float] = field(default_factory=list)  # ms of the call that sends the order
+    kinds: Counter[str] = field(default_factory=Counter)  # "METHOD /path" of the order's own requests
+    pid: int | None = None  # its server process
+    cpu: list[float] = field(default_factory=list)  # that process's CPU seconds when measuring began and ended
+
+
+def child_pids() -> set[int]:
+    """This process's children (the MCP servers it spawned), from /proc; empty where there is none."""
+    found: set[int] = set()
+    with contextlib.suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                except (OSError, IndexError):
+                    continue
+                if int(fields[1]) == os.getpid():
+                    found.add(int(entry))
+    return found
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU of a process, all its threads (less sensitive to a shared machine than wall time)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def install_peer(workdir: Path) -> tuple[Path | None, str]:
@@ -176,6 +209,7 @@ async def timed_order(side: Side, server: AlpacaContractServer, place: Callable[
         last_call = [r for r in mine if r.received >= call_starts[-1]]
         side.hot_steps.append(sequential_steps(last_call))
         side.last_call.append((time.monotonic() - call_starts[-1]) * 1000)
+        side.kinds.update(f"{r.method} {r.path}" for r in mine)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -245,7 +279,17 @@ async def run(args: argparse.Namespace) -> int:
         servers.append(shared)
         async with AsyncExitStack() as stack:
             contestants: list[tuple[Side, AlpacaContractServer, Callable[[], Awaitable[list[float]]]]] = []
+            known = child_pids()
+
+            def spawned(side: Side) -> None:  # the process the client just started is the side's server
+                nonlocal known
+                now = child_pids()
+                new = now - known
+                side.pid = new.pop() if len(new) == 1 else None
+                known = now
+
             ours_client = await stack.enter_async_context(connected(tradewarden(ROOT, shared, "ours")))
+            spawned(ours)
             contestants.append((ours, shared, functools.partial(place_ours, ours_client)))
             if peer_python is not None:
                 peer_params = StdioServerParameters(
@@ -256,6 +300,7 @@ async def run(args: argparse.Namespace) -> int:
                 # Its log (and its complaints about a newer client's discovery request) stays off the console.
                 try:
                     peer_client = await stack.enter_async_context(connected(peer_params, errlog=peer_log))
+                    spawned(peer)
                     await place_peer(peer_client)  # it does place orders on the stub
                     contestants.append((peer, shared, functools.partial(place_peer, peer_client)))
                 except Exception as error:  # any failure of the peer: say so, and measure ours
@@ -269,16 +314,23 @@ async def run(args: argparse.Namespace) -> int:
                 servers.append(other)
                 before_client = await stack.enter_async_context(
                     connected(tradewarden(args.compare_root, other, "before")))
+                spawned(before)
                 contestants.append((before, other, functools.partial(place_ours, before_client)))
             if args.with_simulated:
                 simulated_client = await stack.enter_async_context(
                     connected(tradewarden(ROOT, None, "simulated")))
+                spawned(simulated)
                 contestants.append((simulated, shared, functools.partial(place_ours, simulated_client)))
             for i in range(args.warmup + args.orders):
+                if i == args.warmup:
+                    for side, _, _ in contestants:
+                        side.cpu = [cpu_seconds(side.pid) or 0.0]
                 # One order each in turn, the order of turns rotating, so all see the same machine.
                 turn = i % len(contestants)
                 for side, server, place in contestants[turn:] + contestants[:turn]:
                     await timed_order(side, server, place, record=i >= args.warmup)
+            for side, _, _ in contestants:
+                side.cpu.append(cpu_seconds(side.pid) or 0.0)
         for server in servers:
             server.assert_no_violations()
     except BaseException:
@@ -296,15 +348,19 @@ async def run(args: argparse.Namespace) -> int:
     def fmt(side: Side) -> str:
         if not side.samples:
             return "not measured"
+        kinds = ", ".join(f"{count / len(side.samples):.2f} {kind}" for kind, count in side.kinds.most_common())
         text = (f"{statistics.median(side.samples):.1f} ms / {percentile(side.samples, 99):.1f} ms; "
-                f"{statistics.mean(side.requests):.2f} requests")
+                f"{statistics.mean(side.requests):.2f} requests" + (f" ({kinds})" if kinds else ""))
         if any(side.polls):
             text += f" (and {statistics.mean(side.polls):.2f} background reads of open orders)"
         if args.latency_ms > 0:  # without a latency, requests sent together need not overlap at the server
             text += (f", {statistics.median(side.steps):g} sequential (p50; at most {max(side.steps)}), "
                      f"{statistics.median(side.hot_steps):g} in the call that sends the order "
                      f"(at most {max(side.hot_steps)})")
-        return text + f"; the call that sends the order p50 {statistics.median(side.last_call):.1f} ms"
+        text += f"; the call that sends the order p50 {statistics.median(side.last_call):.1f} ms"
+        if side.pid is not None and len(side.cpu) == 2:
+            text += f"; server CPU {(side.cpu[1] - side.cpu[0]) / len(side.samples) * 1000:.1f} ms per order"
+        return text
 
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     command = shlex.join(["bench/alpaca_peer.py", *sys.argv[1:]])

@@ -18,8 +18,10 @@ Design notes
 - Round trips: what a proposal looked up is reused at its execution while fresh (broker/freshness.py): an
   asset for ASSET_REUSE_SECONDS, a symbol's latest quote for QUOTE_REUSE_SECONDS (still carrying its own
   timestamp, so the gate's stale-quote check judges its true age), so an execution right after its proposal
-  sends one request, the order. A bracket's Alpaca id, learned from its submission, lets its refreshes read
-  it with its legs in one request instead of a lookup by client_order_id followed by a nested read.
+  sends one request, the order. A quote used late in its window is fetched again in the background
+  (QUOTE_REFRESH_AHEAD), so a steady flow of proposals does not wait for one. A bracket's Alpaca id, learned
+  from its submission, lets its refreshes read it with its legs in one request instead of a lookup by
+  client_order_id followed by a nested read.
 - Secrets: the keys are held in a redacting wrapper, never logged, and scrubbed from every error message;
   BrokerErrors are raised outside `except` blocks so no chained exception (whose request object would
   carry the auth headers) travels with them.
@@ -31,6 +33,7 @@ import asyncio
 import functools
 import json
 import math
+import os
 import random
 import threading
 import uuid
@@ -76,6 +79,10 @@ ASSET_REUSE_SECONDS = 60.0
 # Half the shortest stale-quote limit an agent can be given (max_quote_age_seconds >= 1): reuse alone cannot
 # push a quote past the tightest limit. Long enough for an execution right after its proposal.
 QUOTE_REUSE_SECONDS = 0.5
+# A kept quote used when this share of its window has passed is fetched again in the background (one request
+# at a time per symbol), so that a steady flow of proposals finds a fresh one instead of waiting for it; it is
+# still served as it is meanwhile. At most one refresh per 0.4 s of use: about what the window allowed before.
+QUOTE_REFRESH_AHEAD = 0.8
 _ORDER_ID_MEMORY_SECONDS = 86_400.0  # an order's Alpaca id never changes; kept for a day, bounded in count
 
 # Broker timeframe → (amount, alpaca TimeFrameUnit name, minutes per bar)
@@ -351,6 +358,9 @@ class AlpacaBroker:
         self._assets: FreshCache[str, Asset] = FreshCache(asset_reuse_seconds)
         self._quotes: FreshCache[str, Quote] = FreshCache(quote_reuse_seconds)
         self._bracket_ids: FreshCache[str, str] = FreshCache(_ORDER_ID_MEMORY_SECONDS)  # client id → Alpaca id
+        self._refreshing: set[str] = set()  # symbols whose quote is being fetched ahead
+        self._refresh_lock = threading.Lock()
+        self._refreshes: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return (f"AlpacaBroker(paper={self.paper!r}, trading_url={self.trading_url!r}, "
@@ -366,12 +376,13 @@ class AlpacaBroker:
             await asyncio.to_thread(self._build_clients)
 
     async def close(self) -> None:
+        for task in list(self._refreshes):  # a refresh ahead is worth nothing once closed
+            if task.get_loop() is asyncio.get_running_loop():
+                task.cancel()
         clients = [c for c in (self._trading, self._stock_data, self._crypto_data) if c is not None]
         self._trading = self._stock_data = self._crypto_data = None
-        for client in clients:
-            session = getattr(client, "_session", None)
-            if session is not None:
-                session.close()
+        for session in {id(s): s for s in (getattr(c, "_session", None) for c in clients) if s is not None}.values():
+            session.close()
 
     def _build_clients(self) -> None:
         with self._build_lock:
@@ -391,6 +402,28 @@ class AlpacaBroker:
                 kwargs.setdefault("timeout", timeout)
                 return super().request(method, url, *args, **kwargs)
 
+        def host_of(client: Any) -> str:
+            return str(getattr(client._base_url, "value", client._base_url))  # a BaseURL enum or an override
+
+        sessions: dict[str, requests.Session] = {}
+
+        def session_for(client: Any) -> requests.Session:
+            # One keep-alive pool per host: the stock and crypto data clients share theirs. What requests would
+            # otherwise look up in the environment on every request (proxies and NO_PROXY, the CA bundle,
+            # ~/.netrc: a scan of the whole environment and three file checks, ~0.2 ms of CPU a request) is
+            # resolved once per host: a running server's environment does not change, and Alpaca's keys travel
+            # in headers, so a .netrc entry is never wanted.
+            base_url = host_of(client)
+            if base_url not in sessions:
+                session = _TimeoutSession()
+                session.proxies = requests.utils.get_environ_proxies(base_url)
+                bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+                if bundle:
+                    session.verify = bundle
+                session.trust_env = False
+                sessions[base_url] = session
+            return sessions[base_url]
+
         keys = self._secrets
         trading = TradingClient(keys.api_key, keys.secret_key, paper=self.paper, raw_data=True,
                                 url_override=self.trading_url)
@@ -403,7 +436,7 @@ class AlpacaBroker:
             # constructor cannot express "no retries" (0 means "default"): switch it off here.
             client._retry = 0
             client._retry_codes = []
-            client._session = _TimeoutSession()
+            client._session = session_for(client)
         self._trading, self._stock_data, self._crypto_data = trading, stock, crypto
 
     async def _clients(self) -> tuple[Any, Any, Any]:
@@ -445,12 +478,16 @@ class AlpacaBroker:
         return _Failure("other", scrub(f"Alpaca call failed: {type(exc).__name__}: {exc}")[:500])
 
     async def _attempt(self, op: str, fn: Callable[[], Any], parse: Callable[[Any], T]) -> T:
-        """One attempt in a worker thread, under a deadline. Raises _Failure (classified, scrubbed)."""
+        """One attempt in a worker thread, under a deadline. Raises _Failure (classified, scrubbed).
+
+        The answer is parsed in the worker thread too (the parsers are pure): a listing of a hundred orders
+        takes milliseconds to turn into Decimals and datetimes, and there the loop can serve other calls
+        meanwhile (the interpreter switches threads every few hundred microseconds) instead of waiting."""
         log.debug("alpaca.call", op=op)
         failure: _Failure | None = None
         try:
-            raw = await asyncio.wait_for(asyncio.to_thread(fn), timeout=self.timeout + _DEADLINE_GRACE)
-            return parse(raw)
+            return await asyncio.wait_for(asyncio.to_thread(lambda: parse(fn())),
+                                          timeout=self.timeout + _DEADLINE_GRACE)
         except Exception as exc:  # classified below, outside the except block: no exception chain
             failure = self._classify(exc)
         raise failure
@@ -520,14 +557,40 @@ class AlpacaBroker:
         """Latest quotes; a symbol's quote fetched within the reuse window is not asked for again."""
         wanted = list(dict.fromkeys(normalize_symbol(s) for s in symbols if s and s.strip()))
         quotes: dict[str, Quote] = {}
+        ageing: list[str] = []
         for symbol in wanted:
             kept = self._quotes.get(symbol)
             if kept is not None:
                 quotes[symbol] = kept
+                age = self._quotes.age(symbol)
+                if age is not None and age >= self._quotes.max_age * QUOTE_REFRESH_AHEAD:
+                    ageing.append(symbol)
         missing = [s for s in wanted if s not in quotes]
         if missing:
             quotes.update(await self._fetch_quotes(missing))
+        if ageing:
+            self._refresh_ahead(ageing)
         return {s: quotes[s] for s in wanted if s in quotes}
+
+    def _refresh_ahead(self, symbols: list[str]) -> None:
+        """Fetch these symbols' quotes again in the background (those not already being fetched)."""
+        with self._refresh_lock:
+            due = [s for s in symbols if s not in self._refreshing]
+            self._refreshing.update(due)
+        if not due:
+            return
+        task = asyncio.get_running_loop().create_task(self._refresh_quotes(due), name="alpaca-quote-refresh")
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
+
+    async def _refresh_quotes(self, symbols: list[str]) -> None:
+        try:
+            await asyncio.wait_for(self._fetch_quotes(symbols), self.timeout + _DEADLINE_GRACE)
+        except Exception as error:  # the next proposal that finds no fresh quote asks (and sees any error)
+            log.debug("alpaca.quote_refresh_failed", error=type(error).__name__)
+        finally:
+            with self._refresh_lock:
+                self._refreshing.difference_update(symbols)
 
     async def _fetch_quotes(self, wanted: list[str]) -> dict[str, Quote]:
         stocks = [s for s in wanted if not is_crypto_symbol(s)]

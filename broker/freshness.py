@@ -54,6 +54,20 @@ class FreshCache(Generic[K, V]):
             del self._kept[key]
             return None
 
+    def age(self, key: K) -> float | None:
+        """Seconds since the value kept for `key` was fetched (the older reading of the two clocks), or None
+        when nothing fresh is kept."""
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is None:
+                return None
+            _, fetched_mono, fetched_wall = kept
+            mono_age = self._monotonic() - fetched_mono
+            wall_age = (self._wall() - fetched_wall).total_seconds()
+        if 0 <= mono_age <= self.max_age and 0 <= wall_age <= self.max_age:
+            return max(mono_age, wall_age)
+        return None
+
     def stamp(self) -> tuple[float, datetime]:
         """Now, by both clocks: taken when a request is sent, so a value's age counts its round trip too."""
         return self._monotonic(), self._wall()

@@ -7,8 +7,9 @@ those gaps, through the same Broker protocol for every broker (simulated or Alpa
 it only reads the broker and writes our ledger and the audit log (actor ``system:reconcile``).
 
 Each order we hold in a live status (LIVE_TRADE_STATUSES: open at the broker, "unknown", "pending_submit"):
-- found at the broker (in its open orders, or by client_order_id = our proposal id): the broker's state is
-  applied with apply_order_update (fills and partial fills booked once to the agent's position and cash;
+- found at the broker (in its open orders, in one listing of its orders closed lately, or by client_order_id
+  = our proposal id): the broker's state is applied with apply_order_update (fills and partial fills
+  booked once to the agent's position and cash;
   cancels, expiries and rejections release the reservation) and audited as ``order.updated``;
 - "pending_submit" younger than ``stale_after``: left alone, the gate may be sending it right now;
 - "pending_submit" or "unknown" not at the broker: in doubt. A broker may acknowledge an order long after the
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -76,6 +78,9 @@ STALE_SUBMIT = timedelta(seconds=60)  # a pending_submit older than this is a cr
 DOUBT_WINDOW = timedelta(hours=24)  # how long an order in doubt is looked for at the broker
 ALERT_KIND = "risk.alert"
 POLL_SECONDS = 2.0
+RECENT_CLOSED = timedelta(minutes=10)  # live orders this young that left the open list: one listing finds them
+BROKER_CLOCK_MARGIN = timedelta(minutes=1)  # how far the broker's clock may run behind ours
+SETTLE_TOGETHER = 8  # orders whose broker state a poll applies at once (their units share a commit)
 QTY_TOLERANCE = Decimal("0.000000001")  # Alpaca quantities have 9 decimal places
 _OUTCOME_LOST = frozenset({"pending_submit", "unknown"})
 _MAX_LISTED = 20  # ids / errors kept in the stored report
@@ -220,6 +225,9 @@ class Reconciler:
             report.errors.append(f"list open orders: {_text(error)}")
             report.unresolved.extend(t.id for t in trades)
             return
+        open_orders.update(await self._recently_closed(
+            [t for t in trades if t.client_order_id not in open_orders], now))
+        changes: list[Callable[[], Awaitable[int]]] = []
         for index, trade in enumerate(trades):
             found = open_orders.get(trade.client_order_id)
             if found is None:  # closed since we last looked, never arrived, or beyond the open list's page
@@ -228,17 +236,57 @@ class Reconciler:
                 except (BrokerError, TimeoutError) as error:  # the broker is unwell: leave the rest for later
                     report.errors.append(f"look up {trade.client_order_id}: {_text(error)}")
                     report.unresolved.extend(t.id for t in trades[index:])
-                    return
+                    break
             if found is not None:
                 late = trade.status in _OUTCOME_LOST and now - trade.created_at >= self.stale_after
-                report.resolved += await self._apply(trade, found, late=late)
+                changes.append(functools.partial(self._apply, trade, found, late=late))
             elif trade.status in _OUTCOME_LOST and now - trade.created_at >= self.doubt_window:
-                report.resolved += await self._never_reached(trade)
+                changes.append(functools.partial(self._never_reached, trade))
             else:
                 report.unresolved.append(trade.id)
                 if trade.status not in _OUTCOME_LOST:
                     log.warning("order_missing_at_broker", order_id=trade.id, status=trade.status,
                                 client_order_id=trade.client_order_id)
+        report.resolved += await self._settle(changes)
+
+    @staticmethod
+    async def _settle(changes: list[Callable[[], Awaitable[int]]]) -> int:
+        """The broker's states applied, each in its own unit of work, all at once: on SQLite units waiting
+        together share one group commit (ledger/group_commit.py), so the fills a poll found cost one disk sync,
+        not one each, and each unit still runs in its own savepoint, failing alone. The first failure is
+        raised once every change has run (the step is logged and retried, as before). SETTLE_TOGETHER at a time,
+        so a long backlog leaves pooled connections (PostgreSQL) to the agents' own calls."""
+        results: list[int | BaseException] = []
+        for start in range(0, len(changes), SETTLE_TOGETHER):
+            results += await asyncio.gather(*(change() for change in changes[start:start + SETTLE_TOGETHER]),
+                                            return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return sum(r for r in results if isinstance(r, int))
+
+    async def _recently_closed(self, missing: list[AgentTrade], now: datetime) -> dict[str, BrokerOrder]:
+        """Orders that closed since they were last seen open (a market order at Alpaca is answered
+        `pending_new` and fills a moment later), by client_order_id, found in ONE listing of the broker's
+        closed orders instead of one look-up each: an agent placing orders every second would otherwise spend
+        most of Alpaca's 200 requests a minute on look-ups, and the loop a round trip each. Only orders younger
+        than RECENT_CLOSED are looked for this way (the listing stays short); whatever it does not hold (older,
+        beyond its one page, acknowledged late) is still looked up one by one, as before."""
+        recent = [t for t in missing if now - t.created_at <= RECENT_CLOSED]
+        if len(recent) < 2:  # one look-up is no dearer than a listing
+            return {}
+        wanted = {t.client_order_id for t in recent}
+        # The broker filters on its own submission time, which follows our intent unless its clock is behind.
+        since = min(t.created_at for t in recent) - BROKER_CLOCK_MARGIN
+        # Newest first, and no longer than what is looked for plus room for orders of others (a page of 500
+        # would be read and parsed every poll while orders flow): the rest is looked up one by one.
+        limit = min(500, 2 * len(wanted) + 20)
+        try:
+            closed = await self._broker_call(self.gate.broker.list_orders(status="closed", limit=limit, after=since))
+        except (BrokerError, TimeoutError) as error:  # the look-ups one by one will say what is wrong
+            log.warning("list_closed_orders_failed", error=_text(error))
+            return {}
+        return {order.client_order_id: order for order in closed if order.client_order_id in wanted}
 
     async def _apply(self, trade: AgentTrade, order: BrokerOrder, *, late: bool = False) -> int:
         if (trade.status == order.status and trade.filled_qty == order.filled_qty

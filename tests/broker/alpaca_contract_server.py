@@ -42,7 +42,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
@@ -345,6 +345,7 @@ class RecordedRequest:
     user_agent: str = ""  # who sent it (alpaca-py, Alpaca's MCP server, …)
     received: float = 0.0  # time.monotonic() when the request arrived
     answered: float = 0.0  # and when its answer was ready
+    connection: str = ""  # the client's address and port: requests sent on one kept-alive connection share it
 
 
 def sequential_steps(requests: list[RecordedRequest]) -> int:
@@ -370,10 +371,12 @@ class _Injection:
     message: str
     code: int
     remaining: int
+    query: dict[str, str] | None = None  # only requests whose query holds these values
 
-    def matches(self, api: str, method: str, path: str) -> bool:
+    def matches(self, api: str, method: str, path: str, query: Mapping[str, str]) -> bool:
         return ((self.api is None or self.api == api) and (self.method is None or self.method == method)
-                and fnmatch.fnmatchcase(path, self.pattern))
+                and fnmatch.fnmatchcase(path, self.pattern)
+                and all(query.get(key) == value for key, value in (self.query or {}).items()))
 
 
 @dataclass
@@ -598,14 +601,15 @@ class AlpacaContractServer:
 
     def fail_next(self, path: str, *, status: int = 500, times: int = 1, method: str | None = None,
                   api: Literal["trading", "data"] | None = None, message: str | None = None,
-                  code: int | None = None) -> None:
+                  code: int | None = None, query: dict[str, str] | None = None) -> None:
         """The next `times` requests whose API path matches `path` (a glob: "/v2/orders", "/v2/orders/*",
-        "/v1beta3/crypto/us/*") are answered `status` with Alpaca's error shape, before any other effect."""
+        "/v1beta3/crypto/us/*") and whose query holds `query` (say {"status": "closed"}) are answered `status`
+        with Alpaca's error shape, before any other effect."""
         with self._lock:
             self._injections.append(_Injection(
                 pattern=path, method=method.upper() if method else None, api=api, status=status,
                 message=message or _DEFAULT_MESSAGES.get(status, "error"),
-                code=code if code is not None else status * 100_000, remaining=times))
+                code=code if code is not None else status * 100_000, remaining=times, query=query))
 
     def hang_next_submit(self, seconds: float, *,
                          create_order: Literal["before", "after", "never", "later"] = "before") -> None:
@@ -642,7 +646,8 @@ class AlpacaContractServer:
         record = RecordedRequest(api=api, method=request.method, path=path,
                                  query={k: request.query_params.getlist(k) for k in request.query_params},
                                  body=parsed_body, user_agent=request.headers.get("user-agent", ""),
-                                 received=time.monotonic())
+                                 received=time.monotonic(),
+                                 connection=f"{request.client.host}:{request.client.port}" if request.client else "")
         with self._lock:
             self.requests.append(record)
         if self.latency > 0:
@@ -712,7 +717,7 @@ class AlpacaContractServer:
     async def _dispatch(self, api: str, method: str, path: str, request: Request, body: Any) -> Response:
         with self._lock:
             for injection in self._injections:
-                if injection.remaining > 0 and injection.matches(api, method, path):
+                if injection.remaining > 0 and injection.matches(api, method, path, request.query_params):
                     injection.remaining -= 1
                     return self._error(injection.status, injection.code, injection.message)
             hang = self._hangs.pop(0) if (api, method, path) == ("trading", "POST", "/v2/orders") and \
@@ -1045,7 +1050,9 @@ class AlpacaContractServer:
             raise _ApiError(422, 42210000, "before_order_id and after_order_id are mutually exclusive")
         if (before_id or after_id) and (after or until):
             raise _ApiError(422, 42210000, "before_order_id/after_order_id cannot be combined with after/until")
-        orders = sorted(self._orders, key=lambda o: (o.created_at, self._orders.index(o)))
+        # By creation, ties in arrival order (a stable sort keeps it; no index() per order: a long run lists
+        # thousands of orders every poll)
+        orders = sorted(self._orders, key=lambda o: o.created_at)
         if before_id or after_id:
             anchor_id = before_id or after_id
             positions = [i for i, o in enumerate(orders) if o.id == anchor_id]

@@ -740,3 +740,55 @@ async def test_calls_work_without_an_explicit_start(alpaca_server: AlpacaContrac
     broker = AlpacaBroker(**alpaca_server.broker_kwargs())
     assert (await broker.get_clock()).is_open
     await broker.close()
+
+
+# -- connections ---------------------------------------------------------------------------------------
+
+
+def unused_port() -> int:
+    with socket.socket() as probe:  # a port with nobody listening
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def environment_proxy(monkeypatch: pytest.MonkeyPatch, *, no_proxy: str | None) -> None:
+    """A proxy in the environment that nobody answers on: a request sent through it fails."""
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY",
+                 "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{unused_port()}")
+    if no_proxy is not None:
+        monkeypatch.setenv("no_proxy", no_proxy)
+
+
+async def test_a_proxy_named_in_the_environment_is_used(alpaca_server: AlpacaContractServer,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    environment_proxy(monkeypatch, no_proxy=None)
+    broker = AlpacaBroker(**alpaca_server.broker_kwargs(read_retries=0))
+    with pytest.raises(BrokerError) as raised:
+        await broker.get_account()
+    await broker.close()
+    assert raised.value.code == "BROKER_UNAVAILABLE"
+    assert alpaca_server.requests == []  # it went to the proxy, not straight to Alpaca
+
+
+async def test_hosts_the_environment_exempts_from_its_proxy_are_reached_directly(
+        alpaca_server: AlpacaContractServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    environment_proxy(monkeypatch, no_proxy="127.0.0.1")
+    broker = AlpacaBroker(**alpaca_server.broker_kwargs(read_retries=0))
+    assert (await broker.get_account()).cash > 0
+    await broker.close()
+
+
+async def test_requests_reuse_one_kept_alive_connection_per_alpaca_host(
+        alpaca_server: AlpacaContractServer) -> None:
+    broker = AlpacaBroker(**alpaca_server.broker_kwargs(quote_reuse_seconds=0))
+    for _ in range(3):
+        await broker.submit_order(submit("AAPL"))
+        await broker.get_account()
+        await broker.get_quotes(["AAPL"])
+        await broker.get_quotes(["BTC/USD"])  # stocks and crypto: two clients, one market-data host
+    await broker.close()
+    by_api = {api: [r.connection for r in alpaca_server.requests if r.api == api] for api in ("trading", "data")}
+    assert len(by_api["trading"]) == 6 and len(set(by_api["trading"])) == 1
+    assert len(by_api["data"]) == 6 and len(set(by_api["data"])) == 1

@@ -9,7 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from broker.alpaca import ASSET_REUSE_SECONDS, QUOTE_REUSE_SECONDS, AlpacaBroker
+from broker.alpaca import ASSET_REUSE_SECONDS, QUOTE_REFRESH_AHEAD, QUOTE_REUSE_SECONDS, AlpacaBroker
+from broker.freshness import FreshCache
 from policies.orders import StopLoss, TakeProfit
 from tests.broker.alpaca_contract_server import AlpacaContractServer
 from tests.broker.test_alpaca import alpaca, alpaca_server, submit  # noqa: F401 - fixtures
@@ -129,3 +130,78 @@ async def test_a_bracket_from_before_a_restart_is_still_found_by_its_client_orde
         await restarted.close()
     assert found is not None and len(found.legs) == 2
     assert alpaca_server.requests_to("GET", "/v2/orders:by_client_order_id", api="trading")
+
+
+class SteppedClock:
+    """Both clocks of a FreshCache, moved by the test (a loaded machine cannot oversleep a 0.5 s window)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.start = datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return self.seconds
+
+    def wall(self) -> datetime:
+        return self.start + timedelta(seconds=self.seconds)
+
+
+def stepped_quotes(broker: AlpacaBroker) -> SteppedClock:
+    clock = SteppedClock()
+    broker._quotes = FreshCache(QUOTE_REUSE_SECONDS, monotonic=clock.monotonic, wall=clock.wall)
+    return clock
+
+
+async def settled(broker: AlpacaBroker) -> None:
+    """Until the background refreshes the broker started have ended."""
+    while broker._refreshes:
+        await asyncio.gather(*broker._refreshes)
+
+
+async def test_a_quote_used_late_in_its_window_is_fetched_again_in_the_background(
+        alpaca: AlpacaBroker, alpaca_server: AlpacaContractServer) -> None:  # noqa: F811
+    clock = stepped_quotes(alpaca)
+    alpaca_server.set_price("AAPL", "190")
+    await alpaca.get_quotes(["AAPL"])
+    alpaca_server.set_price("AAPL", "191")
+    clock.seconds = QUOTE_REUSE_SECONDS * QUOTE_REFRESH_AHEAD
+    served = (await alpaca.get_quotes(["AAPL"]))["AAPL"]
+    assert served.last == D(190)  # still fresh: served at once, not waited for
+    await settled(alpaca)
+    assert snapshot_requests(alpaca_server) == 2  # ... and fetched again meanwhile
+    clock.seconds = QUOTE_REUSE_SECONDS * 1.5  # past the first quote's window, within the refreshed one's
+    assert (await alpaca.get_quotes(["AAPL"]))["AAPL"].last == D(191)
+    assert snapshot_requests(alpaca_server) == 2
+
+
+async def test_a_quote_early_in_its_window_is_not_fetched_ahead(
+        alpaca: AlpacaBroker, alpaca_server: AlpacaContractServer) -> None:  # noqa: F811
+    clock = stepped_quotes(alpaca)
+    await alpaca.get_quotes(["AAPL"])
+    clock.seconds = QUOTE_REUSE_SECONDS * QUOTE_REFRESH_AHEAD * 0.9
+    await alpaca.get_quotes(["AAPL"])
+    await settled(alpaca)
+    assert snapshot_requests(alpaca_server) == 1
+
+
+async def test_proposals_together_late_in_the_window_start_one_refresh(
+        alpaca: AlpacaBroker, alpaca_server: AlpacaContractServer) -> None:  # noqa: F811
+    clock = stepped_quotes(alpaca)
+    await alpaca.get_quotes(["AAPL"])
+    clock.seconds = QUOTE_REUSE_SECONDS * QUOTE_REFRESH_AHEAD
+    await asyncio.gather(*(alpaca.get_quotes(["AAPL"]) for _ in range(5)))
+    await settled(alpaca)
+    assert snapshot_requests(alpaca_server) == 2
+
+
+async def test_a_failed_refresh_ahead_changes_nothing_and_the_next_proposal_asks(
+        alpaca: AlpacaBroker, alpaca_server: AlpacaContractServer) -> None:  # noqa: F811
+    clock = stepped_quotes(alpaca)
+    await alpaca.get_quotes(["AAPL"])
+    alpaca_server.fail_next("/v2/stocks/snapshots", status=500, times=1 + alpaca.read_retries, api="data")
+    clock.seconds = QUOTE_REUSE_SECONDS * QUOTE_REFRESH_AHEAD
+    assert "AAPL" in await alpaca.get_quotes(["AAPL"])
+    await settled(alpaca)
+    clock.seconds = QUOTE_REUSE_SECONDS * 1.5
+    assert "AAPL" in await alpaca.get_quotes(["AAPL"])  # expired: asked in the call, and answered
+    assert snapshot_requests(alpaca_server) == 1 + (1 + alpaca.read_retries) + 1

@@ -88,3 +88,14 @@ def test_a_forgotten_value_is_gone() -> None:
 def test_a_negative_window_is_refused() -> None:
     with pytest.raises(ValueError, match="max_age"):
         FreshCache(-1)
+
+
+def test_age_is_the_older_reading_of_the_two_clocks_and_none_once_expired() -> None:
+    clocks = Clocks()
+    cache = clocks.cache(0.5)
+    assert cache.age("AAPL") is None
+    cache.put("AAPL", "quote")
+    clocks.advance(0.2, wall=0.3)
+    assert cache.age("AAPL") == pytest.approx(0.3)
+    clocks.advance(0.3)
+    assert cache.age("AAPL") is None  # the wall clock says 0.6 s: no longer fresh

@@ -19,11 +19,11 @@ from sqlalchemy import delete, select
 
 from broker.alpaca import AlpacaBroker
 from broker.base import BrokerError, SubmitOrder
-from ledger.db import transaction
+from ledger.db import UnitCounter, transaction
 from ledger.models import AgentPosition, AgentTrade, TradeProposal
 from policies import audit
 from policies.orders import OrderRequest
-from policies.reconcile import NEVER_REACHED, Reconciler, position_drift
+from policies.reconcile import NEVER_REACHED, RECENT_CLOSED, SETTLE_TOGETHER, Reconciler, position_drift
 from server.config import Config
 from server.runtime import Runtime, open_runtime
 from tests.alpaca_env import (
@@ -322,6 +322,79 @@ async def test_alpaca_crash_between_intent_and_outcome(db_url: str, alpaca_serve
     assert len(alpaca_server.requests_to("POST", "/v2/orders")) == (1 if at_alpaca else 0)  # nothing re-sent
     report = await reconciliation(db_url)
     assert report is not None and report["drift"] == {}
+
+
+async def submitted_at_alpaca(runtime: Runtime, *, age: timedelta) -> str:
+    """An order the gate sent: Alpaca answered `pending_new` (our trade row says "new") and filled it a moment
+    later, so the next poll no longer finds it among the open orders."""
+    proposal_id = await crashed_order(runtime, status="new", age=age, symbol="AAPL", qty="1", time_in_force="day")
+    await runtime.gate.broker.submit_order(SubmitOrder(client_order_id=proposal_id, order=OrderRequest(
+        symbol="AAPL", side="buy", qty=Decimal(1))))
+    return proposal_id
+
+
+def trading_reads_since(server: AlpacaContractServer, first: int) -> list[tuple[str, str]]:
+    return [(r.path, ",".join(r.query.get("status", []))) for r in server.requests[first:] if r.api == "trading"]
+
+
+async def test_alpaca_orders_filled_since_the_last_poll_are_found_in_one_listing_of_closed_orders(
+        database_url: str, alpaca_server: AlpacaContractServer) -> None:
+    async with open_runtime(alpaca_config(database_url, alpaca_server), reconcile=False) as runtime:
+        filled = [await submitted_at_alpaca(runtime, age=timedelta(seconds=3)) for _ in range(3 + SETTLE_TOGETHER)]
+        first = len(alpaca_server.requests)
+        resolved = await Reconciler(runtime.gate).poll()
+    assert resolved == 3 + SETTLE_TOGETHER
+    assert trading_reads_since(alpaca_server, first) == [("/v2/orders", "open"), ("/v2/orders", "closed")]
+    # Applied together (one position, one cash balance, one audit chain): every fill booked exactly once.
+    assert {((await trade(database_url, i)).status, (await trade(database_url, i)).filled_qty) for i in filled} == {
+        ("filled", Decimal(1))}
+    assert await positions(database_url) == {("agent-1", "AAPL"): Decimal(3 + SETTLE_TOGETHER)}
+    assert len(await reconcile_records(database_url)) == 3 + SETTLE_TOGETHER
+    report = await reconciliation(database_url)
+    assert report is None or report["drift"] == {}
+
+
+async def test_alpaca_fills_found_in_one_poll_share_commits_on_sqlite(db_url: str,
+                                                                   alpaca_server: AlpacaContractServer) -> None:
+    async with open_runtime(alpaca_config(db_url, alpaca_server), reconcile=False) as runtime:
+        for _ in range(SETTLE_TOGETHER):
+            await submitted_at_alpaca(runtime, age=timedelta(seconds=3))
+        units, commits = UnitCounter.begun, UnitCounter.commits
+        assert await Reconciler(runtime.gate).poll() == SETTLE_TOGETHER
+        units, commits = UnitCounter.begun - units, UnitCounter.commits - commits
+    assert units >= SETTLE_TOGETHER  # each fill in a unit of its own (its own savepoint) ...
+    assert commits < SETTLE_TOGETHER / 2  # ... and they are made durable together, not one disk sync each
+
+
+async def test_alpaca_orders_older_than_the_closed_listing_are_still_looked_up_one_by_one(
+        db_url: str, alpaca_server: AlpacaContractServer) -> None:
+    async with open_runtime(alpaca_config(db_url, alpaca_server), reconcile=False) as runtime:
+        recent = [await submitted_at_alpaca(runtime, age=timedelta(seconds=3)) for _ in range(2)]
+        old = await submitted_at_alpaca(runtime, age=RECENT_CLOSED + timedelta(minutes=1))
+        first = len(alpaca_server.requests)
+        resolved = await Reconciler(runtime.gate).poll()
+    assert resolved == 3
+    assert trading_reads_since(alpaca_server, first) == [
+        ("/v2/orders", "open"), ("/v2/orders", "closed"), ("/v2/orders:by_client_order_id", "")]
+    assert [(await trade(db_url, i)).status for i in [*recent, old]] == ["filled"] * 3
+
+
+async def test_alpaca_a_failed_closed_listing_falls_back_to_one_look_up_per_order(
+        db_url: str, alpaca_server: AlpacaContractServer) -> None:
+    async with open_runtime(alpaca_config(db_url, alpaca_server), reconcile=False) as runtime:
+        filled = [await submitted_at_alpaca(runtime, age=timedelta(seconds=3)) for _ in range(2)]
+        broker = runtime.gate.broker
+        assert isinstance(broker, AlpacaBroker)
+        alpaca_server.fail_next("/v2/orders", method="GET", query={"status": "closed"}, status=500,
+                                times=1 + broker.read_retries)
+        broker.retry_backoff = 0.01
+        first = len(alpaca_server.requests)
+        resolved = await Reconciler(runtime.gate).poll()
+    assert resolved == 2
+    assert trading_reads_since(alpaca_server, first) == [
+        ("/v2/orders", "open"), *[("/v2/orders", "closed")] * (1 + broker.read_retries),
+        ("/v2/orders:by_client_order_id", ""), ("/v2/orders:by_client_order_id", "")]
+    assert [(await trade(db_url, i)).status for i in filled] == ["filled"] * 2
 
 
 @pytest.mark.parametrize(("while_down", "expected_status", "expected_qty"), [
