@@ -64,6 +64,7 @@ from broker.base import (
     SubmitOrder,
     Timeframe,
 )
+from ledger import shared_unit
 from ledger.db import dialect_name, execute, read, transaction
 from ledger.models import SimAccount, SimOrder
 from policies.orders import OrderRequest, decimal_text
@@ -756,10 +757,31 @@ class SimulatedBroker:
             legs.sort(key=lambda leg: ROLE_PRIORITY.get(leg.leg_role or "", 9))
         return found
 
+    def joins_units_of(self, sessions: async_sessionmaker[AsyncSession]) -> bool:
+        """Whether this broker's writes can ride in a unit of work of `sessions` (ledger/shared_unit.py): its
+        orders are rows of the same database. The gate then sends an order from inside the unit that applies
+        its outcome (one COMMIT for both), after the unit that recorded its intent committed."""
+        bind = sessions.kw.get("bind")
+        return bind is not None and bind is self._sessions.kw.get("bind")
+
     @asynccontextmanager
     async def _unit(self) -> AsyncIterator[AsyncSession]:
-        """A transaction of this broker. What it learned about settled fills is kept only once it commits
-        (a rolled-back fill must not stay in the account)."""
+        """A transaction of this broker: its own, or a SAVEPOINT in the unit of work shared with this call
+        (ledger/shared_unit.py). What it learned about settled fills is kept only once it commits (a
+        rolled-back fill must not stay in the account)."""
+        shared = shared_unit.joinable(self._sessions)
+        if shared is not None:
+            session = shared.session
+            session.info.pop(_SETTLED_KEY, None)
+            try:
+                async with session.begin_nested():
+                    yield session
+                fills = session.info.get(_SETTLED_KEY)
+            finally:
+                session.info.pop(_SETTLED_KEY, None)
+            if fills is not None:
+                shared.after_commit(lambda: setattr(self, "_settled", fills))
+            return
         async with transaction(self._sessions) as session:
             yield session
         fills = session.info.get(_SETTLED_KEY)

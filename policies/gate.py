@@ -38,7 +38,7 @@ from broker.base import (
     Quote,
     SubmitOrder,
 )
-from ledger import traded
+from ledger import shared_unit, traded
 from ledger.accounting import (
     Book,
     account_row,
@@ -1019,75 +1019,98 @@ class Gate:
                       present: ExecutePresenter | None) -> Executed:
         """(b) Send the reserved order once. On a timeout the outcome is unknown: look it up by client_order_id,
         never send it again. (c) One unit of work applies the answer (the trade row, legs, position and cash),
-        marks the proposal executed and commits the order's outcome with the call's."""
-        order = _order_of(proposal)
-        request = SubmitOrder(client_order_id=trade["client_order_id"], order=order, agent_id=agent.id)
-        broker_order: BrokerOrder | None = None
-        error: BrokerError | None = None
+        marks the proposal executed and commits the order's outcome with the call's.
+
+        A broker whose orders are rows of our own database (the simulated broker: `joins_units_of`) is sent the
+        order from inside unit (c), its writes in a savepoint of that unit (ledger/shared_unit.py): one COMMIT
+        for the order and its outcome. Its intent was committed by unit (a) all the same, before it is sent."""
+        request = SubmitOrder(client_order_id=trade["client_order_id"], order=_order_of(proposal), agent_id=agent.id)
+        joins = getattr(self.broker, "joins_units_of", None)
+        if joins is None or not joins(self.sessions):
+            broker_order, error = await self._send(request)
+            async with self._unit() as session:
+                executed = await self._apply_outcome(session, agent, proposal, trade, broker_order, error, present)
+        else:
+            async with self._unit() as session:
+                with shared_unit.sharing(session, self.sessions) as shared:
+                    broker_order, error = await self._send(request)
+                executed = await self._apply_outcome(session, agent, proposal, trade, broker_order, error, present)
+            shared.committed()
+        await self._notify(proposal.id)
+        return executed
+
+    async def _send(self, request: SubmitOrder) -> tuple[BrokerOrder | None, BrokerError | None]:
+        """The broker's answer to the order, or why there is none (the order's outcome may then be unknown)."""
         try:
-            broker_order = await asyncio.wait_for(self.broker.submit_order(request), self.settings.broker_timeout)
+            return await asyncio.wait_for(self.broker.submit_order(request), self.settings.broker_timeout), None
         except BrokerError as failure:
             if failure.code == "DUPLICATE_ORDER" or failure.retryable:
-                broker_order = await self._lookup(trade["client_order_id"])
-            if broker_order is None:
-                error = failure
+                found = await self._lookup(request.client_order_id)
+                if found is not None:
+                    return found, None
+            return None, failure
         except TimeoutError:
-            broker_order = await self._lookup(trade["client_order_id"])
-            if broker_order is None:
-                error = BrokerError("the broker did not answer in time; the order's outcome is unknown and "
-                                    "will be reconciled by its client_order_id", retryable=True)
+            found = await self._lookup(request.client_order_id)
+            if found is not None:
+                return found, None
+            return None, BrokerError("the broker did not answer in time; the order's outcome is unknown and will "
+                                     "be reconciled by its client_order_id", retryable=True)
+
+    async def _apply_outcome(self, session: AsyncSession, agent: Agent, proposal: TradeProposal,
+                             trade: dict[str, Any], broker_order: BrokerOrder | None, error: BrokerError | None,
+                             present: ExecutePresenter | None) -> Executed:
+        """Unit (c)'s work: the broker's answer applied to the trade row (and its legs, the position and cash),
+        the proposal marked executed, the order's outcome recorded and the call's staged."""
         now = self.clock()
         capital = agent.limits.capital
         violations = ([Violation(code=Code(error.code) if error.code in Code.__members__ else Code.BROKER_ERROR,
                                  message=f"broker: {error.message}")] if error else [])
-        async with self._unit() as session:
-            # Locked and read again: a refresh or a reconciliation may have booked part of it meanwhile, and
-            # two updates of one order must not both book the same fill.
-            current = (await execute(session, _TRADE_STATE_LOCKED, {"trade_id": trade["id"]})).one()
-            values = {**trade, **current._mapping}
-            book: Book | None = None
-            if broker_order is not None:
-                values["submitted_at"] = now
-                delta = fill_delta(current, broker_order)  # type: ignore[arg-type]
-                changes = order_changes(order_id=values["order_id"], status=values["status"],
-                                        executed_at=values["executed_at"], order=broker_order, now=now,
-                                        filled=delta is not None)
-                if delta is not None:
-                    book = await book_fill(session, agent_id=agent.id, symbol=values["symbol"], side=values["side"],
-                                           qty=delta[0], price=delta[1], capital=capital, day=trading_day(now),
-                                           now=now)
-                values.update(changes)
+        # Locked and read again: a refresh or a reconciliation may have booked part of it meanwhile, and
+        # two updates of one order must not both book the same fill.
+        current = (await execute(session, _TRADE_STATE_LOCKED, {"trade_id": trade["id"]})).one()
+        values = {**trade, **current._mapping}
+        book: Book | None = None
+        if broker_order is not None:
+            values["submitted_at"] = now
+            delta = fill_delta(current, broker_order)  # type: ignore[arg-type]
+            changes = order_changes(order_id=values["order_id"], status=values["status"],
+                                    executed_at=values["executed_at"], order=broker_order, now=now,
+                                    filled=delta is not None)
+            if delta is not None:
+                book = await book_fill(session, agent_id=agent.id, symbol=values["symbol"], side=values["side"],
+                                       qty=delta[0], price=delta[1], capital=capital, day=trading_day(now),
+                                       now=now)
+            values.update(changes)
+        else:
+            assert error is not None
+            values.update(status="unknown" if error.retryable else "rejected", reject_reason=error.message,
+                          updated_at=now)
+        values["window_micros"] = traded.window_micros(values["status"], values["quantity"],
+                                                       values["reserved_notional"], values["price"],
+                                                       values["filled_qty"])
+        await execute(session, _UPDATE_TRADE, {f"new_{k}": values[k] for k in _TRADE_MUTABLE} | {
+            "trade_id": values["id"]})
+        row = AgentTrade(**values)
+        if broker_order is not None and broker_order.legs:
+            await self._book_legs(session, row, broker_order, now, capital, f"agent:{agent.id}")
+            book = None  # an exit may have moved the position too: read it as it stands
+        await execute(session, _MARK_EXECUTED, {"pid": proposal.id, "now": now})
+        await self.record(session=session, actor=f"agent:{agent.id}", kind="order.outcome", agent_id=agent.id,
+                          payload={"proposal_id": proposal.id, "status": row.status,
+                                   "broker_order_id": row.order_id, "filled_qty": row.filled_qty,
+                                   "filled_avg_price": row.price,
+                                   "error": error.message if error else None})
+        if row.filled_qty:
+            if book is None:
+                await self._record_position(session, row)
             else:
-                assert error is not None
-                values.update(status="unknown" if error.retryable else "rejected", reject_reason=error.message,
-                              updated_at=now)
-            values["window_micros"] = traded.window_micros(values["status"], values["quantity"],
-                                                           values["reserved_notional"], values["price"],
-                                                           values["filled_qty"])
-            await execute(session, _UPDATE_TRADE, {f"new_{k}": values[k] for k in _TRADE_MUTABLE} | {
-                "trade_id": values["id"]})
-            row = AgentTrade(**values)
-            if broker_order is not None and broker_order.legs:
-                await self._book_legs(session, row, broker_order, now, capital, f"agent:{agent.id}")
-                book = None  # an exit may have moved the position too: read it as it stands
-            await execute(session, _MARK_EXECUTED, {"pid": proposal.id, "now": now})
-            await self.record(session=session, actor=f"agent:{agent.id}", kind="order.outcome", agent_id=agent.id,
-                              payload={"proposal_id": proposal.id, "status": row.status,
-                                       "broker_order_id": row.order_id, "filled_qty": row.filled_qty,
-                                       "filled_avg_price": row.price,
-                                       "error": error.message if error else None})
-            if row.filled_qty:
-                if book is None:
-                    await self._record_position(session, row)
-                else:
-                    await self.record(session=session, actor="system:ledger", kind=events.KIND_POSITION,
-                                      agent_id=agent.id, payload={
-                                          "order_id": row.id, "symbol": row.symbol, "qty": book.qty,
-                                          "avg_entry_price": book.avg_entry_price, "realized_pl": book.realized_pl})
-            executed = _with(proposal, status="executed", updated_at=now)
-            if present is not None:
-                self._stage_outcome(present(executed, row, violations))
-        await self._notify(proposal.id)
+                await self.record(session=session, actor="system:ledger", kind=events.KIND_POSITION,
+                                  agent_id=agent.id, payload={
+                                      "order_id": row.id, "symbol": row.symbol, "qty": book.qty,
+                                      "avg_entry_price": book.avg_entry_price, "realized_pl": book.realized_pl})
+        executed = _with(proposal, status="executed", updated_at=now)
+        if present is not None:
+            self._stage_outcome(present(executed, row, violations))
         return executed, row, violations
 
     async def _record_position(self, session: AsyncSession, trade: AgentTrade) -> None:
