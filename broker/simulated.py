@@ -67,6 +67,7 @@ from broker.base import (
 from ledger import shared_unit
 from ledger.db import dialect_name, execute, read, transaction
 from ledger.models import SimAccount, SimOrder
+from ledger.rows import transient
 from policies.orders import OrderRequest, decimal_text
 
 ACCOUNT_ID = 1  # the simulated broker has exactly one account
@@ -292,7 +293,7 @@ _COLUMN_KEYS = tuple(column.key for column in _ORDERS.columns)
 
 
 def _from_row(row: Row[Any]) -> SimOrder:
-    return SimOrder(**row._mapping)
+    return transient(SimOrder, row._mapping)
 
 
 def _row_values(order: SimOrder) -> dict[str, Any]:
@@ -856,11 +857,11 @@ class SimulatedBroker:
                                   f"{decimal_text(max(available, _ZERO))} available; {found.symbol} "
                                   f"cannot be sold short", code="SHORT_SELLING_NOT_ALLOWED", status=403)
 
-        row = SimOrder(id=str(uuid4()), client_order_id=request.client_order_id, symbol=found.symbol,
-                       side=order.side, qty=order.qty, notional=order.notional, order_type=order.order_type,
-                       limit_price=order.limit_price, stop_price=order.stop_price,
-                       time_in_force=order.time_in_force, status="new", filled_qty=_ZERO,
-                       filled_avg_price=None, submitted_at=now, updated_at=now, filled_at=None)
+        row = transient(SimOrder, dict(
+            id=str(uuid4()), client_order_id=request.client_order_id, symbol=found.symbol, side=order.side,
+            qty=order.qty, notional=order.notional, order_type=order.order_type, limit_price=order.limit_price,
+            stop_price=order.stop_price, time_in_force=order.time_in_force, status="new", filled_qty=_ZERO,
+            filled_avg_price=None, submitted_at=now, updated_at=now, filled_at=None))
         marketable = order.order_type == "market" or (
             order.order_type == "limit" and order.limit_price is not None
             and (touch <= order.limit_price if order.side == "buy" else touch >= order.limit_price))
