@@ -539,22 +539,23 @@ class SimulatedBroker:
         now = self._now()
         try:
             async with self._unit() as session:
-                book = await self._synchronize(session, now)
+                connection = await session.connection()  # this unit's statements run on it
+                book = await self._synchronize(session, now, connection)
                 try:
                     row = self._execute_on_arrival(request, found, book, now)
                 except BrokerError:
                     # A retried submission of an order that was accepted must answer DUPLICATE_ORDER, not
                     # the refusal its second copy would earn (e.g. the first one spent the buying power).
                     # Only refusals pay for this read; accepted orders rely on the unique constraint below.
-                    if await self._by_client_id(session, request.client_order_id) is not None:
+                    if await self._by_client_id(connection, request.client_order_id) is not None:
                         raise self._duplicate(request.client_order_id) from None
                     raise
                 legs = leg_rows(row, order) if order.has_exits else []
                 advance_legs(self.seed, row, legs, now)  # an entry filled on arrival arms its exits now
                 # A duplicate client_order_id (earlier or concurrent) fails here, on its unique constraint.
-                await execute(session, _INSERT_ORDER, _row_values(row))
+                await execute(connection, _INSERT_ORDER, _row_values(row))
                 if legs:
-                    await execute(session, _INSERT_ORDER, [_row_values(leg) for leg in legs])
+                    await execute(connection, _INSERT_ORDER, [_row_values(leg) for leg in legs])
                 self._settle_own_fills(session, [row, *legs])
         except IntegrityError as error:
             async with self._unit() as session:
@@ -667,20 +668,22 @@ class SimulatedBroker:
         return starting_cash
 
     @staticmethod
-    async def _by_client_id(session: AsyncSession, client_order_id: str) -> SimOrder | None:
+    async def _by_client_id(session: AsyncSession | AsyncConnection, client_order_id: str) -> SimOrder | None:
         found = (await execute(session, _ORDER_BY_CLIENT_ID, {"client_order_id": client_order_id})).first()
         return _from_row(found) if found is not None else None
 
-    async def _synchronize(self, session: AsyncSession, now: datetime) -> Book:
+    async def _synchronize(self, session: AsyncSession, now: datetime,
+                           connection: AsyncConnection | None = None) -> Book:
         """Lock the account, bring every resting order up to `now`, and return the resulting book.
-        Every database operation of this broker starts here."""
+        Every database operation of this broker starts here. `connection`: the session's, when already fetched."""
         starting_cash = await self._lock_account(session, now)
-        rows, moved, _ = await self._advanced_open_orders(session, now)
+        db = connection or await session.connection()
+        rows, moved, _ = await self._advanced_open_orders(db, now)
         if moved:
-            await execute(session, _UPDATE_ORDER, [{"order_id": row.id, **{key: getattr(row, key)
-                                                                          for key in _MOVING_COLUMNS}}
-                                                   for row in moved])
-        fills = await self._settled_fills(session, starting_cash)
+            await execute(db, _UPDATE_ORDER, [{"order_id": row.id, **{key: getattr(row, key)
+                                                                     for key in _MOVING_COLUMNS}}
+                                              for row in moved])
+        fills = await self._settled_fills(db, starting_cash)
         session.info[_SETTLED_KEY] = fills
         return Book.from_fills(fills, rows)
 
@@ -729,7 +732,7 @@ class SimulatedBroker:
         every order ever placed, so the last result is kept and only newer fills are read; if the count of
         filled orders says one was missed (filled earlier than the last one applied, e.g. by another
         process), everything is replayed."""
-        count = (await session.execute(_COUNT_FILLED)).scalar_one()
+        count = (await execute(session, _COUNT_FILLED)).scalar_one()
         known = self._settled
         if known is not None and known.starting_cash == starting_cash and known.last is not None:
             if known.count == count:
@@ -775,7 +778,7 @@ class SimulatedBroker:
             session = shared.session
             session.info.pop(_SETTLED_KEY, None)
             try:
-                async with session.begin_nested():
+                async with shared_unit.savepoint(session):
                     yield session
                 fills = session.info.get(_SETTLED_KEY)
             finally:
