@@ -41,12 +41,15 @@ from broker.base import (
 from ledger import shared_unit, traded
 from ledger.accounting import (
     Book,
+    Held,
     account_row,
     apply_order_update,
     book_fill,
     fill_delta,
+    held_of,
     order_changes,
     position_after_fill,
+    trade_with_holdings,
 )
 from ledger.db import execute, insert_if_absent, read, transaction
 from ledger.legs import LIVE_LEG_STATUSES, PARENTS_OF_LIVE_LEGS, apply_leg_updates, legs_of, with_exit_holds
@@ -152,6 +155,8 @@ _TRADE_MUTABLE = ("order_id", "price", "filled_qty", "status", "reject_reason", 
                   "updated_at", "window_micros")
 _TRADE_STATE_LOCKED = (select(*(_TRADES.c[name] for name in _TRADE_MUTABLE))
                        .where(_TRADES.c.id == bindparam("trade_id")).with_for_update())
+# SQLite (its writers are serialized: nothing to lock): with the agent's position and cash, in the same read.
+_TRADE_STATE_AND_HOLDINGS = trade_with_holdings(_TRADE_MUTABLE)
 _UPDATE_TRADE = (update(_TRADES).where(_TRADES.c.id == bindparam("trade_id"))
                  .values(**{name: bindparam(f"new_{name}") for name in _TRADE_MUTABLE}))
 _ACCOUNT_CASH = select(AgentAccount.cash).where(AgentAccount.agent_id == bindparam("agent_id"))
@@ -1089,8 +1094,13 @@ class Gate:
         # Locked and read again: a refresh or a reconciliation may have booked part of it meanwhile, and
         # two updates of one order must not both book the same fill.
         connection = await session.connection()  # this unit's own statements run on it
-        current = (await execute(connection, _TRADE_STATE_LOCKED, {"trade_id": trade["id"]})).one()
-        values = {**trade, **current._mapping}
+        held: Held | None = None
+        if self.settings.is_postgres:  # its rows locked in the one order: trade, position, account
+            current = (await execute(connection, _TRADE_STATE_LOCKED, {"trade_id": trade["id"]})).one()
+        else:
+            current = (await execute(connection, _TRADE_STATE_AND_HOLDINGS, {"trade_id": trade["id"]})).one()
+            held = held_of(current)
+        values = {**trade, **{name: current._mapping[name] for name in _TRADE_MUTABLE}}
         book: Book | None = None
         if broker_order is not None:
             values["submitted_at"] = now
@@ -1101,7 +1111,7 @@ class Gate:
             if delta is not None:
                 book = await book_fill(session, agent_id=agent.id, symbol=values["symbol"], side=values["side"],
                                        qty=delta[0], price=delta[1], capital=capital, day=trading_day(now),
-                                       now=now)
+                                       now=now, held=held)
             values.update(changes)
         else:
             assert error is not None
