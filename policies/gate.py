@@ -1225,10 +1225,7 @@ class Gate:
                 if row.filled_qty != before_qty:
                     await self._record_position(session, row)
             await self._book_legs(session, row, broker_order, now, capital, "system:sync")
-        async with self.sessions() as session:
-            fresh = await session.get(AgentTrade, trade.id)
-        assert fresh is not None
-        return fresh
+        return row  # as this unit wrote it (the sessions keep their objects loaded after a commit): not read again
 
     async def refresh_open_trades(self, agent_id: str | None = None) -> int:
         """Refresh every live order (of one agent, or all). Returns how many changed status."""
