@@ -1066,9 +1066,12 @@ class Gate:
         return executed
 
     async def _send(self, request: SubmitOrder) -> tuple[BrokerOrder | None, BrokerError | None]:
-        """The broker's answer to the order, or why there is none (the order's outcome may then be unknown)."""
+        """The broker's answer to the order, or why there is none (the order's outcome may then be unknown).
+        Bounded by asyncio.timeout, not wait_for: no task of its own, so a submission inside a unit of work (a
+        broker that joins it) does not hand the event loop to other calls while it holds the ledger's writer."""
         try:
-            return await asyncio.wait_for(self.broker.submit_order(request), self.settings.broker_timeout), None
+            async with asyncio.timeout(self.settings.broker_timeout):
+                return await self.broker.submit_order(request), None
         except BrokerError as failure:
             if failure.code == "DUPLICATE_ORDER" or failure.retryable:
                 found = await self._lookup(request.client_order_id)
