@@ -64,8 +64,10 @@ from broker.base import (
     SubmitOrder,
     Timeframe,
 )
+from ledger import shared_unit
 from ledger.db import dialect_name, execute, read, transaction
 from ledger.models import SimAccount, SimOrder
+from ledger.rows import transient
 from policies.orders import OrderRequest, decimal_text
 
 ACCOUNT_ID = 1  # the simulated broker has exactly one account
@@ -291,7 +293,7 @@ _COLUMN_KEYS = tuple(column.key for column in _ORDERS.columns)
 
 
 def _from_row(row: Row[Any]) -> SimOrder:
-    return SimOrder(**row._mapping)
+    return transient(SimOrder, row._mapping)
 
 
 def _row_values(order: SimOrder) -> dict[str, Any]:
@@ -537,22 +539,23 @@ class SimulatedBroker:
         now = self._now()
         try:
             async with self._unit() as session:
-                book = await self._synchronize(session, now)
+                connection = await session.connection()  # this unit's statements run on it
+                book = await self._synchronize(session, now, connection)
                 try:
                     row = self._execute_on_arrival(request, found, book, now)
                 except BrokerError:
                     # A retried submission of an order that was accepted must answer DUPLICATE_ORDER, not
                     # the refusal its second copy would earn (e.g. the first one spent the buying power).
                     # Only refusals pay for this read; accepted orders rely on the unique constraint below.
-                    if await self._by_client_id(session, request.client_order_id) is not None:
+                    if await self._by_client_id(connection, request.client_order_id) is not None:
                         raise self._duplicate(request.client_order_id) from None
                     raise
                 legs = leg_rows(row, order) if order.has_exits else []
                 advance_legs(self.seed, row, legs, now)  # an entry filled on arrival arms its exits now
                 # A duplicate client_order_id (earlier or concurrent) fails here, on its unique constraint.
-                await execute(session, _INSERT_ORDER, _row_values(row))
+                await execute(connection, _INSERT_ORDER, _row_values(row))
                 if legs:
-                    await execute(session, _INSERT_ORDER, [_row_values(leg) for leg in legs])
+                    await execute(connection, _INSERT_ORDER, [_row_values(leg) for leg in legs])
                 self._settle_own_fills(session, [row, *legs])
         except IntegrityError as error:
             async with self._unit() as session:
@@ -665,20 +668,22 @@ class SimulatedBroker:
         return starting_cash
 
     @staticmethod
-    async def _by_client_id(session: AsyncSession, client_order_id: str) -> SimOrder | None:
+    async def _by_client_id(session: AsyncSession | AsyncConnection, client_order_id: str) -> SimOrder | None:
         found = (await execute(session, _ORDER_BY_CLIENT_ID, {"client_order_id": client_order_id})).first()
         return _from_row(found) if found is not None else None
 
-    async def _synchronize(self, session: AsyncSession, now: datetime) -> Book:
+    async def _synchronize(self, session: AsyncSession, now: datetime,
+                           connection: AsyncConnection | None = None) -> Book:
         """Lock the account, bring every resting order up to `now`, and return the resulting book.
-        Every database operation of this broker starts here."""
+        Every database operation of this broker starts here. `connection`: the session's, when already fetched."""
         starting_cash = await self._lock_account(session, now)
-        rows, moved, _ = await self._advanced_open_orders(session, now)
+        db = connection or await session.connection()
+        rows, moved, _ = await self._advanced_open_orders(db, now)
         if moved:
-            await execute(session, _UPDATE_ORDER, [{"order_id": row.id, **{key: getattr(row, key)
-                                                                          for key in _MOVING_COLUMNS}}
-                                                   for row in moved])
-        fills = await self._settled_fills(session, starting_cash)
+            await execute(db, _UPDATE_ORDER, [{"order_id": row.id, **{key: getattr(row, key)
+                                                                     for key in _MOVING_COLUMNS}}
+                                              for row in moved])
+        fills = await self._settled_fills(db, starting_cash)
         session.info[_SETTLED_KEY] = fills
         return Book.from_fills(fills, rows)
 
@@ -727,7 +732,7 @@ class SimulatedBroker:
         every order ever placed, so the last result is kept and only newer fills are read; if the count of
         filled orders says one was missed (filled earlier than the last one applied, e.g. by another
         process), everything is replayed."""
-        count = (await session.execute(_COUNT_FILLED)).scalar_one()
+        count = (await execute(session, _COUNT_FILLED)).scalar_one()
         known = self._settled
         if known is not None and known.starting_cash == starting_cash and known.last is not None:
             if known.count == count:
@@ -756,10 +761,31 @@ class SimulatedBroker:
             legs.sort(key=lambda leg: ROLE_PRIORITY.get(leg.leg_role or "", 9))
         return found
 
+    def joins_units_of(self, sessions: async_sessionmaker[AsyncSession]) -> bool:
+        """Whether this broker's writes can ride in a unit of work of `sessions` (ledger/shared_unit.py): its
+        orders are rows of the same database. The gate then sends an order from inside the unit that applies
+        its outcome (one COMMIT for both), after the unit that recorded its intent committed."""
+        bind = sessions.kw.get("bind")
+        return bind is not None and bind is self._sessions.kw.get("bind")
+
     @asynccontextmanager
     async def _unit(self) -> AsyncIterator[AsyncSession]:
-        """A transaction of this broker. What it learned about settled fills is kept only once it commits
-        (a rolled-back fill must not stay in the account)."""
+        """A transaction of this broker: its own, or a SAVEPOINT in the unit of work shared with this call
+        (ledger/shared_unit.py). What it learned about settled fills is kept only once it commits (a
+        rolled-back fill must not stay in the account)."""
+        shared = shared_unit.joinable(self._sessions)
+        if shared is not None:
+            session = shared.session
+            session.info.pop(_SETTLED_KEY, None)
+            try:
+                async with shared_unit.savepoint(session):
+                    yield session
+                fills = session.info.get(_SETTLED_KEY)
+            finally:
+                session.info.pop(_SETTLED_KEY, None)
+            if fills is not None:
+                shared.after_commit(lambda: setattr(self, "_settled", fills))
+            return
         async with transaction(self._sessions) as session:
             yield session
         fills = session.info.get(_SETTLED_KEY)
@@ -834,11 +860,11 @@ class SimulatedBroker:
                                   f"{decimal_text(max(available, _ZERO))} available; {found.symbol} "
                                   f"cannot be sold short", code="SHORT_SELLING_NOT_ALLOWED", status=403)
 
-        row = SimOrder(id=str(uuid4()), client_order_id=request.client_order_id, symbol=found.symbol,
-                       side=order.side, qty=order.qty, notional=order.notional, order_type=order.order_type,
-                       limit_price=order.limit_price, stop_price=order.stop_price,
-                       time_in_force=order.time_in_force, status="new", filled_qty=_ZERO,
-                       filled_avg_price=None, submitted_at=now, updated_at=now, filled_at=None)
+        row = transient(SimOrder, dict(
+            id=str(uuid4()), client_order_id=request.client_order_id, symbol=found.symbol, side=order.side,
+            qty=order.qty, notional=order.notional, order_type=order.order_type, limit_price=order.limit_price,
+            stop_price=order.stop_price, time_in_force=order.time_in_force, status="new", filled_qty=_ZERO,
+            filled_avg_price=None, submitted_at=now, updated_at=now, filled_at=None))
         marketable = order.order_type == "market" or (
             order.order_type == "limit" and order.limit_price is not None
             and (touch <= order.limit_price if order.side == "buy" else touch >= order.limit_price))

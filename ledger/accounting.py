@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, select, update
+from sqlalchemy import Row, Table, and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.base import BrokerOrder
@@ -23,6 +23,15 @@ class Book:
     qty: Decimal
     avg_entry_price: Decimal
     realized_pl: Decimal
+
+
+@dataclass(frozen=True)
+class Held:
+    """The agent's position in a symbol and its cash, as its caller read them in this transaction (SQLite, whose
+    writers are serialized, so nothing needs locking): book_fill writes without reading them again."""
+
+    position: Book
+    cash: Decimal
 
 
 def apply_fill(book: Book, side: str, qty: Decimal, price: Decimal) -> Book:
@@ -154,6 +163,26 @@ _SET_CASH = (update(_ACCOUNTS).where(_ACCOUNTS.c.agent_id == bindparam("agent"))
 _POSITION_LOCKED = (select(_POSITIONS.c.qty, _POSITIONS.c.avg_entry_price, _POSITIONS.c.realized_pl)
                     .where(_POSITIONS.c.agent_id == bindparam("agent_id"), _POSITIONS.c.symbol == bindparam("symbol"))
                     .with_for_update())
+# SQLite: an order's trade row with the agent's position in its symbol and its account, in one read (unit (c) of
+# an execution: policies/gate.py). `columns`: the trade columns wanted; the others come as position_* / cash.
+def trade_with_holdings(columns: tuple[str, ...]) -> Any:
+    trades = cast(Table, AgentTrade.__table__)
+    return (select(*(trades.c[name] for name in columns), _POSITIONS.c.qty.label("position_qty"),
+                   _POSITIONS.c.avg_entry_price.label("position_avg_entry_price"),
+                   _POSITIONS.c.realized_pl.label("position_realized_pl"), _ACCOUNTS.c.cash.label("account_cash"))
+            .select_from(trades.outerjoin(_POSITIONS, and_(_POSITIONS.c.agent_id == trades.c.agent_id,
+                                                            _POSITIONS.c.symbol == trades.c.symbol))
+                         .outerjoin(_ACCOUNTS, _ACCOUNTS.c.agent_id == trades.c.agent_id))
+            .where(trades.c.id == bindparam("trade_id")))
+
+
+def held_of(row: Any) -> Held | None:
+    """The Held of a trade_with_holdings row (None when the position or the account does not exist yet)."""
+    if row.position_qty is None or row.account_cash is None:
+        return None
+    return Held(Book(row.position_qty, row.position_avg_entry_price, row.position_realized_pl), row.account_cash)
+
+
 _SET_POSITION = (update(_POSITIONS)
                  .where(_POSITIONS.c.agent_id == bindparam("agent"), _POSITIONS.c.symbol == bindparam("sym"))
                  .values(qty=bindparam("new_qty"), avg_entry_price=bindparam("new_avg"),
@@ -174,9 +203,19 @@ async def account_row(session: AsyncSession, agent_id: str, capital: Decimal, da
 
 
 async def book_fill(session: AsyncSession, *, agent_id: str, symbol: str, side: str, qty: Decimal, price: Decimal,
-                    capital: Decimal, day: str, now: datetime) -> Book:
+                    capital: Decimal, day: str, now: datetime, held: Held | None = None) -> Book:
     """Book a fill of `qty` at `price` to the agent's position and cash, as apply_order_update does (the same
-    rows locked in the same order: position, then account), by Core statements. Returns the position after it."""
+    rows locked in the same order: position, then account), by Core statements. Returns the position after it.
+    `held`: both rows as the caller read them in this transaction (they exist): they are not read again."""
+    cash_flow = qty * price
+    if held is not None:
+        book = apply_fill(held.position, side, qty, price)
+        await execute(session, _SET_POSITION, {"agent": agent_id, "sym": symbol, "new_qty": book.qty,
+                                               "new_avg": book.avg_entry_price, "new_realized": book.realized_pl,
+                                               "now": now})
+        await execute(session, _SET_CASH, {"agent": agent_id, "now": now, "new_cash": held.cash - cash_flow
+                                           if side == "buy" else held.cash + cash_flow})
+        return book
     keys = {"agent_id": agent_id, "symbol": symbol}
     position = (await execute(session, _POSITION_LOCKED, keys)).first()
     if position is None:  # the first fill in this symbol; a concurrent first fill may create it too
@@ -189,7 +228,6 @@ async def book_fill(session: AsyncSession, *, agent_id: str, symbol: str, side: 
                                            "new_avg": book.avg_entry_price, "new_realized": book.realized_pl,
                                            "now": now})
     account = await account_row(session, agent_id, capital, day, now, lock=True)
-    cash_flow = qty * price
     await execute(session, _SET_CASH, {"agent": agent_id, "now": now, "new_cash": account.cash - cash_flow
                                        if side == "buy" else account.cash + cash_flow})
     return book

@@ -18,9 +18,9 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ledger.db import execute
@@ -107,18 +107,6 @@ async def execution_problem(connection: AsyncSession | AsyncConnection, proposal
     payloads = await _payloads(connection, [proposal.audit_event_id or "", approval.audit_event_id or ""])
     return bound_problem(proposal, payloads.get(proposal.audit_event_id or ""), approval._mapping,
                          payloads.get(approval.audit_event_id or ""))
-
-
-_APPROVALS = cast(Table, Approval.__table__)
-# The proposal's latest approval with the payload of the record that names it, in one trip (the gate reads it
-# in the unit of work that reserves: policies/gate.py). Built once, like every statement on the hot path.
-LATEST_APPROVAL_WITH_RECORD = (
-    select(_APPROVALS, AuditEvent.payload.label("record_payload"))
-    .select_from(_APPROVALS)
-    .outerjoin(AuditEvent, AuditEvent.event_id == _APPROVALS.c.audit_event_id)
-    .where(_APPROVALS.c.proposal_id == bindparam("proposal_id"), _APPROVALS.c.decision == "approved")
-    .order_by(_APPROVALS.c.id.desc()).limit(1)
-)
 
 
 def bound_problem(proposal: Any, proposal_payload: str | None, approval: Mapping[Any, Any] | None,

@@ -38,15 +38,18 @@ from broker.base import (
     Quote,
     SubmitOrder,
 )
-from ledger import traded
+from ledger import shared_unit, traded
 from ledger.accounting import (
     Book,
+    Held,
     account_row,
     apply_order_update,
     book_fill,
     fill_delta,
+    held_of,
     order_changes,
     position_after_fill,
+    trade_with_holdings,
 )
 from ledger.db import execute, insert_if_absent, read, transaction
 from ledger.legs import LIVE_LEG_STATUSES, PARENTS_OF_LIVE_LEGS, apply_leg_updates, legs_of, with_exit_holds
@@ -63,6 +66,7 @@ from ledger.models import (
     TradeProposal,
     TradingState,
 )
+from ledger.rows import transient
 from ledger.usage import count_denials, load_usage, persist_marks
 from policies import alerts, audit, bindings, events, secrets
 from policies.approval import ApprovalPolicy, ClientDecision, approval_for, default_policy
@@ -118,6 +122,23 @@ _PROPOSAL_TRADE_AND_RECORD = (
     _PROPOSAL_AND_TRADE.add_columns(AuditEvent.payload.label("record_payload"))
     .outerjoin(AuditEvent, AuditEvent.event_id == _PROPOSALS.c.audit_event_id)
 )
+# ... and, in the same trip, its latest approval with the payload of the record that binds that approval:
+# everything unit (a) checks before deciding (bindings.bound_problem).
+_APPROVALS = cast(Table, Approval.__table__)
+_APPROVAL_NAMES = tuple(column.name for column in _APPROVALS.c)
+_APPROVAL_RECORDS = cast(Table, AuditEvent.__table__).alias("approval_records")
+_EARLIER_APPROVALS = _APPROVALS.alias("earlier_approvals")
+_LATEST_APPROVAL_ID = (select(func.max(_EARLIER_APPROVALS.c.id))
+                       .where(_EARLIER_APPROVALS.c.proposal_id == _PROPOSALS.c.id,
+                              _EARLIER_APPROVALS.c.decision == "approved")
+                       .correlate(_PROPOSALS).scalar_subquery())
+_PROPOSAL_TO_EXECUTE = (
+    _PROPOSAL_TRADE_AND_RECORD
+    .add_columns(*(column.label(f"approval_{column.name}") for column in _APPROVALS.c),
+                 _APPROVAL_RECORDS.c.payload.label("approval_record_payload"))
+    .outerjoin(_APPROVALS, _APPROVALS.c.id == _LATEST_APPROVAL_ID)
+    .outerjoin(_APPROVAL_RECORDS, _APPROVAL_RECORDS.c.event_id == _APPROVALS.c.audit_event_id)
+)
 _EXPIRE = (update(_PROPOSALS)
            .where(_PROPOSALS.c.id == bindparam("pid"), _PROPOSALS.c.status.in_(["approved", "pending_approval"]))
            .values(status="expired", updated_at=bindparam("now")))
@@ -134,6 +155,8 @@ _TRADE_MUTABLE = ("order_id", "price", "filled_qty", "status", "reject_reason", 
                   "updated_at", "window_micros")
 _TRADE_STATE_LOCKED = (select(*(_TRADES.c[name] for name in _TRADE_MUTABLE))
                        .where(_TRADES.c.id == bindparam("trade_id")).with_for_update())
+# SQLite (its writers are serialized: nothing to lock): with the agent's position and cash, in the same read.
+_TRADE_STATE_AND_HOLDINGS = trade_with_holdings(_TRADE_MUTABLE)
 _UPDATE_TRADE = (update(_TRADES).where(_TRADES.c.id == bindparam("trade_id"))
                  .values(**{name: bindparam(f"new_{name}") for name in _TRADE_MUTABLE}))
 _ACCOUNT_CASH = select(AgentAccount.cash).where(AgentAccount.agent_id == bindparam("agent_id"))
@@ -327,10 +350,10 @@ def _proposal_and_trade(agent: Agent, proposal_id: str, row: Any) -> tuple[Trade
     if row is None or row.agent_id != agent.id:
         raise deny(Code.PROPOSAL_NOT_FOUND, f"no proposal {proposal_id} for this agent")
     values = row._mapping
-    proposal = TradeProposal(**{name: values[name] for name in _PROPOSAL_NAMES})
+    proposal = transient(TradeProposal, {name: values[name] for name in _PROPOSAL_NAMES})
     if values["trade_id"] is None:
         return proposal, None
-    return proposal, AgentTrade(**{name: values[f"trade_{name}"] for name in _TRADE_NAMES})
+    return proposal, transient(AgentTrade, {name: values[f"trade_{name}"] for name in _TRADE_NAMES})
 
 
 def _approval_required(proposal_id: str) -> Violation:
@@ -344,7 +367,7 @@ _DECLINED = Violation(code=Code.APPROVAL_DECLINED, message="a person declined th
 
 def _with(proposal: TradeProposal, **changes: Any) -> TradeProposal:
     """The proposal as a change just written leaves it (built, not read back)."""
-    return TradeProposal(**{**{name: getattr(proposal, name) for name in _PROPOSAL_NAMES}, **changes})
+    return transient(TradeProposal, {**{name: getattr(proposal, name) for name in _PROPOSAL_NAMES}, **changes})
 
 
 class Gate:
@@ -892,18 +915,19 @@ class Gate:
         changed = False  # the proposal moved (listeners are told after the commit)
         reserved: dict[str, Any] | None = None
         async with self._unit() as session:
+            connection = await session.connection()  # the unit's own statements run on it (once, not per statement)
             if self.settings.is_postgres:  # the decision's locks first, in the one order (ledger/db.py)
-                await execute(session, _LOCK_GLOBAL_STATE)
-                await execute(session, _LOCK_PERMISSIONS, {"agent_id": agent.id})
-            agent = self._identify(agent.id, *await self._agent_row(session, agent.id))
-            row = (await execute(session, _PROPOSAL_TRADE_AND_RECORD, {"proposal_id": proposal_id})).first()
+                await execute(connection, _LOCK_GLOBAL_STATE)
+                await execute(connection, _LOCK_PERMISSIONS, {"agent_id": agent.id})
+            agent = self._identify(agent.id, *await self._agent_row(connection, agent.id))
+            row = (await execute(connection, _PROPOSAL_TO_EXECUTE, {"proposal_id": proposal_id})).first()
             proposal, trade = _proposal_and_trade(agent, proposal_id, row)
             answer: Executed
             if trade is not None or proposal.status in ("executing", "executed"):
                 answer = (proposal, trade, [])  # a concurrent execution sent the one order: it is the answer
             elif (stopped := self._stopped(proposal)) is not None:
                 violations, expires = stopped
-                if expires and (await execute(session, _EXPIRE, {"pid": proposal.id, "now": now})).rowcount == 1:  # type: ignore[attr-defined]
+                if expires and (await execute(connection, _EXPIRE, {"pid": proposal.id, "now": now})).rowcount == 1:  # type: ignore[attr-defined]
                     proposal, changed = _with(proposal, status="expired", updated_at=now), True
                 answer = (proposal, None, violations)
             elif snap is None:  # approved since it was read (a person, concurrently): decided on the next call
@@ -911,7 +935,7 @@ class Gate:
             else:
                 assert row is not None
                 answer, reserved, changed = await self._decide_and_reserve(
-                    session, agent, proposal, row._mapping["record_payload"], snap, now)
+                    session, connection, agent, proposal, row._mapping, snap, now)
             if reserved is None and present is not None:
                 self._stage_outcome(present(*answer))
         if changed:
@@ -920,22 +944,24 @@ class Gate:
             return answer
         return await self._submit(agent, answer[0], reserved, present)
 
-    async def _decide_and_reserve(self, session: AsyncSession, agent: Agent, proposal: TradeProposal,
-                                  record_payload: str | None, snap: Snapshot, now: datetime
+    async def _decide_and_reserve(self, session: AsyncSession, connection: AsyncConnection, agent: Agent,
+                                  proposal: TradeProposal, read: Mapping[Any, Any], snap: Snapshot, now: datetime
                                   ) -> tuple[Executed, dict[str, Any] | None, bool]:
         """The part of unit (a) for an approved, unchanged proposal: the approval binding and the audit
         bindings, the decision (locks held), the auto-approval judged again, and the reservation with its
-        `order.intent` record. Returns the answer, the trade row's values if reserved, and whether the
-        proposal moved."""
+        `order.intent` record. `read`: the proposal's row as _PROPOSAL_TO_EXECUTE read it under the locks, with
+        its latest approval and both binding records. Returns the answer, the trade row's values if reserved,
+        and whether the proposal moved."""
         order = _order_of(proposal)
-        approval = (await execute(session, bindings.LATEST_APPROVAL_WITH_RECORD, {"proposal_id": proposal.id})).first()
-        if approval is None or approval.order_hash != order.order_hash():
+        approval = ({name: read[f"approval_{name}"] for name in _APPROVAL_NAMES}
+                    if read["approval_id"] is not None else None)
+        if approval is None or approval["order_hash"] != order.order_hash():
             # The latest approval was not given for exactly this order: an edit of the stored order (even with
             # its hash column) is refused.
             return (proposal, None, [Violation(code=Code.PROPOSAL_CHANGED,
                                                message="the order no longer matches the one that was approved")]
                     ), None, False
-        problem = bindings.bound_problem(proposal, record_payload, approval._mapping, approval.record_payload)
+        problem = bindings.bound_problem(proposal, read["record_payload"], approval, read["approval_record_payload"])
         if problem is not None:
             log.warning("audit_binding_mismatch", proposal_id=proposal.id, problem=problem)
             return (proposal, None, [Violation(code=Code.AUDIT_MISMATCH,
@@ -948,7 +974,7 @@ class Gate:
         if violations:
             usage = await self._with_denials(session, agent, usage)
             encoded = [v.model_dump(mode="json") for v in violations]
-            rejected = await execute(session, _REJECT, {"pid": proposal.id, "now": now, "new_violations": encoded})
+            rejected = await execute(connection, _REJECT, {"pid": proposal.id, "now": now, "new_violations": encoded})
             if rejected.rowcount != 1:  # type: ignore[attr-defined]
                 # a concurrent call (another replica) executed it meanwhile: its order is the answer, and these
                 # checks counted that very order against itself
@@ -965,7 +991,7 @@ class Gate:
                               decided_via=None, estimated_notional=pricing.estimated_notional,
                               reference_price=pricing.reference_price, updated_at=now),
                         None, [needs_person]), None, True
-        won = await execute(session, _MARK_EXECUTING, {"pid": proposal.id, "now": now})
+        won = await execute(connection, _MARK_EXECUTING, {"pid": proposal.id, "now": now})
         if won.rowcount != 1:  # type: ignore[attr-defined]
             return (proposal, None, []), None, False  # cannot happen under the locks; answered like a lost race
         event_id = bindings.new_event_id()
@@ -978,7 +1004,7 @@ class Gate:
             status="pending_submit", reject_reason=None,
             created_at=self.clock(), submitted_at=None, executed_at=None,  # stamped after the locks are held
             updated_at=now, audit_event_id=event_id, window_micros=None)  # open: not final
-        await execute(session, _INSERT_TRADE, trade)
+        await execute(connection, _INSERT_TRADE, trade)
         await self.record(session=session, actor=f"agent:{agent.id}", kind="order.intent", agent_id=agent.id,
                           payload={"proposal_id": proposal.id, "order": order.canonical_json(),
                                    "reserved_notional": trade["reserved_notional"],
@@ -1019,75 +1045,107 @@ class Gate:
                       present: ExecutePresenter | None) -> Executed:
         """(b) Send the reserved order once. On a timeout the outcome is unknown: look it up by client_order_id,
         never send it again. (c) One unit of work applies the answer (the trade row, legs, position and cash),
-        marks the proposal executed and commits the order's outcome with the call's."""
-        order = _order_of(proposal)
-        request = SubmitOrder(client_order_id=trade["client_order_id"], order=order, agent_id=agent.id)
-        broker_order: BrokerOrder | None = None
-        error: BrokerError | None = None
+        marks the proposal executed and commits the order's outcome with the call's.
+
+        A broker whose orders are rows of our own database (the simulated broker: `joins_units_of`) is sent the
+        order from inside unit (c), its writes in a savepoint of that unit (ledger/shared_unit.py): one COMMIT
+        for the order and its outcome. Its intent was committed by unit (a) all the same, before it is sent."""
+        request = SubmitOrder(client_order_id=trade["client_order_id"], order=_order_of(proposal), agent_id=agent.id)
+        joins = getattr(self.broker, "joins_units_of", None)
+        if joins is None or not joins(self.sessions):
+            broker_order, error = await self._send(request)
+            async with self._unit() as session:
+                executed = await self._apply_outcome(session, agent, proposal, trade, broker_order, error, present)
+        else:
+            async with self._unit() as session:
+                with shared_unit.sharing(session, self.sessions) as shared:
+                    broker_order, error = await self._send(request)
+                executed = await self._apply_outcome(session, agent, proposal, trade, broker_order, error, present)
+            shared.committed()
+        await self._notify(proposal.id)
+        return executed
+
+    async def _send(self, request: SubmitOrder) -> tuple[BrokerOrder | None, BrokerError | None]:
+        """The broker's answer to the order, or why there is none (the order's outcome may then be unknown).
+        Bounded by asyncio.timeout, not wait_for: no task of its own, so a submission inside a unit of work (a
+        broker that joins it) does not hand the event loop to other calls while it holds the ledger's writer."""
         try:
-            broker_order = await asyncio.wait_for(self.broker.submit_order(request), self.settings.broker_timeout)
+            async with asyncio.timeout(self.settings.broker_timeout):
+                return await self.broker.submit_order(request), None
         except BrokerError as failure:
             if failure.code == "DUPLICATE_ORDER" or failure.retryable:
-                broker_order = await self._lookup(trade["client_order_id"])
-            if broker_order is None:
-                error = failure
+                found = await self._lookup(request.client_order_id)
+                if found is not None:
+                    return found, None
+            return None, failure
         except TimeoutError:
-            broker_order = await self._lookup(trade["client_order_id"])
-            if broker_order is None:
-                error = BrokerError("the broker did not answer in time; the order's outcome is unknown and "
-                                    "will be reconciled by its client_order_id", retryable=True)
+            found = await self._lookup(request.client_order_id)
+            if found is not None:
+                return found, None
+            return None, BrokerError("the broker did not answer in time; the order's outcome is unknown and will "
+                                     "be reconciled by its client_order_id", retryable=True)
+
+    async def _apply_outcome(self, session: AsyncSession, agent: Agent, proposal: TradeProposal,
+                             trade: dict[str, Any], broker_order: BrokerOrder | None, error: BrokerError | None,
+                             present: ExecutePresenter | None) -> Executed:
+        """Unit (c)'s work: the broker's answer applied to the trade row (and its legs, the position and cash),
+        the proposal marked executed, the order's outcome recorded and the call's staged."""
         now = self.clock()
         capital = agent.limits.capital
         violations = ([Violation(code=Code(error.code) if error.code in Code.__members__ else Code.BROKER_ERROR,
                                  message=f"broker: {error.message}")] if error else [])
-        async with self._unit() as session:
-            # Locked and read again: a refresh or a reconciliation may have booked part of it meanwhile, and
-            # two updates of one order must not both book the same fill.
-            current = (await execute(session, _TRADE_STATE_LOCKED, {"trade_id": trade["id"]})).one()
-            values = {**trade, **current._mapping}
-            book: Book | None = None
-            if broker_order is not None:
-                values["submitted_at"] = now
-                delta = fill_delta(current, broker_order)  # type: ignore[arg-type]
-                changes = order_changes(order_id=values["order_id"], status=values["status"],
-                                        executed_at=values["executed_at"], order=broker_order, now=now,
-                                        filled=delta is not None)
-                if delta is not None:
-                    book = await book_fill(session, agent_id=agent.id, symbol=values["symbol"], side=values["side"],
-                                           qty=delta[0], price=delta[1], capital=capital, day=trading_day(now),
-                                           now=now)
-                values.update(changes)
+        # Locked and read again: a refresh or a reconciliation may have booked part of it meanwhile, and
+        # two updates of one order must not both book the same fill.
+        connection = await session.connection()  # this unit's own statements run on it
+        held: Held | None = None
+        if self.settings.is_postgres:  # its rows locked in the one order: trade, position, account
+            current = (await execute(connection, _TRADE_STATE_LOCKED, {"trade_id": trade["id"]})).one()
+        else:
+            current = (await execute(connection, _TRADE_STATE_AND_HOLDINGS, {"trade_id": trade["id"]})).one()
+            held = held_of(current)
+        values = {**trade, **{name: current._mapping[name] for name in _TRADE_MUTABLE}}
+        book: Book | None = None
+        if broker_order is not None:
+            values["submitted_at"] = now
+            delta = fill_delta(current, broker_order)  # type: ignore[arg-type]
+            changes = order_changes(order_id=values["order_id"], status=values["status"],
+                                    executed_at=values["executed_at"], order=broker_order, now=now,
+                                    filled=delta is not None)
+            if delta is not None:
+                book = await book_fill(session, agent_id=agent.id, symbol=values["symbol"], side=values["side"],
+                                       qty=delta[0], price=delta[1], capital=capital, day=trading_day(now),
+                                       now=now, held=held)
+            values.update(changes)
+        else:
+            assert error is not None
+            values.update(status="unknown" if error.retryable else "rejected", reject_reason=error.message,
+                          updated_at=now)
+        values["window_micros"] = traded.window_micros(values["status"], values["quantity"],
+                                                       values["reserved_notional"], values["price"],
+                                                       values["filled_qty"])
+        await execute(connection, _UPDATE_TRADE, {f"new_{k}": values[k] for k in _TRADE_MUTABLE} | {
+            "trade_id": values["id"]})
+        row = transient(AgentTrade, values)
+        if broker_order is not None and broker_order.legs:
+            await self._book_legs(session, row, broker_order, now, capital, f"agent:{agent.id}")
+            book = None  # an exit may have moved the position too: read it as it stands
+        await execute(connection, _MARK_EXECUTED, {"pid": proposal.id, "now": now})
+        await self.record(session=session, actor=f"agent:{agent.id}", kind="order.outcome", agent_id=agent.id,
+                          payload={"proposal_id": proposal.id, "status": row.status,
+                                   "broker_order_id": row.order_id, "filled_qty": row.filled_qty,
+                                   "filled_avg_price": row.price,
+                                   "error": error.message if error else None})
+        if row.filled_qty:
+            if book is None:
+                await self._record_position(session, row)
             else:
-                assert error is not None
-                values.update(status="unknown" if error.retryable else "rejected", reject_reason=error.message,
-                              updated_at=now)
-            values["window_micros"] = traded.window_micros(values["status"], values["quantity"],
-                                                           values["reserved_notional"], values["price"],
-                                                           values["filled_qty"])
-            await execute(session, _UPDATE_TRADE, {f"new_{k}": values[k] for k in _TRADE_MUTABLE} | {
-                "trade_id": values["id"]})
-            row = AgentTrade(**values)
-            if broker_order is not None and broker_order.legs:
-                await self._book_legs(session, row, broker_order, now, capital, f"agent:{agent.id}")
-                book = None  # an exit may have moved the position too: read it as it stands
-            await execute(session, _MARK_EXECUTED, {"pid": proposal.id, "now": now})
-            await self.record(session=session, actor=f"agent:{agent.id}", kind="order.outcome", agent_id=agent.id,
-                              payload={"proposal_id": proposal.id, "status": row.status,
-                                       "broker_order_id": row.order_id, "filled_qty": row.filled_qty,
-                                       "filled_avg_price": row.price,
-                                       "error": error.message if error else None})
-            if row.filled_qty:
-                if book is None:
-                    await self._record_position(session, row)
-                else:
-                    await self.record(session=session, actor="system:ledger", kind=events.KIND_POSITION,
-                                      agent_id=agent.id, payload={
-                                          "order_id": row.id, "symbol": row.symbol, "qty": book.qty,
-                                          "avg_entry_price": book.avg_entry_price, "realized_pl": book.realized_pl})
-            executed = _with(proposal, status="executed", updated_at=now)
-            if present is not None:
-                self._stage_outcome(present(executed, row, violations))
-        await self._notify(proposal.id)
+                await self.record(session=session, actor="system:ledger", kind=events.KIND_POSITION,
+                                  agent_id=agent.id, payload={
+                                      "order_id": row.id, "symbol": row.symbol, "qty": book.qty,
+                                      "avg_entry_price": book.avg_entry_price, "realized_pl": book.realized_pl})
+        executed = _with(proposal, status="executed", updated_at=now)
+        if present is not None:
+            self._stage_outcome(present(executed, row, violations))
         return executed, row, violations
 
     async def _record_position(self, session: AsyncSession, trade: AgentTrade) -> None:
@@ -1170,10 +1228,7 @@ class Gate:
                 if row.filled_qty != before_qty:
                     await self._record_position(session, row)
             await self._book_legs(session, row, broker_order, now, capital, "system:sync")
-        async with self.sessions() as session:
-            fresh = await session.get(AgentTrade, trade.id)
-        assert fresh is not None
-        return fresh
+        return row  # as this unit wrote it (the sessions keep their objects loaded after a commit): not read again
 
     async def refresh_open_trades(self, agent_id: str | None = None) -> int:
         """Refresh every live order (of one agent, or all). Returns how many changed status."""
@@ -1460,7 +1515,28 @@ def client_may_decide(agent: Agent, proposal: TradeProposal) -> bool:
     return agent.approval.mode != "operator" and proposal.approval_mode != "operator"
 
 
+# Orders of proposals without exits, by their exact fields (Decimals as their text, so 1 and 1.0 stay apart): an
+# execution needs its proposal's order several times (the snapshot, the stop reasons, the decision, the broker)
+# and validating one costs more than a statement. OrderRequest is frozen, so sharing one is safe.
+_ORDERS_SEEN: dict[tuple[Any, ...], OrderRequest] = {}
+_ORDERS_SEEN_MAX = 256
+
+
 def _order_of(proposal: TradeProposal) -> OrderRequest:
+    if proposal.exits:
+        return _new_order_of(proposal)
+    key = (proposal.symbol, proposal.side, str(proposal.qty), str(proposal.notional), proposal.order_type,
+           str(proposal.limit_price), str(proposal.stop_price), proposal.time_in_force, proposal.extended_hours)
+    order = _ORDERS_SEEN.get(key)
+    if order is None:
+        order = _new_order_of(proposal)
+        if len(_ORDERS_SEEN) >= _ORDERS_SEEN_MAX:
+            _ORDERS_SEEN.clear()
+        _ORDERS_SEEN[key] = order
+    return order
+
+
+def _new_order_of(proposal: TradeProposal) -> OrderRequest:
     return OrderRequest(symbol=proposal.symbol, side=proposal.side,  # type: ignore[arg-type]
                         qty=proposal.qty, notional=proposal.notional,
                         order_type=proposal.order_type,  # type: ignore[arg-type]

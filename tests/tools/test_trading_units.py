@@ -1,5 +1,6 @@
 """How many units of work (write transactions, ledger.db.UnitCounter) a trading call begins, through the real
-MCP client: an execution is three (the gate's reservation, the broker's submit, the gate's outcome), a
+MCP client: an execution is three (the gate's reservation, the broker's submit, the gate's outcome), or two when
+the broker's orders are rows of our own database (the simulated broker's submit rides in the outcome's unit), a
 proposal one, a denied execution at most two.
 
 The simulated broker keeps its account in the same database and answers `get_account` from a unit of its own;
@@ -65,9 +66,37 @@ def _units_since(start: int) -> int:
     return UnitCounter.begun - start - CountingBroker.account_units
 
 
-async def test_executing_an_approved_market_order_begins_three_units_with_the_broker_between(
+async def test_executing_an_approved_market_order_begins_two_units_the_broker_writing_in_the_second(
         db_url: str, market_open: object) -> None:
+    """The simulated broker's orders are rows of our database: its writes ride in the outcome's unit (one COMMIT
+    for the order and its outcome), after the unit that reserved the order and recorded its intent."""
     async with _client(make_config(db_url)) as client:
+        proposal = await call(client, "propose_trade", **BUY_AAPL)
+        CountingBroker.account_units = 0
+        start = UnitCounter.begun
+        executed = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
+        units = _units_since(start)
+    assert executed["status"] == "filled"
+    assert units == 2
+    [(before_submit, after_submit)] = CountingBroker.submits
+    # the reservation, then the outcome's unit, in which the broker is sent the order and begins none of its own
+    assert before_submit - start - CountingBroker.account_units == 2
+    assert after_submit == before_submit
+
+
+class OutsideBroker(CountingBroker):
+    """A broker whose orders are not in our database (as Alpaca's are not): it cannot join a unit of work."""
+
+    def joins_units_of(self, sessions: async_sessionmaker[AsyncSession]) -> bool:
+        return False
+
+
+async def test_executing_at_a_broker_outside_the_ledger_begins_three_units_with_the_broker_between(
+        db_url: str, market_open: object) -> None:
+    config = make_config(db_url)
+    async with Client(create_server(config, agent_id="agent-1",
+                                    broker=lambda sessions, clock: OutsideBroker(sessions, clock=clock))) as client:
+        CountingBroker.account_units, CountingBroker.submits = 0, []
         proposal = await call(client, "propose_trade", **BUY_AAPL)
         CountingBroker.account_units = 0
         start = UnitCounter.begun
