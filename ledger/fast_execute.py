@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import sqlite3
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import Delete, Insert, Select, Update, exc
@@ -105,16 +106,18 @@ def _wrapped(error: sqlite3.Error, prepared: _Prepared, parameters: Any) -> exc.
     return wrapped
 
 
-async def run(connection: AsyncConnection, statement: Any, params: Any) -> Result[Any] | None:
-    """The statement's result, run on the raw connection; None when it is left to SQLAlchemy."""
-    sync = connection.sync_connection
-    if (sync is None or sync.dialect.name != "sqlite" or not isinstance(statement, _CORE_STATEMENTS)
-            or statement._execution_options):
-        return None
+def _watched(sync: Any) -> bool:
+    """Someone watches the statements (tests, tracing): they must see every one, so none runs here."""
     events = sync.dispatch
-    if (events.before_cursor_execute or events.after_cursor_execute or events.before_execute
-            or events.after_execute):
-        return None  # someone watches the statements (tests, tracing): they see every one
+    return bool(events.before_cursor_execute or events.after_cursor_execute or events.before_execute
+                or events.after_execute)
+
+
+def _lookup(statement: Any, params: Any, dialect: Any) -> tuple[_Prepared, bool] | None:
+    """The statement prepared for these parameters, and whether they are a list of sets (executemany);
+    None when it is left to SQLAlchemy."""
+    if not isinstance(statement, _CORE_STATEMENTS) or statement._execution_options:
+        return None
     many = params is not None and not isinstance(params, Mapping)
     if many:
         if not params or not all(isinstance(one, Mapping) for one in params):
@@ -133,11 +136,80 @@ async def run(connection: AsyncConnection, statement: Any, params: Any) -> Resul
             _seen.add(statement)
             return None
         by_keys = _prepared[statement] = {}
-    dialect = sync.dialect  # every engine here is made alike (ledger/db.py): its class names it
+    # Every engine here is made alike (ledger/db.py): the dialect's class names it.
     prepared = by_keys.get((type(dialect), keys))
     if prepared is None:
         prepared = by_keys[(type(dialect), keys)] = _prepare(statement, keys, dialect)
     if not isinstance(prepared, _Prepared) or (many and prepared.returns_rows):
+        return None
+    return prepared, many
+
+
+class Unit:
+    """The driver connection of one unit of work (ledger.db.transaction), found once when the unit begins, so
+    its statements run there without asking the session for its connection each time. `raw` is the sqlite3
+    connection inside the unit's transaction (its savepoint in a group, or its BEGIN IMMEDIATE), `driver` the
+    InlineConnection whose `_execute` retries a locked database up to the bound. `transaction`: the SQLAlchemy
+    transaction the raw connection belongs to (None in a group, where the unit's savepoint is its own); once
+    that ends (a commit or rollback inside the unit), statements go back through the session."""
+
+    __slots__ = ("connection", "dialect", "driver", "open", "raw", "session", "transaction")
+
+    def __init__(self, session: Any, connection: AsyncConnection, raw: sqlite3.Connection | None, driver: Any,
+                 transaction: Any) -> None:
+        self.session = session
+        self.connection = connection
+        self.dialect = connection.dialect
+        self.raw = raw
+        self.driver = driver
+        self.transaction = transaction
+        self.open = True
+
+    @classmethod
+    def of(cls, session: Any, connection: AsyncConnection, *, own_savepoint: sqlite3.Connection | None = None
+           ) -> Unit:
+        """The unit whose session is `session`, on `connection` (in its transaction already). `own_savepoint`:
+        the unit runs in a savepoint of its own on this sqlite3 connection (group commit)."""
+        sync = connection.sync_connection
+        assert sync is not None
+        driver = sync.connection.driver_connection
+        transaction = None if own_savepoint is not None else sync.get_transaction()
+        raw = own_savepoint if own_savepoint is not None else getattr(driver, "sqlite", None)
+        if (raw is None or sync.dialect.name != "sqlite" or getattr(driver, "_execute", None) is None
+                or _watched(sync)):
+            raw = None
+        return cls(session, connection, raw, driver, transaction)
+
+    def current(self, session: Any) -> bool:
+        """This unit is `session`'s and still in the transaction it began with."""
+        if self.session is not session or not self.open:
+            return False
+        transaction = self.transaction
+        return transaction is None or (transaction.is_active and self.connection.sync_connection is not None
+                                       and self.connection.sync_connection._transaction is transaction)
+
+
+# The unit of work the current task is in (ledger.db.transaction sets it for the unit's body).
+current_unit: ContextVar[Unit | None] = ContextVar("tradewarden_unit", default=None)
+
+
+async def run_in_unit(unit: Unit, statement: Any, params: Any) -> Result[Any] | None:
+    """The statement's result, run on the unit's raw connection; None when it is left to SQLAlchemy."""
+    if unit.raw is None:
+        return None
+    found = _lookup(statement, params, unit.dialect)
+    if found is None:
+        return None
+    return await _run_prepared(found[0], found[1], params, unit.raw, unit.driver._execute)
+
+
+async def run(connection: AsyncConnection, statement: Any, params: Any) -> Result[Any] | None:
+    """The statement's result, run on the raw connection; None when it is left to SQLAlchemy."""
+    sync = connection.sync_connection
+    if sync is None or sync.dialect.name != "sqlite" or _watched(sync):
+        return None
+    found = _lookup(statement, params, sync.dialect)
+    if found is None:
         return None
     if not sync.in_transaction():
         if sync._transaction is not None:
@@ -148,6 +220,12 @@ async def run(connection: AsyncConnection, statement: Any, params: Any) -> Resul
     execute = getattr(driver, "_execute", None)
     if raw is None or execute is None:
         return None
+    return await _run_prepared(found[0], found[1], params, raw, execute)
+
+
+async def _run_prepared(prepared: _Prepared, many: bool, params: Any, raw: sqlite3.Connection,
+                        execute: Callable[..., Awaitable[Any]]) -> Result[Any]:
+    """Run on `raw`: `execute` tries at once and retries a locked database asynchronously, up to the bound."""
     if many:
         sets = [prepared.parameters(one) for one in params]
 

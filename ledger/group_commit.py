@@ -41,7 +41,9 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
+from ledger import fast_execute
 from ledger.sqlite_inline import LOCK_WAIT_SECONDS, LONGEST_RETRY_PAUSE, wait_until
 
 MAX_GROUP_UNITS = 64  # a group commits after this many units even while others wait
@@ -103,15 +105,35 @@ class GroupCommitWriter:
             raise
         group.units += 1
         try:
-            # The session begins and ends a transaction as usual; on the group's connection those are the
-            # unit's SAVEPOINT and RELEASE (or ROLLBACK TO), ledger/sqlite_inline.py.
-            async with sessions(bind=group.connection) as session, session.begin():
-                yield session
+            raw = group.driver.begin_unit()  # the unit's own savepoint (ledger/sqlite_inline.py)
         except BaseException as error:
-            if group.broken is None and not group.still_open():
-                group.broken = error  # SQLite rolled back the group (a full disk, an I/O error): all fail
+            self._unit_failed(group, error)
+            self._pass_turn()
+            raise
+        # The session joins the unit's savepoint only if the unit's body uses it (ORM work, statements
+        # ledger.db.execute leaves to SQLAlchemy); the hot statements run on `raw` (ledger/fast_execute.py).
+        session = sessions(bind=group.connection)
+        unit = fast_execute.Unit.of(session, group.connection, own_savepoint=raw)
+        token = fast_execute.current_unit.set(unit)
+        try:
+            yield session
+            if _has_work(session.sync_session):
+                await session.commit()  # flushes; the savepoint stays the unit's until it is released
+            group.driver.release_unit()
+        except BaseException as error:
+            try:
+                if session.in_transaction():
+                    await session.rollback()
+                group.driver.rollback_unit()
+            except BaseException as undo_error:  # the unit could not be undone alone: the group fails
+                group.broken = group.broken or undo_error
+            self._unit_failed(group, error)
             raise
         finally:
+            unit.open = False
+            fast_execute.current_unit.reset(token)
+            group.driver.unit_open = False
+            await _close(session)
             self._pass_turn()
         try:
             await asyncio.shield(group.done)
@@ -119,6 +141,11 @@ class GroupCommitWriter:
             raise
         except BaseException as error:
             raise _failed("COMMIT", error) from None
+
+    @staticmethod
+    def _unit_failed(group: _Group, error: BaseException) -> None:
+        if group.broken is None and not group.still_open():
+            group.broken = error  # SQLite rolled back the group (a full disk, an I/O error): all fail
 
     # --- the turn: one unit (or one COMMIT) has the writer connection at a time, in order of arrival ------
 
@@ -236,6 +263,20 @@ class GroupCommitWriter:
         if self._waiting and now - self._last_free >= FAIR_AFTER_SECONDS:
             await asyncio.sleep(FAIR_PAUSE_SECONDS)
             self._last_free = time.monotonic()
+
+
+def _has_work(session: Session) -> bool:
+    """The session began a transaction or holds changes to flush (ORM objects added, changed or deleted)."""
+    return session.in_transaction() or bool(session.new or session.deleted or session.dirty)
+
+
+async def _close(session: AsyncSession) -> None:
+    """Close a unit's session. One that never began holds no connection: closing it is in-memory work only,
+    done here without the hop through SQLAlchemy's greenlet."""
+    if session.in_transaction():
+        await session.close()
+    else:
+        session.sync_session.close()
 
 
 class _File:
