@@ -5,12 +5,15 @@ survives power loss; that sync costs far more than a unit's statements. So units
 one. They queue, in the order they asked, for one writer per database file in the process (every engine on the
 file: one server runtime per stdio agent, a command's own), which takes a pooled connection for each group.
 The first unit of a group opens BEGIN IMMEDIATE (the database's write lock); every unit runs inside its own
-SAVEPOINT (its ORM session, bound to the group's connection, begins and ends a transaction as usual; the
-driver makes those SAVEPOINT, RELEASE and ROLLBACK TO: ledger/sqlite_inline.py), RELEASEd on success and
-rolled back to on failure: that unit alone fails, its neighbours go on. A group takes every unit waiting when
-it opened and, for MAX_GROUP_SECONDS, those that come meanwhile (at most MAX_GROUP_UNITS); when no unit is
-waiting for the writer, or past those bounds, it COMMITs in a worker thread (ledger/sqlite_inline.py: the loop
-keeps serving during the sync), and the units that arrive meanwhile wait for the next group. A unit's
+SAVEPOINT on the driver's connection (ledger/sqlite_inline.py), RELEASEd on success and rolled back to on
+failure: that unit alone fails, its neighbours go on. Its hot statements run there directly
+(ledger/fast_execute.py); its ORM session, bound to the group's connection, joins the savepoint only if the
+unit's body uses it. A group takes every unit waiting when it opened and, for MAX_GROUP_SECONDS, those that
+come meanwhile (at most MAX_GROUP_UNITS); when no unit is waiting for the writer, or past those bounds, it
+COMMITs in a worker thread (ledger/sqlite_inline.py: the loop keeps serving during the sync), and the units
+that arrive meanwhile wait for the next group. A group nobody waits behind commits on the loop's thread
+instead while the recent COMMITs all synced within INLINE_COMMIT_MAX_SECONDS: the loop stands still for one
+fast sync rather than pay the hand-over to the thread and back (GroupCommitWriter._commit_inline). A unit's
 `transaction()` returns only once its group's COMMIT succeeded; if the COMMIT fails, every unit of the group
 raises: nothing is reported committed that is not.
 
@@ -35,7 +38,7 @@ import sqlite3
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -50,6 +53,11 @@ MAX_GROUP_UNITS = 64  # a group commits after this many units even while others 
 # A group takes every unit that was waiting when it opened (they would hold the lock one after the other
 # anyway) and, while it has been open less than this, the units that arrive meanwhile.
 MAX_GROUP_SECONDS = 0.004
+# A lone group's COMMIT runs on the loop's thread while the recent COMMITs were all this fast (see
+# GroupCommitWriter._commit_inline): the hand-over to the worker thread costs ~30 us and, on a busy machine,
+# up to milliseconds waiting to be scheduled; a fast sync costs the loop about as long as one unit's own work.
+INLINE_COMMIT_MAX_SECONDS = 0.001
+COMMITS_TRACKED = 16
 FAIR_AFTER_SECONDS = 0.5  # holding the write lock back to back this long, the writer lets it go ...
 FAIR_PAUSE_SECONDS = LONGEST_RETRY_PAUSE * 1.5  # ... for this long, so another process's next try gets it
 
@@ -57,6 +65,16 @@ FAIR_PAUSE_SECONDS = LONGEST_RETRY_PAUSE * 1.5  # ... for this long, so another 
 def _failed(statement: str, cause: BaseException) -> OperationalError:
     """A fresh error for one unit (every unit of a failed group raises its own; they share the cause)."""
     return OperationalError(statement, None, cause)
+
+
+def commit_inline(*, waiting: int, recent_commit_seconds: Sequence[float]) -> bool:
+    """Whether a group's COMMIT runs on the loop's thread: nobody waits for the writer, and each of the last
+    COMMITS_TRACKED COMMITs synced within INLINE_COMMIT_MAX_SECONDS. Otherwise (units waiting, a slow or busy
+    disk, too little history) it runs in the worker thread and the loop keeps serving. Inline, the loop stands
+    still for about one fast sync instead of paying the hand-over to the worker thread and back; one slow sync
+    stalls it once at most, then the COMMITs go to the thread until COMMITS_TRACKED fast ones in a row."""
+    return (waiting == 0 and len(recent_commit_seconds) >= COMMITS_TRACKED
+            and max(list(recent_commit_seconds)[-COMMITS_TRACKED:]) <= INLINE_COMMIT_MAX_SECONDS)
 
 
 class _Group:
@@ -92,6 +110,7 @@ class GroupCommitWriter:
         self._finishers: set[asyncio.Task[None]] = set()
         self._lock_free_since: float | None = None  # the writer left the write lock free since (None: it holds it)
         self._last_free = time.monotonic()  # when the write lock was last free for FAIR_PAUSE_SECONDS
+        self._commit_seconds: deque[float] = deque(maxlen=COMMITS_TRACKED)  # the last COMMITs' durations
 
     @asynccontextmanager
     async def unit(self, sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
@@ -229,13 +248,17 @@ class GroupCommitWriter:
         if connection is not None:
             await connection.close()
 
+    def _commit_inline(self) -> bool:
+        return commit_inline(waiting=len(self._waiting), recent_commit_seconds=self._commit_seconds)
+
     async def _finish(self, group: _Group) -> None:
         """COMMIT the group (ROLLBACK a broken one), answer its units, pass the turn on."""
         failure: BaseException | None = group.broken
         try:
             if failure is None:
                 try:
-                    await group.driver.commit_group()  # in a worker thread (sqlite_inline)
+                    # In a worker thread (sqlite_inline), or inline when that is bounded (_commit_inline).
+                    self._commit_seconds.append(await group.driver.commit_group(inline=self._commit_inline()))
                     self._on_commit()
                 except BaseException as error:
                     failure = error

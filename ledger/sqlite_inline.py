@@ -62,6 +62,12 @@ def _deadline(deadline: float | None) -> float:
     return deadline if bound is None else min(deadline, bound)
 
 
+def _timed_commit(connection: sqlite3.Connection) -> float:
+    started = time.monotonic()
+    connection.commit()
+    return time.monotonic() - started
+
+
 class InlineConnection(aiosqlite.Connection):
     """An aiosqlite.Connection without the worker thread."""
 
@@ -96,17 +102,20 @@ class InlineConnection(aiosqlite.Connection):
         await self._execute(self._connection.execute, "BEGIN IMMEDIATE")
         self.group_open = True
 
-    async def commit_group(self) -> None:
-        """The group's COMMIT, in a worker thread. On failure the group is still open: roll it back."""
+    async def commit_group(self, *, inline: bool = False) -> float:
+        """The group's COMMIT, in a worker thread (inline: on the loop's thread, which stands still for the
+        sync; the writer decides when that is bounded). Returns how long SQLite took to commit (the sync,
+        without the hand-over to the thread). On failure the group is still open: roll it back."""
         if not self._running or not self._connection:
             raise ValueError("Connection closed")
         loop = asyncio.get_running_loop()
         deadline = None
         while True:
             try:
-                await loop.run_in_executor(_COMMITS, self._connection.commit)
+                took = _timed_commit(self._connection) if inline else await loop.run_in_executor(
+                    _COMMITS, _timed_commit, self._connection)
                 self.group_open = False
-                return
+                return took
             except sqlite3.OperationalError as error:
                 if not _locked(error):
                     raise

@@ -334,3 +334,47 @@ async def test_a_flush_failure_at_a_units_end_fails_that_unit_alone(
                                    write_note(sessions, "c"), return_exceptions=True)
     assert results[0] is None and isinstance(results[1], IntegrityError) and results[2] is None
     assert committed_notes(db_url) == ["a", "c"]
+
+
+FAST = [0.0002] * group_commit.COMMITS_TRACKED
+
+
+def test_a_lone_group_commits_inline_after_enough_fast_syncs() -> None:
+    assert group_commit.commit_inline(waiting=0, recent_commit_seconds=FAST)
+
+
+def test_a_group_with_units_waiting_commits_in_the_worker_thread() -> None:
+    assert not group_commit.commit_inline(waiting=1, recent_commit_seconds=FAST)
+
+
+def test_one_slow_sync_among_the_recent_sends_commits_to_the_worker_thread() -> None:
+    slow = [*FAST[1:], group_commit.INLINE_COMMIT_MAX_SECONDS * 3]
+    assert not group_commit.commit_inline(waiting=0, recent_commit_seconds=slow)
+
+
+def test_too_few_syncs_seen_commit_in_the_worker_thread() -> None:
+    assert not group_commit.commit_inline(waiting=0, recent_commit_seconds=FAST[1:])
+
+
+async def test_lone_units_commit_on_the_loops_thread_once_the_syncs_proved_fast(
+        sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch, db_url: str) -> None:
+    """Watched on the writer's own sqlite3 connection: which thread runs each COMMIT."""
+    import threading
+
+    from ledger import fast_execute
+
+    monkeypatch.setattr(group_commit, "INLINE_COMMIT_MAX_SECONDS", 60.0)  # any sync of this disk counts as fast
+    commit_threads: list[int] = []
+    loop_thread = threading.get_ident()
+    units = group_commit.COMMITS_TRACKED + 4
+    for i in range(units):
+        async with db.transaction(sessions) as session:
+            unit = fast_execute.current_unit.get()
+            assert unit is not None and unit.raw is not None
+            unit.raw.set_trace_callback(
+                lambda sql: commit_threads.append(threading.get_ident()) if sql == "COMMIT" else None)
+            await session.execute(INSERT_NOTE, {"unit": f"u{i:02}"})
+    assert len(commit_threads) == units
+    assert commit_threads[0] != loop_thread  # too little history yet: the worker thread
+    assert commit_threads[-4:] == [loop_thread] * 4
+    assert committed_notes(db_url) == [f"u{i:02}" for i in range(units)]
