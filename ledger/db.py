@@ -54,7 +54,7 @@ MIGRATION_LOCK = 7244190021
 REGISTRY_LOCK = 7244190022
 
 
-WRITE_OPTION = "tradewarden_writes"  # marks a unit of work: on SQLite it begins with the write lock
+WRITE_OPTION = fast_execute.WRITE_OPTION  # marks a unit of work: on SQLite it begins with the write lock
 
 
 # A PostgreSQL server that does not answer (down, firewalled) fails a connection after this long, not 60 s.
@@ -179,8 +179,17 @@ def _sqlite_engine(url: str, *, read_only: bool) -> AsyncEngine:
             # A unit of work in a group-commit group (ledger/group_commit.py): it runs in its own savepoint,
             # which the session's transaction joins (ledger/sqlite_inline.py).
             return
-        writes = conn.get_execution_options().get(WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if writes and not read_only else "BEGIN")
+        if conn.get_execution_options().get(WRITE_OPTION, False) and not read_only:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # may wait for the lock: the driver retries, bounded
+            return
+        # A plain BEGIN takes no lock and never waits: straight on the driver's connection, without
+        # SQLAlchemy's statement machinery and its hop to the event loop (ledger/fast_execute.py begins
+        # reads this way without leaving the loop's thread).
+        raw = getattr(conn.connection.driver_connection, "sqlite", None)
+        if raw is None:
+            conn.exec_driver_sql("BEGIN")
+        else:
+            raw.execute("BEGIN")
 
     return engine
 

@@ -30,6 +30,9 @@ from sqlalchemy.engine.result import IteratorResult, SimpleResultMetaData
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 
+# An execution option marking a unit of work's connection: on SQLite it begins with the write lock (BEGIN
+# IMMEDIATE, ledger/db.py's begin hook), which may have to wait asynchronously.
+WRITE_OPTION = "tradewarden_writes"
 _UNSUPPORTED = object()  # a statement this module leaves to SQLAlchemy
 _CORE_STATEMENTS = (Select, Insert, Update, Delete)  # text() and the rest are left to SQLAlchemy
 
@@ -37,7 +40,7 @@ _CORE_STATEMENTS = (Select, Insert, Update, Delete)  # text() and the rest are l
 class _Prepared:
     """One statement compiled for SQLite with one parameter key set."""
 
-    __slots__ = ("binds", "compiled", "constants", "metadata", "result_processors", "returns_rows", "sql")
+    __slots__ = ("binds", "compiled", "constants", "metadata", "plan", "result_processors", "returns_rows", "sql")
 
     def __init__(self, compiled: SQLCompiler, dialect: Any, keys: frozenset[str]) -> None:
         self.compiled = compiled
@@ -53,17 +56,51 @@ class _Prepared:
             processors.update(expanded.processors)
             self.constants = {key: value for key, value in expanded.parameters.items() if key not in keys}
         self.binds = tuple((key, processors.get(key)) for key in positions)
+        self.plan = None if compiled.post_compile_params else _plan(compiled, positions, keys, processors)
         self.returns_rows = bool(compiled._result_columns)
         self.result_processors = tuple(column[3]._cached_result_processor(dialect, None)
                                        for column in compiled._result_columns)
         self.metadata = SimpleResultMetaData([column[0] for column in compiled._result_columns])
 
     def parameters(self, params: Mapping[str, Any] | None) -> list[Any]:
+        if self.plan is not None:  # the parameter keys are this statement's `keys`: no lookups to decide
+            given: Mapping[str, Any] = params or {}
+            planned: list[Any] = []
+            for source, constant, process in self.plan:
+                value = constant if source is None else given[source]
+                planned.append(value if process is None else process(value))
+            return planned
         values = self.compiled.construct_params(params, escape_names=False, _no_postcompile=True)
         if self.constants:
             values.update(self.constants)
         return [value if process is None else process(value)
                 for value, process in ((values[key], process) for key, process in self.binds)]
+
+
+def _plan(compiled: SQLCompiler, positions: Sequence[str], keys: frozenset[str], processors: Mapping[str, Any]
+          ) -> tuple[tuple[str | None, Any, Any], ...] | None:
+    """Where each positional parameter comes from, decided once for this key set as construct_params decides
+    it on every call: the call's value under the bind's key (or its compiled name), else the value fixed in
+    the statement; with its bind processor. None (construct_params each time) when a bind computes its value
+    (callable_), is required but not among `keys` (construct_params raises as it should), or has an escaped
+    name."""
+    if compiled.escaped_bind_names:
+        return None
+    by_name = {name: bind for bind, name in compiled.bind_names.items()}
+    plan: list[tuple[str | None, Any, Any]] = []
+    for name in positions:
+        bind = by_name.get(name)
+        if bind is None or bind.callable is not None:
+            return None
+        if bind.key in keys:
+            plan.append((bind.key, None, processors.get(name)))
+        elif name in keys:
+            plan.append((name, None, processors.get(name)))
+        elif bind.required:
+            return None
+        else:
+            plan.append((None, bind.effective_value, processors.get(name)))
+    return tuple(plan)
 
 
 def _prepare(statement: Any, keys: frozenset[str], dialect: Any) -> _Prepared | object:
@@ -211,15 +248,20 @@ async def run(connection: AsyncConnection, statement: Any, params: Any) -> Resul
     found = _lookup(statement, params, sync.dialect)
     if found is None:
         return None
-    if not sync.in_transaction():
-        if sync._transaction is not None:
-            return None  # a failed transaction awaiting its rollback: SQLAlchemy raises as it should
-        await connection.begin()  # what SQLAlchemy's autobegin does (ledger/db.py's begin hook: BEGIN)
     driver = sync.connection.driver_connection
     raw = getattr(driver, "sqlite", None)
     execute = getattr(driver, "_execute", None)
     if raw is None or execute is None:
         return None
+    if not sync.in_transaction():
+        if sync._transaction is not None:
+            return None  # a failed transaction awaiting its rollback: SQLAlchemy raises as it should
+        if sync.get_execution_options().get(WRITE_OPTION, False):
+            await connection.begin()  # BEGIN IMMEDIATE may wait for the lock: through SQLAlchemy's greenlet
+        else:
+            # What SQLAlchemy's autobegin does; the begin hook's plain BEGIN runs on the driver's connection
+            # (ledger/db.py), so no hop through the greenlet is needed.
+            sync.begin()
     return await _run_prepared(found[0], found[1], params, raw, execute)
 
 
