@@ -226,7 +226,10 @@ class GroupCommitWriter:
             connection = self._connection = await engine.connect()
         token = wait_until.set(deadline)
         try:
-            driver: Any = (await connection.get_raw_connection()).driver_connection
+            # A connection that is open and valid holds its driver connection: no hop through the greenlet.
+            sync = connection.sync_connection
+            driver: Any = (sync.connection if sync is not None and not sync.invalidated
+                           else await connection.get_raw_connection()).driver_connection
             await driver.begin_group()  # waits for other processes, up to the unit's deadline
         except sqlite3.Error as error:  # as SQLAlchemy would raise it: LEDGER_UNAVAILABLE (policies/failures.py)
             await self._release_connection()
