@@ -9,7 +9,12 @@ group-commit group, its BEGIN IMMEDIATE, the lock handling of ledger/sqlite_inli
 retried asynchronously up to the bound, then raises: LEDGER_UNAVAILABLE) are untouched. Errors surface as
 SQLAlchemy raises them (IntegrityError, OperationalError wrapping the sqlite3 error).
 
-Anything else goes through SQLAlchemy unchanged (`run` returns None): PostgreSQL, RETURNING, expanding IN
+PostgreSQL, inside a unit of work (`run_in_unit`): the same statements, compiled once for asyncpg, run on the
+asyncpg connection in the transaction SQLAlchemy's adapter keeps (`_run_asyncpg`); executemany and IN lists
+expanded at compile time are left to SQLAlchemy there. A connection lost mid-statement is not invalidated
+here as SQLAlchemy would: the pool's pre-ping replaces it at the next checkout.
+
+Anything else goes through SQLAlchemy unchanged (`run` returns None): PostgreSQL outside a unit, RETURNING, expanding IN
 parameters bound per call, literal_execute, Python-side column defaults, text(), executemany of SELECTs or of
 parameter sets with different keys, statements with execution options, engines with statement event listeners
 (they must see every statement), and a statement object seen for the first time (statements built per call
@@ -18,6 +23,7 @@ would pay a compile each time; SQLAlchemy's cache serves them better).
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -40,7 +46,8 @@ _CORE_STATEMENTS = (Select, Insert, Update, Delete)  # text() and the rest are l
 class _Prepared:
     """One statement compiled for SQLite with one parameter key set."""
 
-    __slots__ = ("binds", "compiled", "constants", "metadata", "plan", "result_processors", "returns_rows", "sql")
+    __slots__ = ("binds", "compiled", "constants", "metadata", "plan", "result_processors", "returns_rows", "sql",
+                 "typed_processors")
 
     def __init__(self, compiled: SQLCompiler, dialect: Any, keys: frozenset[str]) -> None:
         self.compiled = compiled
@@ -61,6 +68,8 @@ class _Prepared:
         self.result_processors = tuple(column[3]._cached_result_processor(dialect, None)
                                        for column in compiled._result_columns)
         self.metadata = SimpleResultMetaData([column[0] for column in compiled._result_columns])
+        # PostgreSQL: result processors chosen by each column's type as the server reports it (set on first run).
+        self.typed_processors: tuple[Any, ...] | None = None
 
     def parameters(self, params: Mapping[str, Any] | None) -> list[Any]:
         if self.plan is not None:  # the parameter keys are this statement's `keys`: no lookups to decide
@@ -190,16 +199,17 @@ class Unit:
     transaction the raw connection belongs to (None in a group, where the unit's savepoint is its own); once
     that ends (a commit or rollback inside the unit), statements go back through the session."""
 
-    __slots__ = ("connection", "dialect", "driver", "open", "raw", "session", "transaction")
+    __slots__ = ("asyncpg", "connection", "dialect", "driver", "open", "raw", "session", "transaction")
 
     def __init__(self, session: Any, connection: AsyncConnection, raw: sqlite3.Connection | None, driver: Any,
-                 transaction: Any) -> None:
+                 transaction: Any, asyncpg: Any = None) -> None:
         self.session = session
         self.connection = connection
         self.dialect = connection.dialect
         self.raw = raw
         self.driver = driver
         self.transaction = transaction
+        self.asyncpg = asyncpg  # PostgreSQL: SQLAlchemy's asyncpg adapter connection (its transaction, its cache)
         self.open = True
 
     @classmethod
@@ -212,10 +222,13 @@ class Unit:
         driver = sync.connection.driver_connection
         transaction = None if own_savepoint is not None else sync.get_transaction()
         raw = own_savepoint if own_savepoint is not None else getattr(driver, "sqlite", None)
-        if (raw is None or sync.dialect.name != "sqlite" or getattr(driver, "_execute", None) is None
-                or _watched(sync)):
+        watched = _watched(sync)
+        if raw is None or sync.dialect.name != "sqlite" or getattr(driver, "_execute", None) is None or watched:
             raw = None
-        return cls(session, connection, raw, driver, transaction)
+        adapter = None
+        if sync.dialect.name == "postgresql" and sync.dialect.driver == "asyncpg" and not watched:
+            adapter = sync.connection.dbapi_connection
+        return cls(session, connection, raw, driver, transaction, adapter)
 
     def current(self, session: Any) -> bool:
         """This unit is `session`'s and still in the transaction it began with."""
@@ -232,12 +245,61 @@ current_unit: ContextVar[Unit | None] = ContextVar("tradewarden_unit", default=N
 
 async def run_in_unit(unit: Unit, statement: Any, params: Any) -> Result[Any] | None:
     """The statement's result, run on the unit's raw connection; None when it is left to SQLAlchemy."""
-    if unit.raw is None:
-        return None
-    found = _lookup(statement, params, unit.dialect)
-    if found is None:
-        return None
-    return await _run_prepared(found[0], found[1], params, unit.raw, unit.driver._execute)
+    if unit.raw is not None:
+        found = _lookup(statement, params, unit.dialect)
+        if found is None:
+            return None
+        return await _run_prepared(found[0], found[1], params, unit.raw, unit.driver._execute)
+    if unit.asyncpg is not None:
+        found = _lookup(statement, params, unit.dialect)
+        # One parameter set, no IN expanded at compile time: the rest is SQLAlchemy's.
+        if found is None or found[1] or found[0].plan is None:
+            return None
+        return await _run_asyncpg(unit, found[0], params)
+    return None
+
+
+_STATUS_COUNT = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
+
+
+async def _run_asyncpg(unit: Unit, prepared: _Prepared, params: Any) -> Result[Any]:
+    """PostgreSQL: the statement as SQLAlchemy compiled it for asyncpg, run on the asyncpg connection inside the
+    SAME transaction SQLAlchemy's adapter keeps (begun here if the unit ran nothing yet, as the adapter would),
+    through the adapter's prepared-statement cache, one statement at a time (its mutex). Errors become what
+    SQLAlchemy raises: the adapter translates asyncpg's exception into its DBAPI error (a lock timeout, a
+    unique violation...), wrapped as SQLAlchemy wraps it (OperationalError, IntegrityError...)."""
+    adapter = unit.asyncpg
+    dialect: Any = unit.dialect
+    parameters = prepared.parameters(params)
+    try:
+        async with adapter._execute_mutex:
+            try:
+                if adapter._transaction is None:
+                    await adapter._start_transaction()
+                statement, attributes = await adapter._prepare(prepared.sql, dialect._invalidate_schema_cache_asof)
+                records = await statement.fetch(*parameters)
+                status = statement.get_statusmsg()
+            except Exception as error:
+                if isinstance(error, dialect.loaded_dbapi.Error):
+                    raise
+                adapter._handle_exception(error)  # raises the translated DBAPI error
+    except dialect.loaded_dbapi.Error as error:
+        raise exc.DBAPIError.instance(prepared.sql, parameters, error, dialect.loaded_dbapi.Error,
+                                      dialect=dialect) from error
+    if not prepared.returns_rows:
+        matched = _STATUS_COUNT.match(status or "")
+        return RowCountResult(int(matched.group(1)) if matched else -1)
+    processors = prepared.typed_processors
+    if processors is None:
+        processors = prepared.typed_processors = tuple(
+            column[3]._cached_result_processor(dialect, attribute.type.oid)
+            for column, attribute in zip(prepared.compiled._result_columns, attributes, strict=True))
+    if any(processors):
+        rows = [tuple(value if process is None else process(value)
+                      for value, process in zip(record, processors, strict=True)) for record in records]
+    else:
+        rows = [tuple(record) for record in records]
+    return IteratorResult(prepared.metadata, iter(rows))
 
 
 async def run(connection: AsyncConnection, statement: Any, params: Any) -> Result[Any] | None:
