@@ -239,7 +239,9 @@ async def execute(session: AsyncSession | AsyncConnection, statement: Executable
     transaction. For the statements on every call's path: it skips the ORM's per-statement work, which costs
     as much as the query itself on SQLite. Rows come back as rows, not ORM objects. A list of parameter sets
     runs it once per set (executemany). On SQLite, module-level statements skip SQLAlchemy's per-statement
-    work too: compiled once, they run on the driver connection of the same transaction (ledger/fast_execute.py)."""
+    work too: compiled once, they run on the driver connection of the same transaction (ledger/fast_execute.py);
+    on PostgreSQL likewise inside a unit of work, on asyncpg. Inside a unit (`transaction()`) the statements
+    run on the connection the unit found when it began, without asking the session for it each time."""
     unit = fast_execute.current_unit.get()
     if unit is not None and unit.current(session):  # the unit's connection, found when it began
         fast = await fast_execute.run_in_unit(unit, statement, params)  # SQLite: on the raw connection

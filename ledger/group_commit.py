@@ -152,8 +152,10 @@ class GroupCommitWriter:
             unit.open = False
             fast_execute.current_unit.reset(token)
             group.driver.unit_open = False
-            await _close(session)
-            self._pass_turn()
+            try:
+                await _close(session)
+            finally:
+                self._pass_turn()  # whatever happens, the writer goes on
         try:
             await asyncio.shield(group.done)
         except asyncio.CancelledError:

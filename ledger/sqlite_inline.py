@@ -15,9 +15,9 @@ While a unit is open, the transaction SQLAlchemy begins and ends on that connect
 statements it runs itself) is the unit's: BEGIN does nothing (ledger/db.py's begin hook asks `unit_open`),
 COMMIT does nothing (the unit releases its savepoint when it ends), ROLLBACK rolls back to the unit's savepoint;
 SQLAlchemy's sessions work on it unchanged. The group's own COMMIT (`commit_group`) runs in a worker thread: with
-synchronous=FULL it syncs the WAL to disk, milliseconds the loop must not stand still for. sqlite3 releases
-the GIL while SQLite works; nothing else uses the connection until the COMMIT returns (the writer's turn is
-held).
+synchronous=FULL it syncs the WAL to disk, which may take milliseconds the loop must not stand still for
+(the writer commits inline only when that is bounded: group_commit.commit_inline). sqlite3 releases the GIL
+while SQLite works; nothing else uses the connection until the COMMIT returns (the writer's turn is held).
 """
 
 from __future__ import annotations
