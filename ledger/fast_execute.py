@@ -1,4 +1,4 @@
-"""SQLite: the hot statements run straight on the driver's sqlite3 connection, compiled once.
+"""The hot statements run straight on the driver's connection (SQLite's sqlite3, PostgreSQL's asyncpg), compiled once.
 
 Through SQLAlchemy's AsyncConnection.execute a small statement costs ~100 µs (greenlet switch, compiled-cache
 lookup by cache key, execution context, cursor result metadata) where SQLite itself answers in ~10 µs. The
@@ -9,12 +9,12 @@ group-commit group, its BEGIN IMMEDIATE, the lock handling of ledger/sqlite_inli
 retried asynchronously up to the bound, then raises: LEDGER_UNAVAILABLE) are untouched. Errors surface as
 SQLAlchemy raises them (IntegrityError, OperationalError wrapping the sqlite3 error).
 
-PostgreSQL, inside a unit of work (`run_in_unit`): the same statements, compiled once for asyncpg, run on the
-asyncpg connection in the transaction SQLAlchemy's adapter keeps (`_run_asyncpg`); executemany and IN lists
-expanded at compile time are left to SQLAlchemy there. A connection lost mid-statement is not invalidated
-here as SQLAlchemy would: the pool's pre-ping replaces it at the next checkout.
+PostgreSQL (asyncpg): the same statements, compiled once for asyncpg, run on the asyncpg connection in the
+transaction SQLAlchemy's adapter keeps (`_run_asyncpg`); executemany and IN lists expanded at compile time
+are left to SQLAlchemy there. A connection lost mid-statement is not invalidated here as SQLAlchemy would: the
+pool's pre-ping replaces it at the next checkout.
 
-Anything else goes through SQLAlchemy unchanged (`run` returns None): PostgreSQL outside a unit, RETURNING, expanding IN
+Anything else goes through SQLAlchemy unchanged (`run` returns None): other drivers, RETURNING, expanding IN
 parameters bound per call, literal_execute, Python-side column defaults, text(), executemany of SELECTs or of
 parameter sets with different keys, statements with execution options, engines with statement event listeners
 (they must see every statement), and a statement object seen for the first time (statements built per call
@@ -255,21 +255,19 @@ async def run_in_unit(unit: Unit, statement: Any, params: Any) -> Result[Any] | 
         # One parameter set, no IN expanded at compile time: the rest is SQLAlchemy's.
         if found is None or found[1] or found[0].plan is None:
             return None
-        return await _run_asyncpg(unit, found[0], params)
+        return await _run_asyncpg(unit.asyncpg, unit.dialect, found[0], params)
     return None
 
 
 _STATUS_COUNT = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
 
 
-async def _run_asyncpg(unit: Unit, prepared: _Prepared, params: Any) -> Result[Any]:
+async def _run_asyncpg(adapter: Any, dialect: Any, prepared: _Prepared, params: Any) -> Result[Any]:
     """PostgreSQL: the statement as SQLAlchemy compiled it for asyncpg, run on the asyncpg connection inside the
     SAME transaction SQLAlchemy's adapter keeps (begun here if the unit ran nothing yet, as the adapter would),
     through the adapter's prepared-statement cache, one statement at a time (its mutex). Errors become what
     SQLAlchemy raises: the adapter translates asyncpg's exception into its DBAPI error (a lock timeout, a
     unique violation...), wrapped as SQLAlchemy wraps it (OperationalError, IntegrityError...)."""
-    adapter = unit.asyncpg
-    dialect: Any = unit.dialect
     parameters = prepared.parameters(params)
     try:
         async with adapter._execute_mutex:
@@ -305,7 +303,20 @@ async def _run_asyncpg(unit: Unit, prepared: _Prepared, params: Any) -> Result[A
 async def run(connection: AsyncConnection, statement: Any, params: Any) -> Result[Any] | None:
     """The statement's result, run on the raw connection; None when it is left to SQLAlchemy."""
     sync = connection.sync_connection
-    if sync is None or sync.dialect.name != "sqlite" or _watched(sync):
+    if sync is None or _watched(sync):
+        return None
+    if sync.dialect.name == "postgresql" and sync.dialect.driver == "asyncpg":
+        found = _lookup(statement, params, sync.dialect)
+        if found is None or found[1] or found[0].plan is None:
+            return None
+        if not sync.in_transaction():
+            if sync._transaction is not None:
+                return None  # a failed transaction awaiting its rollback: SQLAlchemy raises as it should
+            # What SQLAlchemy's autobegin does; on PostgreSQL that is no I/O (the adapter begins the
+            # transaction with the first statement, as _run_asyncpg does), so no hop through the greenlet.
+            sync.begin()
+        return await _run_asyncpg(sync.connection.dbapi_connection, sync.dialect, found[0], params)
+    if sync.dialect.name != "sqlite":
         return None
     found = _lookup(statement, params, sync.dialect)
     if found is None:

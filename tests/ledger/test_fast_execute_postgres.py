@@ -129,3 +129,18 @@ async def test_a_locked_row_fails_within_the_bound_as_an_unavailable_ledger(
     assert type(raised.value) is type(through_sqlalchemy.value)
     assert type(raised.value.orig) is type(through_sqlalchemy.value.orig)
     assert ledger_failure(raised.value) is not None  # LEDGER_UNAVAILABLE to an agent
+
+
+async def test_a_pooled_read_runs_on_asyncpg_and_ends_with_its_connection(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with db.read(sessions) as connection:
+        result = await fast_execute.run(connection, _STATE_ROWS, {"agent_id": "a1"})
+        if result is None:  # its first sight is left to SQLAlchemy (and runs nothing)
+            result = await fast_execute.run(connection, _STATE_ROWS, {"agent_id": "a1"})
+        assert result is not None
+        fast_rows = result.all()
+        assert connection.in_transaction()
+        slow_rows = (await connection.execute(_STATE_ROWS, {"agent_id": "a1"})).all()
+        adapter = (await connection.get_raw_connection()).dbapi_connection
+    assert fast_rows and typed(fast_rows) == typed(slow_rows)
+    assert adapter._transaction is None  # rolled back when the connection went back to the pool
