@@ -54,7 +54,7 @@ MIGRATION_LOCK = 7244190021
 REGISTRY_LOCK = 7244190022
 
 
-WRITE_OPTION = "tradewarden_writes"  # marks a unit of work: on SQLite it begins with the write lock
+WRITE_OPTION = fast_execute.WRITE_OPTION  # marks a unit of work: on SQLite it begins with the write lock
 
 
 # A PostgreSQL server that does not answer (down, firewalled) fails a connection after this long, not 60 s.
@@ -152,7 +152,7 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, read
 def _sqlite_engine(url: str, *, read_only: bool) -> AsyncEngine:
     from sqlalchemy.engine import make_url
 
-    from ledger.sqlite_inline import UNIT_SAVEPOINT, inline_connector
+    from ledger.sqlite_inline import inline_connector
 
     engine = create_async_engine(url, async_creator=inline_connector(make_url(url).database or ":memory:"))
 
@@ -175,12 +175,21 @@ def _sqlite_engine(url: str, *, read_only: bool) -> AsyncEngine:
     def _on_begin(conn: Connection) -> None:
         # Units of work (`transaction()`) take the write lock up front; plain reads stay deferred, so
         # in WAL mode they neither wait for writers nor make writers wait (and back off) for them.
-        if getattr(conn.connection.driver_connection, "group_open", False):
-            # A unit of work in a group-commit group (ledger/group_commit.py): its own savepoint.
-            conn.exec_driver_sql(f"SAVEPOINT {UNIT_SAVEPOINT}")
+        if getattr(conn.connection.driver_connection, "unit_open", False):
+            # A unit of work in a group-commit group (ledger/group_commit.py): it runs in its own savepoint,
+            # which the session's transaction joins (ledger/sqlite_inline.py).
             return
-        writes = conn.get_execution_options().get(WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if writes and not read_only else "BEGIN")
+        if conn.get_execution_options().get(WRITE_OPTION, False) and not read_only:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # may wait for the lock: the driver retries, bounded
+            return
+        # A plain BEGIN takes no lock and never waits: straight on the driver's connection, without
+        # SQLAlchemy's statement machinery and its hop to the event loop (ledger/fast_execute.py begins
+        # reads this way without leaving the loop's thread).
+        raw = getattr(conn.connection.driver_connection, "sqlite", None)
+        if raw is None:
+            conn.exec_driver_sql("BEGIN")
+        else:
+            raw.execute("BEGIN")
 
     return engine
 
@@ -230,7 +239,17 @@ async def execute(session: AsyncSession | AsyncConnection, statement: Executable
     transaction. For the statements on every call's path: it skips the ORM's per-statement work, which costs
     as much as the query itself on SQLite. Rows come back as rows, not ORM objects. A list of parameter sets
     runs it once per set (executemany). On SQLite, module-level statements skip SQLAlchemy's per-statement
-    work too: compiled once, they run on the driver connection of the same transaction (ledger/fast_execute.py)."""
+    work too: compiled once, they run on the driver connection of the same transaction (ledger/fast_execute.py);
+    on PostgreSQL likewise inside a unit of work, on asyncpg. Inside a unit (`transaction()`) the statements
+    run on the connection the unit found when it began, without asking the session for it each time."""
+    unit = fast_execute.current_unit.get()
+    if unit is not None and unit.current(session):  # the unit's connection, found when it began
+        fast = await fast_execute.run_in_unit(unit, statement, params)  # SQLite: on the raw connection
+        if fast is not None:
+            return fast
+        # In a group the session joins the unit's savepoint when it first needs the connection.
+        connection = unit.connection if unit.transaction is not None else await session.connection()
+        return await connection.execute(statement, params)
     connection = session if isinstance(session, AsyncConnection) else await session.connection()
     fast = await fast_execute.run(connection, statement, params)  # SQLite: on the raw connection
     if fast is not None:
@@ -278,8 +297,14 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
             yield session
         return
     async with sessions() as session, session.begin():
-        await session.connection(execution_options={WRITE_OPTION: True})
-        yield session
+        connection = await session.connection(execution_options={WRITE_OPTION: True})
+        unit = fast_execute.Unit.of(session, connection)
+        token = fast_execute.current_unit.set(unit)
+        try:
+            yield session
+        finally:
+            unit.open = False
+            fast_execute.current_unit.reset(token)
     UnitCounter.commits += 1
 
 

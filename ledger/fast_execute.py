@@ -1,4 +1,4 @@
-"""SQLite: the hot statements run straight on the driver's sqlite3 connection, compiled once.
+"""The hot statements run straight on the driver's connection (SQLite's sqlite3, PostgreSQL's asyncpg), compiled once.
 
 Through SQLAlchemy's AsyncConnection.execute a small statement costs ~100 µs (greenlet switch, compiled-cache
 lookup by cache key, execution context, cursor result metadata) where SQLite itself answers in ~10 µs. The
@@ -9,7 +9,12 @@ group-commit group, its BEGIN IMMEDIATE, the lock handling of ledger/sqlite_inli
 retried asynchronously up to the bound, then raises: LEDGER_UNAVAILABLE) are untouched. Errors surface as
 SQLAlchemy raises them (IntegrityError, OperationalError wrapping the sqlite3 error).
 
-Anything else goes through SQLAlchemy unchanged (`run` returns None): PostgreSQL, RETURNING, expanding IN
+PostgreSQL (asyncpg): the same statements, compiled once for asyncpg, run on the asyncpg connection in the
+transaction SQLAlchemy's adapter keeps (`_run_asyncpg`); executemany and IN lists expanded at compile time
+are left to SQLAlchemy there. A connection lost mid-statement is not invalidated here as SQLAlchemy would: the
+pool's pre-ping replaces it at the next checkout.
+
+Anything else goes through SQLAlchemy unchanged (`run` returns None): other drivers, RETURNING, expanding IN
 parameters bound per call, literal_execute, Python-side column defaults, text(), executemany of SELECTs or of
 parameter sets with different keys, statements with execution options, engines with statement event listeners
 (they must see every statement), and a statement object seen for the first time (statements built per call
@@ -18,9 +23,11 @@ would pay a compile each time; SQLAlchemy's cache serves them better).
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import Delete, Insert, Select, Update, exc
@@ -29,6 +36,9 @@ from sqlalchemy.engine.result import IteratorResult, SimpleResultMetaData
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 
+# An execution option marking a unit of work's connection: on SQLite it begins with the write lock (BEGIN
+# IMMEDIATE, ledger/db.py's begin hook), which may have to wait asynchronously.
+WRITE_OPTION = "tradewarden_writes"
 _UNSUPPORTED = object()  # a statement this module leaves to SQLAlchemy
 _CORE_STATEMENTS = (Select, Insert, Update, Delete)  # text() and the rest are left to SQLAlchemy
 
@@ -36,7 +46,8 @@ _CORE_STATEMENTS = (Select, Insert, Update, Delete)  # text() and the rest are l
 class _Prepared:
     """One statement compiled for SQLite with one parameter key set."""
 
-    __slots__ = ("binds", "compiled", "constants", "metadata", "result_processors", "returns_rows", "sql")
+    __slots__ = ("binds", "compiled", "constants", "metadata", "plan", "result_processors", "returns_rows", "sql",
+                 "typed_processors")
 
     def __init__(self, compiled: SQLCompiler, dialect: Any, keys: frozenset[str]) -> None:
         self.compiled = compiled
@@ -52,17 +63,53 @@ class _Prepared:
             processors.update(expanded.processors)
             self.constants = {key: value for key, value in expanded.parameters.items() if key not in keys}
         self.binds = tuple((key, processors.get(key)) for key in positions)
+        self.plan = None if compiled.post_compile_params else _plan(compiled, positions, keys, processors)
         self.returns_rows = bool(compiled._result_columns)
         self.result_processors = tuple(column[3]._cached_result_processor(dialect, None)
                                        for column in compiled._result_columns)
         self.metadata = SimpleResultMetaData([column[0] for column in compiled._result_columns])
+        # PostgreSQL: result processors chosen by each column's type as the server reports it (set on first run).
+        self.typed_processors: tuple[Any, ...] | None = None
 
     def parameters(self, params: Mapping[str, Any] | None) -> list[Any]:
+        if self.plan is not None:  # the parameter keys are this statement's `keys`: no lookups to decide
+            given: Mapping[str, Any] = params or {}
+            planned: list[Any] = []
+            for source, constant, process in self.plan:
+                value = constant if source is None else given[source]
+                planned.append(value if process is None else process(value))
+            return planned
         values = self.compiled.construct_params(params, escape_names=False, _no_postcompile=True)
         if self.constants:
             values.update(self.constants)
         return [value if process is None else process(value)
                 for value, process in ((values[key], process) for key, process in self.binds)]
+
+
+def _plan(compiled: SQLCompiler, positions: Sequence[str], keys: frozenset[str], processors: Mapping[str, Any]
+          ) -> tuple[tuple[str | None, Any, Any], ...] | None:
+    """Where each positional parameter comes from, decided once for this key set as construct_params decides
+    it on every call: the call's value under the bind's key (or its compiled name), else the value fixed in
+    the statement; with its bind processor. None (construct_params each time) when a bind computes its value
+    (callable_), is required but not among `keys` (construct_params raises as it should), or has an escaped
+    name."""
+    if compiled.escaped_bind_names:
+        return None
+    by_name = {name: bind for bind, name in compiled.bind_names.items()}
+    plan: list[tuple[str | None, Any, Any]] = []
+    for name in positions:
+        bind = by_name.get(name)
+        if bind is None or bind.callable is not None:
+            return None
+        if bind.key in keys:
+            plan.append((bind.key, None, processors.get(name)))
+        elif name in keys:
+            plan.append((name, None, processors.get(name)))
+        elif bind.required:
+            return None
+        else:
+            plan.append((None, bind.effective_value, processors.get(name)))
+    return tuple(plan)
 
 
 def _prepare(statement: Any, keys: frozenset[str], dialect: Any) -> _Prepared | object:
@@ -105,16 +152,18 @@ def _wrapped(error: sqlite3.Error, prepared: _Prepared, parameters: Any) -> exc.
     return wrapped
 
 
-async def run(connection: AsyncConnection, statement: Any, params: Any) -> Result[Any] | None:
-    """The statement's result, run on the raw connection; None when it is left to SQLAlchemy."""
-    sync = connection.sync_connection
-    if (sync is None or sync.dialect.name != "sqlite" or not isinstance(statement, _CORE_STATEMENTS)
-            or statement._execution_options):
-        return None
+def _watched(sync: Any) -> bool:
+    """Someone watches the statements (tests, tracing): they must see every one, so none runs here."""
     events = sync.dispatch
-    if (events.before_cursor_execute or events.after_cursor_execute or events.before_execute
-            or events.after_execute):
-        return None  # someone watches the statements (tests, tracing): they see every one
+    return bool(events.before_cursor_execute or events.after_cursor_execute or events.before_execute
+                or events.after_execute)
+
+
+def _lookup(statement: Any, params: Any, dialect: Any) -> tuple[_Prepared, bool] | None:
+    """The statement prepared for these parameters, and whether they are a list of sets (executemany);
+    None when it is left to SQLAlchemy."""
+    if not isinstance(statement, _CORE_STATEMENTS) or statement._execution_options:
+        return None
     many = params is not None and not isinstance(params, Mapping)
     if many:
         if not params or not all(isinstance(one, Mapping) for one in params):
@@ -133,21 +182,165 @@ async def run(connection: AsyncConnection, statement: Any, params: Any) -> Resul
             _seen.add(statement)
             return None
         by_keys = _prepared[statement] = {}
-    dialect = sync.dialect  # every engine here is made alike (ledger/db.py): its class names it
+    # Every engine here is made alike (ledger/db.py): the dialect's class names it.
     prepared = by_keys.get((type(dialect), keys))
     if prepared is None:
         prepared = by_keys[(type(dialect), keys)] = _prepare(statement, keys, dialect)
     if not isinstance(prepared, _Prepared) or (many and prepared.returns_rows):
         return None
-    if not sync.in_transaction():
-        if sync._transaction is not None:
-            return None  # a failed transaction awaiting its rollback: SQLAlchemy raises as it should
-        await connection.begin()  # what SQLAlchemy's autobegin does (ledger/db.py's begin hook: BEGIN)
+    return prepared, many
+
+
+class Unit:
+    """The driver connection of one unit of work (ledger.db.transaction), found once when the unit begins, so
+    its statements run there without asking the session for its connection each time. `raw` is the sqlite3
+    connection inside the unit's transaction (its savepoint in a group, or its BEGIN IMMEDIATE), `driver` the
+    InlineConnection whose `_execute` retries a locked database up to the bound. `transaction`: the SQLAlchemy
+    transaction the raw connection belongs to (None in a group, where the unit's savepoint is its own); once
+    that ends (a commit or rollback inside the unit), statements go back through the session."""
+
+    __slots__ = ("asyncpg", "connection", "dialect", "driver", "open", "raw", "session", "transaction")
+
+    def __init__(self, session: Any, connection: AsyncConnection, raw: sqlite3.Connection | None, driver: Any,
+                 transaction: Any, asyncpg: Any = None) -> None:
+        self.session = session
+        self.connection = connection
+        self.dialect = connection.dialect
+        self.raw = raw
+        self.driver = driver
+        self.transaction = transaction
+        self.asyncpg = asyncpg  # PostgreSQL: SQLAlchemy's asyncpg adapter connection (its transaction, its cache)
+        self.open = True
+
+    @classmethod
+    def of(cls, session: Any, connection: AsyncConnection, *, own_savepoint: sqlite3.Connection | None = None
+           ) -> Unit:
+        """The unit whose session is `session`, on `connection` (in its transaction already). `own_savepoint`:
+        the unit runs in a savepoint of its own on this sqlite3 connection (group commit)."""
+        sync = connection.sync_connection
+        assert sync is not None
+        driver = sync.connection.driver_connection
+        transaction = None if own_savepoint is not None else sync.get_transaction()
+        raw = own_savepoint if own_savepoint is not None else getattr(driver, "sqlite", None)
+        watched = _watched(sync)
+        if raw is None or sync.dialect.name != "sqlite" or getattr(driver, "_execute", None) is None or watched:
+            raw = None
+        adapter = None
+        if sync.dialect.name == "postgresql" and sync.dialect.driver == "asyncpg" and not watched:
+            adapter = sync.connection.dbapi_connection
+        return cls(session, connection, raw, driver, transaction, adapter)
+
+    def current(self, session: Any) -> bool:
+        """This unit is `session`'s and still in the transaction it began with."""
+        if self.session is not session or not self.open:
+            return False
+        transaction = self.transaction
+        return transaction is None or (transaction.is_active and self.connection.sync_connection is not None
+                                       and self.connection.sync_connection._transaction is transaction)
+
+
+# The unit of work the current task is in (ledger.db.transaction sets it for the unit's body).
+current_unit: ContextVar[Unit | None] = ContextVar("tradewarden_unit", default=None)
+
+
+async def run_in_unit(unit: Unit, statement: Any, params: Any) -> Result[Any] | None:
+    """The statement's result, run on the unit's raw connection; None when it is left to SQLAlchemy."""
+    if unit.raw is not None:
+        found = _lookup(statement, params, unit.dialect)
+        if found is None:
+            return None
+        return await _run_prepared(found[0], found[1], params, unit.raw, unit.driver._execute)
+    if unit.asyncpg is not None:
+        found = _lookup(statement, params, unit.dialect)
+        # One parameter set, no IN expanded at compile time: the rest is SQLAlchemy's.
+        if found is None or found[1] or found[0].plan is None:
+            return None
+        return await _run_asyncpg(unit.asyncpg, unit.dialect, found[0], params)
+    return None
+
+
+_STATUS_COUNT = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
+
+
+async def _run_asyncpg(adapter: Any, dialect: Any, prepared: _Prepared, params: Any) -> Result[Any]:
+    """PostgreSQL: the statement as SQLAlchemy compiled it for asyncpg, run on the asyncpg connection inside the
+    SAME transaction SQLAlchemy's adapter keeps (begun here if the unit ran nothing yet, as the adapter would),
+    through the adapter's prepared-statement cache, one statement at a time (its mutex). Errors become what
+    SQLAlchemy raises: the adapter translates asyncpg's exception into its DBAPI error (a lock timeout, a
+    unique violation...), wrapped as SQLAlchemy wraps it (OperationalError, IntegrityError...)."""
+    parameters = prepared.parameters(params)
+    try:
+        async with adapter._execute_mutex:
+            try:
+                if adapter._transaction is None:
+                    await adapter._start_transaction()
+                statement, attributes = await adapter._prepare(prepared.sql, dialect._invalidate_schema_cache_asof)
+                records = await statement.fetch(*parameters)
+                status = statement.get_statusmsg()
+            except Exception as error:
+                if isinstance(error, dialect.loaded_dbapi.Error):
+                    raise
+                adapter._handle_exception(error)  # raises the translated DBAPI error
+    except dialect.loaded_dbapi.Error as error:
+        raise exc.DBAPIError.instance(prepared.sql, parameters, error, dialect.loaded_dbapi.Error,
+                                      dialect=dialect) from error
+    if not prepared.returns_rows:
+        matched = _STATUS_COUNT.match(status or "")
+        return RowCountResult(int(matched.group(1)) if matched else -1)
+    processors = prepared.typed_processors
+    if processors is None:
+        processors = prepared.typed_processors = tuple(
+            column[3]._cached_result_processor(dialect, attribute.type.oid)
+            for column, attribute in zip(prepared.compiled._result_columns, attributes, strict=True))
+    if any(processors):
+        rows = [tuple(value if process is None else process(value)
+                      for value, process in zip(record, processors, strict=True)) for record in records]
+    else:
+        rows = [tuple(record) for record in records]
+    return IteratorResult(prepared.metadata, iter(rows))
+
+
+async def run(connection: AsyncConnection, statement: Any, params: Any) -> Result[Any] | None:
+    """The statement's result, run on the raw connection; None when it is left to SQLAlchemy."""
+    sync = connection.sync_connection
+    if sync is None or _watched(sync):
+        return None
+    if sync.dialect.name == "postgresql" and sync.dialect.driver == "asyncpg":
+        found = _lookup(statement, params, sync.dialect)
+        if found is None or found[1] or found[0].plan is None:
+            return None
+        if not sync.in_transaction():
+            if sync._transaction is not None:
+                return None  # a failed transaction awaiting its rollback: SQLAlchemy raises as it should
+            # What SQLAlchemy's autobegin does; on PostgreSQL that is no I/O (the adapter begins the
+            # transaction with the first statement, as _run_asyncpg does), so no hop through the greenlet.
+            sync.begin()
+        return await _run_asyncpg(sync.connection.dbapi_connection, sync.dialect, found[0], params)
+    if sync.dialect.name != "sqlite":
+        return None
+    found = _lookup(statement, params, sync.dialect)
+    if found is None:
+        return None
     driver = sync.connection.driver_connection
     raw = getattr(driver, "sqlite", None)
     execute = getattr(driver, "_execute", None)
     if raw is None or execute is None:
         return None
+    if not sync.in_transaction():
+        if sync._transaction is not None:
+            return None  # a failed transaction awaiting its rollback: SQLAlchemy raises as it should
+        if sync.get_execution_options().get(WRITE_OPTION, False):
+            await connection.begin()  # BEGIN IMMEDIATE may wait for the lock: through SQLAlchemy's greenlet
+        else:
+            # What SQLAlchemy's autobegin does; the begin hook's plain BEGIN runs on the driver's connection
+            # (ledger/db.py), so no hop through the greenlet is needed.
+            sync.begin()
+    return await _run_prepared(found[0], found[1], params, raw, execute)
+
+
+async def _run_prepared(prepared: _Prepared, many: bool, params: Any, raw: sqlite3.Connection,
+                        execute: Callable[..., Awaitable[Any]]) -> Result[Any]:
+    """Run on `raw`: `execute` tries at once and retries a locked database asynchronously, up to the bound."""
     if many:
         sets = [prepared.parameters(one) for one in params]
 

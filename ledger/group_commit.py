@@ -5,12 +5,15 @@ survives power loss; that sync costs far more than a unit's statements. So units
 one. They queue, in the order they asked, for one writer per database file in the process (every engine on the
 file: one server runtime per stdio agent, a command's own), which takes a pooled connection for each group.
 The first unit of a group opens BEGIN IMMEDIATE (the database's write lock); every unit runs inside its own
-SAVEPOINT (its ORM session, bound to the group's connection, begins and ends a transaction as usual; the
-driver makes those SAVEPOINT, RELEASE and ROLLBACK TO: ledger/sqlite_inline.py), RELEASEd on success and
-rolled back to on failure: that unit alone fails, its neighbours go on. A group takes every unit waiting when
-it opened and, for MAX_GROUP_SECONDS, those that come meanwhile (at most MAX_GROUP_UNITS); when no unit is
-waiting for the writer, or past those bounds, it COMMITs in a worker thread (ledger/sqlite_inline.py: the loop
-keeps serving during the sync), and the units that arrive meanwhile wait for the next group. A unit's
+SAVEPOINT on the driver's connection (ledger/sqlite_inline.py), RELEASEd on success and rolled back to on
+failure: that unit alone fails, its neighbours go on. Its hot statements run there directly
+(ledger/fast_execute.py); its ORM session, bound to the group's connection, joins the savepoint only if the
+unit's body uses it. A group takes every unit waiting when it opened and, for MAX_GROUP_SECONDS, those that
+come meanwhile (at most MAX_GROUP_UNITS); when no unit is waiting for the writer, or past those bounds, it
+COMMITs in a worker thread (ledger/sqlite_inline.py: the loop keeps serving during the sync), and the units
+that arrive meanwhile wait for the next group. A group nobody waits behind commits on the loop's thread
+instead while the recent COMMITs all synced within INLINE_COMMIT_MAX_SECONDS: the loop stands still for one
+fast sync rather than pay the hand-over to the thread and back (GroupCommitWriter._commit_inline). A unit's
 `transaction()` returns only once its group's COMMIT succeeded; if the COMMIT fails, every unit of the group
 raises: nothing is reported committed that is not.
 
@@ -35,19 +38,26 @@ import sqlite3
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
+from ledger import fast_execute
 from ledger.sqlite_inline import LOCK_WAIT_SECONDS, LONGEST_RETRY_PAUSE, wait_until
 
 MAX_GROUP_UNITS = 64  # a group commits after this many units even while others wait
 # A group takes every unit that was waiting when it opened (they would hold the lock one after the other
 # anyway) and, while it has been open less than this, the units that arrive meanwhile.
 MAX_GROUP_SECONDS = 0.004
+# A lone group's COMMIT runs on the loop's thread while the recent COMMITs were all this fast (see
+# GroupCommitWriter._commit_inline): the hand-over to the worker thread costs ~30 us and, on a busy machine,
+# up to milliseconds waiting to be scheduled; a fast sync costs the loop about as long as one unit's own work.
+INLINE_COMMIT_MAX_SECONDS = 0.001
+COMMITS_TRACKED = 16
 FAIR_AFTER_SECONDS = 0.5  # holding the write lock back to back this long, the writer lets it go ...
 FAIR_PAUSE_SECONDS = LONGEST_RETRY_PAUSE * 1.5  # ... for this long, so another process's next try gets it
 
@@ -55,6 +65,16 @@ FAIR_PAUSE_SECONDS = LONGEST_RETRY_PAUSE * 1.5  # ... for this long, so another 
 def _failed(statement: str, cause: BaseException) -> OperationalError:
     """A fresh error for one unit (every unit of a failed group raises its own; they share the cause)."""
     return OperationalError(statement, None, cause)
+
+
+def commit_inline(*, waiting: int, recent_commit_seconds: Sequence[float]) -> bool:
+    """Whether a group's COMMIT runs on the loop's thread: nobody waits for the writer, and each of the last
+    COMMITS_TRACKED COMMITs synced within INLINE_COMMIT_MAX_SECONDS. Otherwise (units waiting, a slow or busy
+    disk, too little history) it runs in the worker thread and the loop keeps serving. Inline, the loop stands
+    still for about one fast sync instead of paying the hand-over to the worker thread and back; one slow sync
+    stalls it once at most, then the COMMITs go to the thread until COMMITS_TRACKED fast ones in a row."""
+    return (waiting == 0 and len(recent_commit_seconds) >= COMMITS_TRACKED
+            and max(list(recent_commit_seconds)[-COMMITS_TRACKED:]) <= INLINE_COMMIT_MAX_SECONDS)
 
 
 class _Group:
@@ -90,6 +110,7 @@ class GroupCommitWriter:
         self._finishers: set[asyncio.Task[None]] = set()
         self._lock_free_since: float | None = None  # the writer left the write lock free since (None: it holds it)
         self._last_free = time.monotonic()  # when the write lock was last free for FAIR_PAUSE_SECONDS
+        self._commit_seconds: deque[float] = deque(maxlen=COMMITS_TRACKED)  # the last COMMITs' durations
 
     @asynccontextmanager
     async def unit(self, sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
@@ -103,22 +124,49 @@ class GroupCommitWriter:
             raise
         group.units += 1
         try:
-            # The session begins and ends a transaction as usual; on the group's connection those are the
-            # unit's SAVEPOINT and RELEASE (or ROLLBACK TO), ledger/sqlite_inline.py.
-            async with sessions(bind=group.connection) as session, session.begin():
-                yield session
+            raw = group.driver.begin_unit()  # the unit's own savepoint (ledger/sqlite_inline.py)
         except BaseException as error:
-            if group.broken is None and not group.still_open():
-                group.broken = error  # SQLite rolled back the group (a full disk, an I/O error): all fail
+            self._unit_failed(group, error)
+            self._pass_turn()
+            raise
+        # The session joins the unit's savepoint only if the unit's body uses it (ORM work, statements
+        # ledger.db.execute leaves to SQLAlchemy); the hot statements run on `raw` (ledger/fast_execute.py).
+        session = sessions(bind=group.connection)
+        unit = fast_execute.Unit.of(session, group.connection, own_savepoint=raw)
+        token = fast_execute.current_unit.set(unit)
+        try:
+            yield session
+            if _has_work(session.sync_session):
+                await session.commit()  # flushes; the savepoint stays the unit's until it is released
+            group.driver.release_unit()
+        except BaseException as error:
+            try:
+                if session.in_transaction():
+                    await session.rollback()
+                group.driver.rollback_unit()
+            except BaseException as undo_error:  # the unit could not be undone alone: the group fails
+                group.broken = group.broken or undo_error
+            self._unit_failed(group, error)
             raise
         finally:
-            self._pass_turn()
+            unit.open = False
+            fast_execute.current_unit.reset(token)
+            group.driver.unit_open = False
+            try:
+                await _close(session)
+            finally:
+                self._pass_turn()  # whatever happens, the writer goes on
         try:
             await asyncio.shield(group.done)
         except asyncio.CancelledError:
             raise
         except BaseException as error:
             raise _failed("COMMIT", error) from None
+
+    @staticmethod
+    def _unit_failed(group: _Group, error: BaseException) -> None:
+        if group.broken is None and not group.still_open():
+            group.broken = error  # SQLite rolled back the group (a full disk, an I/O error): all fail
 
     # --- the turn: one unit (or one COMMIT) has the writer connection at a time, in order of arrival ------
 
@@ -180,7 +228,10 @@ class GroupCommitWriter:
             connection = self._connection = await engine.connect()
         token = wait_until.set(deadline)
         try:
-            driver: Any = (await connection.get_raw_connection()).driver_connection
+            # A connection that is open and valid holds its driver connection: no hop through the greenlet.
+            sync = connection.sync_connection
+            driver: Any = (sync.connection if sync is not None and not sync.invalidated
+                           else await connection.get_raw_connection()).driver_connection
             await driver.begin_group()  # waits for other processes, up to the unit's deadline
         except sqlite3.Error as error:  # as SQLAlchemy would raise it: LEDGER_UNAVAILABLE (policies/failures.py)
             await self._release_connection()
@@ -202,13 +253,17 @@ class GroupCommitWriter:
         if connection is not None:
             await connection.close()
 
+    def _commit_inline(self) -> bool:
+        return commit_inline(waiting=len(self._waiting), recent_commit_seconds=self._commit_seconds)
+
     async def _finish(self, group: _Group) -> None:
         """COMMIT the group (ROLLBACK a broken one), answer its units, pass the turn on."""
         failure: BaseException | None = group.broken
         try:
             if failure is None:
                 try:
-                    await group.driver.commit_group()  # in a worker thread (sqlite_inline)
+                    # In a worker thread (sqlite_inline), or inline when that is bounded (_commit_inline).
+                    self._commit_seconds.append(await group.driver.commit_group(inline=self._commit_inline()))
                     self._on_commit()
                 except BaseException as error:
                     failure = error
@@ -236,6 +291,20 @@ class GroupCommitWriter:
         if self._waiting and now - self._last_free >= FAIR_AFTER_SECONDS:
             await asyncio.sleep(FAIR_PAUSE_SECONDS)
             self._last_free = time.monotonic()
+
+
+def _has_work(session: Session) -> bool:
+    """The session began a transaction or holds changes to flush (ORM objects added, changed or deleted)."""
+    return session.in_transaction() or bool(session.new or session.deleted or session.dirty)
+
+
+async def _close(session: AsyncSession) -> None:
+    """Close a unit's session. One that never began holds no connection: closing it is in-memory work only,
+    done here without the hop through SQLAlchemy's greenlet."""
+    if session.in_transaction():
+        await session.close()
+    else:
+        session.sync_session.close()
 
 
 class _File:

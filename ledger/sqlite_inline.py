@@ -9,13 +9,15 @@ so the connection has no busy timeout: a locked database raises at once, and the
 asynchronous sleep — the loop keeps serving while it waits, up to LOCK_WAIT_SECONDS (or the earlier
 deadline a caller set in `wait_until`).
 
-Group commit (ledger/group_commit.py) opens a group on a connection (`begin_group`: BEGIN IMMEDIATE); while it
-is open, the transactions SQLAlchemy begins and ends on that connection are the units' savepoints: BEGIN is
-SAVEPOINT (ledger/db.py's begin hook asks `group_open`), COMMIT is RELEASE, ROLLBACK is ROLLBACK TO — a few
-microseconds each, and SQLAlchemy's sessions work on it unchanged. The group's own COMMIT (`commit_group`) runs
-in a worker thread: with synchronous=FULL it syncs the WAL to disk, milliseconds the loop must not stand still
-for. sqlite3 releases the GIL while SQLite works; nothing else uses the connection until the COMMIT returns
-(the writer's turn is held).
+Group commit (ledger/group_commit.py) opens a group on a connection (`begin_group`: BEGIN IMMEDIATE); each unit
+of the group opens its own savepoint on it (`begin_unit`) and ends it (`release_unit`, or `rollback_unit`).
+While a unit is open, the transaction SQLAlchemy begins and ends on that connection (a session's, for the
+statements it runs itself) is the unit's: BEGIN does nothing (ledger/db.py's begin hook asks `unit_open`),
+COMMIT does nothing (the unit releases its savepoint when it ends), ROLLBACK rolls back to the unit's savepoint;
+SQLAlchemy's sessions work on it unchanged. The group's own COMMIT (`commit_group`) runs in a worker thread: with
+synchronous=FULL it syncs the WAL to disk, which may take milliseconds the loop must not stand still for
+(the writer commits inline only when that is bounded: group_commit.commit_inline). sqlite3 releases the GIL
+while SQLite works; nothing else uses the connection until the COMMIT returns (the writer's turn is held).
 """
 
 from __future__ import annotations
@@ -60,10 +62,17 @@ def _deadline(deadline: float | None) -> float:
     return deadline if bound is None else min(deadline, bound)
 
 
+def _timed_commit(connection: sqlite3.Connection) -> float:
+    started = time.monotonic()
+    connection.commit()
+    return time.monotonic() - started
+
+
 class InlineConnection(aiosqlite.Connection):
     """An aiosqlite.Connection without the worker thread."""
 
-    group_open = False  # a group's transaction is open: transactions on this connection are savepoints
+    group_open = False  # a group's transaction is open (BEGIN IMMEDIATE ... COMMIT)
+    unit_open = False  # a unit's savepoint in the group is open: SQLAlchemy's transactions here are the unit's
 
     @property
     def sqlite(self) -> sqlite3.Connection | None:
@@ -93,17 +102,20 @@ class InlineConnection(aiosqlite.Connection):
         await self._execute(self._connection.execute, "BEGIN IMMEDIATE")
         self.group_open = True
 
-    async def commit_group(self) -> None:
-        """The group's COMMIT, in a worker thread. On failure the group is still open: roll it back."""
+    async def commit_group(self, *, inline: bool = False) -> float:
+        """The group's COMMIT, in a worker thread (inline: on the loop's thread, which stands still for the
+        sync; the writer decides when that is bounded). Returns how long SQLite took to commit (the sync,
+        without the hand-over to the thread). On failure the group is still open: roll it back."""
         if not self._running or not self._connection:
             raise ValueError("Connection closed")
         loop = asyncio.get_running_loop()
         deadline = None
         while True:
             try:
-                await loop.run_in_executor(_COMMITS, self._connection.commit)
+                took = _timed_commit(self._connection) if inline else await loop.run_in_executor(
+                    _COMMITS, _timed_commit, self._connection)
                 self.group_open = False
-                return
+                return took
             except sqlite3.OperationalError as error:
                 if not _locked(error):
                     raise
@@ -113,21 +125,40 @@ class InlineConnection(aiosqlite.Connection):
                 await asyncio.sleep(0.001)
 
     def rollback_group(self) -> None:
-        self.group_open = False
+        self.group_open = self.unit_open = False
         if self._connection is not None:
             self._connection.rollback()
 
-    async def commit(self) -> None:
-        if self.group_open and self._connection is not None:  # a unit's end: its savepoint joins the group
+    def begin_unit(self) -> sqlite3.Connection:
+        """A unit's savepoint in the open group (the group holds the write lock: nothing to wait for).
+        Returns the driver's connection, on which the unit's statements run."""
+        assert self.group_open and self._connection is not None
+        self._connection.execute(f"SAVEPOINT {UNIT_SAVEPOINT}")
+        self.unit_open = True
+        return self._connection
+
+    def release_unit(self) -> None:
+        """The unit succeeded: its changes join the group's transaction."""
+        assert self._connection is not None
+        self._connection.execute(f"RELEASE {UNIT_SAVEPOINT}")
+        self.unit_open = False
+
+    def rollback_unit(self) -> None:
+        """The unit failed: undo it alone (unless SQLite rolled back the whole group: the writer sees that)."""
+        self.unit_open = False
+        if self._connection is not None and self._connection.in_transaction:
+            self._connection.execute(f"ROLLBACK TO {UNIT_SAVEPOINT}")
             self._connection.execute(f"RELEASE {UNIT_SAVEPOINT}")
+
+    async def commit(self) -> None:
+        if self.unit_open:  # a session's commit inside a unit: the unit's end releases its savepoint
             return
         await super().commit()
 
     async def rollback(self) -> None:
-        if self.group_open and self._connection is not None:  # a unit's failure: undo it alone
-            if self._connection.in_transaction:  # else SQLite rolled back the group (the writer sees it)
+        if self.unit_open:  # a session's rollback inside a unit: back to the unit's start (it stays open)
+            if self._connection is not None and self._connection.in_transaction:
                 self._connection.execute(f"ROLLBACK TO {UNIT_SAVEPOINT}")
-                self._connection.execute(f"RELEASE {UNIT_SAVEPOINT}")
             return
         await super().rollback()
 

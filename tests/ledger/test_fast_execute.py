@@ -26,6 +26,9 @@ T0 = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
 # IN lists: one fixed in the statement (expanded once), one bound per call (left to SQLAlchemy).
 STATES_IN_FIXED_LIST = select(TradingState.scope, TradingState.changed_at).where(
     TradingState.state.in_(["active", "halted"]), TradingState.changed_by == bindparam("by"))
+# A value fixed in the statement next to one bound per call.
+STATES_WITH_A_FIXED_VALUE = select(TradingState.scope, TradingState.state).where(
+    TradingState.state == "active", TradingState.changed_by == bindparam("by"))
 STATES_IN_BOUND_LIST = select(TradingState.scope).where(TradingState.state.in_(bindparam("states", expanding=True)))
 
 
@@ -215,3 +218,22 @@ async def test_an_in_list_bound_per_call_is_left_to_sqlalchemy(sessions: async_s
     async with db.read(sessions) as connection:
         for _ in range(2):
             assert await fast_execute.run(connection, STATES_IN_BOUND_LIST, {"states": ["active"]}) is None
+
+
+async def test_a_value_fixed_in_the_statement_is_bound_with_the_calls_values(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with db.transaction(sessions) as session:
+        rows = await same_rows(session, STATES_WITH_A_FIXED_VALUE, {"by": "system"})
+        assert await same_rows(session, STATES_WITH_A_FIXED_VALUE, {"by": "nobody"}) == []
+    assert [tuple(row) for row in rows] == [(GLOBAL_SCOPE, "active")]
+
+
+async def test_a_plain_read_begins_a_transaction_sqlalchemy_knows_about(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    """The read's BEGIN runs on the driver without SQLAlchemy's greenlet, yet SQLAlchemy ends it as usual."""
+    async with db.read(sessions) as connection:
+        await fast(connection, _STATE_ROWS, {"agent_id": "a1"})
+        raw = (await connection.get_raw_connection()).driver_connection.sqlite
+        assert connection.in_transaction() and raw.in_transaction
+        await connection.rollback()
+        assert not raw.in_transaction

@@ -258,3 +258,123 @@ async def test_in_memory_sqlite_commits_each_unit_on_its_own() -> None:
         assert (await connection.execute(text("SELECT count(*) FROM notes"))).scalar_one() == 2
     await engine.dispose()
     assert db.UnitCounter.commits - commits == 3
+
+
+INSERT_NOTE = text("INSERT INTO notes (unit) VALUES (:unit)")
+
+
+async def test_a_units_hot_statements_leave_its_session_unbegun(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    """The hot statements run on the unit's savepoint directly: the session is not asked for a connection."""
+    from policies.audit import _INSERT_EVENT
+
+    row = {"seq": 1, "event_id": "e1", "ts": T0, "actor": "system", "agent_id": None, "kind": "k", "tool": None,
+           "payload": "{}", "prev_hash": "0" * 64, "hash": "1" * 64}
+    for attempt in range(2):  # a statement's first sight is left to SQLAlchemy, the next ones are not
+        async with db.transaction(sessions) as session:
+            await db.execute(session, _INSERT_EVENT, row | {"seq": attempt + 1, "event_id": f"e{attempt}"})
+            began = session.in_transaction()
+    assert began is False
+    with sqlite3.connect(db_url.removeprefix("sqlite+aiosqlite:///")) as connection:
+        assert [r[0] for r in connection.execute("SELECT seq FROM audit_events ORDER BY seq")] == [1, 2]
+
+
+@pytest.mark.usefixtures("groups_wait_for_queued_units")
+async def test_a_session_rollback_inside_a_unit_undoes_that_unit_only(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    async def undoes_its_first_note() -> None:
+        async with db.transaction(sessions) as session:
+            await session.execute(INSERT_NOTE, {"unit": "undone"})
+            await asyncio.sleep(0)  # the neighbour queues into this group
+            await session.rollback()
+            await session.execute(INSERT_NOTE, {"unit": "kept"})
+
+    await asyncio.gather(write_note(sessions, "before", yield_first=True), undoes_its_first_note(),
+                         write_note(sessions, "after"))
+    assert committed_notes(db_url) == ["after", "before", "kept"]
+
+
+@pytest.mark.usefixtures("groups_wait_for_queued_units")
+async def test_orm_objects_added_in_a_unit_commit_and_fail_with_it(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    from ledger.models import KeyValue
+
+    async def unit(key: str, *, fail: bool) -> None:
+        async with db.transaction(sessions) as session:
+            session.add(KeyValue(key=key, value={}, updated_at=T0))  # flushed when the unit ends
+            await session.execute(INSERT_NOTE, {"unit": key})
+            await asyncio.sleep(0)
+            if fail:
+                raise ValueError(key)
+
+    results = await asyncio.gather(unit("ok", fail=False), unit("bad", fail=True), return_exceptions=True)
+    assert results[0] is None and isinstance(results[1], ValueError)
+    with sqlite3.connect(db_url.removeprefix("sqlite+aiosqlite:///")) as connection:
+        assert [r[0] for r in connection.execute("SELECT key FROM server_state")] == ["ok"]
+    assert committed_notes(db_url) == ["ok"]
+
+
+@pytest.mark.usefixtures("groups_wait_for_queued_units")
+async def test_a_flush_failure_at_a_units_end_fails_that_unit_alone(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from ledger.models import KeyValue
+
+    async with db.transaction(sessions) as session:
+        session.add(KeyValue(key="taken", value={}, updated_at=T0))
+
+    async def duplicate() -> None:
+        async with db.transaction(sessions) as session:
+            await session.execute(INSERT_NOTE, {"unit": "duplicate"})
+            session.add(KeyValue(key="taken", value={}, updated_at=T0))  # the flush at the end fails
+            await asyncio.sleep(0)
+
+    results = await asyncio.gather(write_note(sessions, "a", yield_first=True), duplicate(),
+                                   write_note(sessions, "c"), return_exceptions=True)
+    assert results[0] is None and isinstance(results[1], IntegrityError) and results[2] is None
+    assert committed_notes(db_url) == ["a", "c"]
+
+
+FAST = [0.0002] * group_commit.COMMITS_TRACKED
+
+
+def test_a_lone_group_commits_inline_after_enough_fast_syncs() -> None:
+    assert group_commit.commit_inline(waiting=0, recent_commit_seconds=FAST)
+
+
+def test_a_group_with_units_waiting_commits_in_the_worker_thread() -> None:
+    assert not group_commit.commit_inline(waiting=1, recent_commit_seconds=FAST)
+
+
+def test_one_slow_sync_among_the_recent_sends_commits_to_the_worker_thread() -> None:
+    slow = [*FAST[1:], group_commit.INLINE_COMMIT_MAX_SECONDS * 3]
+    assert not group_commit.commit_inline(waiting=0, recent_commit_seconds=slow)
+
+
+def test_too_few_syncs_seen_commit_in_the_worker_thread() -> None:
+    assert not group_commit.commit_inline(waiting=0, recent_commit_seconds=FAST[1:])
+
+
+async def test_lone_units_commit_on_the_loops_thread_once_the_syncs_proved_fast(
+        sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch, db_url: str) -> None:
+    """Watched on the writer's own sqlite3 connection: which thread runs each COMMIT."""
+    import threading
+
+    from ledger import fast_execute
+
+    monkeypatch.setattr(group_commit, "INLINE_COMMIT_MAX_SECONDS", 60.0)  # any sync of this disk counts as fast
+    commit_threads: list[int] = []
+    loop_thread = threading.get_ident()
+    units = group_commit.COMMITS_TRACKED + 4
+    for i in range(units):
+        async with db.transaction(sessions) as session:
+            unit = fast_execute.current_unit.get()
+            assert unit is not None and unit.raw is not None
+            unit.raw.set_trace_callback(
+                lambda sql: commit_threads.append(threading.get_ident()) if sql == "COMMIT" else None)
+            await session.execute(INSERT_NOTE, {"unit": f"u{i:02}"})
+    assert len(commit_threads) == units
+    assert commit_threads[0] != loop_thread  # too little history yet: the worker thread
+    assert commit_threads[-4:] == [loop_thread] * 4
+    assert committed_notes(db_url) == [f"u{i:02}" for i in range(units)]
