@@ -345,8 +345,14 @@ async def upgrade(engine: AsyncEngine) -> None:
     """Apply every pending migration (alembic is imported only when there is something to do)."""
     if await current_revision(engine) == SCHEMA_REVISION:
         return
-    async with engine.begin() as conn:
-        await conn.run_sync(_upgrade_sync)
+    # On SQLite the migration takes the write lock first (BEGIN IMMEDIATE, waited for up to the bound): in a
+    # deferred transaction its first DDL would have to upgrade a read lock, which SQLite refuses at once when
+    # another process migrates the same fresh file (two servers or commands started together). Alembic reads the
+    # version under the lock, so the second finds the schema done.
+    async with engine.connect() as conn:
+        await conn.execution_options(**{WRITE_OPTION: True})
+        async with conn.begin():
+            await conn.run_sync(_upgrade_sync)
 
 
 def run_upgrade(url: str) -> None:

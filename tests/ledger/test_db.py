@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from sqlalchemy import text
 
 from ledger import db
+from tests.cli_probe import ROOT
 
 
 @pytest.mark.postgres
@@ -20,3 +27,19 @@ async def test_postgres_connections_commit_synchronously(pg_url: str) -> None:
             assert (await session.execute(text("SHOW synchronous_commit"))).scalar_one() == "on"
     finally:
         await engine.dispose()
+
+
+def test_commands_started_together_on_a_fresh_file_all_migrate_it(tmp_path: Path) -> None:
+    """Six `tradewarden db upgrade` at the same instant on a file that does not exist yet (an operator's
+    scripts, or servers started together): each waits its turn for the write lock, none fails "database is
+    locked", and the schema is there once."""
+    config = tmp_path / "tradewarden.toml"
+    config.write_text(f'[server]\ndatabase_url = "sqlite+aiosqlite:///{tmp_path / "ledger.db"}"\n')
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    commands = [subprocess.Popen([sys.executable, "-m", "server.cli", "db", "upgrade", "--config", str(config)],
+                                 cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(6)]
+    outcomes = [(command.wait(timeout=120), command.stderr.read() if command.stderr else "") for command in commands]
+    assert [code for code, _ in outcomes] == [0] * 6, outcomes
+    with sqlite3.connect(tmp_path / "ledger.db") as ledger:
+        assert ledger.execute("SELECT version_num FROM alembic_version").fetchall() == [(db.SCHEMA_REVISION,)]
