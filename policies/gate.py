@@ -52,7 +52,7 @@ from ledger.accounting import (
     trade_with_holdings,
 )
 from ledger.db import execute, insert_if_absent, read, transaction
-from ledger.legs import LIVE_LEG_STATUSES, PARENTS_OF_LIVE_LEGS, apply_leg_updates, legs_of, with_exit_holds
+from ledger.legs import LIVE_LEG_STATUSES, PARENTS_OF_LIVE_LEGS, apply_leg_updates, legs_of
 from ledger.models import (
     GLOBAL_SCOPE,
     AgentAccount,
@@ -632,8 +632,7 @@ class Gate:
         if snap.quote is not None:
             quotes[order.symbol] = snap.quote
         usage = await load_usage(session, agent_id=agent.id, order=order, limits=agent.limits, quotes=quotes,
-                                 now=now, with_denials=False)
-        usage = await with_exit_holds(session, agent.id, order.symbol, usage)
+                                 now=now, with_denials=False, exit_holds=True)
         if lock:  # the decision that reserves also keeps the agent's equity peak and trading day current
             account = await account_row(session, agent.id, agent.limits.capital, trading_day(now), now)
             await persist_marks(session, agent_id=agent.id, usage=usage, now=now, account=account)
