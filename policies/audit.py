@@ -36,17 +36,32 @@ _SECRET_VALUES = re.compile(r"(tw(?:op)?_[A-Za-z0-9_\-]{16,}|Bearer\s+\S+|\bAK[A
 _PLAIN = frozenset({int, float, bool, type(None), Decimal, datetime})
 
 
+_KEYS_KNOWN_MAX = 4096  # the keys of our payloads are few; past this many, a key is judged afresh each time
+_secret_keys: dict[str, bool] = {}
+
+
+def _secret_key(key: str) -> bool:
+    """Whether a payload key names a secret (remembered: the same few keys come in every record)."""
+    found = _secret_keys.get(key)
+    if found is None:
+        found = _SECRET_KEYS.search(key) is not None
+        if len(_secret_keys) < _KEYS_KNOWN_MAX:
+            _secret_keys[key] = found
+    return found
+
+
 def redact(value: Any) -> Any:
     """Secrets never reach the audit log: keys that name a secret lose their value, values that look like a
     token are masked wherever they appear, and so is every rendering (raw, repr, JSON, URL, bytes, a line of
     it) of every secret the process knows (policies/secrets.py)."""
     kind = type(value)
     if kind is str:
-        return secrets.scrub(_SECRET_VALUES.sub(REDACTED, value))
+        # Shorter than anything masked (a token pattern or a secret's rendering, secrets.MIN_FRAGMENT): as is.
+        return value if len(value) < secrets.MIN_FRAGMENT else secrets.scrub(_SECRET_VALUES.sub(REDACTED, value))
     if kind in _PLAIN:
         return value
     if kind is dict or isinstance(value, Mapping):
-        return {str(k): (REDACTED if _SECRET_KEYS.search(str(k)) else redact(v)) for k, v in value.items()}
+        return {str(k): (REDACTED if _secret_key(str(k)) else redact(v)) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [redact(v) for v in value]
     if isinstance(value, str):  # a str subclass
