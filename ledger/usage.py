@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, String, bindparam, func, literal, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from broker.base import Quote
 from ledger.db import execute
@@ -211,9 +211,8 @@ _DUPLICATE = (
 _COUNTS_AND_DUPLICATE = _COUNTS.add_columns(_DUPLICATE.exists())
 
 
-async def _open_rows(session: AsyncSession, agent_id: str, unknown_since: datetime) -> list[_Row]:
+async def _open_rows(connection: AsyncConnection, agent_id: str, unknown_since: datetime) -> list[_Row]:
     """The rows _OPEN_ROWS reads."""
-    connection = await session.connection()
     statement = _OPEN_ROWS_SQLITE if connection.dialect.name == "sqlite" else _OPEN_ROWS
     rows = (await execute(connection, statement, {"agent_id": agent_id, "unknown_since": unknown_since})).all()
     return [_Row(agent_id=r[0], symbol=r[1], side=r[2], quantity=r[3], notional=r[4],
@@ -222,7 +221,7 @@ async def _open_rows(session: AsyncSession, agent_id: str, unknown_since: dateti
             for r in rows if r[8] in OPEN_TRADE_STATUSES or r[9] >= unknown_since]
 
 
-async def _rolling_unstored(session: AsyncSession, agent_id: str, rolling_since: datetime) -> Decimal:
+async def _rolling_unstored(session: AsyncConnection, agent_id: str, rolling_since: datetime) -> Decimal:
     """Σ window notional of the rows _ROLLING_UNSTORED reads."""
     total = ZERO
     for r in (await execute(session, _ROLLING_UNSTORED, {"agent_id": agent_id, "rolling_since": rolling_since})):
@@ -262,7 +261,7 @@ _DENIALS = (select(TradeProposal.violations)
             .order_by(TradeProposal.created_at.desc()).limit(DENIALS_READ_MAX))
 
 
-async def _book(session: AsyncSession, agent_id: str) -> tuple[_Account | None, list[_Position]]:
+async def _book(session: AsyncConnection, agent_id: str) -> tuple[_Account | None, list[_Position]]:
     """The agent's cash and positions from one consistent snapshot (a single SELECT)."""
     rows = (await execute(session, _BOOK, {"agent_id": agent_id})).all()
     first = rows[0]
@@ -272,7 +271,8 @@ async def _book(session: AsyncSession, agent_id: str) -> tuple[_Account | None, 
     return account, [_Position(r[4], r[5], r[6]) for r in rows if r[4] is not None]
 
 
-async def count_denials(session: AsyncSession, *, agent_id: str, limits: EffectiveLimits, now: datetime) -> int:
+async def count_denials(session: AsyncSession | AsyncConnection, *, agent_id: str, limits: EffectiveLimits,
+                        now: datetime) -> int:
     """The agent's proposals with status 'rejected' created in the last denials_window_seconds, except those
     denied only for reasons that are not its misbehaviour (policies.breakers.EXCUSED_CODES)."""
     rows = (await execute(session, _DENIALS, {
@@ -321,7 +321,9 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
     # rows are read first, so a fill committing in between can only be counted twice (still open, and
     # already final or in the position), never missed; cash and positions come from ONE statement, so equity
     # never mixes cash after a fill with positions before it (a false drawdown would trip the breaker).
-    rows = await _open_rows(session, agent_id, unknown_since)
+    # Every statement on the transaction's connection, asked of the session once.
+    connection = await session.connection()
+    rows = await _open_rows(connection, agent_id, unknown_since)
     # The counts, and whether the rarely needed reads have anything to read, in one statement.
     parameters = {"agent_id": agent_id, "rolling_since": rolling_since, "rate_since": rate_since,
                   "day_start": day_start, "symbol": order.symbol}
@@ -331,17 +333,17 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
         order_hash = order.order_hash()
         parameters.update(duplicate_since=duplicate_since, order_hash=order_hash)
         (rolling_micros, orders_in_rate, rows_today, released_unfilled_today, unstored, working_exits,
-         duplicate) = (await execute(session, _COUNTS_AND_DUPLICATE, parameters)).one()
+         duplicate) = (await execute(connection, _COUNTS_AND_DUPLICATE, parameters)).one()
         if duplicate:
             hashes.add(order_hash)
     else:
         (rolling_micros, orders_in_rate, rows_today, released_unfilled_today, unstored,
-         working_exits) = (await execute(session, _COUNTS, parameters)).one()
+         working_exits) = (await execute(connection, _COUNTS, parameters)).one()
     rolling = Decimal(rolling_micros or 0) / MICROS
     if unstored:
-        rolling += await _rolling_unstored(session, agent_id, rolling_since)
-    account, positions = await _book(session, agent_id)
-    denials = await count_denials(session, agent_id=agent_id, limits=limits, now=now) if with_denials else 0
+        rolling += await _rolling_unstored(connection, agent_id, rolling_since)
+    account, positions = await _book(connection, agent_id)
+    denials = await count_denials(connection, agent_id=agent_id, limits=limits, now=now) if with_denials else 0
 
     marks: dict[str, Decimal] = {}
     for position in positions:

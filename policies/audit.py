@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from ledger.db import execute
 from ledger.models import AuditEvent, AuditHead
@@ -152,28 +153,38 @@ async def append_many(session: AsyncSession, entries: Sequence[Entry]) -> list[A
 async def append_records(session: AsyncSession, entries: Sequence[Entry]) -> list[dict[str, Any]]:
     """append_many, returning the rows written (column → value) rather than ORM objects (the gate's units
     append on every call and never read them back)."""
-    bind = session.bind
-    if isinstance(bind, AsyncConnection):  # a unit of work in a group-commit group (ledger/group_commit.py)
-        bind = bind.engine
-    database = str(getattr(bind, "url", "")) if bind is not None else ""
+    connection = await session.connection()  # the transaction's: every statement below runs on it
+    database = _database_key(connection.engine)
     prepared = [(entry, canonical_json(redact(dict(entry.payload))), entry.event_id or str(uuid.uuid4()))
                 for entry in entries]
     guess = _head_guess.get(database)
-    events = await _try_append(session, guess, prepared) if guess is not None else None
+    events = await _try_append(connection, guess, prepared) if guess is not None else None
     if events is None:
         head = (await session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())
                 ).scalar_one_or_none()
         if head is None:
             session.add(AuditHead(id=1, seq=0, hash=GENESIS_HASH))
             await session.flush()
-        events = await _try_append(session, (head.seq, head.hash) if head else (0, GENESIS_HASH), prepared)
+        events = await _try_append(connection, (head.seq, head.hash) if head else (0, GENESIS_HASH), prepared)
         if events is None:
             raise RuntimeError("audit chain head moved during append")
     _head_guess[database] = (events[-1]["seq"], events[-1]["hash"])
     return events
 
 
-async def _try_append(session: AsyncSession, head: tuple[int, str], prepared: list[tuple[Entry, str, str]]
+_database_keys: weakref.WeakKeyDictionary[AsyncEngine, str] = weakref.WeakKeyDictionary()
+
+
+def _database_key(engine: AsyncEngine) -> str:
+    """Which database an engine writes (its URL as text, worked out once per engine): engines on one database
+    (one runtime per stdio agent) share their guess of its head."""
+    key = _database_keys.get(engine)
+    if key is None:
+        key = _database_keys[engine] = str(engine.url)
+    return key
+
+
+async def _try_append(session: AsyncConnection, head: tuple[int, str], prepared: list[tuple[Entry, str, str]]
                       ) -> list[dict[str, Any]] | None:
     rows: list[dict[str, Any]] = []
     seq, prev_hash = head

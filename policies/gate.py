@@ -479,7 +479,8 @@ class Gate:
         known = self._identities.get(agent_id) if agent_id else None
         return known[1] if known is not None and known[0][_ENABLED] else None
 
-    async def _identity_and_status(self, session: AsyncSession, agent_id: str) -> tuple[Agent, TradingStatus]:
+    async def _identity_and_status(self, session: AsyncSession | AsyncConnection, agent_id: str
+                                   ) -> tuple[Agent, TradingStatus]:
         """The agent identified afresh inside a unit of work, with the trading state, in one statement. Denies
         an agent unknown or disabled by now; the call's identity is then checked (CallRecord.unverified)."""
         rows = (await execute(session, _AGENT_HOLDINGS_AND_STATE, {"agent_id": agent_id})).all()
@@ -855,7 +856,8 @@ class Gate:
         now = self.clock()
         ttl = self.settings.proposal_ttl if order.order_type == "market" else self.settings.limit_proposal_ttl
         async with self._unit() as session:
-            agent, state = await self._identity_and_status(session, agent.id)
+            connection = await session.connection()  # the unit's: its Core statements run on it
+            agent, state = await self._identity_and_status(connection, agent.id)
             if not last and not agent.held_symbols <= quoted | {order.symbol}:
                 raise _HoldingsMoved(agent.held_symbols)
             violations, usage = await self._decide(session, agent, order, draft.strategy, snap, lock=False,
@@ -878,14 +880,14 @@ class Gate:
                 exits=order.exits_json())
             if status == "approved":
                 values.update(decided_at=now, decided_by="policy:auto", decided_via="auto")
-            await execute(session, _INSERT_PROPOSAL, values)
+            await execute(connection, _INSERT_PROPOSAL, values)
             bound: dict[str, Any] = {bindings.PROPOSALS: values}
             if status == "approved":
                 bound[bindings.APPROVALS] = {
                     "proposal_id": values["id"], "decision": "approved", "decided_by": "policy:auto", "via": "auto",
                     "trust": "auto", "order_hash": values["order_hash"], "created_at": now,
                     "audit_event_id": values["audit_event_id"]}
-                await execute(session, _INSERT_APPROVAL, bound[bindings.APPROVALS])
+                await execute(connection, _INSERT_APPROVAL, bound[bindings.APPROVALS])
             proposal = _inserted(TradeProposal, values)
             await self._record_signal(session, agent, proposal, violations)
             if violations:
