@@ -286,8 +286,8 @@ def trading_day(now: datetime) -> str:
 
 @dataclass(frozen=True)
 class Agent:
-    """Who a call acts for, with its effective limits. Built from the database on every call, so a
-    disable, a limit change or a token rotation applies at once."""
+    """Who a call acts for, with its effective limits. Read from the database on every call (a proposal's in
+    its unit of work: Gate.handle), so a disable, a limit change or a token rotation applies at once."""
 
     id: str
     limits: EffectiveLimits
