@@ -15,7 +15,8 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from mcp import Client
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.base import Quote
@@ -182,3 +183,22 @@ async def test_a_call_without_a_unit_is_answered_on_the_agent_as_it_is(db_url: s
     result, seen = await _gate_call(make_config(db_url), answers)
     assert result == Decimal(123)
     assert [agent.limits.max_trade_size for agent in seen] == [Decimal(5000), Decimal(123)]
+
+
+async def test_a_proposal_reads_the_agent_once_with_the_trading_state(db_url: str, market_open: object) -> None:
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    async with Client(create_server(make_config(db_url), agent_id="agent-1")) as client:
+        await call(client, "propose_trade", **BUY_AAPL)
+        event.listen(Engine, "before_cursor_execute", record)
+        try:
+            await call(client, "propose_trade", **{**BUY_AAPL, "qty": 3})
+        finally:
+            event.remove(Engine, "before_cursor_execute", record)
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    identity = [s for s in reads if "FROM agent_trading_permissions" in s]
+    assert len(identity) == 1 and "trading_state" in identity[0]
+    assert not [s for s in reads if "FROM trading_state" in s and "agent_trading_permissions" not in s]
