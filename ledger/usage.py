@@ -28,11 +28,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, String, bindparam, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from broker.base import Quote
+from broker.base import OPEN_STATUSES, Quote
 from ledger.db import execute
-from ledger.legs import _WORKING_EXITS as WORKING_EXITS  # the statement with_exit_holds runs
 from ledger.legs import with_exit_holds
-from ledger.models import AgentAccount, AgentPosition, AgentTrade, TradeProposal
+from ledger.models import AgentAccount, AgentOrderLeg, AgentPosition, AgentTrade, TradeProposal
 from ledger.traded import (
     FILLED_STATUS,
     MICROS,
@@ -174,6 +173,11 @@ _ROLLING_UNSTORED = (
            or_(AgentTrade.status == FILLED_STATUS,
                AgentTrade.status.in_(_literals(RELEASED_STATUSES)) & (AgentTrade.filled_qty != ZERO)))
 )
+# The legs ledger.legs.with_exit_holds reads (working exits of the agent in a symbol; a held leg holds nothing
+# yet), its statuses as literals: PostgreSQL's fast path runs no IN list expanded at compile time.
+_WORKING_EXITS = (select(literal(1)).select_from(AgentOrderLeg)
+                  .where(AgentOrderLeg.agent_id == bindparam("agent_id"), AgentOrderLeg.symbol == bindparam("symbol"),
+                         AgentOrderLeg.status.in_(_literals(frozenset(OPEN_STATUSES - {"held"})))))
 # Every order sent counts toward the order rate however it ended; a trade today is any row of today but a
 # released one without a fill; the rolling notional of final rows is the integer SUM of window_micros. Each
 # an aggregate over an index range, (agent_id, created_at, window_micros) or (agent_id, status, created_at):
@@ -196,7 +200,7 @@ _COUNTS = select(
     _ROLLING_UNSTORED.with_only_columns(literal(1)).exists(),
     # Whether the agent has working exits in the order's symbol (normally not): legs.with_exit_holds runs
     # only then.
-    WORKING_EXITS.with_only_columns(literal(1)).exists(),
+    _WORKING_EXITS.exists(),
 )
 # Whether the agent sent the same order (same hash) in the duplicate window, however it ended: the window's
 # rows by (agent_id, created_at), each joined to its proposal by primary key; at most one row comes back.
@@ -211,17 +215,18 @@ _DUPLICATE = (
 _COUNTS_AND_DUPLICATE = _COUNTS.add_columns(_DUPLICATE.exists())
 
 
-async def _open_rows(connection: AsyncConnection, agent_id: str, unknown_since: datetime) -> list[_Row]:
+async def _open_rows(session: AsyncSession, agent_id: str, unknown_since: datetime) -> list[_Row]:
     """The rows _OPEN_ROWS reads."""
-    statement = _OPEN_ROWS_SQLITE if connection.dialect.name == "sqlite" else _OPEN_ROWS
-    rows = (await execute(connection, statement, {"agent_id": agent_id, "unknown_since": unknown_since})).all()
+    bind = session.bind  # the dialect, without asking the session for its connection (execute finds the unit's)
+    statement = _OPEN_ROWS_SQLITE if bind is not None and bind.dialect.name == "sqlite" else _OPEN_ROWS
+    rows = (await execute(session, statement, {"agent_id": agent_id, "unknown_since": unknown_since})).all()
     return [_Row(agent_id=r[0], symbol=r[1], side=r[2], quantity=r[3], notional=r[4],
                  reserved_notional=r[5] if r[5] is not None else ZERO, price=r[6],
                  filled_qty=r[7] if r[7] is not None else ZERO, status=r[8], created_at=r[9], order_hash=None)
             for r in rows if r[8] in OPEN_TRADE_STATUSES or r[9] >= unknown_since]
 
 
-async def _rolling_unstored(session: AsyncConnection, agent_id: str, rolling_since: datetime) -> Decimal:
+async def _rolling_unstored(session: AsyncSession, agent_id: str, rolling_since: datetime) -> Decimal:
     """Σ window notional of the rows _ROLLING_UNSTORED reads."""
     total = ZERO
     for r in (await execute(session, _ROLLING_UNSTORED, {"agent_id": agent_id, "rolling_since": rolling_since})):
@@ -261,7 +266,7 @@ _DENIALS = (select(TradeProposal.violations)
             .order_by(TradeProposal.created_at.desc()).limit(DENIALS_READ_MAX))
 
 
-async def _book(session: AsyncConnection, agent_id: str) -> tuple[_Account | None, list[_Position]]:
+async def _book(session: AsyncSession, agent_id: str) -> tuple[_Account | None, list[_Position]]:
     """The agent's cash and positions from one consistent snapshot (a single SELECT)."""
     rows = (await execute(session, _BOOK, {"agent_id": agent_id})).all()
     first = rows[0]
@@ -321,9 +326,7 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
     # rows are read first, so a fill committing in between can only be counted twice (still open, and
     # already final or in the position), never missed; cash and positions come from ONE statement, so equity
     # never mixes cash after a fill with positions before it (a false drawdown would trip the breaker).
-    # Every statement on the transaction's connection, asked of the session once.
-    connection = await session.connection()
-    rows = await _open_rows(connection, agent_id, unknown_since)
+    rows = await _open_rows(session, agent_id, unknown_since)
     # The counts, and whether the rarely needed reads have anything to read, in one statement.
     parameters = {"agent_id": agent_id, "rolling_since": rolling_since, "rate_since": rate_since,
                   "day_start": day_start, "symbol": order.symbol}
@@ -333,17 +336,17 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
         order_hash = order.order_hash()
         parameters.update(duplicate_since=duplicate_since, order_hash=order_hash)
         (rolling_micros, orders_in_rate, rows_today, released_unfilled_today, unstored, working_exits,
-         duplicate) = (await execute(connection, _COUNTS_AND_DUPLICATE, parameters)).one()
+         duplicate) = (await execute(session, _COUNTS_AND_DUPLICATE, parameters)).one()
         if duplicate:
             hashes.add(order_hash)
     else:
         (rolling_micros, orders_in_rate, rows_today, released_unfilled_today, unstored,
-         working_exits) = (await execute(connection, _COUNTS, parameters)).one()
+         working_exits) = (await execute(session, _COUNTS, parameters)).one()
     rolling = Decimal(rolling_micros or 0) / MICROS
     if unstored:
-        rolling += await _rolling_unstored(connection, agent_id, rolling_since)
-    account, positions = await _book(connection, agent_id)
-    denials = await count_denials(connection, agent_id=agent_id, limits=limits, now=now) if with_denials else 0
+        rolling += await _rolling_unstored(session, agent_id, rolling_since)
+    account, positions = await _book(session, agent_id)
+    denials = await count_denials(session, agent_id=agent_id, limits=limits, now=now) if with_denials else 0
 
     marks: dict[str, Decimal] = {}
     for position in positions:

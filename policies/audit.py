@@ -153,19 +153,20 @@ async def append_many(session: AsyncSession, entries: Sequence[Entry]) -> list[A
 async def append_records(session: AsyncSession, entries: Sequence[Entry]) -> list[dict[str, Any]]:
     """append_many, returning the rows written (column → value) rather than ORM objects (the gate's units
     append on every call and never read them back)."""
-    connection = await session.connection()  # the transaction's: every statement below runs on it
-    database = _database_key(connection.engine)
+    bind = session.bind
+    engine = bind.engine if isinstance(bind, AsyncConnection) else bind  # a group-commit unit: its engine's
+    database = _database_key(engine) if isinstance(engine, AsyncEngine) else ""
     prepared = [(entry, canonical_json(redact(dict(entry.payload))), entry.event_id or str(uuid.uuid4()))
                 for entry in entries]
     guess = _head_guess.get(database)
-    events = await _try_append(connection, guess, prepared) if guess is not None else None
+    events = await _try_append(session, guess, prepared) if guess is not None else None
     if events is None:
         head = (await session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())
                 ).scalar_one_or_none()
         if head is None:
             session.add(AuditHead(id=1, seq=0, hash=GENESIS_HASH))
             await session.flush()
-        events = await _try_append(connection, (head.seq, head.hash) if head else (0, GENESIS_HASH), prepared)
+        events = await _try_append(session, (head.seq, head.hash) if head else (0, GENESIS_HASH), prepared)
         if events is None:
             raise RuntimeError("audit chain head moved during append")
     _head_guess[database] = (events[-1]["seq"], events[-1]["hash"])
@@ -184,7 +185,7 @@ def _database_key(engine: AsyncEngine) -> str:
     return key
 
 
-async def _try_append(session: AsyncConnection, head: tuple[int, str], prepared: list[tuple[Entry, str, str]]
+async def _try_append(session: AsyncSession, head: tuple[int, str], prepared: list[tuple[Entry, str, str]]
                       ) -> list[dict[str, Any]] | None:
     rows: list[dict[str, Any]] = []
     seq, prev_hash = head

@@ -856,8 +856,7 @@ class Gate:
         now = self.clock()
         ttl = self.settings.proposal_ttl if order.order_type == "market" else self.settings.limit_proposal_ttl
         async with self._unit() as session:
-            connection = await session.connection()  # the unit's: its Core statements run on it
-            agent, state = await self._identity_and_status(connection, agent.id)
+            agent, state = await self._identity_and_status(session, agent.id)
             if not last and not agent.held_symbols <= quoted | {order.symbol}:
                 raise _HoldingsMoved(agent.held_symbols)
             violations, usage = await self._decide(session, agent, order, draft.strategy, snap, lock=False,
@@ -880,14 +879,14 @@ class Gate:
                 exits=order.exits_json())
             if status == "approved":
                 values.update(decided_at=now, decided_by="policy:auto", decided_via="auto")
-            await execute(connection, _INSERT_PROPOSAL, values)
+            await execute(session, _INSERT_PROPOSAL, values)
             bound: dict[str, Any] = {bindings.PROPOSALS: values}
             if status == "approved":
                 bound[bindings.APPROVALS] = {
                     "proposal_id": values["id"], "decision": "approved", "decided_by": "policy:auto", "via": "auto",
                     "trust": "auto", "order_hash": values["order_hash"], "created_at": now,
                     "audit_event_id": values["audit_event_id"]}
-                await execute(connection, _INSERT_APPROVAL, bound[bindings.APPROVALS])
+                await execute(session, _INSERT_APPROVAL, bound[bindings.APPROVALS])
             proposal = _inserted(TradeProposal, values)
             await self._record_signal(session, agent, proposal, violations)
             if violations:
