@@ -25,12 +25,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, literal, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement, String, bindparam, func, literal, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from broker.base import Quote
+from broker.base import OPEN_STATUSES, Quote
 from ledger.db import execute
-from ledger.models import AgentAccount, AgentPosition, AgentTrade, TradeProposal
+from ledger.legs import with_exit_holds
+from ledger.models import AgentAccount, AgentOrderLeg, AgentPosition, AgentTrade, TradeProposal
 from ledger.traded import (
     FILLED_STATUS,
     MICROS,
@@ -172,6 +173,11 @@ _ROLLING_UNSTORED = (
            or_(AgentTrade.status == FILLED_STATUS,
                AgentTrade.status.in_(_literals(RELEASED_STATUSES)) & (AgentTrade.filled_qty != ZERO)))
 )
+# The legs ledger.legs.with_exit_holds reads (working exits of the agent in a symbol; a held leg holds nothing
+# yet), its statuses as literals: PostgreSQL's fast path runs no IN list expanded at compile time.
+_WORKING_EXITS = (select(literal(1)).select_from(AgentOrderLeg)
+                  .where(AgentOrderLeg.agent_id == bindparam("agent_id"), AgentOrderLeg.symbol == bindparam("symbol"),
+                         AgentOrderLeg.status.in_(_literals(frozenset(OPEN_STATUSES - {"held"})))))
 # Every order sent counts toward the order rate however it ended; a trade today is any row of today but a
 # released one without a fill; the rolling notional of final rows is the integer SUM of window_micros. Each
 # an aggregate over an index range, (agent_id, created_at, window_micros) or (agent_id, status, created_at):
@@ -190,6 +196,11 @@ _COUNTS = select(
     .where(AgentTrade.agent_id == bindparam("agent_id"), AgentTrade.status.in_(_literals(RELEASED_STATUSES)),
            AgentTrade.created_at >= bindparam("day_start"), AgentTrade.filled_qty == ZERO)
     .scalar_subquery(),
+    # Whether _ROLLING_UNSTORED has anything to read (normally not): that statement runs only then.
+    _ROLLING_UNSTORED.with_only_columns(literal(1)).exists(),
+    # Whether the agent has working exits in the order's symbol (normally not): legs.with_exit_holds runs
+    # only then.
+    _WORKING_EXITS.exists(),
 )
 # Whether the agent sent the same order (same hash) in the duplicate window, however it ended: the window's
 # rows by (agent_id, created_at), each joined to its proposal by primary key; at most one row comes back.
@@ -200,13 +211,15 @@ _DUPLICATE = (
            TradeProposal.order_hash == bindparam("order_hash"))
     .limit(1)
 )
+# The counts and the duplicate lookup in one statement (a decision with a duplicate window).
+_COUNTS_AND_DUPLICATE = _COUNTS.add_columns(_DUPLICATE.exists())
 
 
 async def _open_rows(session: AsyncSession, agent_id: str, unknown_since: datetime) -> list[_Row]:
     """The rows _OPEN_ROWS reads."""
-    connection = await session.connection()
-    statement = _OPEN_ROWS_SQLITE if connection.dialect.name == "sqlite" else _OPEN_ROWS
-    rows = (await execute(connection, statement, {"agent_id": agent_id, "unknown_since": unknown_since})).all()
+    bind = session.bind  # the dialect, without asking the session for its connection (execute finds the unit's)
+    statement = _OPEN_ROWS_SQLITE if bind is not None and bind.dialect.name == "sqlite" else _OPEN_ROWS
+    rows = (await execute(session, statement, {"agent_id": agent_id, "unknown_since": unknown_since})).all()
     return [_Row(agent_id=r[0], symbol=r[1], side=r[2], quantity=r[3], notional=r[4],
                  reserved_notional=r[5] if r[5] is not None else ZERO, price=r[6],
                  filled_qty=r[7] if r[7] is not None else ZERO, status=r[8], created_at=r[9], order_hash=None)
@@ -236,15 +249,16 @@ class _Position:
     avg_entry_price: Decimal
 
 
+# The agent (one row, whether or not it has an account row yet), its account and its positions: one statement
+# in every case, so an agent that has only proposed so far costs no second read.
+_AGENT = select(bindparam("agent_id", type_=String()).label("agent_id")).subquery("agent")
 _BOOK = (
     select(AgentAccount.cash, AgentAccount.equity_peak, AgentAccount.day, AgentAccount.day_start_equity,
            AgentPosition.symbol, AgentPosition.qty, AgentPosition.avg_entry_price)
-    .select_from(AgentAccount)
-    .outerjoin(AgentPosition, AgentPosition.agent_id == AgentAccount.agent_id)
-    .where(AgentAccount.agent_id == bindparam("agent_id"))
+    .select_from(_AGENT)
+    .outerjoin(AgentAccount, AgentAccount.agent_id == _AGENT.c.agent_id)
+    .outerjoin(AgentPosition, AgentPosition.agent_id == _AGENT.c.agent_id)
 )
-_POSITIONS_ONLY = (select(AgentPosition.symbol, AgentPosition.qty, AgentPosition.avg_entry_price)
-                   .where(AgentPosition.agent_id == bindparam("agent_id")))
 DENIALS_READ_MAX = 1000  # more denials than this in the window is a storm whatever their codes
 _DENIALS = (select(TradeProposal.violations)
             .where(TradeProposal.agent_id == bindparam("agent_id"), TradeProposal.status == DENIED_PROPOSAL_STATUS,
@@ -255,16 +269,15 @@ _DENIALS = (select(TradeProposal.violations)
 async def _book(session: AsyncSession, agent_id: str) -> tuple[_Account | None, list[_Position]]:
     """The agent's cash and positions from one consistent snapshot (a single SELECT)."""
     rows = (await execute(session, _BOOK, {"agent_id": agent_id})).all()
-    if rows:
-        first = rows[0]
-        account = _Account(cash=first[0], equity_peak=first[1], day=first[2], day_start_equity=first[3])
-        return account, [_Position(r[4], r[5], r[6]) for r in rows if r[4] is not None]
-    # No account row (nothing booked yet): positions alone, the agent starts from its capital.
-    only = (await execute(session, _POSITIONS_ONLY, {"agent_id": agent_id})).all()
-    return None, [_Position(r[0], r[1], r[2]) for r in only]
+    first = rows[0]
+    # No account row (nothing booked yet, its day is NULL): the agent starts from its capital.
+    account = (_Account(cash=first[0], equity_peak=first[1], day=first[2], day_start_equity=first[3])
+               if first[2] is not None else None)
+    return account, [_Position(r[4], r[5], r[6]) for r in rows if r[4] is not None]
 
 
-async def count_denials(session: AsyncSession, *, agent_id: str, limits: EffectiveLimits, now: datetime) -> int:
+async def count_denials(session: AsyncSession | AsyncConnection, *, agent_id: str, limits: EffectiveLimits,
+                        now: datetime) -> int:
     """The agent's proposals with status 'rejected' created in the last denials_window_seconds, except those
     denied only for reasons that are not its misbehaviour (policies.breakers.EXCUSED_CODES)."""
     rows = (await execute(session, _DENIALS, {
@@ -275,7 +288,8 @@ async def count_denials(session: AsyncSession, *, agent_id: str, limits: Effecti
 
 
 async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderRequest, limits: EffectiveLimits,
-                     quotes: Mapping[str, Quote], now: datetime, with_denials: bool = True) -> Usage:
+                     quotes: Mapping[str, Quote], now: datetime, with_denials: bool = True,
+                     exit_holds: bool = False) -> Usage:
     """Usage of `agent_id` at `now`, for checking `order`, read inside the caller's transaction.
 
     Cost: COUNTs over index ranges, the account's open orders, and the final traded rows of the rolling
@@ -296,7 +310,9 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
       last duplicate_window_seconds, however it ended (none when the window is 0): the only hash the
       duplicate check looks for, so the others are not read;
     - denials_in_window: count_denials (0 unless with_denials: only the breaker needs it, and only for an
-      order that is denied, so a decision counts them when it has violations).
+      order that is denied, so a decision counts them when it has violations);
+    - exit_holds: the agent's working exits in the order's symbol counted as open orders (ledger.legs.
+      with_exit_holds), read only when the counts' statement says there are some.
     With no agent_accounts row the agent starts from limits.capital (cash, peak and day start).
     """
     day_start = new_york_day_start(now)
@@ -311,17 +327,24 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
     # already final or in the position), never missed; cash and positions come from ONE statement, so equity
     # never mixes cash after a fill with positions before it (a false drawdown would trip the breaker).
     rows = await _open_rows(session, agent_id, unknown_since)
-    rolling_micros, orders_in_rate, rows_today, released_unfilled_today = (await execute(session, _COUNTS, {
-        "agent_id": agent_id, "rolling_since": rolling_since, "rate_since": rate_since,
-        "day_start": day_start})).one()
-    rolling = Decimal(rolling_micros or 0) / MICROS + await _rolling_unstored(session, agent_id, rolling_since)
+    # The counts, and whether the rarely needed reads have anything to read, in one statement.
+    parameters = {"agent_id": agent_id, "rolling_since": rolling_since, "rate_since": rate_since,
+                  "day_start": day_start, "symbol": order.symbol}
     hashes: set[str] = set()
     if limits.duplicate_window_seconds > 0:
         # The check only asks whether this order's hash is among the window's: that one is looked up.
         order_hash = order.order_hash()
-        if (await execute(session, _DUPLICATE, {"agent_id": agent_id, "duplicate_since": duplicate_since,
-                                                "order_hash": order_hash})).first() is not None:
+        parameters.update(duplicate_since=duplicate_since, order_hash=order_hash)
+        (rolling_micros, orders_in_rate, rows_today, released_unfilled_today, unstored, working_exits,
+         duplicate) = (await execute(session, _COUNTS_AND_DUPLICATE, parameters)).one()
+        if duplicate:
             hashes.add(order_hash)
+    else:
+        (rolling_micros, orders_in_rate, rows_today, released_unfilled_today, unstored,
+         working_exits) = (await execute(session, _COUNTS, parameters)).one()
+    rolling = Decimal(rolling_micros or 0) / MICROS
+    if unstored:
+        rolling += await _rolling_unstored(session, agent_id, rolling_since)
     account, positions = await _book(session, agent_id)
     denials = await count_denials(session, agent_id=agent_id, limits=limits, now=now) if with_denials else 0
 
@@ -379,7 +402,7 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
         stale = account.day != new_york_date(now).isoformat()
     equity = cash + position_value
 
-    return Usage(
+    usage = Usage(
         trades_today=trades_today,
         orders_in_rate_window=orders_in_rate,
         notional_in_rolling_window=rolling,
@@ -400,6 +423,7 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
         day_start_equity=day_start_equity,
         day_start_stale=stale,
     )
+    return await with_exit_holds(session, agent_id, order.symbol, usage) if exit_holds and working_exits else usage
 
 
 _ACCOUNT_MARKS = (select(AgentAccount.equity_peak, AgentAccount.day)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from ledger.db import execute
 from ledger.models import AuditEvent, AuditHead
@@ -31,15 +32,40 @@ _SECRET_KEYS = re.compile(r"(secret|token|password|api[_-]?key|authorization|cre
 _SECRET_VALUES = re.compile(r"(tw(?:op)?_[A-Za-z0-9_\-]{16,}|Bearer\s+\S+|\bAK[A-Z0-9]{16,}\b|\bPK[A-Z0-9]{16,}\b)")
 
 
+# Values redact passes through as they are, recognised by their exact type before any ABC check (Mapping is
+# an abstract class: isinstance against it costs more than the rest of redact for a small payload).
+_PLAIN = frozenset({int, float, bool, type(None), Decimal, datetime})
+
+
+_KEYS_KNOWN_MAX = 4096  # the keys of our payloads are few; past this many, a key is judged afresh each time
+_secret_keys: dict[str, bool] = {}
+
+
+def _secret_key(key: str) -> bool:
+    """Whether a payload key names a secret (remembered: the same few keys come in every record)."""
+    found = _secret_keys.get(key)
+    if found is None:
+        found = _SECRET_KEYS.search(key) is not None
+        if len(_secret_keys) < _KEYS_KNOWN_MAX:
+            _secret_keys[key] = found
+    return found
+
+
 def redact(value: Any) -> Any:
     """Secrets never reach the audit log: keys that name a secret lose their value, values that look like a
     token are masked wherever they appear, and so is every rendering (raw, repr, JSON, URL, bytes, a line of
     it) of every secret the process knows (policies/secrets.py)."""
-    if isinstance(value, Mapping):
-        return {str(k): (REDACTED if _SECRET_KEYS.search(str(k)) else redact(v)) for k, v in value.items()}
+    kind = type(value)
+    if kind is str:
+        # Shorter than anything masked (a token pattern or a secret's rendering, secrets.MIN_FRAGMENT): as is.
+        return value if len(value) < secrets.MIN_FRAGMENT else secrets.scrub(_SECRET_VALUES.sub(REDACTED, value))
+    if kind in _PLAIN:
+        return value
+    if kind is dict or isinstance(value, Mapping):
+        return {str(k): (REDACTED if _secret_key(str(k)) else redact(v)) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [redact(v) for v in value]
-    if isinstance(value, str):
+    if isinstance(value, str):  # a str subclass
         return secrets.scrub(_SECRET_VALUES.sub(REDACTED, value))
     return value
 
@@ -121,10 +147,15 @@ async def append(session: AsyncSession, *, ts: datetime, actor: str, kind: str, 
 async def append_many(session: AsyncSession, entries: Sequence[Entry]) -> list[AuditEvent]:
     """Append records, in order, inside the caller's transaction. The conditional update of audit_head
     serialises writers: two appends can never share a predecessor. Several records move the head once."""
+    return [AuditEvent(**row) for row in await append_records(session, entries)]
+
+
+async def append_records(session: AsyncSession, entries: Sequence[Entry]) -> list[dict[str, Any]]:
+    """append_many, returning the rows written (column → value) rather than ORM objects (the gate's units
+    append on every call and never read them back)."""
     bind = session.bind
-    if isinstance(bind, AsyncConnection):  # a unit of work in a group-commit group (ledger/group_commit.py)
-        bind = bind.engine
-    database = str(getattr(bind, "url", "")) if bind is not None else ""
+    engine = bind.engine if isinstance(bind, AsyncConnection) else bind  # a group-commit unit: its engine's
+    database = _database_key(engine) if isinstance(engine, AsyncEngine) else ""
     prepared = [(entry, canonical_json(redact(dict(entry.payload))), entry.event_id or str(uuid.uuid4()))
                 for entry in entries]
     guess = _head_guess.get(database)
@@ -138,12 +169,24 @@ async def append_many(session: AsyncSession, entries: Sequence[Entry]) -> list[A
         events = await _try_append(session, (head.seq, head.hash) if head else (0, GENESIS_HASH), prepared)
         if events is None:
             raise RuntimeError("audit chain head moved during append")
-    _head_guess[database] = (events[-1].seq, events[-1].hash)
+    _head_guess[database] = (events[-1]["seq"], events[-1]["hash"])
     return events
 
 
+_database_keys: weakref.WeakKeyDictionary[AsyncEngine, str] = weakref.WeakKeyDictionary()
+
+
+def _database_key(engine: AsyncEngine) -> str:
+    """Which database an engine writes (its URL as text, worked out once per engine): engines on one database
+    (one runtime per stdio agent) share their guess of its head."""
+    key = _database_keys.get(engine)
+    if key is None:
+        key = _database_keys[engine] = str(engine.url)
+    return key
+
+
 async def _try_append(session: AsyncSession, head: tuple[int, str], prepared: list[tuple[Entry, str, str]]
-                      ) -> list[AuditEvent] | None:
+                      ) -> list[dict[str, Any]] | None:
     rows: list[dict[str, Any]] = []
     seq, prev_hash = head
     for entry, body, event_id in prepared:
@@ -159,7 +202,7 @@ async def _try_append(session: AsyncSession, head: tuple[int, str], prepared: li
     if moved.rowcount != 1:  # type: ignore[attr-defined]
         return None
     await execute(session, _INSERT_EVENT, rows if len(rows) > 1 else rows[0])
-    return [AuditEvent(**row) for row in rows]
+    return rows
 
 
 @dataclass(frozen=True)

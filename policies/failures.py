@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from broker.base import BrokerError
@@ -68,6 +70,9 @@ def _storable(text: str) -> str:
     return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
+_PLAIN = frozenset({int, float, bool, type(None), Decimal, datetime})
+
+
 def bounded(value: Any, depth: int = 0) -> Any:
     """`value` for an audit record: long strings as {excerpt, length, sha256}, long lists and mappings cut
     (with the count of what was left out), text made storable (_storable)."""
@@ -78,6 +83,8 @@ def bounded(value: Any, depth: int = 0) -> Any:
         return {"excerpt": _storable(value[:AUDIT_EXCERPT]), "length": len(value), "sha256": digest}
     if depth >= AUDIT_DEPTH_MAX:
         return "…"
+    if type(value) in _PLAIN:  # before the checks against abstract classes, which cost more than the rest
+        return value
     if isinstance(value, Mapping):
         items = list(value.items())
         out = {_storable(str(key)[:AUDIT_EXCERPT]): bounded(item, depth + 1) for key, item in items[:AUDIT_ITEMS_MAX]}

@@ -52,7 +52,7 @@ from ledger.accounting import (
     trade_with_holdings,
 )
 from ledger.db import execute, insert_if_absent, read, transaction
-from ledger.legs import LIVE_LEG_STATUSES, PARENTS_OF_LIVE_LEGS, apply_leg_updates, legs_of, with_exit_holds
+from ledger.legs import LIVE_LEG_STATUSES, PARENTS_OF_LIVE_LEGS, apply_leg_updates, legs_of
 from ledger.models import (
     GLOBAL_SCOPE,
     AgentAccount,
@@ -100,6 +100,21 @@ _AGENT_AND_HOLDINGS = (
 )
 _STATE_ROWS = select(TradingState.__table__).where(or_(TradingState.__table__.c.scope == GLOBAL_SCOPE,
                                                        TradingState.__table__.c.scope == bindparam("agent_id")))
+_PERMISSION_NAMES = tuple(column.name for column in _PERMISSIONS.c)
+_ENABLED = _PERMISSION_NAMES.index("enabled")
+
+
+def _state_of(column: Any, scope: Any) -> Any:
+    return select(column).where(TradingState.__table__.c.scope == scope).scalar_subquery()
+
+
+# A proposal's unit of work identifies the agent (permissions, holdings) and reads the trading state, global and
+# its own, in one statement (NULL state: no row, i.e. active).
+_AGENT_HOLDINGS_AND_STATE = _AGENT_AND_HOLDINGS.add_columns(
+    _state_of(TradingState.state, GLOBAL_SCOPE).label("global_state"),
+    _state_of(TradingState.reason, GLOBAL_SCOPE).label("global_reason"),
+    _state_of(TradingState.state, bindparam("agent_id")).label("agent_state"),
+    _state_of(TradingState.reason, bindparam("agent_id")).label("agent_reason"))
 _INSERT_PROPOSAL = insert(cast(Table, TradeProposal.__table__))
 _INSERT_APPROVAL = insert(cast(Table, Approval.__table__))
 # PostgreSQL: the decision's first locks, global trading state then the agent's permissions (ledger/db.py).
@@ -173,6 +188,9 @@ class CallRecord:
     intent_recorded: bool = False
     outcome_recorded: bool = False
     staged_outcome: audit.Entry | None = None  # to be committed by the unit of work in progress
+    # The identity the call began with when it came from the gate's last identification of the agent rather
+    # than a read of its own: checked against the ledger by the call's first unit of work (Gate.handle).
+    unverified: Agent | None = None
 
     @property
     def actor(self) -> str:
@@ -184,6 +202,18 @@ class CallRecord:
     def entry(self, kind: str, payload: Mapping[str, Any], ts: datetime) -> audit.Entry:
         return audit.Entry(ts=ts, actor=self.actor, kind=kind, payload=payload, agent_id=self.agent_id,
                            tool=self.tool)
+
+
+class _StaleIdentity(Exception):
+    """A call begun on the gate's last identity of its agent found it changed (Gate.handle)."""
+
+
+class _HoldingsMoved(Exception):
+    """The agent holds a symbol its proposal's snapshot did not quote (Gate.propose)."""
+
+    def __init__(self, held: frozenset[str]) -> None:
+        super().__init__("holdings changed")
+        self.held = held
 
 
 # The call in progress in this task (and the tasks it starts): the gate's units of work record its intent.
@@ -256,8 +286,8 @@ def trading_day(now: datetime) -> str:
 
 @dataclass(frozen=True)
 class Agent:
-    """Who a call acts for, with its effective limits. Built from the database on every call, so a
-    disable, a limit change or a token rotation applies at once."""
+    """Who a call acts for, with its effective limits. Read from the database on every call (a proposal's in
+    its unit of work: Gate.handle), so a disable, a limit change or a token rotation applies at once."""
 
     id: str
     limits: EffectiveLimits
@@ -356,6 +386,15 @@ def _proposal_and_trade(agent: Agent, proposal_id: str, row: Any) -> tuple[Trade
     return proposal, transient(AgentTrade, {name: values[f"trade_{name}"] for name in _TRADE_NAMES})
 
 
+def _inserted(model: type[T], values: Mapping[str, Any]) -> T:
+    """The object of a row just inserted with Core, holding exactly `values`: a read-only view for the call's
+    answer, built without the ORM's per-attribute events (60 of them for a proposal). It is never added to a
+    session (the row is already written)."""
+    instance = model.__mapper__.class_manager.new_instance()  # type: ignore[attr-defined]
+    instance.__dict__.update(values)
+    return cast(T, instance)
+
+
 def _approval_required(proposal_id: str) -> Violation:
     return Violation(code=Code.APPROVAL_REQUIRED,
                      message=f"a person must approve this trade: in the MCP client, or out of band with "
@@ -379,6 +418,10 @@ class Gate:
         self.clock = clock
         self._proposal_listeners: list[ProposalListener] = []
         self._account_cache: tuple[float, Account] | None = None
+        # Per agent: its stored permissions and holdings as last read, and the Agent they make. Reused only for
+        # the same stored values (an operator's change makes a new one on the next read), and handed to a
+        # call unread only where its first unit of work reads the agent again (Gate.handle).
+        self._identities: dict[str, tuple[tuple[Any, ...], Agent]] = {}
 
     # --- identity ----------------------------------------------------------------------------------
 
@@ -413,10 +456,44 @@ class Gate:
             raise deny(Code.AGENT_UNKNOWN, "no agent identity: start the server with --agent ID or present a "
                                            "valid bearer token")
         if row is None:
+            self._identities.pop(agent_id, None)
             raise deny(Code.AGENT_UNKNOWN, f"agent {agent_id!r} is not registered")
         if not row.enabled and not allow_disabled:
+            self._identities.pop(agent_id, None)
             raise deny(Code.AGENT_DISABLED, f"agent {agent_id!r} is disabled by an operator")
-        return self.agent_from_row(row, held_symbols)
+        # The limits are worked out again only when the stored permissions changed: same values, same Agent.
+        stored = tuple(getattr(row, name) for name in _PERMISSION_NAMES)
+        known = self._identities.get(agent_id)
+        if known is not None and known[0] == stored:
+            agent = known[1]
+            if agent.held_symbols != held_symbols:
+                agent = replace(agent, held_symbols=held_symbols)
+        else:
+            agent = self.agent_from_row(row, held_symbols)
+        self._identities[agent_id] = (stored, agent)
+        return agent
+
+    def _last_identity(self, agent_id: str | None) -> Agent | None:
+        """The agent as this gate last identified it (enabled then), unread: only for a call whose first unit of
+        work reads it again (Gate.handle)."""
+        known = self._identities.get(agent_id) if agent_id else None
+        return known[1] if known is not None and known[0][_ENABLED] else None
+
+    async def _identity_and_status(self, session: AsyncSession | AsyncConnection, agent_id: str
+                                   ) -> tuple[Agent, TradingStatus]:
+        """The agent identified afresh inside a unit of work, with the trading state, in one statement. Denies
+        an agent unknown or disabled by now; the call's identity is then checked (CallRecord.unverified)."""
+        rows = (await execute(session, _AGENT_HOLDINGS_AND_STATE, {"agent_id": agent_id})).all()
+        row = rows[0] if rows else None
+        agent = self._identify(agent_id, row, frozenset(r.held_symbol for r in rows if r.held_symbol is not None))
+        call = _current_call.get()
+        if call is not None:
+            call.unverified = None
+        assert row is not None
+        status = TradingStatus(enabled=self.settings.enable_agent_trading,
+                               global_state=row.global_state or "active", global_reason=row.global_reason,
+                               agent_state=row.agent_state or "active", agent_reason=row.agent_reason)
+        return agent, status
 
     def agent_from_row(self, row: AgentRecord, held_symbols: frozenset[str] = frozenset()) -> Agent:
         limits = effective_limits(
@@ -444,22 +521,59 @@ class Gate:
         committed before the log says who asked, and it saves a transaction per call. acts_at_broker=True
         (submit or cancel an order): the identity may be the one this task read an instant before (the
         approval resolver's), since an execution identifies the agent again under its locks.
+        acts_at_broker=False (a proposal): the call may begin with the agent as this gate last identified it,
+        unread: its first unit of work reads the agent again and decides on that (`propose` does it in the
+        statement that reads the trading state; any other unit checks it before committing, and a call whose
+        agent changed since runs again, identified afresh), and a call that fails before is answered as a fresh
+        identification would answer it (unknown or disabled first). So an operator's change applies to the next
+        call as before, without a read of its own.
         allow_disabled: the call also runs for a disabled agent (cancels: they only reduce risk)."""
         call = CallRecord(tool=tool, agent_id=agent_id, args=args, ts=self.clock())
         token = _current_call.set(call)
         try:
             # A call at the broker may reuse the identity its approval resolver has just read: the execution's
             # unit of work identifies the agent again under its locks (a cancel only reduces risk).
-            agent = ((self._recent_identity(agent_id, allow_disabled=allow_disabled) if acts_at_broker else None)
-                     or await self.load_agent(agent_id, allow_disabled=allow_disabled))
-            result = await operation(agent)
+            agent = (self._recent_identity(agent_id, allow_disabled=allow_disabled) if acts_at_broker
+                     else self._last_identity(agent_id) if not allow_disabled else None)
+            call.unverified = agent if not acts_at_broker else None
+            agent = agent or await self.load_agent(agent_id, allow_disabled=allow_disabled)
+            try:
+                result = await operation(agent)
+                if call.unverified is not None:  # no unit of work read the agent: before it is answered, check it
+                    await self._check_unverified(call, agent_id)
+            except _StaleIdentity:  # the agent changed since this gate last read it: once more, read afresh
+                call.unverified = None
+                result = await operation(await self.load_agent(agent_id, allow_disabled=allow_disabled))
         except Exception as error:
-            await self._fail(call, error)
+            await self._fail(call, await self._identity_failure(call, agent_id, error))
         finally:
             _current_call.reset(token)
         if not call.outcome_recorded:
             await self._finish_or_deny(call, "tool.outcome", _outcome_payload(result))
         return result
+
+    async def _identity_failure(self, call: CallRecord, agent_id: str | None, error: Exception) -> Exception:
+        """What a call that failed on an identity no unit of work has read yet answers: the denial a fresh
+        identification gives (unknown, disabled), else its own failure."""
+        if call.unverified is None or isinstance(error, _StaleIdentity):
+            return error
+        call.unverified = None
+        try:
+            await self.load_agent(agent_id)
+        except GateDenied as denied:
+            return denied
+        except Exception:  # the ledger itself fails: the call's own failure says so
+            return error
+        return error
+
+    async def _check_unverified(self, call: CallRecord, agent_id: str | None) -> None:
+        """A call begun on the gate's last identity that no unit of work checked: read the agent now; a changed
+        agent raises _StaleIdentity (the call, which changed nothing, runs again identified afresh)."""
+        assert call.unverified is not None
+        known = call.unverified
+        call.unverified = None
+        if await self.load_agent(agent_id) != known:
+            raise _StaleIdentity
 
     async def _fail(self, call: CallRecord, error: Exception) -> NoReturn:
         """Record why a call did not answer (a denial, a broker failure, any other failure) with its intent,
@@ -514,12 +628,16 @@ class Gate:
         try:
             async with transaction(self.sessions) as session:
                 yield session
+                if call is not None and call.unverified is not None:  # the call began on an identity unread
+                    known, call.unverified = call.unverified, None
+                    if self._identify(known.id, *await self._agent_row(session, known.id)) != known:
+                        raise _StaleIdentity  # rolled back: handle runs the call again, identified afresh
                 if call is not None and not call.intent_recorded:
                     records.insert(0, call.intent())
                 if call is not None and call.staged_outcome is not None:
                     records.append(call.staged_outcome)
                 if records:
-                    await audit.append_many(session, records)
+                    await audit.append_records(session, records)
         except BaseException:
             if call is not None:
                 call.staged_outcome = None
@@ -546,7 +664,7 @@ class Gate:
         if not call.intent_recorded:
             records.insert(0, call.intent())
         async with transaction(self.sessions) as session:
-            await audit.append_many(session, records)
+            await audit.append_records(session, records)
         call.intent_recorded = True
 
     async def record(self, *, actor: str, kind: str, payload: Mapping[str, Any], tool: str | None = None,
@@ -574,16 +692,23 @@ class Gate:
 
         async def guarded(coro: Awaitable[Any]) -> Any:
             try:
-                return await asyncio.wait_for(coro, self.settings.broker_timeout)
+                return await coro
             except (BrokerError, TimeoutError) as error:
                 log.warning("snapshot_part_unavailable", symbol=order.symbol, error=str(error))
                 if broker_unavailable(error):
                     unreachable.append(error.message if isinstance(error, BrokerError) else "no answer in time")
                 return None
 
-        quotes, asset, account = await asyncio.gather(
-            guarded(self.broker.get_quotes(symbols)), guarded(self.broker.get_asset(order.symbol)),
-            guarded(self._recent_account()))
+        # One deadline for the parts, which run together (a part that times out makes the broker unreachable,
+        # whatever the others answered): one timer instead of a task and a timer per part.
+        try:
+            async with asyncio.timeout(self.settings.broker_timeout):
+                quotes, asset, account = await asyncio.gather(
+                    guarded(self.broker.get_quotes(symbols)), guarded(self.broker.get_asset(order.symbol)),
+                    guarded(self._recent_account()))
+        except TimeoutError:
+            log.warning("snapshot_part_unavailable", symbol=order.symbol, error="no answer in time")
+            unreachable.append("no answer in time")
         if unreachable:  # one reason, not the unknown symbol, missing quote and unknown account it causes
             raise deny(Code.BROKER_UNAVAILABLE, f"the broker cannot be reached ({unreachable[0]}); the order "
                                                 "was not checked or stored, try again shortly")
@@ -623,17 +748,19 @@ class Gate:
             agent_reason=agent_row.reason if agent_row else None)
 
     async def _decide(self, session: AsyncSession, agent: Agent, order: OrderRequest, strategy: str | None,
-                      snap: Snapshot, *, lock: bool, locked: bool = False) -> tuple[list[Violation], Usage]:
+                      snap: Snapshot, *, lock: bool, locked: bool = False,
+                      status: TradingStatus | None = None) -> tuple[list[Violation], Usage]:
         """Every check on `order` as of now. lock=True: the decision that reserves (its rows locked first on
-        PostgreSQL, unless `locked`: the caller took those locks already)."""
+        PostgreSQL, unless `locked`: the caller took those locks already). `status`: the trading state as the
+        caller has just read it in this unit of work (else it is read here)."""
         now = self.clock()
-        status = await self.trading_status(session, agent.id, lock=lock and not locked)
+        if status is None:
+            status = await self.trading_status(session, agent.id, lock=lock and not locked)
         quotes = dict(snap.marks)
         if snap.quote is not None:
             quotes[order.symbol] = snap.quote
         usage = await load_usage(session, agent_id=agent.id, order=order, limits=agent.limits, quotes=quotes,
-                                 now=now, with_denials=False)
-        usage = await with_exit_holds(session, agent.id, order.symbol, usage)
+                                 now=now, with_denials=False, exit_holds=True)
         if lock:  # the decision that reserves also keeps the agent's equity peak and trading day current
             account = await account_row(session, agent.id, agent.limits.capital, trading_day(now), now)
             await persist_marks(session, agent_id=agent.id, usage=usage, now=now, account=account)
@@ -709,12 +836,31 @@ class Gate:
         `present` turns the decision into the tool's result; it is recorded as the call's outcome in the
         same transaction as the proposal, so the decision and its record commit together."""
         order = draft.order
-        snap = await self.snapshot(order, agent.held_symbols)
+        held = agent.held_symbols
+        for attempt in range(3):
+            snap = await self.snapshot(order, held)
+            try:
+                return await self._propose_unit(agent, draft, snap, held, present, last=attempt == 2)
+            except _HoldingsMoved as moved:  # rolled back: quoted again with what the agent holds now
+                held = moved.held
+        raise AssertionError("unreachable: the last attempt does not raise _HoldingsMoved")
+
+    async def _propose_unit(self, agent: Agent, draft: ProposalDraft, snap: Snapshot, quoted: frozenset[str],
+                            present: Callable[[TradeProposal, list[Violation]], R], *, last: bool) -> R:
+        """propose's unit of work: the agent identified afresh with the trading state (one statement), the
+        decision, the proposal and its records. Raises _HoldingsMoved (unless `last`) when the agent now holds a
+        symbol the snapshot did not ask a quote for (`quoted`: the holdings it asked for): its equity is marked
+        to market, so it is quoted first."""
+        order = draft.order
         pricing = price_order(order, snap.quote)
         now = self.clock()
         ttl = self.settings.proposal_ttl if order.order_type == "market" else self.settings.limit_proposal_ttl
         async with self._unit() as session:
-            violations, usage = await self._decide(session, agent, order, draft.strategy, snap, lock=False)
+            agent, state = await self._identity_and_status(session, agent.id)
+            if not last and not agent.held_symbols <= quoted | {order.symbol}:
+                raise _HoldingsMoved(agent.held_symbols)
+            violations, usage = await self._decide(session, agent, order, draft.strategy, snap, lock=False,
+                                                   status=state)
             await self._alert_thresholds(session, agent, usage, now)
             if violations:
                 usage = await self._with_denials(session, agent, usage)
@@ -741,7 +887,7 @@ class Gate:
                     "trust": "auto", "order_hash": values["order_hash"], "created_at": now,
                     "audit_event_id": values["audit_event_id"]}
                 await execute(session, _INSERT_APPROVAL, bound[bindings.APPROVALS])
-            proposal = TradeProposal(**values)
+            proposal = _inserted(TradeProposal, values)
             await self._record_signal(session, agent, proposal, violations)
             if violations:
                 await self._trip_breaker_if_needed(session, agent, usage, violations)

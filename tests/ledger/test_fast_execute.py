@@ -124,10 +124,10 @@ async def test_an_inserted_proposal_reads_back_as_sqlalchemy_wrote_it(
 
 async def test_usage_counts_match(sessions: async_sessionmaker[AsyncSession]) -> None:
     params = {"agent_id": "a1", "rolling_since": T0 - timedelta(hours=1), "rate_since": T0 - timedelta(minutes=1),
-              "day_start": T0 - timedelta(hours=6)}
+              "day_start": T0 - timedelta(hours=6), "symbol": "AAPL"}
     async with db.transaction(sessions) as session:
         rows = await same_rows(session, _COUNTS, params)
-    assert tuple(rows[0]) == (None, 0, 0, 0)
+    assert tuple(rows[0]) == (None, 0, 0, 0, False, False)  # and nothing for the rarer reads (ledger/usage.py)
 
 
 async def test_audit_head_and_events_write_like_sqlalchemy(sessions: async_sessionmaker[AsyncSession]) -> None:

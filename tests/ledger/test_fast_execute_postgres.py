@@ -63,7 +63,7 @@ async def on_asyncpg(session: AsyncSession, statement: Any, params: Any) -> Any:
 @pytest.mark.parametrize(("statement", "params"), [
     (_AGENT_AND_HOLDINGS, {"agent_id": "a1"}),
     (_STATE_ROWS, {"agent_id": "a1"}),
-    (_COUNTS, {"agent_id": "a1", "rolling_since": T0, "rate_since": T0, "day_start": T0}),
+    (_COUNTS, {"agent_id": "a1", "rolling_since": T0, "rate_since": T0, "day_start": T0, "symbol": "AAPL"}),
 ])
 async def test_rows_come_back_as_sqlalchemy_returns_them(sessions: async_sessionmaker[AsyncSession], statement: Any,
                                                          params: dict[str, Any]) -> None:

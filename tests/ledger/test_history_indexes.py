@@ -76,7 +76,7 @@ async def test_an_agents_live_orders_are_found_by_agent_and_status(
         config: Config, market_open: time_machine.Coordinates) -> None:
     statements = await an_agents_day(config)
     # Its live orders, and its entries whose exits (agent_order_legs) still work.
-    live = selects_from(statements, "agent_trades", "agent_trades.agent_id = ?", "agent_order_legs")
+    live = selects_from(statements, "agent_trades", "agent_trades.agent_id = ?", "agent_order_legs.parent_id")
     assert live, "no query for an agent's live orders was run"
     for statement in live:
         found = plan(database_of(config), statement)
@@ -87,7 +87,8 @@ async def test_an_agents_live_orders_are_found_by_agent_and_status(
 async def test_listing_open_orders_reads_only_the_live_rows(
         config: Config, market_open: time_machine.Coordinates) -> None:
     statements = await an_agents_day(config)
-    listing = selects_from(statements, "agent_trades", "agent_trades.status IN", "agent_order_legs", "LIMIT")
+    listing = selects_from(statements, "agent_trades", "agent_trades.status IN", "agent_order_legs.parent_id",
+                           "LIMIT")
     assert listing, "get_orders ran no query for open orders"
     for statement in listing:
         found = plan(database_of(config), statement)

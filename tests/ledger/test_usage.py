@@ -255,6 +255,13 @@ async def test_equity_marks_positions_at_the_quote_mid(sessions: Any) -> None:
     assert u.equity == D(65000)  # 50,000 + 100 × 150
 
 
+async def test_positions_without_an_account_row_are_marked_on_top_of_the_capital(sessions: Any) -> None:
+    await add(sessions, position("AAPL", "100", "120"), position("MSFT", "0", "400"))
+    u = await usage(sessions, quotes={"AAPL": AAPL_QUOTE})
+    assert u.agent_cash == u.day_start_equity == D(100000)  # no account row yet: the capital
+    assert u.equity == D(115000) and u.position_qty == D(100)  # 100,000 + 100 × 150
+
+
 async def test_a_held_symbol_without_a_quote_is_valued_at_its_entry_price(sessions: Any) -> None:
     await add(sessions, account("50000"), position("MSFT", "10", "400"))
     assert (await usage(sessions)).equity == D(54000)

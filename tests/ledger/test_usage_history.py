@@ -152,7 +152,7 @@ async def test_every_usage_statement_finds_agent_trades_by_index_and_aggregates_
         await add_with_orm(sessions, 200)
         _, statements = await captured_usage(sessions)
         on_trades = [s for s in statements if "agent_trades" in s[0]]
-        assert len(on_trades) >= 3
+        assert len(on_trades) >= 2  # the open orders; the counts, with whether the rarer reads are needed
         for statement in on_trades:
             steps = plan(sqlite_file(engine), statement)
             assert "SCAN agent_trades" not in steps, f"full scan of agent_trades:\n{statement[0]}\n{steps}"
