@@ -98,7 +98,8 @@ _MAX_LISTED = 20  # ids / errors kept in the stored report
 
 # A fill found by a poll (Alpaca answers a market order pending_new and fills it a moment later: one per order
 # placed) applied by prebuilt Core statements, as the gate applies a broker's answer: through the ORM session the
-# same unit cost ~2 ms of CPU. What the broker's state changes on a trade row, read under lock before it is applied.
+# same unit cost ~5 ms of server CPU per order (bench/results-issue12.md). What the broker's state changes on a
+# trade row, read under lock before it is applied.
 _TRADES = cast(Table, AgentTrade.__table__)
 _PROPOSALS = cast(Table, TradeProposal.__table__)
 _STATE = ("order_id", "price", "filled_qty", "status", "reject_reason", "submitted_at", "executed_at", "updated_at")
