@@ -42,15 +42,26 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import structlog
-from sqlalchemy import or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.base import BrokerError, BrokerOrder
-from ledger.accounting import apply_order_update, position_after_fill
-from ledger.db import insert_if_absent, transaction
+from ledger import traded
+from ledger.accounting import (
+    Book,
+    Held,
+    apply_order_update,
+    book_fill,
+    fill_delta,
+    held_of,
+    order_changes,
+    position_after_fill,
+    trade_with_holdings,
+)
+from ledger.db import execute, insert_if_absent, transaction
 from ledger.legs import PARENTS_OF_LIVE_LEGS, apply_leg_updates
 from ledger.models import (
     GLOBAL_SCOPE,
@@ -84,6 +95,23 @@ SETTLE_TOGETHER = 8  # orders whose broker state a poll applies at once (their u
 QTY_TOLERANCE = Decimal("0.000000001")  # Alpaca quantities have 9 decimal places
 _OUTCOME_LOST = frozenset({"pending_submit", "unknown"})
 _MAX_LISTED = 20  # ids / errors kept in the stored report
+
+# A fill found by a poll (Alpaca answers a market order pending_new and fills it a moment later: one per order
+# placed) applied by prebuilt Core statements, as the gate applies a broker's answer: through the ORM session the
+# same unit cost ~5 ms of server CPU per order (bench/results-issue12.md). What the broker's state changes on a
+# trade row, read under lock before it is applied.
+_TRADES = cast(Table, AgentTrade.__table__)
+_PROPOSALS = cast(Table, TradeProposal.__table__)
+_STATE = ("order_id", "price", "filled_qty", "status", "reject_reason", "submitted_at", "executed_at", "updated_at")
+_STATE_LOCKED = select(*(_TRADES.c[name] for name in _STATE)).where(_TRADES.c.id == bindparam("trade_id")
+                                                                   ).with_for_update()
+# SQLite (its writers are serialized: nothing to lock): with the agent's position and cash, in the same read.
+_STATE_AND_HOLDINGS = trade_with_holdings(_STATE)
+_UPDATE_STATE = (update(_TRADES).where(_TRADES.c.id == bindparam("trade_id"))
+                 .values(**{name: bindparam(f"new_{name}") for name in (*_STATE, "window_micros")}))
+_CAPITAL = select(AgentPermissions.capital).where(AgentPermissions.agent_id == bindparam("agent_id"))
+_EXECUTED = (update(_PROPOSALS).where(_PROPOSALS.c.id == bindparam("pid"), _PROPOSALS.c.status == "executing")
+             .values(status="executed", updated_at=bindparam("now")))
 
 
 @dataclass
@@ -293,6 +321,8 @@ class Reconciler:
                 and trade.order_id == order.broker_order_id
                 and (not order.legs or await self.gate.bracket_unchanged(trade, order))):
             return 0  # nothing new (the entry, and its exits if it has any): no write
+        if not order.legs:  # no exits to follow: the statements alone
+            return await self._apply_entry(trade, order, late=late)
         now = self.gate.clock()
         async with transaction(self.gate.sessions) as session:
             row = await _locked_trade(session, trade.id)
@@ -331,6 +361,68 @@ class Reconciler:
                                                        f"as {row.status}",
                                             "order_id": row.id, "client_order_id": row.client_order_id,
                                             "status": row.status, "waited_seconds": waited})
+        log.info("order_reconciled", order_id=trade.id, status_from=before, status_to=order.status,
+                 filled_qty=str(order.filled_qty))
+        await self._notify(trade.proposal_id)
+        return 1
+
+    async def _apply_entry(self, trade: AgentTrade, order: BrokerOrder, *, late: bool) -> int:
+        """_apply for an order without exits, by Core statements in one unit: the row locked and read again (a
+        refresh, the gate or another replica may have booked part of it meanwhile: a fill is booked once), the
+        new fill booked to position and cash (ledger/accounting.py's book_fill, the gate's), the row updated,
+        and every record of the change appended with it."""
+        now = self.gate.clock()
+        day = trading_day(now)
+        async with transaction(self.gate.sessions) as session:
+            held: Held | None = None
+            if self.gate.settings.is_postgres:  # the rows locked in the one order: trade, position, account
+                current = (await execute(session, _STATE_LOCKED, {"trade_id": trade.id})).one()
+            else:
+                current = (await execute(session, _STATE_AND_HOLDINGS, {"trade_id": trade.id})).one()
+                held = held_of(current)
+            before, before_qty = current.status, current.filled_qty
+            outcome_lost = before in _OUTCOME_LOST
+            delta = fill_delta(current, order)  # type: ignore[arg-type]
+            changes = order_changes(order_id=current.order_id, status=before, executed_at=current.executed_at,
+                                    order=order, now=now, filled=delta is not None)
+            if not changes:
+                return 0
+            values = {name: current._mapping[name] for name in _STATE} | changes
+            if outcome_lost and values["submitted_at"] is None:
+                values["submitted_at"] = order.submitted_at or now
+            book: Book | None = None
+            if delta is not None:
+                capital = Decimal(0)
+                if held is None:  # the account may have to be created, with the agent's capital
+                    capital = (await execute(session, _CAPITAL, {"agent_id": trade.agent_id})).scalar() or capital
+                book = await book_fill(session, agent_id=trade.agent_id, symbol=trade.symbol, side=trade.side,
+                                       qty=delta[0], price=delta[1], capital=capital, day=day, now=now, held=held)
+            micros = traded.window_micros(values["status"], trade.quantity, trade.reserved_notional, values["price"],
+                                          values["filled_qty"])
+            await execute(session, _UPDATE_STATE, {f"new_{name}": values[name] for name in _STATE} | {
+                "new_window_micros": micros, "trade_id": trade.id})
+            if outcome_lost:
+                await execute(session, _EXECUTED, {"pid": trade.proposal_id, "now": now})
+            entries = [audit.Entry(ts=now, actor=ACTOR, kind="order.updated", agent_id=trade.agent_id, payload={
+                "order_id": trade.id, "client_order_id": trade.client_order_id, "broker_order_id": values["order_id"],
+                "from": before, "to": values["status"], "filled_qty_before": before_qty,
+                "filled_qty": values["filled_qty"], "filled_avg_price": values["price"],
+                "how": "found at the broker by client_order_id" if outcome_lost else "broker order state"})]
+            if book is not None:
+                entries.append(audit.Entry(ts=now, actor="system:ledger", kind=events.KIND_POSITION,
+                                           agent_id=trade.agent_id, payload={
+                                               "order_id": trade.id, "symbol": trade.symbol, "qty": book.qty,
+                                               "avg_entry_price": book.avg_entry_price,
+                                               "realized_pl": book.realized_pl}))
+            if late and outcome_lost:
+                waited = int((now - trade.created_at).total_seconds())
+                entries.append(audit.Entry(ts=now, actor=ACTOR, kind=ALERT_KIND, agent_id=trade.agent_id, payload={
+                    "severity": "warning", "code": "ORDER_ACKNOWLEDGED_LATE",
+                    "message": f"order {trade.id} ({trade.side} {trade.symbol}) was in doubt for {waited} s and "
+                               f"has appeared at the broker: booked as {values['status']}",
+                    "order_id": trade.id, "client_order_id": trade.client_order_id, "status": values["status"],
+                    "waited_seconds": waited}))
+            await audit.append_records(session, entries)
         log.info("order_reconciled", order_id=trade.id, status_from=before, status_to=order.status,
                  filled_qty=str(order.filled_qty))
         await self._notify(trade.proposal_id)

@@ -20,8 +20,8 @@ from sqlalchemy import delete, select
 from broker.alpaca import AlpacaBroker
 from broker.base import BrokerError, SubmitOrder
 from ledger.db import UnitCounter, transaction
-from ledger.models import AgentPosition, AgentTrade, TradeProposal
-from policies import audit
+from ledger.models import AgentAccount, AgentPosition, AgentTrade, TradeProposal
+from policies import audit, events
 from policies.orders import OrderRequest
 from policies.reconcile import NEVER_REACHED, RECENT_CLOSED, SETTLE_TOGETHER, Reconciler, position_drift
 from server.config import Config
@@ -30,6 +30,7 @@ from tests.alpaca_env import (
     alpaca_config,
     audit_records,
     positions,
+    read,
     reconciliation,
     trade,
     trader,
@@ -454,3 +455,23 @@ async def test_alpaca_position_no_agent_holds_is_drift_in_status(db_url: str, al
     assert "DRIFT" in shown.stdout and "MSFT: ours 0  broker 3" in shown.stdout
     async with open_runtime(config, reconcile=False) as runtime, runtime.sessions() as session:
         assert (await session.execute(select(AgentTrade))).scalars().all() == []  # nothing was invented
+
+
+async def test_alpaca_two_replicas_polling_the_same_fills_at_once_book_each_fill_once(
+        database_url: str, alpaca_server: AlpacaContractServer) -> None:
+    config = alpaca_config(database_url, alpaca_server)
+    async with open_runtime(config, reconcile=False) as one, open_runtime(config, reconcile=False) as two:
+        filled = [await submitted_at_alpaca(one, age=timedelta(seconds=3)) for _ in range(3)]
+        capital = (await one.gate.load_agent("agent-1")).limits.capital
+        resolved = await asyncio.gather(Reconciler(one.gate).poll(), Reconciler(two.gate).poll())
+        _, usage = await one.gate.usage_today(await one.gate.load_agent("agent-1"))
+    assert sum(resolved) == 3  # each order applied by one replica; the other found nothing left to change
+    settled = [await trade(database_url, i) for i in filled]
+    assert {(t.status, t.filled_qty) for t in settled} == {("filled", Decimal(1))}
+    assert await positions(database_url) == {("agent-1", "AAPL"): Decimal(3)}
+    [account] = await read(database_url, select(AgentAccount).where(AgentAccount.agent_id == "agent-1"))
+    assert account.cash == capital - sum(t.price for t in settled if t.price is not None)  # paid once each
+    assert usage.open_buy_notional == 0  # the reservations released with the fills
+    assert len(await reconcile_records(database_url)) == 3
+    booked = [r for r in await audit_records(database_url, "system:ledger") if r.kind == events.KIND_POSITION]
+    assert len(booked) == 3 and '"qty":"3"' in booked[-1].payload
