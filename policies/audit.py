@@ -156,7 +156,7 @@ async def append_records(session: AsyncSession, entries: Sequence[Entry]) -> lis
     bind = session.bind
     engine = bind.engine if isinstance(bind, AsyncConnection) else bind  # a group-commit unit: its engine's
     database = _database_key(engine) if isinstance(engine, AsyncEngine) else ""
-    prepared = [(entry, canonical_json(redact(dict(entry.payload))), entry.event_id or str(uuid.uuid4()))
+    prepared = [(entry, canonical_json(redact(entry.payload)), entry.event_id or str(uuid.uuid4()))
                 for entry in entries]
     guess = _head_guess.get(database)
     events = await _try_append(session, guess, prepared) if guess is not None else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import operator
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -102,6 +103,7 @@ _STATE_ROWS = select(TradingState.__table__).where(or_(TradingState.__table__.c.
                                                        TradingState.__table__.c.scope == bindparam("agent_id")))
 _PERMISSION_NAMES = tuple(column.name for column in _PERMISSIONS.c)
 _ENABLED = _PERMISSION_NAMES.index("enabled")
+_stored_permissions = operator.attrgetter(*_PERMISSION_NAMES)  # one C call per identification, not a generator
 
 
 def _state_of(column: Any, scope: Any) -> Any:
@@ -462,7 +464,7 @@ class Gate:
             self._identities.pop(agent_id, None)
             raise deny(Code.AGENT_DISABLED, f"agent {agent_id!r} is disabled by an operator")
         # The limits are worked out again only when the stored permissions changed: same values, same Agent.
-        stored = tuple(getattr(row, name) for name in _PERMISSION_NAMES)
+        stored = _stored_permissions(row)
         known = self._identities.get(agent_id)
         if known is not None and known[0] == stored:
             agent = known[1]
@@ -701,11 +703,16 @@ class Gate:
 
         # One deadline for the parts, which run together (a part that times out makes the broker unreachable,
         # whatever the others answered): one timer instead of a task and a timer per part.
+        # An account still fresh in the cache is taken as it is, without a task of its own in the gather.
+        account = self._cached_account()
         try:
             async with asyncio.timeout(self.settings.broker_timeout):
-                quotes, asset, account = await asyncio.gather(
-                    guarded(self.broker.get_quotes(symbols)), guarded(self.broker.get_asset(order.symbol)),
-                    guarded(self._recent_account()))
+                parts = [guarded(self.broker.get_quotes(symbols)), guarded(self.broker.get_asset(order.symbol))]
+                if account is None:
+                    parts.append(guarded(self._recent_account()))
+                quotes, asset, *fetched = await asyncio.gather(*parts)
+                if fetched:
+                    account = fetched[0]
         except TimeoutError:
             log.warning("snapshot_part_unavailable", symbol=order.symbol, error="no answer in time")
             unreachable.append("no answer in time")
@@ -725,12 +732,19 @@ class Gate:
         """The broker account, at most ACCOUNT_MAX_AGE old. Orders reserved in our own ledger are counted on
         top of it by the checks, so a slightly old balance cannot be double-spent by our agents; the broker
         still refuses what the account cannot pay."""
+        cached = self._cached_account()
+        if cached is not None:
+            return cached
         now = time.monotonic()
-        if self._account_cache is not None and now - self._account_cache[0] < ACCOUNT_MAX_AGE:
-            return self._account_cache[1]
         account = await self.broker.get_account()
         self._account_cache = (now, account)
         return account
+
+    def _cached_account(self) -> Account | None:
+        """The broker account if fetched less than ACCOUNT_MAX_AGE ago, else None."""
+        if self._account_cache is not None and time.monotonic() - self._account_cache[0] < ACCOUNT_MAX_AGE:
+            return self._account_cache[1]
+        return None
 
     async def trading_status(self, session: AsyncSession, agent_id: str, *, lock: bool = False) -> TradingStatus:
         """Global and agent trading state. With lock=True (check-and-reserve on PostgreSQL) the global row
