@@ -967,11 +967,40 @@ class Gate:
             proposal, trade = await self._load_proposal(agent, proposal_id)
         except GateDenied:
             return None
-        if (trade is not None or proposal.status != "pending_approval" or self.clock() >= proposal.expires_at
-                or not client_may_decide(agent, proposal)
-                or _order_of(proposal).order_hash() != proposal.order_hash):
-            return None
-        return proposal
+        return proposal if self.awaits_client_decision(agent, proposal, trade) else None
+
+    async def agent_and_proposal(self, agent_id: str | None, proposal_id: str
+                                 ) -> tuple[Agent, tuple[TradeProposal, AgentTrade | None] | None]:
+        """load_agent and read_proposal in one read (the approval resolver's, before every execution): the agent
+        (denied as load_agent denies) and its proposal with its order, or None where read_proposal would deny.
+        Both are kept for the execution that follows in this task, as load_agent and read_proposal keep them."""
+        if not agent_id:
+            return self._identify(agent_id, None), None
+        try:
+            _check_proposal_id(proposal_id)
+            wanted: str | None = proposal_id
+        except GateDenied:
+            wanted = None
+        async with read(self.sessions) as connection:
+            row, held = await self._agent_row(connection, agent_id)
+            found = (None if row is None or wanted is None
+                     else (await execute(connection, _PROPOSAL_AND_TRADE, {"proposal_id": wanted})).first())
+        _recent_agent.set((time.monotonic(), agent_id, row, held))
+        agent = self._identify(agent_id, row, held)
+        if wanted is None:
+            return agent, None
+        try:
+            proposal, trade = _proposal_and_trade(agent, wanted, found)
+        except GateDenied:
+            return agent, None
+        _recent_proposal.set((time.monotonic(), agent.id, wanted, proposal, trade))
+        return agent, (proposal, trade)
+
+    def awaits_client_decision(self, agent: Agent, proposal: TradeProposal, trade: AgentTrade | None) -> bool:
+        """awaiting_client_decision on a proposal already read (agent_and_proposal)."""
+        return not (trade is not None or proposal.status != "pending_approval" or self.clock() >= proposal.expires_at
+                    or not client_may_decide(agent, proposal)
+                    or _order_of(proposal).order_hash() != proposal.order_hash)
 
     async def _load_proposal(self, agent: Agent, proposal_id: str) -> tuple[TradeProposal, AgentTrade | None]:
         """The agent's proposal and its trade, in one read (no unit of work)."""
@@ -1079,7 +1108,8 @@ class Gate:
             if self.settings.is_postgres:  # the decision's locks first, in the one order (ledger/db.py)
                 await execute(connection, _LOCK_GLOBAL_STATE)
                 await execute(connection, _LOCK_PERMISSIONS, {"agent_id": agent.id})
-            agent = self._identify(agent.id, *await self._agent_row(connection, agent.id))
+            # The agent and the trading state in one statement (as a proposal reads them), under the locks.
+            agent, status = await self._identity_and_status(connection, agent.id)
             row = (await execute(connection, _PROPOSAL_TO_EXECUTE, {"proposal_id": proposal_id})).first()
             proposal, trade = _proposal_and_trade(agent, proposal_id, row)
             answer: Executed
@@ -1095,7 +1125,7 @@ class Gate:
             else:
                 assert row is not None
                 answer, reserved, changed = await self._decide_and_reserve(
-                    session, connection, agent, proposal, row._mapping, snap, now)
+                    session, connection, agent, proposal, row._mapping, snap, now, status)
             if reserved is None and present is not None:
                 self._stage_outcome(present(*answer))
         if changed:
@@ -1105,13 +1135,13 @@ class Gate:
         return await self._submit(agent, answer[0], reserved, present)
 
     async def _decide_and_reserve(self, session: AsyncSession, connection: AsyncConnection, agent: Agent,
-                                  proposal: TradeProposal, read: Mapping[Any, Any], snap: Snapshot, now: datetime
-                                  ) -> tuple[Executed, dict[str, Any] | None, bool]:
+                                  proposal: TradeProposal, read: Mapping[Any, Any], snap: Snapshot, now: datetime,
+                                  status: TradingStatus) -> tuple[Executed, dict[str, Any] | None, bool]:
         """The part of unit (a) for an approved, unchanged proposal: the approval binding and the audit
         bindings, the decision (locks held), the auto-approval judged again, and the reservation with its
         `order.intent` record. `read`: the proposal's row as _PROPOSAL_TO_EXECUTE read it under the locks, with
-        its latest approval and both binding records. Returns the answer, the trade row's values if reserved,
-        and whether the proposal moved."""
+        its latest approval and both binding records; `status`: the trading state read with the agent in this
+        unit. Returns the answer, the trade row's values if reserved, and whether the proposal moved."""
         order = _order_of(proposal)
         approval = ({name: read[f"approval_{name}"] for name in _APPROVAL_NAMES}
                     if read["approval_id"] is not None else None)
@@ -1129,7 +1159,7 @@ class Gate:
                                                        "`tradewarden audit verify`)")]), None, False
         pricing = price_order(order, snap.quote)
         violations, usage = await self._decide(session, agent, order, proposal.strategy, snap, lock=True,
-                                               locked=True)
+                                               locked=True, status=status)
         await self._alert_thresholds(session, agent, usage, now)
         if violations:
             usage = await self._with_denials(session, agent, usage)
