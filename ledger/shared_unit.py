@@ -25,6 +25,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ledger.fast_execute import current_unit
+
 
 @dataclass
 class SharedUnit:
@@ -73,10 +75,14 @@ async def savepoint(session: AsyncSession) -> AsyncIterator[None]:
     (PostgreSQL aborts a whole transaction on a failed statement unless it ran in a savepoint). On SQLite's
     inline driver (ledger/sqlite_inline.py) the savepoint is sent straight to the driver's connection: SQLAlchemy's
     own nested transaction costs ~100 us more, for nothing SQLite needs (the unit's session knows nothing of it and
-    need not: statements inside it run on the same connection)."""
-    connection = await session.connection()
-    driver: Any = (await connection.get_raw_connection()).driver_connection
-    raw = getattr(driver, "sqlite", None)
+    need not: statements inside it run on the same connection). The connection is the one the unit
+    found when it began (ledger.fast_execute.current_unit), not asked of the session again (two greenlet hops)."""
+    unit = current_unit.get()
+    raw: Any = unit.raw if unit is not None and unit.current(session) else None
+    if raw is None:  # not on the unit's raw path (PostgreSQL, a watched connection): ask the session
+        connection = await session.connection()
+        driver: Any = (await connection.get_raw_connection()).driver_connection
+        raw = getattr(driver, "sqlite", None)
     if raw is None:
         async with session.begin_nested():
             yield

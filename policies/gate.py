@@ -967,11 +967,40 @@ class Gate:
             proposal, trade = await self._load_proposal(agent, proposal_id)
         except GateDenied:
             return None
-        if (trade is not None or proposal.status != "pending_approval" or self.clock() >= proposal.expires_at
-                or not client_may_decide(agent, proposal)
-                or _order_of(proposal).order_hash() != proposal.order_hash):
-            return None
-        return proposal
+        return proposal if self.awaits_client_decision(agent, proposal, trade) else None
+
+    async def agent_and_proposal(self, agent_id: str | None, proposal_id: str
+                                 ) -> tuple[Agent, tuple[TradeProposal, AgentTrade | None] | None]:
+        """load_agent and read_proposal in one read (the approval resolver's, before every execution): the agent
+        (denied as load_agent denies) and its proposal with its order, or None where read_proposal would deny.
+        Both are kept for the execution that follows in this task, as load_agent and read_proposal keep them."""
+        if not agent_id:
+            return self._identify(agent_id, None), None
+        try:
+            _check_proposal_id(proposal_id)
+            wanted: str | None = proposal_id
+        except GateDenied:
+            wanted = None
+        async with read(self.sessions) as connection:
+            row, held = await self._agent_row(connection, agent_id)
+            found = (None if row is None or wanted is None
+                     else (await execute(connection, _PROPOSAL_AND_TRADE, {"proposal_id": wanted})).first())
+        _recent_agent.set((time.monotonic(), agent_id, row, held))
+        agent = self._identify(agent_id, row, held)
+        if wanted is None:
+            return agent, None
+        try:
+            proposal, trade = _proposal_and_trade(agent, wanted, found)
+        except GateDenied:
+            return agent, None
+        _recent_proposal.set((time.monotonic(), agent.id, wanted, proposal, trade))
+        return agent, (proposal, trade)
+
+    def awaits_client_decision(self, agent: Agent, proposal: TradeProposal, trade: AgentTrade | None) -> bool:
+        """awaiting_client_decision on a proposal already read (agent_and_proposal)."""
+        return not (trade is not None or proposal.status != "pending_approval" or self.clock() >= proposal.expires_at
+                    or not client_may_decide(agent, proposal)
+                    or _order_of(proposal).order_hash() != proposal.order_hash)
 
     async def _load_proposal(self, agent: Agent, proposal_id: str) -> tuple[TradeProposal, AgentTrade | None]:
         """The agent's proposal and its trade, in one read (no unit of work)."""
@@ -1075,19 +1104,19 @@ class Gate:
         changed = False  # the proposal moved (listeners are told after the commit)
         reserved: dict[str, Any] | None = None
         async with self._unit() as session:
-            connection = await session.connection()  # the unit's own statements run on it (once, not per statement)
             if self.settings.is_postgres:  # the decision's locks first, in the one order (ledger/db.py)
-                await execute(connection, _LOCK_GLOBAL_STATE)
-                await execute(connection, _LOCK_PERMISSIONS, {"agent_id": agent.id})
-            agent = self._identify(agent.id, *await self._agent_row(connection, agent.id))
-            row = (await execute(connection, _PROPOSAL_TO_EXECUTE, {"proposal_id": proposal_id})).first()
+                await execute(session, _LOCK_GLOBAL_STATE)
+                await execute(session, _LOCK_PERMISSIONS, {"agent_id": agent.id})
+            # The agent and the trading state in one statement (as a proposal reads them), under the locks.
+            agent, status = await self._identity_and_status(session, agent.id)
+            row = (await execute(session, _PROPOSAL_TO_EXECUTE, {"proposal_id": proposal_id})).first()
             proposal, trade = _proposal_and_trade(agent, proposal_id, row)
             answer: Executed
             if trade is not None or proposal.status in ("executing", "executed"):
                 answer = (proposal, trade, [])  # a concurrent execution sent the one order: it is the answer
             elif (stopped := self._stopped(proposal)) is not None:
                 violations, expires = stopped
-                if expires and (await execute(connection, _EXPIRE, {"pid": proposal.id, "now": now})).rowcount == 1:  # type: ignore[attr-defined]
+                if expires and (await execute(session, _EXPIRE, {"pid": proposal.id, "now": now})).rowcount == 1:  # type: ignore[attr-defined]
                     proposal, changed = _with(proposal, status="expired", updated_at=now), True
                 answer = (proposal, None, violations)
             elif snap is None:  # approved since it was read (a person, concurrently): decided on the next call
@@ -1095,7 +1124,7 @@ class Gate:
             else:
                 assert row is not None
                 answer, reserved, changed = await self._decide_and_reserve(
-                    session, connection, agent, proposal, row._mapping, snap, now)
+                    session, agent, proposal, row._mapping, snap, now, status)
             if reserved is None and present is not None:
                 self._stage_outcome(present(*answer))
         if changed:
@@ -1104,14 +1133,14 @@ class Gate:
             return answer
         return await self._submit(agent, answer[0], reserved, present)
 
-    async def _decide_and_reserve(self, session: AsyncSession, connection: AsyncConnection, agent: Agent,
-                                  proposal: TradeProposal, read: Mapping[Any, Any], snap: Snapshot, now: datetime
-                                  ) -> tuple[Executed, dict[str, Any] | None, bool]:
+    async def _decide_and_reserve(self, session: AsyncSession, agent: Agent,
+                                  proposal: TradeProposal, read: Mapping[Any, Any], snap: Snapshot, now: datetime,
+                                  status: TradingStatus) -> tuple[Executed, dict[str, Any] | None, bool]:
         """The part of unit (a) for an approved, unchanged proposal: the approval binding and the audit
         bindings, the decision (locks held), the auto-approval judged again, and the reservation with its
         `order.intent` record. `read`: the proposal's row as _PROPOSAL_TO_EXECUTE read it under the locks, with
-        its latest approval and both binding records. Returns the answer, the trade row's values if reserved,
-        and whether the proposal moved."""
+        its latest approval and both binding records; `status`: the trading state read with the agent in this
+        unit. Returns the answer, the trade row's values if reserved, and whether the proposal moved."""
         order = _order_of(proposal)
         approval = ({name: read[f"approval_{name}"] for name in _APPROVAL_NAMES}
                     if read["approval_id"] is not None else None)
@@ -1129,12 +1158,12 @@ class Gate:
                                                        "`tradewarden audit verify`)")]), None, False
         pricing = price_order(order, snap.quote)
         violations, usage = await self._decide(session, agent, order, proposal.strategy, snap, lock=True,
-                                               locked=True)
+                                               locked=True, status=status)
         await self._alert_thresholds(session, agent, usage, now)
         if violations:
             usage = await self._with_denials(session, agent, usage)
             encoded = [v.model_dump(mode="json") for v in violations]
-            rejected = await execute(connection, _REJECT, {"pid": proposal.id, "now": now, "new_violations": encoded})
+            rejected = await execute(session, _REJECT, {"pid": proposal.id, "now": now, "new_violations": encoded})
             if rejected.rowcount != 1:  # type: ignore[attr-defined]
                 # a concurrent call (another replica) executed it meanwhile: its order is the answer, and these
                 # checks counted that very order against itself
@@ -1151,7 +1180,7 @@ class Gate:
                               decided_via=None, estimated_notional=pricing.estimated_notional,
                               reference_price=pricing.reference_price, updated_at=now),
                         None, [needs_person]), None, True
-        won = await execute(connection, _MARK_EXECUTING, {"pid": proposal.id, "now": now})
+        won = await execute(session, _MARK_EXECUTING, {"pid": proposal.id, "now": now})
         if won.rowcount != 1:  # type: ignore[attr-defined]
             return (proposal, None, []), None, False  # cannot happen under the locks; answered like a lost race
         event_id = bindings.new_event_id()
@@ -1164,7 +1193,7 @@ class Gate:
             status="pending_submit", reject_reason=None,
             created_at=self.clock(), submitted_at=None, executed_at=None,  # stamped after the locks are held
             updated_at=now, audit_event_id=event_id, window_micros=None)  # open: not final
-        await execute(connection, _INSERT_TRADE, trade)
+        await execute(session, _INSERT_TRADE, trade)
         await self.record(session=session, actor=f"agent:{agent.id}", kind="order.intent", agent_id=agent.id,
                           payload={"proposal_id": proposal.id, "order": order.canonical_json(),
                                    "reserved_notional": trade["reserved_notional"],
@@ -1256,12 +1285,11 @@ class Gate:
                                  message=f"broker: {error.message}")] if error else [])
         # Locked and read again: a refresh or a reconciliation may have booked part of it meanwhile, and
         # two updates of one order must not both book the same fill.
-        connection = await session.connection()  # this unit's own statements run on it
         held: Held | None = None
         if self.settings.is_postgres:  # its rows locked in the one order: trade, position, account
-            current = (await execute(connection, _TRADE_STATE_LOCKED, {"trade_id": trade["id"]})).one()
+            current = (await execute(session, _TRADE_STATE_LOCKED, {"trade_id": trade["id"]})).one()
         else:
-            current = (await execute(connection, _TRADE_STATE_AND_HOLDINGS, {"trade_id": trade["id"]})).one()
+            current = (await execute(session, _TRADE_STATE_AND_HOLDINGS, {"trade_id": trade["id"]})).one()
             held = held_of(current)
         values = {**trade, **{name: current._mapping[name] for name in _TRADE_MUTABLE}}
         book: Book | None = None
@@ -1283,13 +1311,13 @@ class Gate:
         values["window_micros"] = traded.window_micros(values["status"], values["quantity"],
                                                        values["reserved_notional"], values["price"],
                                                        values["filled_qty"])
-        await execute(connection, _UPDATE_TRADE, {f"new_{k}": values[k] for k in _TRADE_MUTABLE} | {
+        await execute(session, _UPDATE_TRADE, {f"new_{k}": values[k] for k in _TRADE_MUTABLE} | {
             "trade_id": values["id"]})
         row = transient(AgentTrade, values)
         if broker_order is not None and broker_order.legs:
             await self._book_legs(session, row, broker_order, now, capital, f"agent:{agent.id}")
             book = None  # an exit may have moved the position too: read it as it stands
-        await execute(connection, _MARK_EXECUTED, {"pid": proposal.id, "now": now})
+        await execute(session, _MARK_EXECUTED, {"pid": proposal.id, "now": now})
         await self.record(session=session, actor=f"agent:{agent.id}", kind="order.outcome", agent_id=agent.id,
                           payload={"proposal_id": proposal.id, "status": row.status,
                                    "broker_order_id": row.order_id, "filled_qty": row.filled_qty,

@@ -114,13 +114,15 @@ async def ask_approval(proposal_id: str, ctx: Context) -> NotAsked | Elicit[Appr
     try:
         app = app_of(ctx)
         gate = app.gate
-        try:
-            agent = await gate.load_agent(app.agent_id())
+        try:  # one read for both; the execution that follows reuses it (and reads both again under its locks)
+            agent, found = await gate.agent_and_proposal(app.agent_id(), proposal_id.strip())
         except GateDenied:
             return NotAsked("error")
-        proposal = await gate.awaiting_client_decision(agent, proposal_id.strip())
+        proposal = found[0] if found is not None and gate.awaits_client_decision(agent, *found) else None
         if proposal is None and agent.approval.mode == "operator":
-            waiting, _trade = await gate.read_proposal(agent, proposal_id.strip())
+            if found is None:  # not this agent's proposal: the gate explains
+                return NotAsked("error")
+            waiting = found[0]
             runtime = getattr(app, "runtime", None)
             url = console_approval_url(runtime.config.server.public_url if runtime is not None else None,
                                        waiting.id)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import time_machine
 from mcp import Client
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.base import Account, BrokerOrder, SubmitOrder
@@ -176,3 +177,23 @@ async def test_a_persons_decline_in_the_client_begins_one_unit(db_url: str, mark
     assert declined["status"] == "declined"
     assert units == 1  # the decision, the call's intent and its outcome
     assert CountingBroker.submits == []
+
+
+async def test_executing_an_approved_order_reads_the_agent_and_its_proposal_in_one_read_before_its_units(
+        db_url: str, market_open: object) -> None:
+    """The approval resolver reads the agent and the proposal in one read (a pooled connection), which the
+    execution reuses before its units of work read both again under their locks: one read, not two."""
+    reads: list[int] = []
+
+    def broker(sessions: async_sessionmaker[AsyncSession], clock: Any) -> SimulatedBroker:
+        engine = sessions.kw["bind"].sync_engine
+        event.listen(engine, "engine_connect", lambda connection: reads.append(UnitCounter.begun))
+        return CountingBroker(sessions, clock=clock)
+
+    CountingBroker.account_units, CountingBroker.submits = 0, []
+    async with Client(create_server(make_config(db_url), agent_id="agent-1", broker=broker)) as client:
+        proposal = await call(client, "propose_trade", **BUY_AAPL)
+        start, reads[:] = UnitCounter.begun, []
+        executed = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
+    assert executed["status"] == "filled"
+    assert reads.count(start) == 1  # connections opened before the execution's first unit of work: one read
