@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from ledger import db, fast_execute, group_commit, sqlite_inline
-from ledger.models import GLOBAL_SCOPE, AgentPermissions, AgentPosition, AuditEvent, TradingState
+from ledger.models import GLOBAL_SCOPE, AgentPermissions, AgentPosition, AuditEvent, AuditHead, TradingState
 from ledger.usage import _COUNTS
 from policies.audit import _ADVANCE_HEAD, _INSERT_EVENT
 from policies.failures import ledger_failure
@@ -32,11 +32,8 @@ STATES_WITH_A_FIXED_VALUE = select(TradingState.scope, TradingState.state).where
 STATES_IN_BOUND_LIST = select(TradingState.scope).where(TradingState.state.in_(bindparam("states", expanding=True)))
 
 
-@pytest.fixture
-async def sessions(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = db.create_engine(db_url)
-    await db.upgrade(engine)
-    factory = db.session_factory(engine)
+async def seed_ledger(factory: async_sessionmaker[AsyncSession]) -> None:
+    """The rows the hot statements read, the same on SQLite and PostgreSQL (test_fast_execute_postgres.py)."""
     async with db.transaction(factory) as session:
         await session.execute(insert(AgentPermissions).values(
             agent_id="a1", max_trade_size=Decimal("1000.50"), max_position_size=Decimal(5000), max_daily_trades=7,
@@ -49,8 +46,15 @@ async def sessions(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession
             realized_pl=Decimal(0), updated_at=T0))
         await session.execute(insert(TradingState).values(
             scope=GLOBAL_SCOPE, state="active", reason=None, changed_by="system", changed_at=T0))
-        await session.execute(text("INSERT OR IGNORE INTO audit_head (id, seq, hash) VALUES (1, 0, :zero)"),
-                              {"zero": "0" * 64})
+        await db.insert_if_absent(session, AuditHead, {"id": 1, "seq": 0, "hash": "0" * 64})
+
+
+@pytest.fixture
+async def sessions(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = db.create_engine(db_url)
+    await db.upgrade(engine)
+    factory = db.session_factory(engine)
+    await seed_ledger(factory)
     yield factory
     await engine.dispose()
 

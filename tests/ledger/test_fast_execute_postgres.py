@@ -6,21 +6,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ledger import db, fast_execute
-from ledger.models import GLOBAL_SCOPE, AgentPermissions, AgentPosition, TradingState
 from ledger.usage import _COUNTS
 from policies.audit import _ADVANCE_HEAD, _INSERT_EVENT
 from policies.failures import ledger_failure
 from policies.gate import _AGENT_AND_HOLDINGS, _LOCK_GLOBAL_STATE, _STATE_ROWS
-from tests.ledger.test_fast_execute import T0, audit_row, typed
+from tests.ledger.test_fast_execute import T0, audit_row, seed_ledger, typed
 
 pytestmark = pytest.mark.postgres
 
@@ -31,20 +29,7 @@ async def sessions(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     engine = db.create_engine(pg_url)
     await db.upgrade(engine)
     factory = db.session_factory(engine)
-    async with db.transaction(factory) as session:
-        await session.execute(insert(AgentPermissions).values(
-            agent_id="a1", max_trade_size=Decimal("1000.50"), max_position_size=Decimal(5000), max_daily_trades=7,
-            allowed_symbols=["AAPL", "MSFT"], allowed_strategies=[], risk_level="low", approval="auto",
-            auto_approve_max_notional=Decimal("250.25"), limits={"rolling": {"seconds": 60}}, capital=Decimal(10000),
-            enabled=True, source="config", token_hash=None, token_rotated_at=None, created_at=T0, updated_at=T0,
-            operator_overrides={}))
-        await session.execute(insert(AgentPosition).values(
-            agent_id="a1", symbol="AAPL", qty=Decimal("3.5"), avg_entry_price=Decimal("101.01"),
-            realized_pl=Decimal(0), updated_at=T0))
-        await session.execute(insert(TradingState).values(
-            scope=GLOBAL_SCOPE, state="active", reason=None, changed_by="system", changed_at=T0))
-        await session.execute(text("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, :zero) "
-                                   "ON CONFLICT DO NOTHING"), {"zero": "0" * 64})
+    await seed_ledger(factory)
     yield factory
     await engine.dispose()
 
