@@ -11,15 +11,17 @@ import secrets
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ledger.db import REGISTRY_LOCK, advisory_lock
+from ledger.db import REGISTRY_LOCK, advisory_lock, execute
 from ledger.models import AgentPermissions
 from policies import audit
-from policies.agent_settings import sync_from_file
+from policies.agent_settings import COLUMN_SETTINGS, sync_from_file
+from policies.limits import OPTIONAL_LIMITS
 
 TOKEN_PREFIX = "tw_"
 
@@ -56,20 +58,38 @@ def permissions_from_config(agent: Any, now: datetime) -> dict[str, Any]:
     }
 
 
+_PERMISSIONS: Table = AgentPermissions.__table__  # type: ignore[assignment]
+# Core statements, not the ORM session: a server's start runs this before its first answer, and the ORM's
+# mapper configuration and statement compilation cost more CPU than the rows (tests/server/test_startup.py).
+_CONFIG_AGENT_ROWS = select(_PERMISSIONS).where(_PERMISSIONS.c.agent_id.in_(bindparam("ids", expanding=True)))
+_ADD_CONFIG_AGENT = insert(_PERMISSIONS)
+
+
 async def sync_config_agents(session: AsyncSession, agents: Iterable[Any], now: datetime) -> list[str]:
     """The config file sets the agents it names: their rows follow it at every start, except for the
     fields an operator set (policies/agent_settings.py: an operator's action is never undone by a sync).
     Tokens and agents added from the command line are left alone."""
+    agents = list(agents)
+    if not agents:
+        return []
+    stored = {row.agent_id: SimpleNamespace(**row._mapping)
+              for row in await execute(session, _CONFIG_AGENT_ROWS, {"ids": [agent.id for agent in agents]})}
     changed: list[str] = []
     for agent in agents:
-        row = await session.get(AgentPermissions, agent.id)
+        row = stored.get(agent.id)
         if row is None:
-            session.add(AgentPermissions(agent_id=agent.id, source="config", created_at=now,
-                                         operator_overrides={}, **permissions_from_config(agent, now)))
+            await execute(session, _ADD_CONFIG_AGENT,
+                          {"agent_id": agent.id, "source": "config", "created_at": now, "operator_overrides": {},
+                           "token_hash": None, "token_rotated_at": None, **permissions_from_config(agent, now)})
             changed.append(agent.id)
             continue
-        if sync_from_file(row, agent):
-            row.updated_at = now
+        fields = sync_from_file(row, agent)
+        if fields:
+            values = {name: getattr(row, name) for name in fields if name in COLUMN_SETTINGS}
+            if any(name in OPTIONAL_LIMITS for name in fields):
+                values["limits"] = row.limits
+            values["updated_at"] = now
+            await execute(session, update(_PERMISSIONS).where(_PERMISSIONS.c.agent_id == agent.id).values(values))
             changed.append(agent.id)
     if changed:
         await audit.append(session, ts=now, actor="system:config", kind="agents.synced",

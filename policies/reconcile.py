@@ -48,7 +48,7 @@ import structlog
 from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from broker.base import BrokerError, BrokerOrder
+from broker.base import OPEN_STATUSES, BrokerError, BrokerOrder
 from ledger import traded
 from ledger.accounting import (
     Book,
@@ -61,10 +61,11 @@ from ledger.accounting import (
     position_after_fill,
     trade_with_holdings,
 )
-from ledger.db import execute, insert_if_absent, transaction
+from ledger.db import execute, insert_if_absent, read, transaction
 from ledger.legs import PARENTS_OF_LIVE_LEGS, apply_leg_updates
 from ledger.models import (
     GLOBAL_SCOPE,
+    AgentOrderLeg,
     AgentPermissions,
     AgentPosition,
     AgentTrade,
@@ -102,6 +103,11 @@ _MAX_LISTED = 20  # ids / errors kept in the stored report
 # trade row, read under lock before it is applied.
 _TRADES = cast(Table, AgentTrade.__table__)
 _PROPOSALS = cast(Table, TradeProposal.__table__)
+# Core on the tables (no ORM work: a server's start runs this before its first answer, tests/server/test_startup.py).
+_LEGS = cast(Table, AgentOrderLeg.__table__)
+_ANY_LIVE_TRADE = select(_TRADES.c.id).where(or_(
+    _TRADES.c.status.in_(sorted(LIVE_TRADE_STATUSES)),
+    _TRADES.c.id.in_(select(_LEGS.c.parent_id).where(_LEGS.c.status.in_(sorted(OPEN_STATUSES)))))).limit(1)
 _STATE = ("order_id", "price", "filled_qty", "status", "reject_reason", "submitted_at", "executed_at", "updated_at")
 _STATE_LOCKED = select(*(_TRADES.c[name] for name in _STATE)).where(_TRADES.c.id == bindparam("trade_id")
                                                                    ).with_for_update()
@@ -227,6 +233,9 @@ class Reconciler:
     # --- orders ------------------------------------------------------------------------------------
 
     async def _live_trades(self) -> list[AgentTrade]:
+        async with read(self.gate.sessions) as connection:  # the usual answer, and a server's start: none
+            if (await execute(connection, _ANY_LIVE_TRADE)).first() is None:
+                return []
         async with self.gate.sessions() as session:
             return list((await session.execute(
                 select(AgentTrade).where(or_(AgentTrade.status.in_(LIVE_TRADE_STATUSES),

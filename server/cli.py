@@ -11,6 +11,7 @@ from server import process_start  # noqa: F401 - first: collection paused while 
 # isort: split
 import asyncio
 import gc
+import importlib
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -109,6 +110,15 @@ class OneLineErrors(click.Group):
         except click.exceptions.UsageError as error:  # an unknown option before the command
             fail(f"{error.format_message()} (see `{info_name or 'tradewarden'} --help`)", 2)
             raise  # unreachable
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *(LAZY_COMMANDS if self is main else ())})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if self is main and cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
+            module, _, attribute = LAZY_COMMANDS[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -665,26 +675,19 @@ def reconciliation_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-from server.cli_operators import operators  # noqa: E402  (its commands import this module's helpers lazily)
-
-main.add_command(operators)
-from server.cli_agents import agents  # noqa: E402 - command groups in their own modules, attached here
-from server.cli_books import orders, performance, positions  # noqa: E402
-from server.cli_doctor import doctor  # noqa: E402
-
-main.add_command(agents)
-main.add_command(positions)
-main.add_command(orders)
-main.add_command(performance)
-main.add_command(doctor)
-from server.cli_events import events_group, webhooks_group  # noqa: E402  (they import this module's helpers)
-
-main.add_command(events_group)
-main.add_command(webhooks_group)
-
-from server.cli_console import console  # noqa: E402
-
-main.add_command(console)
+# The command groups of their own modules, by name ("module:attribute"): imported when a command line names
+# them (or --help lists them), so `serve` starts without them (tests/server/test_startup.py).
+LAZY_COMMANDS = {
+    "operators": "server.cli_operators:operators",
+    "agents": "server.cli_agents:agents",
+    "positions": "server.cli_books:positions",
+    "orders": "server.cli_books:orders",
+    "performance": "server.cli_books:performance",
+    "doctor": "server.cli_doctor:doctor",
+    "events": "server.cli_events:events_group",
+    "webhooks": "server.cli_events:webhooks_group",
+    "console": "server.cli_console:console",
+}
 
 if __name__ == "__main__":
     main(prog_name="tradewarden")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -13,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Insert, Table
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from broker.base import Broker
@@ -97,16 +98,30 @@ async def prepare_database(config: Config, engine: AsyncEngine, sessions: async_
                            clock: Callable[[], datetime]) -> None:
     """Migrate, make sure the global trading-state row exists (it is the check-and-reserve lock on
     PostgreSQL) and so does the audit head (the lock appends take), and bring configured agents in line with
-    the file. Replicas and commands starting together do this one at a time (an advisory lock)."""
+    the file. Replicas and commands starting together do this one at a time (an advisory lock). Core
+    statements only (no ORM session work before a server's first answer)."""
     await db.upgrade(engine)
     async with db.transaction(sessions) as session:
         await db.advisory_lock(session, db.REGISTRY_LOCK)
-        if (await session.execute(select(TradingState).where(TradingState.scope == GLOBAL_SCOPE))
-                ).scalar_one_or_none() is None:
-            session.add(TradingState(scope=GLOBAL_SCOPE, state="active", reason=None, changed_by="system",
-                                     changed_at=clock()))
-        await db.insert_if_absent(session, AuditHead, {"id": 1, "seq": 0, "hash": GENESIS_HASH})
+        dialect = db.dialect_name(session)
+        await db.execute(session, _create_if_absent(dialect, TradingState.__table__),  # type: ignore[arg-type]
+                         {"scope": GLOBAL_SCOPE, "state": "active", "reason": None, "changed_by": "system",
+                          "changed_at": clock()})
+        await db.execute(session, _create_if_absent(dialect, AuditHead.__table__),  # type: ignore[arg-type]
+                         {"id": 1, "seq": 0, "hash": GENESIS_HASH})
         await sync_config_agents(session, config.agents, clock())
+
+
+@functools.cache
+def _create_if_absent(dialect: str, table: Table) -> Insert:
+    """INSERT ... ON CONFLICT DO NOTHING of one row (db.insert_if_absent on a table, without the session)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
 
 
 async def check_anchoring(config: Config, engine: AsyncEngine,

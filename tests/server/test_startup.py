@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # migrations on an up-to-date ledger; SQLAlchemy's PostgreSQL dialect on a SQLite ledger (ledger/models.py
 # PartialIndex); rich, which only the SDK's default logging and structlog's pretty tracebacks would load, neither
 # of them used by these logs (server/logging.py, server/startup.py skip_sdk_logging_setup); the command-line
-# modules of the other commands.
+# modules of the other commands (server/cli.py LAZY_COMMANDS).
 NOT_BEFORE_THE_FIRST_ANSWER = (
     "exchange_calendars", "pandas", "numpy",
     "server.http", "server.console", "server.console_events", "server.metrics", "server.health",
@@ -33,6 +33,8 @@ NOT_BEFORE_THE_FIRST_ANSWER = (
     "alembic",
     "sqlalchemy.dialects.postgresql", "asyncpg",
     "rich.console", "rich.logging", "rich.traceback", "rich.pretty", "pygments",
+    "server.cli_operators", "server.cli_agents", "server.cli_books", "server.cli_doctor", "server.cli_events",
+    "server.cli_console", "server.cli_common", "server.cli_audit",
 )
 
 
