@@ -486,8 +486,9 @@ class AlpacaBroker:
         log.debug("alpaca.call", op=op)
         failure: _Failure | None = None
         try:
-            return await asyncio.wait_for(asyncio.to_thread(lambda: parse(fn())),
-                                          timeout=self.timeout + _DEADLINE_GRACE)
+            # asyncio.timeout, not wait_for: no task of its own to schedule (Python 3.11's wait_for makes one)
+            async with asyncio.timeout(self.timeout + _DEADLINE_GRACE):
+                return await asyncio.to_thread(lambda: parse(fn()))
         except Exception as exc:  # classified below, outside the except block: no exception chain
             failure = self._classify(exc)
         raise failure

@@ -419,6 +419,7 @@ class Gate:
         self.broker = broker
         self.clock = clock
         self._proposal_listeners: list[ProposalListener] = []
+        self._left_open_listeners: list[Callable[[], None]] = []  # see on_order_left_open
         self._account_cache: tuple[float, Account] | None = None
         # Per agent: its stored permissions and holdings as last read, and the Agent they make. Reused only for
         # the same stored values (an operator's change makes a new one on the next read), and handed to a
@@ -1245,6 +1246,9 @@ class Gate:
             broker_order, error = await self._send(request)
             async with self._unit() as session:
                 executed = await self._apply_outcome(session, agent, proposal, trade, broker_order, error, present)
+            if executed[1] is not None and executed[1].status in OPEN_STATUSES:
+                for left_open in self._left_open_listeners:
+                    left_open()
         else:
             async with self._unit() as session:
                 with shared_unit.sharing(session, self.sessions) as shared:
@@ -1681,6 +1685,13 @@ class Gate:
         return result
 
     # --- proposal change notifications (resources) -------------------------------------------------
+
+    def on_order_left_open(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """`listener()` runs (synchronously, so it must only take note) each time an order sent to a broker
+        outside the ledger (Alpaca) was answered still open, once its outcome is committed: its fill will
+        come from the broker later (the reconciler's poll brings it). Returns what removes the listener."""
+        self._left_open_listeners.append(listener)
+        return lambda: self._left_open_listeners.remove(listener)
 
     def on_proposal_change(self, listener: ProposalListener) -> None:
         self._proposal_listeners.append(listener)

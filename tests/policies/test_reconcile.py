@@ -22,13 +22,22 @@ from broker.base import BrokerError, SubmitOrder
 from ledger.db import UnitCounter, transaction
 from ledger.models import AgentAccount, AgentPosition, AgentTrade, TradeProposal
 from policies import audit, events
+from policies.gate import ProposalDraft
 from policies.orders import OrderRequest
-from policies.reconcile import NEVER_REACHED, RECENT_CLOSED, SETTLE_TOGETHER, Reconciler, position_drift
+from policies.reconcile import (
+    NEVER_REACHED,
+    RECENT_CLOSED,
+    SETTLE_AFTER_ORDERS,
+    SETTLE_TOGETHER,
+    Reconciler,
+    position_drift,
+)
 from server.config import Config
 from server.runtime import Runtime, open_runtime
 from tests.alpaca_env import (
     alpaca_config,
     audit_records,
+    eventually,
     positions,
     read,
     reconciliation,
@@ -365,6 +374,43 @@ async def test_alpaca_fills_found_in_one_poll_share_commits_on_sqlite(db_url: st
         units, commits = UnitCounter.begun - units, UnitCounter.commits - commits
     assert units >= SETTLE_TOGETHER  # each fill in a unit of its own (its own savepoint) ...
     assert commits < SETTLE_TOGETHER / 2  # ... and they are made durable together, not one disk sync each
+
+
+async def placed_through_the_gate(runtime: Runtime, qty: int) -> str:
+    """A market order proposed and executed through the gate: Alpaca answers it `pending_new` (still open) and
+    fills it a moment later."""
+    gate = runtime.gate
+    draft = ProposalDraft(order=OrderRequest(symbol="AAPL", side="buy", qty=Decimal(qty)), strategy=None,
+                          reasoning="a steady flow", confidence=None)
+    proposal = await gate.handle("propose_trade", "agent-1", {}, lambda agent: gate.propose(
+        agent, draft, lambda proposed, _: proposed), acts_at_broker=False)
+    _, sent, violations = await gate.handle("execute_trade", "agent-1", {},
+                                            lambda agent: gate.execute(agent, proposal.id))
+    assert sent is not None and sent.status == "pending_new", violations
+    return proposal.id
+
+
+async def test_alpaca_orders_answered_open_bring_the_next_poll_forward(db_url: str,
+                                                                    alpaca_server: AlpacaContractServer) -> None:
+    roomy = trader(max_position_size=10**6, max_daily_trades=100, max_orders_per_window=100)  # room for the flow
+    async with open_runtime(alpaca_config(db_url, alpaca_server, roomy), reconcile=False) as runtime:
+        reconciler = Reconciler(runtime.gate, interval=3600, poll_interval=3600)  # no poll comes by the clock
+        running = asyncio.create_task(reconciler.run())
+        try:
+            assert await reconciler.wait_first_pass(10)
+            first = len(alpaca_server.requests)
+            waiting = [await placed_through_the_gate(runtime, qty) for qty in range(1, SETTLE_AFTER_ORDERS)]
+            await asyncio.sleep(0.3)
+            assert {(await trade(db_url, i)).status for i in waiting} == {"pending_new"}  # not polled yet
+            waiting.append(await placed_through_the_gate(runtime, SETTLE_AFTER_ORDERS))
+            await eventually(lambda: read(db_url, select(AgentTrade.status)), lambda found: set(found) == {"filled"})
+        finally:
+            reconciler.stop()
+            await asyncio.wait_for(running, 10)
+    assert await positions(db_url) == {("agent-1", "AAPL"): Decimal(sum(range(1, SETTLE_AFTER_ORDERS + 1)))}
+    # One poll for them all (its two listings), besides the orders themselves and their market data.
+    polls = [read for read in trading_reads_since(alpaca_server, first) if read[0] == "/v2/orders" and read[1]]
+    assert polls == [("/v2/orders", "open"), ("/v2/orders", "closed")]
 
 
 async def test_alpaca_orders_older_than_the_closed_listing_are_still_looked_up_one_by_one(
