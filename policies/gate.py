@@ -777,8 +777,11 @@ class Gate:
         usage = await load_usage(session, agent_id=agent.id, order=order, limits=agent.limits, quotes=quotes,
                                  now=now, with_denials=False, exit_holds=True)
         if lock:  # the decision that reserves also keeps the agent's equity peak and trading day current
-            account = await account_row(session, agent.id, agent.limits.capital, trading_day(now), now)
-            await persist_marks(session, agent_id=agent.id, usage=usage, now=now, account=account)
+            # load_usage read the account row in this unit (its stored peak and day come with the usage): it is
+            # read again only to create it, the first time.
+            account = (None if usage.stored_day is not None
+                       else await account_row(session, agent.id, agent.limits.capital, trading_day(now), now))
+            await persist_marks(session, agent_id=agent.id, usage=usage, now=now, account=account, stored=True)
         check_input = CheckInput(order=order, strategy=strategy, limits=agent.limits, quote=snap.quote,
                                  asset=snap.asset, usage=usage, account=snap.account, status=status, now=now,
                                  market_open=snap.market_open,

@@ -197,3 +197,27 @@ async def test_executing_an_approved_order_reads_the_agent_and_its_proposal_in_o
         executed = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
     assert executed["status"] == "filled"
     assert reads.count(start) == 1  # connections opened before the execution's first unit of work: one read
+
+
+async def test_an_execution_reads_the_agents_account_row_once_to_decide_and_once_to_book_its_fill(
+        db_url: str, market_open: object) -> None:
+    """The decision's usage read brings the stored equity peak and trading day with the cash and positions, so
+    keeping them current does not read the row again (the outcome's unit reads it with the position it books)."""
+    statements: list[str] = []
+
+    def broker(sessions: async_sessionmaker[AsyncSession], clock: Any) -> SimulatedBroker:
+        engine = sessions.kw["bind"].sync_engine
+        event.listen(engine, "before_cursor_execute",
+                     lambda conn, cursor, statement, *rest: statements.append(statement))
+        return CountingBroker(sessions, clock=clock)
+
+    CountingBroker.account_units, CountingBroker.submits = 0, []
+    async with Client(create_server(make_config(db_url), agent_id="agent-1", broker=broker)) as client:
+        first = await call(client, "propose_trade", **BUY_AAPL)
+        await call(client, "execute_trade", proposal_id=first["proposal_id"])  # the account row exists from now
+        proposal = await call(client, "propose_trade", **{**BUY_AAPL, "qty": 2})
+        statements.clear()
+        executed = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
+    assert executed["status"] == "filled"
+    account_reads = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "agent_accounts" in s]
+    assert len(account_reads) == 2
