@@ -44,7 +44,7 @@ from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal, cast
 from uuid import uuid4
 
-from sqlalchemy import Table, bindparam, func, or_, select
+from sqlalchemy import Integer, Table, bindparam, func, literal_column, or_, select
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
@@ -268,6 +268,17 @@ def advance_legs(seed: int, parent: SimOrder, legs: Sequence[SimOrder], now: dat
 _ORDERS = cast(Table, SimOrder.__table__)
 _FILLED = _ORDERS.c.status == "filled"
 _COUNT_FILLED = select(func.count()).select_from(_ORDERS).where(_FILLED)
+# SQLite: filled orders counted from a mark (FilledMark) instead of all over again. Rows get increasing rowids and
+# are never deleted, and only an open order can become filled: the filled orders now are those counted up to the
+# mark's rowid, the filled ones inserted after it, and those of the orders open at the mark that filled since.
+# max(rowid) is one step down the table's b-tree; the rest are ranges of new rows and lookups of open orders.
+_ROWID = literal_column("sim_orders.rowid", Integer)
+_LAST_ROWID = select(func.max(_ROWID)).select_from(_ORDERS).scalar_subquery()
+_COUNT_FROM_START = select(_LAST_ROWID, _COUNT_FILLED.scalar_subquery())
+_COUNT_AFTER_MARK = select(_LAST_ROWID, select(func.count()).select_from(_ORDERS)
+                           .where(_FILLED, bindparam("mark") < _ROWID).scalar_subquery())
+_FILLED_AMONG = (select(func.count()).select_from(_ORDERS)
+                 .where(_FILLED, _ORDERS.c.id.in_(bindparam("ids", expanding=True))))
 _FILLS = (select(_ORDERS.c.id, _ORDERS.c.symbol, _ORDERS.c.side, _ORDERS.c.filled_qty, _ORDERS.c.filled_avg_price,
                  _ORDERS.c.filled_at, _ORDERS.c.submitted_at).where(_FILLED))
 _FILLS_SINCE = _FILLS.where(_ORDERS.c.filled_at >= bindparam("since"))
@@ -376,6 +387,16 @@ class FilledOrder:
 
 
 @dataclass(frozen=True)
+class FilledMark:
+    """SQLite: how many orders were filled among the rows up to `rowid` when it was taken, and which of those rows
+    were open then (only they can fill later): the next count of filled orders starts from here."""
+
+    rowid: int
+    filled: int
+    open_ids: frozenset[str]
+
+
+@dataclass(frozen=True)
 class SettledFills:
     """Cash and holdings after the first `count` filled orders in fill order, the last one being `last`."""
 
@@ -384,6 +405,7 @@ class SettledFills:
     last: tuple[datetime, datetime, str] | None = None
     cash: Decimal = _ZERO
     holdings: dict[str, Holding] = field(default_factory=dict)
+    mark: FilledMark | None = None  # where the count of filled orders that gave `count` was taken (SQLite)
 
     @classmethod
     def replay(cls, starting_cash: Decimal, fills: Sequence[FilledOrder]) -> SettledFills:
@@ -399,7 +421,11 @@ class SettledFills:
                 holdings.setdefault(fill.symbol, Holding()).apply_fill(fill.side, fill.filled_qty, fill.price)
             last = fill.key
         return SettledFills(starting_cash=self.starting_cash, count=self.count + len(fills), last=last, cash=cash,
-                            holdings=holdings)
+                            holdings=holdings, mark=self.mark)
+
+
+def _open_ids(orders: Sequence[SimOrder]) -> frozenset[str]:
+    return frozenset(order.id for order in orders if order.status in OPEN_STATUSES)
 
 
 def _reservation_price(order: SimOrder) -> Decimal:
@@ -683,7 +709,7 @@ class SimulatedBroker:
             await execute(db, _UPDATE_ORDER, [{"order_id": row.id, **{key: getattr(row, key)
                                                                      for key in _MOVING_COLUMNS}}
                                               for row in moved])
-        fills = await self._settled_fills(db, starting_cash)
+        fills = await self._settled_fills(db, starting_cash, _open_ids(rows))
         session.info[_SETTLED_KEY] = fills
         return Book.from_fills(fills, rows)
 
@@ -727,20 +753,40 @@ class SimulatedBroker:
                        for row in rows)
         return rows, moved, to_store
 
-    async def _settled_fills(self, session: AsyncSession | AsyncConnection, starting_cash: Decimal) -> SettledFills:
+    async def _settled_fills(self, session: AsyncSession | AsyncConnection, starting_cash: Decimal,
+                             open_ids: frozenset[str]) -> SettledFills:
         """Every filled order's effect on the account. Replaying them all on every read would cost more with
         every order ever placed, so the last result is kept and only newer fills are read; if the count of
         filled orders says one was missed (filled earlier than the last one applied, e.g. by another
-        process), everything is replayed."""
-        count = (await execute(session, _COUNT_FILLED)).scalar_one()
+        process), everything is replayed. `open_ids`: the orders open now, in this transaction (as written)."""
         known = self._settled
-        if known is not None and known.starting_cash == starting_cash and known.last is not None:
+        if known is not None and known.starting_cash != starting_cash:
+            known = None
+        count, mark = await self._count_filled(session, known.mark if known is not None else None, open_ids)
+        if known is not None and known.last is not None:
             if known.count == count:
-                return known
+                return replace(known, mark=mark)
             newer = [f for f in await self._fills(session, known.last[0]) if f.key > known.last]
             if known.count + len(newer) == count:
-                return known.extended(newer)
-        return SettledFills.replay(starting_cash, await self._fills(session, None))
+                return replace(known.extended(newer), mark=mark)
+        return replace(SettledFills.replay(starting_cash, await self._fills(session, None)), mark=mark)
+
+    @staticmethod
+    async def _count_filled(session: AsyncSession | AsyncConnection, mark: FilledMark | None,
+                            open_ids: frozenset[str]) -> tuple[int, FilledMark | None]:
+        """How many orders are filled, and (SQLite) the mark to count from next time: counted from `mark` when
+        there is one, so the count costs what came since, not the whole history (FilledMark)."""
+        name = session.dialect.name if isinstance(session, AsyncConnection) else dialect_name(session)
+        if name != "sqlite":
+            return (await execute(session, _COUNT_FILLED)).scalar_one(), None
+        if mark is None:
+            last_rowid, count = (await execute(session, _COUNT_FROM_START)).one()
+        else:
+            last_rowid, filled_after = (await execute(session, _COUNT_AFTER_MARK, {"mark": mark.rowid})).one()
+            filled_since = ((await execute(session, _FILLED_AMONG, {"ids": sorted(mark.open_ids)})).scalar_one()
+                            if mark.open_ids else 0)
+            count = mark.filled + filled_after + filled_since
+        return count, FilledMark(rowid=last_rowid or 0, filled=count, open_ids=open_ids)
 
     @staticmethod
     async def _fills(session: AsyncSession | AsyncConnection, since: datetime | None) -> list[FilledOrder]:
@@ -826,7 +872,7 @@ class SimulatedBroker:
             if starting_cash is not None:
                 rows, _, to_store = await self._advanced_open_orders(connection, now)
                 if not to_store:
-                    fills = await self._settled_fills(connection, starting_cash)
+                    fills = await self._settled_fills(connection, starting_cash, _open_ids(rows))
                     self._settled = fills  # committed fills only: nothing here can be rolled back
                     return Book.from_fills(fills, rows)
         return await self._current_book(now)  # no account yet, or a move to store

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, String, bindparam, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -234,6 +234,13 @@ async def _rolling_unstored(session: AsyncSession, agent_id: str, rolling_since:
     return total
 
 
+class _Marks(NamedTuple):
+    """What persist_marks needs of the account row."""
+
+    equity_peak: Decimal
+    day: str
+
+
 @dataclass(frozen=True)
 class _Account:
     cash: Decimal
@@ -422,6 +429,8 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
         open_symbol_sell_qty=open_sell_qty,
         day_start_equity=day_start_equity,
         day_start_stale=stale,
+        stored_equity_peak=account.equity_peak if account is not None else None,
+        stored_day=account.day if account is not None else None,
     )
     return await with_exit_holds(session, agent_id, order.symbol, usage) if exit_holds and working_exits else usage
 
@@ -438,11 +447,14 @@ _SET_DAY_AND_PEAK = (update(AgentAccount).where(AgentAccount.agent_id == bindpar
 
 
 async def persist_marks(session: AsyncSession, *, agent_id: str, usage: Usage, now: datetime,
-                        account: Any = None) -> bool:
+                        account: Any = None, stored: bool = False) -> bool:
     """Write back what load_usage computed but does not store: a higher equity peak, and a new trading day
     (day = today in New York, day_start_equity = equity now) when the stored day is not today. Call it in
     the same transaction, after load_usage. Returns True when the row changed. No row: nothing to do.
-    `account`: the row (with equity_peak and day) when the caller has just read it in this transaction."""
+    `account`: the row (with equity_peak and day) when the caller has just read it in this transaction;
+    `stored=True`: `usage` was read in this transaction, so its stored peak and day are the row's (no read)."""
+    if account is None and stored and usage.stored_day is not None and usage.stored_equity_peak is not None:
+        account = _Marks(equity_peak=usage.stored_equity_peak, day=usage.stored_day)
     if account is None:
         account = (await execute(session, _ACCOUNT_MARKS, {"agent_id": agent_id})).first()
     if account is None:

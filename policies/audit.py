@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Insert, Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from ledger.db import execute
@@ -116,7 +116,34 @@ _HEAD = cast(Table, AuditHead.__table__)
 _ADVANCE_HEAD = (update(_HEAD)
                  .where(_HEAD.c.id == 1, _HEAD.c.seq == bindparam("old_seq"), _HEAD.c.hash == bindparam("old_hash"))
                  .values(seq=bindparam("new_seq"), hash=bindparam("new_hash")))
-_INSERT_EVENT = insert(cast(Table, AuditEvent.__table__))
+_EVENTS = cast(Table, AuditEvent.__table__)
+_INSERT_EVENT = insert(_EVENTS)
+_ROW_COLUMNS = ("seq", "event_id", "ts", "actor", "agent_id", "kind", "tool", "payload", "prev_hash", "hash")
+# Several records go in as ONE multi-row INSERT (not one statement per record, as executemany runs them), up to
+# this many rows a statement; each row count's statement is built once (so it is compiled once).
+_ROWS_PER_INSERT = 8
+_inserts_of: dict[int, Insert] = {}
+
+
+def _insert_of(count: int) -> Insert:
+    """The INSERT of `count` records, its parameters named `<column>_<row>` (built once per count)."""
+    statement = _inserts_of.get(count)
+    if statement is None:
+        statement = _inserts_of[count] = insert(_EVENTS).values([
+            {name: bindparam(f"{name}_{row}", type_=_EVENTS.c[name].type) for name in _ROW_COLUMNS}
+            for row in range(count)])
+    return statement
+
+
+async def _insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """The records' rows, in as few statements as _ROWS_PER_INSERT allows."""
+    if len(rows) == 1:
+        await execute(session, _INSERT_EVENT, rows[0])
+        return
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start:start + _ROWS_PER_INSERT]
+        await execute(session, _insert_of(len(chunk)),
+                      {f"{name}_{index}": value for index, row in enumerate(chunk) for name, value in row.items()})
 
 # The last head this process wrote, per database: lets an append skip reading the head. It is only a guess:
 # the conditional UPDATE below checks it against the row, and a stale guess falls back to reading the head.
@@ -201,7 +228,7 @@ async def _try_append(session: AsyncSession, head: tuple[int, str], prepared: li
                                                   "new_hash": prev_hash})
     if moved.rowcount != 1:  # type: ignore[attr-defined]
         return None
-    await execute(session, _INSERT_EVENT, rows if len(rows) > 1 else rows[0])
+    await _insert_rows(session, rows)
     return rows
 
 

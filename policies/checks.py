@@ -70,6 +70,10 @@ class Usage:
     open_symbol_sell_qty: Decimal = ZERO  # unfilled qty of the agent's open sells in this symbol (>= 0)
     day_start_equity: Decimal | None = None  # None: not known
     day_start_stale: bool = False  # agent_accounts.day is not today: daily_pnl is 0 until the day is rolled
+    # agent_accounts' equity_peak and day as stored (None: no row yet), so a decision that writes them back
+    # (ledger.usage.persist_marks) need not read the row again.
+    stored_equity_peak: Decimal | None = None
+    stored_day: str | None = None
 
 
 @dataclass(frozen=True)

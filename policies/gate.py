@@ -14,6 +14,7 @@ import hashlib
 import operator
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -232,6 +233,13 @@ _recent_agent: ContextVar[tuple[float, str, Any, frozenset[str]] | None] = Conte
     "tradewarden_recent_agent", default=None)
 _recent_proposal: ContextVar[tuple[float, str, str, TradeProposal, AgentTrade | None] | None] = ContextVar(
     "tradewarden_recent_proposal", default=None)
+# A proposal this gate stored approved by policy is executed without a read before its units of work (Gate.
+# approved_unread): nobody is asked about an approved proposal, and the unit that decides reads the agent and the
+# proposal again under its locks. The gate's notes of such proposals are bounded in number and age, and taken once.
+APPROVED_NOTE_SECONDS = 30.0
+_APPROVED_NOTES_MAX = 1024
+# The agent (id) whose execution this task begins on its last identity, unread (set with the proposal's note).
+_unread_agent: ContextVar[tuple[float, str] | None] = ContextVar("tradewarden_unread_agent", default=None)
 
 
 def _staged_records() -> list[audit.Entry]:
@@ -425,6 +433,8 @@ class Gate:
         # the same stored values (an operator's change makes a new one on the next read), and handed to a
         # call unread only where its first unit of work reads the agent again (Gate.handle).
         self._identities: dict[str, tuple[tuple[Any, ...], Agent]] = {}
+        # Proposals stored approved by policy, not executed since (id -> (when, agent id, proposal)): approved_unread.
+        self._approved_notes: OrderedDict[str, tuple[float, str, TradeProposal]] = OrderedDict()
 
     # --- identity ----------------------------------------------------------------------------------
 
@@ -539,6 +549,10 @@ class Gate:
             agent = (self._recent_identity(agent_id, allow_disabled=allow_disabled) if acts_at_broker
                      else self._last_identity(agent_id) if not allow_disabled else None)
             call.unverified = agent if not acts_at_broker else None
+            if agent is None and acts_at_broker and not allow_disabled and self._unread_execution(agent_id):
+                # An execution of a proposal this gate stored approved (approved_unread): its unit of work
+                # identifies the agent afresh under its locks, so it may begin on the last identity, unread.
+                agent = call.unverified = self._last_identity(agent_id)
             agent = agent or await self.load_agent(agent_id, allow_disabled=allow_disabled)
             try:
                 result = await operation(agent)
@@ -777,8 +791,11 @@ class Gate:
         usage = await load_usage(session, agent_id=agent.id, order=order, limits=agent.limits, quotes=quotes,
                                  now=now, with_denials=False, exit_holds=True)
         if lock:  # the decision that reserves also keeps the agent's equity peak and trading day current
-            account = await account_row(session, agent.id, agent.limits.capital, trading_day(now), now)
-            await persist_marks(session, agent_id=agent.id, usage=usage, now=now, account=account)
+            # load_usage read the account row in this unit (its stored peak and day come with the usage): it is
+            # read again only to create it, the first time.
+            account = (None if usage.stored_day is not None
+                       else await account_row(session, agent.id, agent.limits.capital, trading_day(now), now))
+            await persist_marks(session, agent_id=agent.id, usage=usage, now=now, account=account, stored=True)
         check_input = CheckInput(order=order, strategy=strategy, limits=agent.limits, quote=snap.quote,
                                  asset=snap.asset, usage=usage, account=snap.account, status=status, now=now,
                                  market_open=snap.market_open,
@@ -908,6 +925,8 @@ class Gate:
                 await self._trip_breaker_if_needed(session, agent, usage, violations)
             result = present(proposal, violations)
             self._stage_outcome(result, event_id=values["audit_event_id"], bound=bound)
+        if status == "approved":  # committed: its execution may begin without reading it (approved_unread)
+            self._note_approved(proposal)
         return result
 
     async def _record_signal(self, session: AsyncSession, agent: Agent, proposal: TradeProposal,
@@ -940,6 +959,7 @@ class Gate:
         own; (c) `_submit` applies its answer and commits every remaining record of the call. `present` turns
         the answer into the tool's result, recorded as the call's outcome by the last unit of work (so the
         call needs no transaction of its own for it)."""
+        self._approved_notes.pop(proposal_id, None)  # executed: no longer begun unread (approved_unread)
         proposal, trade = await self._proposal_to_execute(agent, proposal_id)
         if trade is not None:
             return proposal, await self.refresh_trade(trade), []
@@ -955,6 +975,36 @@ class Gate:
         # the ledger's locks; only an order that may still be sent needs them.
         snap = await self.snapshot(_order_of(proposal), agent.held_symbols) if proposal.status == "approved" else None
         return await self._reserve_and_submit(agent, proposal.id, snap, present)
+
+    def _note_approved(self, proposal: TradeProposal) -> None:
+        notes = self._approved_notes
+        notes[proposal.id] = (time.monotonic(), proposal.agent_id, proposal)
+        if len(notes) > _APPROVED_NOTES_MAX:
+            notes.popitem(last=False)
+
+    def approved_unread(self, agent_id: str | None, proposal_id: str) -> bool:
+        """Whether this gate stored `proposal_id` for `agent_id` approved by policy less than APPROVED_NOTE_SECONDS
+        ago and has not executed it since, with the agent enabled when last identified: then nobody needs to be
+        asked, and the execution that follows in this task begins on the proposal as stored and the agent as last
+        identified, without a read: its unit of work reads both again under its locks and decides on what it reads
+        (expired, declined, executed meanwhile, agent disabled: as after a read). The note is taken once."""
+        note = self._approved_notes.pop(proposal_id, None)
+        if (note is None or not agent_id or note[1] != agent_id or time.monotonic() - note[0] > APPROVED_NOTE_SECONDS
+                or self._last_identity(agent_id) is None):
+            return False
+        now = time.monotonic()
+        _recent_proposal.set((now, agent_id, proposal_id, note[2], None))
+        _unread_agent.set((now, agent_id))
+        return True
+
+    @staticmethod
+    def _unread_execution(agent_id: str | None) -> bool:
+        """approved_unread said, an instant ago in this task, that this agent's execution may begin unread."""
+        unread = _unread_agent.get()
+        if unread is None:
+            return False
+        _unread_agent.set(None)
+        return unread[1] == agent_id and time.monotonic() - unread[0] <= RECENT_READ_SECONDS
 
     async def read_proposal(self, agent: Agent, proposal_id: str) -> tuple[TradeProposal, AgentTrade | None]:
         """The agent's own proposal and its order, if any (PROPOSAL_NOT_FOUND for anyone else's)."""

@@ -114,6 +114,8 @@ async def ask_approval(proposal_id: str, ctx: Context) -> NotAsked | Elicit[Appr
     try:
         app = app_of(ctx)
         gate = app.gate
+        if gate.approved_unread(app.agent_id(), proposal_id.strip()):  # approved by policy: nobody to ask
+            return NotAsked("not_pending")
         try:  # one read for both; the execution that follows reuses it (and reads both again under its locks)
             agent, found = await gate.agent_and_proposal(app.agent_id(), proposal_id.strip())
         except GateDenied:

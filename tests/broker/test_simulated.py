@@ -513,6 +513,24 @@ async def test_an_earlier_fill_that_appears_later_is_counted(sessions: async_ses
     assert ("SPY", Decimal(1)) in [(p.symbol, p.qty) for p in kept[1]]
 
 
+async def test_an_order_resting_at_the_last_count_and_filled_by_another_process_since_is_counted(
+        sessions: async_sessionmaker[AsyncSession], clock: FakeClock) -> None:
+    """Filled orders are counted from the last count (SQLite): an order open then, filled since by another
+    process, is among them, though no new row came."""
+    mine, other = await make_broker(sessions, clock), await make_broker(sessions, clock)
+    await mine.submit_order(submit("filled", symbol="SPY", qty=Decimal(1)))  # the account has a fill to go from
+    path = path_after("MSFT", START, 120)
+    limit = min(price for _, price in path)
+    assert limit < quote_at("MSFT", START).ask  # rests on arrival
+    await mine.submit_order(submit("rest", symbol="MSFT", order_type="limit", limit_price=limit, qty=Decimal(3)))
+    await mine.get_account()  # counted while the order rests
+    clock.set(first_at_or_below(path, limit))
+    await other.get_account()  # the other process finds it filled on the path, and stores the fill
+    kept = await _account_and_positions(mine)
+    assert kept == await _account_and_positions(await make_broker(sessions, clock))
+    assert ("MSFT", Decimal(3)) in [(p.symbol, p.qty) for p in kept[1]]
+
+
 # --- the hot path: an order is one unit of work; an account read needs none unless the path moved an order ---
 
 async def test_an_order_begins_one_unit_and_reading_the_account_none(broker: SimulatedBroker) -> None:

@@ -116,6 +116,21 @@ async def test_the_simulated_brokers_new_fills_are_a_range_of_an_index(
         assert "USING INDEX ix_sim_orders_status_filled_at (status=? AND filled_at>?)" in found, found
 
 
+async def test_the_simulated_broker_counts_its_filled_orders_from_its_last_count(
+        config: Config, market_open: time_machine.Coordinates) -> None:
+    """Only the first count of filled orders counts them all; the next ones count the rows since the last
+    (a range of rowids in the status index) and look up the orders that were open then."""
+    statements = await an_agents_day(config)
+    counts = selects_from(statements, "sim_orders", "count(*)")
+    from_the_last = [s for s in counts if "sim_orders.rowid" in s[0]]
+    every_one = [s for s in counts if "sim_orders.rowid" not in s[0] and "sim_orders.id IN" not in s[0]]
+    assert len(from_the_last) >= 4, counts
+    assert len(every_one) <= 1, every_one  # the first count of a broker, if the server had not counted yet
+    for statement in from_the_last:
+        found = plan(database_of(config), statement)
+        assert "USING COVERING INDEX ix_sim_orders_status (status=? AND rowid>?)" in found, found
+
+
 async def test_no_statement_of_decisions_or_reads_scans_the_trade_history(
         config: Config, market_open: time_machine.Coordinates) -> None:
     statements = await an_agents_day(config)

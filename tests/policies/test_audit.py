@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import delete, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ledger import db
@@ -129,3 +130,75 @@ def test_record_hash_is_the_hash_of_the_canonical_record(text: str) -> None:
 def test_a_stored_time_is_read_back_as_it_was_hashed(stored: str) -> None:
     value = datetime.fromisoformat(stored).replace(tzinfo=UTC)
     assert audit.hashed_time(stored) == value.isoformat()
+
+
+# --- several records in one append: one multi-row INSERT per up to _ROWS_PER_INSERT records -------------------
+
+@pytest.fixture
+async def ledger(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = db.create_engine(database_url)
+    await db.upgrade(engine)
+    yield db.session_factory(engine)
+    await engine.dispose()
+
+
+def _entries(count: int, **fixed: object) -> list[audit.Entry]:
+    return [audit.Entry(ts=T0, actor="agent:a", kind="tool.intent", agent_id="a", tool="propose_trade",
+                        payload={"i": i}, **fixed) for i in range(count)]  # type: ignore[arg-type]
+
+
+async def _stored_payloads(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
+    async with sessions() as session:
+        return list((await session.execute(select(AuditEvent.payload).order_by(AuditEvent.seq))).scalars())
+
+
+async def test_records_appended_together_are_chained_in_their_order_and_verify(
+        ledger: async_sessionmaker[AsyncSession]) -> None:
+    count = 2 * audit._ROWS_PER_INSERT + 3  # three statements: two full ones and a shorter one
+    async with db.transaction(ledger) as session:
+        await audit.append_many(session, _entries(2))
+    async with db.transaction(ledger) as session:
+        written = await audit.append_records(session, _entries(count))
+    assert [row["seq"] for row in written] == list(range(3, count + 3))
+    assert await _stored_payloads(ledger) == [audit.canonical_json({"i": i}) for i in [0, 1, *range(count)]]
+    async with ledger() as session:
+        report = await audit.verify(session)
+    assert report.ok and report.records == count + 2 and report.head_seq == count + 2
+
+
+async def test_an_append_whose_insert_fails_leaves_no_record_and_the_head_where_it_was(
+        ledger: async_sessionmaker[AsyncSession]) -> None:
+    async with db.transaction(ledger) as session:
+        await audit.append_many(session, _entries(3))
+    entries = _entries(audit._ROWS_PER_INSERT + 2)
+    entries[-1] = audit.Entry(ts=T0, actor="agent:a", kind="tool.intent", payload={"i": "again"},
+                              event_id="same-id")
+    entries[-2] = audit.Entry(ts=T0, actor="agent:a", kind="tool.intent", payload={"i": "twice"},
+                              event_id="same-id")  # in the second statement: the first one went in already
+    with pytest.raises(IntegrityError):
+        async with db.transaction(ledger) as session:
+            await audit.append_many(session, entries)
+    async with ledger() as session:
+        report = await audit.verify(session)
+    assert report.ok and report.records == 3 and report.head_seq == 3
+    async with db.transaction(ledger) as session:  # the next append follows the stored head
+        await audit.append_many(session, _entries(2))
+    async with ledger() as session:
+        assert (await audit.verify(session)).records == 5
+
+
+async def test_an_append_on_a_stale_head_writes_nothing_of_that_try_and_chains_after_the_stored_head(
+        ledger: async_sessionmaker[AsyncSession]) -> None:
+    """The head this process wrote last is only a guess (another process may have appended since): the
+    compare-and-set on audit_head fails on a stale guess before any record is written, and the append is
+    made again after the head as stored."""
+    async with db.transaction(ledger) as session:
+        await audit.append_many(session, _entries(4))
+    stale = {key: (2, "f" * 64) for key in audit._head_guess}
+    audit._head_guess.update(stale)
+    async with db.transaction(ledger) as session:
+        written = await audit.append_records(session, _entries(3))
+    assert [row["seq"] for row in written] == [5, 6, 7]
+    async with ledger() as session:
+        report = await audit.verify(session)
+    assert report.ok and report.records == 7 and report.head_seq == 7

@@ -202,3 +202,56 @@ async def test_a_proposal_reads_the_agent_once_with_the_trading_state(db_url: st
     identity = [s for s in reads if "FROM agent_trading_permissions" in s]
     assert len(identity) == 1 and "trading_state" in identity[0]
     assert not [s for s in reads if "FROM trading_state" in s and "agent_trading_permissions" not in s]
+
+
+# --- an execution of a proposal this server stored approved begins unread (Gate.approved_unread) -----------------
+
+async def _sent_orders(url: str) -> int:
+    from ledger.models import SimOrder
+    return int(await stored(url, select(func.count()).select_from(SimOrder)))
+
+
+async def test_an_agent_disabled_after_its_proposal_was_approved_is_refused_at_execution_and_nothing_is_sent(
+        database_url: str, market_open: object) -> None:
+    async with Client(create_server(make_config(database_url), agent_id="agent-1")) as client:
+        proposal = await call(client, "propose_trade", **BUY_AAPL)
+        assert proposal["status"] == "approved"
+        await set_permissions(database_url, enabled=False)
+        error = await call_error(client, "execute_trade", proposal_id=proposal["proposal_id"])
+        assert error.startswith("AGENT_DISABLED"), error
+    assert await _sent_orders(database_url) == 0
+
+
+async def test_a_limit_lowered_after_a_proposal_was_approved_applies_to_its_execution(
+        database_url: str, market_open: object) -> None:
+    async with Client(create_server(make_config(database_url), agent_id="agent-1")) as client:
+        proposal = await call(client, "propose_trade", **BUY_AAPL)
+        assert proposal["status"] == "approved"
+        await set_permissions(database_url, max_trade_size=Decimal(100))
+        executed = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
+    assert executed["status"] == "rejected"
+    assert "ORDER_NOTIONAL_EXCEEDS_MAX" in codes(executed)
+    assert await _sent_orders(database_url) == 0
+
+
+async def test_an_auto_approval_ceiling_lowered_after_a_proposal_was_approved_sends_it_back_to_a_person(
+        database_url: str, market_open: object) -> None:
+    async with Client(create_server(make_config(database_url), agent_id="agent-1")) as client:
+        proposal = await call(client, "propose_trade", **BUY_AAPL)
+        assert proposal["status"] == "approved"
+        await set_permissions(database_url, auto_approve_max_notional=Decimal(1))
+        executed = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
+    assert executed["status"] == "awaiting_approval"
+    assert "APPROVAL_REQUIRED" in codes(executed)
+    assert await _sent_orders(database_url) == 0
+
+
+async def test_a_proposal_executed_twice_answers_its_one_order_the_second_time(
+        database_url: str, market_open: object) -> None:
+    async with Client(create_server(make_config(database_url), agent_id="agent-1")) as client:
+        proposal = await call(client, "propose_trade", **BUY_AAPL)
+        first = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
+        second = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
+    assert first["status"] == second["status"] == "filled"
+    assert first["order_id"] == second["order_id"]
+    assert await _sent_orders(database_url) == 1

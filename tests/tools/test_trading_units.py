@@ -179,21 +179,68 @@ async def test_a_persons_decline_in_the_client_begins_one_unit(db_url: str, mark
     assert CountingBroker.submits == []
 
 
-async def test_executing_an_approved_order_reads_the_agent_and_its_proposal_in_one_read_before_its_units(
-        db_url: str, market_open: object) -> None:
-    """The approval resolver reads the agent and the proposal in one read (a pooled connection), which the
-    execution reuses before its units of work read both again under their locks: one read, not two."""
-    reads: list[int] = []
+def _noting_reads(reads: list[int]) -> Any:
+    """A broker factory that notes, for every connection opened on the engine, the units begun so far."""
 
     def broker(sessions: async_sessionmaker[AsyncSession], clock: Any) -> SimulatedBroker:
         engine = sessions.kw["bind"].sync_engine
         event.listen(engine, "engine_connect", lambda connection: reads.append(UnitCounter.begun))
         return CountingBroker(sessions, clock=clock)
 
+    return broker
+
+
+async def test_executing_an_order_approved_elsewhere_reads_the_agent_and_its_proposal_in_one_read_before_its_units(
+        db_url: str, market_open: object) -> None:
+    """The approval resolver reads the agent and the proposal in one read (a pooled connection), which the
+    execution reuses before its units of work read both again under their locks: one read, not two. Here the
+    proposal was made through another server (another process), so this one knows nothing of it."""
+    reads: list[int] = []
     CountingBroker.account_units, CountingBroker.submits = 0, []
-    async with Client(create_server(make_config(db_url), agent_id="agent-1", broker=broker)) as client:
-        proposal = await call(client, "propose_trade", **BUY_AAPL)
+    async with Client(create_server(make_config(db_url), agent_id="agent-1", broker=_counting)) as elsewhere:
+        proposal = await call(elsewhere, "propose_trade", **BUY_AAPL)
+    async with Client(create_server(make_config(db_url), agent_id="agent-1", broker=_noting_reads(reads))) as client:
+        await call(client, "propose_trade", **{**BUY_AAPL, "qty": 1})  # the broker's account is read (and kept)
         start, reads[:] = UnitCounter.begun, []
         executed = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
     assert executed["status"] == "filled"
     assert reads.count(start) == 1  # connections opened before the execution's first unit of work: one read
+
+
+async def test_executing_an_order_this_server_stored_approved_reads_nothing_before_its_units(
+        db_url: str, market_open: object) -> None:
+    """A proposal this server stored approved by policy a moment ago: nobody is asked about it, so the resolver
+    reads neither it nor the agent; the execution's first unit of work reads both, under its locks."""
+    reads: list[int] = []
+    CountingBroker.account_units, CountingBroker.submits = 0, []
+    async with Client(create_server(make_config(db_url), agent_id="agent-1", broker=_noting_reads(reads))) as client:
+        proposal = await call(client, "propose_trade", **BUY_AAPL)
+        start, reads[:] = UnitCounter.begun, []
+        executed = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
+    assert executed["status"] == "filled"
+    assert reads.count(start) == 0
+    assert len(CountingBroker.submits) == 1
+
+
+async def test_an_execution_reads_the_agents_account_row_once_to_decide_and_once_to_book_its_fill(
+        db_url: str, market_open: object) -> None:
+    """The decision's usage read brings the stored equity peak and trading day with the cash and positions, so
+    keeping them current does not read the row again (the outcome's unit reads it with the position it books)."""
+    statements: list[str] = []
+
+    def broker(sessions: async_sessionmaker[AsyncSession], clock: Any) -> SimulatedBroker:
+        engine = sessions.kw["bind"].sync_engine
+        event.listen(engine, "before_cursor_execute",
+                     lambda conn, cursor, statement, *rest: statements.append(statement))
+        return CountingBroker(sessions, clock=clock)
+
+    CountingBroker.account_units, CountingBroker.submits = 0, []
+    async with Client(create_server(make_config(db_url), agent_id="agent-1", broker=broker)) as client:
+        first = await call(client, "propose_trade", **BUY_AAPL)
+        await call(client, "execute_trade", proposal_id=first["proposal_id"])  # the account row exists from now
+        proposal = await call(client, "propose_trade", **{**BUY_AAPL, "qty": 2})
+        statements.clear()
+        executed = await call(client, "execute_trade", proposal_id=proposal["proposal_id"])
+    assert executed["status"] == "filled"
+    account_reads = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "agent_accounts" in s]
+    assert len(account_reads) == 2
