@@ -708,12 +708,20 @@ class Gate:
         account = self._cached_account()
         try:
             async with asyncio.timeout(self.settings.broker_timeout):
-                parts = [guarded(self.broker.get_quotes(symbols)), guarded(self.broker.get_asset(order.symbol))]
-                if account is None:
-                    parts.append(guarded(self._recent_account()))
-                quotes, asset, *fetched = await asyncio.gather(*parts)
-                if fetched:
-                    account = fetched[0]
+                if getattr(self.broker, "market_data_in_process", False):
+                    # Quotes and assets computed in this process never wait: asked in turn, without a task
+                    # each and the gather's wake-ups (only the account, when not cached, may wait on I/O).
+                    quotes = await guarded(self.broker.get_quotes(symbols))
+                    asset = await guarded(self.broker.get_asset(order.symbol))
+                    if account is None:
+                        account = await guarded(self._recent_account())
+                else:
+                    parts = [guarded(self.broker.get_quotes(symbols)), guarded(self.broker.get_asset(order.symbol))]
+                    if account is None:
+                        parts.append(guarded(self._recent_account()))
+                    quotes, asset, *fetched = await asyncio.gather(*parts)
+                    if fetched:
+                        account = fetched[0]
         except TimeoutError:
             log.warning("snapshot_part_unavailable", symbol=order.symbol, error="no answer in time")
             unreachable.append("no answer in time")
@@ -764,10 +772,12 @@ class Gate:
 
     async def _decide(self, session: AsyncSession, agent: Agent, order: OrderRequest, strategy: str | None,
                       snap: Snapshot, *, lock: bool, locked: bool = False,
-                      status: TradingStatus | None = None) -> tuple[list[Violation], Usage]:
+                      status: TradingStatus | None = None, order_hash: str | None = None
+                      ) -> tuple[list[Violation], Usage]:
         """Every check on `order` as of now. lock=True: the decision that reserves (its rows locked first on
         PostgreSQL, unless `locked`: the caller took those locks already). `status`: the trading state as the
-        caller has just read it in this unit of work (else it is read here)."""
+        caller has just read it in this unit of work (else it is read here). `order_hash`: the order's hash if
+        the caller has it (else it is worked out again where needed)."""
         now = self.clock()
         if status is None:
             status = await self.trading_status(session, agent.id, lock=lock and not locked)
@@ -775,7 +785,7 @@ class Gate:
         if snap.quote is not None:
             quotes[order.symbol] = snap.quote
         usage = await load_usage(session, agent_id=agent.id, order=order, limits=agent.limits, quotes=quotes,
-                                 now=now, with_denials=False, exit_holds=True)
+                                 now=now, with_denials=False, exit_holds=True, order_hash=order_hash)
         if lock:  # the decision that reserves also keeps the agent's equity peak and trading day current
             account = await account_row(session, agent.id, agent.limits.capital, trading_day(now), now)
             await persist_marks(session, agent_id=agent.id, usage=usage, now=now, account=account)
@@ -874,8 +884,9 @@ class Gate:
             agent, state = await self._identity_and_status(session, agent.id)
             if not last and not agent.held_symbols <= quoted | {order.symbol}:
                 raise _HoldingsMoved(agent.held_symbols)
+            order_hash = order.order_hash()  # stored with the proposal; the duplicate check looks it up
             violations, usage = await self._decide(session, agent, order, draft.strategy, snap, lock=False,
-                                                   status=state)
+                                                   status=state, order_hash=order_hash)
             await self._alert_thresholds(session, agent, usage, now)
             if violations:
                 usage = await self._with_denials(session, agent, usage)
@@ -885,7 +896,7 @@ class Gate:
                 notional=order.notional, order_type=order.order_type, limit_price=order.limit_price,
                 stop_price=order.stop_price, time_in_force=order.time_in_force,
                 extended_hours=order.extended_hours, strategy=draft.strategy, reasoning=draft.reasoning,
-                confidence=draft.confidence, status=status, order_hash=order.order_hash(),
+                confidence=draft.confidence, status=status, order_hash=order_hash,
                 reference_price=pricing.reference_price, estimated_notional=pricing.estimated_notional,
                 violations=[v.model_dump(mode="json") for v in violations], approval_mode=agent.approval.mode,
                 trading_mode=self.settings.trading_mode, created_at=now, expires_at=now + ttl, updated_at=now,
