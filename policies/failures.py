@@ -67,6 +67,8 @@ def broker_unavailable(error: BaseException) -> bool:
 
 def _storable(text: str) -> str:
     """NUL as U+FFFD (PostgreSQL cannot store it), a lone surrogate as "?" (UTF-8 cannot encode it)."""
+    if text.isascii() and "\x00" not in text:  # the usual case: nothing to replace, no copies made
+        return text
     return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 

@@ -102,7 +102,7 @@ async def nothing_to_read(_gate: Gate, _connection: AsyncConnection, _agent: Age
 def compact_call_result(result: BaseModel) -> CallToolResult:
     """A tool's result as the wire carries it: structured content without None values (the output schemas
     make them optional) and the same data as one line of JSON for clients that read only the text."""
-    structured = drop_none(result.model_dump(mode="json"))
+    structured = drop_none(result.model_dump(mode="json", by_alias=True))  # as the SDK dumps a tool's result
     text = json.dumps(structured, separators=(",", ":"), ensure_ascii=False)
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
 
