@@ -201,9 +201,9 @@ class CallRecord:
     def intent(self) -> audit.Entry:
         return self.entry("tool.intent", {"args": bounded(self.args)}, self.ts)
 
-    def entry(self, kind: str, payload: Mapping[str, Any], ts: datetime) -> audit.Entry:
+    def entry(self, kind: str, payload: Mapping[str, Any], ts: datetime, event_id: str | None = None) -> audit.Entry:
         return audit.Entry(ts=ts, actor=self.actor, kind=kind, payload=payload, agent_id=self.agent_id,
-                           tool=self.tool)
+                           tool=self.tool, event_id=event_id)
 
 
 class _StaleIdentity(Exception):
@@ -386,6 +386,11 @@ def _proposal_and_trade(agent: Agent, proposal_id: str, row: Any) -> tuple[Trade
     if values["trade_id"] is None:
         return proposal, None
     return proposal, transient(AgentTrade, {name: values[f"trade_{name}"] for name in _TRADE_NAMES})
+
+
+# The order's fields an agent.trade.signal record names after the proposal id, in this order (Gate._record_signal).
+_SIGNAL_ORDER_FIELDS = ("symbol", "side", "qty", "notional", "order_type", "limit_price", "stop_price",
+                        "time_in_force", "estimated_notional")
 
 
 def _inserted(model: type[T], values: Mapping[str, Any]) -> T:
@@ -659,7 +664,7 @@ class Gate:
         call = _current_call.get()
         if call is not None and not call.outcome_recorded:
             payload = {**_outcome_payload(result), **(bindings.binds(**bound) if bound else {})}
-            call.staged_outcome = replace(call.entry("tool.outcome", payload, self.clock()), event_id=event_id)
+            call.staged_outcome = call.entry("tool.outcome", payload, self.clock(), event_id)
 
     async def _finish(self, call: CallRecord, kind: str, payload: Mapping[str, Any]) -> None:
         """The call's last record (outcome, denial or failure), with its intent if that is not in yet."""
@@ -914,29 +919,27 @@ class Gate:
                     "audit_event_id": values["audit_event_id"]}
                 await execute(session, _INSERT_APPROVAL, bound[bindings.APPROVALS])
             proposal = _inserted(TradeProposal, values)
-            await self._record_signal(session, agent, proposal, violations)
+            await self._record_signal(session, agent, values, violations)
             if violations:
                 await self._trip_breaker_if_needed(session, agent, usage, violations)
             result = present(proposal, violations)
             self._stage_outcome(result, event_id=values["audit_event_id"], bound=bound)
         return result
 
-    async def _record_signal(self, session: AsyncSession, agent: Agent, proposal: TradeProposal,
+    async def _record_signal(self, session: AsyncSession, agent: Agent, proposal: Mapping[str, Any],
                              violations: list[Violation]) -> None:
         """The proposal as the event stream shows it (agent.trade.signal; approval.requested when a person must
-        decide): named fields only, never the agent's reasoning."""
-        order = {"proposal_id": proposal.id, "symbol": proposal.symbol, "side": proposal.side, "qty": proposal.qty,
-                 "notional": proposal.notional, "order_type": proposal.order_type,
-                 "limit_price": proposal.limit_price, "stop_price": proposal.stop_price,
-                 "time_in_force": proposal.time_in_force, "estimated_notional": proposal.estimated_notional}
+        decide): named fields only, never the agent's reasoning. `proposal`: the values its row was inserted
+        with (read from the mapping: a dozen reads through the ORM object's descriptors cost more)."""
+        order = {"proposal_id": proposal["id"], **{name: proposal[name] for name in _SIGNAL_ORDER_FIELDS}}
         await self.record(session=session, actor=f"agent:{agent.id}", kind=events.KIND_PROPOSAL, agent_id=agent.id,
-                          payload={**order, "strategy": proposal.strategy, "confidence": proposal.confidence,
-                                   "status": proposal.status, "reference_price": proposal.reference_price,
+                          payload={**order, "strategy": proposal["strategy"], "confidence": proposal["confidence"],
+                                   "status": proposal["status"], "reference_price": proposal["reference_price"],
                                    "violations": [v.code for v in violations]})
-        if proposal.status == "pending_approval":
+        if proposal["status"] == "pending_approval":
             await self.record(session=session, actor=f"agent:{agent.id}", kind=events.KIND_APPROVAL_REQUESTED,
-                              agent_id=agent.id, payload={**order, "approval_mode": proposal.approval_mode,
-                                                          "expires_at": proposal.expires_at})
+                              agent_id=agent.id, payload={**order, "approval_mode": proposal["approval_mode"],
+                                                          "expires_at": proposal["expires_at"]})
 
     # --- execute -----------------------------------------------------------------------------------
 
