@@ -258,7 +258,9 @@ class AgentRecord(Protocol):
 
 
 def _outcome_payload(result: Any) -> Mapping[str, Any]:
-    if hasattr(result, "audit_summary"):  # bulky reads (market data) are summarised
+    # Bulky reads (market data) are summarised. Asked of the class: a model instance answers a missing name
+    # through pydantic's __getattr__ and an exception.
+    if hasattr(type(result), "audit_summary"):
         return cast(Mapping[str, Any], result.audit_summary())
     payload = result.model_dump(mode="json") if hasattr(result, "model_dump") else {"result": str(result)}
     return cast(Mapping[str, Any], bounded(payload))
