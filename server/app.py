@@ -36,7 +36,7 @@ from server.notifications import (
 )
 from server.schemas import compact_output_schema, compact_schema
 from tools import account, approval, market_data, orders, trading
-from tools.common import compact_call_result, drop_none
+from tools.common import call_app, compact_call_result, drop_none
 from tradewarden import __version__
 
 if TYPE_CHECKING:  # the ledger (SQLAlchemy and the gate) loads with the runtime, not to answer the handshake
@@ -132,8 +132,10 @@ class TradewardenServer(MCPServer[ServerState]):
         """Every failure answers with a stable code: arguments are refused before the tool runs when they
         name no tool, carry NUL characters, booleans where numbers belong, or do not validate; the refusal
         is audited with a bounded copy of the arguments (policies/failures.py)."""
+        state: ServerState | None = None
         if context is not None:
-            await context.request_context.lifespan_context.ready()
+            state = context.request_context.lifespan_context
+            await state.ready()
         arguments = arguments if isinstance(arguments, dict) else {}
         tool = self._tool_manager.get_tool(name)
         code = (Code.INVALID_ORDER if name in ORDER_TOOLS else Code.INVALID_ARGUMENT).value
@@ -149,7 +151,12 @@ class TradewardenServer(MCPServer[ServerState]):
         try:
             if context is None:
                 return compact_result(await super().call_tool(name, arguments, context))
-            return answer(tool, await tool.run(arguments, context))
+            # The tool finds the state here rather than through ctx.request_context again (tools.common.app_of).
+            token = call_app.set(state)
+            try:
+                return answer(tool, await tool.run(arguments, context))
+            finally:
+                call_app.reset(token)
         except ToolError as error:
             from policies.secrets import scrub  # every tool error is scrubbed on its way to the agent
 
