@@ -498,6 +498,8 @@ class SimulatedBroker:
     """Implements broker.base.Broker against a deterministic simulated market and the database."""
 
     name = "simulated"
+    # Quotes and assets are computed here, never awaited on I/O: the gate asks for them in turn (Gate.snapshot).
+    market_data_in_process = True
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, seed: int = 42,
                  starting_cash: Decimal = Decimal(1000000), clock: Callable[[], datetime] = _utc_now):

@@ -19,7 +19,7 @@ orders, rows whose notional is not stored as an integer, at most one row for the
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -182,7 +182,7 @@ _WORKING_EXITS = (select(literal(1)).select_from(AgentOrderLeg)
 # released one without a fill; the rolling notional of final rows is the integer SUM of window_micros. Each
 # an aggregate over an index range, (agent_id, created_at, window_micros) or (agent_id, status, created_at):
 # nothing is read into Python.
-_COUNTS = select(
+_COUNT_COLUMNS = (
     select(func.sum(AgentTrade.window_micros)).select_from(AgentTrade)
     .where(AgentTrade.agent_id == bindparam("agent_id"), AgentTrade.created_at >= bindparam("rolling_since"))
     .scalar_subquery(),
@@ -202,6 +202,7 @@ _COUNTS = select(
     # only then.
     _WORKING_EXITS.exists(),
 )
+_COUNTS = select(*_COUNT_COLUMNS)
 # Whether the agent sent the same order (same hash) in the duplicate window, however it ended: the window's
 # rows by (agent_id, created_at), each joined to its proposal by primary key; at most one row comes back.
 _DUPLICATE = (
@@ -211,8 +212,6 @@ _DUPLICATE = (
            TradeProposal.order_hash == bindparam("order_hash"))
     .limit(1)
 )
-# The counts and the duplicate lookup in one statement (a decision with a duplicate window).
-_COUNTS_AND_DUPLICATE = _COUNTS.add_columns(_DUPLICATE.exists())
 
 
 async def _open_rows(session: AsyncSession, agent_id: str, unknown_since: datetime) -> list[_Row]:
@@ -271,11 +270,16 @@ _DENIALS = (select(TradeProposal.violations)
             .where(TradeProposal.agent_id == bindparam("agent_id"), TradeProposal.status == DENIED_PROPOSAL_STATUS,
                    TradeProposal.created_at >= bindparam("since"))
             .order_by(TradeProposal.created_at.desc()).limit(DENIALS_READ_MAX))
+# What load_usage reads after the open rows, in ONE statement: the agent's cash and positions (_BOOK, a row per
+# position) with the counts (_COUNT_COLUMNS, the same on every row; SQLite and PostgreSQL evaluate a subquery
+# that names no outer column once), and the duplicate lookup when there is a duplicate window.
+_BOOK_AND_COUNTS = _BOOK.add_columns(*_COUNT_COLUMNS)
+_BOOK_COUNTS_AND_DUPLICATE = _BOOK_AND_COUNTS.add_columns(_DUPLICATE.exists())
+_COUNTS_AT = len(_BOOK.selected_columns)  # where the counts begin in a row of those
 
 
-async def _book(session: AsyncSession, agent_id: str) -> tuple[_Account | None, list[_Position]]:
-    """The agent's cash and positions from one consistent snapshot (a single SELECT)."""
-    rows = (await execute(session, _BOOK, {"agent_id": agent_id})).all()
+def _book(rows: Sequence[Any]) -> tuple[_Account | None, list[_Position]]:
+    """The agent's cash and positions from the rows of _BOOK (or a statement that extends it): one snapshot."""
     first = rows[0]
     # No account row (nothing booked yet, its day is NULL): the agent starts from its capital.
     account = (_Account(cash=first[0], equity_peak=first[1], day=first[2], day_start_equity=first[3])
@@ -296,7 +300,7 @@ async def count_denials(session: AsyncSession | AsyncConnection, *, agent_id: st
 
 async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderRequest, limits: EffectiveLimits,
                      quotes: Mapping[str, Quote], now: datetime, with_denials: bool = True,
-                     exit_holds: bool = False) -> Usage:
+                     exit_holds: bool = False, order_hash: str | None = None) -> Usage:
     """Usage of `agent_id` at `now`, for checking `order`, read inside the caller's transaction.
 
     Cost: COUNTs over index ranges, the account's open orders, and the final traded rows of the rolling
@@ -320,6 +324,7 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
       order that is denied, so a decision counts them when it has violations);
     - exit_holds: the agent's working exits in the order's symbol counted as open orders (ledger.legs.
       with_exit_holds), read only when the counts' statement says there are some.
+    `order_hash`: order.order_hash() when the caller has worked it out already (it is not worked out twice).
     With no agent_accounts row the agent starts from limits.capital (cash, peak and day start).
     """
     day_start = new_york_day_start(now)
@@ -334,25 +339,27 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
     # already final or in the position), never missed; cash and positions come from ONE statement, so equity
     # never mixes cash after a fill with positions before it (a false drawdown would trip the breaker).
     rows = await _open_rows(session, agent_id, unknown_since)
-    # The counts, and whether the rarely needed reads have anything to read, in one statement.
+    # Cash and positions, the counts, and whether the rarely needed reads have anything to read: one statement.
     parameters = {"agent_id": agent_id, "rolling_since": rolling_since, "rate_since": rate_since,
                   "day_start": day_start, "symbol": order.symbol}
     hashes: set[str] = set()
     if limits.duplicate_window_seconds > 0:
         # The check only asks whether this order's hash is among the window's: that one is looked up.
-        order_hash = order.order_hash()
+        order_hash = order_hash or order.order_hash()
         parameters.update(duplicate_since=duplicate_since, order_hash=order_hash)
+        book_rows = (await execute(session, _BOOK_COUNTS_AND_DUPLICATE, parameters)).all()
         (rolling_micros, orders_in_rate, rows_today, released_unfilled_today, unstored, working_exits,
-         duplicate) = (await execute(session, _COUNTS_AND_DUPLICATE, parameters)).one()
+         duplicate) = book_rows[0][_COUNTS_AT:]
         if duplicate:
             hashes.add(order_hash)
     else:
+        book_rows = (await execute(session, _BOOK_AND_COUNTS, parameters)).all()
         (rolling_micros, orders_in_rate, rows_today, released_unfilled_today, unstored,
-         working_exits) = (await execute(session, _COUNTS, parameters)).one()
+         working_exits) = book_rows[0][_COUNTS_AT:]
+    account, positions = _book(book_rows)
     rolling = Decimal(rolling_micros or 0) / MICROS
     if unstored:
         rolling += await _rolling_unstored(session, agent_id, rolling_since)
-    account, positions = await _book(session, agent_id)
     denials = await count_denials(session, agent_id=agent_id, limits=limits, now=now) if with_denials else 0
 
     marks: dict[str, Decimal] = {}

@@ -67,6 +67,8 @@ def broker_unavailable(error: BaseException) -> bool:
 
 def _storable(text: str) -> str:
     """NUL as U+FFFD (PostgreSQL cannot store it), a lone surrogate as "?" (UTF-8 cannot encode it)."""
+    if text.isascii() and "\x00" not in text:  # the usual case: nothing to replace, no copies made
+        return text
     return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
@@ -85,7 +87,7 @@ def bounded(value: Any, depth: int = 0) -> Any:
         return "…"
     if type(value) in _PLAIN:  # before the checks against abstract classes, which cost more than the rest
         return value
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         items = list(value.items())
         out = {_storable(str(key)[:AUDIT_EXCERPT]): bounded(item, depth + 1) for key, item in items[:AUDIT_ITEMS_MAX]}
         if len(items) > AUDIT_ITEMS_MAX:
@@ -105,7 +107,7 @@ def has_nul(value: Any, depth: int = 0) -> bool:
         return "\x00" in value
     if depth >= AUDIT_DEPTH_MAX * 4:
         return False
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):  # a dict by its type: the ABC check costs more
         return any(has_nul(k, depth + 1) or has_nul(v, depth + 1) for k, v in value.items())
     if isinstance(value, (list, tuple)):
         return any(has_nul(item, depth + 1) for item in value)

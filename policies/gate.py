@@ -202,9 +202,9 @@ class CallRecord:
     def intent(self) -> audit.Entry:
         return self.entry("tool.intent", {"args": bounded(self.args)}, self.ts)
 
-    def entry(self, kind: str, payload: Mapping[str, Any], ts: datetime) -> audit.Entry:
+    def entry(self, kind: str, payload: Mapping[str, Any], ts: datetime, event_id: str | None = None) -> audit.Entry:
         return audit.Entry(ts=ts, actor=self.actor, kind=kind, payload=payload, agent_id=self.agent_id,
-                           tool=self.tool)
+                           tool=self.tool, event_id=event_id)
 
 
 class _StaleIdentity(Exception):
@@ -266,7 +266,9 @@ class AgentRecord(Protocol):
 
 
 def _outcome_payload(result: Any) -> Mapping[str, Any]:
-    if hasattr(result, "audit_summary"):  # bulky reads (market data) are summarised
+    # Bulky reads (market data) are summarised. Asked of the class: a model instance answers a missing name
+    # through pydantic's __getattr__ and an exception.
+    if hasattr(type(result), "audit_summary"):
         return cast(Mapping[str, Any], result.audit_summary())
     payload = result.model_dump(mode="json") if hasattr(result, "model_dump") else {"result": str(result)}
     return cast(Mapping[str, Any], bounded(payload))
@@ -394,6 +396,11 @@ def _proposal_and_trade(agent: Agent, proposal_id: str, row: Any) -> tuple[Trade
     if values["trade_id"] is None:
         return proposal, None
     return proposal, transient(AgentTrade, {name: values[f"trade_{name}"] for name in _TRADE_NAMES})
+
+
+# The order's fields an agent.trade.signal record names after the proposal id, in this order (Gate._record_signal).
+_SIGNAL_ORDER_FIELDS = ("symbol", "side", "qty", "notional", "order_type", "limit_price", "stop_price",
+                        "time_in_force", "estimated_notional")
 
 
 def _inserted(model: type[T], values: Mapping[str, Any]) -> T:
@@ -673,7 +680,7 @@ class Gate:
         call = _current_call.get()
         if call is not None and not call.outcome_recorded:
             payload = {**_outcome_payload(result), **(bindings.binds(**bound) if bound else {})}
-            call.staged_outcome = replace(call.entry("tool.outcome", payload, self.clock()), event_id=event_id)
+            call.staged_outcome = call.entry("tool.outcome", payload, self.clock(), event_id)
 
     async def _finish(self, call: CallRecord, kind: str, payload: Mapping[str, Any]) -> None:
         """The call's last record (outcome, denial or failure), with its intent if that is not in yet."""
@@ -722,12 +729,20 @@ class Gate:
         account = self._cached_account()
         try:
             async with asyncio.timeout(self.settings.broker_timeout):
-                parts = [guarded(self.broker.get_quotes(symbols)), guarded(self.broker.get_asset(order.symbol))]
-                if account is None:
-                    parts.append(guarded(self._recent_account()))
-                quotes, asset, *fetched = await asyncio.gather(*parts)
-                if fetched:
-                    account = fetched[0]
+                if getattr(self.broker, "market_data_in_process", False):
+                    # Quotes and assets computed in this process never wait: asked in turn, without a task
+                    # each and the gather's wake-ups (only the account, when not cached, may wait on I/O).
+                    quotes = await guarded(self.broker.get_quotes(symbols))
+                    asset = await guarded(self.broker.get_asset(order.symbol))
+                    if account is None:
+                        account = await guarded(self._recent_account())
+                else:
+                    parts = [guarded(self.broker.get_quotes(symbols)), guarded(self.broker.get_asset(order.symbol))]
+                    if account is None:
+                        parts.append(guarded(self._recent_account()))
+                    quotes, asset, *fetched = await asyncio.gather(*parts)
+                    if fetched:
+                        account = fetched[0]
         except TimeoutError:
             log.warning("snapshot_part_unavailable", symbol=order.symbol, error="no answer in time")
             unreachable.append("no answer in time")
@@ -778,10 +793,12 @@ class Gate:
 
     async def _decide(self, session: AsyncSession, agent: Agent, order: OrderRequest, strategy: str | None,
                       snap: Snapshot, *, lock: bool, locked: bool = False,
-                      status: TradingStatus | None = None) -> tuple[list[Violation], Usage]:
+                      status: TradingStatus | None = None, order_hash: str | None = None
+                      ) -> tuple[list[Violation], Usage]:
         """Every check on `order` as of now. lock=True: the decision that reserves (its rows locked first on
         PostgreSQL, unless `locked`: the caller took those locks already). `status`: the trading state as the
-        caller has just read it in this unit of work (else it is read here)."""
+        caller has just read it in this unit of work (else it is read here). `order_hash`: the order's hash if
+        the caller has it (else it is worked out again where needed)."""
         now = self.clock()
         if status is None:
             status = await self.trading_status(session, agent.id, lock=lock and not locked)
@@ -789,7 +806,7 @@ class Gate:
         if snap.quote is not None:
             quotes[order.symbol] = snap.quote
         usage = await load_usage(session, agent_id=agent.id, order=order, limits=agent.limits, quotes=quotes,
-                                 now=now, with_denials=False, exit_holds=True)
+                                 now=now, with_denials=False, exit_holds=True, order_hash=order_hash)
         if lock:  # the decision that reserves also keeps the agent's equity peak and trading day current
             # load_usage read the account row in this unit (its stored peak and day come with the usage): it is
             # read again only to create it, the first time.
@@ -891,8 +908,9 @@ class Gate:
             agent, state = await self._identity_and_status(session, agent.id)
             if not last and not agent.held_symbols <= quoted | {order.symbol}:
                 raise _HoldingsMoved(agent.held_symbols)
+            order_hash = order.order_hash()  # stored with the proposal; the duplicate check looks it up
             violations, usage = await self._decide(session, agent, order, draft.strategy, snap, lock=False,
-                                                   status=state)
+                                                   status=state, order_hash=order_hash)
             await self._alert_thresholds(session, agent, usage, now)
             if violations:
                 usage = await self._with_denials(session, agent, usage)
@@ -902,7 +920,7 @@ class Gate:
                 notional=order.notional, order_type=order.order_type, limit_price=order.limit_price,
                 stop_price=order.stop_price, time_in_force=order.time_in_force,
                 extended_hours=order.extended_hours, strategy=draft.strategy, reasoning=draft.reasoning,
-                confidence=draft.confidence, status=status, order_hash=order.order_hash(),
+                confidence=draft.confidence, status=status, order_hash=order_hash,
                 reference_price=pricing.reference_price, estimated_notional=pricing.estimated_notional,
                 violations=[v.model_dump(mode="json") for v in violations], approval_mode=agent.approval.mode,
                 trading_mode=self.settings.trading_mode, created_at=now, expires_at=now + ttl, updated_at=now,
@@ -920,7 +938,7 @@ class Gate:
                     "audit_event_id": values["audit_event_id"]}
                 await execute(session, _INSERT_APPROVAL, bound[bindings.APPROVALS])
             proposal = _inserted(TradeProposal, values)
-            await self._record_signal(session, agent, proposal, violations)
+            await self._record_signal(session, agent, values, violations)
             if violations:
                 await self._trip_breaker_if_needed(session, agent, usage, violations)
             result = present(proposal, violations)
@@ -929,22 +947,20 @@ class Gate:
             self._note_approved(proposal)
         return result
 
-    async def _record_signal(self, session: AsyncSession, agent: Agent, proposal: TradeProposal,
+    async def _record_signal(self, session: AsyncSession, agent: Agent, proposal: Mapping[str, Any],
                              violations: list[Violation]) -> None:
         """The proposal as the event stream shows it (agent.trade.signal; approval.requested when a person must
-        decide): named fields only, never the agent's reasoning."""
-        order = {"proposal_id": proposal.id, "symbol": proposal.symbol, "side": proposal.side, "qty": proposal.qty,
-                 "notional": proposal.notional, "order_type": proposal.order_type,
-                 "limit_price": proposal.limit_price, "stop_price": proposal.stop_price,
-                 "time_in_force": proposal.time_in_force, "estimated_notional": proposal.estimated_notional}
+        decide): named fields only, never the agent's reasoning. `proposal`: the values its row was inserted
+        with (read from the mapping: a dozen reads through the ORM object's descriptors cost more)."""
+        order = {"proposal_id": proposal["id"], **{name: proposal[name] for name in _SIGNAL_ORDER_FIELDS}}
         await self.record(session=session, actor=f"agent:{agent.id}", kind=events.KIND_PROPOSAL, agent_id=agent.id,
-                          payload={**order, "strategy": proposal.strategy, "confidence": proposal.confidence,
-                                   "status": proposal.status, "reference_price": proposal.reference_price,
+                          payload={**order, "strategy": proposal["strategy"], "confidence": proposal["confidence"],
+                                   "status": proposal["status"], "reference_price": proposal["reference_price"],
                                    "violations": [v.code for v in violations]})
-        if proposal.status == "pending_approval":
+        if proposal["status"] == "pending_approval":
             await self.record(session=session, actor=f"agent:{agent.id}", kind=events.KIND_APPROVAL_REQUESTED,
-                              agent_id=agent.id, payload={**order, "approval_mode": proposal.approval_mode,
-                                                          "expires_at": proposal.expires_at})
+                              agent_id=agent.id, payload={**order, "approval_mode": proposal["approval_mode"],
+                                                          "expires_at": proposal["expires_at"]})
 
     # --- execute -----------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from mcp.types import Tool as MCPTool
 from pydantic import ValidationError
@@ -35,7 +36,7 @@ from server.notifications import (
 )
 from server.schemas import compact_output_schema, compact_schema
 from tools import account, approval, market_data, orders, trading
-from tools.common import drop_none
+from tools.common import call_app, compact_call_result, drop_none
 from tradewarden import __version__
 
 if TYPE_CHECKING:  # the ledger (SQLAlchemy and the gate) loads with the runtime, not to answer the handshake
@@ -131,8 +132,10 @@ class TradewardenServer(MCPServer[ServerState]):
         """Every failure answers with a stable code: arguments are refused before the tool runs when they
         name no tool, carry NUL characters, booleans where numbers belong, or do not validate; the refusal
         is audited with a bounded copy of the arguments (policies/failures.py)."""
+        state: ServerState | None = None
         if context is not None:
-            await context.request_context.lifespan_context.ready()
+            state = context.request_context.lifespan_context
+            await state.ready()
         arguments = arguments if isinstance(arguments, dict) else {}
         tool = self._tool_manager.get_tool(name)
         code = (Code.INVALID_ORDER if name in ORDER_TOOLS else Code.INVALID_ARGUMENT).value
@@ -146,7 +149,14 @@ class TradewardenServer(MCPServer[ServerState]):
             await self._refuse(context, name, arguments, problem)
             raise ToolError(f"{code}: invalid arguments: {problem}")
         try:
-            return compact_result(await super().call_tool(name, arguments, context))
+            if context is None:
+                return compact_result(await super().call_tool(name, arguments, context))
+            # The tool finds the state here rather than through ctx.request_context again (tools.common.app_of).
+            token = call_app.set(state)
+            try:
+                return answer(tool, await tool.run(arguments, context))
+            finally:
+                call_app.reset(token)
         except ToolError as error:
             from policies.secrets import scrub  # every tool error is scrubbed on its way to the agent
 
@@ -196,6 +206,16 @@ class TradewardenServer(MCPServer[ServerState]):
 
 
 ORDER_TOOLS = frozenset({"propose_trade", "execute_trade"})
+
+
+def answer(tool: Tool, result: Any) -> Any:
+    """What a tool returned as the wire carries it. A result of exactly the tool's output model (every tool's
+    own result type) is dumped once and sent compact (tools.common.compact_call_result, what compact_result
+    makes of the SDK's conversion); anything else is converted by the SDK, then compacted."""
+    if tool.fn_metadata.output_model is not None and type(result) is tool.fn_metadata.output_model \
+            and not tool.fn_metadata.wrap_output:
+        return compact_call_result(result)
+    return compact_result(tool.fn_metadata.convert_result(result))
 
 
 def compact_result(result: Any) -> Any:

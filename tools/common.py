@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
@@ -56,13 +57,21 @@ MAX_AMOUNT = Decimal(10) ** 12
 class AppContext(Protocol):
     """What the server's lifespan yields to tools."""
 
-    gate: Gate
+    @property
+    def gate(self) -> Gate: ...
 
     def agent_id(self) -> str | None: ...
 
 
+# The server's state for the tool call in progress, set by the server around it (server.app call_tool): found
+# here, a tool does not read ctx.request_context again (a pydantic private attribute, read through __getattr__
+# twice a time: several microseconds). Outside a tool call (resources), the context is asked.
+call_app: ContextVar[AppContext | None] = ContextVar("tradewarden_call_app", default=None)
+
+
 def app_of(ctx: Context) -> AppContext:
-    return ctx.request_context.lifespan_context  # type: ignore[no-any-return,return-value]
+    app = call_app.get()
+    return app if app is not None else ctx.request_context.lifespan_context  # type: ignore[return-value]
 
 
 async def through_gate(ctx: Context, tool: str, args: Mapping[str, Any],
@@ -102,7 +111,7 @@ async def nothing_to_read(_gate: Gate, _connection: AsyncConnection, _agent: Age
 def compact_call_result(result: BaseModel) -> CallToolResult:
     """A tool's result as the wire carries it: structured content without None values (the output schemas
     make them optional) and the same data as one line of JSON for clients that read only the text."""
-    structured = drop_none(result.model_dump(mode="json"))
+    structured = drop_none(result.model_dump(mode="json", by_alias=True))  # as the SDK dumps a tool's result
     text = json.dumps(structured, separators=(",", ":"), ensure_ascii=False)
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
 

@@ -314,6 +314,32 @@ async def test_cash_and_positions_are_read_in_one_statement(sessions: Any, engin
     assert len(reads) == 1 and "agent_accounts" in reads[0] and "agent_positions" in reads[0]
 
 
+async def test_usage_is_read_in_two_statements_the_open_orders_first(sessions: Any, engine: AsyncEngine) -> None:
+    """The open orders first (under READ COMMITTED a fill committing after them is counted twice, never missed),
+    then cash, positions, the counts and the duplicate lookup together: one read fewer per decision."""
+    await add(sessions, account("50000"), position("AAPL", "100", "120"), position("MSFT", "5", "300"))
+    await add_trade(sessions)
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        async with db.transaction(sessions) as session:  # as a decision reads it (denials only when denied)
+            found = await load_usage(session, agent_id=AGENT, order=BUY_AAPL, quotes={"AAPL": AAPL_QUOTE}, now=NOW,
+                                     limits=dataclasses.replace(LIMITS, duplicate_window_seconds=60),
+                                     with_denials=False)
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(reads) == 2
+    assert "agent_positions" not in reads[0] and "agent_trades" in reads[0]
+    assert "agent_positions" in reads[1] and "count(" in reads[1].lower() and "trade_proposals" in reads[1]
+    assert found.position_qty == D(100) and found.open_buy_notional == THOUSAND and found.orders_in_rate_window == 1
+    assert found.recent_order_hashes == frozenset({BUY_AAPL.order_hash()})
+
+
 async def test_gross_exposure_takes_each_symbol_in_its_worse_direction(sessions: Any) -> None:
     await add(sessions, position("AAPL", "100", "100"), position("MSFT", "-10", "50"))
     await add_trade(sessions, reserved=D(2000))  # open buy of AAPL

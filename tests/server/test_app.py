@@ -112,3 +112,33 @@ async def test_the_reason_a_runtime_could_not_open_shows_no_key(config: Config) 
     text = result.content[0].text  # type: ignore[union-attr]
     assert result.is_error and "RuntimeError: broker refused key [REDACTED]" in text
     assert "AKABCDEFGHIJKLMNOPQRST" not in text and "traceback" not in text
+
+
+def test_a_tools_own_result_is_sent_as_the_sdks_conversion_would_have_compacted_it(config: Config) -> None:
+    """answer() dumps a result of the tool's output model once instead of the SDK's conversion then compact_result:
+    the same CallToolResult (None left out, one line of JSON, non-ASCII text as it is)."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from policies.results import ExecuteResult, ProposeResult
+    from policies.violations import Code, Violation
+    from server.app import answer, compact_result
+
+    server = create_server(config, agent_id="agent-1")
+    denied = [Violation(code=Code.INVALID_ORDER, message="qty must be positive — é \u2028 line")]
+    results = {
+        "propose_trade": ProposeResult(proposal_id="p-1", status="rejected", violations=denied,
+                                       estimated_notional=None, reference_price=Decimal("187.2300"),
+                                       expires_at=datetime(2026, 11, 30, 15, 0, tzinfo=UTC), trading_mode="paper",
+                                       message="Rejected: qty must be positive — é"),
+        "execute_trade": ExecuteResult(proposal_id="p-1", status="filled", order_id="o-1", filled_qty=Decimal("1.50"),
+                                       filled_avg_price=Decimal("3"), trading_mode="paper", message="Order filled."),
+    }
+    for name, result in results.items():
+        tool = server._tool_manager.get_tool(name)
+        assert tool is not None
+        sent, converted = answer(tool, result), compact_result(tool.fn_metadata.convert_result(result))
+        assert sent == converted
+        assert sent.model_dump_json(by_alias=True) == converted.model_dump_json(by_alias=True)
+        assert "estimated_notional" not in sent.structured_content or name != "propose_trade"
+        assert json.loads(sent.content[0].text) == sent.structured_content
