@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -378,3 +379,132 @@ async def test_lone_units_commit_on_the_loops_thread_once_the_syncs_proved_fast(
     assert commit_threads[0] != loop_thread  # too little history yet: the worker thread
     assert commit_threads[-4:] == [loop_thread] * 4
     assert committed_notes(db_url) == [f"u{i:02}" for i in range(units)]
+
+
+# --- the writer's kept connection ------------------------------------------------------------------------------
+
+
+async def driver_connection_of_a_unit(sessions: async_sessionmaker[AsyncSession], unit: str) -> sqlite3.Connection:
+    """Writes a note and returns the sqlite3 connection its unit ran on."""
+    from ledger import fast_execute
+
+    async with db.transaction(sessions) as session:
+        await session.execute(text("INSERT INTO notes (unit) VALUES (:unit)"), {"unit": unit})
+        current = fast_execute.current_unit.get()
+        assert current is not None and current.raw is not None
+        return current.raw
+
+
+def checked_out(sessions: async_sessionmaker[AsyncSession]) -> int:
+    pool: Any = sessions.kw["bind"].sync_engine.pool
+    return int(pool.checkedout())
+
+
+async def test_consecutive_groups_run_on_the_writers_kept_connection(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    first = await driver_connection_of_a_unit(sessions, "a")
+    assert checked_out(sessions) == 1  # kept, not returned to the pool between groups
+    second = await driver_connection_of_a_unit(sessions, "b")
+    assert second is first
+    assert not first.in_transaction  # between groups it holds no transaction: no lock, no snapshot
+    assert committed_notes(db_url) == ["a", "b"]
+
+
+async def test_the_kept_connection_goes_back_to_the_pool_once_the_writer_is_idle(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    await write_note(sessions, "a")
+    assert checked_out(sessions) == 1
+    deadline = time.monotonic() + 5
+    while checked_out(sessions) and time.monotonic() < deadline:
+        await asyncio.sleep(group_commit.IDLE_RELEASE_SECONDS)
+    assert checked_out(sessions) == 0
+    await write_note(sessions, "b")  # the next unit takes a connection again
+    assert checked_out(sessions) == 1
+
+
+async def test_units_coming_steadily_keep_the_connection_past_the_idle_bound(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    first = await driver_connection_of_a_unit(sessions, "first")
+    started = time.monotonic()
+    while time.monotonic() - started < group_commit.IDLE_RELEASE_SECONDS * 5:
+        assert await driver_connection_of_a_unit(sessions, "again") is first
+        await asyncio.sleep(group_commit.IDLE_RELEASE_SECONDS / 5)
+
+
+async def test_disposing_of_the_engine_closes_the_writers_kept_connection(db_url: str) -> None:
+    engine = db.create_engine(db_url)
+    sessions = db.session_factory(engine)
+    async with db.transaction(sessions) as session:
+        await session.execute(text("CREATE TABLE notes (id INTEGER PRIMARY KEY, unit TEXT NOT NULL)"))
+    kept = await driver_connection_of_a_unit(sessions, "a")
+    await engine.dispose()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        kept.execute("SELECT 1")
+    assert committed_notes(db_url) == ["a"]
+
+
+@pytest.mark.usefixtures("groups_wait_for_queued_units")
+async def test_a_failing_unit_rolls_back_alone_on_the_kept_connection(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    kept = await driver_connection_of_a_unit(sessions, "before")
+    results = await asyncio.gather(write_note(sessions, "a", yield_first=True), write_note(sessions, "b", fail=True),
+                                   write_note(sessions, "c"), return_exceptions=True)
+    assert results[0] is None and isinstance(results[1], ValueError) and results[2] is None
+    assert await driver_connection_of_a_unit(sessions, "after") is kept
+    assert committed_notes(db_url) == ["a", "after", "before", "c"]
+
+
+@pytest.mark.usefixtures("groups_wait_for_queued_units")
+async def test_after_a_failed_commit_on_the_kept_connection_the_next_group_commits(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    await driver_connection_of_a_unit(sessions, "before")
+
+    async def orphan() -> None:  # an unknown parent: the deferred foreign key fails the group's COMMIT
+        async with db.transaction(sessions) as session:
+            await session.execute(text("INSERT INTO children (parent_id) VALUES (999)"))
+
+    results = await asyncio.gather(write_note(sessions, "a", yield_first=True), orphan(), return_exceptions=True)
+    assert all(isinstance(result, OperationalError) for result in results), results
+    assert checked_out(sessions) == 0  # a failed group gives its connection back at once
+    await driver_connection_of_a_unit(sessions, "after")
+    assert committed_notes(db_url) == ["after", "before"]
+
+
+@pytest.mark.parametrize("ending", ["dispose", "idle", "neither"])
+def test_a_command_that_writes_then_ends_its_loop_leaves_stderr_clean(tmp_path: Path, ending: str) -> None:
+    """A command line writes and exits at once (its engine disposed of, or not); a server's last unit is followed
+    by a quiet moment: no warning about a connection left checked out, whichever way the loop ends."""
+    import subprocess
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
+    script = textwrap.dedent(f"""
+        import asyncio, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from sqlalchemy import text
+        from ledger import db, group_commit
+
+        async def main():
+            engine = db.create_engine({url!r})
+            sessions = db.session_factory(engine)
+            async with db.transaction(sessions) as session:
+                await session.execute(text("CREATE TABLE notes (unit TEXT)"))
+            async with db.transaction(sessions) as session:
+                await session.execute(text("INSERT INTO notes VALUES ('written')"))
+            if {ending!r} == "idle":
+                await asyncio.sleep(group_commit.IDLE_RELEASE_SECONDS * 3)
+            if {ending!r} != "neither":
+                await engine.dispose()
+
+        asyncio.run(main())
+        import gc
+        gc.collect()
+    """)
+    # Every warning shown; an engine never disposed of leaves its pooled connections to the garbage collector
+    # (aiosqlite's ResourceWarning, as before the writer kept its connection): Python's default filters there.
+    warnings = [] if ending == "neither" else ["-W", "default"]
+    done = subprocess.run([sys.executable, *warnings, "-c", script], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr == ""
+    with sqlite3.connect(tmp_path / "ledger.db") as connection:
+        assert connection.execute("SELECT unit FROM notes").fetchall() == [("written",)]
