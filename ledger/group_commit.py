@@ -15,7 +15,9 @@ come meanwhile (at most MAX_GROUP_UNITS); when no unit is waiting for the writer
 COMMITs in a worker thread (ledger/sqlite_inline.py: the loop keeps serving during the sync), and the units
 that arrive meanwhile wait for the next group. A group nobody waits behind commits on the loop's thread
 instead while the recent COMMITs all synced within INLINE_COMMIT_MAX_SECONDS: the loop stands still for one
-fast sync rather than pay the hand-over to the thread and back (GroupCommitWriter._commit_inline). A unit's
+fast sync rather than pay the hand-over to the thread and back (GroupCommitWriter._commit_inline); when the
+loop has nothing else ready to run, that COMMIT runs right as the last unit ends, without a task of its own
+(GroupCommitWriter._committed_at_once). A unit's
 `transaction()` returns only once its group's COMMIT succeeded; if the COMMIT fails, every unit of the group
 raises: nothing is reported committed that is not.
 
@@ -98,8 +100,6 @@ class _Group:
         self.units = 0
         self.waiting_at_open = waiting_at_open  # units queued behind the one that opened it
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # Retrieved even when every unit of the group was cancelled while it waited.
-        self.done.add_done_callback(lambda f: None if f.cancelled() else f.exception())
         self.broken: BaseException | None = None  # SQLite rolled the whole transaction back (a unit's error)
 
     def still_open(self) -> bool:
@@ -222,6 +222,9 @@ class GroupCommitWriter:
             if waiter is not None:
                 self._waiting.appendleft(waiter)
             self._group = None  # the turn stays with the COMMIT; units that come now wait for the next group
+            if self._committed_at_once(group):
+                self._pass_turn()
+                return
             finisher = asyncio.get_running_loop().create_task(self._finish(group), name="tradewarden-group-commit")
             self._finishers.add(finisher)
             finisher.add_done_callback(self._finishers.discard)
@@ -311,6 +314,26 @@ class GroupCommitWriter:
         if connection is not None:
             await connection.close()
 
+    def _committed_at_once(self, group: _Group) -> bool:
+        """A lone group whose COMMIT may run on the loop's thread (_commit_inline) commits right here, without
+        the finisher task and the loop's turns it costs: no await between the last unit's end and its answer,
+        so no cancellation can come half-way. Only while the loop has nothing else ready to run: other tasks
+        about to ask for the writer (agents whose group just committed) get their turn first, queue, and share
+        the next group, as they do behind the finisher task; and a task running unit after unit cannot keep the
+        loop to itself. Anything else (a broken group, a connection to give back, a COMMIT that fails or finds
+        the database busy) is left to `_finish`, which retries, rolls back, answers."""
+        if (group.broken is not None or self._disposed_while_busy or not self._commit_inline()
+                or _transaction_left(group.connection) or _loop_has_other_work()):
+            return False
+        try:
+            took = group.driver.commit_now()
+        except Exception:  # the group's transaction is still open: `_finish` tries again or rolls it back
+            return False
+        self._commit_seconds.append(took)
+        self._on_commit()
+        group.done.set_result(None)
+        return True
+
     def _commit_inline(self) -> bool:
         return commit_inline(waiting=len(self._waiting), recent_commit_seconds=self._commit_seconds)
 
@@ -345,6 +368,9 @@ class GroupCommitWriter:
             if failure is None:
                 group.done.set_result(None)
             else:
+                # Retrieved even when every unit of the group was cancelled while it waited (no callback on a
+                # group that commits: it would be one more thing for the loop to run).
+                group.done.add_done_callback(lambda f: None if f.cancelled() else f.exception())
                 group.done.set_exception(failure if isinstance(failure, Exception) else RuntimeError(str(failure)))
             await self._let_others_in()
             self._pass_turn()
@@ -355,6 +381,13 @@ class GroupCommitWriter:
         if self._waiting and now - self._last_free >= FAIR_AFTER_SECONDS:
             await asyncio.sleep(FAIR_PAUSE_SECONDS)
             self._last_free = time.monotonic()
+
+
+def _loop_has_other_work() -> bool:
+    """Callbacks are ready to run on this loop (other tasks woken). Asked of asyncio's own loop (its ready
+    queue, an implementation detail); another loop (uvloop) is taken as always busy: the finisher task then."""
+    ready = getattr(asyncio.get_running_loop(), "_ready", None)
+    return ready is None or len(ready) > 0
 
 
 def _transaction_left(connection: AsyncConnection) -> bool:

@@ -381,6 +381,34 @@ async def test_lone_units_commit_on_the_loops_thread_once_the_syncs_proved_fast(
     assert committed_notes(db_url) == [f"u{i:02}" for i in range(units)]
 
 
+async def test_a_task_writing_unit_after_unit_leaves_the_loop_to_other_tasks(
+        sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch, db_url: str) -> None:
+    """A lone group commits at once on the loop's thread only while nothing else is ready to run: a task whose
+    units never wait for anything still lets the others run between them (and queue for the writer)."""
+    monkeypatch.setattr(group_commit, "INLINE_COMMIT_MAX_SECONDS", 60.0)  # any sync of this disk counts as fast
+    for i in range(group_commit.COMMITS_TRACKED):  # the history that lets lone groups commit inline
+        await write_note(sessions, f"h{i:02}")
+    ticks = 0
+    stop = asyncio.Event()
+
+    async def other_task() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    await asyncio.sleep(0)
+    before = ticks
+    for i in range(20):
+        await write_note(sessions, f"w{i:02}")
+    during = ticks - before
+    stop.set()
+    await other
+    assert during >= 20
+    assert len(committed_notes(db_url)) == group_commit.COMMITS_TRACKED + 20
+
+
 # --- the writer's kept connection ------------------------------------------------------------------------------
 
 
