@@ -471,6 +471,37 @@ async def test_disposing_of_the_engine_closes_the_writers_kept_connection(db_url
     assert committed_notes(db_url) == ["a"]
 
 
+async def test_an_engine_disposed_of_during_a_group_gets_its_connection_closed_once_the_group_commits(
+        db_url: str) -> None:
+    from ledger import fast_execute
+
+    engine = db.create_engine(db_url)
+    sessions = db.session_factory(engine)
+    async with db.transaction(sessions) as session:
+        await session.execute(text("CREATE TABLE notes (id INTEGER PRIMARY KEY, unit TEXT NOT NULL)"))
+    in_unit, go_on = asyncio.Event(), asyncio.Event()
+    used: list[sqlite3.Connection] = []
+
+    async def slow_unit() -> None:
+        async with db.transaction(sessions) as session:
+            await session.execute(text("INSERT INTO notes (unit) VALUES ('during dispose')"))
+            current = fast_execute.current_unit.get()
+            assert current is not None and current.raw is not None
+            used.append(current.raw)
+            in_unit.set()
+            await go_on.wait()
+
+    writing = asyncio.create_task(slow_unit())
+    await in_unit.wait()
+    await engine.dispose()
+    used[0].execute("SELECT 1")  # the group still runs on it
+    go_on.set()
+    await writing
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        used[0].execute("SELECT 1")
+    assert committed_notes(db_url) == ["during dispose"]
+
+
 @pytest.mark.usefixtures("groups_wait_for_queued_units")
 async def test_a_failing_unit_rolls_back_alone_on_the_kept_connection(
         sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
