@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 
-from ledger import fast_execute
+from ledger import fast_execute, kept_reads
 from ledger.checkpoint import AUTOCHECKPOINT_PAGES
 from ledger.database_url import describe_database, sqlite_file
 from ledger.models import SCHEMA_REVISION
@@ -139,6 +139,7 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, read
             from ledger import group_commit
 
             group_commit.attach(engine, str(sqlite_path(url)), UnitCounter.count_commit)
+            kept_reads.attach(engine)
         return engine
     lock_timeout = {"lock_timeout": str(int(LOCK_WAIT_SECONDS * 1000)),  # milliseconds
                     # A COMMIT returns once its WAL record is flushed to disk: a committed audit record survives
@@ -262,8 +263,19 @@ async def read(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[Asyn
     """A pooled connection for plain reads, without an ORM session (the session's own work costs about as
     much as a small read on SQLite). Never write through it: writes go through `transaction()`."""
     engine: AsyncEngine = sessions.kw["bind"]
-    async with engine.connect() as connection:
+    kept = kept_reads.of(engine)
+    if kept is None or engine.sync_engine.dispatch.engine_connect:  # watched (tests count connections): as before
+        async with engine.connect() as connection:
+            yield connection
+        return
+    # A SQLite file: the connection of an earlier read, kept for a moment (ledger/kept_reads.py).
+    connection = kept.take() or await engine.connect()
+    try:
         yield connection
+    except BaseException:
+        await connection.close()
+        raise
+    await kept.give_back(connection)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

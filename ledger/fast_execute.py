@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -49,6 +49,8 @@ class _Prepared:
     __slots__ = ("binds", "compiled", "constants", "metadata", "plan", "result_processors", "returns_rows", "sql",
                  "typed_processors")
 
+    result_processors: tuple[tuple[int, Any], ...]  # (column index, processor) of the columns that have one
+
     def __init__(self, compiled: SQLCompiler, dialect: Any, keys: frozenset[str]) -> None:
         self.compiled = compiled
         self.sql = compiled.string
@@ -65,11 +67,11 @@ class _Prepared:
         self.binds = tuple((key, processors.get(key)) for key in positions)
         self.plan = None if compiled.post_compile_params else _plan(compiled, positions, keys, processors)
         self.returns_rows = bool(compiled._result_columns)
-        self.result_processors = tuple(column[3]._cached_result_processor(dialect, None)
-                                       for column in compiled._result_columns)
+        self.result_processors = _present(column[3]._cached_result_processor(dialect, None)
+                                          for column in compiled._result_columns)
         self.metadata = SimpleResultMetaData([column[0] for column in compiled._result_columns])
         # PostgreSQL: result processors chosen by each column's type as the server reports it (set on first run).
-        self.typed_processors: tuple[Any, ...] | None = None
+        self.typed_processors: tuple[tuple[int, Any], ...] | None = None
 
     def parameters(self, params: Mapping[str, Any] | None) -> list[Any]:
         if self.plan is not None:  # the parameter keys are this statement's `keys`: no lookups to decide
@@ -84,6 +86,23 @@ class _Prepared:
             values.update(self.constants)
         return [value if process is None else process(value)
                 for value, process in ((values[key], process) for key, process in self.binds)]
+
+
+def _present(processors: Iterable[Any]) -> tuple[tuple[int, Any], ...]:
+    """The columns that have a result processor, with it: most columns have none (text, integers), and a row
+    is processed column by column only where one does."""
+    return tuple((index, process) for index, process in enumerate(processors) if process is not None)
+
+
+def _processed(rows: Iterable[Sequence[Any]], processors: tuple[tuple[int, Any], ...]) -> list[tuple[Any, ...]]:
+    """The rows with each processed column converted (Decimal, aware datetimes, JSON, bool)."""
+    processed = []
+    for row in rows:
+        values = list(row)
+        for index, process in processors:
+            values[index] = process(values[index])
+        processed.append(tuple(values))
+    return processed
 
 
 def _plan(compiled: SQLCompiler, positions: Sequence[str], keys: frozenset[str], processors: Mapping[str, Any]
@@ -289,14 +308,10 @@ async def _run_asyncpg(adapter: Any, dialect: Any, prepared: _Prepared, params: 
         return RowCountResult(int(matched.group(1)) if matched else -1)
     processors = prepared.typed_processors
     if processors is None:
-        processors = prepared.typed_processors = tuple(
+        processors = prepared.typed_processors = _present(
             column[3]._cached_result_processor(dialect, attribute.type.oid)
             for column, attribute in zip(prepared.compiled._result_columns, attributes, strict=True))
-    if any(processors):
-        rows = [tuple(value if process is None else process(value)
-                      for value, process in zip(record, processors, strict=True)) for record in records]
-    else:
-        rows = [tuple(record) for record in records]
+    rows = _processed(records, processors) if processors else [tuple(record) for record in records]
     return IteratorResult(prepared.metadata, iter(rows))
 
 
@@ -360,10 +375,8 @@ async def _run_prepared(prepared: _Prepared, many: bool, params: Any, raw: sqlit
             fetched = await execute(rows)  # retried while locked, up to the bound (ledger/sqlite_inline.py)
         except sqlite3.Error as error:
             raise _wrapped(error, prepared, parameters) from error
-        processors = prepared.result_processors
-        if any(processors):
-            fetched = [tuple(value if process is None else process(value)
-                             for value, process in zip(row, processors, strict=True)) for row in fetched]
+        if prepared.result_processors:
+            fetched = _processed(fetched, prepared.result_processors)
         return IteratorResult(prepared.metadata, iter(fetched))
 
     def count() -> int:

@@ -3,7 +3,9 @@
 With synchronous=FULL every COMMIT syncs the WAL to disk, so a committed unit (its audit records included)
 survives power loss; that sync costs far more than a unit's statements. So units of work do not commit one by
 one. They queue, in the order they asked, for one writer per database file in the process (every engine on the
-file: one server runtime per stdio agent, a command's own), which takes a pooled connection for each group.
+file: one server runtime per stdio agent, a command's own). The writer keeps one pooled connection from group
+to group while units keep coming, and returns it to the pool once idle for IDLE_RELEASE_SECONDS or when its
+engine is disposed of (nothing is left checked out when a command's loop ends).
 The first unit of a group opens BEGIN IMMEDIATE (the database's write lock); every unit runs inside its own
 SAVEPOINT on the driver's connection (ledger/sqlite_inline.py), RELEASEd on success and rolled back to on
 failure: that unit alone fails, its neighbours go on. Its hot statements run there directly
@@ -13,7 +15,9 @@ come meanwhile (at most MAX_GROUP_UNITS); when no unit is waiting for the writer
 COMMITs in a worker thread (ledger/sqlite_inline.py: the loop keeps serving during the sync), and the units
 that arrive meanwhile wait for the next group. A group nobody waits behind commits on the loop's thread
 instead while the recent COMMITs all synced within INLINE_COMMIT_MAX_SECONDS: the loop stands still for one
-fast sync rather than pay the hand-over to the thread and back (GroupCommitWriter._commit_inline). A unit's
+fast sync rather than pay the hand-over to the thread and back (GroupCommitWriter._commit_inline); when the
+loop has nothing else ready to run, that COMMIT runs right as the last unit ends, without a task of its own
+(GroupCommitWriter._committed_at_once). A unit's
 `transaction()` returns only once its group's COMMIT succeeded; if the COMMIT fails, every unit of the group
 raises: nothing is reported committed that is not.
 
@@ -42,9 +46,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
+from sqlalchemy.util.concurrency import in_greenlet
 
 from ledger import fast_execute
 from ledger.sqlite_inline import LOCK_WAIT_SECONDS, LONGEST_RETRY_PAUSE, wait_until
@@ -60,6 +66,11 @@ INLINE_COMMIT_MAX_SECONDS = 0.001
 COMMITS_TRACKED = 16
 FAIR_AFTER_SECONDS = 0.5  # holding the write lock back to back this long, the writer lets it go ...
 FAIR_PAUSE_SECONDS = LONGEST_RETRY_PAUSE * 1.5  # ... for this long, so another process's next try gets it
+# The writer keeps its pooled connection from group to group (a checkout and a check-in cost about as much as a
+# small unit's statements) and returns it to the pool once no group opened for this long: an agent's next call
+# comes within milliseconds, a person's or an LLM's much later. It holds no transaction meanwhile (no lock, no
+# snapshot: checkpoints and other processes go on). Disposing of its engine returns it at once (`attach`).
+IDLE_RELEASE_SECONDS = 0.01
 
 
 def _failed(statement: str, cause: BaseException) -> OperationalError:
@@ -89,8 +100,6 @@ class _Group:
         self.units = 0
         self.waiting_at_open = waiting_at_open  # units queued behind the one that opened it
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # Retrieved even when every unit of the group was cancelled while it waited.
-        self.done.add_done_callback(lambda f: None if f.cancelled() else f.exception())
         self.broken: BaseException | None = None  # SQLite rolled the whole transaction back (a unit's error)
 
     def still_open(self) -> bool:
@@ -111,6 +120,10 @@ class GroupCommitWriter:
         self._lock_free_since: float | None = None  # the writer left the write lock free since (None: it holds it)
         self._last_free = time.monotonic()  # when the write lock was last free for FAIR_PAUSE_SECONDS
         self._commit_seconds: deque[float] = deque(maxlen=COMMITS_TRACKED)  # the last COMMITs' durations
+        self._idle_since = 0.0  # when the writer last went idle (nobody holds or waits for it)
+        self._idle_check: asyncio.TimerHandle | None = None  # returns the kept connection once idle long enough
+        self._releasing: set[asyncio.Task[None]] = set()
+        self._disposed_while_busy = False  # the kept connection's engine was disposed of during a group
 
     @asynccontextmanager
     async def unit(self, sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
@@ -209,6 +222,9 @@ class GroupCommitWriter:
             if waiter is not None:
                 self._waiting.appendleft(waiter)
             self._group = None  # the turn stays with the COMMIT; units that come now wait for the next group
+            if self._committed_at_once(group):
+                self._pass_turn()
+                return
             finisher = asyncio.get_running_loop().create_task(self._finish(group), name="tradewarden-group-commit")
             self._finishers.add(finisher)
             finisher.add_done_callback(self._finishers.discard)
@@ -216,7 +232,51 @@ class GroupCommitWriter:
             waiter.set_result(None)
         else:
             self._busy = False
-            self._lock_free_since = time.monotonic()
+            self._lock_free_since = self._idle_since = time.monotonic()
+            if self._connection is not None and self._idle_check is None:
+                self._idle_check = asyncio.get_running_loop().call_later(IDLE_RELEASE_SECONDS, self._check_idle)
+
+    # --- the kept connection: back to the pool once the writer is idle ---------------------------------------
+
+    def _idle(self) -> bool:
+        return not self._busy and self._group is None
+
+    def _check_idle(self) -> None:
+        """The timer: idle for IDLE_RELEASE_SECONDS, the connection goes back to the pool; busy since, look again
+        later (one timer at a time, not one per group)."""
+        self._idle_check = None
+        if self._connection is None:
+            return
+        if self._idle():
+            idle_for = time.monotonic() - self._idle_since
+            if idle_for >= IDLE_RELEASE_SECONDS:
+                # Taken from the writer now: a unit coming before the task runs opens its group on another.
+                connection, self._connection = self._connection, None
+                releasing = asyncio.get_running_loop().create_task(connection.close(),
+                                                                   name="tradewarden-writer-release")
+                self._releasing.add(releasing)
+                releasing.add_done_callback(self._releasing.discard)
+                return
+            wait = IDLE_RELEASE_SECONDS - idle_for
+        else:
+            wait = IDLE_RELEASE_SECONDS
+        self._idle_check = asyncio.get_running_loop().call_later(wait, self._check_idle)
+
+    def engine_disposed(self, engine: Any) -> None:
+        """The engine whose connection the writer keeps is being disposed of: close that connection now (called
+        in SQLAlchemy's greenlet, by AsyncEngine.dispose), so nothing is left checked out when the loop ends. A
+        group running on it keeps it to its end, then gives it back (`_finish`)."""
+        connection = self._connection
+        if connection is None or connection.sync_engine is not engine:
+            return
+        if not self._idle():
+            self._disposed_while_busy = True
+            return
+        self._connection = None
+        sync = connection.sync_connection
+        if sync is not None and in_greenlet():
+            sync.invalidate()  # closes the driver's connection now; the disposed pool will not take it back
+            sync.close()
 
     # --- a group: BEGIN IMMEDIATE ... COMMIT -----------------------------------------------------------
 
@@ -225,6 +285,7 @@ class GroupCommitWriter:
         group when it has none: every engine on this file in this process has the same schema and hooks)."""
         connection = self._connection
         if connection is None or connection.invalidated:
+            await self._release_connection()
             connection = self._connection = await engine.connect()
         token = wait_until.set(deadline)
         try:
@@ -253,6 +314,26 @@ class GroupCommitWriter:
         if connection is not None:
             await connection.close()
 
+    def _committed_at_once(self, group: _Group) -> bool:
+        """A lone group whose COMMIT may run on the loop's thread (_commit_inline) commits right here, without
+        the finisher task and the loop's turns it costs: no await between the last unit's end and its answer,
+        so no cancellation can come half-way. Only while the loop has nothing else ready to run: other tasks
+        about to ask for the writer (agents whose group just committed) get their turn first, queue, and share
+        the next group, as they do behind the finisher task; and a task running unit after unit cannot keep the
+        loop to itself. Anything else (a broken group, a connection to give back, a COMMIT that fails or finds
+        the database busy) is left to `_finish`, which retries, rolls back, answers."""
+        if (group.broken is not None or self._disposed_while_busy or not self._commit_inline()
+                or _transaction_left(group.connection) or _loop_has_other_work()):
+            return False
+        try:
+            took = group.driver.commit_now()
+        except Exception:  # the group's transaction is still open: `_finish` tries again or rolls it back
+            return False
+        self._commit_seconds.append(took)
+        self._on_commit()
+        group.done.set_result(None)
+        return True
+
     def _commit_inline(self) -> bool:
         return commit_inline(waiting=len(self._waiting), recent_commit_seconds=self._commit_seconds)
 
@@ -272,7 +353,13 @@ class GroupCommitWriter:
                     group.driver.rollback_group()
                 except BaseException:
                     await group.connection.invalidate()
-            if failure is not None or not self._waiting:  # idle: the connection goes back to the pool
+            if self._disposed_while_busy and self._connection is not None:
+                self._disposed_while_busy = False
+                await self._connection.invalidate()  # its pool is gone: close the driver's connection now
+                await self._release_connection()
+            elif failure is not None or _transaction_left(group.connection):
+                # Failed, or a unit left a SQLAlchemy transaction on it: back to the pool now (its reset rolls
+                # back); kept, the connection goes back once the writer is idle (_check_idle).
                 await self._release_connection()
         except BaseException as error:  # the connection could not even be returned: the group did not commit
             failure = failure or error
@@ -281,6 +368,9 @@ class GroupCommitWriter:
             if failure is None:
                 group.done.set_result(None)
             else:
+                # Retrieved even when every unit of the group was cancelled while it waited (no callback on a
+                # group that commits: it would be one more thing for the loop to run).
+                group.done.add_done_callback(lambda f: None if f.cancelled() else f.exception())
                 group.done.set_exception(failure if isinstance(failure, Exception) else RuntimeError(str(failure)))
             await self._let_others_in()
             self._pass_turn()
@@ -291,6 +381,20 @@ class GroupCommitWriter:
         if self._waiting and now - self._last_free >= FAIR_AFTER_SECONDS:
             await asyncio.sleep(FAIR_PAUSE_SECONDS)
             self._last_free = time.monotonic()
+
+
+def _loop_has_other_work() -> bool:
+    """Callbacks are ready to run on this loop (other tasks woken). Asked of asyncio's own loop (its ready
+    queue, an implementation detail); another loop (uvloop) is taken as always busy: the finisher task then."""
+    ready = getattr(asyncio.get_running_loop(), "_ready", None)
+    return ready is None or len(ready) > 0
+
+
+def _transaction_left(connection: AsyncConnection) -> bool:
+    """SQLAlchemy still sees a transaction on the group's connection after its COMMIT (a unit began one on the
+    connection itself rather than through its session): it must not carry over into the next group."""
+    sync = connection.sync_connection
+    return sync is None or sync._transaction is not None
 
 
 def _has_work(session: Session) -> bool:
@@ -324,7 +428,15 @@ _writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, GroupCo
 def attach(engine: AsyncEngine, path: str, on_commit: Callable[[], None]) -> None:
     """Units of work on `engine` (a SQLite file at `path`) go through group commit; `on_commit` is called
     after each group's COMMIT."""
-    _files[engine.sync_engine] = _File(os.path.realpath(path), on_commit)
+    file = _files[engine.sync_engine] = _File(os.path.realpath(path), on_commit)
+
+    def disposed(sync_engine: Any) -> None:
+        for writers in list(_writers.values()):
+            writer = writers.get(file.path)
+            if writer is not None:
+                writer.engine_disposed(sync_engine)
+
+    event.listen(engine.sync_engine, "engine_disposed", disposed)
 
 
 def writer_of(engine: AsyncEngine | None) -> GroupCommitWriter | None:

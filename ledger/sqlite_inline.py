@@ -124,6 +124,15 @@ class InlineConnection(aiosqlite.Connection):
                     raise
                 await asyncio.sleep(0.001)
 
+    def commit_now(self) -> float:
+        """The group's COMMIT on the loop's thread, once, without waiting (the writer's lone fast groups):
+        returns how long SQLite took; raises as SQLite does (busy included), the group still open."""
+        if not self._running or not self._connection:
+            raise ValueError("Connection closed")
+        took = _timed_commit(self._connection)
+        self.group_open = False
+        return took
+
     def rollback_group(self) -> None:
         self.group_open = self.unit_open = False
         if self._connection is not None:

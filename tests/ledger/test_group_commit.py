@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -378,3 +379,191 @@ async def test_lone_units_commit_on_the_loops_thread_once_the_syncs_proved_fast(
     assert commit_threads[0] != loop_thread  # too little history yet: the worker thread
     assert commit_threads[-4:] == [loop_thread] * 4
     assert committed_notes(db_url) == [f"u{i:02}" for i in range(units)]
+
+
+async def test_a_task_writing_unit_after_unit_leaves_the_loop_to_other_tasks(
+        sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch, db_url: str) -> None:
+    """A lone group commits at once on the loop's thread only while nothing else is ready to run: a task whose
+    units never wait for anything still lets the others run between them (and queue for the writer)."""
+    monkeypatch.setattr(group_commit, "INLINE_COMMIT_MAX_SECONDS", 60.0)  # any sync of this disk counts as fast
+    for i in range(group_commit.COMMITS_TRACKED):  # the history that lets lone groups commit inline
+        await write_note(sessions, f"h{i:02}")
+    ticks = 0
+    stop = asyncio.Event()
+
+    async def other_task() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    await asyncio.sleep(0)
+    before = ticks
+    for i in range(20):
+        await write_note(sessions, f"w{i:02}")
+    during = ticks - before
+    stop.set()
+    await other
+    assert during >= 20
+    assert len(committed_notes(db_url)) == group_commit.COMMITS_TRACKED + 20
+
+
+# --- the writer's kept connection ------------------------------------------------------------------------------
+
+
+async def driver_connection_of_a_unit(sessions: async_sessionmaker[AsyncSession], unit: str) -> sqlite3.Connection:
+    """Writes a note and returns the sqlite3 connection its unit ran on."""
+    from ledger import fast_execute
+
+    async with db.transaction(sessions) as session:
+        await session.execute(text("INSERT INTO notes (unit) VALUES (:unit)"), {"unit": unit})
+        current = fast_execute.current_unit.get()
+        assert current is not None and current.raw is not None
+        return current.raw
+
+
+def checked_out(sessions: async_sessionmaker[AsyncSession]) -> int:
+    pool: Any = sessions.kw["bind"].sync_engine.pool
+    return int(pool.checkedout())
+
+
+async def test_consecutive_groups_run_on_the_writers_kept_connection(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    first = await driver_connection_of_a_unit(sessions, "a")
+    assert checked_out(sessions) == 1  # kept, not returned to the pool between groups
+    second = await driver_connection_of_a_unit(sessions, "b")
+    assert second is first
+    assert not first.in_transaction  # between groups it holds no transaction: no lock, no snapshot
+    assert committed_notes(db_url) == ["a", "b"]
+
+
+async def test_the_kept_connection_goes_back_to_the_pool_once_the_writer_is_idle(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    await write_note(sessions, "a")
+    assert checked_out(sessions) == 1
+    deadline = time.monotonic() + 5
+    while checked_out(sessions) and time.monotonic() < deadline:
+        await asyncio.sleep(group_commit.IDLE_RELEASE_SECONDS)
+    assert checked_out(sessions) == 0
+    await write_note(sessions, "b")  # the next unit takes a connection again
+    assert checked_out(sessions) == 1
+
+
+async def test_units_coming_steadily_keep_the_connection_past_the_idle_bound(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    first = await driver_connection_of_a_unit(sessions, "first")
+    started = time.monotonic()
+    while time.monotonic() - started < group_commit.IDLE_RELEASE_SECONDS * 5:
+        assert await driver_connection_of_a_unit(sessions, "again") is first
+        await asyncio.sleep(group_commit.IDLE_RELEASE_SECONDS / 5)
+
+
+async def test_disposing_of_the_engine_closes_the_writers_kept_connection(db_url: str) -> None:
+    engine = db.create_engine(db_url)
+    sessions = db.session_factory(engine)
+    async with db.transaction(sessions) as session:
+        await session.execute(text("CREATE TABLE notes (id INTEGER PRIMARY KEY, unit TEXT NOT NULL)"))
+    kept = await driver_connection_of_a_unit(sessions, "a")
+    await engine.dispose()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        kept.execute("SELECT 1")
+    assert committed_notes(db_url) == ["a"]
+
+
+async def test_an_engine_disposed_of_during_a_group_gets_its_connection_closed_once_the_group_commits(
+        db_url: str) -> None:
+    from ledger import fast_execute
+
+    engine = db.create_engine(db_url)
+    sessions = db.session_factory(engine)
+    async with db.transaction(sessions) as session:
+        await session.execute(text("CREATE TABLE notes (id INTEGER PRIMARY KEY, unit TEXT NOT NULL)"))
+    in_unit, go_on = asyncio.Event(), asyncio.Event()
+    used: list[sqlite3.Connection] = []
+
+    async def slow_unit() -> None:
+        async with db.transaction(sessions) as session:
+            await session.execute(text("INSERT INTO notes (unit) VALUES ('during dispose')"))
+            current = fast_execute.current_unit.get()
+            assert current is not None and current.raw is not None
+            used.append(current.raw)
+            in_unit.set()
+            await go_on.wait()
+
+    writing = asyncio.create_task(slow_unit())
+    await in_unit.wait()
+    await engine.dispose()
+    used[0].execute("SELECT 1")  # the group still runs on it
+    go_on.set()
+    await writing
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        used[0].execute("SELECT 1")
+    assert committed_notes(db_url) == ["during dispose"]
+
+
+@pytest.mark.usefixtures("groups_wait_for_queued_units")
+async def test_a_failing_unit_rolls_back_alone_on_the_kept_connection(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    kept = await driver_connection_of_a_unit(sessions, "before")
+    results = await asyncio.gather(write_note(sessions, "a", yield_first=True), write_note(sessions, "b", fail=True),
+                                   write_note(sessions, "c"), return_exceptions=True)
+    assert results[0] is None and isinstance(results[1], ValueError) and results[2] is None
+    assert await driver_connection_of_a_unit(sessions, "after") is kept
+    assert committed_notes(db_url) == ["a", "after", "before", "c"]
+
+
+@pytest.mark.usefixtures("groups_wait_for_queued_units")
+async def test_after_a_failed_commit_on_the_kept_connection_the_next_group_commits(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    await driver_connection_of_a_unit(sessions, "before")
+
+    async def orphan() -> None:  # an unknown parent: the deferred foreign key fails the group's COMMIT
+        async with db.transaction(sessions) as session:
+            await session.execute(text("INSERT INTO children (parent_id) VALUES (999)"))
+
+    results = await asyncio.gather(write_note(sessions, "a", yield_first=True), orphan(), return_exceptions=True)
+    assert all(isinstance(result, OperationalError) for result in results), results
+    assert checked_out(sessions) == 0  # a failed group gives its connection back at once
+    await driver_connection_of_a_unit(sessions, "after")
+    assert committed_notes(db_url) == ["after", "before"]
+
+
+@pytest.mark.parametrize("ending", ["dispose", "idle", "neither"])
+def test_a_command_that_writes_then_ends_its_loop_leaves_stderr_clean(tmp_path: Path, ending: str) -> None:
+    """A command line writes and exits at once (its engine disposed of, or not); a server's last unit is followed
+    by a quiet moment: no warning about a connection left checked out, whichever way the loop ends."""
+    import subprocess
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
+    script = textwrap.dedent(f"""
+        import asyncio, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from sqlalchemy import text
+        from ledger import db, group_commit
+
+        async def main():
+            engine = db.create_engine({url!r})
+            sessions = db.session_factory(engine)
+            async with db.transaction(sessions) as session:
+                await session.execute(text("CREATE TABLE notes (unit TEXT)"))
+            async with db.transaction(sessions) as session:
+                await session.execute(text("INSERT INTO notes VALUES ('written')"))
+            if {ending!r} == "idle":
+                await asyncio.sleep(group_commit.IDLE_RELEASE_SECONDS * 3)
+            if {ending!r} != "neither":
+                await engine.dispose()
+
+        asyncio.run(main())
+        import gc
+        gc.collect()
+    """)
+    # Every warning shown; an engine never disposed of leaves its pooled connections to the garbage collector
+    # (aiosqlite's ResourceWarning, as before the writer kept its connection): Python's default filters there.
+    warnings = [] if ending == "neither" else ["-W", "default"]
+    done = subprocess.run([sys.executable, *warnings, "-c", script], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr == ""
+    with sqlite3.connect(tmp_path / "ledger.db") as connection:
+        assert connection.execute("SELECT unit FROM notes").fetchall() == [("written",)]
