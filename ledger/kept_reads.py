@@ -7,8 +7,7 @@ hops through its greenlet, the pool's reset. So on a SQLite file a read that end
 read, up to MAX_KEPT at once; they go back to the pool once no read ended for IDLE_RELEASE_SECONDS, and are
 closed when their engine is disposed of (so nothing is left checked out when a command's loop ends). A read that
 failed, or a connection invalidated, goes back to the pool as before. PostgreSQL, in-memory and read-only SQLite
-engines are left as they were, and so is an engine whose connections someone watches (an `engine_connect`
-listener: tests that count the reads a call makes see each read open its connection).
+engines are left as they were. MAX_KEPT = 0 turns the keeping off (every read opens its connection again).
 """
 
 from __future__ import annotations

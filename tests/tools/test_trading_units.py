@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, ClassVar
 
+import pytest
 import time_machine
 from mcp import Client
 from sqlalchemy import event
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.base import Account, BrokerOrder, SubmitOrder
 from broker.simulated import SimulatedBroker
+from ledger import kept_reads
 from ledger.db import UnitCounter
 from server.app import create_server
 from server.config import Config
@@ -179,8 +181,15 @@ async def test_a_persons_decline_in_the_client_begins_one_unit(db_url: str, mark
     assert CountingBroker.submits == []
 
 
+@pytest.fixture
+def no_kept_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads keep no connection between them (ledger/kept_reads.py), so each read opens one and is seen."""
+    monkeypatch.setattr(kept_reads, "MAX_KEPT", 0)
+
+
 def _noting_reads(reads: list[int]) -> Any:
-    """A broker factory that notes, for every connection opened on the engine, the units begun so far."""
+    """A broker factory that notes, for every connection opened on the engine, the units begun so far. The
+    test keeps no read connections (kept_reads.MAX_KEPT = 0), so every read opens one."""
 
     def broker(sessions: async_sessionmaker[AsyncSession], clock: Any) -> SimulatedBroker:
         engine = sessions.kw["bind"].sync_engine
@@ -191,7 +200,7 @@ def _noting_reads(reads: list[int]) -> Any:
 
 
 async def test_executing_an_order_approved_elsewhere_reads_the_agent_and_its_proposal_in_one_read_before_its_units(
-        db_url: str, market_open: object) -> None:
+        db_url: str, market_open: object, no_kept_reads: None) -> None:
     """The approval resolver reads the agent and the proposal in one read (a pooled connection), which the
     execution reuses before its units of work read both again under their locks: one read, not two. Here the
     proposal was made through another server (another process), so this one knows nothing of it."""
@@ -208,7 +217,7 @@ async def test_executing_an_order_approved_elsewhere_reads_the_agent_and_its_pro
 
 
 async def test_executing_an_order_this_server_stored_approved_reads_nothing_before_its_units(
-        db_url: str, market_open: object) -> None:
+        db_url: str, market_open: object, no_kept_reads: None) -> None:
     """A proposal this server stored approved by policy a moment ago: nobody is asked about it, so the resolver
     reads neither it nor the agent; the execution's first unit of work reads both, under its locks."""
     reads: list[int] = []
