@@ -244,9 +244,10 @@ def input_problem(schema: dict[str, Any], arguments: dict[str, Any]) -> str | No
     for key, value in arguments.items():
         if _has_lone_surrogate(key) or _has_lone_surrogate(value):
             return f"{key[:64]!r}: text must be valid Unicode (a lone surrogate was sent)"
-        expected = _schema_types(properties.get(key)) - {"null"}
-        if isinstance(value, bool) and expected and "boolean" not in expected:
-            return f"{key}: a {' or '.join(sorted(expected))} is required, not a boolean"
+        if isinstance(value, bool):  # the schema is looked at only for a boolean (rare): not on every call
+            expected = _schema_types(properties.get(key)) - {"null"}
+            if expected and "boolean" not in expected:
+                return f"{key}: a {' or '.join(sorted(expected))} is required, not a boolean"
     return None
 
 
