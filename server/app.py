@@ -35,6 +35,7 @@ from server.notifications import (
     serve_legacy_subscriptions,
 )
 from server.schemas import compact_output_schema, compact_schema
+from server.sdk_path import use_lean_sdk_path
 from tools import account, approval, market_data, orders, trading
 from tools.common import call_app, compact_call_result, drop_none
 from tradewarden import __version__
@@ -243,9 +244,10 @@ def input_problem(schema: dict[str, Any], arguments: dict[str, Any]) -> str | No
     for key, value in arguments.items():
         if _has_lone_surrogate(key) or _has_lone_surrogate(value):
             return f"{key[:64]!r}: text must be valid Unicode (a lone surrogate was sent)"
-        expected = _schema_types(properties.get(key)) - {"null"}
-        if isinstance(value, bool) and expected and "boolean" not in expected:
-            return f"{key}: a {' or '.join(sorted(expected))} is required, not a boolean"
+        if isinstance(value, bool):  # the schema is looked at only for a boolean (rare): not on every call
+            expected = _schema_types(properties.get(key)) - {"null"}
+            if expected and "boolean" not in expected:
+                return f"{key}: a {' or '.join(sorted(expected))} is required, not a boolean"
     return None
 
 
@@ -337,6 +339,7 @@ def create_server(config: Config, *, agent_id: str | None = None, clock: Callabl
                                lifespan=lifespan, **server_options)
     register_tools(server)
     register_resources(server)
+    use_lean_sdk_path(server)  # two SDK steps done more cheaply, the same for clients (server/sdk_path.py)
     if bus:
         serve_legacy_subscriptions(server, legacy_subscriptions)
     guard_listen_subscriptions(server)  # proposals://{id} is listened to by its own agent only, on every era

@@ -1,0 +1,123 @@
+"""The SDK steps server/sdk_path.py does more cheaply: what a client sees stays what the SDK's own steps give."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from mcp import Client
+from mcp.server import MCPServer
+from mcp.server._otel import OpenTelemetryMiddleware
+from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
+from opentelemetry.trace import NoOpTracerProvider
+from pydantic import ValidationError
+
+import server.sdk_path
+from server.app import TradewardenServer, create_server, instructions, register_tools
+from server.config import Config
+from server.sdk_path import LeanArgumentParsing, TracingWhenConfigured
+from tests.conftest import call
+
+# Strings an agent (or a confused client) may send for any argument: plain words, numbers, JSON text of every
+# kind with and without leading blanks, broken JSON, a BOM, oversize text.
+AWKWARD_STRINGS = ["buy", "AAPL", "10", "0.5", "-1", "1e400", "NaN", "Infinity", "true", "false", "null", " null",
+                   "\tnull", "nul", "none", "[1, 2]", " [1]", "\n{\"a\": 1}", "{}", "[", "{", "\"quoted\"", "",
+                   " ", "\ufeff[1]", "[" * 5000, "x" * 10_000, "1" * 5000, "[\"buy\"]", "{\"qty\": \"1\"}"]
+
+
+def tools_of(config: Config) -> list[Tool]:
+    return create_server(config)._tool_manager.list_tools()
+
+
+def the_sdks(metadata: FuncMetadata) -> FuncMetadata:
+    return FuncMetadata(arg_model=metadata.arg_model, output_schema=metadata.output_schema,
+                        output_model=metadata.output_model, wrap_output=metadata.wrap_output)
+
+
+def outcome(metadata: FuncMetadata, arguments: dict[str, Any]) -> Any:
+    try:
+        return metadata.validate_arguments(arguments)
+    except ValidationError as error:
+        return error.errors(include_url=False)
+
+
+def test_every_tool_parses_its_arguments_the_lean_way(config: Config) -> None:
+    assert all(type(tool.fn_metadata) is LeanArgumentParsing for tool in tools_of(config))
+
+
+def test_every_argument_pre_parses_as_the_sdk_would(config: Config) -> None:
+    for tool in tools_of(config):
+        sdk = the_sdks(tool.fn_metadata)
+        for name in tool.parameters.get("properties", {}):
+            for text in AWKWARD_STRINGS:
+                assert tool.fn_metadata.pre_parse_json({name: text}) == sdk.pre_parse_json({name: text}), \
+                    (tool.name, name, text[:20])
+
+
+def test_bad_arguments_fail_validation_as_on_the_sdks_path(config: Config) -> None:
+    good = {"symbol": "AAPL", "side": "buy", "qty": "1", "reasoning": "r"}
+    cases: list[dict[str, Any]] = [
+        {}, {"side": "buy"}, {**good, "side": "hold"}, {**good, "side": ["buy"]}, {**good, "qty": "[1]"},
+        {**good, "qty": "null"}, {**good, "qty": "{\"a\": 1}"}, {**good, "qty": "ten"}, {**good, "qty": True},
+        {**good, "confidence": "2"}, {**good, "confidence": "[0.5]"}, {**good, "symbol": "A" * 100},
+        {**good, "reasoning": "r" * 5000}, {**good, "extra": "[1]"}, {**good, "stop_loss": "null"},
+        {**good, "time_in_force": "[\"day\"]"}, {**good, "notional": " null"}, good,
+    ]
+    for tool in tools_of(config):
+        sdk = the_sdks(tool.fn_metadata)
+        for arguments in cases:
+            assert outcome(tool.fn_metadata, arguments) == outcome(sdk, arguments), (tool.name, arguments)
+
+
+async def test_the_tool_list_is_the_one_the_sdks_own_steps_give(config: Config) -> None:
+    plain = TradewardenServer(config.server.server_name, instructions=instructions(config))
+    register_tools(plain)
+
+    def listed(tools: list[Any]) -> str:
+        return json.dumps([t.model_dump(by_alias=True, exclude_none=True, mode="json") for t in tools])
+
+    assert listed(await create_server(config).list_tools()) == listed(await plain.list_tools())
+
+
+def test_the_sdk_still_traces_through_the_middleware_this_server_wraps() -> None:
+    assert any(type(m) is OpenTelemetryMiddleware for m in MCPServer("plain").middleware)
+
+
+def test_the_sdks_tracing_middleware_is_wrapped_not_dropped(config: Config) -> None:
+    chain = create_server(config).middleware
+    wrapped = [m for m in chain if isinstance(m, TracingWhenConfigured)]
+    assert len(wrapped) == 1 and type(wrapped[0].traced) is OpenTelemetryMiddleware
+    assert not any(type(m) is OpenTelemetryMiddleware for m in chain)
+
+
+class Recorded:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, ctx: Any, call_next: Any) -> Any:
+        self.calls += 1
+        return await call_next(ctx)
+
+
+async def test_a_message_is_traced_once_a_tracer_provider_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    traced = Recorded()
+    middleware = TracingWhenConfigured(traced)  # type: ignore[arg-type]
+
+    async def handler(ctx: Any) -> str:
+        return "answered"
+
+    assert await middleware(None, handler) == "answered"  # type: ignore[arg-type]
+    assert traced.calls == 0
+    monkeypatch.setattr(server.sdk_path, "get_tracer_provider", NoOpTracerProvider)
+    assert await middleware(None, handler) == "answered"  # type: ignore[arg-type]
+    assert traced.calls == 1
+
+
+async def test_an_argument_sent_as_json_text_still_reaches_the_tool_parsed(client: Client) -> None:
+    result = await client.call_tool("propose_trade", {"symbol": "AAPL", "side": "buy", "qty": "1",
+                                                      "notional": "null", "reasoning": "r"})
+    assert not result.is_error, result.content
+    assert result.structured_content is not None and result.structured_content["status"] == "approved"
+    assert (await call(client, "get_trading_status"))["agent_id"] == "agent-1"
