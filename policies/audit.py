@@ -51,23 +51,61 @@ def _secret_key(key: str) -> bool:
     return found
 
 
+def _redact_text(value: str) -> str:
+    # Shorter than anything masked (a token pattern or a secret's rendering, secrets.MIN_FRAGMENT): as is.
+    return value if len(value) < secrets.MIN_FRAGMENT else secrets.scrub(_SECRET_VALUES.sub(REDACTED, value))
+
+
 def redact(value: Any) -> Any:
     """Secrets never reach the audit log: keys that name a secret lose their value, values that look like a
     token are masked wherever they appear, and so is every rendering (raw, repr, JSON, URL, bytes, a line of
     it) of every secret the process knows (policies/secrets.py)."""
     kind = type(value)
     if kind is str:
-        # Shorter than anything masked (a token pattern or a secret's rendering, secrets.MIN_FRAGMENT): as is.
-        return value if len(value) < secrets.MIN_FRAGMENT else secrets.scrub(_SECRET_VALUES.sub(REDACTED, value))
+        return _redact_text(value)
     if kind in _PLAIN:
         return value
     if kind is dict or isinstance(value, Mapping):
-        return {str(k): (REDACTED if _secret_key(str(k)) else redact(v)) for k, v in value.items()}
+        return _redact_mapping(value)
     if isinstance(value, list | tuple | set | frozenset):
-        return [redact(v) for v in value]
+        return [_redact_item(v) for v in value]
     if isinstance(value, str):  # a str subclass
         return secrets.scrub(_SECRET_VALUES.sub(REDACTED, value))
     return value
+
+
+def _redact_item(value: Any) -> Any:
+    """redact(value), the usual leaves (short text, numbers, None) answered without a call of redact: a record's
+    payload is mostly such leaves, and a call per leaf was most of redact's cost."""
+    kind = type(value)
+    if kind is str:
+        return value if len(value) < secrets.MIN_FRAGMENT else secrets.scrub(_SECRET_VALUES.sub(REDACTED, value))
+    if kind in _PLAIN:
+        return value
+    return redact(value)
+
+
+def _redact_mapping(value: Mapping[Any, Any]) -> dict[str, Any]:
+    """redact of a mapping (tests/policies/test_audit_redact.py holds it to the recursive definition)."""
+    out: dict[str, Any] = {}
+    known = _secret_keys
+    for key, item in value.items():
+        name = key if type(key) is str else str(key)
+        secret = known.get(name)
+        if secret is None:
+            secret = _secret_key(name)
+        if secret:
+            out[name] = REDACTED
+            continue
+        kind = type(item)
+        if kind is str:
+            out[name] = item if len(item) < secrets.MIN_FRAGMENT else secrets.scrub(
+                _SECRET_VALUES.sub(REDACTED, item))
+        elif kind in _PLAIN:
+            out[name] = item
+        else:
+            out[name] = redact(item)
+    return out
 
 
 def _json_default(value: Any) -> Any:
@@ -80,8 +118,12 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+# Built once: json.dumps with these arguments builds this very encoder on every call (the same bytes).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_json_default, ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default, ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def record_hash(prev_hash: str, *, seq: int, event_id: str, ts: datetime, actor: str, agent_id: str | None,
