@@ -51,9 +51,18 @@ def _secret_key(key: str) -> bool:
     return found
 
 
+def _masked(value: str) -> str:
+    """The text with token-looking values and every rendering of a known secret masked. Every match of
+    _SECRET_VALUES (case-sensitive) holds "tw", "Bearer", "AK" or "PK": text holding none of them (most text:
+    ids, digests, symbols, statuses) skips the pattern."""
+    if "tw" in value or "Bearer" in value or "AK" in value or "PK" in value:
+        value = _SECRET_VALUES.sub(REDACTED, value)
+    return secrets.scrub(value)
+
+
 def _redact_text(value: str) -> str:
     # Shorter than anything masked (a token pattern or a secret's rendering, secrets.MIN_FRAGMENT): as is.
-    return value if len(value) < secrets.MIN_FRAGMENT else secrets.scrub(_SECRET_VALUES.sub(REDACTED, value))
+    return value if len(value) < secrets.MIN_FRAGMENT else _masked(value)
 
 
 def redact(value: Any) -> Any:
@@ -69,7 +78,7 @@ def redact(value: Any) -> Any:
         return _redact_mapping(value)
     if isinstance(value, list | tuple | set | frozenset):
         return [_redact_item(v) for v in value]
-    if isinstance(value, str):  # a str subclass
+    if isinstance(value, str):  # a str subclass (the pattern's sub makes it a str, as before)
         return secrets.scrub(_SECRET_VALUES.sub(REDACTED, value))
     return value
 
@@ -79,7 +88,7 @@ def _redact_item(value: Any) -> Any:
     payload is mostly such leaves, and a call per leaf was most of redact's cost."""
     kind = type(value)
     if kind is str:
-        return value if len(value) < secrets.MIN_FRAGMENT else secrets.scrub(_SECRET_VALUES.sub(REDACTED, value))
+        return value if len(value) < secrets.MIN_FRAGMENT else _masked(value)
     if kind in _PLAIN:
         return value
     return redact(value)
@@ -99,8 +108,7 @@ def _redact_mapping(value: Mapping[Any, Any]) -> dict[str, Any]:
             continue
         kind = type(item)
         if kind is str:
-            out[name] = item if len(item) < secrets.MIN_FRAGMENT else secrets.scrub(
-                _SECRET_VALUES.sub(REDACTED, item))
+            out[name] = item if len(item) < secrets.MIN_FRAGMENT else _masked(item)
         elif kind in _PLAIN:
             out[name] = item
         else:

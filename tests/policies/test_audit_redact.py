@@ -48,12 +48,16 @@ _TOKENS = st.sampled_from([
     "tw_" + "a" * 20, "twop_Abcdefghijklmnop_-12", "Bearer abc.def", "AKABCDEFGHIJKLMNOPQR", "PK1234567890ABCDEFGH",
     "x PK1234567890ABCDEFGH y", REGISTERED, REGISTERED.split("\n")[0], json.dumps(REGISTERED), "abc", "",
     "\x00", "naïve ünïcode ✓", "a\x00b", "\ud800", "tw_short", "line2", "Bearer x", "LINE2"])
+# Text built from the pieces the token patterns begin with and consist of: near misses and hits.
+_TOKEN_PIECES = st.lists(st.sampled_from(["tw", "twop", "_", "-", "a", "Z", "9", "Bearer", " ", "\t", "AK", "PK", "x",
+                                          "ABCDEFGHIJKLMNOP", "é", "\x00"]), max_size=12).map("".join)
 _KEYS = st.one_of(
     st.sampled_from(["symbol", "api_key", "API-KEY", "password", "client_secret", "Authorization", "token", "x",
                      "credentials", "reasoning", "notional", "secretary"]),
     st.text(max_size=12), st.integers(-5, 5), st.booleans(), st.none())
 _LEAVES = st.one_of(
-    _TOKENS, st.text(max_size=40), st.text(min_size=60, max_size=300, alphabet="ab \x00é"), st.integers(),
+    _TOKENS, _TOKEN_PIECES, st.text(max_size=40), st.text(min_size=60, max_size=300, alphabet="ab \x00é"),
+    st.integers(),
     st.floats(allow_nan=False), st.booleans(), st.none(), st.decimals(allow_nan=False, allow_infinity=False),
     st.datetimes(timezones=st.just(UTC)), st.builds(Text, _TOKENS))
 _PAYLOADS = st.recursive(
