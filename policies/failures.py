@@ -121,8 +121,19 @@ def has_nul(value: Any, depth: int = 0) -> bool:
         return "\x00" in value
     if depth >= AUDIT_DEPTH_MAX * 4:
         return False
+    child = depth + 1
     if type(value) is dict or isinstance(value, Mapping):  # a dict by its type: the ABC check costs more
-        return any(has_nul(k, depth + 1) or has_nul(v, depth + 1) for k, v in value.items())
+        # Text and plain values answered here, not by a call each (tests/policies/test_failures_bounded.py)
+        for key, item in value.items():
+            if ("\x00" in key) if type(key) is str else has_nul(key, child):
+                return True
+            kind = type(item)
+            if kind is str:
+                if "\x00" in item:
+                    return True
+            elif kind not in _PLAIN and has_nul(item, child):
+                return True
+        return False
     if isinstance(value, (list, tuple)):
-        return any(has_nul(item, depth + 1) for item in value)
+        return any(has_nul(item, child) for item in value)
     return False

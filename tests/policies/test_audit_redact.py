@@ -6,6 +6,7 @@ and values, registered secrets, NUL, long and non-ASCII text, keys that are not 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -97,3 +98,16 @@ def test_a_secret_key_is_masked_in_a_flat_payload_and_its_neighbours_kept() -> N
     payload = {"symbol": "AAPL", "api_key": "not masked by its looks", "qty": 1, "when": datetime(2026, 1, 1)}
     assert audit.redact(payload) == {"symbol": "AAPL", "api_key": audit.REDACTED, "qty": 1,
                                      "when": datetime(2026, 1, 1)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(random16=st.binary(min_size=16, max_size=16))
+@example(random16=b"\xff" * 16)
+@example(random16=b"\x00" * 16)
+def test_a_record_id_is_the_version_4_uuid_of_its_random_bytes(random16: bytes) -> None:
+    assert audit.uuid4_text(random16) == str(uuid.UUID(bytes=random16, version=4))
+
+
+def test_record_ids_are_fresh_version_4_uuids() -> None:
+    ids = {audit.new_event_id() for _ in range(100)}
+    assert len(ids) == 100 and all(uuid.UUID(i).version == 4 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)

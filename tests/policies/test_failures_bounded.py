@@ -42,6 +42,18 @@ def reference_bounded(value: Any, depth: int = 0) -> Any:
     return value
 
 
+def reference_has_nul(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if depth >= AUDIT_DEPTH_MAX * 4:
+        return False
+    if isinstance(value, Mapping):
+        return any(reference_has_nul(k, depth + 1) or reference_has_nul(v, depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(reference_has_nul(item, depth + 1) for item in value)
+    return False
+
+
 class Text(str):
     pass
 
@@ -76,3 +88,18 @@ def _nested(depth: int) -> Any:
 def test_bounded_gives_what_its_definition_gives(payload: Any) -> None:
     assert bounded(payload) == reference_bounded(payload)
     assert repr(bounded(payload)) == repr(reference_bounded(payload))
+
+
+@settings(max_examples=200, deadline=None)
+@given(payload=_PAYLOADS)
+@example(payload=_nested(AUDIT_DEPTH_MAX * 4 + 2) | {"deep": None})
+@example(payload={"a": 1, ("\x00" + "k"): 2})
+def test_has_nul_gives_what_its_definition_gives(payload: Any) -> None:
+    assert failures.has_nul(payload) == reference_has_nul(payload)
+
+
+def test_a_nul_deeper_than_the_limit_is_not_searched_for() -> None:
+    value: Any = "\x00"
+    for _ in range(AUDIT_DEPTH_MAX * 4 + 1):
+        value = {"down": value}
+    assert not failures.has_nul(value) and failures.has_nul(value["down"])
