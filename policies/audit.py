@@ -160,10 +160,6 @@ def record_hash(prev_hash: str, *, seq: int, event_id: str, ts: datetime, actor:
 _string = json.encoder.encode_basestring  # type: ignore[attr-defined]  # what json.dumps uses (ensure_ascii=False)
 
 
-def _text(value: str | None) -> str:
-    return "null" if value is None else _string(value)
-
-
 def record_hash_text(prev_hash: str, *, seq: int, event_id: str, ts: str, actor: str, agent_id: str | None,
                      kind: str, tool: str | None, payload: str) -> str:
     """The hash of a record whose time is given as hashed (ISO-8601 text, as `audit export` writes it).
@@ -171,9 +167,9 @@ def record_hash_text(prev_hash: str, *, seq: int, event_id: str, ts: str, actor:
     The body is canonical_json({"seq", "event_id", "ts", "actor", "agent_id", "kind", "tool", "payload"}),
     written out key by key in sorted order: the same bytes (tests/policies/test_audit.py checks it) at a
     fraction of the cost, which matters when verification hashes a million records."""
-    body = (f'{{"actor":{_string(actor)},"agent_id":{_text(agent_id)},"event_id":{_string(event_id)},'
-            f'"kind":{_string(kind)},"payload":{_string(payload)},"seq":{int(seq)},"tool":{_text(tool)},'
-            f'"ts":{_string(ts)}}}')
+    body = (f'{{"actor":{_string(actor)},"agent_id":{"null" if agent_id is None else _string(agent_id)},'
+            f'"event_id":{_string(event_id)},"kind":{_string(kind)},"payload":{_string(payload)},"seq":{int(seq)},'
+            f'"tool":{"null" if tool is None else _string(tool)},"ts":{_string(ts)}}}')
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
@@ -285,8 +281,8 @@ async def _try_append(session: AsyncSession, head: tuple[int, str], prepared: li
     seq, prev_hash = head
     for entry, body, event_id in prepared:
         seq += 1
-        digest = record_hash(prev_hash, seq=seq, event_id=event_id, ts=entry.ts, actor=entry.actor,
-                             agent_id=entry.agent_id, kind=entry.kind, tool=entry.tool, payload=body)
+        digest = record_hash_text(prev_hash, seq=seq, event_id=event_id, ts=entry.ts.isoformat(), actor=entry.actor,
+                                  agent_id=entry.agent_id, kind=entry.kind, tool=entry.tool, payload=body)
         rows.append({"seq": seq, "event_id": event_id, "ts": entry.ts, "actor": entry.actor,
                      "agent_id": entry.agent_id, "kind": entry.kind, "tool": entry.tool, "payload": body,
                      "prev_hash": prev_hash, "hash": digest})
