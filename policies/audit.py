@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
-import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,23 +51,86 @@ def _secret_key(key: str) -> bool:
     return found
 
 
+def _masked(value: str) -> str:
+    """The text with token-looking values and every rendering of a known secret masked. Every match of
+    _SECRET_VALUES (case-sensitive) holds "tw", "Bearer", "AK" or "PK": text holding none of them (most text:
+    ids, digests, symbols, statuses) skips the pattern."""
+    if "tw" in value or "Bearer" in value or "AK" in value or "PK" in value:
+        value = _SECRET_VALUES.sub(REDACTED, value)
+    return secrets.scrub(value)
+
+
+# Version 4 (random) and RFC 4122 variant bits of a UUID, as uuid.UUID(bytes=..., version=4) sets them.
+_UUID4_KEEP = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def uuid4_text(random16: bytes) -> str:
+    """str(uuid.UUID(bytes=random16, version=4)) without building the UUID object (half the cost; a record id
+    is drawn for every audit record)."""
+    digits = f"{int.from_bytes(random16) & _UUID4_KEEP | _UUID4_SET:032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
+def new_event_id() -> str:
+    """A fresh random (version 4) UUID as text: the id of an audit record."""
+    return uuid4_text(os.urandom(16))
+
+
+def _redact_text(value: str) -> str:
+    # Shorter than anything masked (a token pattern or a secret's rendering, secrets.MIN_FRAGMENT): as is.
+    return value if len(value) < secrets.MIN_FRAGMENT else _masked(value)
+
+
 def redact(value: Any) -> Any:
     """Secrets never reach the audit log: keys that name a secret lose their value, values that look like a
     token are masked wherever they appear, and so is every rendering (raw, repr, JSON, URL, bytes, a line of
     it) of every secret the process knows (policies/secrets.py)."""
     kind = type(value)
     if kind is str:
-        # Shorter than anything masked (a token pattern or a secret's rendering, secrets.MIN_FRAGMENT): as is.
-        return value if len(value) < secrets.MIN_FRAGMENT else secrets.scrub(_SECRET_VALUES.sub(REDACTED, value))
+        return _redact_text(value)
     if kind in _PLAIN:
         return value
     if kind is dict or isinstance(value, Mapping):
-        return {str(k): (REDACTED if _secret_key(str(k)) else redact(v)) for k, v in value.items()}
+        return _redact_mapping(value)
     if isinstance(value, list | tuple | set | frozenset):
-        return [redact(v) for v in value]
-    if isinstance(value, str):  # a str subclass
+        return [_redact_item(v) for v in value]
+    if isinstance(value, str):  # a str subclass (the pattern's sub makes it a str, as before)
         return secrets.scrub(_SECRET_VALUES.sub(REDACTED, value))
     return value
+
+
+def _redact_item(value: Any) -> Any:
+    """redact(value), the usual leaves (short text, numbers, None) answered without a call of redact: a record's
+    payload is mostly such leaves, and a call per leaf was most of redact's cost."""
+    kind = type(value)
+    if kind is str:
+        return value if len(value) < secrets.MIN_FRAGMENT else _masked(value)
+    if kind in _PLAIN:
+        return value
+    return redact(value)
+
+
+def _redact_mapping(value: Mapping[Any, Any]) -> dict[str, Any]:
+    """redact of a mapping (tests/policies/test_audit_redact.py holds it to the recursive definition)."""
+    out: dict[str, Any] = {}
+    known = _secret_keys
+    for key, item in value.items():
+        name = key if type(key) is str else str(key)
+        secret = known.get(name)
+        if secret is None:
+            secret = _secret_key(name)
+        if secret:
+            out[name] = REDACTED
+            continue
+        kind = type(item)
+        if kind is str:
+            out[name] = item if len(item) < secrets.MIN_FRAGMENT else _masked(item)
+        elif kind in _PLAIN:
+            out[name] = item
+        else:
+            out[name] = redact(item)
+    return out
 
 
 def _json_default(value: Any) -> Any:
@@ -80,8 +143,12 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+# Built once: json.dumps with these arguments builds this very encoder on every call (the same bytes).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_json_default, ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default, ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def record_hash(prev_hash: str, *, seq: int, event_id: str, ts: datetime, actor: str, agent_id: str | None,
@@ -93,10 +160,6 @@ def record_hash(prev_hash: str, *, seq: int, event_id: str, ts: datetime, actor:
 _string = json.encoder.encode_basestring  # type: ignore[attr-defined]  # what json.dumps uses (ensure_ascii=False)
 
 
-def _text(value: str | None) -> str:
-    return "null" if value is None else _string(value)
-
-
 def record_hash_text(prev_hash: str, *, seq: int, event_id: str, ts: str, actor: str, agent_id: str | None,
                      kind: str, tool: str | None, payload: str) -> str:
     """The hash of a record whose time is given as hashed (ISO-8601 text, as `audit export` writes it).
@@ -104,9 +167,9 @@ def record_hash_text(prev_hash: str, *, seq: int, event_id: str, ts: str, actor:
     The body is canonical_json({"seq", "event_id", "ts", "actor", "agent_id", "kind", "tool", "payload"}),
     written out key by key in sorted order: the same bytes (tests/policies/test_audit.py checks it) at a
     fraction of the cost, which matters when verification hashes a million records."""
-    body = (f'{{"actor":{_string(actor)},"agent_id":{_text(agent_id)},"event_id":{_string(event_id)},'
-            f'"kind":{_string(kind)},"payload":{_string(payload)},"seq":{int(seq)},"tool":{_text(tool)},'
-            f'"ts":{_string(ts)}}}')
+    body = (f'{{"actor":{_string(actor)},"agent_id":{"null" if agent_id is None else _string(agent_id)},'
+            f'"event_id":{_string(event_id)},"kind":{_string(kind)},"payload":{_string(payload)},"seq":{int(seq)},'
+            f'"tool":{"null" if tool is None else _string(tool)},"ts":{_string(ts)}}}')
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
@@ -183,7 +246,7 @@ async def append_records(session: AsyncSession, entries: Sequence[Entry]) -> lis
     bind = session.bind
     engine = bind.engine if isinstance(bind, AsyncConnection) else bind  # a group-commit unit: its engine's
     database = _database_key(engine) if isinstance(engine, AsyncEngine) else ""
-    prepared = [(entry, canonical_json(redact(entry.payload)), entry.event_id or str(uuid.uuid4()))
+    prepared = [(entry, canonical_json(redact(entry.payload)), entry.event_id or new_event_id())
                 for entry in entries]
     guess = _head_guess.get(database)
     events = await _try_append(session, guess, prepared) if guess is not None else None
@@ -218,8 +281,8 @@ async def _try_append(session: AsyncSession, head: tuple[int, str], prepared: li
     seq, prev_hash = head
     for entry, body, event_id in prepared:
         seq += 1
-        digest = record_hash(prev_hash, seq=seq, event_id=event_id, ts=entry.ts, actor=entry.actor,
-                             agent_id=entry.agent_id, kind=entry.kind, tool=entry.tool, payload=body)
+        digest = record_hash_text(prev_hash, seq=seq, event_id=event_id, ts=entry.ts.isoformat(), actor=entry.actor,
+                                  agent_id=entry.agent_id, kind=entry.kind, tool=entry.tool, payload=body)
         rows.append({"seq": seq, "event_id": event_id, "ts": entry.ts, "actor": entry.actor,
                      "agent_id": entry.agent_id, "kind": entry.kind, "tool": entry.tool, "payload": body,
                      "prev_hash": prev_hash, "hash": digest})

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ledger.db import execute
 from ledger.models import AgentTrade, Approval, AuditEvent, TradeProposal
+from policies import audit
 from policies.audit import canonical_json
 
 LEGACY = "legacy"  # rows created before rows were bound (migration 0003)
@@ -41,7 +41,7 @@ _DECISIVE = {
 
 def new_event_id() -> str:
     """The id of the audit record about to be appended, so the row can name it in the same transaction."""
-    return str(uuid.uuid4())
+    return audit.new_event_id()
 
 
 def _value(row: Any, name: str) -> Any:
@@ -51,15 +51,22 @@ def _value(row: Any, name: str) -> Any:
     return value.astimezone(UTC).isoformat() if isinstance(value, datetime) else value
 
 
+def _values(row: Any, names: tuple[str, ...]) -> list[Any]:
+    """[_value(row, name) for name in names], the row's kind judged once rather than per field."""
+    found = ([row[name] for name in names] if type(row) is dict or isinstance(row, Mapping)
+             else [getattr(row, name) for name in names])
+    return [value.astimezone(UTC).isoformat() if isinstance(value, datetime) else value for value in found]
+
+
 def digest(table: str, row: Any) -> str:
     """sha256 of the row's decisive fields (a mapping of column values, or a model object / result row)."""
-    fields = [table, *(_value(row, name) for name in _DECISIVE[table])]
-    return hashlib.sha256(canonical_json(fields).encode()).hexdigest()
+    return hashlib.sha256(canonical_json([table, *_values(row, _DECISIVE[table])]).encode()).hexdigest()
 
 
 def changed(table: str, row: Any, **changes: Any) -> dict[str, Any]:
     """The row's decisive fields as they will be once `changes` are written (for a record of that change)."""
-    return {**{name: _value(row, name) for name in _DECISIVE[table]}, **changes}
+    names = _DECISIVE[table]
+    return {**dict(zip(names, _values(row, names), strict=True)), **changes}
 
 
 def binds(**rows: Any) -> dict[str, dict[str, str]]:

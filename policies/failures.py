@@ -87,14 +87,28 @@ def bounded(value: Any, depth: int = 0) -> Any:
         return "…"
     if type(value) in _PLAIN:  # before the checks against abstract classes, which cost more than the rest
         return value
+    # Below, the usual leaves (short ASCII text without NUL; numbers and None above the depth limit) are kept
+    # in the loop without a call of bounded each: an audited payload is mostly such leaves, and a call per
+    # leaf was most of bounded's cost. tests/policies/test_failures_bounded.py holds it to the plain recursion.
+    child = depth + 1
+    plain_kept = child < AUDIT_DEPTH_MAX
     if type(value) is dict or isinstance(value, Mapping):
         items = list(value.items())
-        out = {_storable(str(key)[:AUDIT_EXCERPT]): bounded(item, depth + 1) for key, item in items[:AUDIT_ITEMS_MAX]}
+        out: dict[str, Any] = {}
+        for key, item in items[:AUDIT_ITEMS_MAX]:
+            name = (key if type(key) is str and len(key) <= AUDIT_EXCERPT and key.isascii() and "\x00" not in key
+                    else _storable(str(key)[:AUDIT_EXCERPT]))
+            kind = type(item)
+            if ((kind is str and len(item) <= AUDIT_STRING_MAX and item.isascii() and "\x00" not in item)
+                    or (plain_kept and kind in _PLAIN)):
+                out[name] = item
+            else:
+                out[name] = bounded(item, child)
         if len(items) > AUDIT_ITEMS_MAX:
             out["…"] = f"{len(items) - AUDIT_ITEMS_MAX} more keys"
         return out
     if isinstance(value, (list, tuple)):
-        kept = [bounded(item, depth + 1) for item in value[:AUDIT_ITEMS_MAX]]
+        kept = [bounded(item, child) for item in value[:AUDIT_ITEMS_MAX]]
         if len(value) > AUDIT_ITEMS_MAX:
             kept.append(f"… {len(value) - AUDIT_ITEMS_MAX} more items")
         return kept
@@ -107,8 +121,19 @@ def has_nul(value: Any, depth: int = 0) -> bool:
         return "\x00" in value
     if depth >= AUDIT_DEPTH_MAX * 4:
         return False
+    child = depth + 1
     if type(value) is dict or isinstance(value, Mapping):  # a dict by its type: the ABC check costs more
-        return any(has_nul(k, depth + 1) or has_nul(v, depth + 1) for k, v in value.items())
+        # Text and plain values answered here, not by a call each (tests/policies/test_failures_bounded.py)
+        for key, item in value.items():
+            if ("\x00" in key) if type(key) is str else has_nul(key, child):
+                return True
+            kind = type(item)
+            if kind is str:
+                if "\x00" in item:
+                    return True
+            elif kind not in _PLAIN and has_nul(item, child):
+                return True
+        return False
     if isinstance(value, (list, tuple)):
-        return any(has_nul(item, depth + 1) for item in value)
+        return any(has_nul(item, child) for item in value)
     return False
