@@ -238,3 +238,16 @@ def test_a_client_that_closes_its_end_of_stdout_ends_the_server(tmp_path: Path) 
             process.wait()
         process.stdin.close()
     assert process.returncode is not None
+
+
+async def test_answers_to_a_regular_file_are_written_whole_and_in_order(tmp_path: Path) -> None:
+    """stdout may be a file (`serve > answers.jsonl`): no pipe to write to at once, the writer thread writes."""
+    from server.stdio import StdoutLines
+
+    lines = [b'{"id":%d}\n' % number for number in range(50)]
+    with (tmp_path / "answers.jsonl").open("wb") as stdout:
+        out = StdoutLines(stdout, asyncio.get_running_loop())
+        for line in lines:
+            await out.write(line)
+        out.close()
+    assert (tmp_path / "answers.jsonl").read_bytes() == b"".join(lines)
