@@ -13,9 +13,12 @@ stdout still carries only protocol messages; the descriptors are claimed as the 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
 import queue
 import re
+import stat
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -148,14 +151,35 @@ class StdinLines:
         return line
 
 
+def _nowait_pipe(stdout: BinaryIO) -> int | None:
+    """stdout's descriptor if it is a pipe this system can write without waiting, per call: pwritev2 with
+    RWF_NOWAIT (Linux 5.x+ on pipes). Not O_NONBLOCK, which would change the open file description that
+    anything else holding this stdout shares (and a tty's, the shell's)."""
+    if not hasattr(os, "RWF_NOWAIT") or not hasattr(os, "pwritev"):
+        return None
+    try:
+        fd = stdout.fileno()
+        return fd if stat.S_ISFIFO(os.fstat(fd).st_mode) else None
+    except (OSError, ValueError):  # io.UnsupportedOperation is an OSError: no descriptor
+        return None
+
+
 class StdoutLines:
-    """Whole lines written to stdout by one thread of their own, in the order given; `write` returns once its
-    line is written (a client that stops reading holds the server's answers back, not its memory)."""
+    """Whole lines written to stdout in the order given; `write` returns once its line is written (a client
+    that stops reading holds the server's answers back, not its memory).
+
+    A line the pipe can take at once is written from the event loop's own thread with one non-blocking write:
+    handing it to the writer thread cost a wake-up and a GIL hand-over, and the writer could not write before
+    the loop let go of the interpreter (see bench/results-issue12.md). What would block (a full pipe, the rest
+    of a partial write) goes to one writer thread of its own, and while it holds lines nothing is written
+    directly, so the order stays that of `write`."""
 
     _STOP = None
 
     def __init__(self, stdout: BinaryIO, loop: asyncio.AbstractEventLoop) -> None:
         self._stdout, self._loop = stdout, loop
+        self._direct_fd = _nowait_pipe(stdout)
+        self._queued = 0  # lines handed to the writer thread and not written yet; touched on the loop only
         self._jobs: queue.SimpleQueue[tuple[bytes, asyncio.Future[None]] | None] = queue.SimpleQueue()
         threading.Thread(target=self._write, name="tradewarden-stdout", daemon=True).start()
 
@@ -172,6 +196,7 @@ class StdoutLines:
 
     def _settle(self, done: asyncio.Future[None], error: Exception | None) -> None:
         def settle() -> None:
+            self._queued -= 1
             if done.done():  # its waiter was cancelled
                 return
             if error is None:
@@ -182,9 +207,28 @@ class StdoutLines:
         with suppress(RuntimeError):  # the loop is closed: nobody waits for it
             self._loop.call_soon_threadsafe(settle)
 
+    def _write_now(self, data: bytes) -> int:
+        """How much of data the pipe took without waiting (0 if none); BrokenPipeError if nobody reads."""
+        fd = self._direct_fd
+        if fd is None or self._queued:
+            return 0
+        try:
+            return os.pwritev(fd, [data], -1, os.RWF_NOWAIT)
+        except BlockingIOError:
+            return 0
+        except OSError as error:
+            if error.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ESPIPE):  # an older kernel: the thread only
+                self._direct_fd = None
+                return 0
+            raise
+
     async def write(self, data: bytes) -> None:
+        written = self._write_now(data)
+        if written == len(data):
+            return
         done = self._loop.create_future()
-        self._jobs.put((data, done))
+        self._queued += 1
+        self._jobs.put((data[written:], done))
         await done
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import shlex
 import sys
+from contextlib import suppress
 from pathlib import Path
 from typing import IO
 
@@ -164,3 +165,89 @@ async def test_requests_written_just_before_the_end_of_input_are_all_answered(tm
     out = await asyncio.wait_for(process.stdout.read(), timeout=30)
     assert sorted(json.loads(line)["id"] for line in out.splitlines()) == list(range(1, 21))
     assert await asyncio.wait_for(process.wait(), timeout=20) == 0
+
+
+# --- answers written to a pipe: at once when it can take them, by the writer thread when it is full ---------
+
+async def test_answers_keep_their_order_when_the_pipe_fills_and_the_writer_thread_takes_over() -> None:
+    import os
+    import threading
+
+    from server.stdio import StdoutLines
+
+    read_end, write_end = os.pipe()
+    lines = [b"%05d" % number + b"x" * 1000 + b"\n" for number in range(200)]  # ~200 KB: three times the pipe
+    received = bytearray()
+    with os.fdopen(write_end, "wb") as stdout:
+        out = StdoutLines(stdout, asyncio.get_running_loop())
+        writes = asyncio.gather(*(out.write(line) for line in lines))  # started in this order, none read yet
+        await asyncio.sleep(0.2)
+        assert not writes.done(), "more than a pipe's worth was written with nobody reading"
+
+        def drain() -> None:
+            while chunk := os.read(read_end, 65536):
+                received.extend(chunk)
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        await asyncio.wait_for(writes, timeout=20)
+        out.close()
+    reader.join(timeout=20)
+    os.close(read_end)
+    assert bytes(received) == b"".join(lines)
+
+
+async def test_an_answer_to_a_closed_reader_fails_with_broken_pipe() -> None:
+    import os
+
+    import pytest
+
+    from server.stdio import StdoutLines
+
+    read_end, write_end = os.pipe()
+    stdout = os.fdopen(write_end, "wb")
+    out = StdoutLines(stdout, asyncio.get_running_loop())
+    await out.write(b"first\n")
+    assert os.read(read_end, 100) == b"first\n"
+    os.close(read_end)
+    with pytest.raises(BrokenPipeError):
+        await asyncio.wait_for(out.write(b"second\n"), timeout=20)
+    out.close()
+    with suppress(BrokenPipeError):  # what the writer thread may still hold for nobody
+        stdout.close()
+
+
+def test_a_client_that_closes_its_end_of_stdout_ends_the_server(tmp_path: Path) -> None:
+    import subprocess
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--agent", "stdio-agent", "--config", str(_config(tmp_path))],
+        cwd=str(ROOT), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        process.stdin.write(_ping(1) + b"\n")
+        process.stdin.flush()
+        assert json.loads(process.stdout.readline())["id"] == 1
+        process.stdout.close()  # nobody reads the answers any more
+        process.stdin.write(_ping(2) + b"\n")  # its answer meets a closed pipe
+        process.stdin.flush()
+        process.wait(timeout=20)  # the server ends with stdin still open
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdin.close()
+    assert process.returncode is not None
+
+
+async def test_answers_to_a_regular_file_are_written_whole_and_in_order(tmp_path: Path) -> None:
+    """stdout may be a file (`serve > answers.jsonl`): no pipe to write to at once, the writer thread writes."""
+    from server.stdio import StdoutLines
+
+    lines = [b'{"id":%d}\n' % number for number in range(50)]
+    with (tmp_path / "answers.jsonl").open("wb") as stdout:
+        out = StdoutLines(stdout, asyncio.get_running_loop())
+        for line in lines:
+            await out.write(line)
+        out.close()
+    assert (tmp_path / "answers.jsonl").read_bytes() == b"".join(lines)
