@@ -21,6 +21,7 @@ from ledger import db, group_commit
 from ledger.sqlite_inline import LOCK_WAIT_SECONDS
 from policies import audit
 from policies.failures import ledger_failure
+from tests.ledger.loop_endings import ENDINGS, end_loop_after
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
@@ -529,40 +530,16 @@ async def test_after_a_failed_commit_on_the_kept_connection_the_next_group_commi
     assert committed_notes(db_url) == ["after", "before"]
 
 
-@pytest.mark.parametrize("ending", ["dispose", "idle", "neither"])
+@pytest.mark.parametrize("ending", ENDINGS)
 def test_a_command_that_writes_then_ends_its_loop_leaves_stderr_clean(tmp_path: Path, ending: str) -> None:
     """A command line writes and exits at once (its engine disposed of, or not); a server's last unit is followed
     by a quiet moment: no warning about a connection left checked out, whichever way the loop ends."""
-    import subprocess
-
-    url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
-    script = textwrap.dedent(f"""
-        import asyncio, sys
-        sys.path.insert(0, {str(ROOT)!r})
-        from sqlalchemy import text
-        from ledger import db, group_commit
-
-        async def main():
-            engine = db.create_engine({url!r})
-            sessions = db.session_factory(engine)
-            async with db.transaction(sessions) as session:
-                await session.execute(text("CREATE TABLE notes (unit TEXT)"))
-            async with db.transaction(sessions) as session:
-                await session.execute(text("INSERT INTO notes VALUES ('written')"))
-            if {ending!r} == "idle":
-                await asyncio.sleep(group_commit.IDLE_RELEASE_SECONDS * 3)
-            if {ending!r} != "neither":
-                await engine.dispose()
-
-        asyncio.run(main())
-        import gc
-        gc.collect()
-    """)
-    # Every warning shown; an engine never disposed of leaves its pooled connections to the garbage collector
-    # (aiosqlite's ResourceWarning, as before the writer kept its connection): Python's default filters there.
-    warnings = [] if ending == "neither" else ["-W", "default"]
-    done = subprocess.run([sys.executable, *warnings, "-c", script], capture_output=True, text=True, timeout=60,
-                          check=False)
+    done = end_loop_after(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}", """
+        async with db.transaction(sessions) as session:
+            await session.execute(text("CREATE TABLE notes (unit TEXT)"))
+        async with db.transaction(sessions) as session:
+            await session.execute(text("INSERT INTO notes VALUES ('written')"))
+    """, idle_seconds="group_commit.IDLE_RELEASE_SECONDS", ending=ending)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr == ""
     with sqlite3.connect(tmp_path / "ledger.db") as connection:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import subprocess
-import sys
-import textwrap
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,8 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from ledger import db, kept_reads
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.ledger.loop_endings import ENDINGS, end_loop_after
 
 
 @pytest.fixture
@@ -126,35 +122,13 @@ async def test_in_memory_sqlite_keeps_no_read_connection() -> None:
         await engine.dispose()
 
 
-@pytest.mark.parametrize("ending", ["dispose", "idle", "neither"])
+@pytest.mark.parametrize("ending", ENDINGS)
 def test_a_command_that_reads_then_ends_its_loop_leaves_stderr_clean(tmp_path: Path, ending: str) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
-    script = textwrap.dedent(f"""
-        import asyncio, sys
-        sys.path.insert(0, {str(ROOT)!r})
-        from sqlalchemy import text
-        from ledger import db, kept_reads
-
-        async def main():
-            engine = db.create_engine({url!r})
-            sessions = db.session_factory(engine)
-            async with db.transaction(sessions) as session:
-                await session.execute(text("CREATE TABLE notes (unit TEXT)"))
-            async with db.read(sessions) as connection:
-                await connection.execute(text("SELECT count(*) FROM notes"))
-            if {ending!r} == "idle":
-                await asyncio.sleep(kept_reads.IDLE_RELEASE_SECONDS * 3)
-            if {ending!r} != "neither":
-                await engine.dispose()
-
-        asyncio.run(main())
-        import gc
-        gc.collect()
-    """)
-    # Every warning shown, except for an engine never disposed of (aiosqlite's ResourceWarning for the pooled
-    # connections left to the garbage collector, as before): Python's default filters there.
-    warnings = [] if ending == "neither" else ["-W", "default"]
-    done = subprocess.run([sys.executable, *warnings, "-c", script], capture_output=True, text=True, timeout=60,
-                          check=False)
+    done = end_loop_after(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}", """
+        async with db.transaction(sessions) as session:
+            await session.execute(text("CREATE TABLE notes (unit TEXT)"))
+        async with db.read(sessions) as connection:
+            await connection.execute(text("SELECT count(*) FROM notes"))
+    """, idle_seconds="kept_reads.IDLE_RELEASE_SECONDS", ending=ending)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr == ""
