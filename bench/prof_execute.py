@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+if {"-h", "--help"} & set(sys.argv[1:]):
+    print(__doc__)
+    sys.exit(0)
 TREE = sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).resolve().parent.parent)
 SORT = sys.argv[2] if len(sys.argv) > 2 else "cumulative"
 TOP = int(sys.argv[3]) if len(sys.argv) > 3 else 45
