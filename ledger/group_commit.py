@@ -50,9 +50,9 @@ from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
-from sqlalchemy.util.concurrency import in_greenlet
 
 from ledger import fast_execute
+from ledger.kept_reads import close_at_dispose
 from ledger.sqlite_inline import LOCK_WAIT_SECONDS, LONGEST_RETRY_PAUSE, wait_until
 
 MAX_GROUP_UNITS = 64  # a group commits after this many units even while others wait
@@ -273,10 +273,7 @@ class GroupCommitWriter:
             self._disposed_while_busy = True
             return
         self._connection = None
-        sync = connection.sync_connection
-        if sync is not None and in_greenlet():
-            sync.invalidate()  # closes the driver's connection now; the disposed pool will not take it back
-            sync.close()
+        close_at_dispose(connection)
 
     # --- a group: BEGIN IMMEDIATE ... COMMIT -----------------------------------------------------------
 

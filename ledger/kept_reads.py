@@ -25,6 +25,16 @@ IDLE_RELEASE_SECONDS = 0.01  # as the group-commit writer's connection (ledger/g
 MAX_KEPT = 2  # connections kept between reads: reads rarely overlap; more than this go back to the pool
 
 
+def close_at_dispose(connection: AsyncConnection) -> None:
+    """Close a connection kept checked out (a kept read's, the group-commit writer's) while its engine is being
+    disposed of, in SQLAlchemy's greenlet: invalidated, so the disposed pool does not take it back, and its
+    driver's connection closed now."""
+    sync = connection.sync_connection
+    if sync is not None and in_greenlet():
+        sync.invalidate()
+        sync.close()
+
+
 class KeptReads:
     """The connections kept between the pooled reads of one engine."""
 
@@ -72,10 +82,7 @@ class KeptReads:
         """The engine is being disposed of (in SQLAlchemy's greenlet): close the kept connections now."""
         kept, self._idle = self._idle, []
         for connection in kept:
-            sync = connection.sync_connection
-            if sync is not None and in_greenlet():
-                sync.invalidate()  # closes the driver's connection; the disposed pool will not take it back
-                sync.close()
+            close_at_dispose(connection)
 
 
 _kept: weakref.WeakKeyDictionary[Any, KeptReads] = weakref.WeakKeyDictionary()  # sync engine → its kept reads
