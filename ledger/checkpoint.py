@@ -20,10 +20,12 @@ waits (timeout=0): another process's writer or a reader of old frames makes it g
 
 The WAL file is kept large enough to be overwritten in place (SQLite never shrinks it: no journal_size_limit, no
 TRUNCATE, but deletes it when its last connection closes, so each start grows it again). A round that finds it
-smaller than twice the largest WAL seen (at most MAX_PREALLOCATE_BYTES) extends it with written, synced zeros
-(written, not a sparse or fallocated hole: a sync of unwritten extents commits metadata as an append does),
-holding the write lock meanwhile so that no COMMIT writes past the file's end at the same time. SQLite ignores
-whatever follows its last valid frame (each frame carries the WAL's salt and a checksum) and overwrites it.
+smaller than twice the largest WAL seen (at most MAX_PREALLOCATE_BYTES) extends it by up to PREALLOCATE_STEP_BYTES
+of written zeros (written, not a sparse or fallocated hole: a sync of unwritten extents commits metadata as an
+append does), holding the write lock meanwhile so that no COMMIT writes past the file's end at the same time;
+the file is synced after the lock is free again (a COMMIT's own sync covers the size of the file it wrote to,
+so nothing depends on that sync but the cost of the next ones). SQLite ignores whatever follows its last valid
+frame (each frame carries the WAL's salt and a checksum) and overwrites it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ CHECKPOINT_INTERVAL = 0.25  # seconds; one stdio agent writes ~10,000 WAL frames
 # process's units back for about a millisecond (the copy of the last frames and the database file's sync).
 RESTART_FRAMES = 2_000
 MAX_PREALLOCATE_BYTES = 32 * 1024 * 1024
+# Zeros written in one round, while this process's units wait: about a millisecond of copying to the page cache.
+PREALLOCATE_STEP_BYTES = 4 * 1024 * 1024
 _WAL_HEADER_BYTES, _FRAME_HEADER_BYTES = 32, 24
 # Request connections still checkpoint when the WAL passes this many pages (~40 MB): a bound on the WAL if
 # the background checkpoints cannot keep up or are not running (a one-shot command).
@@ -91,24 +95,38 @@ class Checkpointer:
             return
         writer = group_commit.writer_at(self.path)
         if writer is None:  # no unit of work ran on this loop: nothing to stand aside
-            await asyncio.to_thread(self.keep_wal, restart)
-            return
-        async with writer.alone():
-            await asyncio.to_thread(self.keep_wal, restart)
+            grown = await asyncio.to_thread(self.keep_wal, restart)
+        else:
+            async with writer.alone():
+                grown = await asyncio.to_thread(self.keep_wal, restart)
+        if grown:
+            await asyncio.to_thread(self.sync_wal)
 
     def checkpoint(self) -> tuple[int, int, int] | None:
         """One PASSIVE checkpoint: (busy, frames in the WAL, frames copied), or None once closed."""
         with self._lock:
             return self._checkpoint("PASSIVE")
 
-    def keep_wal(self, restart: bool) -> None:
-        """RESTART the WAL (if `restart`), then grow its file to the wanted size (see the module's text)."""
+    def keep_wal(self, restart: bool) -> int:
+        """RESTART the WAL (if `restart`), then grow its file towards the wanted size (see the module's text).
+        Returns the bytes added (to be synced: `sync_wal`)."""
         with self._lock:
             if restart:
                 last = self._checkpoint("RESTART")
                 if last is not None and last[0] == 0:
                     self.restarts += 1
-            self._preallocate()
+            return self._preallocate()
+
+    def sync_wal(self) -> None:
+        """Sync the WAL file's new blocks and size, without holding any lock: COMMITs may write meanwhile."""
+        with self._lock:
+            if self._closed:
+                return
+            descriptor = os.open(self.wal, os.O_WRONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
 
     def _checkpoint(self, mode: str) -> tuple[int, int, int] | None:
         connection = self._connect()
@@ -128,29 +146,30 @@ class Checkpointer:
         except FileNotFoundError:
             return 0
 
-    def _preallocate(self) -> None:
+    def _preallocate(self) -> int:
         wanted = self._wanted_bytes()
         connection = self._connect()
         if connection is None or self._wal_bytes() >= wanted:
-            return
+            return 0
         try:
             connection.execute("BEGIN IMMEDIATE")  # no COMMIT of any process writes to the WAL meanwhile
         except sqlite3.OperationalError:  # another process writes: the next round tries again
-            return
+            return 0
         try:
             descriptor = os.open(self.wal, os.O_WRONLY)  # there: this connection has the database open in WAL mode
             try:
                 size = os.fstat(descriptor).st_size
-                if size < wanted:
-                    chunk = bytes(1024 * 1024)
-                    for offset in range(size, wanted, len(chunk)):
-                        os.pwrite(descriptor, chunk[:wanted - offset], offset)
-                    os.fsync(descriptor)  # the blocks and the file's size are on disk before a frame goes there
-                    self.preallocated += wanted - size
+                end = min(wanted, size + PREALLOCATE_STEP_BYTES)
+                chunk = bytes(1024 * 1024)
+                for offset in range(size, end, len(chunk)):
+                    os.pwrite(descriptor, chunk[:end - offset], offset)
             finally:
                 os.close(descriptor)
         finally:
             connection.execute("ROLLBACK")
+        added = max(0, end - size)
+        self.preallocated += added
+        return added
 
     def _connect(self) -> sqlite3.Connection | None:
         """The checkpointer's connection (None once closed). Called with the lock held."""
