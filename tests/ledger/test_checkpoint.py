@@ -183,3 +183,23 @@ async def test_a_crash_after_commits_into_the_grown_wal_loses_no_committed_row(
         assert recovered.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert recovered.execute("SELECT count(*) FROM t").fetchone()[0] == committed
         assert recovered.execute("SELECT count(*) FROM t WHERE v LIKE 'last %'").fetchone()[0] == 5
+
+
+async def test_a_round_grows_the_wal_file_by_one_step_at_most(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checkpoint, "PREALLOCATE_STEP_BYTES", 64 * 1024)
+    path = tmp_path / "g.db"
+    engine = db.create_engine(f"sqlite+aiosqlite:///{path}")
+    checkpointer = checkpoint.Checkpointer(str(path))
+    try:
+        await _write_rows(engine, 20)
+        size = Path(f"{path}-wal").stat().st_size
+        checkpointer.largest_wal = 1_000  # wants ~8 MB: far more than one step
+        added = checkpointer.keep_wal(restart=False)
+        checkpointer.sync_wal()
+        grown = Path(f"{path}-wal").stat().st_size
+    finally:
+        checkpointer.close()
+        await engine.dispose()
+    # Units of this process wait while the zeros are written: one step of copying, not the whole growth.
+    assert added == 64 * 1024
+    assert grown == size + 64 * 1024
