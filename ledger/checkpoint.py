@@ -118,7 +118,7 @@ class Checkpointer:
             return self._preallocate()
 
     def sync_wal(self) -> None:
-        """Sync the WAL file's new blocks and size, without holding any lock: COMMITs may write meanwhile."""
+        """Sync the WAL file's new blocks and size, without SQLite's write lock: COMMITs may go on meanwhile."""
         with self._lock:
             if self._closed:
                 return
