@@ -3,13 +3,14 @@
 
     .venv/bin/python bench/commit_cost.py [TREE] [CALLS] [paused]
 
-Runs CALLS `propose_trade` calls (after 30 warm-up calls) through the real in-memory MCP client against TREE's
-code (default: this tree; a bench config: one auto-approving agent, SQLite file, synchronous=FULL) and prints:
-the call's wall and process CPU time; each group COMMIT's wall time (p50/p90/p99) and its thread's CPU time,
-split by whether the COMMIT appended to the WAL file (the file grew: its sync also commits the new size) or
-overwrote blocks already there; the WAL file's size and how often it started over (its header's checkpoint
-sequence); what the background checkpointer did. `paused`: no background checkpoints, and the WAL frames the
-calls wrote are attributed to the tables and indexes that own the pages (the `dbstat` table): pages per COMMIT.
+Runs CALLS `propose_trade` calls (after 30 warm-up calls) through the real in-memory MCP client against
+TREE's code (default: this tree; a bench config: one auto-approving agent, SQLite file, synchronous=FULL) and
+prints: the call's wall time (mean, p50, p99, max) and process CPU time; each group COMMIT's wall time
+(p50/p90/p99) and its thread's CPU time, split by whether the COMMIT appended to the WAL file (the file grew:
+its sync also commits the new size) or overwrote blocks already there; the WAL file's size and how often it
+started over (its header's checkpoint sequence); what the background checkpointer did. `paused`: no background
+checkpoints, and the WAL frames the calls wrote are attributed to the tables and indexes that own the pages
+(the `dbstat` table): pages per COMMIT.
 """
 
 from __future__ import annotations
@@ -117,15 +118,19 @@ async def main() -> None:
                 await client.call_tool("propose_trade", PROPOSE)
             before = wal_frames(state["wal"])
             state["on"] = True
+            calls: list[float] = []
             wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(CALLS):
+                started = time.perf_counter()
                 await client.call_tool("propose_trade", PROPOSE)
+                calls.append((time.perf_counter() - started) * 1000)
             wall, cpu = (time.perf_counter() - wall) / CALLS * 1000, (time.process_time() - cpu) / CALLS * 1000
             state["on"] = False
             after = wal_frames(state["wal"])
             walls = [c[0] * 1000 for c in commits]
             print(f"tree {TREE}, {CALLS} proposals{' (checkpoints paused)' if PAUSED else ''}: call wall "
-                  f"{wall:.3f} ms, process CPU {cpu:.3f} ms; {len(commits)} COMMITs")
+                  f"{wall:.3f} ms (p50 {percentile(calls, 50):.3f} / p99 {percentile(calls, 99):.3f} / max "
+                  f"{max(calls):.1f}), process CPU {cpu:.3f} ms; {len(commits)} COMMITs")
             thread_cpu = percentile([c[1] * 1000 for c in commits], 50)
             print(f"COMMIT wall p50 {percentile(walls, 50):.3f} / p90 {percentile(walls, 90):.3f} / p99 "
                   f"{percentile(walls, 99):.3f} ms; thread CPU p50 {thread_cpu:.3f} ms")
