@@ -544,3 +544,53 @@ def test_a_command_that_writes_then_ends_its_loop_leaves_stderr_clean(tmp_path: 
     assert done.stderr == ""
     with sqlite3.connect(tmp_path / "ledger.db") as connection:
         assert connection.execute("SELECT unit FROM notes").fetchall() == [("written",)]
+
+
+def _another_connection_takes_the_write_lock(db_url: str) -> bool:
+    """Whether a connection of its own (a checkpointer's, another process's) gets SQLite's write lock now."""
+    with sqlite3.connect(db_url.removeprefix("sqlite+aiosqlite:///"), timeout=0, isolation_level=None) as other:
+        try:
+            other.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return False
+        other.execute("ROLLBACK")
+        return True
+
+
+@pytest.mark.usefixtures("groups_wait_for_queued_units")
+async def test_alone_runs_once_the_open_group_committed(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    await write_note(sessions, "first")  # the writer exists on this loop
+    writer = group_commit.writer_at(db_url.removeprefix("sqlite+aiosqlite:///"))
+    assert writer is not None
+    seen: dict[str, Any] = {}
+
+    async def alone() -> None:
+        async with writer.alone():
+            seen["notes"] = committed_notes(db_url)
+            seen["lock_free"] = _another_connection_takes_the_write_lock(db_url)
+
+    # "a" holds the writer (a group is open) while `alone` and "b" queue behind it, in that order.
+    await asyncio.gather(write_note(sessions, "a", yield_first=True), alone(), write_note(sessions, "b"))
+    assert seen == {"notes": ["a", "first"], "lock_free": True}
+    assert committed_notes(db_url) == ["a", "b", "first"]
+
+
+async def test_units_coming_while_alone_runs_wait_for_its_end(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    await write_note(sessions, "first")
+    writer = group_commit.writer_at(db_url.removeprefix("sqlite+aiosqlite:///"))
+    assert writer is not None
+    order: list[str] = []
+
+    async def note_after(unit: str) -> None:
+        await write_note(sessions, unit)
+        order.append(unit)
+
+    async with writer.alone():
+        waiting = asyncio.create_task(note_after("meanwhile"))
+        await asyncio.sleep(0.05)
+        order.append("alone ends")
+        assert _another_connection_takes_the_write_lock(db_url)
+    await asyncio.wait_for(waiting, timeout=LOCK_WAIT_SECONDS)
+    assert order == ["alone ends", "meanwhile"]
