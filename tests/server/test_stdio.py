@@ -8,7 +8,7 @@ import shlex
 import sys
 from contextlib import suppress
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from mcp import Client, StdioServerParameters, stdio_client
 
@@ -251,3 +251,118 @@ async def test_answers_to_a_regular_file_are_written_whole_and_in_order(tmp_path
             await out.write(line)
         out.close()
     assert (tmp_path / "answers.jsonl").read_bytes() == b"".join(lines)
+
+
+# --- the transport against the SDK's own stdio: the same bytes for the same messages ------------------------
+
+_BARE_SERVER = """
+import sys
+sys.path.insert(0, {root!r})
+import anyio
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+
+server = MCPServer("bare", instructions="the same server on two transports")
+
+@server.tool(description="echo")
+async def echo(text: str, times: int = 1) -> dict[str, str]:
+    return {{"echo": text * times}}
+
+@server.tool(description="reports progress twice")
+async def slow(ctx: Context) -> str:
+    await ctx.report_progress(1, 2, "half")
+    await ctx.report_progress(2, 2, "done")
+    return "finished"
+
+if sys.argv[1] == "sdk":
+    server.run("stdio")
+else:
+    from server.app import TradewardenServer
+    anyio.run(TradewardenServer.run_stdio_async, server)
+"""
+
+_ENVELOPE = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+             "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+             "io.modelcontextprotocol/clientCapabilities": {}}
+
+
+def _request(message_id: int, method: str, params: dict[str, object] | None = None) -> dict[str, object]:
+    request: dict[str, object] = {"jsonrpc": "2.0", "id": message_id, "method": method}
+    if params is not None:
+        request["params"] = params
+    return request
+
+
+def _modern(message_id: int, method: str, params: dict[str, Any] | None = None) -> dict[str, object]:
+    """A 2026-era request: the envelope in its `_meta`, next to whatever `_meta` it has (a progress token)."""
+    params = dict(params or {})
+    return _request(message_id, method, {**params, "_meta": {**_ENVELOPE, **params.get("_meta", {})}})
+
+
+LEGACY_SESSION: list[dict[str, object]] = [
+    _request(1, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                               "clientInfo": {"name": "t", "version": "1"}}),
+    {"jsonrpc": "2.0", "method": "notifications/initialized"},
+    _request(2, "tools/list"),
+    _request(3, "tools/call", {"name": "echo", "arguments": {"text": "ab", "times": 2}}),
+    _request(4, "tools/call", {"name": "slow", "arguments": {}, "_meta": {"progressToken": "p-4"}}),
+    _request(5, "tools/call", {"name": "nope", "arguments": {}}),
+    _request(6, "tools/call", {"name": "echo", "arguments": {"text": ["not", "text"]}}),
+    _request(7, "tools/call", {"name": 12}),
+    _request(8, "ping"),
+    _request(9, "no/such/method"),
+    {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 99}},
+    _request("ten", "tools/call", {"name": "echo", "arguments": {"text": "\u00e9\u2014\U0001f600"}}),  # type: ignore[arg-type]
+]
+
+MODERN_SESSION: list[dict[str, object]] = [
+    _modern(1, "server/discover"),
+    _modern(2, "tools/list"),
+    _modern(3, "tools/call", {"name": "echo", "arguments": {"text": "ab", "times": 2}}),
+    _modern(4, "tools/call", {"name": "slow", "arguments": {}, "_meta": {"progressToken": 4}}),
+    _modern(5, "tools/call", {"name": "nope", "arguments": {}}),
+    _modern(6, "tools/call", {"name": "echo", "arguments": {"times": "x"}}),
+    _request(7, "tools/call", {"name": "echo", "arguments": {"text": "no envelope"}}),
+    _modern(8, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                              "clientInfo": {"name": "t", "version": "1"}}),
+    _modern(9, "ping"),
+]
+
+
+async def _wire(tmp_path: Path, transport: str, session: list[dict[str, object]]) -> list[bytes]:
+    """Every line the server wrote, the messages sent one at a time (each request's answer awaited)."""
+    script = tmp_path / "bare_server.py"
+    script.write_text(_BARE_SERVER.format(root=str(ROOT)))
+    process = await asyncio.create_subprocess_exec(sys.executable, str(script), transport, cwd=str(ROOT),
+                                                   stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.DEVNULL)
+    assert process.stdin is not None and process.stdout is not None
+    written: list[bytes] = []
+    try:
+        for message in session:
+            process.stdin.write(json.dumps(message).encode() + b"\n")
+            await process.stdin.drain()
+            if "id" not in message:
+                continue
+            while True:
+                line = await asyncio.wait_for(process.stdout.readline(), timeout=20)
+                assert line, f"no answer to {message}"
+                written.append(line)
+                if json.loads(line).get("id") == message["id"]:
+                    break
+    finally:
+        process.stdin.close()
+        await asyncio.wait_for(process.wait(), timeout=20)
+    return written
+
+
+async def test_a_2025_session_is_written_byte_for_byte_as_the_sdks_stdio_writes_it(tmp_path: Path) -> None:
+    ours = await _wire(tmp_path, "ours", LEGACY_SESSION)
+    assert ours == await _wire(tmp_path, "sdk", LEGACY_SESSION)
+    assert sum(b'"notifications/progress"' in line for line in ours) == 2
+
+
+async def test_a_2026_session_is_written_byte_for_byte_as_the_sdks_stdio_writes_it(tmp_path: Path) -> None:
+    ours = await _wire(tmp_path, "ours", MODERN_SESSION)
+    assert ours == await _wire(tmp_path, "sdk", MODERN_SESSION)
+    assert sum(b'"notifications/progress"' in line for line in ours) == 2
