@@ -121,3 +121,22 @@ async def test_an_argument_sent_as_json_text_still_reaches_the_tool_parsed(clien
     assert not result.is_error, result.content
     assert result.structured_content is not None and result.structured_content["status"] == "approved"
     assert (await call(client, "get_trading_status"))["agent_id"] == "agent-1"
+
+
+# serve_stream does what Server.run does through serve_dual_era_loop, without its relay task. These are the SDK
+# functions it stands for, as read when it was written (mcp 2.3.0): a new SDK that changes them fails here, and
+# serve_stream is then checked against the new code (the byte-for-byte tests in tests/server/test_stdio.py too).
+SERVED_AS_WRITTEN = {"serve_dual_era_loop": "0d88361bcf3557f1", "_replay_from_opening_request": "17abbe1c52fb6c2b",
+                     "run": "e09da3b5950ebe2d"}
+
+
+def test_the_sdk_steps_serve_stream_stands_for_are_the_ones_it_was_written_against() -> None:
+    import hashlib
+    import inspect
+
+    import mcp.server.runner as runner
+    from mcp.server.lowlevel.server import Server
+
+    found = {function.__name__: hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
+             for function in (runner.serve_dual_era_loop, runner._replay_from_opening_request, Server.run)}
+    assert found == SERVED_AS_WRITTEN

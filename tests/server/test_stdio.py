@@ -342,7 +342,7 @@ async def _wire(tmp_path: Path, transport: str, session: list[dict[str, object]]
         for message in session:
             process.stdin.write(json.dumps(message).encode() + b"\n")
             await process.stdin.drain()
-            if "id" not in message:
+            if "id" not in message or "method" not in message:  # nothing answers a notification or an answer
                 continue
             while True:
                 line = await asyncio.wait_for(process.stdout.readline(), timeout=20)
@@ -366,3 +366,29 @@ async def test_a_2026_session_is_written_byte_for_byte_as_the_sdks_stdio_writes_
     ours = await _wire(tmp_path, "ours", MODERN_SESSION)
     assert ours == await _wire(tmp_path, "sdk", MODERN_SESSION)
     assert sum(b'"notifications/progress"' in line for line in ours) == 2
+
+
+# Frames before the first request: kept (up to the SDK's limit) and replayed ahead of it, the rest dropped.
+_ROOTS_CHANGED: dict[str, object] = {"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}
+EARLY_SESSION: list[dict[str, object]] = [
+    *[_ROOTS_CHANGED] * 10,
+    {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}},
+    {"jsonrpc": "2.0", "id": 77, "result": {}},  # an answer to a request the server never sent
+    *MODERN_SESSION,
+]
+
+
+async def test_frames_before_the_first_request_are_handled_as_the_sdks_stdio_handles_them(tmp_path: Path) -> None:
+    ours = await _wire(tmp_path, "ours", EARLY_SESSION)
+    assert ours == await _wire(tmp_path, "sdk", EARLY_SESSION)
+    assert json.loads(ours[0])["id"] == 1
+
+
+async def test_input_that_ends_before_any_request_ends_the_server_cleanly(tmp_path: Path) -> None:
+    process = await _serve(tmp_path, asyncio.subprocess.PIPE)
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+    await process.stdin.drain()
+    process.stdin.close()
+    assert await asyncio.wait_for(process.wait(), timeout=20) == 0
+    assert await process.stdout.read() == b""
