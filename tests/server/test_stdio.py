@@ -274,6 +274,11 @@ async def slow(ctx: Context) -> str:
     await ctx.report_progress(2, 2, "done")
     return "finished"
 
+@server.tool(description="waits until it is cancelled")
+async def forever() -> str:
+    await anyio.sleep(3600)
+    return "never"
+
 if sys.argv[1] == "sdk":
     server.run("stdio")
 else:
@@ -284,6 +289,11 @@ else:
 _ENVELOPE = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
              "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
              "io.modelcontextprotocol/clientCapabilities": {}}
+
+
+def _params(message: dict[str, object]) -> dict[str, Any]:
+    params = message.get("params")
+    return dict(params) if isinstance(params, dict) else {}
 
 
 def _request(message_id: int, method: str, params: dict[str, object] | None = None) -> dict[str, object]:
@@ -344,6 +354,8 @@ async def _wire(tmp_path: Path, transport: str, session: list[dict[str, object]]
             await process.stdin.drain()
             if "id" not in message or "method" not in message:  # nothing answers a notification or an answer
                 continue
+            if _params(message).get("name") == "forever":
+                continue  # answered never: the client cancels it next
             while True:
                 line = await asyncio.wait_for(process.stdout.readline(), timeout=20)
                 assert line, f"no answer to {message}"
@@ -354,6 +366,18 @@ async def _wire(tmp_path: Path, transport: str, session: list[dict[str, object]]
         process.stdin.close()
         await asyncio.wait_for(process.wait(), timeout=20)
     return written
+
+
+def _cancelled(message_id: int, request: dict[str, object]) -> list[dict[str, object]]:
+    """A call that never ends, the client's cancellation of it, and a ping: the cancelled call gets no answer."""
+    return [request, {"jsonrpc": "2.0", "method": "notifications/cancelled",
+                      "params": {"requestId": message_id, "reason": "the client gave up"}},
+            _request(message_id + 1, "ping") if "_meta" not in _params(request)
+            else _modern(message_id + 1, "tools/call", {"name": "echo", "arguments": {"text": "after"}})]
+
+
+LEGACY_SESSION += _cancelled(20, _request(20, "tools/call", {"name": "forever", "arguments": {}}))
+MODERN_SESSION += _cancelled(20, _modern(20, "tools/call", {"name": "forever", "arguments": {}}))
 
 
 async def test_a_2025_session_is_written_byte_for_byte_as_the_sdks_stdio_writes_it(tmp_path: Path) -> None:
