@@ -58,6 +58,21 @@ async def test_stdio_server_trades_and_keeps_stdout_for_protocol_only(tmp_path: 
     assert stderr_copy.read_text().strip(), "logs are expected on stderr"
 
 
+async def test_a_2025_client_trades_over_stdio_after_its_handshake(tmp_path: Path) -> None:
+    params = StdioServerParameters(command=sys.executable, cwd=str(ROOT),
+                                   args=["-m", "server.cli", "serve", "--agent", "stdio-agent", "--config",
+                                         str(_config(tmp_path))])
+    async with Client(stdio_client(params), mode="legacy") as client:
+        assert client.session.protocol_version.startswith("2025")  # type: ignore[union-attr]
+        assert len((await client.list_tools()).tools) == 7
+        proposal = await client.call_tool("propose_trade", {"symbol": "AAPL", "side": "buy", "qty": 1,
+                                                            "reasoning": "a 2025 client"})
+        assert proposal.structured_content is not None and proposal.structured_content["status"] == "approved"
+        refused = await client.call_tool("propose_trade", {"symbol": "AAPL", "side": "hold", "qty": 1,
+                                                           "reasoning": "x"})
+        assert refused.is_error and refused.content[0].text.startswith("INVALID_ORDER")  # type: ignore[union-attr]
+
+
 # --- every line gets an answer (server/stdio.py) --------------------------------------------------------
 
 async def _raw_exchange(tmp_path: Path, lines: list[bytes]) -> list[dict[str, object]]:
