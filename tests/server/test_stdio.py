@@ -276,6 +276,7 @@ sys.path.insert(0, {root!r})
 import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
+from pydantic import BaseModel
 
 server = MCPServer("bare", instructions="the same server on two transports")
 
@@ -288,6 +289,14 @@ async def slow(ctx: Context) -> str:
     await ctx.report_progress(1, 2, "half")
     await ctx.report_progress(2, 2, "done")
     return "finished"
+
+class Answer(BaseModel):
+    ok: bool
+
+@server.tool(description="asks the client (2025 connections)")
+async def ask(ctx: Context) -> str:
+    answered = await ctx.elicit("proceed?", Answer)
+    return f"{{answered.action}} {{getattr(answered, 'data', None)}}"
 
 @server.tool(description="waits until it is cancelled")
 async def forever() -> str:
@@ -375,7 +384,13 @@ async def _wire(tmp_path: Path, transport: str, session: list[dict[str, object]]
                 line = await asyncio.wait_for(process.stdout.readline(), timeout=20)
                 assert line, f"no answer to {message}"
                 written.append(line)
-                if json.loads(line).get("id") == message["id"]:
+                answer = json.loads(line)
+                if answer.get("method") == "elicitation/create":  # the server asks the client: it answers
+                    reply = {"jsonrpc": "2.0", "id": answer["id"], "result": {"action": "accept",
+                                                                              "content": {"ok": True}}}
+                    process.stdin.write(json.dumps(reply).encode() + b"\n")
+                    await process.stdin.drain()
+                elif answer.get("id") == message["id"]:
                     break
     finally:
         process.stdin.close()
@@ -391,6 +406,7 @@ def _cancelled(message_id: int, request: dict[str, object]) -> list[dict[str, ob
             else _modern(message_id + 1, "tools/call", {"name": "echo", "arguments": {"text": "after"}})]
 
 
+LEGACY_SESSION.append(_request(30, "tools/call", {"name": "ask", "arguments": {}}))
 LEGACY_SESSION += _cancelled(20, _request(20, "tools/call", {"name": "forever", "arguments": {}}))
 MODERN_SESSION += _cancelled(20, _modern(20, "tools/call", {"name": "forever", "arguments": {}}))
 
