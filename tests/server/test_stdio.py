@@ -109,6 +109,15 @@ async def test_every_malformed_line_gets_a_json_rpc_error(tmp_path: Path) -> Non
     assert str(answers[2]["error"]["message"]).startswith("INVALID_ARGUMENT")  # type: ignore[index]
 
 
+async def test_deeply_nested_json_is_refused_and_the_next_line_answered(tmp_path: Path) -> None:
+    nested_list = b'{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"get_orders","arguments":' \
+                  b'{"status":' + b"[" * 20_000 + b"]" * 20_000 + b"}}}"
+    nested_object = b'{"jsonrpc":"2.0","id":10,"method":"ping","params":' + b'{"a":' * 5000 + b"1" + b"}" * 5001
+    answers = await _raw_exchange(tmp_path, [nested_list, nested_object, _ping(11)])
+    assert [(a.get("id"), a.get("error", {}).get("code")) for a in answers] == [  # type: ignore[attr-defined]
+        (9, -32700), (10, -32700), (11, None)]
+
+
 # --- the transport: line framing, bounds and end of input, from a pipe or a file --------------------------
 
 def _ping(message_id: int, padding: int = 0) -> bytes:
