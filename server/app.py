@@ -35,7 +35,7 @@ from server.notifications import (
     serve_legacy_subscriptions,
 )
 from server.schemas import compact_output_schema, compact_schema
-from server.sdk_path import use_lean_sdk_path
+from server.sdk_path import serve_stream, use_lean_sdk_path
 from tools import account, approval, market_data, orders, trading
 from tools.common import call_app, compact_call_result, drop_none
 from tradewarden import __version__
@@ -202,8 +202,7 @@ class TradewardenServer(MCPServer[ServerState]):
         from server.stdio import bounded_stdio_server
 
         async with bounded_stdio_server() as (read_stream, write_stream):
-            await self._lowlevel_server.run(read_stream, write_stream,
-                                            self._lowlevel_server.create_initialization_options())
+            await serve_stream(self._lowlevel_server, read_stream, write_stream)  # Server.run, leaner (sdk_path)
 
 
 ORDER_TOOLS = frozenset({"propose_trade", "execute_trade"})

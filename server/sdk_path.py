@@ -12,16 +12,46 @@ SDK's own step by tests/server/test_sdk_path.py (they fail if the SDK's behaviou
   parse thrown away. JSON text parses to something kept only when its first non-blank character is `[`, `{`
   or `n` (null; true/false are kept as the string, being ints): only those strings are parsed here, with the
   SDK's own method, so what it keeps is the same.
+- Serving a stream (stdio): `Server.run` enters the lifespan and hands the streams to `serve_dual_era_loop`,
+  which reads up to the client's first request to learn the protocol era and then relays every later message
+  through a task and a memory stream of its own into the serving loop of that era: a task switch and two
+  turns of the event loop per message. `serve_stream` does the same peek and hands the serving loop a stream
+  that replays what the peek read, then reads on from the transport itself (the same frames, the same sender
+  contexts; tests/server/test_stdio.py compares the bytes with the SDK's own stdio in both eras).
+- Closing a request's connection: on the 2026 path every request gets a connection of its own, and
+  `serve_one` closes it with `aclose_shielded` (a shielded, bounded cancel scope around unwinding its exit
+  stack, ~13 µs) even when nothing was pushed onto that stack, as nothing in this server does. `lean_serve_one`
+  takes `serve_one`'s place in the SDK's module (the 2026 stdio loop and the in-memory client call it there; the
+  HTTP transport binds whichever it finds when first imported): for this server's requests it skips the close
+  when there is nothing to unwind, and it hands every other server's requests to the SDK's own `serve_one`.
 """
 
 from __future__ import annotations
 
+import contextvars
+import weakref
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import anyio
 from mcp.server import MCPServer
+from mcp.server import runner as sdk_runner
 from mcp.server._otel import OpenTelemetryMiddleware  # the SDK's default first middleware (see above)
+from mcp.server.connection import Connection
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
+from mcp.server.lowlevel.server import Server
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
+from mcp.server.runner import (  # the two eras' serving loops behind serve_dual_era_loop (see serve_stream)
+    _PRE_REQUEST_REPLAY_LIMIT,
+    ServerRunner,
+    _has_modern_envelope,
+    _serve_legacy_stream,
+    _serve_modern_stream,
+)
+from mcp.shared._stream_protocols import ReadStream, WriteStream
+from mcp.shared.dispatcher import DispatchContext
+from mcp.shared.message import SessionMessage
+from mcp_types import JSONRPCRequest
 from opentelemetry.trace import ProxyTracerProvider, get_tracer_provider
 
 _JSON_BLANK = " \t\n\r"  # the whitespace json.loads skips before a value
@@ -59,11 +89,117 @@ def lean_argument_parsing(metadata: FuncMetadata) -> FuncMetadata:
                                output_model=metadata.output_model, wrap_output=metadata.wrap_output)
 
 
+_LEAN_SERVERS: weakref.WeakSet[Server[Any]] = weakref.WeakSet()  # the low-level servers lean_serve_one serves
+SDK_SERVE_ONE = sdk_runner.serve_one
+
+
+async def lean_serve_one(server: Server[Any], dctx: DispatchContext[Any], method: str,
+                         params: Mapping[str, Any] | None, *, connection: Connection, lifespan_state: Any
+                         ) -> dict[str, Any]:
+    """The SDK's `serve_one` (one request on a connection of its own, then the connection closed), without the
+    shielded close of a connection that has nothing to unwind; any other server's request goes to the SDK's."""
+    if server not in _LEAN_SERVERS:
+        return await SDK_SERVE_ONE(server, dctx, method, params, connection=connection, lifespan_state=lifespan_state)
+    request_runner = ServerRunner(server, connection, lifespan_state)
+    try:
+        return await request_runner.on_request(dctx, method, params)
+    finally:
+        # Something to unwind (or a Python whose exit stack keeps its callbacks elsewhere): the SDK's own close.
+        if getattr(connection.exit_stack, "_exit_callbacks", True):
+            await sdk_runner.aclose_shielded(connection)
+
+
 def use_lean_sdk_path(server: MCPServer[Any]) -> None:
-    """Install both steps on a server whose tools are registered."""
+    """Install the steps above on a server whose tools are registered."""
+    _LEAN_SERVERS.add(server._lowlevel_server)
+    sdk_runner.serve_one = lean_serve_one  # type: ignore[assignment]
     chain = server.middleware
     for index, middleware in enumerate(chain):
         if type(middleware) is OpenTelemetryMiddleware:
             chain[index] = TracingWhenConfigured(middleware)
     for tool in server._tool_manager.list_tools():
         tool.fn_metadata = lean_argument_parsing(tool.fn_metadata)
+
+
+Frame = SessionMessage | Exception
+
+
+class Replayed:
+    """A read stream that gives the frames a peek took (each with the context it came with) and then reads on
+    from the stream they came from: serve_dual_era_loop's replay, without its relay task."""
+
+    def __init__(self, lead: Sequence[tuple[contextvars.Context, Frame]], stream: ReadStream[Frame]) -> None:
+        self._lead, self._stream = list(lead), stream
+        self.last_context: contextvars.Context | None = None
+
+    async def receive(self) -> Frame:
+        if self._lead:
+            self.last_context, frame = self._lead.pop(0)
+            return frame
+        frame = await self._stream.receive()
+        self.last_context = _sender_context(self._stream)
+        return frame
+
+    def __aiter__(self) -> Replayed:
+        return self
+
+    async def __anext__(self) -> Frame:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        self._lead.clear()
+        await self._stream.aclose()
+
+    async def __aenter__(self) -> Replayed:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _sender_context(stream: Any) -> contextvars.Context:
+    """The context a context-carrying stream gave with its last frame, else the current one (as the SDK does)."""
+    context = getattr(stream, "last_context", None)
+    return context if context is not None else contextvars.copy_context()
+
+
+async def _opening(stream: ReadStream[Frame]) -> tuple[JSONRPCRequest | None, list[tuple[contextvars.Context, Frame]]]:
+    """The client's first request and the frames read up to it (at most _PRE_REQUEST_REPLAY_LIMIT before it;
+    later ones dropped, as the SDK drops them). None if the input ends first."""
+    lead: list[tuple[contextvars.Context, Frame]] = []
+    try:
+        async for frame in stream:
+            is_request = isinstance(frame, SessionMessage) and isinstance(frame.message, JSONRPCRequest)
+            if not is_request and len(lead) >= _PRE_REQUEST_REPLAY_LIMIT:
+                continue
+            lead.append((_sender_context(stream), frame))
+            if is_request:
+                assert isinstance(frame, SessionMessage) and isinstance(frame.message, JSONRPCRequest)
+                return frame.message, lead
+    except anyio.ClosedResourceError:  # the receiving end closed under us: the end of the input
+        pass
+    return None, lead
+
+
+async def serve_stream(server: Server[Any], read_stream: ReadStream[Frame], write_stream: WriteStream[SessionMessage]
+                       ) -> None:
+    """`server.run(read_stream, write_stream, server.create_initialization_options())` without the relay task."""
+    async with server.lifespan(server) as lifespan_state:
+        try:
+            try:
+                opening, lead = await _opening(read_stream)
+                replayed = Replayed(lead, read_stream)
+                if opening is not None and opening.method != "initialize" and _has_modern_envelope(opening.params):
+                    await _serve_modern_stream(server, replayed, write_stream, lifespan_state=lifespan_state,
+                                               raise_exceptions=False)
+                else:
+                    await _serve_legacy_stream(server, replayed, write_stream, lifespan_state=lifespan_state,
+                                               session_id=None, init_options=server.create_initialization_options(),
+                                               raise_exceptions=False)
+            finally:
+                await read_stream.aclose()
+        finally:
+            await write_stream.aclose()

@@ -8,11 +8,16 @@ surrogate). Here every line gets an answer:
 - not JSON, or not a JSON-RPC message: JSON-RPC parse error (-32700) or invalid request (-32600);
 - an answer that cannot be written as UTF-8: replaced by an internal error for the same id.
 stdout still carries only protocol messages; the descriptors are claimed as the SDK claims them.
+
+The server reads and writes messages in its own tasks (StdinMessages, StdoutMessages): no reader or writer task
+and no memory stream between the pipe and the SDK's dispatcher, which saves each message a task switch and two
+turns of the event loop. What the client sees is byte for byte what the SDK's stdio sends (tests/server/test_stdio.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import json
 import os
@@ -21,15 +26,13 @@ import re
 import stat
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any, BinaryIO, Literal
 
 import anyio
-import anyio.lowlevel
 import mcp_types as types
 import structlog
-from mcp.shared._context_streams import create_context_streams
 from mcp.shared.message import SessionMessage
 from pydantic_core import from_json
 
@@ -265,8 +268,110 @@ class Unanswered:
                 await self._none_left.wait()
 
 
+class StdinMessages:
+    """The server's read stream: each stdin line parsed into a message when the server's receive loop asks for
+    the next one, in that loop's own task. (A reader task handing messages over a memory stream cost a task
+    switch and two anyio checkpoints, each a turn of the event loop, per message: see bench/results-issue12.md.)
+    Lines that are no message are answered through `refuse` and skipped. At the end of the input it waits for
+    the requests already read to be answered (Unanswered) before it ends."""
+
+    def __init__(self, lines: StdinLines, refuse: Callable[[SessionMessage], Awaitable[None]],
+                 unanswered: Unanswered) -> None:
+        self._lines, self._refuse, self._unanswered = lines, refuse, unanswered
+        self._closed = False
+        # What a reader task started here would have sent with each message (the SDK's context streams carry the
+        # sender's context; the dispatcher runs each request in a copy of it): this task's context, as it is now.
+        self._context = contextvars.copy_context()
+
+    @property
+    def last_context(self) -> contextvars.Context:
+        return self._context.copy()
+
+    async def receive(self) -> SessionMessage | Exception:
+        while True:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            line = await self._lines.next()
+            if line is None:
+                await self._unanswered.drained()
+                self._closed = True
+                raise anyio.EndOfStream
+            message = parse_line(line)
+            if message is None:
+                continue
+            if isinstance(message.message, types.JSONRPCError):
+                log.warning("stdio_line_refused", code=message.message.error.code, size=len(line))
+                await self._refuse(message)
+                continue
+            self._unanswered.asked(message.message)
+            return message
+
+    def __aiter__(self) -> StdinMessages:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        self._closed = True
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    async def __aenter__(self) -> StdinMessages:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._closed = True
+
+
+class StdoutMessages:
+    """The server's write stream: `send` encodes the message and writes its line (StdoutLines: at once when the
+    pipe takes it, else through the writer thread; whole lines in the order of the calls, no lock needed), in
+    the sender's own task. A broken stdout (the client closed it) ends the server: `on_failure` is told once,
+    and the sender gets the BrokenResourceError the SDK's dispatcher expects from a closed stream."""
+
+    def __init__(self, out: StdoutLines, unanswered: Unanswered, on_failure: Callable[[Exception], None]) -> None:
+        self._out, self._unanswered, self._on_failure = out, unanswered, on_failure
+        self._closed = False
+        self._failed = False
+
+    async def send(self, message: SessionMessage) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        await self.deliver(message)
+
+    async def deliver(self, message: SessionMessage) -> None:
+        """Write one message even once the server's side has closed this stream (the transport's own refusals
+        of lines read before the end of the input still get their answer)."""
+        if self._failed:
+            raise anyio.BrokenResourceError
+        try:
+            await self._out.write(_encode(message))
+        except OSError as error:
+            self._failed = True
+            self._on_failure(error)
+            raise anyio.BrokenResourceError from error
+        self._unanswered.answered(message.message)
+
+    def close(self) -> None:
+        self._closed = True
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    async def __aenter__(self) -> StdoutMessages:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._closed = True
+
+
 @asynccontextmanager
-async def bounded_stdio_server() -> AsyncIterator[tuple[Any, Any]]:
+async def bounded_stdio_server() -> AsyncIterator[tuple[StdinMessages, StdoutMessages]]:
     restores: list[Callable[[], None]] = []
     try:
         stdin, restore_in = _claim(0, "rb")
@@ -276,62 +381,38 @@ async def bounded_stdio_server() -> AsyncIterator[tuple[Any, Any]]:
         if restore_out is not None:
             restores.append(restore_out)
 
-        read_writer, read_stream = create_context_streams[SessionMessage | Exception](0)
-        write_stream, write_reader = create_context_streams[SessionMessage](0)
-        answers_writer, answers_reader = anyio.create_memory_object_stream[SessionMessage](16)
-        one_writer = anyio.Lock()  # answers and refusals share stdout: whole lines, one at a time
+        # Refusals (lines that are no message) are written by a task of their own, so a client flooding bad
+        # lines while not reading its answers fills this buffer, not the server's receive loop.
+        refusals_writer, refusals_reader = anyio.create_memory_object_stream[SessionMessage](16)
         loop = asyncio.get_running_loop()
         lines, out = StdinLines(stdin, loop), StdoutLines(stdout, loop)
         unanswered = Unanswered()
-
-        async def reader() -> None:
-            try:
-                async with read_writer, answers_writer:
-                    while True:
-                        line = await lines.next()
-                        if line is None:
-                            await unanswered.drained()
-                            return
-                        message = parse_line(line)
-                        if message is None:
-                            continue
-                        if isinstance(message.message, types.JSONRPCError):
-                            log.warning("stdio_line_refused", code=message.message.error.code,
-                                        size=len(line))
-                            await answers_writer.send(message)
-                        else:
-                            unanswered.asked(message.message)
-                            await read_writer.send(message)
-            except anyio.ClosedResourceError:
-                await anyio.lowlevel.checkpoint()
-
-        async def write(message: SessionMessage) -> None:
-            data = _encode(message)
-            async with one_writer:
-                await out.write(data)
-            unanswered.answered(message.message)
-
-        async def writer() -> None:
-            try:
-                async with write_reader:
-                    async for message in write_reader:
-                        await write(message)
-            except anyio.ClosedResourceError:
-                await anyio.lowlevel.checkpoint()
-
-        async def answerer() -> None:
-            async with answers_reader:
-                async for message in answers_reader:
-                    await write(message)
+        failures: list[Exception] = []
 
         try:
             async with anyio.create_task_group() as group:
-                group.start_soon(reader)
-                group.start_soon(writer)
-                group.start_soon(answerer)
-                yield read_stream, write_stream
+                def failed(error: Exception) -> None:  # stdout broke (nobody reads the answers): the server ends
+                    if not failures:
+                        failures.append(error)
+                        group.cancel_scope.cancel()
+
+                write_stream = StdoutMessages(out, unanswered, failed)
+
+                async def refuser() -> None:
+                    async with refusals_reader:
+                        async for refusal in refusals_reader:
+                            with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                                await write_stream.deliver(refusal)
+
+                group.start_soon(refuser)
+                try:
+                    yield StdinMessages(lines, refusals_writer.send, unanswered), write_stream
+                finally:
+                    refusals_writer.close()  # the refuser writes what it holds, then ends
         finally:
             out.close()
+        if failures:
+            raise failures[0]
     finally:
         for restore in reversed(restores):
             with suppress(Exception):

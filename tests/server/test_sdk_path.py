@@ -121,3 +121,89 @@ async def test_an_argument_sent_as_json_text_still_reaches_the_tool_parsed(clien
     assert not result.is_error, result.content
     assert result.structured_content is not None and result.structured_content["status"] == "approved"
     assert (await call(client, "get_trading_status"))["agent_id"] == "agent-1"
+
+
+# serve_stream does what Server.run does through serve_dual_era_loop, without its relay task. These are the SDK
+# functions it stands for, as read when it was written (mcp 2.3.0): a new SDK that changes them fails here, and
+# serve_stream is then checked against the new code (the byte-for-byte tests in tests/server/test_stdio.py too).
+SERVED_AS_WRITTEN = {"serve_dual_era_loop": "0d88361bcf3557f1", "_replay_from_opening_request": "17abbe1c52fb6c2b",
+                     "run": "e09da3b5950ebe2d"}
+
+
+def test_the_sdk_steps_serve_stream_stands_for_are_the_ones_it_was_written_against() -> None:
+    import hashlib
+    import inspect
+
+    import mcp.server.runner as runner
+    from mcp.server.lowlevel.server import Server
+
+    found = {function.__name__: hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
+             for function in (runner.serve_dual_era_loop, runner._replay_from_opening_request, Server.run)}
+    assert found == SERVED_AS_WRITTEN
+
+
+class CountsRequests:
+    """A middleware that counts requests and, when asked, pushes a cleanup onto each request's connection."""
+
+    def __init__(self, push_cleanup: bool) -> None:
+        self.push_cleanup, self.requests, self.cleanups_run = push_cleanup, 0, 0
+
+    async def __call__(self, ctx: Any, call_next: Any) -> Any:
+        self.requests += 1
+        if self.push_cleanup:
+            ctx.session._connection.exit_stack.callback(self.cleaned_up)
+        return await call_next(ctx)
+
+    def cleaned_up(self) -> None:
+        self.cleanups_run += 1
+
+
+@pytest.fixture
+def sdk_closes(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every connection the SDK's own shielded close is run for."""
+    import mcp.server.runner as runner
+
+    closed: list[Any] = []
+    sdks = runner.aclose_shielded
+
+    async def counted(connection: Any) -> None:
+        closed.append(connection)
+        await sdks(connection)
+
+    monkeypatch.setattr(runner, "aclose_shielded", counted)
+    return closed
+
+
+async def test_a_connection_with_nothing_to_unwind_is_not_closed_through_the_sdks_shielded_scope(
+        config: Config, sdk_closes: list[Any]) -> None:
+    server = create_server(config, agent_id="agent-1")
+    counted = CountsRequests(push_cleanup=False)
+    server.middleware.append(counted)
+    async with Client(server) as client:
+        assert (await call(client, "get_trading_status"))["agent_id"] == "agent-1"
+    assert counted.requests >= 2 and sdk_closes == []
+
+
+async def test_a_cleanup_pushed_onto_a_requests_connection_still_runs(config: Config, sdk_closes: list[Any]) -> None:
+    server = create_server(config, agent_id="agent-1")
+    counted = CountsRequests(push_cleanup=True)
+    server.middleware.append(counted)
+    async with Client(server) as client:
+        await call(client, "get_trading_status")
+    assert counted.requests >= 2 and counted.cleanups_run == counted.requests == len(sdk_closes)
+
+
+async def test_another_servers_requests_are_served_by_the_sdks_own_serve_one(config: Config,
+                                                                             sdk_closes: list[Any]) -> None:
+    create_server(config)  # installs lean_serve_one in the SDK's module
+    bare = MCPServer("bare")
+    counted = CountsRequests(push_cleanup=False)
+    bare.middleware.append(counted)
+
+    @bare.tool()
+    async def noop() -> str:
+        return "ok"
+
+    async with Client(bare) as client:
+        assert not (await client.call_tool("noop", {})).is_error
+    assert counted.requests >= 2 and len(sdk_closes) == counted.requests
