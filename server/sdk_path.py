@@ -21,9 +21,9 @@ SDK's own step by tests/server/test_sdk_path.py (they fail if the SDK's behaviou
 - Closing a request's connection: on the 2026 path every request gets a connection of its own, and
   `serve_one` closes it with `aclose_shielded` (a shielded, bounded cancel scope around unwinding its exit
   stack, ~13 µs) even when nothing was pushed onto that stack, as nothing in this server does. `lean_serve_one`
-  takes `serve_one`'s place in the SDK's module (the 2026 stdio loop and the in-memory client call it there; the
-  HTTP transport binds whichever it finds when first imported): for this server's requests it skips the close
-  when there is nothing to unwind, and it hands every other server's requests to the SDK's own `serve_one`.
+  takes `serve_one`'s place in the SDK's module (the 2026 stdio loop and the in-memory client call it there):
+  for this server's requests it skips the close when there is nothing to unwind, and it hands every other
+  server's requests to the SDK's own `serve_one`.
 """
 
 from __future__ import annotations
