@@ -18,38 +18,27 @@ SDK's own step by tests/server/test_sdk_path.py (they fail if the SDK's behaviou
   turns of the event loop per message. `serve_stream` does the same peek and hands the serving loop a stream
   that replays what the peek read, then reads on from the transport itself (the same frames, the same sender
   contexts; tests/server/test_stdio.py compares the bytes with the SDK's own stdio in both eras).
-- Closing a request's connection: on the 2026 path every request gets a connection of its own, and
-  `serve_one` closes it with `aclose_shielded` (a shielded, bounded cancel scope around unwinding its exit
-  stack, ~13 µs) even when nothing was pushed onto that stack, as nothing in this server does. `lean_serve_one`
-  takes `serve_one`'s place in the SDK's module (the 2026 stdio loop and the in-memory client call it there):
-  for this server's requests it skips the close when there is nothing to unwind, and it hands every other
-  server's requests to the SDK's own `serve_one`.
 """
 
 from __future__ import annotations
 
 import contextvars
-import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
 from mcp.server import MCPServer
-from mcp.server import runner as sdk_runner
 from mcp.server._otel import OpenTelemetryMiddleware  # the SDK's default first middleware (see above)
-from mcp.server.connection import Connection
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from mcp.server.runner import (  # the two eras' serving loops behind serve_dual_era_loop (see serve_stream)
     _PRE_REQUEST_REPLAY_LIMIT,
-    ServerRunner,
     _has_modern_envelope,
     _serve_legacy_stream,
     _serve_modern_stream,
 )
 from mcp.shared._stream_protocols import ReadStream, WriteStream
-from mcp.shared.dispatcher import DispatchContext
 from mcp.shared.message import SessionMessage
 from mcp_types import JSONRPCRequest
 from opentelemetry.trace import ProxyTracerProvider, get_tracer_provider
@@ -89,30 +78,8 @@ def lean_argument_parsing(metadata: FuncMetadata) -> FuncMetadata:
                                output_model=metadata.output_model, wrap_output=metadata.wrap_output)
 
 
-_LEAN_SERVERS: weakref.WeakSet[Server[Any]] = weakref.WeakSet()  # the low-level servers lean_serve_one serves
-SDK_SERVE_ONE = sdk_runner.serve_one
-
-
-async def lean_serve_one(server: Server[Any], dctx: DispatchContext[Any], method: str,
-                         params: Mapping[str, Any] | None, *, connection: Connection, lifespan_state: Any
-                         ) -> dict[str, Any]:
-    """The SDK's `serve_one` (one request on a connection of its own, then the connection closed), without the
-    shielded close of a connection that has nothing to unwind; any other server's request goes to the SDK's."""
-    if server not in _LEAN_SERVERS:
-        return await SDK_SERVE_ONE(server, dctx, method, params, connection=connection, lifespan_state=lifespan_state)
-    request_runner = ServerRunner(server, connection, lifespan_state)
-    try:
-        return await request_runner.on_request(dctx, method, params)
-    finally:
-        # Something to unwind (or a Python whose exit stack keeps its callbacks elsewhere): the SDK's own close.
-        if getattr(connection.exit_stack, "_exit_callbacks", True):
-            await sdk_runner.aclose_shielded(connection)
-
-
 def use_lean_sdk_path(server: MCPServer[Any]) -> None:
-    """Install the steps above on a server whose tools are registered."""
-    _LEAN_SERVERS.add(server._lowlevel_server)
-    sdk_runner.serve_one = lean_serve_one  # type: ignore[assignment]
+    """Install both steps on a server whose tools are registered."""
     chain = server.middleware
     for index, middleware in enumerate(chain):
         if type(middleware) is OpenTelemetryMiddleware:
