@@ -267,6 +267,9 @@ async def _compare(directory: Path, actions: list[tuple[Any, ...]]) -> None:
                 request = SubmitOrder(client_order_id=f"c-{number}", order=_order(kind, symbol, price, offset, tif))
                 placed.append(request.client_order_id)
                 await both(partial(_submitted, request=request))
+                # Fills in one minute apply in (filled_at, submitted_at, id) order, and each database draws its
+                # own ids: orders placed a second apart keep the two accounts' fill order the same.
+                clock.now += timedelta(seconds=1)
             elif action[0] == "wait":
                 clock.now += timedelta(seconds=action[1])
             elif action[0] == "read":
