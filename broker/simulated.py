@@ -21,6 +21,12 @@ Execution model
 - For an open order, `updated_at` is its evaluation mark: the path has been checked up to that time.
   A triggered stop_limit keeps its mark at the trigger minute, because no column records the trigger:
   each scan finds it again (the path is deterministic) and continues as a limit order.
+- A running broker also keeps, per open order, how far it has walked the path from the stored row with nothing
+  happening (PathProgress: the minute, a stop_limit's trigger, a trailing stop's mark), keyed by the order's id
+  and the stored row exactly as read: a call walks only the minutes since the last call, however long ago the
+  mark was stored. A row that differs (written by another process, or by a unit of ours that rolled back) is
+  walked from its stored mark as before. Walking on from there finds what the full walk finds: each minute is
+  checked alone, given that state (tests/broker/test_simulated_walks.py compares the two).
 - Buys are rejected when their cost exceeds buying power (cash less what open buy orders reserve); the
   account is shared by all agents. Sells beyond the position of an asset that is not shortable are
   rejected too; shortable assets may be sold short (no margin requirement is modelled).
