@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import update
 
 from broker import sim_market
 from broker.base import BrokerError, SubmitOrder
@@ -321,8 +322,8 @@ def test_orders_read_every_minute_fill_as_a_fresh_broker_sees_them() -> None:
         asyncio.run(_compare(Path(directory), actions))
 
 
-async def _broker(directory: Path, clock: Clock, name: str = "b.db") -> tuple[SimulatedBroker, Any]:
-    engine = db.create_engine(f"sqlite+aiosqlite:///{directory}/{name}")
+async def _broker(url: str, clock: Clock) -> tuple[SimulatedBroker, Any]:
+    engine = db.create_engine(url)
     await db.upgrade(engine)
     broker = SimulatedBroker(db.session_factory(engine), seed=SEED, clock=clock)
     await broker.start()
@@ -334,9 +335,9 @@ def _never_filled_buy(symbol: str = "MSFT") -> OrderRequest:
                         time_in_force="gtc")
 
 
-async def test_an_order_another_process_canceled_is_seen_canceled(tmp_path: Path) -> None:
+async def test_an_order_another_process_canceled_is_seen_canceled(database_url: str) -> None:
     clock = Clock(START)
-    ours, engine = await _broker(tmp_path, clock)
+    ours, engine = await _broker(database_url, clock)
     other = SimulatedBroker(db.session_factory(engine), seed=SEED, clock=clock)  # another process's broker
     placed = await ours.submit_order(SubmitOrder(client_order_id="rest", order=_never_filled_buy()))
     before = await ours.get_account()
@@ -354,9 +355,9 @@ async def test_an_order_another_process_canceled_is_seen_canceled(tmp_path: Path
     await engine.dispose()
 
 
-async def test_a_fill_another_process_stored_is_seen_once(tmp_path: Path) -> None:
+async def test_a_fill_another_process_stored_is_seen_once(database_url: str) -> None:
     clock = Clock(START)
-    ours, engine = await _broker(tmp_path, clock)
+    ours, engine = await _broker(database_url, clock)
     other = SimulatedBroker(db.session_factory(engine), seed=SEED, clock=clock)
     path = sim_market.minute_prices(SEED, "MSFT", sim_market.minute_index(START) + 1,
                                     sim_market.minute_index(START) + 120)
@@ -377,11 +378,11 @@ async def test_a_fill_another_process_stored_is_seen_once(tmp_path: Path) -> Non
     await engine.dispose()
 
 
-async def test_a_row_another_process_changed_is_walked_again_from_its_stored_mark(tmp_path: Path) -> None:
+async def test_a_row_another_process_changed_is_walked_again_from_its_stored_mark(database_url: str) -> None:
     """A kept walk holds only for the stored row it walked: when another process writes the row otherwise (here a
     new limit price, as an amended order would have), the walk starts over from the row's stored mark."""
     clock = Clock(START)
-    ours, engine = await _broker(tmp_path, clock)
+    ours, engine = await _broker(database_url, clock)
     placed = await ours.submit_order(SubmitOrder(client_order_id="rest", order=_never_filled_buy()))
     first = sim_market.minute_index(START)
     path = sim_market.minute_prices(SEED, "MSFT", first, first + 26)
@@ -389,8 +390,8 @@ async def test_a_row_another_process_changed_is_walked_again_from_its_stored_mar
     await ours.list_orders("open")  # 25 minutes walked by us, nothing found at 1.00
     reached = min(path[:20])  # a price the path reached in those minutes
     async with engine.begin() as connection:
-        await connection.exec_driver_sql("UPDATE sim_orders SET limit_price = ? WHERE id = ?",
-                                         (str(reached), placed.broker_order_id))
+        await connection.execute(update(SimOrder).where(SimOrder.id == placed.broker_order_id)
+                                 .values(limit_price=reached))
     clock.now += timedelta(minutes=1)
     [order] = await ours.list_orders("all")
     crossing = next(minute for minute, price in enumerate(path, start=first) if price <= reached)
@@ -399,9 +400,9 @@ async def test_a_row_another_process_changed_is_walked_again_from_its_stored_mar
     await engine.dispose()
 
 
-async def test_a_call_walks_only_the_minutes_since_the_last_one_however_long_orders_rested(tmp_path: Path) -> None:
+async def test_a_call_walks_only_the_minutes_since_the_last_one_however_long_orders_rested(database_url: str) -> None:
     clock = Clock(START)
-    ours, engine = await _broker(tmp_path, clock)
+    ours, engine = await _broker(database_url, clock)
     for number in range(10):
         await ours.submit_order(SubmitOrder(client_order_id=f"rest-{number}", order=_never_filled_buy()))
     clock.now += timedelta(minutes=29)  # rested almost STORE_MARK_AFTER: reads leave the stored marks where they are
