@@ -11,6 +11,8 @@ Two parts, each for N = 0 / 10 / 40 / 200 resting limit buys (they never fill):
   for the whole run: an hour of simulated time at 120 calls a tool), list_orders / get_positions /
   get_account / cancel_order round-robin. Shows what the time orders have rested costs; also the price-path
   minutes walked per call where the tree counts them (broker.simulated.PathWalk).
+- rested: the same broker, the orders placed 25 minutes before (within STORE_MARK_AFTER, so reads leave their
+  stored marks there), then only reads, 1 s apart: what reads cost once orders have rested a while.
 Wall p50 / p99 and process-CPU p50 per call, in ms. It imports the tree it sits in: copy it into another
 checkout's bench/ to compare (run the two one after the other, twice: the machine is shared and noisy).
 """
@@ -106,7 +108,7 @@ async def tools(resting: int, calls: int) -> dict[str, Any]:
     return {name: s.summary() for name, s in series.items()}
 
 
-async def broker_alone(resting: int, calls: int) -> dict[str, Any]:
+async def broker_alone(resting: int, calls: int, rested_minutes: int = 0) -> dict[str, Any]:
     from broker.base import SubmitOrder
     from broker.simulated import SimulatedBroker
     from ledger import db
@@ -129,6 +131,16 @@ async def broker_alone(resting: int, calls: int) -> dict[str, Any]:
 
         for _ in range(resting):
             await place()
+        if rested_minutes:  # reads only, after the orders rested: no unit stores their marks meanwhile
+            now[0] += timedelta(minutes=rested_minutes)
+            series = {name: _Series() for name in ("list_orders", "get_positions", "get_account")}
+            for _ in range(calls):
+                for name, call in (("list_orders", lambda: broker.list_orders("open")),
+                                   ("get_positions", broker.get_positions), ("get_account", broker.get_account)):
+                    now[0] += timedelta(seconds=1)
+                    await series[name].timed(call)
+            await engine.dispose()
+            return {name: s.summary() for name, s in series.items()}
         series = {name: _Series() for name in ("list_orders", "get_positions", "get_account", "cancel_order")}
         for i in range(calls + 10):
             if i == 10:
@@ -150,6 +162,7 @@ async def main() -> int:
     parser.add_argument("--calls", type=int, default=120, help="timed calls per tool and count")
     parser.add_argument("--skip-tools", action="store_true")
     parser.add_argument("--skip-broker", action="store_true")
+    parser.add_argument("--skip-rested", action="store_true")
     args = parser.parse_args()
 
     from server.logging import configure_logging
@@ -161,6 +174,9 @@ async def main() -> int:
         if not args.skip_broker:
             print(json.dumps({"part": "broker", "resting": count, **await broker_alone(count, args.calls)}),
                   flush=True)
+        if not args.skip_rested:
+            print(json.dumps({"part": "rested", "resting": count,
+                              **await broker_alone(count, args.calls, rested_minutes=25)}), flush=True)
     return 0
 
 
