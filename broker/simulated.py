@@ -366,6 +366,7 @@ _INSERT_ORDER = _ORDERS.insert()
 # What the price path changes on an open order (advance_legs and _synchronize write no other column).
 _MOVING_COLUMNS = ("status", "filled_qty", "filled_avg_price", "filled_at", "submitted_at", "updated_at", "hwm",
                    "stop_price")
+_STATUS, _UPDATED_AT = _MOVING_COLUMNS.index("status"), _MOVING_COLUMNS.index("updated_at")
 _UPDATE_ORDER = _ORDERS.update().where(_ORDERS.c.id == bindparam("order_id"))
 _COLUMN_KEYS = tuple(column.key for column in _ORDERS.columns)
 
@@ -822,11 +823,11 @@ class SimulatedBroker:
         if not rows:
             self._walked = {}
             return rows, [], False
-        before = {row.id: _moving(row) for row in rows}
-        statuses = {row.id: row.status for row in rows}
-        marks = {row.id: row.updated_at for row in rows}
+        # Read through __dict__ (a transient order holds every column there): an instrumented attribute read costs
+        # ~0.25 µs, and this loop runs for every open order on every call.
+        before = [_moving(row) for row in rows]
         for row in rows:
-            if row.parent_id is not None:
+            if row.__dict__["parent_id"] is not None:
                 continue  # legs move after their entries, below
             outcome, progress = walk_resting_order(self.seed, row, now, walked.get(row.id))
             if progress is not None:
@@ -839,7 +840,9 @@ class SimulatedBroker:
             elif isinstance(outcome, Expiry):
                 row.status, row.updated_at = "expired", outcome.at
             elif sim_market.minute_index(outcome.evaluated_through) != sim_market.minute_index(row.updated_at):
-                row.updated_at = outcome.evaluated_through  # within the same minute there is nothing new
+                # Within the same minute there is nothing new. Set in __dict__: a snapshot never flushed needs no
+                # change tracking (the instrumented set costs ~4 µs, once per open order and call).
+                row.__dict__["updated_at"] = outcome.evaluated_through
         groups: dict[str, list[SimOrder]] = {}
         for row in rows:
             if row.parent_id is not None:
@@ -857,10 +860,10 @@ class SimulatedBroker:
         # its entry or OCO: its row changes when stored, and a rolled-back change leaves the fact true).
         self._walked = {order_id: (stored[order_id], progress) for order_id, progress in walked.items()
                         if order_id in stored}
-        moved = [row for row in rows if _moving(row) != before[row.id]]
-        to_store = any(row.status != statuses[row.id] or row.updated_at - marks[row.id] >= STORE_MARK_AFTER
-                       for row in rows)
-        return rows, moved, to_store
+        changed = [(row, was) for row, was in zip(rows, before, strict=True) if _moving(row) != was]
+        to_store = any(row.status != was[_STATUS]
+                       or row.updated_at - cast(datetime, was[_UPDATED_AT]) >= STORE_MARK_AFTER for row, was in changed)
+        return rows, [row for row, _ in changed], to_store
 
     async def _settled_fills(self, session: AsyncSession | AsyncConnection, starting_cash: Decimal,
                              open_ids: frozenset[str]) -> SettledFills:
