@@ -887,7 +887,8 @@ class SimulatedBroker:
     async def _count_filled(session: AsyncSession | AsyncConnection, mark: FilledMark | None,
                             open_ids: frozenset[str]) -> tuple[int, FilledMark | None]:
         """How many orders are filled, and (SQLite) the mark to count from next time: counted from `mark` when
-        there is one, so the count costs what came since, not the whole history (FilledMark)."""
+        there is one, so the count costs what came since, not the whole history (FilledMark). `open_ids`: every
+        order open now, as this transaction sees (or wrote) them."""
         name = session.dialect.name if isinstance(session, AsyncConnection) else dialect_name(session)
         if name != "sqlite":
             return (await execute(session, _COUNT_FILLED)).scalar_one(), None
@@ -895,8 +896,11 @@ class SimulatedBroker:
             last_rowid, count = (await execute(session, _COUNT_FROM_START)).one()
         else:
             last_rowid, filled_after = (await execute(session, _COUNT_AFTER_MARK, {"mark": mark.rowid})).one()
-            filled_since = ((await execute(session, _FILLED_AMONG, {"ids": sorted(mark.open_ids)})).scalar_one()
-                            if mark.open_ids else 0)
+            # Of the orders open at the mark, those still open now (`open_ids`: every open order, read in this same
+            # transaction) did not fill: only those that left the open set are looked up, usually none.
+            closed_since = mark.open_ids - open_ids
+            filled_since = ((await execute(session, _FILLED_AMONG, {"ids": sorted(closed_since)})).scalar_one()
+                            if closed_since else 0)
             count = mark.filled + filled_after + filled_since
         return count, FilledMark(rowid=last_rowid or 0, filled=count, open_ids=open_ids)
 
