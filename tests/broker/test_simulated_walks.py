@@ -426,3 +426,28 @@ async def test_a_call_walks_only_the_minutes_since_the_last_one_however_long_ord
     await ours.get_account()
     assert PathWalk.minutes - before == 9
     await engine.dispose()
+
+
+async def test_walks_kept_through_a_unit_that_rolled_back_answer_as_a_broker_that_kept_nothing(
+        database_url: str) -> None:
+    """A refused duplicate rolls back a unit that had stored the orders' new marks (and kept its walks for those
+    rows): the rows are back as they were, differ from what was kept, and are walked from their stored marks."""
+    clock = Clock(START)
+    ours, engine = await _broker(database_url, clock)
+    price = sim_market.quote(SEED, "AAPL", START).last
+    for number, offset in enumerate((-12, -6, 6, 12)):
+        await ours.submit_order(SubmitOrder(client_order_id=f"rest-{number}",
+                                            order=_order("limit", "AAPL", price, offset, "gtc")))
+        clock.now += timedelta(seconds=1)
+    for _ in range(3):
+        clock.now += timedelta(minutes=7)
+        try:
+            await ours.submit_order(SubmitOrder(client_order_id="rest-0", order=_never_filled_buy()))
+            raise AssertionError("a duplicate client_order_id was accepted")
+        except BrokerError as error:
+            assert error.code == "DUPLICATE_ORDER"
+        clock.now += timedelta(minutes=2)
+        kept_nothing = SimulatedBroker(db.session_factory(engine), seed=SEED, clock=clock)
+        assert await _listed(ours) == await _listed(kept_nothing)
+        assert await ours.get_account() == await kept_nothing.get_account()
+    await engine.dispose()
