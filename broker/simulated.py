@@ -154,6 +154,11 @@ def _resume_from(since: PathProgress | None, now: datetime) -> PathProgress | No
     return since if since is not None and since.through <= sim_market.minute_index(now) else None
 
 
+def _walked_through(since: PathProgress, now: datetime) -> bool:
+    """Whether `since` already covers every minute up to `now`'s, with the order still live at `now`."""
+    return now < since.expires_at and since.through == sim_market.minute_index(now)
+
+
 def resting_order_outcome(seed: int, order: SimOrder, now: datetime) -> Fill | Expiry | StillResting:
     """What happened to a resting order between its evaluation mark and `now`. Pure: the same inputs
     always give the same outcome, so evaluating twice (two processes, a retried transaction) is harmless."""
@@ -168,6 +173,10 @@ def walk_resting_order(seed: int, order: SimOrder, now: datetime, since: PathPro
     if now <= mark:
         return StillResting(mark), since
     since = _resume_from(since, now)
+    if since is not None and _walked_through(since, now):  # the usual case: a call in the same minute as the last
+        if since.trigger_minute is not None:
+            return StillResting(_fill_time(order, since.trigger_minute)), since
+        return StillResting(now), since
     expires_at = since.expires_at if since is not None else order_expiry(order)
     # inclusive from the mark: see the module notes on triggered stop_limits
     first = since.through + 1 if since is not None else sim_market.minute_index(mark)
@@ -229,6 +238,8 @@ def walk_trailing(seed: int, order: SimOrder, now: datetime, since: PathProgress
         return StillResting(mark, order.hwm, trail_stop(order, order.hwm)), since
     since = _resume_from(since, now)
     hwm = since.hwm if since is not None and since.hwm is not None else order.hwm
+    if since is not None and _walked_through(since, now):
+        return StillResting(now, hwm, trail_stop(order, hwm)), since
     expires_at = since.expires_at if since is not None else order_expiry(order)
     first = since.through + 1 if since is not None else sim_market.minute_index(mark)
     last = sim_market.minute_index(now) if now < expires_at else sim_market.minute_index(expires_at) - 1
