@@ -28,6 +28,7 @@ import sqlite3
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Delete, Insert, Select, Update, exc
@@ -46,8 +47,8 @@ _CORE_STATEMENTS = (Select, Insert, Update, Delete)  # text() and the rest are l
 class _Prepared:
     """One statement compiled for SQLite with one parameter key set."""
 
-    __slots__ = ("binds", "compiled", "constants", "metadata", "plan", "result_processors", "returns_rows", "sql",
-                 "typed_processors")
+    __slots__ = ("assembly", "binds", "compiled", "constants", "metadata", "plan", "result_processors", "returns_rows",
+                 "sql", "typed_processors")
 
     result_processors: tuple[tuple[int, Any], ...]  # (column index, processor) of the columns that have one
 
@@ -66,6 +67,7 @@ class _Prepared:
             self.constants = {key: value for key, value in expanded.parameters.items() if key not in keys}
         self.binds = tuple((key, processors.get(key)) for key in positions)
         self.plan = None if compiled.post_compile_params else _plan(compiled, positions, keys, processors)
+        self.assembly = None if self.plan is None else _Assembly(self.plan)
         self.returns_rows = bool(compiled._result_columns)
         self.result_processors = _present(column[3]._cached_result_processor(dialect, None)
                                           for column in compiled._result_columns)
@@ -74,13 +76,8 @@ class _Prepared:
         self.typed_processors: tuple[tuple[int, Any], ...] | None = None
 
     def parameters(self, params: Mapping[str, Any] | None) -> list[Any]:
-        if self.plan is not None:  # the parameter keys are this statement's `keys`: no lookups to decide
-            given: Mapping[str, Any] = params or {}
-            planned: list[Any] = []
-            for source, constant, process in self.plan:
-                value = constant if source is None else given[source]
-                planned.append(value if process is None else process(value))
-            return planned
+        if self.assembly is not None:  # the parameter keys are this statement's `keys`: no lookups to decide
+            return self.assembly(params or _NO_PARAMETERS)
         values = self.compiled.construct_params(params, escape_names=False, _no_postcompile=True)
         if self.constants:
             values.update(self.constants)
@@ -103,6 +100,81 @@ def _processed(rows: Iterable[Sequence[Any]], processors: tuple[tuple[int, Any],
             values[index] = process(values[index])
         processed.append(tuple(values))
     return processed
+
+
+_NO_PARAMETERS: Mapping[str, Any] = {}
+
+
+def _picker(indices: Sequence[Any]) -> Callable[[Any], list[Any]]:
+    """[seq[i] for i in indices] as a list, picked in C (operator.itemgetter) rather than a loop per item."""
+    if not indices:
+        return lambda _: []
+    if len(indices) == 1:
+        only = indices[0]
+        return lambda seq: [seq[only]]
+    pick = itemgetter(*indices)
+    return lambda seq: list(pick(seq))
+
+
+class _Assembly:
+    """A plan (_plan) done in the fewest steps; it gives the list `plan_parameters` gives, for every call.
+
+    Positional parameters repeat the same value (a window's start bound in three subqueries, the agent id in
+    six): each distinct (value, processor) of the statement is processed once, not once per position, and the
+    values are gathered from the call's mapping and placed in position order by operator.itemgetter (in C)
+    instead of a Python loop over every position. Processors run in the order of their first position, so a
+    value that cannot be bound (a naive datetime, a float for an exact decimal) fails as it did."""
+
+    __slots__ = ("constants", "gather", "place", "processed", "slots")
+
+    def __init__(self, plan: Sequence[tuple[str | None, Any, Any]]) -> None:
+        sources = list(dict.fromkeys(source for source, _, _ in plan if source is not None))
+        base_of = {source: index for index, source in enumerate(sources)}
+        constants: list[Any] = []
+        slot_of: dict[tuple[int, Any], int] = {}  # (index in the gathered values, processor) -> slot
+        slot_bases: list[int] = []
+        processed: list[tuple[int, Any]] = []
+        layout: list[int] = []
+        for source, constant, process in plan:
+            if source is None:  # a value fixed in the statement: a place of its own among the gathered values
+                base = len(sources) + len(constants)
+                constants.append(constant)
+            else:
+                base = base_of[source]
+            slot = slot_of.get((base, process))
+            if slot is None:
+                slot = slot_of[(base, process)] = len(slot_bases)
+                slot_bases.append(base)
+                if process is not None:
+                    processed.append((slot, process))
+            layout.append(slot)
+        self.gather = _picker(sources)
+        self.constants = tuple(constants)
+        # None where a step would change nothing (each gathered value one slot, each slot one position, in order).
+        self.slots = None if slot_bases == list(range(len(sources) + len(constants))) else _picker(slot_bases)
+        self.place = None if layout == list(range(len(slot_bases))) else _picker(layout)
+        self.processed = tuple(processed)
+
+    def __call__(self, given: Mapping[str, Any]) -> list[Any]:
+        values = self.gather(given)
+        if self.constants:
+            values.extend(self.constants)
+        if self.slots is not None:
+            values = self.slots(values)
+        for slot, process in self.processed:
+            values[slot] = process(values[slot])
+        return values if self.place is None else self.place(values)
+
+
+def plan_parameters(plan: Sequence[tuple[str | None, Any, Any]], params: Mapping[str, Any] | None) -> list[Any]:
+    """The positional parameters of a plan for one call, position by position: the definition _Assembly keeps
+    (tests/ledger/test_fast_execute_parameters.py holds them equal)."""
+    given: Mapping[str, Any] = params or {}
+    planned: list[Any] = []
+    for source, constant, process in plan:
+        value = constant if source is None else given[source]
+        planned.append(value if process is None else process(value))
+    return planned
 
 
 def _plan(compiled: SQLCompiler, positions: Sequence[str], keys: frozenset[str], processors: Mapping[str, Any]
@@ -157,11 +229,14 @@ _prepared: weakref.WeakKeyDictionary[Any, dict[tuple[Any, frozenset[str]], _Prep
 _seen: weakref.WeakSet[Any] = weakref.WeakSet()  # statements run once: compiled when they come again
 
 
+_NO_COLUMNS = SimpleResultMetaData([])  # shared, like a prepared statement's metadata: results never change it
+
+
 class RowCountResult(IteratorResult[Any]):
     """The result of an INSERT, UPDATE or DELETE: no rows, its `rowcount`."""
 
     def __init__(self, rowcount: int) -> None:
-        super().__init__(SimpleResultMetaData([]), iter(()))
+        super().__init__(_NO_COLUMNS, iter(()))
         self.rowcount = rowcount
 
 
