@@ -16,7 +16,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -727,9 +727,13 @@ class Gate:
         # whatever the others answered): one timer instead of a task and a timer per part.
         # An account still fresh in the cache is taken as it is, without a task of its own in the gather.
         account = self._cached_account()
+        # Quotes and assets computed in this process never wait: with the account kept too, nothing here can wait,
+        # so no deadline is set (a deadline only interrupts an await that waits: it could never expire).
+        in_process = getattr(self.broker, "market_data_in_process", False)
         try:
-            async with asyncio.timeout(self.settings.broker_timeout):
-                if getattr(self.broker, "market_data_in_process", False):
+            async with nullcontext() if in_process and account is not None else asyncio.timeout(
+                    self.settings.broker_timeout):
+                if in_process:
                     # Quotes and assets computed in this process never wait: asked in turn, without a task
                     # each and the gather's wake-ups (only the account, when not cached, may wait on I/O).
                     quotes = await guarded(self.broker.get_quotes(symbols))
@@ -916,7 +920,7 @@ class Gate:
                 usage = await self._with_denials(session, agent, usage)
             status = "rejected" if violations else approval_for(agent.approval, pricing.estimated_notional)
             values: dict[str, Any] = dict(
-                id=str(uuid.uuid4()), agent_id=agent.id, symbol=order.symbol, side=order.side, qty=order.qty,
+                id=audit.new_event_id(), agent_id=agent.id, symbol=order.symbol, side=order.side, qty=order.qty,
                 notional=order.notional, order_type=order.order_type, limit_price=order.limit_price,
                 stop_price=order.stop_price, time_in_force=order.time_in_force,
                 extended_hours=order.extended_hours, strategy=draft.strategy, reasoning=draft.reasoning,
