@@ -54,6 +54,7 @@ from ledger.accounting import (
     trade_with_holdings,
 )
 from ledger.db import execute, insert_if_absent, read, transaction
+from ledger.fast_execute import share_rows
 from ledger.legs import LIVE_LEG_STATUSES, PARENTS_OF_LIVE_LEGS, apply_leg_updates, legs_of
 from ledger.models import (
     GLOBAL_SCOPE,
@@ -93,8 +94,10 @@ ACCOUNT_MAX_AGE = 1.0  # seconds
 
 # Statements on the path of every call, built once (building a statement costs more than running it on SQLite).
 _PERMISSIONS = cast(Table, AgentPermissions.__table__)
-# The agent's permissions, once per symbol it holds (or once with symbol NULL): one trip for both.
-_AGENT_AND_HOLDINGS = (
+# The agent's permissions, once per symbol it holds (or once with symbol NULL): one trip for both. Its rows are
+# shared between calls that read the same values (fast_execute.share_rows): nothing here changes a row's values
+# (_identify keeps them as they are, agent_from_row copies what it keeps).
+_AGENT_AND_HOLDINGS = share_rows(
     select(_PERMISSIONS, AgentPosition.symbol.label("held_symbol"))
     .select_from(_PERMISSIONS)
     .outerjoin(AgentPosition, and_(AgentPosition.agent_id == _PERMISSIONS.c.agent_id, AgentPosition.qty != 0))
@@ -113,11 +116,11 @@ def _state_of(column: Any, scope: Any) -> Any:
 
 # A proposal's unit of work identifies the agent (permissions, holdings) and reads the trading state, global and
 # its own, in one statement (NULL state: no row, i.e. active).
-_AGENT_HOLDINGS_AND_STATE = _AGENT_AND_HOLDINGS.add_columns(
+_AGENT_HOLDINGS_AND_STATE = share_rows(_AGENT_AND_HOLDINGS.add_columns(
     _state_of(TradingState.state, GLOBAL_SCOPE).label("global_state"),
     _state_of(TradingState.reason, GLOBAL_SCOPE).label("global_reason"),
     _state_of(TradingState.state, bindparam("agent_id")).label("agent_state"),
-    _state_of(TradingState.reason, bindparam("agent_id")).label("agent_reason"))
+    _state_of(TradingState.reason, bindparam("agent_id")).label("agent_reason")))
 _INSERT_PROPOSAL = insert(cast(Table, TradeProposal.__table__))
 _INSERT_APPROVAL = insert(cast(Table, Approval.__table__))
 # PostgreSQL: the decision's first locks, global trading state then the agent's permissions (ledger/db.py).
