@@ -25,7 +25,7 @@ from typing import Any, NoReturn, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Row, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -110,6 +110,16 @@ _ENABLED = _PERMISSION_NAMES.index("enabled")
 _stored_permissions = operator.attrgetter(*_PERMISSION_NAMES)  # one C call per identification, not a generator
 
 
+def _stored_of(row: Any) -> tuple[Any, ...]:
+    """The stored permissions of an agent's row, in _PERMISSION_NAMES order. A result row here is one of the
+    identity statements' (their columns begin with the permissions, checked below): a slice, in C, rather than
+    a dozen lookups by name (~4 µs on a result row); anything else (a model object) by name."""
+    return row[:_PERMISSION_COUNT] if isinstance(row, Row) else _stored_permissions(row)
+
+
+_PERMISSION_COUNT = len(_PERMISSION_NAMES)
+
+
 def _state_of(column: Any, scope: Any) -> Any:
     return select(column).where(TradingState.__table__.c.scope == scope).scalar_subquery()
 
@@ -121,6 +131,8 @@ _AGENT_HOLDINGS_AND_STATE = share_rows(_AGENT_AND_HOLDINGS.add_columns(
     _state_of(TradingState.reason, GLOBAL_SCOPE).label("global_reason"),
     _state_of(TradingState.state, bindparam("agent_id")).label("agent_state"),
     _state_of(TradingState.reason, bindparam("agent_id")).label("agent_reason")))
+for _identity_statement in (_AGENT_AND_HOLDINGS, _AGENT_HOLDINGS_AND_STATE):  # what _stored_of relies on
+    assert tuple(_identity_statement.selected_columns.keys()[:_PERMISSION_COUNT]) == _PERMISSION_NAMES
 _INSERT_PROPOSAL = insert(cast(Table, TradeProposal.__table__))
 _INSERT_APPROVAL = insert(cast(Table, Approval.__table__))
 # PostgreSQL: the decision's first locks, global trading state then the agent's permissions (ledger/db.py).
@@ -485,7 +497,7 @@ class Gate:
             self._identities.pop(agent_id, None)
             raise deny(Code.AGENT_DISABLED, f"agent {agent_id!r} is disabled by an operator")
         # The limits are worked out again only when the stored permissions changed: same values, same Agent.
-        stored = _stored_permissions(row)
+        stored = _stored_of(row)
         known = self._identities.get(agent_id)
         if known is not None and known[0] == stored:
             agent = known[1]
