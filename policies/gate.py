@@ -280,10 +280,17 @@ class AgentRecord(Protocol):
     capital: Decimal
 
 
+_summarised: dict[type, bool] = {}  # result class -> whether it has audit_summary (asked once per class)
+
+
 def _outcome_payload(result: Any) -> Mapping[str, Any]:
-    # Bulky reads (market data) are summarised. Asked of the class: a model instance answers a missing name
-    # through pydantic's __getattr__ and an exception.
-    if hasattr(type(result), "audit_summary"):
+    # Bulky reads (market data) are summarised. Asked of the class, once: a model instance answers a missing name
+    # through pydantic's __getattr__ and an exception, and so does its class (its metaclass's __getattr__).
+    kind = type(result)
+    summarised = _summarised.get(kind)
+    if summarised is None:
+        summarised = _summarised[kind] = hasattr(kind, "audit_summary")
+    if summarised:
         return cast(Mapping[str, Any], result.audit_summary())
     payload = result.model_dump(mode="json") if hasattr(result, "model_dump") else {"result": str(result)}
     return cast(Mapping[str, Any], bounded(payload))
