@@ -67,12 +67,22 @@ class UTCDateTime(TypeDecorator[datetime]):
                 or getattr(self.impl_instance, "_storage_format", None) != SQLITE_DATETIME_FORMAT):
             return chained
         exact = datetime
+        # The last time written and its text: a unit binds the same `now` several times (a proposal's created_at,
+        # updated_at, decided_at and its approval's created_at). Kept as one tuple, replaced in one assignment
+        # (a reader sees the old pair or the new one, whole); it holds the datetime, so its id is not reused.
+        last: tuple[Any, str] = (None, "")
 
         def process(value: Any) -> Any:
+            nonlocal last
             if type(value) is exact and value.tzinfo is not None:
+                known = last
+                if known[0] is value:
+                    return known[1]
                 utc = value.astimezone(UTC)
-                return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (  # noqa: UP031 - the storage format, positionally
+                text = "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (  # noqa: UP031 - the storage format, positionally
                     utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond)
+                last = (value, text)
+                return text
             return chained(value)
 
         return process

@@ -64,3 +64,10 @@ def test_postgresql_keeps_sqlalchemys_processor() -> None:
     processor = impl.bind_processor(dialect)
     value = datetime(2026, 11, 30, 10, 0, tzinfo=timezone(timedelta(hours=-5)))
     assert outcome(processor, value) == outcome(TypeDecorator.bind_processor(impl, dialect), value)
+
+
+@given(st.lists(st.datetimes(timezones=st.one_of(st.just(UTC), OFFSETS)), max_size=6))
+def test_the_same_time_bound_again_is_written_the_same(values: list[datetime]) -> None:
+    """The processor keeps the last time it wrote: bound again (the same object) or after others, same text."""
+    for value in [*values, *values, *reversed(values)]:
+        assert outcome(FUSED, value) == outcome(CHAINED, value)
