@@ -256,9 +256,34 @@ def share_rows(statement: Any) -> Any:
     return statement
 
 
-# statement → {(dialect class, parameter keys): prepared}; weak, so statements built per call do not pile up.
-_prepared: weakref.WeakKeyDictionary[Any, dict[tuple[Any, frozenset[str]], _Prepared | object]] = (
-    weakref.WeakKeyDictionary())
+# id(statement) → (weak reference to it, {(dialect class, parameter keys): prepared}): weak, so statements built
+# per call do not pile up (an entry goes with its statement); by id, so a lookup is two C calls (a dict's get
+# and the reference's call) rather than a WeakKeyDictionary's get in Python, seven times a proposal.
+_Prepareds = dict[tuple[Any, frozenset[str]], "_Prepared | object"]
+_prepared: dict[int, tuple[weakref.ref[Any], _Prepareds]] = {}
+
+
+def _prepared_of(statement: Any) -> _Prepareds | None:
+    """The statement's prepared forms; None if it has none yet. TypeError if it cannot be weakly referenced."""
+    entry = _prepared.get(id(statement))
+    if entry is not None and entry[0]() is statement:
+        return entry[1]
+    weakref.ref(statement)  # raises TypeError for a statement that cannot be weakly referenced
+    return None
+
+
+def _new_prepared(statement: Any) -> _Prepareds:
+    key, table = id(statement), _prepared  # the table itself, not the module's name: still there at shutdown
+
+    def forget(reference: weakref.ref[Any]) -> None:
+        entry = table.get(key)
+        if entry is not None and entry[0] is reference:
+            del table[key]
+
+    by_keys: _Prepareds = {}
+    table[key] = (weakref.ref(statement, forget), by_keys)
+    return by_keys
+
 _seen: weakref.WeakSet[Any] = weakref.WeakSet()  # statements run once: compiled when they come again
 
 
@@ -301,14 +326,14 @@ def _lookup(statement: Any, params: Any, dialect: Any) -> tuple[_Prepared, bool]
     else:
         keys = frozenset(params) if params else frozenset()
     try:
-        by_keys = _prepared.get(statement)
+        by_keys = _prepared_of(statement)
     except TypeError:  # not weak-referenceable
         return None
     if by_keys is None:
         if statement not in _seen:
             _seen.add(statement)
             return None
-        by_keys = _prepared[statement] = {}
+        by_keys = _new_prepared(statement)
     # Every engine here is made alike (ledger/db.py): the dialect's class names it.
     prepared = by_keys.get((type(dialect), keys))
     if prepared is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -295,3 +296,24 @@ async def test_a_shared_read_tells_an_equal_value_of_another_type_apart(
         shown = [(await fast(connection, SHOWN, {"v": value})).scalar_one() for value in (7, 7.0, 7.0, 7)]
         await connection.rollback()
     assert shown == ["7", "7.0", "7.0", "7"]
+
+
+class Statement:
+    """Stands for a statement object: weakly referenceable."""
+
+
+def test_an_entry_of_prepared_forms_goes_with_its_statement() -> None:
+    statement = Statement()
+    key = id(statement)
+    assert fast_execute._prepared_of(statement) is None
+    forms = fast_execute._new_prepared(statement)
+    assert fast_execute._prepared_of(statement) is forms and key in fast_execute._prepared
+    del statement
+    gc.collect()
+    assert key not in fast_execute._prepared
+    assert fast_execute._prepared_of(Statement()) is None  # another object, whatever its id
+
+
+def test_a_statement_that_cannot_be_weakly_referenced_is_left_to_sqlalchemy() -> None:
+    with pytest.raises(TypeError):
+        fast_execute._prepared_of(object())
