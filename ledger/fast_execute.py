@@ -50,6 +50,8 @@ class _Prepared:
     __slots__ = ("assembly", "binds", "compiled", "constants", "last_rows", "metadata", "plan", "result_processors",
                  "returns_rows", "shares_rows", "sql", "typed_processors")
 
+    last_rows: dict[tuple[Any, ...], tuple[list[Any], list[tuple[type, ...]], list[tuple[Any, ...]]]]
+
     result_processors: tuple[tuple[int, Any], ...]  # (column index, processor) of the columns that have one
 
     def __init__(self, compiled: SQLCompiler, dialect: Any, keys: frozenset[str]) -> None:
@@ -74,22 +76,29 @@ class _Prepared:
         self.metadata = SimpleResultMetaData([column[0] for column in compiled._result_columns])
         # PostgreSQL: result processors chosen by each column's type as the server reports it (set on first run).
         self.typed_processors: tuple[tuple[int, Any], ...] | None = None
-        # share_rows: the last rows SQLite returned, with their values' types, and those rows processed.
+        # share_rows: per set of parameters (an agent's id), the last rows SQLite returned, with their values'
+        # types, and those rows processed.
         self.shares_rows = False
-        self.last_rows: tuple[list[Any], list[tuple[type, ...]], list[tuple[Any, ...]]] | None = None
+        self.last_rows = {}
 
-    def processed(self, fetched: list[Any]) -> list[tuple[Any, ...]]:
+    def processed(self, fetched: list[Any], parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
         """The fetched rows with their processed columns converted; for a statement of share_rows, the rows of
-        the last call again (a new list of the same tuples) when SQLite returned exactly the same values, of
-        the same types (1, 1.0 and True are equal but not processed alike)."""
+        the last call with the same parameters again (a new list of the same tuples) when SQLite returned
+        exactly the same values, of the same types (1, 1.0 and True are equal but not processed alike)."""
         if not self.shares_rows:
             return _processed(fetched, self.result_processors)
+        try:
+            key = tuple(parameters)
+            known = self.last_rows.get(key)
+        except TypeError:  # a parameter that cannot be a key: nothing kept
+            return _processed(fetched, self.result_processors)
         types = [tuple(map(type, row)) for row in fetched]
-        last = self.last_rows
-        if last is not None and last[0] == fetched and last[1] == types:
-            return list(last[2])
+        if known is not None and known[0] == fetched and known[1] == types:
+            return list(known[2])
         rows = _processed(fetched, self.result_processors)
-        self.last_rows = (fetched, types, rows)  # one assignment: a reader sees the old or the new, whole
+        if len(self.last_rows) >= SHARED_ROWS_KEPT:  # many agents in one process: start again
+            self.last_rows.clear()
+        self.last_rows[key] = (fetched, types, rows)  # one assignment: a reader sees the old or the new, whole
         return list(rows)
 
     def parameters(self, params: Mapping[str, Any] | None) -> list[Any]:
@@ -120,6 +129,7 @@ def _processed(rows: Iterable[Sequence[Any]], processors: tuple[tuple[int, Any],
 
 
 _NO_PARAMETERS: Mapping[str, Any] = {}
+SHARED_ROWS_KEPT = 256  # sets of parameters (agents) whose last rows a share_rows statement keeps
 
 
 def _picker(indices: Sequence[Any]) -> Callable[[Any], list[Any]]:
@@ -244,8 +254,9 @@ def _prepare(statement: Any, keys: frozenset[str], dialect: Any) -> _Prepared | 
 
 # Statements whose rows repeat call after call and whose callers never change the values they read (an agent's
 # stored permissions: read by every call, the same until an operator changes them). On SQLite the processed row
-# (its JSON lists, Decimals and datetimes: ~15 µs for the permissions) is reused while SQLite returns the same
-# values; the values are then the same objects as the last call's, hence "never change them".
+# (its JSON lists, Decimals and datetimes: ~15 µs for the permissions) is reused, per set of parameters (each
+# agent's), while SQLite returns the same values; the values are then the same objects as the last such call's,
+# hence "never change them".
 _sharing_rows: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
@@ -509,7 +520,7 @@ async def _run_prepared(prepared: _Prepared, many: bool, params: Any, raw: sqlit
         except sqlite3.Error as error:
             raise _wrapped(error, prepared, parameters) from error
         if prepared.result_processors:
-            fetched = prepared.processed(fetched)
+            fetched = prepared.processed(fetched, parameters)
         return IteratorResult(prepared.metadata, iter(fetched))
 
     def count() -> int:

@@ -244,16 +244,17 @@ async def test_a_plain_read_begins_a_transaction_sqlalchemy_knows_about(
         assert not raw.in_transaction
 
 
-# Rows shared between calls that read the same values (fast_execute.share_rows), next to the same read unshared.
+# Rows shared between calls with the same parameters that read the same values (fast_execute.share_rows), next to
+# the same read unshared.
 SHARED_PERMISSIONS = fast_execute.share_rows(
     select(AgentPermissions.__table__).where(AgentPermissions.__table__.c.agent_id == bindparam("agent_id")))
 UNSHARED_PERMISSIONS = select(AgentPermissions.__table__).where(
     AgentPermissions.__table__.c.agent_id == bindparam("agent_id"))
 
 
-async def _read(sessions: async_sessionmaker[AsyncSession], statement: Any) -> Any:
+async def _read(sessions: async_sessionmaker[AsyncSession], statement: Any, agent_id: str = "a1") -> Any:
     async with db.read(sessions) as connection:
-        row = (await fast(connection, statement, {"agent_id": "a1"})).one()
+        row = (await fast(connection, statement, {"agent_id": agent_id})).first()
         await connection.rollback()
     return row
 
@@ -265,6 +266,14 @@ async def test_a_shared_read_reuses_the_last_rows_while_the_stored_values_are_th
     assert second.allowed_symbols is first.allowed_symbols  # the same objects: its callers never change them
     unshared = await _read(sessions, UNSHARED_PERMISSIONS), await _read(sessions, UNSHARED_PERMISSIONS)
     assert unshared[0].allowed_symbols is not unshared[1].allowed_symbols
+
+
+async def test_agents_read_in_turn_each_keep_their_shared_rows(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Eight agents in one process read their permissions in turn: each one's rows are kept, not only the last."""
+    first = await _read(sessions, SHARED_PERMISSIONS)
+    assert await _read(sessions, SHARED_PERMISSIONS, "nobody") is None
+    again = await _read(sessions, SHARED_PERMISSIONS)
+    assert again.allowed_symbols is first.allowed_symbols and typed([again]) == typed([first])
 
 
 async def test_a_shared_read_sees_a_changed_value_at_once(sessions: async_sessionmaker[AsyncSession]) -> None:
