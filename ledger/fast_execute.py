@@ -48,7 +48,7 @@ class _Prepared:
     """One statement compiled for SQLite with one parameter key set."""
 
     __slots__ = ("assembly", "binds", "compiled", "constants", "last_rows", "metadata", "plan", "result_processors",
-                 "returns_rows", "shares_rows", "sql", "typed_processors")
+                 "returns_rows", "run_assembly", "run_sql", "shares_rows", "sql", "typed_processors")
 
     last_rows: dict[tuple[Any, ...], tuple[list[Any], list[tuple[type, ...]], list[tuple[Any, ...]]]]
 
@@ -70,6 +70,11 @@ class _Prepared:
         self.binds = tuple((key, processors.get(key)) for key in positions)
         self.plan = None if compiled.post_compile_params else _plan(compiled, positions, keys, processors)
         self.assembly = None if self.plan is None else _Assembly(self.plan)
+        # SQLite: the values fixed in the statement (statuses, limits) written into the SQL once, not bound on
+        # every call (the usage read has 49 of them); the SQL as compiled stays `sql`, for errors and PostgreSQL.
+        inlined = (_inlined(self.sql, self.plan) if self.plan is not None and dialect.name == "sqlite"
+                   and compiled.positional else None)
+        self.run_sql, self.run_assembly = inlined if inlined is not None else (self.sql, self.assembly)
         self.returns_rows = bool(compiled._result_columns)
         self.result_processors = _present(column[3]._cached_result_processor(dialect, None)
                                           for column in compiled._result_columns)
@@ -100,6 +105,12 @@ class _Prepared:
             self.last_rows.clear()
         self.last_rows[key] = (fetched, types, rows)  # one assignment: a reader sees the old or the new, whole
         return list(rows)
+
+    def run_parameters(self, params: Mapping[str, Any] | None) -> list[Any]:
+        """The parameters of run_sql (those of the call; the fixed values are written into it)."""
+        if self.run_assembly is not None:
+            return self.run_assembly(params or _NO_PARAMETERS)
+        return self.parameters(params)
 
     def parameters(self, params: Mapping[str, Any] | None) -> list[Any]:
         if self.assembly is not None:  # the parameter keys are this statement's `keys`: no lookups to decide
@@ -191,6 +202,40 @@ class _Assembly:
         for slot, process in self.processed:
             values[slot] = process(values[slot])
         return values if self.place is None else self.place(values)
+
+
+_SQLITE_INTEGERS = range(-(2 ** 63), 2 ** 63)
+
+
+def _literal(value: Any) -> str | None:
+    """A value fixed in a statement as SQLite literal text, where that is exactly what binding it gives (ASCII
+    text, a 64-bit integer); None for anything else (it stays bound)."""
+    if type(value) is str and value.isascii() and "\x00" not in value:
+        return "'" + value.replace("'", "''") + "'"
+    if type(value) is int and value in _SQLITE_INTEGERS:
+        return str(value)
+    return None
+
+
+def _inlined(sql: str, plan: Sequence[tuple[str | None, Any, Any]]) -> tuple[str, _Assembly] | None:
+    """The SQL with the plan's fixed values (processed once: their processors are pure) written in as literals,
+    and the assembly of the parameters left; None when there is none to write in, or when the text holds a "?"
+    that is not a parameter (in a literal SQLAlchemy rendered)."""
+    parts = sql.split("?")
+    if len(parts) != len(plan) + 1:
+        return None
+    text, kept = [parts[0]], []
+    for entry, part in zip(plan, parts[1:], strict=True):
+        source, constant, process = entry
+        literal = None if source is not None else _literal(constant if process is None else process(constant))
+        if literal is None:
+            kept.append(entry)
+            literal = "?"
+        text.append(literal)
+        text.append(part)
+    if len(kept) == len(plan):
+        return None
+    return "".join(text), _Assembly(kept)
 
 
 def plan_parameters(plan: Sequence[tuple[str | None, Any, Any]], params: Mapping[str, Any] | None) -> list[Any]:
@@ -499,34 +544,37 @@ async def run(connection: AsyncConnection, statement: Any, params: Any) -> Resul
 
 async def _run_prepared(prepared: _Prepared, many: bool, params: Any, raw: sqlite3.Connection,
                         execute: Callable[..., Awaitable[Any]]) -> Result[Any]:
-    """Run on `raw`: `execute` tries at once and retries a locked database asynchronously, up to the bound."""
+    """Run on `raw`: `execute` tries at once and retries a locked database asynchronously, up to the bound. It
+    runs the SQL with the statement's fixed values written in (run_sql); a failure names the statement and its
+    parameters as SQLAlchemy would (sql, parameters)."""
+    sql = prepared.run_sql
     if many:
-        sets = [prepared.parameters(one) for one in params]
+        sets = [prepared.run_parameters(one) for one in params]
 
         def count_many() -> int:
-            return raw.executemany(prepared.sql, sets).rowcount
+            return raw.executemany(sql, sets).rowcount
 
         try:
             return RowCountResult(await execute(count_many))
         except sqlite3.Error as error:
-            raise _wrapped(error, prepared, sets) from error
-    parameters = prepared.parameters(params)
+            raise _wrapped(error, prepared, [prepared.parameters(one) for one in params]) from error
+    parameters = prepared.run_parameters(params)
     if prepared.returns_rows:
         def rows() -> list[Any]:
-            return raw.execute(prepared.sql, parameters).fetchall()
+            return raw.execute(sql, parameters).fetchall()
 
         try:
             fetched = await execute(rows)  # retried while locked, up to the bound (ledger/sqlite_inline.py)
         except sqlite3.Error as error:
-            raise _wrapped(error, prepared, parameters) from error
+            raise _wrapped(error, prepared, prepared.parameters(params)) from error
         if prepared.result_processors:
             fetched = prepared.processed(fetched, parameters)
         return IteratorResult(prepared.metadata, iter(fetched))
 
     def count() -> int:
-        return raw.execute(prepared.sql, parameters).rowcount
+        return raw.execute(sql, parameters).rowcount
 
     try:
         return RowCountResult(await execute(count))
     except sqlite3.Error as error:
-        raise _wrapped(error, prepared, parameters) from error
+        raise _wrapped(error, prepared, prepared.parameters(params)) from error

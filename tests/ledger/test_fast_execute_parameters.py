@@ -4,11 +4,12 @@ is bound, gathered and placed in C, with the same failure when a value cannot be
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
 
@@ -104,3 +105,54 @@ def test_the_hot_statements_bind_what_their_plans_bind() -> None:
         prepared = fast_execute._prepare(statement, frozenset(params), dialect)
         assert isinstance(prepared, fast_execute._Prepared) and prepared.plan is not None
         assert prepared.parameters(params) == fast_execute.plan_parameters(prepared.plan, params)
+
+
+# Values fixed in a statement written into SQLite's SQL (fast_execute._inlined): what SQLite reads from the text is
+# what it reads bound. Checked on SQLite itself, value by value and type by type.
+FIXED = st.one_of(st.text(max_size=6), st.text(alphabet="'\"?;-x", max_size=6), st.integers(),
+                  st.integers(min_value=-(2 ** 63), max_value=2 ** 63 - 1), st.booleans(), st.none(),
+                  st.floats(allow_nan=False), st.binary(max_size=3))
+FIXED_ENTRIES = st.one_of(st.tuples(st.sampled_from(KEYS), st.none(), st.none()),
+                          st.tuples(st.none(), FIXED, st.none()))
+
+
+@given(st.lists(FIXED_ENTRIES, min_size=1, max_size=12), PARAMETERS)
+@example([(None, -(2 ** 63), None), (None, 2 ** 63 - 1, None), (None, "it's", None),
+          (None, "", None), (None, "-- ?", None), ("a", None, None)], dict.fromkeys(KEYS, 1))
+def test_fixed_values_written_into_the_sql_read_as_they_read_bound(plan: list[tuple[Any, Any, Any]],
+                                                                  params: dict[str, int]) -> None:
+    sql = "SELECT " + ", ".join("?" for _ in plan)
+    connection = sqlite3.connect(":memory:")
+
+    def read(text: str, parameters: list[Any]) -> list[list[tuple[Any, type]]]:
+        return [[(value, type(value)) for value in row] for row in connection.execute(text, parameters).fetchall()]
+
+    try:
+        expected = outcome(read, sql, fast_execute.plan_parameters(plan, params))
+        inlined = fast_execute._inlined(sql, plan)
+        if inlined is None:  # nothing to write in
+            assert all(source is not None or fast_execute._literal(constant) is None
+                       for source, constant, _ in plan)
+            return
+        run_sql, assembly = inlined
+        assert outcome(read, run_sql, assembly(params)) == expected  # a value too large for SQLite fails alike
+    finally:
+        connection.close()
+
+
+def test_a_statement_runs_with_its_fixed_values_written_in_and_fails_naming_them_bound() -> None:
+    from sqlalchemy import bindparam, select
+
+    from ledger.models import TradingState
+
+    statement = select(TradingState.scope).where(TradingState.state == "active",
+                                                 TradingState.changed_by == bindparam("by"))
+    prepared = fast_execute._prepare(statement, frozenset({"by"}), sqlite.dialect(paramstyle="qmark"))
+    assert isinstance(prepared, fast_execute._Prepared)
+    assert prepared.sql.count("?") == 2 and prepared.parameters({"by": "system"}) == ["active", "system"]
+    assert prepared.run_sql.count("?") == 1 and "'active'" in prepared.run_sql
+    assert prepared.run_parameters({"by": "system"}) == ["system"]
+
+
+def test_a_question_mark_that_is_not_a_parameter_leaves_the_sql_as_it_is() -> None:
+    assert fast_execute._inlined("SELECT '?', ?", [(None, "x", None)]) is None
