@@ -28,6 +28,7 @@ import sqlite3
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Delete, Insert, Select, Update, exc
@@ -46,8 +47,10 @@ _CORE_STATEMENTS = (Select, Insert, Update, Delete)  # text() and the rest are l
 class _Prepared:
     """One statement compiled for SQLite with one parameter key set."""
 
-    __slots__ = ("binds", "compiled", "constants", "metadata", "plan", "result_processors", "returns_rows", "sql",
-                 "typed_processors")
+    __slots__ = ("assembly", "binds", "compiled", "constants", "last_rows", "metadata", "plan", "result_processors",
+                 "returns_rows", "run_assembly", "run_sql", "shares_rows", "sql", "typed_processors")
+
+    last_rows: dict[tuple[Any, ...], tuple[list[Any], list[tuple[type, ...]], list[tuple[Any, ...]]]]
 
     result_processors: tuple[tuple[int, Any], ...]  # (column index, processor) of the columns that have one
 
@@ -66,21 +69,52 @@ class _Prepared:
             self.constants = {key: value for key, value in expanded.parameters.items() if key not in keys}
         self.binds = tuple((key, processors.get(key)) for key in positions)
         self.plan = None if compiled.post_compile_params else _plan(compiled, positions, keys, processors)
+        self.assembly = None if self.plan is None else _Assembly(self.plan)
+        # SQLite: the values fixed in the statement (statuses, limits) written into the SQL once, not bound on
+        # every call (the usage read has 49 of them); the SQL as compiled stays `sql`, for errors and PostgreSQL.
+        inlined = (_inlined(self.sql, self.plan) if self.plan is not None and dialect.name == "sqlite"
+                   and compiled.positional else None)
+        self.run_sql, self.run_assembly = inlined if inlined is not None else (self.sql, self.assembly)
         self.returns_rows = bool(compiled._result_columns)
         self.result_processors = _present(column[3]._cached_result_processor(dialect, None)
                                           for column in compiled._result_columns)
         self.metadata = SimpleResultMetaData([column[0] for column in compiled._result_columns])
         # PostgreSQL: result processors chosen by each column's type as the server reports it (set on first run).
         self.typed_processors: tuple[tuple[int, Any], ...] | None = None
+        # share_rows: per set of parameters (an agent's id), the last rows SQLite returned, with their values'
+        # types, and those rows processed.
+        self.shares_rows = False
+        self.last_rows = {}
+
+    def processed(self, fetched: list[Any], parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """The fetched rows with their processed columns converted; for a statement of share_rows, the rows of
+        the last call with the same parameters again (a new list of the same tuples) when SQLite returned
+        exactly the same values, of the same types (1, 1.0 and True are equal but not processed alike)."""
+        if not self.shares_rows:
+            return _processed(fetched, self.result_processors)
+        try:
+            key = tuple(parameters)
+            known = self.last_rows.get(key)
+        except TypeError:  # a parameter that cannot be a key: nothing kept
+            return _processed(fetched, self.result_processors)
+        types = [tuple(map(type, row)) for row in fetched]
+        if known is not None and known[0] == fetched and known[1] == types:
+            return list(known[2])
+        rows = _processed(fetched, self.result_processors)
+        if len(self.last_rows) >= SHARED_ROWS_KEPT:  # many agents in one process: start again
+            self.last_rows.clear()
+        self.last_rows[key] = (fetched, types, rows)  # one assignment: a reader sees the old or the new, whole
+        return list(rows)
+
+    def run_parameters(self, params: Mapping[str, Any] | None) -> list[Any]:
+        """The parameters of run_sql (those of the call; the fixed values are written into it)."""
+        if self.run_assembly is not None:
+            return self.run_assembly(params or _NO_PARAMETERS)
+        return self.parameters(params)
 
     def parameters(self, params: Mapping[str, Any] | None) -> list[Any]:
-        if self.plan is not None:  # the parameter keys are this statement's `keys`: no lookups to decide
-            given: Mapping[str, Any] = params or {}
-            planned: list[Any] = []
-            for source, constant, process in self.plan:
-                value = constant if source is None else given[source]
-                planned.append(value if process is None else process(value))
-            return planned
+        if self.assembly is not None:  # the parameter keys are this statement's `keys`: no lookups to decide
+            return self.assembly(params or _NO_PARAMETERS)
         values = self.compiled.construct_params(params, escape_names=False, _no_postcompile=True)
         if self.constants:
             values.update(self.constants)
@@ -103,6 +137,116 @@ def _processed(rows: Iterable[Sequence[Any]], processors: tuple[tuple[int, Any],
             values[index] = process(values[index])
         processed.append(tuple(values))
     return processed
+
+
+_NO_PARAMETERS: Mapping[str, Any] = {}
+SHARED_ROWS_KEPT = 256  # sets of parameters (agents) whose last rows a share_rows statement keeps
+
+
+def _picker(indices: Sequence[Any]) -> Callable[[Any], list[Any]]:
+    """[seq[i] for i in indices] as a list, picked in C (operator.itemgetter) rather than a loop per item."""
+    if not indices:
+        return lambda _: []
+    if len(indices) == 1:
+        only = indices[0]
+        return lambda seq: [seq[only]]
+    pick = itemgetter(*indices)
+    return lambda seq: list(pick(seq))
+
+
+class _Assembly:
+    """A plan (_plan) done in the fewest steps; it gives the list `plan_parameters` gives, for every call.
+
+    Positional parameters repeat the same value (a window's start bound in three subqueries, the agent id in
+    six): each distinct (value, processor) of the statement is processed once, not once per position, and the
+    values are gathered from the call's mapping and placed in position order by operator.itemgetter (in C)
+    instead of a Python loop over every position. Processors run in the order of their first position, so a
+    value that cannot be bound (a naive datetime, a float for an exact decimal) fails as it did."""
+
+    __slots__ = ("constants", "gather", "place", "processed", "slots")
+
+    def __init__(self, plan: Sequence[tuple[str | None, Any, Any]]) -> None:
+        sources = list(dict.fromkeys(source for source, _, _ in plan if source is not None))
+        base_of = {source: index for index, source in enumerate(sources)}
+        constants: list[Any] = []
+        slot_of: dict[tuple[int, Any], int] = {}  # (index in the gathered values, processor) -> slot
+        slot_bases: list[int] = []
+        processed: list[tuple[int, Any]] = []
+        layout: list[int] = []
+        for source, constant, process in plan:
+            if source is None:  # a value fixed in the statement: a place of its own among the gathered values
+                base = len(sources) + len(constants)
+                constants.append(constant)
+            else:
+                base = base_of[source]
+            slot = slot_of.get((base, process))
+            if slot is None:
+                slot = slot_of[(base, process)] = len(slot_bases)
+                slot_bases.append(base)
+                if process is not None:
+                    processed.append((slot, process))
+            layout.append(slot)
+        self.gather = _picker(sources)
+        self.constants = tuple(constants)
+        # None where a step would change nothing (each gathered value one slot, each slot one position, in order).
+        self.slots = None if slot_bases == list(range(len(sources) + len(constants))) else _picker(slot_bases)
+        self.place = None if layout == list(range(len(slot_bases))) else _picker(layout)
+        self.processed = tuple(processed)
+
+    def __call__(self, given: Mapping[str, Any]) -> list[Any]:
+        values = self.gather(given)
+        if self.constants:
+            values.extend(self.constants)
+        if self.slots is not None:
+            values = self.slots(values)
+        for slot, process in self.processed:
+            values[slot] = process(values[slot])
+        return values if self.place is None else self.place(values)
+
+
+_SQLITE_INTEGERS = range(-(2 ** 63), 2 ** 63)
+
+
+def _literal(value: Any) -> str | None:
+    """A value fixed in a statement as SQLite literal text, where that is exactly what binding it gives (ASCII
+    text, a 64-bit integer); None for anything else (it stays bound)."""
+    if type(value) is str and value.isascii() and "\x00" not in value:
+        return "'" + value.replace("'", "''") + "'"
+    if type(value) is int and value in _SQLITE_INTEGERS:
+        return str(value)
+    return None
+
+
+def _inlined(sql: str, plan: Sequence[tuple[str | None, Any, Any]]) -> tuple[str, _Assembly] | None:
+    """The SQL with the plan's fixed values (processed once: their processors are pure) written in as literals,
+    and the assembly of the parameters left; None when there is none to write in, or when the text holds a "?"
+    that is not a parameter (in a literal SQLAlchemy rendered)."""
+    parts = sql.split("?")
+    if len(parts) != len(plan) + 1:
+        return None
+    text, kept = [parts[0]], []
+    for entry, part in zip(plan, parts[1:], strict=True):
+        source, constant, process = entry
+        literal = None if source is not None else _literal(constant if process is None else process(constant))
+        if literal is None:
+            kept.append(entry)
+            literal = "?"
+        text.append(literal)
+        text.append(part)
+    if len(kept) == len(plan):
+        return None
+    return "".join(text), _Assembly(kept)
+
+
+def plan_parameters(plan: Sequence[tuple[str | None, Any, Any]], params: Mapping[str, Any] | None) -> list[Any]:
+    """The positional parameters of a plan for one call, position by position: the definition _Assembly keeps
+    (tests/ledger/test_fast_execute_parameters.py holds them equal)."""
+    given: Mapping[str, Any] = params or {}
+    planned: list[Any] = []
+    for source, constant, process in plan:
+        value = constant if source is None else given[source]
+        planned.append(value if process is None else process(value))
+    return planned
 
 
 def _plan(compiled: SQLCompiler, positions: Sequence[str], keys: frozenset[str], processors: Mapping[str, Any]
@@ -146,22 +290,67 @@ def _prepare(statement: Any, keys: frozenset[str], dialect: Any) -> _Prepared | 
     if writes == bool(compiled._result_columns):  # text(), or anything neither a plain SELECT nor plain DML
         return _UNSUPPORTED
     try:
-        return _Prepared(compiled, dialect, keys)
+        prepared = _Prepared(compiled, dialect, keys)
     except Exception:
         return _UNSUPPORTED
+    prepared.shares_rows = statement in _sharing_rows
+    return prepared
 
 
-# statement → {(dialect class, parameter keys): prepared}; weak, so statements built per call do not pile up.
-_prepared: weakref.WeakKeyDictionary[Any, dict[tuple[Any, frozenset[str]], _Prepared | object]] = (
-    weakref.WeakKeyDictionary())
+# Statements whose rows repeat call after call and whose callers never change the values they read (an agent's
+# stored permissions: read by every call, the same until an operator changes them). On SQLite the processed row
+# (its JSON lists, Decimals and datetimes: ~15 µs for the permissions) is reused, per set of parameters (each
+# agent's), while SQLite returns the same values; the values are then the same objects as the last such call's,
+# hence "never change them".
+_sharing_rows: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def share_rows(statement: Any) -> Any:
+    """Mark `statement` (a module-level constant) as one whose processed rows may be shared between calls that
+    read exactly the same values; its callers must not change the values (lists, dicts) of a row. Returns it."""
+    _sharing_rows.add(statement)
+    return statement
+
+
+# id(statement) → (weak reference to it, {(dialect class, parameter keys): prepared}): weak, so statements built
+# per call do not pile up (an entry goes with its statement); by id, so a lookup is two C calls (a dict's get
+# and the reference's call) rather than a WeakKeyDictionary's get in Python, seven times a proposal.
+_Prepareds = dict[tuple[Any, frozenset[str]], "_Prepared | object"]
+_prepared: dict[int, tuple[weakref.ref[Any], _Prepareds]] = {}
+
+
+def _prepared_of(statement: Any) -> _Prepareds | None:
+    """The statement's prepared forms; None if it has none yet. TypeError if it cannot be weakly referenced."""
+    entry = _prepared.get(id(statement))
+    if entry is not None and entry[0]() is statement:
+        return entry[1]
+    weakref.ref(statement)  # raises TypeError for a statement that cannot be weakly referenced
+    return None
+
+
+def _new_prepared(statement: Any) -> _Prepareds:
+    key, table = id(statement), _prepared  # the table itself, not the module's name: still there at shutdown
+
+    def forget(reference: weakref.ref[Any]) -> None:
+        entry = table.get(key)
+        if entry is not None and entry[0] is reference:
+            del table[key]
+
+    by_keys: _Prepareds = {}
+    table[key] = (weakref.ref(statement, forget), by_keys)
+    return by_keys
+
 _seen: weakref.WeakSet[Any] = weakref.WeakSet()  # statements run once: compiled when they come again
+
+
+_NO_COLUMNS = SimpleResultMetaData([])  # shared, like a prepared statement's metadata: results never change it
 
 
 class RowCountResult(IteratorResult[Any]):
     """The result of an INSERT, UPDATE or DELETE: no rows, its `rowcount`."""
 
     def __init__(self, rowcount: int) -> None:
-        super().__init__(SimpleResultMetaData([]), iter(()))
+        super().__init__(_NO_COLUMNS, iter(()))
         self.rowcount = rowcount
 
 
@@ -193,14 +382,14 @@ def _lookup(statement: Any, params: Any, dialect: Any) -> tuple[_Prepared, bool]
     else:
         keys = frozenset(params) if params else frozenset()
     try:
-        by_keys = _prepared.get(statement)
+        by_keys = _prepared_of(statement)
     except TypeError:  # not weak-referenceable
         return None
     if by_keys is None:
         if statement not in _seen:
             _seen.add(statement)
             return None
-        by_keys = _prepared[statement] = {}
+        by_keys = _new_prepared(statement)
     # Every engine here is made alike (ledger/db.py): the dialect's class names it.
     prepared = by_keys.get((type(dialect), keys))
     if prepared is None:
@@ -355,34 +544,37 @@ async def run(connection: AsyncConnection, statement: Any, params: Any) -> Resul
 
 async def _run_prepared(prepared: _Prepared, many: bool, params: Any, raw: sqlite3.Connection,
                         execute: Callable[..., Awaitable[Any]]) -> Result[Any]:
-    """Run on `raw`: `execute` tries at once and retries a locked database asynchronously, up to the bound."""
+    """Run on `raw`: `execute` tries at once and retries a locked database asynchronously, up to the bound. It
+    runs the SQL with the statement's fixed values written in (run_sql); a failure names the statement and its
+    parameters as SQLAlchemy would (sql, parameters)."""
+    sql = prepared.run_sql
     if many:
-        sets = [prepared.parameters(one) for one in params]
+        sets = [prepared.run_parameters(one) for one in params]
 
         def count_many() -> int:
-            return raw.executemany(prepared.sql, sets).rowcount
+            return raw.executemany(sql, sets).rowcount
 
         try:
             return RowCountResult(await execute(count_many))
         except sqlite3.Error as error:
-            raise _wrapped(error, prepared, sets) from error
-    parameters = prepared.parameters(params)
+            raise _wrapped(error, prepared, [prepared.parameters(one) for one in params]) from error
+    parameters = prepared.run_parameters(params)
     if prepared.returns_rows:
         def rows() -> list[Any]:
-            return raw.execute(prepared.sql, parameters).fetchall()
+            return raw.execute(sql, parameters).fetchall()
 
         try:
             fetched = await execute(rows)  # retried while locked, up to the bound (ledger/sqlite_inline.py)
         except sqlite3.Error as error:
-            raise _wrapped(error, prepared, parameters) from error
+            raise _wrapped(error, prepared, prepared.parameters(params)) from error
         if prepared.result_processors:
-            fetched = _processed(fetched, prepared.result_processors)
+            fetched = prepared.processed(fetched, parameters)
         return IteratorResult(prepared.metadata, iter(fetched))
 
     def count() -> int:
-        return raw.execute(prepared.sql, parameters).rowcount
+        return raw.execute(sql, parameters).rowcount
 
     try:
         return RowCountResult(await execute(count))
     except sqlite3.Error as error:
-        raise _wrapped(error, prepared, parameters) from error
+        raise _wrapped(error, prepared, prepared.parameters(params)) from error

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import os
 import re
 import weakref
@@ -198,6 +199,18 @@ def _insert_of(count: int) -> Insert:
     return statement
 
 
+_row_values = operator.itemgetter(*_ROW_COLUMNS)
+_flat_keys: dict[int, tuple[str, ...]] = {}
+
+
+def _flat_keys_of(count: int) -> tuple[str, ...]:
+    """The parameter names of _insert_of(count), row by row in _ROW_COLUMNS order (built once per count)."""
+    keys = _flat_keys.get(count)
+    if keys is None:
+        keys = _flat_keys[count] = tuple(f"{name}_{row}" for row in range(count) for name in _ROW_COLUMNS)
+    return keys
+
+
 async def _insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """The records' rows, in as few statements as _ROWS_PER_INSERT allows."""
     if len(rows) == 1:
@@ -205,8 +218,8 @@ async def _insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> Non
         return
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[start:start + _ROWS_PER_INSERT]
-        await execute(session, _insert_of(len(chunk)),
-                      {f"{name}_{index}": value for index, row in enumerate(chunk) for name, value in row.items()})
+        values = [value for row in chunk for value in _row_values(row)]
+        await execute(session, _insert_of(len(chunk)), dict(zip(_flat_keys_of(len(chunk)), values, strict=True)))
 
 # The last head this process wrote, per database: lets an append skip reading the head. It is only a guess:
 # the conditional UPDATE below checks it against the row, and a stale guess falls back to reading the head.

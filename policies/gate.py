@@ -16,7 +16,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -25,7 +25,7 @@ from typing import Any, NoReturn, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Row, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -54,6 +54,7 @@ from ledger.accounting import (
     trade_with_holdings,
 )
 from ledger.db import execute, insert_if_absent, read, transaction
+from ledger.fast_execute import share_rows
 from ledger.legs import LIVE_LEG_STATUSES, PARENTS_OF_LIVE_LEGS, apply_leg_updates, legs_of
 from ledger.models import (
     GLOBAL_SCOPE,
@@ -93,8 +94,10 @@ ACCOUNT_MAX_AGE = 1.0  # seconds
 
 # Statements on the path of every call, built once (building a statement costs more than running it on SQLite).
 _PERMISSIONS = cast(Table, AgentPermissions.__table__)
-# The agent's permissions, once per symbol it holds (or once with symbol NULL): one trip for both.
-_AGENT_AND_HOLDINGS = (
+# The agent's permissions, once per symbol it holds (or once with symbol NULL): one trip for both. Its rows are
+# shared between calls that read the same values (fast_execute.share_rows): nothing here changes a row's values
+# (_identify keeps them as they are, agent_from_row copies what it keeps).
+_AGENT_AND_HOLDINGS = share_rows(
     select(_PERMISSIONS, AgentPosition.symbol.label("held_symbol"))
     .select_from(_PERMISSIONS)
     .outerjoin(AgentPosition, and_(AgentPosition.agent_id == _PERMISSIONS.c.agent_id, AgentPosition.qty != 0))
@@ -107,17 +110,29 @@ _ENABLED = _PERMISSION_NAMES.index("enabled")
 _stored_permissions = operator.attrgetter(*_PERMISSION_NAMES)  # one C call per identification, not a generator
 
 
+def _stored_of(row: Any) -> tuple[Any, ...]:
+    """The stored permissions of an agent's row, in _PERMISSION_NAMES order. A result row here is one of the
+    identity statements' (their columns begin with the permissions, checked below): a slice, in C, rather than
+    a dozen lookups by name (~4 µs on a result row); anything else (a model object) by name."""
+    return row[:_PERMISSION_COUNT] if isinstance(row, Row) else _stored_permissions(row)
+
+
+_PERMISSION_COUNT = len(_PERMISSION_NAMES)
+
+
 def _state_of(column: Any, scope: Any) -> Any:
     return select(column).where(TradingState.__table__.c.scope == scope).scalar_subquery()
 
 
 # A proposal's unit of work identifies the agent (permissions, holdings) and reads the trading state, global and
 # its own, in one statement (NULL state: no row, i.e. active).
-_AGENT_HOLDINGS_AND_STATE = _AGENT_AND_HOLDINGS.add_columns(
+_AGENT_HOLDINGS_AND_STATE = share_rows(_AGENT_AND_HOLDINGS.add_columns(
     _state_of(TradingState.state, GLOBAL_SCOPE).label("global_state"),
     _state_of(TradingState.reason, GLOBAL_SCOPE).label("global_reason"),
     _state_of(TradingState.state, bindparam("agent_id")).label("agent_state"),
-    _state_of(TradingState.reason, bindparam("agent_id")).label("agent_reason"))
+    _state_of(TradingState.reason, bindparam("agent_id")).label("agent_reason")))
+for _identity_statement in (_AGENT_AND_HOLDINGS, _AGENT_HOLDINGS_AND_STATE):  # what _stored_of relies on
+    assert tuple(_identity_statement.selected_columns.keys()[:_PERMISSION_COUNT]) == _PERMISSION_NAMES
 _INSERT_PROPOSAL = insert(cast(Table, TradeProposal.__table__))
 _INSERT_APPROVAL = insert(cast(Table, Approval.__table__))
 # PostgreSQL: the decision's first locks, global trading state then the agent's permissions (ledger/db.py).
@@ -265,10 +280,17 @@ class AgentRecord(Protocol):
     capital: Decimal
 
 
+_summarised: dict[type, bool] = {}  # result class -> whether it has audit_summary (asked once per class)
+
+
 def _outcome_payload(result: Any) -> Mapping[str, Any]:
-    # Bulky reads (market data) are summarised. Asked of the class: a model instance answers a missing name
-    # through pydantic's __getattr__ and an exception.
-    if hasattr(type(result), "audit_summary"):
+    # Bulky reads (market data) are summarised. Asked of the class, once: a model instance answers a missing name
+    # through pydantic's __getattr__ and an exception, and so does its class (its metaclass's __getattr__).
+    kind = type(result)
+    summarised = _summarised.get(kind)
+    if summarised is None:
+        summarised = _summarised[kind] = hasattr(kind, "audit_summary")
+    if summarised:
         return cast(Mapping[str, Any], result.audit_summary())
     payload = result.model_dump(mode="json") if hasattr(result, "model_dump") else {"result": str(result)}
     return cast(Mapping[str, Any], bounded(payload))
@@ -482,7 +504,7 @@ class Gate:
             self._identities.pop(agent_id, None)
             raise deny(Code.AGENT_DISABLED, f"agent {agent_id!r} is disabled by an operator")
         # The limits are worked out again only when the stored permissions changed: same values, same Agent.
-        stored = _stored_permissions(row)
+        stored = _stored_of(row)
         known = self._identities.get(agent_id)
         if known is not None and known[0] == stored:
             agent = known[1]
@@ -727,9 +749,13 @@ class Gate:
         # whatever the others answered): one timer instead of a task and a timer per part.
         # An account still fresh in the cache is taken as it is, without a task of its own in the gather.
         account = self._cached_account()
+        # Quotes and assets computed in this process never wait: with the account kept too, nothing here can wait,
+        # so no deadline is set (a deadline only interrupts an await that waits: it could never expire).
+        in_process = getattr(self.broker, "market_data_in_process", False)
         try:
-            async with asyncio.timeout(self.settings.broker_timeout):
-                if getattr(self.broker, "market_data_in_process", False):
+            async with nullcontext() if in_process and account is not None else asyncio.timeout(
+                    self.settings.broker_timeout):
+                if in_process:
                     # Quotes and assets computed in this process never wait: asked in turn, without a task
                     # each and the gather's wake-ups (only the account, when not cached, may wait on I/O).
                     quotes = await guarded(self.broker.get_quotes(symbols))
@@ -916,7 +942,7 @@ class Gate:
                 usage = await self._with_denials(session, agent, usage)
             status = "rejected" if violations else approval_for(agent.approval, pricing.estimated_notional)
             values: dict[str, Any] = dict(
-                id=str(uuid.uuid4()), agent_id=agent.id, symbol=order.symbol, side=order.side, qty=order.qty,
+                id=audit.new_event_id(), agent_id=agent.id, symbol=order.symbol, side=order.side, qty=order.qty,
                 notional=order.notional, order_type=order.order_type, limit_price=order.limit_price,
                 stop_price=order.stop_price, time_in_force=order.time_in_force,
                 extended_hours=order.extended_hours, strategy=draft.strategy, reasoning=draft.reasoning,

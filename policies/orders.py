@@ -98,6 +98,10 @@ def parse_trailing_stop(text: str) -> TrailingStop:
     return TrailingStop(price=_price_text("trailing_stop", text))
 
 
+# What json.dumps(fields, sort_keys=True, separators=(",", ":")) builds on every call, built once: the same text.
+_ORDER_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 class OrderRequest(BaseModel):
     """An order exactly as it would be sent to a broker (before any client_order_id)."""
 
@@ -169,7 +173,7 @@ class OrderRequest(BaseModel):
         }
         if self.has_exits:  # only then: the hash of an order without exits stays what it always was
             fields["exits"] = self.exits_json()  # type: ignore[assignment]
-        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+        return _ORDER_JSON.encode(fields)
 
     def order_hash(self) -> str:
         """Binds an approval to this exact order: any change gives another hash."""

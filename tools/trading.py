@@ -93,19 +93,19 @@ async def propose_trade(
 
 
 def propose_result(proposal: TradeProposal, violations: list[Violation]) -> ProposeResult:
-    if proposal.status == "approved":
+    # Each field read once: a read of a mapped object's attribute goes through the ORM's descriptor.
+    status, estimated, reference = proposal.status, proposal.estimated_notional, proposal.reference_price
+    if status == "approved":
         message = "Approved. Call execute_trade with this proposal_id to send it."
-    elif proposal.status == "pending_approval":
+    elif status == "pending_approval":
         message = ("Needs a person's approval (above this agent's auto-approval limit or approval mode). "
                    "Call execute_trade: the person is asked in the client, or approves out of band.")
     else:
         message = "Rejected: " + "; ".join(f"{v.code}: {v.message}" for v in violations)
-    return ProposeResult(proposal_id=proposal.id, status=proposal.status,  # type: ignore[arg-type]
+    return ProposeResult(proposal_id=proposal.id, status=status,  # type: ignore[arg-type]
                          violations=violations,
-                         estimated_notional=(proposal.estimated_notional.quantize(CENT)
-                                             if proposal.estimated_notional is not None else None),
-                         reference_price=(price_text(proposal.reference_price)
-                                          if proposal.reference_price is not None else None),
+                         estimated_notional=estimated.quantize(CENT) if estimated is not None else None,
+                         reference_price=price_text(reference) if reference is not None else None,
                          expires_at=proposal.expires_at,
                          trading_mode=proposal.trading_mode, message=message)  # type: ignore[arg-type]
 

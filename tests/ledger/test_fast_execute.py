@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -11,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, insert, select, text
+from sqlalchemy import String, TypeDecorator, bindparam, insert, select, text, type_coerce
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
@@ -241,3 +242,87 @@ async def test_a_plain_read_begins_a_transaction_sqlalchemy_knows_about(
         assert connection.in_transaction() and raw.in_transaction
         await connection.rollback()
         assert not raw.in_transaction
+
+
+# Rows shared between calls with the same parameters that read the same values (fast_execute.share_rows), next to
+# the same read unshared.
+SHARED_PERMISSIONS = fast_execute.share_rows(
+    select(AgentPermissions.__table__).where(AgentPermissions.__table__.c.agent_id == bindparam("agent_id")))
+UNSHARED_PERMISSIONS = select(AgentPermissions.__table__).where(
+    AgentPermissions.__table__.c.agent_id == bindparam("agent_id"))
+
+
+async def _read(sessions: async_sessionmaker[AsyncSession], statement: Any, agent_id: str = "a1") -> Any:
+    async with db.read(sessions) as connection:
+        row = (await fast(connection, statement, {"agent_id": agent_id})).first()
+        await connection.rollback()
+    return row
+
+
+async def test_a_shared_read_reuses_the_last_rows_while_the_stored_values_are_the_same(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    first, second = await _read(sessions, SHARED_PERMISSIONS), await _read(sessions, SHARED_PERMISSIONS)
+    assert typed([first]) == typed([second]) == typed([await _read(sessions, UNSHARED_PERMISSIONS)])
+    assert second.allowed_symbols is first.allowed_symbols  # the same objects: its callers never change them
+    unshared = await _read(sessions, UNSHARED_PERMISSIONS), await _read(sessions, UNSHARED_PERMISSIONS)
+    assert unshared[0].allowed_symbols is not unshared[1].allowed_symbols
+
+
+async def test_agents_read_in_turn_each_keep_their_shared_rows(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Eight agents in one process read their permissions in turn: each one's rows are kept, not only the last."""
+    first = await _read(sessions, SHARED_PERMISSIONS)
+    assert await _read(sessions, SHARED_PERMISSIONS, "nobody") is None
+    again = await _read(sessions, SHARED_PERMISSIONS)
+    assert again.allowed_symbols is first.allowed_symbols and typed([again]) == typed([first])
+
+
+async def test_a_shared_read_sees_a_changed_value_at_once(sessions: async_sessionmaker[AsyncSession]) -> None:
+    before = await _read(sessions, SHARED_PERMISSIONS)
+    async with db.transaction(sessions) as session:
+        await session.execute(text("UPDATE agent_trading_permissions SET allowed_symbols = '[\"AAPL\"]', "
+                                   "max_trade_size = '1000.5' WHERE agent_id = 'a1'"))
+    after = await _read(sessions, SHARED_PERMISSIONS)
+    assert before.allowed_symbols == ["AAPL", "MSFT"] and after.allowed_symbols == ["AAPL"]
+    assert typed([after]) == typed([await _read(sessions, UNSHARED_PERMISSIONS)])
+
+
+class Shown(TypeDecorator[str]):
+    """A value read back as its repr: 7 and 7.0 are equal, their reprs are not."""
+
+    impl = String
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Any) -> str:
+        return repr(value)
+
+
+SHOWN = fast_execute.share_rows(select(type_coerce(bindparam("v"), Shown()).label("shown")))
+
+
+async def test_a_shared_read_tells_an_equal_value_of_another_type_apart(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with db.read(sessions) as connection:
+        shown = [(await fast(connection, SHOWN, {"v": value})).scalar_one() for value in (7, 7.0, 7.0, 7)]
+        await connection.rollback()
+    assert shown == ["7", "7.0", "7.0", "7"]
+
+
+class Statement:
+    """Stands for a statement object: weakly referenceable."""
+
+
+def test_an_entry_of_prepared_forms_goes_with_its_statement() -> None:
+    statement = Statement()
+    key = id(statement)
+    assert fast_execute._prepared_of(statement) is None
+    forms = fast_execute._new_prepared(statement)
+    assert fast_execute._prepared_of(statement) is forms and key in fast_execute._prepared
+    del statement
+    gc.collect()
+    assert key not in fast_execute._prepared
+    assert fast_execute._prepared_of(Statement()) is None  # another object, whatever its id
+
+
+def test_a_statement_that_cannot_be_weakly_referenced_is_left_to_sqlalchemy() -> None:
+    with pytest.raises(TypeError):
+        fast_execute._prepared_of(object())

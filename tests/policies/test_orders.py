@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from policies.orders import (
     ExitsError,
@@ -12,6 +17,7 @@ from policies.orders import (
     StopLoss,
     TakeProfit,
     TrailingStop,
+    decimal_text,
     exit_edit_problem,
     exits_from_json,
     parse_stop_loss,
@@ -66,3 +72,29 @@ def test_a_trailing_stop_may_be_narrowed_not_widened() -> None:
 def test_the_take_profit_is_not_the_approvers_to_change() -> None:
     moved = LONG.model_copy(update={"take_profit": TakeProfit(limit_price=D(120))})
     assert exit_edit_problem(LONG, moved) == "the take-profit cannot be changed by an approver"
+
+
+AMOUNTS = st.one_of(st.none(), st.decimals(min_value=D("0.000000001"), max_value=D(10) ** 9, places=9))
+ORDERS = st.builds(
+    OrderRequest, symbol=st.text(min_size=1, max_size=8), side=st.sampled_from(["buy", "sell"]), qty=AMOUNTS,
+    notional=AMOUNTS, order_type=st.sampled_from(["market", "limit", "stop", "stop_limit"]), limit_price=AMOUNTS,
+    stop_price=AMOUNTS, time_in_force=st.sampled_from(["day", "gtc", "ioc", "fok"]), extended_hours=st.booleans(),
+    stop_loss=st.one_of(st.none(), st.builds(StopLoss, stop_price=st.decimals(min_value=1, max_value=999, places=2))),
+    take_profit=st.one_of(st.none(), st.builds(TakeProfit, limit_price=st.decimals(min_value=1, max_value=999,
+                                                                                      places=2))))
+
+
+@given(ORDERS)
+def test_the_canonical_text_is_what_json_dumps_writes(order: OrderRequest) -> None:
+    """The hash an approval binds never changes: the text is json.dumps's, whatever the order (unicode symbols
+    escaped as json.dumps escapes them)."""
+    fields: dict[str, Any] = {
+        "symbol": order.symbol, "side": order.side, "qty": decimal_text(order.qty),
+        "notional": decimal_text(order.notional), "order_type": order.order_type,
+        "limit_price": decimal_text(order.limit_price), "stop_price": decimal_text(order.stop_price),
+        "time_in_force": order.time_in_force, "extended_hours": order.extended_hours}
+    if order.has_exits:
+        fields["exits"] = order.exits_json()
+    expected = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    assert order.canonical_json() == expected
+    assert order.order_hash() == hashlib.sha256(expected.encode()).hexdigest()
