@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
-import os
 import re
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,6 +22,7 @@ from sqlalchemy import Insert, Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from ledger.db import execute
+from ledger.ids import new_row_id
 from ledger.models import AuditEvent, AuditHead
 from policies import secrets
 
@@ -61,21 +61,9 @@ def _masked(value: str) -> str:
     return secrets.scrub(value)
 
 
-# Version 4 (random) and RFC 4122 variant bits of a UUID, as uuid.UUID(bytes=..., version=4) sets them.
-_UUID4_KEEP = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
-_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
-
-
-def uuid4_text(random16: bytes) -> str:
-    """str(uuid.UUID(bytes=random16, version=4)) without building the UUID object (half the cost; a record id
-    is drawn for every audit record)."""
-    digits = f"{int.from_bytes(random16) & _UUID4_KEEP | _UUID4_SET:032x}"
-    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
-
-
 def new_event_id() -> str:
-    """A fresh random (version 4) UUID as text: the id of an audit record."""
-    return uuid4_text(os.urandom(16))
+    """A fresh time-ordered (version 7) UUID as text: the id of an audit record (ledger/ids.py says why)."""
+    return new_row_id()
 
 
 def _redact_text(value: str) -> str:
