@@ -338,6 +338,38 @@ async def test_a_flush_failure_at_a_units_end_fails_that_unit_alone(
     assert committed_notes(db_url) == ["a", "c"]
 
 
+async def test_objects_only_added_to_a_units_session_commit_with_it(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    """No statement began the session: what it holds to flush is still the unit's work."""
+    from ledger.models import KeyValue
+
+    async with db.transaction(sessions) as session:
+        session.add(KeyValue(key="added", value={}, updated_at=T0))
+    with sqlite3.connect(db_url.removeprefix("sqlite+aiosqlite:///")) as connection:
+        assert [r[0] for r in connection.execute("SELECT key FROM server_state")] == ["added"]
+
+
+async def test_objects_loaded_in_a_unit_leave_its_session_when_it_ends(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    from ledger.models import KeyValue
+
+    async with db.transaction(sessions) as session:
+        session.add(KeyValue(key="loaded", value={}, updated_at=T0))
+    async with db.transaction(sessions) as session:
+        loaded = await session.get(KeyValue, "loaded")
+        assert loaded is not None and loaded in session
+    assert loaded not in session and len(session.identity_map) == 0
+
+
+async def test_a_unit_begun_and_left_unused_counts_once_and_commits_nothing(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    begun, commits = db.UnitCounter.begun, db.UnitCounter.commits
+    async with db.transaction(sessions) as session:
+        pass
+    assert db.UnitCounter.begun == begun + 1 and db.UnitCounter.commits == commits + 1
+    assert not session.in_transaction() and committed_notes(db_url) == []
+
+
 FAST = [0.0002] * group_commit.COMMITS_TRACKED
 
 
