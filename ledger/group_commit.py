@@ -149,7 +149,7 @@ class GroupCommitWriter:
         # The session joins the unit's savepoint only if the unit's body uses it (ORM work, statements
         # ledger.db.execute leaves to SQLAlchemy); the hot statements run on `raw` (ledger/fast_execute.py).
         session = sessions(bind=group.connection)
-        unit = fast_execute.Unit.of(session, group.connection, own_savepoint=raw)
+        unit = fast_execute.Unit.in_savepoint(session, group.connection, raw, group.driver)
         token = fast_execute.current_unit.set(unit)
         try:
             yield session
@@ -173,8 +173,12 @@ class GroupCommitWriter:
                 await _close(session)
             finally:
                 self._pass_turn()  # whatever happens, the writer goes on
+        done = group.done
         try:
-            await asyncio.shield(group.done)
+            if done.done():  # committed as the unit ended (_committed_at_once): nothing to wait for
+                done.result()
+            else:
+                await asyncio.shield(done)
         except asyncio.CancelledError:
             raise
         except BaseException as error:
@@ -438,10 +442,13 @@ async def _close(session: AsyncSession) -> None:
 
 
 class _File:
-    __slots__ = ("on_commit", "path")
+    __slots__ = ("last", "on_commit", "path")
 
     def __init__(self, path: str, on_commit: Callable[[], None]) -> None:
         self.path, self.on_commit = path, on_commit
+        # The loop that last asked for this file's writer, and that writer (weakly: the writer lives as long as
+        # its loop's entry in _writers), so the next unit on that loop finds it without two dictionary lookups.
+        self.last: tuple[weakref.ref[asyncio.AbstractEventLoop], weakref.ref[GroupCommitWriter]] | None = None
 
 
 _files: weakref.WeakKeyDictionary[Any, _File] = weakref.WeakKeyDictionary()  # sync engine → its database file
@@ -473,10 +480,17 @@ def writer_of(engine: AsyncEngine | None) -> GroupCommitWriter | None:
     file = _files.get(engine.sync_engine)
     if file is None:
         return None
-    writers = _writers.setdefault(asyncio.get_running_loop(), {})
+    loop = asyncio.get_running_loop()
+    last = file.last
+    if last is not None and last[0]() is loop:
+        writer = last[1]()
+        if writer is not None:
+            return writer
+    writers = _writers.setdefault(loop, {})
     writer = writers.get(file.path)
     if writer is None:
         writer = writers[file.path] = GroupCommitWriter(file.on_commit)
+    file.last = (weakref.ref(loop), weakref.ref(writer))
     return writer
 
 

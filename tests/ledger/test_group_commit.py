@@ -246,6 +246,27 @@ async def test_engines_of_one_process_on_one_file_share_the_groups(
     assert committed_notes(db_url) == [f"u{i:02}" for i in range(20)]
 
 
+def test_each_event_loop_has_its_own_writer_for_a_file(db_url: str) -> None:
+    """Another loop takes SQLite's lock like another process: its units never queue behind this loop's."""
+    engine = db.create_engine(db_url)
+    other_engine = db.create_engine(db_url)
+
+    async def writers() -> tuple[Any, Any, Any]:
+        first = group_commit.writer_of(engine)
+        return first, group_commit.writer_of(engine), group_commit.writer_of(other_engine)
+
+    async def dispose() -> None:
+        await engine.dispose()
+        await other_engine.dispose()
+
+    first_loop = asyncio.run(writers())
+    second_loop = asyncio.run(writers())
+    asyncio.run(dispose())
+    assert first_loop[0] is not None and first_loop[0] is first_loop[1] is first_loop[2]
+    assert second_loop[0] is second_loop[1] is second_loop[2]
+    assert second_loop[0] is not first_loop[0]
+
+
 async def test_in_memory_sqlite_commits_each_unit_on_its_own() -> None:
     """Writer and readers share the one connection of an in-memory database: no groups to hold open there."""
     engine = db.create_engine("sqlite+aiosqlite://")
