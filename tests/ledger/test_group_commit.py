@@ -193,6 +193,30 @@ async def test_a_cancelled_waiter_does_not_wedge_the_writer(
     assert committed_notes(db_url) == ["next", "slow"]
 
 
+async def test_a_unit_queued_behind_a_slow_unit_gives_up_at_its_bound_and_the_writer_goes_on(
+        sessions: async_sessionmaker[AsyncSession], db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(group_commit, "LOCK_WAIT_SECONDS", 0.2)
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> None:
+        async with db.transaction(sessions) as session:
+            await session.execute(text("INSERT INTO notes (unit) VALUES ('slow')"))
+            holding.set()
+            await release.wait()
+
+    first = asyncio.create_task(slow())
+    await holding.wait()
+    started = time.monotonic()
+    with pytest.raises(OperationalError, match="locked"):
+        await write_note(sessions, "gave up")
+    waited = time.monotonic() - started
+    release.set()
+    await first
+    await asyncio.wait_for(write_note(sessions, "next"), timeout=2)
+    assert 0.18 <= waited < 1.0
+    assert committed_notes(db_url) == ["next", "slow"]
+
+
 async def test_a_unit_cancelled_inside_its_body_rolls_back_alone(
         sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
     inside = asyncio.Event()
