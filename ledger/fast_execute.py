@@ -438,6 +438,15 @@ class Unit:
             adapter = sync.connection.dbapi_connection
         return cls(session, connection, raw, driver, transaction, adapter)
 
+    @classmethod
+    def in_savepoint(cls, session: Any, connection: AsyncConnection, raw: sqlite3.Connection, driver: Any) -> Unit:
+        """`of(session, connection, own_savepoint=raw)` for a unit of a group-commit group, whose connection is
+        known to be SQLite's through the InlineConnection `driver` (ledger/group_commit.py): the same unit,
+        without asking SQLAlchemy's connection what the group already knows."""
+        sync = connection.sync_connection
+        assert sync is not None
+        return cls(session, connection, None if _watched(sync) else raw, driver, None)
+
     def current(self, session: Any) -> bool:
         """This unit is `session`'s and still in the transaction it began with."""
         if self.session is not session or not self.open:

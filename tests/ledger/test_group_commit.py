@@ -193,6 +193,30 @@ async def test_a_cancelled_waiter_does_not_wedge_the_writer(
     assert committed_notes(db_url) == ["next", "slow"]
 
 
+async def test_a_unit_queued_behind_a_slow_unit_gives_up_at_its_bound_and_the_writer_goes_on(
+        sessions: async_sessionmaker[AsyncSession], db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(group_commit, "LOCK_WAIT_SECONDS", 0.2)
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> None:
+        async with db.transaction(sessions) as session:
+            await session.execute(text("INSERT INTO notes (unit) VALUES ('slow')"))
+            holding.set()
+            await release.wait()
+
+    first = asyncio.create_task(slow())
+    await holding.wait()
+    started = time.monotonic()
+    with pytest.raises(OperationalError, match="locked"):
+        await write_note(sessions, "gave up")
+    waited = time.monotonic() - started
+    release.set()
+    await first
+    await asyncio.wait_for(write_note(sessions, "next"), timeout=2)
+    assert 0.18 <= waited < 1.0
+    assert committed_notes(db_url) == ["next", "slow"]
+
+
 async def test_a_unit_cancelled_inside_its_body_rolls_back_alone(
         sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
     inside = asyncio.Event()
@@ -244,6 +268,27 @@ async def test_engines_of_one_process_on_one_file_share_the_groups(
         await other_engine.dispose()
     assert db.UnitCounter.commits - commits < 20
     assert committed_notes(db_url) == [f"u{i:02}" for i in range(20)]
+
+
+def test_each_event_loop_has_its_own_writer_for_a_file(db_url: str) -> None:
+    """Another loop takes SQLite's lock like another process: its units never queue behind this loop's."""
+    engine = db.create_engine(db_url)
+    other_engine = db.create_engine(db_url)
+
+    async def writers() -> tuple[Any, Any, Any]:
+        first = group_commit.writer_of(engine)
+        return first, group_commit.writer_of(engine), group_commit.writer_of(other_engine)
+
+    async def dispose() -> None:
+        await engine.dispose()
+        await other_engine.dispose()
+
+    first_loop = asyncio.run(writers())
+    second_loop = asyncio.run(writers())
+    asyncio.run(dispose())
+    assert first_loop[0] is not None and first_loop[0] is first_loop[1] is first_loop[2]
+    assert second_loop[0] is second_loop[1] is second_loop[2]
+    assert second_loop[0] is not first_loop[0]
 
 
 async def test_in_memory_sqlite_commits_each_unit_on_its_own() -> None:
@@ -336,6 +381,38 @@ async def test_a_flush_failure_at_a_units_end_fails_that_unit_alone(
                                    write_note(sessions, "c"), return_exceptions=True)
     assert results[0] is None and isinstance(results[1], IntegrityError) and results[2] is None
     assert committed_notes(db_url) == ["a", "c"]
+
+
+async def test_objects_only_added_to_a_units_session_commit_with_it(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    """No statement began the session: what it holds to flush is still the unit's work."""
+    from ledger.models import KeyValue
+
+    async with db.transaction(sessions) as session:
+        session.add(KeyValue(key="added", value={}, updated_at=T0))
+    with sqlite3.connect(db_url.removeprefix("sqlite+aiosqlite:///")) as connection:
+        assert [r[0] for r in connection.execute("SELECT key FROM server_state")] == ["added"]
+
+
+async def test_objects_loaded_in_a_unit_leave_its_session_when_it_ends(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    from ledger.models import KeyValue
+
+    async with db.transaction(sessions) as session:
+        session.add(KeyValue(key="loaded", value={}, updated_at=T0))
+    async with db.transaction(sessions) as session:
+        loaded = await session.get(KeyValue, "loaded")
+        assert loaded is not None and loaded in session
+    assert loaded not in session and len(session.identity_map) == 0
+
+
+async def test_a_unit_begun_and_left_unused_counts_once_and_commits_nothing(
+        sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    begun, commits = db.UnitCounter.begun, db.UnitCounter.commits
+    async with db.transaction(sessions) as session:
+        pass
+    assert db.UnitCounter.begun == begun + 1 and db.UnitCounter.commits == commits + 1
+    assert not session.in_transaction() and committed_notes(db_url) == []
 
 
 FAST = [0.0002] * group_commit.COMMITS_TRACKED
