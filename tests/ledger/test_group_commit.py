@@ -64,6 +64,15 @@ async def write_note(sessions: async_sessionmaker[AsyncSession], unit: str, *, f
             raise ValueError(f"unit {unit} fails")
 
 
+async def hold_the_writer(sessions: async_sessionmaker[AsyncSession], holding: asyncio.Event,
+                          release: asyncio.Event) -> None:
+    """A unit that writes the note 'slow', says it holds the writer (`holding`) and keeps it until `release`."""
+    async with db.transaction(sessions) as session:
+        await session.execute(text("INSERT INTO notes (unit) VALUES ('slow')"))
+        holding.set()
+        await release.wait()
+
+
 async def test_concurrent_units_commit_in_fewer_groups_than_units(
         sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
     begun, commits = db.UnitCounter.begun, db.UnitCounter.commits
@@ -174,13 +183,7 @@ async def test_a_cancelled_waiter_does_not_wedge_the_writer(
         sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
     holding, release = asyncio.Event(), asyncio.Event()
 
-    async def slow() -> None:
-        async with db.transaction(sessions) as session:
-            await session.execute(text("INSERT INTO notes (unit) VALUES ('slow')"))
-            holding.set()
-            await release.wait()
-
-    first = asyncio.create_task(slow())
+    first = asyncio.create_task(hold_the_writer(sessions, holding, release))
     await holding.wait()
     waiters = [asyncio.create_task(write_note(sessions, f"cancelled {i}")) for i in range(3)]
     await asyncio.sleep(0.01)  # queued behind the slow unit
@@ -198,13 +201,7 @@ async def test_a_unit_queued_behind_a_slow_unit_gives_up_at_its_bound_and_the_wr
     monkeypatch.setattr(group_commit, "LOCK_WAIT_SECONDS", 0.2)
     holding, release = asyncio.Event(), asyncio.Event()
 
-    async def slow() -> None:
-        async with db.transaction(sessions) as session:
-            await session.execute(text("INSERT INTO notes (unit) VALUES ('slow')"))
-            holding.set()
-            await release.wait()
-
-    first = asyncio.create_task(slow())
+    first = asyncio.create_task(hold_the_writer(sessions, holding, release))
     await holding.wait()
     started = time.monotonic()
     with pytest.raises(OperationalError, match="locked"):
