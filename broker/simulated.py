@@ -72,7 +72,7 @@ from broker.base import (
 )
 from ledger import shared_unit
 from ledger.db import dialect_name, execute, read, transaction
-from ledger.ids import new_row_id
+from ledger.ids import new_random_id
 from ledger.models import SimAccount, SimOrder
 from ledger.rows import transient
 from policies.orders import OrderRequest, decimal_text
@@ -272,7 +272,7 @@ def walk_leg(seed: int, leg: SimOrder, now: datetime, since: PathProgress | None
 def leg_rows(parent: SimOrder, order: OrderRequest) -> list[SimOrder]:
     """The exits of an entry, held until it fills: same qty and time in force, on the other side."""
     def leg(role: str, order_type: str, **prices: Decimal | None) -> SimOrder:
-        return SimOrder(id=new_row_id(), client_order_id=f"{parent.client_order_id}-{LEG_SUFFIX[role]}",
+        return SimOrder(id=new_random_id(), client_order_id=f"{parent.client_order_id}-{LEG_SUFFIX[role]}",
                         symbol=parent.symbol, side=order.exit_side, qty=parent.qty, notional=None,
                         order_type=order_type, time_in_force=parent.time_in_force, status="held",
                         filled_qty=_ZERO, filled_avg_price=None, submitted_at=parent.submitted_at,
@@ -1034,7 +1034,7 @@ class SimulatedBroker:
                                   f"cannot be sold short", code="SHORT_SELLING_NOT_ALLOWED", status=403)
 
         row = transient(SimOrder, dict(
-            id=new_row_id(), client_order_id=request.client_order_id, symbol=found.symbol, side=order.side,
+            id=new_random_id(), client_order_id=request.client_order_id, symbol=found.symbol, side=order.side,
             qty=order.qty, notional=order.notional, order_type=order.order_type, limit_price=order.limit_price,
             stop_price=order.stop_price, time_in_force=order.time_in_force, status="new", filled_qty=_ZERO,
             filled_avg_price=None, submitted_at=now, updated_at=now, filled_at=None))

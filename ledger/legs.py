@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from broker.base import OPEN_STATUSES, BrokerOrder
 from ledger.accounting import apply_order_update
 from ledger.db import execute
-from ledger.ids import new_row_id
+from ledger.ids import new_random_id
 from ledger.models import AgentOrderLeg, AgentTrade
 from policies.checks import Usage
 
@@ -55,7 +55,7 @@ async def apply_leg_updates(session: AsyncSession, parent: AgentTrade, order: Br
         before, before_qty = (row.status, row.filled_qty) if row is not None else (None, Decimal(0))
         if row is None:
             row = AgentOrderLeg(
-                id=new_row_id(), parent_id=parent.id, agent_id=parent.agent_id, role=role, order_id=None,
+                id=new_random_id(), parent_id=parent.id, agent_id=parent.agent_id, role=role, order_id=None,
                 symbol=parent.symbol, side=broker_leg.side, quantity=broker_leg.qty, order_type=broker_leg.order_type,
                 limit_price=broker_leg.limit_price, stop_price=broker_leg.stop_price,
                 trail_percent=broker_leg.trail_percent, trail_price=broker_leg.trail_price, hwm=broker_leg.hwm,

@@ -55,6 +55,7 @@ from ledger.accounting import (
 )
 from ledger.db import execute, insert_if_absent, read, transaction
 from ledger.fast_execute import share_rows
+from ledger.ids import new_random_id
 from ledger.legs import LIVE_LEG_STATUSES, PARENTS_OF_LIVE_LEGS, apply_leg_updates, legs_of
 from ledger.models import (
     GLOBAL_SCOPE,
@@ -942,7 +943,7 @@ class Gate:
                 usage = await self._with_denials(session, agent, usage)
             status = "rejected" if violations else approval_for(agent.approval, pricing.estimated_notional)
             values: dict[str, Any] = dict(
-                id=audit.new_event_id(), agent_id=agent.id, symbol=order.symbol, side=order.side, qty=order.qty,
+                id=new_random_id(), agent_id=agent.id, symbol=order.symbol, side=order.side, qty=order.qty,
                 notional=order.notional, order_type=order.order_type, limit_price=order.limit_price,
                 stop_price=order.stop_price, time_in_force=order.time_in_force,
                 extended_hours=order.extended_hours, strategy=draft.strategy, reasoning=draft.reasoning,

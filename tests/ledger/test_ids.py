@@ -1,4 +1,5 @@
-"""Row ids are version 7 UUIDs: the time first (so a unit's rows share their index's last leaf), then randomness."""
+"""Audit record ids are version 7 UUIDs (the time first, so a unit's records share their index's last leaf, then
+randomness); proposals' and orders' ids, which people read shortened and type by prefix, are random (version 4)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import uuid
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from ledger.ids import new_row_id, uuid7_text
+from ledger.ids import new_random_id, new_row_id, uuid4_text, uuid7_text
 
 
 def _reference_uuid7(unix_ms: int, random10: bytes) -> uuid.UUID:
@@ -47,3 +48,17 @@ def test_a_fresh_id_carries_the_current_millisecond_and_fresh_randomness() -> No
     after = time.time_ns() // 1_000_000
     assert len(set(ids)) == 1000
     assert all(before <= uuid.UUID(i).int >> 80 <= after for i in ids)
+
+
+@settings(max_examples=300, deadline=None)
+@given(random16=st.binary(min_size=16, max_size=16))
+@example(random16=b"\xff" * 16)
+@example(random16=b"\x00" * 16)
+def test_a_random_id_is_the_version_4_uuid_of_its_random_bytes(random16: bytes) -> None:
+    assert uuid4_text(random16) == str(uuid.UUID(bytes=random16, version=4))
+
+
+def test_ids_people_type_by_prefix_differ_in_their_first_8_characters_when_drawn_together() -> None:
+    ids = [new_random_id() for _ in range(100)]
+    assert all(uuid.UUID(i).version == 4 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+    assert len({i[:8] for i in ids}) == 100  # a time-ordered id would share them for about a minute
