@@ -156,7 +156,10 @@ class Checkpointer:
         except sqlite3.OperationalError:  # another process writes: the next round tries again
             return 0
         try:
-            descriptor = os.open(self.wal, os.O_WRONLY)  # there: this connection has the database open in WAL mode
+            # There: this connection has the database open in WAL mode. Opening and closing the file here is safe
+            # for SQLite's locks: a close drops this process's POSIX locks on that file, and SQLite takes its WAL
+            # locks on the -shm file and the database, never on the -wal file.
+            descriptor = os.open(self.wal, os.O_WRONLY)
             try:
                 size = os.fstat(descriptor).st_size
                 end = min(wanted, size + PREALLOCATE_STEP_BYTES)

@@ -133,7 +133,9 @@ _AGENT_HOLDINGS_AND_STATE = share_rows(_AGENT_AND_HOLDINGS.add_columns(
     _state_of(TradingState.state, bindparam("agent_id")).label("agent_state"),
     _state_of(TradingState.reason, bindparam("agent_id")).label("agent_reason")))
 for _identity_statement in (_AGENT_AND_HOLDINGS, _AGENT_HOLDINGS_AND_STATE):  # what _stored_of relies on
-    assert tuple(_identity_statement.selected_columns.keys()[:_PERMISSION_COUNT]) == _PERMISSION_NAMES
+    # Checked at import, not asserted: `python -O` drops asserts, and a wrong slice would misread every agent.
+    if tuple(_identity_statement.selected_columns.keys()[:_PERMISSION_COUNT]) != _PERMISSION_NAMES:
+        raise RuntimeError("the identity statements' first columns must be the agent's permissions, in order")
 _INSERT_PROPOSAL = insert(cast(Table, TradeProposal.__table__))
 _INSERT_APPROVAL = insert(cast(Table, Approval.__table__))
 # PostgreSQL: the decision's first locks, global trading state then the agent's permissions (ledger/db.py).

@@ -28,7 +28,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, Self
 
 import anyio
 import mcp_types as types
@@ -268,7 +268,25 @@ class Unanswered:
                 await self._none_left.wait()
 
 
-class StdinMessages:
+class _ClosableStream:
+    """What the SDK's dispatcher asks of a stream besides reading or writing: closing it, and `async with`."""
+
+    _closed = False
+
+    def close(self) -> None:
+        self._closed = True
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._closed = True
+
+
+class StdinMessages(_ClosableStream):
     """The server's read stream: each stdin line parsed into a message when the server's receive loop asks for
     the next one, in that loop's own task. (A reader task handing messages over a memory stream cost a task
     switch and two anyio checkpoints, each a turn of the event loop, per message: see bench/results-issue12.md.)
@@ -315,20 +333,8 @@ class StdinMessages:
         except anyio.EndOfStream:
             raise StopAsyncIteration from None
 
-    def close(self) -> None:
-        self._closed = True
 
-    async def aclose(self) -> None:
-        self._closed = True
-
-    async def __aenter__(self) -> StdinMessages:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._closed = True
-
-
-class StdoutMessages:
+class StdoutMessages(_ClosableStream):
     """The server's write stream: `send` encodes the message and writes its line (StdoutLines: at once when the
     pipe takes it, else through the writer thread; whole lines in the order of the calls, no lock needed), in
     the sender's own task. A broken stdout (the client closed it) ends the server: `on_failure` is told once,
@@ -356,18 +362,6 @@ class StdoutMessages:
             self._on_failure(error)
             raise anyio.BrokenResourceError from error
         self._unanswered.answered(message.message)
-
-    def close(self) -> None:
-        self._closed = True
-
-    async def aclose(self) -> None:
-        self._closed = True
-
-    async def __aenter__(self) -> StdoutMessages:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._closed = True
 
 
 @asynccontextmanager
