@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from broker.base import OPEN_STATUSES, BrokerOrder
 from ledger.accounting import apply_order_update
 from ledger.db import execute
+from ledger.fast_execute import prebuilt_statements
 from ledger.ids import new_random_id
 from ledger.models import AgentOrderLeg, AgentTrade
 from policies.checks import Usage
@@ -98,3 +99,6 @@ async def with_exit_holds(session: AsyncSession, agent_id: str, symbol: str, usa
     buys = sum((qty for (_, side), qty in held.items() if side == "buy"), Decimal(0))
     return replace(usage, open_symbol_sell_qty=usage.open_symbol_sell_qty + sells,
                    open_symbol_buy_qty=usage.open_symbol_buy_qty + buys)
+
+# Every statement above is a constant of this module: prepared for the driver on its first run (fast_execute.prebuilt).
+prebuilt_statements(globals())

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from broker.base import OPEN_STATUSES, Quote
 from ledger.db import execute
+from ledger.fast_execute import prebuilt_statements
 from ledger.legs import with_exit_holds
 from ledger.models import AgentAccount, AgentOrderLeg, AgentPosition, AgentTrade, TradeProposal
 from ledger.traded import (
@@ -475,3 +476,6 @@ async def persist_marks(session: AsyncSession, *, agent_id: str, usage: Usage, n
     await execute(session, statement, {"agent": agent_id, "now": now, "new_day": today,
                                        "new_start": usage.equity, "new_peak": usage.equity})
     return True
+
+# Every statement above is a constant of this module: prepared for the driver on its first run (fast_execute.prebuilt).
+prebuilt_statements(globals())

@@ -22,6 +22,7 @@ from sqlalchemy import Insert, Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from ledger.db import execute
+from ledger.fast_execute import prebuilt, prebuilt_statements
 from ledger.ids import new_row_id
 from ledger.models import AuditEvent, AuditHead
 from policies import secrets
@@ -184,6 +185,7 @@ def _insert_of(count: int) -> Insert:
         statement = _inserts_of[count] = insert(_EVENTS).values([
             {name: bindparam(f"{name}_{row}", type_=_EVENTS.c[name].type) for name in _ROW_COLUMNS}
             for row in range(count)])
+        prebuilt(statement)  # kept for the process, like the module's constants
     return statement
 
 
@@ -441,3 +443,6 @@ async def verify(session: AsyncSession, checkpoints: Mapping[int, Any] | None = 
 async def tail(session: AsyncSession, limit: int = 20) -> list[AuditEvent]:
     rows = (await session.execute(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(limit))).scalars()
     return list(reversed(list(rows)))
+
+# Every statement above is a constant of this module: prepared for the driver on its first run (fast_execute.prebuilt).
+prebuilt_statements(globals())

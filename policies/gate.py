@@ -54,7 +54,7 @@ from ledger.accounting import (
     trade_with_holdings,
 )
 from ledger.db import execute, insert_if_absent, read, transaction
-from ledger.fast_execute import share_rows
+from ledger.fast_execute import prebuilt_statements, share_rows
 from ledger.ids import new_random_id
 from ledger.legs import LIVE_LEG_STATUSES, PARENTS_OF_LIVE_LEGS, apply_leg_updates, legs_of
 from ledger.models import (
@@ -1846,3 +1846,6 @@ def _decode_overrides(raw: Mapping[str, Any] | None) -> dict[str, Any]:
         textual = key in ("breaker_action", "max_risk_per_trade")  # "1%" is a limit, not a number
         decoded[key] = Decimal(value) if isinstance(value, str) and not textual else value
     return decoded
+
+# Every statement above is a constant of this module: prepared for the driver on its first run (fast_execute.prebuilt).
+prebuilt_statements(globals())
