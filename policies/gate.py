@@ -93,15 +93,19 @@ LIVE_TRADE_STATUSES = frozenset(OPEN_STATUSES | {"pending_submit", "unknown"})
 ACCOUNT_MAX_AGE = 1.0  # seconds
 
 
-# Statements on the path of every call, built once (building a statement costs more than running it on SQLite).
+# Statements on the path of every call, built once (building a statement costs more than running it on SQLite),
+# on the tables rather than the mapped classes: the same SQL (tests/policies/test_gate_statements.py), compiled
+# without the ORM's per-entity step and the mapper configuration it asks for first (a server's first call).
 _PERMISSIONS = cast(Table, AgentPermissions.__table__)
+_POSITIONS = cast(Table, AgentPosition.__table__)
+_STATES = cast(Table, TradingState.__table__)
 # The agent's permissions, once per symbol it holds (or once with symbol NULL): one trip for both. Its rows are
 # shared between calls that read the same values (fast_execute.share_rows): nothing here changes a row's values
 # (_identify keeps them as they are, agent_from_row copies what it keeps).
 _AGENT_AND_HOLDINGS = share_rows(
-    select(_PERMISSIONS, AgentPosition.symbol.label("held_symbol"))
+    select(_PERMISSIONS, _POSITIONS.c.symbol.label("held_symbol"))
     .select_from(_PERMISSIONS)
-    .outerjoin(AgentPosition, and_(AgentPosition.agent_id == _PERMISSIONS.c.agent_id, AgentPosition.qty != 0))
+    .outerjoin(_POSITIONS, and_(_POSITIONS.c.agent_id == _PERMISSIONS.c.agent_id, _POSITIONS.c.qty != 0))
     .where(_PERMISSIONS.c.agent_id == bindparam("agent_id"))
 )
 _STATE_ROWS = select(TradingState.__table__).where(or_(TradingState.__table__.c.scope == GLOBAL_SCOPE,
@@ -128,10 +132,10 @@ def _state_of(column: Any, scope: Any) -> Any:
 # A proposal's unit of work identifies the agent (permissions, holdings) and reads the trading state, global and
 # its own, in one statement (NULL state: no row, i.e. active).
 _AGENT_HOLDINGS_AND_STATE = share_rows(_AGENT_AND_HOLDINGS.add_columns(
-    _state_of(TradingState.state, GLOBAL_SCOPE).label("global_state"),
-    _state_of(TradingState.reason, GLOBAL_SCOPE).label("global_reason"),
-    _state_of(TradingState.state, bindparam("agent_id")).label("agent_state"),
-    _state_of(TradingState.reason, bindparam("agent_id")).label("agent_reason")))
+    _state_of(_STATES.c.state, GLOBAL_SCOPE).label("global_state"),
+    _state_of(_STATES.c.reason, GLOBAL_SCOPE).label("global_reason"),
+    _state_of(_STATES.c.state, bindparam("agent_id")).label("agent_state"),
+    _state_of(_STATES.c.reason, bindparam("agent_id")).label("agent_reason")))
 for _identity_statement in (_AGENT_AND_HOLDINGS, _AGENT_HOLDINGS_AND_STATE):  # what _stored_of relies on
     # Checked at import, not asserted: `python -O` drops asserts, and a wrong slice would misread every agent.
     if tuple(_identity_statement.selected_columns.keys()[:_PERMISSION_COUNT]) != _PERMISSION_NAMES:
@@ -147,6 +151,7 @@ _LOCK_PERMISSIONS = (select(_PERMISSIONS.c.agent_id).where(_PERMISSIONS.c.agent_
 # payload of the audit record that binds the proposal (policies/bindings.py) in the unit that reserves.
 _PROPOSALS = cast(Table, TradeProposal.__table__)
 _TRADES = cast(Table, AgentTrade.__table__)
+_RECORDS = cast(Table, AuditEvent.__table__)
 _PROPOSAL_NAMES = tuple(column.name for column in _PROPOSALS.c)
 _TRADE_NAMES = tuple(column.name for column in _TRADES.c)
 _PROPOSAL_AND_TRADE = (
@@ -155,8 +160,8 @@ _PROPOSAL_AND_TRADE = (
     .where(_PROPOSALS.c.id == bindparam("proposal_id"))
 )
 _PROPOSAL_TRADE_AND_RECORD = (
-    _PROPOSAL_AND_TRADE.add_columns(AuditEvent.payload.label("record_payload"))
-    .outerjoin(AuditEvent, AuditEvent.event_id == _PROPOSALS.c.audit_event_id)
+    _PROPOSAL_AND_TRADE.add_columns(_RECORDS.c.payload.label("record_payload"))
+    .outerjoin(_RECORDS, _RECORDS.c.event_id == _PROPOSALS.c.audit_event_id)
 )
 # ... and, in the same trip, its latest approval with the payload of the record that binds that approval:
 # everything unit (a) checks before deciding (bindings.bound_problem).
@@ -195,7 +200,8 @@ _TRADE_STATE_LOCKED = (select(*(_TRADES.c[name] for name in _TRADE_MUTABLE))
 _TRADE_STATE_AND_HOLDINGS = trade_with_holdings(_TRADE_MUTABLE)
 _UPDATE_TRADE = (update(_TRADES).where(_TRADES.c.id == bindparam("trade_id"))
                  .values(**{name: bindparam(f"new_{name}") for name in _TRADE_MUTABLE}))
-_ACCOUNT_CASH = select(AgentAccount.cash).where(AgentAccount.agent_id == bindparam("agent_id"))
+_ACCOUNTS = cast(Table, AgentAccount.__table__)
+_ACCOUNT_CASH = select(_ACCOUNTS.c.cash).where(_ACCOUNTS.c.agent_id == bindparam("agent_id"))
 
 
 @dataclass
