@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from broker.base import OPEN_STATUSES, BrokerOrder
 from ledger.accounting import apply_order_update
@@ -84,7 +84,7 @@ _WORKING_EXITS = (select(_LEGS.c.parent_id, _LEGS.c.side, _LEGS.c.quantity, _LEG
                          _LEGS.c.status.in_(sorted(OPEN_STATUSES - {"held"}))))
 
 
-async def with_exit_holds(session: AsyncSession, agent_id: str, symbol: str, usage: Usage) -> Usage:
+async def with_exit_holds(session: AsyncSession | AsyncConnection, agent_id: str, symbol: str, usage: Usage) -> Usage:
     """Usage with the agent's working exits in `symbol` counted as open orders on their side (once per
     bracket: one of them can fill). They hold the position's shares, as at Alpaca: a hand-made sell of those
     shares would leave the agent short once an exit fills, so it is checked as a short sale until the exits

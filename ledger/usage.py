@@ -224,9 +224,10 @@ _DUPLICATE = (
 )
 
 
-async def _open_rows(session: AsyncSession, agent_id: str, unknown_since: datetime) -> list[_Row]:
+async def _open_rows(session: AsyncSession | AsyncConnection, agent_id: str, unknown_since: datetime) -> list[_Row]:
     """The rows _OPEN_ROWS reads."""
-    bind = session.bind  # the dialect, without asking the session for its connection (execute finds the unit's)
+    # The dialect, without asking a session for its connection (execute finds the unit's).
+    bind = session.bind if isinstance(session, AsyncSession) else session
     statement = _OPEN_ROWS_SQLITE if bind is not None and bind.dialect.name == "sqlite" else _OPEN_ROWS
     rows = (await execute(session, statement, {"agent_id": agent_id, "unknown_since": unknown_since})).all()
     return [_Row(agent_id=r[0], symbol=r[1], side=r[2], quantity=r[3], notional=r[4],
@@ -235,7 +236,7 @@ async def _open_rows(session: AsyncSession, agent_id: str, unknown_since: dateti
             for r in rows if r[8] in OPEN_TRADE_STATUSES or r[9] >= unknown_since]
 
 
-async def _rolling_unstored(session: AsyncSession, agent_id: str, rolling_since: datetime) -> Decimal:
+async def _rolling_unstored(session: AsyncSession | AsyncConnection, agent_id: str, rolling_since: datetime) -> Decimal:
     """Σ window notional of the rows _ROLLING_UNSTORED reads."""
     total = ZERO
     for r in (await execute(session, _ROLLING_UNSTORED, {"agent_id": agent_id, "rolling_since": rolling_since})):
@@ -308,8 +309,8 @@ async def count_denials(session: AsyncSession | AsyncConnection, *, agent_id: st
                                    or ["?"]))
 
 
-async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderRequest, limits: EffectiveLimits,
-                     quotes: Mapping[str, Quote], now: datetime, with_denials: bool = True,
+async def load_usage(session: AsyncSession | AsyncConnection, *, agent_id: str, order: OrderRequest,
+                     limits: EffectiveLimits, quotes: Mapping[str, Quote], now: datetime, with_denials: bool = True,
                      exit_holds: bool = False, order_hash: str | None = None) -> Usage:
     """Usage of `agent_id` at `now`, for checking `order`, read inside the caller's transaction.
 

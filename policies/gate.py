@@ -811,7 +811,8 @@ class Gate:
             return self._account_cache[1]
         return None
 
-    async def trading_status(self, session: AsyncSession, agent_id: str, *, lock: bool = False) -> TradingStatus:
+    async def trading_status(self, session: AsyncSession | AsyncConnection, agent_id: str, *, lock: bool = False
+                             ) -> TradingStatus:
         """Global and agent trading state. With lock=True (check-and-reserve on PostgreSQL) the global row
         is locked first, then the agent's permissions: one lock order everywhere, so no deadlocks."""
         if lock and self.settings.is_postgres:
@@ -1746,10 +1747,10 @@ class Gate:
         load_usage starts the agent from its capital, as the row its first decision creates would."""
         now = self.clock()
         probe = OrderRequest(symbol="*", side="buy", qty=Decimal(0))
-        async with _rows_on(connection) as session:
-            status = await self.trading_status(session, agent.id)
-            usage = await load_usage(session, agent_id=agent.id, order=probe, limits=agent.limits, quotes={},
-                                     now=now, with_denials=False)  # the status shows no denial count
+        # Core statements only: run on the read's connection, without an ORM session around them.
+        status = await self.trading_status(connection, agent.id)
+        usage = await load_usage(connection, agent_id=agent.id, order=probe, limits=agent.limits, quotes={},
+                                 now=now, with_denials=False)  # the status shows no denial count
         return status, usage
 
     async def usage_today(self, agent: Agent) -> tuple[TradingStatus, Usage]:
