@@ -202,6 +202,18 @@ _UPDATE_TRADE = (update(_TRADES).where(_TRADES.c.id == bindparam("trade_id"))
                  .values(**{name: bindparam(f"new_{name}") for name in _TRADE_MUTABLE}))
 _ACCOUNTS = cast(Table, AgentAccount.__table__)
 _ACCOUNT_CASH = select(_ACCOUNTS.c.cash).where(_ACCOUNTS.c.agent_id == bindparam("agent_id"))
+# get_positions' reads: the agent's positions (snapshots, nothing is written through them), and whether it has an
+# order the broker may still move: the rows _live_rows_of finds (same conditions, so the same index ranges), of
+# which the usual answer is none, so the ORM's read of those orders runs only when there are some.
+_POSITIONS_OF_AGENT = select(_POSITIONS).where(_POSITIONS.c.agent_id == bindparam("agent_id")).order_by(
+    _POSITIONS.c.symbol)
+_ANY_LIVE_TRADE_OF_AGENT = (
+    select(_TRADES.c.id)
+    .where(or_(and_(_TRADES.c.agent_id == bindparam("agent_id"),
+                    _TRADES.c.status.in_(sorted(LIVE_TRADE_STATUSES - {"pending_submit"}))),
+               and_(_TRADES.c.id.in_(PARENTS_OF_LIVE_LEGS),
+                    func.coalesce(_TRADES.c.agent_id, _TRADES.c.agent_id) == bindparam("agent_id"))))
+    .limit(1))
 
 
 @dataclass
@@ -1694,11 +1706,12 @@ class Gate:
         account row yet (nothing decided yet) has its capital as cash: the row itself is created by its first
         decision (ensure_agent_account), never by a read."""
         account = (await execute(connection, _ACCOUNT_CASH, {"agent_id": agent.id})).first()
-        async with _rows_on(connection) as session:
-            live = await self.live_trades(session, agent.id)
-            rows = list((await session.execute(
-                select(AgentPosition).where(AgentPosition.agent_id == agent.id).order_by(AgentPosition.symbol)
-            )).scalars())
+        live = LiveTrades([], {})
+        if (await execute(connection, _ANY_LIVE_TRADE_OF_AGENT, {"agent_id": agent.id})).first() is not None:
+            async with _rows_on(connection) as session:
+                live = await self.live_trades(session, agent.id)
+        rows = [transient(AgentPosition, row._mapping)
+                for row in await execute(connection, _POSITIONS_OF_AGENT, {"agent_id": agent.id})]
         return BookRead(live=live, positions=rows, cash=account.cash if account else agent.limits.capital)
 
     async def book_now(self, agent: Agent, book: BookRead) -> tuple[list[AgentPosition], dict[str, Quote], Decimal]:
