@@ -224,7 +224,8 @@ async def test_a_prebuilt_statement_runs_on_the_driver_from_its_first_run(
         assert typed(first.all()) == typed((await connection.execute(statement, {"by": "system"})).all())
 
 
-@pytest.mark.parametrize("module", ["policies.gate", "ledger.usage", "ledger.legs", "policies.audit"])
+@pytest.mark.parametrize("module", ["policies.gate", "ledger.usage", "ledger.legs", "policies.audit",
+                                    "ledger.accounting", "broker.simulated"])
 def test_every_statement_a_module_of_the_call_path_builds_at_import_is_prebuilt(module: str) -> None:
     """Their first run is prepared for the driver: one compile per statement in a process, not two."""
     statements = {name: value for name, value in vars(importlib.import_module(module)).items()
