@@ -346,8 +346,8 @@ _seen: weakref.WeakSet[Any] = weakref.WeakSet()  # statements run once: compiled
 
 # Statements built once, at import (a module's constants): prepared here on their FIRST run. Left to SQLAlchemy
 # once, as a statement of unknown lifetime is, each was compiled twice in a process (by SQLAlchemy's execution
-# on its first run, then here on its second) and its first run paid SQLAlchemy's execution work on top: that
-# was about a third of a server's first tool call and half of its second.
+# on its first run, with its execution work, then here on its second): a server's second get_trading_status
+# cost 6.8 ms of CPU instead of 1.6.
 _prebuilt: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
