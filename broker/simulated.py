@@ -72,6 +72,7 @@ from broker.base import (
 )
 from ledger import shared_unit
 from ledger.db import dialect_name, execute, read, transaction
+from ledger.fast_execute import prebuilt_statements
 from ledger.ids import new_random_id
 from ledger.models import SimAccount, SimOrder
 from ledger.rows import transient
@@ -1075,3 +1076,6 @@ def to_broker_order(row: SimOrder, legs: Sequence[SimOrder] = ()) -> BrokerOrder
         submitted_at=row.submitted_at, updated_at=row.updated_at, order_class=order_class,
         legs=tuple(to_broker_order(leg) for leg in legs), leg_role=row.leg_role, trail_percent=row.trail_percent,
         trail_price=row.trail_price, hwm=row.hwm)
+
+# Every statement above is a constant of this module: prepared for the driver on its first run (fast_execute.prebuilt).
+prebuilt_statements(globals())

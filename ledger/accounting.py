@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.base import BrokerOrder
 from ledger.db import execute, insert_if_absent
+from ledger.fast_execute import prebuilt_statements
 from ledger.models import AgentAccount, AgentOrderLeg, AgentPosition, AgentTrade
 
 ZERO = Decimal(0)
@@ -231,3 +232,6 @@ async def book_fill(session: AsyncSession, *, agent_id: str, symbol: str, side: 
     await execute(session, _SET_CASH, {"agent": agent_id, "now": now, "new_cash": account.cash - cash_flow
                                        if side == "buy" else account.cash + cash_flow})
     return book
+
+# Every statement above is a constant of this module: prepared for the driver on its first run (fast_execute.prebuilt).
+prebuilt_statements(globals())

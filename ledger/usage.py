@@ -23,13 +23,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import ColumnElement, String, bindparam, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, String, Table, bindparam, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from broker.base import OPEN_STATUSES, Quote
 from ledger.db import execute
+from ledger.fast_execute import prebuilt_statements
 from ledger.legs import with_exit_holds
 from ledger.models import AgentAccount, AgentOrderLeg, AgentPosition, AgentTrade, TradeProposal
 from ledger.traded import (
@@ -122,7 +123,16 @@ def _mark(quote: Quote | None) -> Decimal | None:
 
 
 # The statements are built once, with bind parameters: load_usage runs in every decision, and building a
-# statement costs more than running it on SQLite.
+# statement costs more than running it on SQLite. They are written on the tables, not on the mapped classes:
+# the same SQL (tests/ledger/test_usage_statements.py), built and compiled without the ORM's per-entity steps
+# (and the mapper configuration those ask for first), which a server's first decision or status read paid.
+_TRADES = cast(Table, AgentTrade.__table__)
+_LEGS = cast(Table, AgentOrderLeg.__table__)
+_PROPOSALS = cast(Table, TradeProposal.__table__)
+_ACCOUNTS = cast(Table, AgentAccount.__table__)
+_POSITIONS = cast(Table, AgentPosition.__table__)
+
+
 def _literals(statuses: frozenset[str]) -> list[Any]:
     # literal() values, not a list: an IN over a list is re-rendered on every execution.
     return [literal(status) for status in sorted(statuses)]
@@ -135,20 +145,20 @@ KNOWN_STATUSES = OPEN_TRADE_STATUSES | {FILLED_STATUS} | RELEASED_STATUSES
 # status not known at all (they count as open: is_open), the agent's final rows of the rolling window that
 # count as a trade (their notional is a Decimal sum, see _ROLLING_FINAL), and at most one row for the
 # duplicate check. Counts are COUNT(*) over index ranges.
-_OPEN_COLUMNS = (AgentTrade.agent_id, AgentTrade.symbol, AgentTrade.side, AgentTrade.quantity,
-                 AgentTrade.notional, AgentTrade.reserved_notional, AgentTrade.price, AgentTrade.filled_qty,
-                 AgentTrade.status, AgentTrade.created_at)
+_OPEN_COLUMNS = (_TRADES.c.agent_id, _TRADES.c.symbol, _TRADES.c.side, _TRADES.c.quantity,
+                 _TRADES.c.notional, _TRADES.c.reserved_notional, _TRADES.c.price, _TRADES.c.filled_qty,
+                 _TRADES.c.status, _TRADES.c.created_at)
 _OPEN_ROWS = select(*_OPEN_COLUMNS).where(or_(
-    AgentTrade.status.in_(_literals(OPEN_TRADE_STATUSES)),
-    (AgentTrade.agent_id == bindparam("agent_id")) & (AgentTrade.created_at >= bindparam("unknown_since"))
-    & AgentTrade.status.not_in(_literals(KNOWN_STATUSES))))
+    _TRADES.c.status.in_(_literals(OPEN_TRADE_STATUSES)),
+    (_TRADES.c.agent_id == bindparam("agent_id")) & (_TRADES.c.created_at >= bindparam("unknown_since"))
+    & _TRADES.c.status.not_in(_literals(KNOWN_STATUSES))))
 
 
 def _gaps_between(statuses: frozenset[str]) -> list[ColumnElement[bool]]:
     """`status not in statuses` as the open ranges between them, in SQLite's binary collation."""
     known = sorted(statuses)
-    gaps = [AgentTrade.status < literal(known[0]), AgentTrade.status > literal(known[-1])]
-    gaps += [(AgentTrade.status > literal(low)) & (AgentTrade.status < literal(high))
+    gaps = [_TRADES.c.status < literal(known[0]), _TRADES.c.status > literal(known[-1])]
+    gaps += [(_TRADES.c.status > literal(low)) & (_TRADES.c.status < literal(high))
              for low, high in itertools.pairwise(known)]
     return gaps
 
@@ -159,42 +169,42 @@ def _gaps_between(statuses: frozenset[str]) -> list[ColumnElement[bool]]:
 # instead; _open_rows drops the older ones). Not on PostgreSQL, whose collation need not order text the way
 # Python does.
 _OPEN_ROWS_SQLITE = select(*_OPEN_COLUMNS).where(or_(
-    AgentTrade.status.in_(_literals(OPEN_TRADE_STATUSES)),
-    *[(AgentTrade.agent_id == bindparam("agent_id")) & gap for gap in _gaps_between(KNOWN_STATUSES)]))
+    _TRADES.c.status.in_(_literals(OPEN_TRADE_STATUSES)),
+    *[(_TRADES.c.agent_id == bindparam("agent_id")) & gap for gap in _gaps_between(KNOWN_STATUSES)]))
 # The agent's final rows in the rolling window that count as a trade (filled, or released with a fill) whose
 # notional is not stored as window_micros (ledger/traded.py: written without the ORM, finer than a
 # micro-dollar, or older than migration 0011): summed exactly in Python. Normally none; the others are summed
 # by SQL in _COUNTS.
 _ROLLING_UNSTORED = (
-    select(AgentTrade.status, AgentTrade.quantity, AgentTrade.reserved_notional, AgentTrade.price,
-           AgentTrade.filled_qty)
-    .where(AgentTrade.agent_id == bindparam("agent_id"), AgentTrade.created_at >= bindparam("rolling_since"),
-           AgentTrade.window_micros.is_(None),
-           or_(AgentTrade.status == FILLED_STATUS,
-               AgentTrade.status.in_(_literals(RELEASED_STATUSES)) & (AgentTrade.filled_qty != ZERO)))
+    select(_TRADES.c.status, _TRADES.c.quantity, _TRADES.c.reserved_notional, _TRADES.c.price,
+           _TRADES.c.filled_qty)
+    .where(_TRADES.c.agent_id == bindparam("agent_id"), _TRADES.c.created_at >= bindparam("rolling_since"),
+           _TRADES.c.window_micros.is_(None),
+           or_(_TRADES.c.status == FILLED_STATUS,
+               _TRADES.c.status.in_(_literals(RELEASED_STATUSES)) & (_TRADES.c.filled_qty != ZERO)))
 )
 # The legs ledger.legs.with_exit_holds reads (working exits of the agent in a symbol; a held leg holds nothing
 # yet), its statuses as literals: PostgreSQL's fast path runs no IN list expanded at compile time.
-_WORKING_EXITS = (select(literal(1)).select_from(AgentOrderLeg)
-                  .where(AgentOrderLeg.agent_id == bindparam("agent_id"), AgentOrderLeg.symbol == bindparam("symbol"),
-                         AgentOrderLeg.status.in_(_literals(frozenset(OPEN_STATUSES - {"held"})))))
+_WORKING_EXITS = (select(literal(1)).select_from(_LEGS)
+                  .where(_LEGS.c.agent_id == bindparam("agent_id"), _LEGS.c.symbol == bindparam("symbol"),
+                         _LEGS.c.status.in_(_literals(frozenset(OPEN_STATUSES - {"held"})))))
 # Every order sent counts toward the order rate however it ended; a trade today is any row of today but a
 # released one without a fill; the rolling notional of final rows is the integer SUM of window_micros. Each
 # an aggregate over an index range, (agent_id, created_at, window_micros) or (agent_id, status, created_at):
 # nothing is read into Python.
 _COUNT_COLUMNS = (
-    select(func.sum(AgentTrade.window_micros)).select_from(AgentTrade)
-    .where(AgentTrade.agent_id == bindparam("agent_id"), AgentTrade.created_at >= bindparam("rolling_since"))
+    select(func.sum(_TRADES.c.window_micros)).select_from(_TRADES)
+    .where(_TRADES.c.agent_id == bindparam("agent_id"), _TRADES.c.created_at >= bindparam("rolling_since"))
     .scalar_subquery(),
-    select(func.count()).select_from(AgentTrade)
-    .where(AgentTrade.agent_id == bindparam("agent_id"), AgentTrade.created_at >= bindparam("rate_since"))
+    select(func.count()).select_from(_TRADES)
+    .where(_TRADES.c.agent_id == bindparam("agent_id"), _TRADES.c.created_at >= bindparam("rate_since"))
     .scalar_subquery(),
-    select(func.count()).select_from(AgentTrade)
-    .where(AgentTrade.agent_id == bindparam("agent_id"), AgentTrade.created_at >= bindparam("day_start"))
+    select(func.count()).select_from(_TRADES)
+    .where(_TRADES.c.agent_id == bindparam("agent_id"), _TRADES.c.created_at >= bindparam("day_start"))
     .scalar_subquery(),
-    select(func.count()).select_from(AgentTrade)
-    .where(AgentTrade.agent_id == bindparam("agent_id"), AgentTrade.status.in_(_literals(RELEASED_STATUSES)),
-           AgentTrade.created_at >= bindparam("day_start"), AgentTrade.filled_qty == ZERO)
+    select(func.count()).select_from(_TRADES)
+    .where(_TRADES.c.agent_id == bindparam("agent_id"), _TRADES.c.status.in_(_literals(RELEASED_STATUSES)),
+           _TRADES.c.created_at >= bindparam("day_start"), _TRADES.c.filled_qty == ZERO)
     .scalar_subquery(),
     # Whether _ROLLING_UNSTORED has anything to read (normally not): that statement runs only then.
     _ROLLING_UNSTORED.with_only_columns(literal(1)).exists(),
@@ -206,17 +216,18 @@ _COUNTS = select(*_COUNT_COLUMNS)
 # Whether the agent sent the same order (same hash) in the duplicate window, however it ended: the window's
 # rows by (agent_id, created_at), each joined to its proposal by primary key; at most one row comes back.
 _DUPLICATE = (
-    select(literal(1)).select_from(AgentTrade)
-    .join(TradeProposal, TradeProposal.id == AgentTrade.proposal_id)
-    .where(AgentTrade.agent_id == bindparam("agent_id"), AgentTrade.created_at >= bindparam("duplicate_since"),
-           TradeProposal.order_hash == bindparam("order_hash"))
+    select(literal(1)).select_from(_TRADES)
+    .join(_PROPOSALS, _PROPOSALS.c.id == _TRADES.c.proposal_id)
+    .where(_TRADES.c.agent_id == bindparam("agent_id"), _TRADES.c.created_at >= bindparam("duplicate_since"),
+           _PROPOSALS.c.order_hash == bindparam("order_hash"))
     .limit(1)
 )
 
 
-async def _open_rows(session: AsyncSession, agent_id: str, unknown_since: datetime) -> list[_Row]:
+async def _open_rows(session: AsyncSession | AsyncConnection, agent_id: str, unknown_since: datetime) -> list[_Row]:
     """The rows _OPEN_ROWS reads."""
-    bind = session.bind  # the dialect, without asking the session for its connection (execute finds the unit's)
+    # The dialect, without asking a session for its connection (execute finds the unit's).
+    bind = session.bind if isinstance(session, AsyncSession) else session
     statement = _OPEN_ROWS_SQLITE if bind is not None and bind.dialect.name == "sqlite" else _OPEN_ROWS
     rows = (await execute(session, statement, {"agent_id": agent_id, "unknown_since": unknown_since})).all()
     return [_Row(agent_id=r[0], symbol=r[1], side=r[2], quantity=r[3], notional=r[4],
@@ -225,7 +236,7 @@ async def _open_rows(session: AsyncSession, agent_id: str, unknown_since: dateti
             for r in rows if r[8] in OPEN_TRADE_STATUSES or r[9] >= unknown_since]
 
 
-async def _rolling_unstored(session: AsyncSession, agent_id: str, rolling_since: datetime) -> Decimal:
+async def _rolling_unstored(session: AsyncSession | AsyncConnection, agent_id: str, rolling_since: datetime) -> Decimal:
     """Σ window notional of the rows _ROLLING_UNSTORED reads."""
     total = ZERO
     for r in (await execute(session, _ROLLING_UNSTORED, {"agent_id": agent_id, "rolling_since": rolling_since})):
@@ -259,17 +270,17 @@ class _Position:
 # in every case, so an agent that has only proposed so far costs no second read.
 _AGENT = select(bindparam("agent_id", type_=String()).label("agent_id")).subquery("agent")
 _BOOK = (
-    select(AgentAccount.cash, AgentAccount.equity_peak, AgentAccount.day, AgentAccount.day_start_equity,
-           AgentPosition.symbol, AgentPosition.qty, AgentPosition.avg_entry_price)
+    select(_ACCOUNTS.c.cash, _ACCOUNTS.c.equity_peak, _ACCOUNTS.c.day, _ACCOUNTS.c.day_start_equity,
+           _POSITIONS.c.symbol, _POSITIONS.c.qty, _POSITIONS.c.avg_entry_price)
     .select_from(_AGENT)
-    .outerjoin(AgentAccount, AgentAccount.agent_id == _AGENT.c.agent_id)
-    .outerjoin(AgentPosition, AgentPosition.agent_id == _AGENT.c.agent_id)
+    .outerjoin(_ACCOUNTS, _ACCOUNTS.c.agent_id == _AGENT.c.agent_id)
+    .outerjoin(_POSITIONS, _POSITIONS.c.agent_id == _AGENT.c.agent_id)
 )
 DENIALS_READ_MAX = 1000  # more denials than this in the window is a storm whatever their codes
-_DENIALS = (select(TradeProposal.violations)
-            .where(TradeProposal.agent_id == bindparam("agent_id"), TradeProposal.status == DENIED_PROPOSAL_STATUS,
-                   TradeProposal.created_at >= bindparam("since"))
-            .order_by(TradeProposal.created_at.desc()).limit(DENIALS_READ_MAX))
+_DENIALS = (select(_PROPOSALS.c.violations)
+            .where(_PROPOSALS.c.agent_id == bindparam("agent_id"), _PROPOSALS.c.status == DENIED_PROPOSAL_STATUS,
+                   _PROPOSALS.c.created_at >= bindparam("since"))
+            .order_by(_PROPOSALS.c.created_at.desc()).limit(DENIALS_READ_MAX))
 # What load_usage reads after the open rows, in ONE statement: the agent's cash and positions (_BOOK, a row per
 # position) with the counts (_COUNT_COLUMNS, the same on every row; SQLite and PostgreSQL evaluate a subquery
 # that names no outer column once), and the duplicate lookup when there is a duplicate window.
@@ -298,8 +309,8 @@ async def count_denials(session: AsyncSession | AsyncConnection, *, agent_id: st
                                    or ["?"]))
 
 
-async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderRequest, limits: EffectiveLimits,
-                     quotes: Mapping[str, Quote], now: datetime, with_denials: bool = True,
+async def load_usage(session: AsyncSession | AsyncConnection, *, agent_id: str, order: OrderRequest,
+                     limits: EffectiveLimits, quotes: Mapping[str, Quote], now: datetime, with_denials: bool = True,
                      exit_holds: bool = False, order_hash: str | None = None) -> Usage:
     """Usage of `agent_id` at `now`, for checking `order`, read inside the caller's transaction.
 
@@ -442,13 +453,13 @@ async def load_usage(session: AsyncSession, *, agent_id: str, order: OrderReques
     return await with_exit_holds(session, agent_id, order.symbol, usage) if exit_holds and working_exits else usage
 
 
-_ACCOUNT_MARKS = (select(AgentAccount.equity_peak, AgentAccount.day)
-                  .where(AgentAccount.agent_id == bindparam("agent_id")))
-_SET_DAY = (update(AgentAccount).where(AgentAccount.agent_id == bindparam("agent"))
+_ACCOUNT_MARKS = (select(_ACCOUNTS.c.equity_peak, _ACCOUNTS.c.day)
+                  .where(_ACCOUNTS.c.agent_id == bindparam("agent_id")))
+_SET_DAY = (update(_ACCOUNTS).where(_ACCOUNTS.c.agent_id == bindparam("agent"))
             .values(day=bindparam("new_day"), day_start_equity=bindparam("new_start"), updated_at=bindparam("now")))
-_SET_PEAK = (update(AgentAccount).where(AgentAccount.agent_id == bindparam("agent"))
+_SET_PEAK = (update(_ACCOUNTS).where(_ACCOUNTS.c.agent_id == bindparam("agent"))
              .values(equity_peak=bindparam("new_peak"), updated_at=bindparam("now")))
-_SET_DAY_AND_PEAK = (update(AgentAccount).where(AgentAccount.agent_id == bindparam("agent"))
+_SET_DAY_AND_PEAK = (update(_ACCOUNTS).where(_ACCOUNTS.c.agent_id == bindparam("agent"))
                      .values(day=bindparam("new_day"), day_start_equity=bindparam("new_start"),
                              equity_peak=bindparam("new_peak"), updated_at=bindparam("now")))
 
@@ -475,3 +486,6 @@ async def persist_marks(session: AsyncSession, *, agent_id: str, usage: Usage, n
     await execute(session, statement, {"agent": agent_id, "now": now, "new_day": today,
                                        "new_start": usage.equity, "new_peak": usage.equity})
     return True
+
+# Every statement above is a constant of this module: prepared for the driver on its first run (fast_execute.prebuilt).
+prebuilt_statements(globals())

@@ -22,6 +22,7 @@ from sqlalchemy import Insert, Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from ledger.db import execute
+from ledger.fast_execute import prebuilt, prebuilt_statements
 from ledger.ids import new_row_id
 from ledger.models import AuditEvent, AuditHead
 from policies import secrets
@@ -168,6 +169,10 @@ _HEAD = cast(Table, AuditHead.__table__)
 _ADVANCE_HEAD = (update(_HEAD)
                  .where(_HEAD.c.id == 1, _HEAD.c.seq == bindparam("old_seq"), _HEAD.c.hash == bindparam("old_hash"))
                  .values(seq=bindparam("new_seq"), hash=bindparam("new_hash")))
+# The head read when this process has no guess of it (its first append) or a stale one: locked on PostgreSQL
+# (SQLite's unit holds the write lock already). A prebuilt Core statement, like the others: the first append of
+# a process (its first tool call's records) no longer pays the ORM's compile and object loading for it.
+_HEAD_LOCKED = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
 _EVENTS = cast(Table, AuditEvent.__table__)
 _INSERT_EVENT = insert(_EVENTS)
 _ROW_COLUMNS = ("seq", "event_id", "ts", "actor", "agent_id", "kind", "tool", "payload", "prev_hash", "hash")
@@ -184,6 +189,7 @@ def _insert_of(count: int) -> Insert:
         statement = _inserts_of[count] = insert(_EVENTS).values([
             {name: bindparam(f"{name}_{row}", type_=_EVENTS.c[name].type) for name in _ROW_COLUMNS}
             for row in range(count)])
+        prebuilt(statement)  # kept for the process, like the module's constants
     return statement
 
 
@@ -252,8 +258,7 @@ async def append_records(session: AsyncSession, entries: Sequence[Entry]) -> lis
     guess = _head_guess.get(database)
     events = await _try_append(session, guess, prepared) if guess is not None else None
     if events is None:
-        head = (await session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())
-                ).scalar_one_or_none()
+        head = (await execute(session, _HEAD_LOCKED)).first()
         if head is None:
             session.add(AuditHead(id=1, seq=0, hash=GENESIS_HASH))
             await session.flush()
@@ -441,3 +446,6 @@ async def verify(session: AsyncSession, checkpoints: Mapping[int, Any] | None = 
 async def tail(session: AsyncSession, limit: int = 20) -> list[AuditEvent]:
     rows = (await session.execute(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(limit))).scalars()
     return list(reversed(list(rows)))
+
+# Every statement above is a constant of this module: prepared for the driver on its first run (fast_execute.prebuilt).
+prebuilt_statements(globals())

@@ -54,7 +54,7 @@ from ledger.accounting import (
     trade_with_holdings,
 )
 from ledger.db import execute, insert_if_absent, read, transaction
-from ledger.fast_execute import share_rows
+from ledger.fast_execute import prebuilt_statements, share_rows
 from ledger.ids import new_random_id
 from ledger.legs import LIVE_LEG_STATUSES, PARENTS_OF_LIVE_LEGS, apply_leg_updates, legs_of
 from ledger.models import (
@@ -93,15 +93,19 @@ LIVE_TRADE_STATUSES = frozenset(OPEN_STATUSES | {"pending_submit", "unknown"})
 ACCOUNT_MAX_AGE = 1.0  # seconds
 
 
-# Statements on the path of every call, built once (building a statement costs more than running it on SQLite).
+# Statements on the path of every call, built once (building a statement costs more than running it on SQLite),
+# on the tables rather than the mapped classes: the same SQL (tests/policies/test_gate_statements.py), compiled
+# without the ORM's per-entity step and the mapper configuration it asks for first (a server's first call).
 _PERMISSIONS = cast(Table, AgentPermissions.__table__)
+_POSITIONS = cast(Table, AgentPosition.__table__)
+_STATES = cast(Table, TradingState.__table__)
 # The agent's permissions, once per symbol it holds (or once with symbol NULL): one trip for both. Its rows are
 # shared between calls that read the same values (fast_execute.share_rows): nothing here changes a row's values
 # (_identify keeps them as they are, agent_from_row copies what it keeps).
 _AGENT_AND_HOLDINGS = share_rows(
-    select(_PERMISSIONS, AgentPosition.symbol.label("held_symbol"))
+    select(_PERMISSIONS, _POSITIONS.c.symbol.label("held_symbol"))
     .select_from(_PERMISSIONS)
-    .outerjoin(AgentPosition, and_(AgentPosition.agent_id == _PERMISSIONS.c.agent_id, AgentPosition.qty != 0))
+    .outerjoin(_POSITIONS, and_(_POSITIONS.c.agent_id == _PERMISSIONS.c.agent_id, _POSITIONS.c.qty != 0))
     .where(_PERMISSIONS.c.agent_id == bindparam("agent_id"))
 )
 _STATE_ROWS = select(TradingState.__table__).where(or_(TradingState.__table__.c.scope == GLOBAL_SCOPE,
@@ -128,10 +132,10 @@ def _state_of(column: Any, scope: Any) -> Any:
 # A proposal's unit of work identifies the agent (permissions, holdings) and reads the trading state, global and
 # its own, in one statement (NULL state: no row, i.e. active).
 _AGENT_HOLDINGS_AND_STATE = share_rows(_AGENT_AND_HOLDINGS.add_columns(
-    _state_of(TradingState.state, GLOBAL_SCOPE).label("global_state"),
-    _state_of(TradingState.reason, GLOBAL_SCOPE).label("global_reason"),
-    _state_of(TradingState.state, bindparam("agent_id")).label("agent_state"),
-    _state_of(TradingState.reason, bindparam("agent_id")).label("agent_reason")))
+    _state_of(_STATES.c.state, GLOBAL_SCOPE).label("global_state"),
+    _state_of(_STATES.c.reason, GLOBAL_SCOPE).label("global_reason"),
+    _state_of(_STATES.c.state, bindparam("agent_id")).label("agent_state"),
+    _state_of(_STATES.c.reason, bindparam("agent_id")).label("agent_reason")))
 for _identity_statement in (_AGENT_AND_HOLDINGS, _AGENT_HOLDINGS_AND_STATE):  # what _stored_of relies on
     # Checked at import, not asserted: `python -O` drops asserts, and a wrong slice would misread every agent.
     if tuple(_identity_statement.selected_columns.keys()[:_PERMISSION_COUNT]) != _PERMISSION_NAMES:
@@ -147,6 +151,7 @@ _LOCK_PERMISSIONS = (select(_PERMISSIONS.c.agent_id).where(_PERMISSIONS.c.agent_
 # payload of the audit record that binds the proposal (policies/bindings.py) in the unit that reserves.
 _PROPOSALS = cast(Table, TradeProposal.__table__)
 _TRADES = cast(Table, AgentTrade.__table__)
+_RECORDS = cast(Table, AuditEvent.__table__)
 _PROPOSAL_NAMES = tuple(column.name for column in _PROPOSALS.c)
 _TRADE_NAMES = tuple(column.name for column in _TRADES.c)
 _PROPOSAL_AND_TRADE = (
@@ -155,8 +160,8 @@ _PROPOSAL_AND_TRADE = (
     .where(_PROPOSALS.c.id == bindparam("proposal_id"))
 )
 _PROPOSAL_TRADE_AND_RECORD = (
-    _PROPOSAL_AND_TRADE.add_columns(AuditEvent.payload.label("record_payload"))
-    .outerjoin(AuditEvent, AuditEvent.event_id == _PROPOSALS.c.audit_event_id)
+    _PROPOSAL_AND_TRADE.add_columns(_RECORDS.c.payload.label("record_payload"))
+    .outerjoin(_RECORDS, _RECORDS.c.event_id == _PROPOSALS.c.audit_event_id)
 )
 # ... and, in the same trip, its latest approval with the payload of the record that binds that approval:
 # everything unit (a) checks before deciding (bindings.bound_problem).
@@ -195,7 +200,20 @@ _TRADE_STATE_LOCKED = (select(*(_TRADES.c[name] for name in _TRADE_MUTABLE))
 _TRADE_STATE_AND_HOLDINGS = trade_with_holdings(_TRADE_MUTABLE)
 _UPDATE_TRADE = (update(_TRADES).where(_TRADES.c.id == bindparam("trade_id"))
                  .values(**{name: bindparam(f"new_{name}") for name in _TRADE_MUTABLE}))
-_ACCOUNT_CASH = select(AgentAccount.cash).where(AgentAccount.agent_id == bindparam("agent_id"))
+_ACCOUNTS = cast(Table, AgentAccount.__table__)
+_ACCOUNT_CASH = select(_ACCOUNTS.c.cash).where(_ACCOUNTS.c.agent_id == bindparam("agent_id"))
+# get_positions' reads: the agent's positions (snapshots, nothing is written through them), and whether it has an
+# order the broker may still move: the rows _live_rows_of finds (same conditions, so the same index ranges), of
+# which the usual answer is none, so the ORM's read of those orders runs only when there are some.
+_POSITIONS_OF_AGENT = select(_POSITIONS).where(_POSITIONS.c.agent_id == bindparam("agent_id")).order_by(
+    _POSITIONS.c.symbol)
+_ANY_LIVE_TRADE_OF_AGENT = (
+    select(_TRADES.c.id)
+    .where(or_(and_(_TRADES.c.agent_id == bindparam("agent_id"),
+                    _TRADES.c.status.in_(sorted(LIVE_TRADE_STATUSES - {"pending_submit"}))),
+               and_(_TRADES.c.id.in_(PARENTS_OF_LIVE_LEGS),
+                    func.coalesce(_TRADES.c.agent_id, _TRADES.c.agent_id) == bindparam("agent_id"))))
+    .limit(1))
 
 
 @dataclass
@@ -805,7 +823,8 @@ class Gate:
             return self._account_cache[1]
         return None
 
-    async def trading_status(self, session: AsyncSession, agent_id: str, *, lock: bool = False) -> TradingStatus:
+    async def trading_status(self, session: AsyncSession | AsyncConnection, agent_id: str, *, lock: bool = False
+                             ) -> TradingStatus:
         """Global and agent trading state. With lock=True (check-and-reserve on PostgreSQL) the global row
         is locked first, then the agent's permissions: one lock order everywhere, so no deadlocks."""
         if lock and self.settings.is_postgres:
@@ -1687,11 +1706,12 @@ class Gate:
         account row yet (nothing decided yet) has its capital as cash: the row itself is created by its first
         decision (ensure_agent_account), never by a read."""
         account = (await execute(connection, _ACCOUNT_CASH, {"agent_id": agent.id})).first()
-        async with _rows_on(connection) as session:
-            live = await self.live_trades(session, agent.id)
-            rows = list((await session.execute(
-                select(AgentPosition).where(AgentPosition.agent_id == agent.id).order_by(AgentPosition.symbol)
-            )).scalars())
+        live = LiveTrades([], {})
+        if (await execute(connection, _ANY_LIVE_TRADE_OF_AGENT, {"agent_id": agent.id})).first() is not None:
+            async with _rows_on(connection) as session:
+                live = await self.live_trades(session, agent.id)
+        rows = [transient(AgentPosition, row._mapping)
+                for row in await execute(connection, _POSITIONS_OF_AGENT, {"agent_id": agent.id})]
         return BookRead(live=live, positions=rows, cash=account.cash if account else agent.limits.capital)
 
     async def book_now(self, agent: Agent, book: BookRead) -> tuple[list[AgentPosition], dict[str, Quote], Decimal]:
@@ -1740,10 +1760,10 @@ class Gate:
         load_usage starts the agent from its capital, as the row its first decision creates would."""
         now = self.clock()
         probe = OrderRequest(symbol="*", side="buy", qty=Decimal(0))
-        async with _rows_on(connection) as session:
-            status = await self.trading_status(session, agent.id)
-            usage = await load_usage(session, agent_id=agent.id, order=probe, limits=agent.limits, quotes={},
-                                     now=now, with_denials=False)  # the status shows no denial count
+        # Core statements only: run on the read's connection, without an ORM session around them.
+        status = await self.trading_status(connection, agent.id)
+        usage = await load_usage(connection, agent_id=agent.id, order=probe, limits=agent.limits, quotes={},
+                                 now=now, with_denials=False)  # the status shows no denial count
         return status, usage
 
     async def usage_today(self, agent: Agent) -> tuple[TradingStatus, Usage]:
@@ -1846,3 +1866,6 @@ def _decode_overrides(raw: Mapping[str, Any] | None) -> dict[str, Any]:
         textual = key in ("breaker_action", "max_risk_per_trade")  # "1%" is a limit, not a number
         decoded[key] = Decimal(value) if isinstance(value, str) and not textual else value
     return decoded
+
+# Every statement above is a constant of this module: prepared for the driver on its first run (fast_execute.prebuilt).
+prebuilt_statements(globals())

@@ -20,8 +20,11 @@ from broker.base import MarketClock
 
 NEW_YORK = ZoneInfo("America/New_York")
 CALENDAR_NAME = "XNYS"
-YEARS_BEFORE = 2  # the first table covers [now.year - YEARS_BEFORE, now.year + YEARS_AFTER]
-YEARS_AFTER = 3
+# The first table covers [now.year - YEARS_BEFORE, now.year + YEARS_AFTER]: the fewest years that hold `now`
+# strictly inside (_table_for), since a server's first market-hours lookup (its first get_trading_status, or
+# first order) builds it on the call's path, at ~1.5 ms a year. A lookup outside extends it (once a year).
+YEARS_BEFORE = 1
+YEARS_AFTER = 1
 
 
 @dataclass(frozen=True)

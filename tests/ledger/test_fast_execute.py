@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -211,6 +212,26 @@ async def test_a_statement_built_per_call_is_left_to_sqlalchemy(sessions: async_
     async with db.read(sessions) as connection:
         for _ in range(2):
             assert await fast_execute.run(connection, select(TradingState.scope), None) is None
+
+
+async def test_a_prebuilt_statement_runs_on_the_driver_from_its_first_run(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    statement = select(TradingState.scope, TradingState.changed_at).where(TradingState.changed_by == bindparam("by"))
+    fast_execute.prebuilt(statement)
+    async with db.read(sessions) as connection:
+        first = await fast_execute.run(connection, statement, {"by": "system"})
+        assert first is not None, "the first run was left to SQLAlchemy"
+        assert typed(first.all()) == typed((await connection.execute(statement, {"by": "system"})).all())
+
+
+@pytest.mark.parametrize("module", ["policies.gate", "ledger.usage", "ledger.legs", "policies.audit",
+                                    "ledger.accounting", "broker.simulated"])
+def test_every_statement_a_module_of_the_call_path_builds_at_import_is_prebuilt(module: str) -> None:
+    """Their first run is prepared for the driver: one compile per statement in a process, not two."""
+    statements = {name: value for name, value in vars(importlib.import_module(module)).items()
+                  if isinstance(value, fast_execute._CORE_STATEMENTS)}
+    assert statements
+    assert [name for name, value in statements.items() if value not in fast_execute._prebuilt] == []
 
 
 async def test_an_in_list_fixed_in_the_statement_is_expanded_once(sessions: async_sessionmaker[AsyncSession]) -> None:

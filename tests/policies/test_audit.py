@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, event, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from ledger import db
 from ledger.models import AuditEvent
@@ -202,3 +203,27 @@ async def test_an_append_on_a_stale_head_writes_nothing_of_that_try_and_chains_a
     async with ledger() as session:
         report = await audit.verify(session)
     assert report.ok and report.records == 7 and report.head_seq == 7
+
+
+async def test_a_process_first_append_reads_the_head_without_the_orm(
+        ledger: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no guess of the head yet (a new process), the head is read by a prebuilt statement: nothing of the
+    append goes through the ORM (a server's first tool call pays no ORM compile for its records)."""
+    async with db.transaction(ledger) as session:
+        await audit.append_many(session, _entries(2))
+    monkeypatch.setattr(audit, "_head_guess", {})
+    orm_statements: list[object] = []
+
+    def record(state: ORMExecuteState) -> None:
+        orm_statements.append(state.statement)
+
+    event.listen(Session, "do_orm_execute", record)
+    try:
+        async with db.transaction(ledger) as session:
+            written = await audit.append_records(session, _entries(2))
+    finally:
+        event.remove(Session, "do_orm_execute", record)
+    assert [row["seq"] for row in written] == [3, 4]
+    assert orm_statements == []
+    async with ledger() as session:
+        assert (await audit.verify(session)).ok

@@ -128,6 +128,23 @@ def test_an_unavailable_calendar_gives_none_so_the_checks_fail_closed(monkeypatc
     assert market_open_or_none(ny(2026, 11, 23, 10, 0)) is None
 
 
+def test_the_first_lookup_builds_only_the_years_around_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It is on a server's first call: the year before, its own and the next, no more."""
+    monkeypatch.setattr(market_hours, "_sessions", None)
+    assert is_market_open(ny(2026, 11, 23, 10, 0))
+    table = market_hours._sessions
+    assert table is not None and (table.first_year, table.last_year) == (2025, 2027)
+
+
+def test_a_lookup_outside_the_table_extends_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(market_hours, "_sessions", None)
+    assert is_market_open(ny(2026, 11, 23, 10, 0))
+    assert next_open(ny(2027, 12, 31, 17, 0)) == ny(2028, 1, 3, 9, 30)  # past the first table's last year
+    assert not is_market_open(ny(2025, 1, 1, 10, 0))  # New Year's Day, in the first table's first year
+    table = market_hours._sessions
+    assert table is not None and (table.first_year, table.last_year) == (2024, 2028)
+
+
 def test_the_new_york_day_starts_at_local_midnight() -> None:
     assert new_york_day_start(datetime(2026, 11, 23, 15, 30, tzinfo=UTC)) == datetime(2026, 11, 23, 5, tzinfo=UTC)
     assert new_york_day_start(datetime(2026, 7, 1, 15, 30, tzinfo=UTC)) == datetime(2026, 7, 1, 4, tzinfo=UTC)
