@@ -1,6 +1,9 @@
-"""Tables of the system of record. Schema changes go through Alembic migrations in migrations/ only."""
+"""Tables of the system of record. Schema changes go through Alembic migrations in migrations/ only.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: the declarative mapping reads every `Mapped[...]` annotation, and
+from strings it evaluates each one again (~400 evals with their clean-up, ~3-4 ms of CPU before a stdio server's
+first answer); evaluated by Python when the class is defined, they cost next to nothing.
+"""
 
 from datetime import datetime
 from decimal import Decimal

@@ -44,3 +44,14 @@ def test_importing_the_models_does_not_load_the_postgresql_dialect() -> None:
         [sys.executable, "-c", "import sys, ledger.models; print('sqlalchemy.dialects.postgresql' in sys.modules)"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=True).stdout.strip()
     assert loaded == "False"
+
+
+def test_the_models_are_mapped_from_evaluated_annotations_not_strings() -> None:
+    from ledger import models
+
+    mapped = [cls for cls in vars(models).values() if isinstance(cls, type) and issubclass(cls, models.Base)
+              and cls is not models.Base]
+    written_as_text = [f"{cls.__name__}.{name}" for cls in mapped
+                       for name, annotation in cls.__annotations__.items() if isinstance(annotation, str)]
+    assert len(mapped) == 16
+    assert written_as_text == []
