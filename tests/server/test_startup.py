@@ -91,3 +91,19 @@ def test_collection_paused_for_start_up_resumes_at_the_heap_freeze(collection_re
     assert not gc.isenabled()
     freeze_start_up_heap()
     assert gc.isenabled()
+
+
+def test_the_pydantic_models_built_before_the_first_answer_have_evaluated_annotations() -> None:
+    # pydantic evaluates string annotations again (server/config.py, policies/results.py say why).
+    from pydantic import BaseModel
+
+    from policies import results
+    from server import config
+
+    models = [model for module in (config, results) for model in vars(module).values()
+              if isinstance(model, type) and issubclass(model, BaseModel) and model.__module__ == module.__name__]
+    written_as_text = [f"{model.__name__}.{name}" for model in models
+                       for name, annotation in vars(model).get("__annotations__", {}).items()
+                       if isinstance(annotation, str)]
+    assert {config.Config, config.AgentConfig, results.TradingStatusResult, results.OrderOut} <= set(models)
+    assert written_as_text == []
