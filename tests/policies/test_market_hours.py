@@ -85,6 +85,15 @@ def test_years_beyond_the_first_table_are_looked_up_too() -> None:
     assert is_market_open(ny(2026, 11, 23, 12, 0))  # the earlier years are kept
 
 
+
+def test_the_first_lookup_builds_the_year_around_it_with_its_neighbours(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(market_hours, "_sessions", None)
+    assert next_open(ny(2026, 12, 31, 17, 0)) == ny(2027, 1, 4, 9, 30)  # past New Year's Day, a Friday
+    assert market_hours._sessions is not None
+    assert (market_hours._sessions.first_year, market_hours._sessions.last_year) == (2025, 2027)
+    assert next_close(ny(2026, 6, 1, 8, 0)) == ny(2026, 6, 1, 16, 0)  # inside the table: the same table
+    assert (market_hours._sessions.first_year, market_hours._sessions.last_year) == (2025, 2027)
+
 def test_next_open_after_friday_close_is_monday_morning() -> None:
     assert next_open(ny(2026, 11, 20, 16, 30)) == ny(2026, 11, 23, 9, 30)
 
