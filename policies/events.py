@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from policies.audit import redact
+from policies.event_kinds import KIND_ALERT, KIND_APPROVAL_REQUESTED, KIND_POSITION, KIND_PROPOSAL
 
 SIGNAL = "agent.trade.signal"
 EXECUTED = "agent.trade.executed"
@@ -31,11 +32,6 @@ REPLAY_COMPLETE = "replay.complete"
 
 EVENT_TYPES = (SIGNAL, EXECUTED, ORDER_UPDATED, POSITION_UPDATED, RISK_ALERT, APPROVAL_REQUESTED, APPROVAL_DECIDED)
 
-# Audit kinds recorded for the event stream alone (written at their source; see docs/ARCHITECTURE.md).
-KIND_PROPOSAL = "proposal.created"
-KIND_APPROVAL_REQUESTED = "proposal.awaiting_approval"
-KIND_POSITION = "position.updated"
-KIND_ALERT = "risk.alert"
 
 _FILLED = frozenset({"filled", "partially_filled"})
 

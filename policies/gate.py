@@ -72,7 +72,7 @@ from ledger.models import (
 )
 from ledger.rows import transient
 from ledger.usage import count_denials, load_usage, persist_marks
-from policies import alerts, audit, bindings, events, secrets
+from policies import alerts, audit, bindings, event_kinds, secrets
 from policies.approval import ApprovalPolicy, ClientDecision, approval_for, default_policy
 from policies.breakers import breaker_decision
 from policies.checks import CheckInput, Pricing, TradingStatus, Usage, price_order, run_checks
@@ -895,7 +895,7 @@ class Gate:
             return
         row.value, row.updated_at = alerts.threshold_state(row.value, day, fresh), now
         for alert in fresh:
-            await self.record(session=session, actor="system:risk", kind=events.KIND_ALERT, agent_id=agent.id,
+            await self.record(session=session, actor="system:risk", kind=event_kinds.KIND_ALERT, agent_id=agent.id,
                               payload=alert.payload())
 
     async def _with_denials(self, session: AsyncSession, agent: Agent, usage: Usage) -> Usage:
@@ -1001,12 +1001,12 @@ class Gate:
         decide): named fields only, never the agent's reasoning. `proposal`: the values its row was inserted
         with (read from the mapping: a dozen reads through the ORM object's descriptors cost more)."""
         order = {"proposal_id": proposal["id"], **{name: proposal[name] for name in _SIGNAL_ORDER_FIELDS}}
-        await self.record(session=session, actor=f"agent:{agent.id}", kind=events.KIND_PROPOSAL, agent_id=agent.id,
+        await self.record(session=session, actor=f"agent:{agent.id}", kind=event_kinds.KIND_PROPOSAL, agent_id=agent.id,
                           payload={**order, "strategy": proposal["strategy"], "confidence": proposal["confidence"],
                                    "status": proposal["status"], "reference_price": proposal["reference_price"],
                                    "violations": [v.code for v in violations]})
         if proposal["status"] == "pending_approval":
-            await self.record(session=session, actor=f"agent:{agent.id}", kind=events.KIND_APPROVAL_REQUESTED,
+            await self.record(session=session, actor=f"agent:{agent.id}", kind=event_kinds.KIND_APPROVAL_REQUESTED,
                               agent_id=agent.id, payload={**order, "approval_mode": proposal["approval_mode"],
                                                           "expires_at": proposal["expires_at"]})
 
@@ -1445,7 +1445,7 @@ class Gate:
             if book is None:
                 await self._record_position(session, row)
             else:
-                await self.record(session=session, actor="system:ledger", kind=events.KIND_POSITION,
+                await self.record(session=session, actor="system:ledger", kind=event_kinds.KIND_POSITION,
                                   agent_id=agent.id, payload={
                                       "order_id": row.id, "symbol": row.symbol, "qty": book.qty,
                                       "avg_entry_price": book.avg_entry_price, "realized_pl": book.realized_pl})
@@ -1456,8 +1456,8 @@ class Gate:
 
     async def _record_position(self, session: AsyncSession, trade: AgentTrade) -> None:
         """The agent's position after a fill of `trade` (agent.position.updated), in the fill's transaction."""
-        await self.record(session=session, actor="system:ledger", kind=events.KIND_POSITION, agent_id=trade.agent_id,
-                          payload=await position_after_fill(session, trade))
+        await self.record(session=session, actor="system:ledger", kind=event_kinds.KIND_POSITION,
+                          agent_id=trade.agent_id, payload=await position_after_fill(session, trade))
 
     async def _lookup(self, client_order_id: str) -> BrokerOrder | None:
         try:

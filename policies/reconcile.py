@@ -75,7 +75,7 @@ from ledger.models import (
     TradeProposal,
     TradingState,
 )
-from policies import alerts, audit, events, secrets
+from policies import alerts, audit, event_kinds, secrets
 from policies.gate import LIVE_TRADE_STATUSES, Gate, trading_day
 from policies.orders import decimal_text
 
@@ -384,7 +384,7 @@ class Reconciler:
                 await audit.append(session, ts=now, actor=ACTOR, kind="order.updated", agent_id=row.agent_id,
                                    payload={**leg_change, "how": "broker order state (bracket leg)"})
             if row.filled_qty != before_qty or any(c["filled_qty"] != c["filled_qty_before"] for c in leg_changes):
-                await audit.append(session, ts=now, actor="system:ledger", kind=events.KIND_POSITION,
+                await audit.append(session, ts=now, actor="system:ledger", kind=event_kinds.KIND_POSITION,
                                    agent_id=row.agent_id, payload=await position_after_fill(session, row))
             if late and outcome_lost:
                 waited = int((now - row.created_at).total_seconds())
@@ -443,7 +443,7 @@ class Reconciler:
                 "filled_qty": values["filled_qty"], "filled_avg_price": values["price"],
                 "how": "found at the broker by client_order_id" if outcome_lost else "broker order state"})]
             if book is not None:
-                entries.append(audit.Entry(ts=now, actor="system:ledger", kind=events.KIND_POSITION,
+                entries.append(audit.Entry(ts=now, actor="system:ledger", kind=event_kinds.KIND_POSITION,
                                            agent_id=trade.agent_id, payload={
                                                "order_id": trade.id, "symbol": trade.symbol, "qty": book.qty,
                                                "avg_entry_price": book.avg_entry_price,
@@ -542,7 +542,7 @@ class Reconciler:
                          "last_ok": last_ok.isoformat() if last_ok else None}
             row.updated_at = now
             for alert in alerts.reconcile_transitions(before, after, last_ok=last_ok, dead_man=self.dead_man):
-                await audit.append(session, ts=now, actor=ACTOR, kind=events.KIND_ALERT, payload=alert.payload())
+                await audit.append(session, ts=now, actor=ACTOR, kind=event_kinds.KIND_ALERT, payload=alert.payload())
             if state_row is not None and after.stale != before.stale:
                 await self._dead_man(session, state_row, after.stale, now)
 
@@ -568,7 +568,7 @@ class Reconciler:
                 alert = alerts.Alert("warning", "APPROVAL_EXPIRING",
                                      f"proposal {proposal_id} of {agent_id} expires in {seconds} s without a "
                                      "decision", {"proposal_id": proposal_id, "expires_at": expires_at})
-                await audit.append(session, ts=now, actor=ACTOR, kind=events.KIND_ALERT, agent_id=agent_id,
+                await audit.append(session, ts=now, actor=ACTOR, kind=event_kinds.KIND_ALERT, agent_id=agent_id,
                                    payload=alert.payload())
             # Only proposals that can still be announced are kept: the list stays as short as the pending ones.
             row.value = {"announced": sorted((announced | {d[0] for d in due}) & {p[0] for p in pending})}

@@ -1,9 +1,10 @@
 """What the gate answers: the structured results of the MCP tools (their output schemas).
 
 Field names follow SPEC.md. Money and quantities are decimals, serialised as strings.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations`: pydantic evaluates string annotations again for every field of every
+model; written as Python evaluates them, the models build with less CPU before a server's first answer.
+"""
 
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -137,7 +138,7 @@ class OrderOut(Result):
     strategy: str | None
     reject_reason: str | None = None  # why the broker (or reconciliation) rejected it
     role: str | None = None  # an exit: stop_loss | take_profit | trailing_stop (a trailing stop's stop moves)
-    legs: list[OrderOut] = []  # an entry's exits (a bracket): one cancels the other
+    legs: list["OrderOut"] = []  # an entry's exits (a bracket): one cancels the other
 
 
 class OrdersResult(Result):

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # migrations on an up-to-date ledger; SQLAlchemy's PostgreSQL dialect on a SQLite ledger (ledger/models.py
 # PartialIndex); rich, which only the SDK's default logging and structlog's pretty tracebacks would load, neither
 # of them used by these logs (server/logging.py, server/startup.py skip_sdk_logging_setup); the command-line
-# modules of the other commands (server/cli.py LAZY_COMMANDS).
+# modules of the other commands (server/cli.py LAZY_COMMANDS); the event stream's code, which only servers that serve
+# events need (the gate writes the records with policies/event_kinds.py).
 NOT_BEFORE_THE_FIRST_ANSWER = (
     "exchange_calendars", "pandas", "numpy",
     "server.http", "server.console", "server.console_events", "server.metrics", "server.health",
@@ -35,6 +36,7 @@ NOT_BEFORE_THE_FIRST_ANSWER = (
     "rich.console", "rich.logging", "rich.traceback", "rich.pretty", "pygments",
     "server.cli_operators", "server.cli_agents", "server.cli_books", "server.cli_doctor", "server.cli_events",
     "server.cli_console", "server.cli_common", "server.cli_audit",
+    "policies.events", "policies.event_log",
 )
 
 
@@ -91,3 +93,19 @@ def test_collection_paused_for_start_up_resumes_at_the_heap_freeze(collection_re
     assert not gc.isenabled()
     freeze_start_up_heap()
     assert gc.isenabled()
+
+
+def test_the_pydantic_models_built_before_the_first_answer_have_evaluated_annotations() -> None:
+    # pydantic evaluates string annotations again (server/config.py, policies/results.py say why).
+    from pydantic import BaseModel
+
+    from policies import results
+    from server import config
+
+    models = [model for module in (config, results) for model in vars(module).values()
+              if isinstance(model, type) and issubclass(model, BaseModel) and model.__module__ == module.__name__]
+    written_as_text = [f"{model.__name__}.{name}" for model in models
+                       for name, annotation in vars(model).get("__annotations__", {}).items()
+                       if isinstance(annotation, str)]
+    assert {config.Config, config.AgentConfig, results.TradingStatusResult, results.OrderOut} <= set(models)
+    assert written_as_text == []
