@@ -36,11 +36,12 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import DeclarativeBase
 
 from ledger import fast_execute, kept_reads
 from ledger.checkpoint import AUTOCHECKPOINT_PAGES
 from ledger.database_url import describe_database, sqlite_file
-from ledger.models import SCHEMA_REVISION, Base
+from ledger.models import SCHEMA_REVISION
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -219,7 +220,7 @@ async def advisory_lock(session: AsyncSession, key: int) -> None:
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
-async def insert_if_absent(session: AsyncSession, model: type[Base], values: dict[str, Any]) -> None:
+async def insert_if_absent(session: AsyncSession, model: type[DeclarativeBase], values: dict[str, Any]) -> None:
     """INSERT ... ON CONFLICT DO NOTHING: two transactions creating the same row (same primary key) at once
     both succeed, and one row exists. On PostgreSQL the loser waits for the winner's commit. Follow it with a
     SELECT (FOR UPDATE when the row will be changed) to read the row."""

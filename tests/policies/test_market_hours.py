@@ -85,7 +85,6 @@ def test_years_beyond_the_first_table_are_looked_up_too() -> None:
     assert is_market_open(ny(2026, 11, 23, 12, 0))  # the earlier years are kept
 
 
-
 def test_next_open_after_friday_close_is_monday_morning() -> None:
     assert next_open(ny(2026, 11, 20, 16, 30)) == ny(2026, 11, 23, 9, 30)
 
