@@ -614,7 +614,11 @@ class SimulatedBroker:
         return now.astimezone(UTC)
 
     async def start(self) -> None:
-        """Create the account row on first start; an existing account (and its starting cash) is kept."""
+        """Create the account row on first start; an existing account (and its starting cash) is kept. A restart
+        finds it with a read, without a write unit."""
+        async with read(self._sessions) as connection:
+            if (await execute(connection, _STARTING_CASH)).scalar_one_or_none() is not None:
+                return
         try:
             async with self._unit() as session:
                 await self._lock_account(session, self._now())

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Table, bindparam, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ledger.db import REGISTRY_LOCK, advisory_lock, execute
 from ledger.models import AgentPermissions
@@ -65,6 +65,22 @@ _CONFIG_AGENT_ROWS = select(_PERMISSIONS).where(_PERMISSIONS.c.agent_id.in_(bind
 _ADD_CONFIG_AGENT = insert(_PERMISSIONS)
 
 
+async def _stored_config_agents(connection: AsyncSession | AsyncConnection, agents: list[Any]
+                                ) -> dict[str, SimpleNamespace]:
+    return {row.agent_id: SimpleNamespace(**row._mapping)
+            for row in await execute(connection, _CONFIG_AGENT_ROWS, {"ids": [agent.id for agent in agents]})}
+
+
+async def config_agents_in_line(connection: AsyncSession | AsyncConnection, agents: Iterable[Any]) -> bool:
+    """Whether sync_config_agents would change nothing: every agent of the config file has its row, and the row
+    already follows the file. A read (the usual restart then needs no write unit at all)."""
+    agents = list(agents)
+    if not agents:
+        return True
+    stored = await _stored_config_agents(connection, agents)
+    return all(agent.id in stored and not sync_from_file(stored[agent.id], agent) for agent in agents)
+
+
 async def sync_config_agents(session: AsyncSession, agents: Iterable[Any], now: datetime) -> list[str]:
     """The config file sets the agents it names: their rows follow it at every start, except for the
     fields an operator set (policies/agent_settings.py: an operator's action is never undone by a sync).
@@ -72,8 +88,7 @@ async def sync_config_agents(session: AsyncSession, agents: Iterable[Any], now: 
     agents = list(agents)
     if not agents:
         return []
-    stored = {row.agent_id: SimpleNamespace(**row._mapping)
-              for row in await execute(session, _CONFIG_AGENT_ROWS, {"ids": [agent.id for agent in agents]})}
+    stored = await _stored_config_agents(session, agents)
     changed: list[str] = []
     for agent in agents:
         row = stored.get(agent.id)

@@ -11,17 +11,17 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import structlog
-from sqlalchemy import Insert, Table
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy import Insert, Select, Table, exists, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from broker.base import Broker
 from ledger import db
 from ledger.checkpoint import background_checkpoints
 from ledger.models import GLOBAL_SCOPE, AuditHead, TradingState
-from policies.agents import sync_config_agents
+from policies.agents import config_agents_in_line, sync_config_agents
 from policies.audit import GENESIS_HASH
 from policies.gate import Gate, GateSettings
 from policies.reconcile import Reconciler
@@ -99,8 +99,12 @@ async def prepare_database(config: Config, engine: AsyncEngine, sessions: async_
     """Migrate, make sure the global trading-state row exists (it is the check-and-reserve lock on
     PostgreSQL) and so does the audit head (the lock appends take), and bring configured agents in line with
     the file. Replicas and commands starting together do this one at a time (an advisory lock). Core
-    statements only (no ORM session work before a server's first answer)."""
+    statements only (no ORM session work before a server's first answer). A restart usually finds all of it
+    in place: one read says so, and no write unit is taken."""
     await db.upgrade(engine)
+    async with db.read(sessions) as connection:
+        if await _prepared(connection, config):
+            return
     async with db.transaction(sessions) as session:
         await db.advisory_lock(session, db.REGISTRY_LOCK)
         dialect = db.dialect_name(session)
@@ -110,6 +114,19 @@ async def prepare_database(config: Config, engine: AsyncEngine, sessions: async_
         await db.execute(session, _create_if_absent(dialect, AuditHead.__table__),  # type: ignore[arg-type]
                          {"id": 1, "seq": 0, "hash": GENESIS_HASH})
         await sync_config_agents(session, config.agents, clock())
+
+
+async def _prepared(connection: AsyncConnection, config: Config) -> bool:
+    """The singleton rows exist and the configured agents' rows follow the file (what prepare_database's write
+    unit would leave as it is)."""
+    present = (await db.execute(connection, _singletons_present())).one()
+    return all(present) and await config_agents_in_line(connection, config.agents)
+
+
+@functools.cache
+def _singletons_present() -> Select[bool, bool]:
+    trading_state, audit_head = cast(Table, TradingState.__table__), cast(Table, AuditHead.__table__)
+    return select(exists().where(trading_state.c.scope == GLOBAL_SCOPE), exists().where(audit_head.c.id == 1))
 
 
 @functools.cache

@@ -50,3 +50,9 @@ async def test_the_file_s_changes_to_columns_and_optional_limits_are_written_and
     assert changed["limits"] == {}  # max_order_qty no longer in the file: the risk level's default applies
     assert changed["updated_at"] > changed["created_at"] and unchanged["updated_at"] == unchanged["created_at"]
     assert synced == 2
+
+
+async def test_an_agent_added_to_the_file_before_a_restart_is_added(database_url: str) -> None:
+    await _stored(make_config(database_url, agent("a-1")))
+    rows, synced = await _stored(make_config(database_url, agent("a-1"), agent("a-2", max_trade_size=300)))
+    assert set(rows) == {"a-1", "a-2"} and rows["a-2"]["max_trade_size"] == Decimal(300) and synced == 2

@@ -55,3 +55,17 @@ async def test_a_one_shot_command_leaves_the_switch_interval_alone(db_url: str, 
                                                                    ) -> None:
     async with runtime.open_runtime(make_config(db_url), reconcile=False):
         assert sys.getswitchinterval() == default_switch_interval
+
+
+async def test_a_restart_finds_the_ledger_prepared_without_a_write_unit(database_url: str) -> None:
+    """prepare_database and the simulated broker's start read what a restart finds in place (the singleton rows,
+    the configured agents as the file says, the broker's account) instead of writing it again."""
+    from ledger.db import UnitCounter
+
+    config = make_config(database_url)
+    async with runtime.open_runtime(config, reconcile=False):
+        pass  # the first start writes them
+    before = UnitCounter.begun
+    async with runtime.open_runtime(config, reconcile=False) as restarted:
+        assert UnitCounter.begun == before
+        assert (await restarted.broker.get_account()).cash > 0
