@@ -202,18 +202,29 @@ _UPDATE_TRADE = (update(_TRADES).where(_TRADES.c.id == bindparam("trade_id"))
                  .values(**{name: bindparam(f"new_{name}") for name in _TRADE_MUTABLE}))
 _ACCOUNTS = cast(Table, AgentAccount.__table__)
 _ACCOUNT_CASH = select(_ACCOUNTS.c.cash).where(_ACCOUNTS.c.agent_id == bindparam("agent_id"))
+
+
+def _live_rows_of(agent_id: Any, statuses: frozenset[str], trades: Any = AgentTrade) -> ColumnElement[bool]:
+    """An agent's live orders and its entries whose exits still work, found from the live rows alone: by
+    (agent_id, status) and, for the parents of live legs, by primary key. The agent's condition is wrapped in
+    coalesce() in the second branch: left bare in both, SQLite factors it out of the OR and walks every row
+    the agent ever had by (agent_id, created_at) (migration 0010; tests/ledger/test_history_indexes.py).
+    trades: the mapped class (ORM reads) or the table's columns (Core statements); agent_id a value or a
+    bindparam."""
+    return or_(and_(trades.agent_id == agent_id, trades.status.in_(sorted(statuses))),
+               and_(trades.id.in_(PARENTS_OF_LIVE_LEGS),
+                    func.coalesce(trades.agent_id, trades.agent_id) == agent_id))
+
+
 # get_positions' reads: the agent's positions (snapshots, nothing is written through them), and whether it has an
-# order the broker may still move: the rows _live_rows_of finds (same conditions, so the same index ranges), of
-# which the usual answer is none, so the ORM's read of those orders runs only when there are some.
+# order the broker may still move (the rows Gate.live_trades reads, on the table's columns), of which the usual
+# answer is none, so the ORM's read of those orders runs only when there are some.
 _POSITIONS_OF_AGENT = select(_POSITIONS).where(_POSITIONS.c.agent_id == bindparam("agent_id")).order_by(
     _POSITIONS.c.symbol)
-_ANY_LIVE_TRADE_OF_AGENT = (
-    select(_TRADES.c.id)
-    .where(or_(and_(_TRADES.c.agent_id == bindparam("agent_id"),
-                    _TRADES.c.status.in_(sorted(LIVE_TRADE_STATUSES - {"pending_submit"}))),
-               and_(_TRADES.c.id.in_(PARENTS_OF_LIVE_LEGS),
-                    func.coalesce(_TRADES.c.agent_id, _TRADES.c.agent_id) == bindparam("agent_id"))))
-    .limit(1))
+_ANY_LIVE_TRADE_OF_AGENT = (select(_TRADES.c.id)
+                            .where(_live_rows_of(bindparam("agent_id"), LIVE_TRADE_STATUSES - {"pending_submit"},
+                                                 _TRADES.c))
+                            .limit(1))
 
 
 @dataclass
@@ -315,16 +326,6 @@ def _outcome_payload(result: Any) -> Mapping[str, Any]:
         return cast(Mapping[str, Any], result.audit_summary())
     payload = result.model_dump(mode="json") if hasattr(result, "model_dump") else {"result": str(result)}
     return cast(Mapping[str, Any], bounded(payload))
-
-
-def _live_rows_of(agent_id: str, statuses: frozenset[str]) -> ColumnElement[bool]:
-    """An agent's live orders and its entries whose exits still work, found from the live rows alone: by
-    (agent_id, status) and, for the parents of live legs, by primary key. The agent's condition is wrapped in
-    coalesce() in the second branch: left bare in both, SQLite factors it out of the OR and walks every row
-    the agent ever had by (agent_id, created_at) (migration 0010; tests/ledger/test_history_indexes.py)."""
-    return or_(and_(AgentTrade.agent_id == agent_id, AgentTrade.status.in_(statuses)),
-               and_(AgentTrade.id.in_(PARENTS_OF_LIVE_LEGS),
-                    func.coalesce(AgentTrade.agent_id, AgentTrade.agent_id) == agent_id))
 
 
 @asynccontextmanager
