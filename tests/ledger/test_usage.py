@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -30,14 +29,6 @@ BUY_AAPL = OrderRequest(symbol="AAPL", side="buy", qty=D(10))
 THOUSAND, ZERO = D(1000), D(0)
 AAPL_QUOTE = Quote("AAPL", bid=D(149), ask=D(151), last=D(150), as_of=NOW)
 
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    """A fresh ledger on a real SQLite file, and again on PostgreSQL (tests/conftest.py)."""
-    engine = db.create_engine(database_url)
-    await db.upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -34,13 +33,6 @@ HISTORY = 3_000
 ONE, PRICE = D(1), D("100.25")
 Statement = tuple[str, Any]
 
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = db.create_engine(database_url)
-    await db.upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import random
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -175,13 +174,6 @@ def _ledger_rows(seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
             "updated_at": at, "window_micros": rng.choice([None, rng.randint(0, 10**9)])})
     return proposals, trades
 
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = db.create_engine(database_url)
-    await db.upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 async def _seed(sessions: async_sessionmaker[AsyncSession], seed: int) -> None:
