@@ -668,23 +668,25 @@ class SimulatedBroker:
         now = self._now()
         try:
             async with self._unit() as session:
-                connection = await session.connection()  # this unit's statements run on it
-                book = await self._synchronize(session, now, connection)
+                # The statements run on the unit's connection through the session (ledger.db.execute finds it
+                # without asking the session): a session that was never asked for its connection has no
+                # transaction of its own to begin and commit (two greenlet hops an order).
+                book = await self._synchronize(session, now)
                 try:
                     row = self._execute_on_arrival(request, found, book, now)
                 except BrokerError:
                     # A retried submission of an order that was accepted must answer DUPLICATE_ORDER, not
                     # the refusal its second copy would earn (e.g. the first one spent the buying power).
                     # Only refusals pay for this read; accepted orders rely on the unique constraint below.
-                    if await self._by_client_id(connection, request.client_order_id) is not None:
+                    if await self._by_client_id(session, request.client_order_id) is not None:
                         raise self._duplicate(request.client_order_id) from None
                     raise
                 legs = leg_rows(row, order) if order.has_exits else []
                 advance_legs(self.seed, row, legs, now)  # an entry filled on arrival arms its exits now
                 # A duplicate client_order_id (earlier or concurrent) fails here, on its unique constraint.
-                await execute(connection, _INSERT_ORDER, _row_values(row))
+                await execute(session, _INSERT_ORDER, _row_values(row))
                 if legs:
-                    await execute(connection, _INSERT_ORDER, [_row_values(leg) for leg in legs])
+                    await execute(session, _INSERT_ORDER, [_row_values(leg) for leg in legs])
                 self._settle_own_fills(session, [row, *legs])
         except IntegrityError as error:
             async with self._unit() as session:
@@ -801,12 +803,12 @@ class SimulatedBroker:
         found = (await execute(session, _ORDER_BY_CLIENT_ID, {"client_order_id": client_order_id})).first()
         return _from_row(found) if found is not None else None
 
-    async def _synchronize(self, session: AsyncSession, now: datetime,
-                           connection: AsyncConnection | None = None) -> Book:
+    async def _synchronize(self, session: AsyncSession, now: datetime) -> Book:
         """Lock the account, bring every resting order up to `now`, and return the resulting book.
-        Every database operation of this broker starts here. `connection`: the session's, when already fetched."""
+        Every database operation of this broker starts here. Its statements go through `session` (inside a unit
+        of work ledger.db.execute runs them on the unit's connection), never through a connection asked of it."""
         starting_cash = await self._lock_account(session, now)
-        db = connection or await session.connection()
+        db = session
         rows, moved, _ = await self._advanced_open_orders(db, now)
         if moved:
             await execute(db, _UPDATE_ORDER, [{"order_id": row.id, **{key: getattr(row, key)
