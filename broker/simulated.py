@@ -75,7 +75,7 @@ from ledger.db import dialect_name, execute, read, transaction
 from ledger.fast_execute import prebuilt_statements
 from ledger.ids import new_random_id
 from ledger.models import SimAccount, SimOrder
-from ledger.rows import transient
+from ledger.rows import loaded_values, transient
 from policies.orders import OrderRequest, decimal_text
 
 ACCOUNT_ID = 1  # the simulated broker has exactly one account
@@ -390,7 +390,7 @@ def _from_row(row: Row[Any]) -> SimOrder:
 
 
 def _row_values(order: SimOrder) -> dict[str, Any]:
-    return {key: getattr(order, key) for key in _COLUMN_KEYS}
+    return loaded_values(order, _COLUMN_KEYS)
 
 
 # A transient SimOrder (_from_row) holds every column in its __dict__, where setting an attribute stores it too:
@@ -1069,19 +1069,19 @@ def _money(value: Decimal) -> Decimal:
     return value.quantize(_CENT, ROUND_HALF_EVEN)
 
 
+# The columns an order reports under the same names in a BrokerOrder (its id and legs aside).
+_REPORTED_COLUMNS = ("client_order_id", "symbol", "side", "order_type", "status", "qty", "notional", "filled_qty",
+                     "filled_avg_price", "limit_price", "stop_price", "time_in_force", "submitted_at", "updated_at",
+                     "leg_role", "trail_percent", "trail_price", "hwm")
+
+
 def to_broker_order(row: SimOrder, legs: Sequence[SimOrder] = ()) -> BrokerOrder:
     order_class = "simple"
     if legs:
         roles = {leg.leg_role for leg in legs}
         order_class = "bracket" if "take_profit" in roles and len(roles) > 1 else "oto"
-    return BrokerOrder(
-        broker_order_id=row.id, client_order_id=row.client_order_id, symbol=row.symbol,
-        side=cast(Literal["buy", "sell"], row.side), order_type=row.order_type, status=row.status,
-        qty=row.qty, notional=row.notional, filled_qty=row.filled_qty, filled_avg_price=row.filled_avg_price,
-        limit_price=row.limit_price, stop_price=row.stop_price, time_in_force=row.time_in_force,
-        submitted_at=row.submitted_at, updated_at=row.updated_at, order_class=order_class,
-        legs=tuple(to_broker_order(leg) for leg in legs), leg_role=row.leg_role, trail_percent=row.trail_percent,
-        trail_price=row.trail_price, hwm=row.hwm)
+    return BrokerOrder(broker_order_id=row.id, order_class=order_class,
+                       legs=tuple(to_broker_order(leg) for leg in legs), **loaded_values(row, _REPORTED_COLUMNS))
 
 # Every statement above is a constant of this module: prepared for the driver on its first run (fast_execute.prebuilt).
 prebuilt_statements(globals())
