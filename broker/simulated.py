@@ -75,7 +75,7 @@ from ledger.db import dialect_name, execute, read, transaction
 from ledger.fast_execute import prebuilt_statements
 from ledger.ids import new_random_id
 from ledger.models import SimAccount, SimOrder
-from ledger.rows import transient
+from ledger.rows import loaded_values, transient
 from policies.orders import OrderRequest, decimal_text
 
 ACCOUNT_ID = 1  # the simulated broker has exactly one account
@@ -390,7 +390,7 @@ def _from_row(row: Row[Any]) -> SimOrder:
 
 
 def _row_values(order: SimOrder) -> dict[str, Any]:
-    return {key: getattr(order, key) for key in _COLUMN_KEYS}
+    return loaded_values(order, _COLUMN_KEYS)
 
 
 # A transient SimOrder (_from_row) holds every column in its __dict__, where setting an attribute stores it too:
@@ -668,23 +668,25 @@ class SimulatedBroker:
         now = self._now()
         try:
             async with self._unit() as session:
-                connection = await session.connection()  # this unit's statements run on it
-                book = await self._synchronize(session, now, connection)
+                # The statements run on the unit's connection through the session (ledger.db.execute finds it
+                # without asking the session): a session that was never asked for its connection has no
+                # transaction of its own to begin and commit (two greenlet hops an order).
+                book = await self._synchronize(session, now)
                 try:
                     row = self._execute_on_arrival(request, found, book, now)
                 except BrokerError:
                     # A retried submission of an order that was accepted must answer DUPLICATE_ORDER, not
                     # the refusal its second copy would earn (e.g. the first one spent the buying power).
                     # Only refusals pay for this read; accepted orders rely on the unique constraint below.
-                    if await self._by_client_id(connection, request.client_order_id) is not None:
+                    if await self._by_client_id(session, request.client_order_id) is not None:
                         raise self._duplicate(request.client_order_id) from None
                     raise
                 legs = leg_rows(row, order) if order.has_exits else []
                 advance_legs(self.seed, row, legs, now)  # an entry filled on arrival arms its exits now
                 # A duplicate client_order_id (earlier or concurrent) fails here, on its unique constraint.
-                await execute(connection, _INSERT_ORDER, _row_values(row))
+                await execute(session, _INSERT_ORDER, _row_values(row))
                 if legs:
-                    await execute(connection, _INSERT_ORDER, [_row_values(leg) for leg in legs])
+                    await execute(session, _INSERT_ORDER, [_row_values(leg) for leg in legs])
                 self._settle_own_fills(session, [row, *legs])
         except IntegrityError as error:
             async with self._unit() as session:
@@ -801,12 +803,12 @@ class SimulatedBroker:
         found = (await execute(session, _ORDER_BY_CLIENT_ID, {"client_order_id": client_order_id})).first()
         return _from_row(found) if found is not None else None
 
-    async def _synchronize(self, session: AsyncSession, now: datetime,
-                           connection: AsyncConnection | None = None) -> Book:
+    async def _synchronize(self, session: AsyncSession, now: datetime) -> Book:
         """Lock the account, bring every resting order up to `now`, and return the resulting book.
-        Every database operation of this broker starts here. `connection`: the session's, when already fetched."""
+        Every database operation of this broker starts here. Its statements go through `session` (inside a unit
+        of work ledger.db.execute runs them on the unit's connection), never through a connection asked of it."""
         starting_cash = await self._lock_account(session, now)
-        db = connection or await session.connection()
+        db = session
         rows, moved, _ = await self._advanced_open_orders(db, now)
         if moved:
             await execute(db, _UPDATE_ORDER, [{"order_id": row.id, **{key: getattr(row, key)
@@ -1067,19 +1069,19 @@ def _money(value: Decimal) -> Decimal:
     return value.quantize(_CENT, ROUND_HALF_EVEN)
 
 
+# The columns an order reports under the same names in a BrokerOrder (its id and legs aside).
+_REPORTED_COLUMNS = ("client_order_id", "symbol", "side", "order_type", "status", "qty", "notional", "filled_qty",
+                     "filled_avg_price", "limit_price", "stop_price", "time_in_force", "submitted_at", "updated_at",
+                     "leg_role", "trail_percent", "trail_price", "hwm")
+
+
 def to_broker_order(row: SimOrder, legs: Sequence[SimOrder] = ()) -> BrokerOrder:
     order_class = "simple"
     if legs:
         roles = {leg.leg_role for leg in legs}
         order_class = "bracket" if "take_profit" in roles and len(roles) > 1 else "oto"
-    return BrokerOrder(
-        broker_order_id=row.id, client_order_id=row.client_order_id, symbol=row.symbol,
-        side=cast(Literal["buy", "sell"], row.side), order_type=row.order_type, status=row.status,
-        qty=row.qty, notional=row.notional, filled_qty=row.filled_qty, filled_avg_price=row.filled_avg_price,
-        limit_price=row.limit_price, stop_price=row.stop_price, time_in_force=row.time_in_force,
-        submitted_at=row.submitted_at, updated_at=row.updated_at, order_class=order_class,
-        legs=tuple(to_broker_order(leg) for leg in legs), leg_role=row.leg_role, trail_percent=row.trail_percent,
-        trail_price=row.trail_price, hwm=row.hwm)
+    return BrokerOrder(broker_order_id=row.id, order_class=order_class,
+                       legs=tuple(to_broker_order(leg) for leg in legs), **loaded_values(row, _REPORTED_COLUMNS))
 
 # Every statement above is a constant of this module: prepared for the driver on its first run (fast_execute.prebuilt).
 prebuilt_statements(globals())

@@ -168,6 +168,12 @@ def _sqlite_engine(url: str, *, read_only: bool) -> AsyncEngine:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA busy_timeout=0")  # waits for the lock are asynchronous (sqlite_inline)
         cursor.execute("PRAGMA foreign_keys=ON")
+        # A unit's savepoint keeps the pages it changes in a sub-journal, which SQLite spills to a temporary file
+        # (created, written, deleted) past 64 KiB: an execution's first unit changes ~16 pages (the trade row
+        # and its indexes, the audit records), so it paid a file's open, writes and unlink every time. In memory
+        # it is bounded by the pages one savepoint changes; it serves only a rollback inside a transaction,
+        # never recovery (the WAL does), so durability is unchanged.
+        cursor.execute("PRAGMA temp_store=MEMORY")
         # Checkpoints run in the background (ledger/checkpoint.py); this is only the safety net.
         cursor.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
         cursor.close()

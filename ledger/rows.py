@@ -9,7 +9,7 @@ snapshots of a row, never added to a session, so their values are placed as the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import configure_mappers
@@ -28,3 +28,11 @@ def transient(model: type[M], values: Mapping[Any, Any]) -> M:
     obj: M = model._sa_class_manager.new_instance()  # type: ignore[attr-defined]
     obj.__dict__.update(values)
     return obj
+
+
+def loaded_values(obj: Any, names: Iterable[str]) -> dict[str, Any]:
+    """{name: getattr(obj, name) for name in names} for a mapped object, each value read from its __dict__ where
+    it is loaded (exactly what the instrumented attribute returns then, without the descriptor's Python call,
+    ~0.2 µs a column), else through the attribute (a transient's missing column reads None)."""
+    stored = obj.__dict__
+    return {name: stored[name] if name in stored else getattr(obj, name) for name in names}

@@ -85,6 +85,10 @@ async def savepoint(session: AsyncSession) -> AsyncIterator[None]:
         raw = getattr(driver, "sqlite", None)
     if raw is None:
         async with session.begin_nested():
+            # SQLAlchemy emits the SAVEPOINT only when the nested transaction is first asked for its connection:
+            # asked here, since the joiner's statements may run on the unit's connection without asking the
+            # session (ledger.db.execute), and must not run outside the savepoint.
+            await session.connection()
             yield
         return
     raw.execute(f"SAVEPOINT {_SAVEPOINT}")

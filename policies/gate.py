@@ -70,7 +70,7 @@ from ledger.models import (
     TradeProposal,
     TradingState,
 )
-from ledger.rows import transient
+from ledger.rows import loaded_values, transient
 from ledger.usage import count_denials, load_usage, persist_marks
 from policies import alerts, audit, bindings, event_kinds, secrets
 from policies.approval import ApprovalPolicy, ClientDecision, approval_for, default_policy
@@ -467,7 +467,7 @@ _DECLINED = Violation(code=Code.APPROVAL_DECLINED, message="a person declined th
 
 def _with(proposal: TradeProposal, **changes: Any) -> TradeProposal:
     """The proposal as a change just written leaves it (built, not read back)."""
-    return transient(TradeProposal, {**{name: getattr(proposal, name) for name in _PROPOSAL_NAMES}, **changes})
+    return transient(TradeProposal, {**loaded_values(proposal, _PROPOSAL_NAMES), **changes})
 
 
 class Gate:
@@ -1837,11 +1837,16 @@ _ORDERS_SEEN: dict[tuple[Any, ...], OrderRequest] = {}
 _ORDERS_SEEN_MAX = 256
 
 
+_ORDER_COLUMNS = ("exits", "symbol", "side", "qty", "notional", "order_type", "limit_price", "stop_price",
+                  "time_in_force", "extended_hours")
+
+
 def _order_of(proposal: TradeProposal) -> OrderRequest:
-    if proposal.exits:
+    stored = loaded_values(proposal, _ORDER_COLUMNS)  # read 3-4 times an execution: not attribute by attribute
+    if stored["exits"]:
         return _new_order_of(proposal)
-    key = (proposal.symbol, proposal.side, str(proposal.qty), str(proposal.notional), proposal.order_type,
-           str(proposal.limit_price), str(proposal.stop_price), proposal.time_in_force, proposal.extended_hours)
+    key = (stored["symbol"], stored["side"], str(stored["qty"]), str(stored["notional"]), stored["order_type"],
+           str(stored["limit_price"]), str(stored["stop_price"]), stored["time_in_force"], stored["extended_hours"])
     order = _ORDERS_SEEN.get(key)
     if order is None:
         order = _new_order_of(proposal)

@@ -62,6 +62,21 @@ async def test_an_order_sent_in_a_shared_unit_commits_with_it_and_begins_no_unit
     assert (await broker.get_account()).cash < Decimal(10_000)
 
 
+async def test_an_order_sent_in_a_shared_unit_on_a_sqlite_file_leaves_the_units_session_unbegun(
+        broker: SimulatedBroker) -> None:
+    """On a SQLite file the broker's statements run on the unit's own savepoint through the session, which is never
+    asked for a connection: it begins no transaction of its own (nor commits one) in the execution's last unit."""
+    async with db.transaction(broker._sessions) as session:
+        if db.dialect_name(session) != "sqlite":
+            pytest.skip("PostgreSQL: the joined savepoint begins the session's transaction")
+        with shared_unit.sharing(session, broker._sessions) as shared:
+            order = await broker.submit_order(submit("p-1", qty=Decimal(2)))
+        assert not session.in_transaction()
+    shared.committed()
+    assert order.status == "filled"
+    assert await _orders(broker) == ["p-1"]
+
+
 async def test_an_order_sent_in_a_shared_unit_that_rolls_back_was_never_placed(broker: SimulatedBroker) -> None:
     with pytest.raises(Boom):
         async with db.transaction(broker._sessions) as session:

@@ -43,3 +43,19 @@ def test_commands_started_together_on_a_fresh_file_all_migrate_it(tmp_path: Path
     assert [code for code, _ in outcomes] == [0] * 6, outcomes
     with sqlite3.connect(tmp_path / "ledger.db") as ledger:
         assert ledger.execute("SELECT version_num FROM alembic_version").fetchall() == [(db.SCHEMA_REVISION,)]
+
+
+async def test_sqlite_connections_keep_savepoint_journals_in_memory(tmp_path: Path) -> None:
+    """A unit's savepoint journal (the pages it changed, ~16 for an execution's first unit) is kept in memory,
+    not spilled past 64 KiB to a temporary file created and deleted by every such unit: the writer's connection
+    and the readers' keep temporary storage in memory."""
+    engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    memory = 2
+    try:
+        sessions = db.session_factory(engine)
+        async with db.transaction(sessions) as session:  # the group-commit writer
+            assert (await session.execute(text("PRAGMA temp_store"))).scalar_one() == memory
+        async with db.read(sessions) as connection:
+            assert (await connection.execute(text("PRAGMA temp_store"))).scalar_one() == memory
+    finally:
+        await engine.dispose()
