@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import importlib
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from mcp.types import Tool as MCPTool
 from pydantic import ValidationError
 
 from broker.base import Broker
+from policies.failures import has_nul
 from policies.violations import Code
 from server.clock import utc_now
 from server.config import Config
@@ -37,7 +37,7 @@ from server.notifications import (
 from server.schemas import compact_output_schema, compact_schema
 from server.sdk_path import serve_stream, use_lean_sdk_path
 from tools import account, approval, market_data, orders, trading
-from tools.common import call_app, compact_call_result, drop_none
+from tools.common import COMPACT_JSON, call_app, compact_call_result, drop_none
 from tradewarden import __version__
 
 if TYPE_CHECKING:  # the ledger (SQLAlchemy and the gate) loads with the runtime, not to answer the handshake
@@ -227,7 +227,7 @@ def compact_result(result: Any) -> Any:
             result.content[0].text[:200]:
         return result  # already compact (tools.common.compact_call_result)
     structured = drop_none(result.structured_content)
-    text = json.dumps(structured, separators=(",", ":"), ensure_ascii=False)
+    text = COMPACT_JSON.encode(structured)
     return result.model_copy(update={"structured_content": structured,
                                       "content": [TextContent(type="text", text=text)]})
 
@@ -235,8 +235,6 @@ def compact_result(result: Any) -> Any:
 def input_problem(schema: dict[str, Any], arguments: dict[str, Any]) -> str | None:
     """What makes the arguments unusable before validation: NUL characters (no database stores them), a
     lone surrogate (no UTF-8 writer writes it), or a boolean given for a number (true is not 1.0)."""
-    from policies.failures import has_nul
-
     if has_nul(arguments):
         return "text must not contain NUL characters"
     properties = schema.get("properties", {}) if isinstance(schema, dict) else {}
