@@ -37,7 +37,7 @@ from server.notifications import (
 from server.schemas import compact_output_schema, compact_schema
 from server.sdk_path import serve_stream, use_lean_sdk_path
 from tools import account, approval, market_data, orders, trading
-from tools.common import COMPACT_JSON, call_app, compact_call_result, drop_none
+from tools.common import call_app, compact_call_result, compact_json, drop_none
 from tradewarden import __version__
 
 if TYPE_CHECKING:  # the ledger (SQLAlchemy and the gate) loads with the runtime, not to answer the handshake
@@ -227,7 +227,7 @@ def compact_result(result: Any) -> Any:
             result.content[0].text[:200]:
         return result  # already compact (tools.common.compact_call_result)
     structured = drop_none(result.structured_content)
-    text = COMPACT_JSON.encode(structured)
+    text = compact_json(structured)
     return result.model_copy(update={"structured_content": structured,
                                       "content": [TextContent(type="text", text=text)]})
 
@@ -261,6 +261,8 @@ def _schema_types(schema: Any) -> set[str]:
 
 def _has_lone_surrogate(value: Any, depth: int = 0) -> bool:
     if isinstance(value, str):
+        if value.isascii():  # known from the string's own header: most text, no encoding to try
+            return False
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:

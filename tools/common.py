@@ -110,8 +110,19 @@ async def nothing_to_read(_gate: Gate, _connection: AsyncConnection, _agent: Age
 
 
 # json.dumps(value, separators=(",", ":"), ensure_ascii=False), its encoder built once (json.dumps builds this
-# very encoder on every call when given arguments): the same text.
-COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# very encoder on every call when given arguments), and that encoder's C encoder too (encode makes one a call):
+# the same text. Without the circular-reference bookkeeping: a result's dump never contains itself.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_compact_chunks = (json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+    None, _COMPACT.default, json.encoder.encode_basestring, None, ":", ",", False, False, True)  # type: ignore[attr-defined]
+    if json.encoder.c_make_encoder is not None else None)  # type: ignore[attr-defined]
+
+
+def compact_json(value: Any) -> str:
+    """`value` as one line of JSON: json.dumps(value, separators=(",", ":"), ensure_ascii=False)."""
+    if _compact_chunks is None or type(value) is str:
+        return _COMPACT.encode(value)
+    return "".join(_compact_chunks(value, 0))
 
 
 def compact_call_result(result: BaseModel) -> CallToolResult:
@@ -119,7 +130,7 @@ def compact_call_result(result: BaseModel) -> CallToolResult:
     make them optional) and the same data as one line of JSON for clients that read only the text."""
     # As the SDK dumps a tool's result; the dump the gate recorded as the call's outcome (policies/sent.py).
     structured = drop_none(wire_dump(result))
-    text = COMPACT_JSON.encode(structured)
+    text = compact_json(structured)
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
 
 
