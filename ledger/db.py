@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 
-from ledger import fast_execute, kept_reads
+from ledger import fast_execute, group_commit, kept_reads
 from ledger.checkpoint import AUTOCHECKPOINT_PAGES
 from ledger.database_url import describe_database, sqlite_file
 from ledger.models import SCHEMA_REVISION
@@ -308,8 +308,6 @@ def transaction(sessions: async_sessionmaker[AsyncSession]) -> AbstractAsyncCont
     session (see the module's docstring). On a SQLite file this is the group-commit writer's own context
     manager, not one wrapped in another (a second generator level cost ~1 us a unit)."""
     UnitCounter.begun += 1
-    from ledger import group_commit
-
     writer = group_commit.writer_of(sessions.kw.get("bind"))
     if writer is not None:
         return writer.unit(sessions)

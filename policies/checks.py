@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
-from functools import cached_property
+from typing import Any, Generic, TypeVar, overload
 from zoneinfo import ZoneInfo
 
 from broker.base import Account, Asset, Quote
@@ -118,6 +118,37 @@ class PositionChange:
         return not self.only_reduces
 
 
+T = TypeVar("T")
+
+
+class computed_once(Generic[T]):
+    """functools.cached_property without its lock: the value is worked out on the first read and kept in the
+    instance's __dict__, which later reads find first (a non-data descriptor). Python 3.11's cached_property
+    takes a lock shared by every instance on each first read (3.12 dropped it); the values here are pure
+    functions of a frozen input, so two threads racing would only work out the same value twice."""
+
+    def __init__(self, compute: Callable[[Any], T]) -> None:
+        self.compute = compute
+        self.name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> computed_once[T]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> T: ...
+
+    def __get__(self, instance: object | None, owner: type | None = None) -> T | computed_once[T]:
+        if instance is None:
+            return self
+        value = self.compute(instance)
+        instance.__dict__[self.name] = value
+        return value
+
+
 @dataclass(frozen=True)
 class CheckInput:
     order: OrderRequest
@@ -134,12 +165,12 @@ class CheckInput:
     next_open: datetime | None = None  # when the US equity market opens next (while it is closed)
     broker: str = "simulated"  # the broker's name: what order classes it takes (exits)
 
-    @cached_property
+    @computed_once
     def pricing(self) -> Pricing:
         """price_order(order, quote), computed once per input."""
         return price_order(self.order, self.quote)
 
-    @cached_property
+    @computed_once
     def position_change(self) -> PositionChange:
         return position_change(self.order, self.usage, self.pricing)
 

@@ -25,6 +25,7 @@ from typing import Any, NoReturn, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import structlog
+from pydantic import BaseModel
 from sqlalchemy import Row, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
@@ -80,6 +81,7 @@ from policies.failures import bounded, broker_unavailable, ledger_failure
 from policies.limits import EffectiveLimits, effective_limits
 from policies.market_hours import calendar_clock, market_open_or_none, next_open_or_none
 from policies.orders import OrderRequest, exits_from_json
+from policies.sent import wire_dump
 from policies.sizing import with_size_hint
 from policies.violations import Code, GateDenied, Violation, deny
 
@@ -324,7 +326,8 @@ def _outcome_payload(result: Any) -> Mapping[str, Any]:
         summarised = _summarised[kind] = hasattr(kind, "audit_summary")
     if summarised:
         return cast(Mapping[str, Any], result.audit_summary())
-    payload = result.model_dump(mode="json") if hasattr(result, "model_dump") else {"result": str(result)}
+    # A model is recorded as it is sent (the same dump: policies/sent.py; none of the results has an alias).
+    payload = wire_dump(result) if isinstance(result, BaseModel) else {"result": str(result)}
     return cast(Mapping[str, Any], bounded(payload))
 
 

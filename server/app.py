@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import importlib
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from mcp.types import Tool as MCPTool
 from pydantic import ValidationError
 
 from broker.base import Broker
+from policies.failures import has_nul
 from policies.violations import Code
 from server.clock import utc_now
 from server.config import Config
@@ -37,7 +37,7 @@ from server.notifications import (
 from server.schemas import compact_output_schema, compact_schema
 from server.sdk_path import serve_stream, use_lean_sdk_path
 from tools import account, approval, market_data, orders, trading
-from tools.common import call_app, compact_call_result, drop_none
+from tools.common import call_app, compact_call_result, compact_json, drop_none
 from tradewarden import __version__
 
 if TYPE_CHECKING:  # the ledger (SQLAlchemy and the gate) loads with the runtime, not to answer the handshake
@@ -135,7 +135,7 @@ class TradewardenServer(MCPServer[ServerState]):
         is audited with a bounded copy of the arguments (policies/failures.py)."""
         state: ServerState | None = None
         if context is not None:
-            state = context.request_context.lifespan_context
+            state = _request_context(context).lifespan_context
             await state.ready()
         arguments = arguments if isinstance(arguments, dict) else {}
         tool = self._tool_manager.get_tool(name)
@@ -208,6 +208,14 @@ class TradewardenServer(MCPServer[ServerState]):
 ORDER_TOOLS = frozenset({"propose_trade", "execute_trade"})
 
 
+def _request_context(context: Context[ServerState, Any]) -> Any:
+    """context.request_context, read from the model's private attributes in one dictionary lookup: the property
+    reads its pydantic private attribute through __getattr__ twice (~3 us). The property when it is not there."""
+    private = getattr(context, "__pydantic_private__", None)
+    found = private.get("_request_context") if isinstance(private, dict) else None
+    return found if found is not None else context.request_context
+
+
 def answer(tool: Tool, result: Any) -> Any:
     """What a tool returned as the wire carries it. A result of exactly the tool's output model (every tool's
     own result type) is dumped once and sent compact (tools.common.compact_call_result, what compact_result
@@ -227,7 +235,7 @@ def compact_result(result: Any) -> Any:
             result.content[0].text[:200]:
         return result  # already compact (tools.common.compact_call_result)
     structured = drop_none(result.structured_content)
-    text = json.dumps(structured, separators=(",", ":"), ensure_ascii=False)
+    text = compact_json(structured)
     return result.model_copy(update={"structured_content": structured,
                                       "content": [TextContent(type="text", text=text)]})
 
@@ -235,8 +243,6 @@ def compact_result(result: Any) -> Any:
 def input_problem(schema: dict[str, Any], arguments: dict[str, Any]) -> str | None:
     """What makes the arguments unusable before validation: NUL characters (no database stores them), a
     lone surrogate (no UTF-8 writer writes it), or a boolean given for a number (true is not 1.0)."""
-    from policies.failures import has_nul
-
     if has_nul(arguments):
         return "text must not contain NUL characters"
     properties = schema.get("properties", {}) if isinstance(schema, dict) else {}
@@ -263,6 +269,8 @@ def _schema_types(schema: Any) -> set[str]:
 
 def _has_lone_surrogate(value: Any, depth: int = 0) -> bool:
     if isinstance(value, str):
+        if value.isascii():  # known from the string's own header: most text, no encoding to try
+            return False
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:

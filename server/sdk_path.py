@@ -11,7 +11,8 @@ SDK's own step by tests/server/test_sdk_path.py (they fail if the SDK's behaviou
   string or a number. For a `side` of "buy" that is an exception raised and caught; for an amount "10", a
   parse thrown away. JSON text parses to something kept only when its first non-blank character is `[`, `{`
   or `n` (null; true/false are kept as the string, being ints): only those strings are parsed here, with the
-  SDK's own method, so what it keeps is the same.
+  SDK's own method, so what it keeps is the same. The validated arguments are then the model's attribute
+  dictionary copied (what `model_dump_one_level` gives for a model without aliases), not a getattr per field.
 - Serving a stream (stdio): `Server.run` enters the lifespan and hands the streams to `serve_dual_era_loop`,
   which reads up to the client's first request to learn the protocol era and then relays every later message
   through a task and a memory stream of its own into the serving loop of that era: a task switch and two
@@ -31,7 +32,7 @@ from mcp.server import MCPServer
 from mcp.server._otel import OpenTelemetryMiddleware  # the SDK's default first middleware (see above)
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.lowlevel.server import Server
-from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.server.runner import (  # the two eras' serving loops behind serve_dual_era_loop (see serve_stream)
     _PRE_REQUEST_REPLAY_LIMIT,
     _has_modern_envelope,
@@ -60,8 +61,33 @@ class TracingWhenConfigured(ServerMiddleware[Any]):
         return await self.traced(ctx, call_next)
 
 
+# Per argument model: whether its fields are all named as they are passed (no alias). Then the validated model's
+# own attribute dictionary holds exactly what model_dump_one_level gives (each field by its name, values as they
+# are), copied in C instead of a getattr per field.
+_UNALIASED: dict[type[ArgModelBase], bool] = {}
+
+
+def _unaliased(model: type[ArgModelBase]) -> bool:
+    found = _UNALIASED.get(model)
+    if found is None:
+        found = _UNALIASED[model] = all(not info.alias for info in model.model_fields.values())
+    return found
+
+
 class LeanArgumentParsing(FuncMetadata):
-    """FuncMetadata whose pre-parsing calls json.loads only on strings that could parse to something kept."""
+    """FuncMetadata whose pre-parsing calls json.loads only on strings that could parse to something kept, and
+    whose validated arguments are read off the model in one step."""
+
+    def validate_arguments(self, arguments_to_validate: dict[str, Any]) -> dict[str, Any]:
+        model = self.arg_model
+        if not _unaliased(model):
+            return super().validate_arguments(arguments_to_validate)
+        validated = model.model_validate(self.pre_parse_json(arguments_to_validate))
+        fields = validated.__dict__
+        # Only the fields are in it (pydantic keeps extras and private attributes apart); checked, not assumed.
+        if len(fields) != len(model.model_fields):
+            return validated.model_dump_one_level()
+        return dict(fields)
 
     def pre_parse_json(self, data: dict[str, Any]) -> dict[str, Any]:
         if any(isinstance(value, str) and value.lstrip(_JSON_BLANK)[:1] in _MAY_PARSE_TO_KEPT

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import delete, event, select, text, update
@@ -124,6 +125,24 @@ def test_record_hash_is_the_hash_of_the_canonical_record(text: str) -> None:
     expected = hashlib.sha256(("a" * 64 + audit.canonical_json(fields)).encode()).hexdigest()
     assert audit.record_hash("a" * 64, **{**fields, "ts": T0}) == expected  # type: ignore[arg-type]
     assert audit.record_hash_text("a" * 64, **fields) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [
+    {"b": 1, "a": [1, 2.5, None, True, "ünïcödé ✓", "\u2028\x00", {"z": {}, "y": []}]},
+    {"qty": Decimal("1.50"), "at": T0, "nan": float("nan"), "inf": float("-inf")},
+    [{"k": (1, "t")}, "line\nbreak"], "just text", 7, None, {}])
+def test_canonical_json_is_sorted_compact_json_with_decimals_and_times_as_text(value: object) -> None:
+    """canonical_json runs a C encoder it keeps (not one a call): the text every stored payload and hash was
+    made with, json.dumps with sorted keys, no blanks, text as it is, decimals and times as strings."""
+    def as_text(item: object) -> object:
+        if isinstance(item, Decimal):
+            return format(item.normalize(), "f")
+        if isinstance(item, datetime):
+            return item.isoformat()
+        raise TypeError(type(item).__name__)
+
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=as_text)
+    assert audit.canonical_json(value) == expected
 
 
 @pytest.mark.parametrize("stored", ["2026-11-23 15:00:00.000000", "2026-11-23 15:00:00.000001",

@@ -61,6 +61,22 @@ def message(check: checks.Check, c: CheckInput) -> str:
     return found[0].message
 
 
+# --- derived inputs --------------------------------------------------------------------------------
+
+def test_an_inputs_pricing_is_worked_out_once_and_kept() -> None:
+    c = make()
+    assert c.pricing is c.pricing
+    assert c.pricing == price_order(c.order, c.quote)
+    assert c.position_change is c.position_change
+
+
+def test_an_input_made_from_another_prices_its_own_order() -> None:
+    c = make()
+    assert c.pricing.estimated_notional == D(1000)
+    bigger = dataclasses.replace(c, order=order(qty=D(20)))
+    assert bigger.pricing.estimated_notional == D(2000) and c.pricing.estimated_notional == D(1000)
+
+
 # --- baseline --------------------------------------------------------------------------------------
 
 def test_an_order_within_every_limit_passes_every_check() -> None:

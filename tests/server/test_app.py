@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mcp import Client
 
 from broker.base import Broker
@@ -142,3 +143,14 @@ def test_a_tools_own_result_is_sent_as_the_sdks_conversion_would_have_compacted_
         assert sent.model_dump_json(by_alias=True) == converted.model_dump_json(by_alias=True)
         assert "estimated_notional" not in sent.structured_content or name != "propose_trade"
         assert json.loads(sent.content[0].text) == sent.structured_content
+
+
+def test_a_call_reads_the_request_context_the_sdks_context_carries() -> None:
+    from mcp.server.mcpserver import Context
+
+    from server.app import _request_context
+
+    carried = object()
+    assert _request_context(Context(request_context=carried)) is carried  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="outside of a request"):  # as the property says it, without one
+        _request_context(Context())
