@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,3 +110,33 @@ def test_the_pydantic_models_built_before_the_first_answer_have_evaluated_annota
                        if isinstance(annotation, str)]
     assert {config.Config, config.AgentConfig, results.TradingStatusResult, results.OrderOut} <= set(models)
     assert written_as_text == []
+
+
+_FIRST_ANSWER_CONFIGURES_NO_MAPPER = """
+import asyncio, sys
+from mcp import Client
+from ledger.models import Base
+from server.app import create_server
+from server.config import load_config
+
+async def main() -> None:
+    async with Client(create_server(load_config(sys.argv[1]), agent_id="first-agent")) as client:
+        status = await client.call_tool("get_trading_status", {})
+        assert not status.is_error, status
+        print(sorted(mapper.class_.__name__ for mapper in Base.registry.mappers if mapper.configured))
+
+asyncio.run(main())
+"""
+
+
+def test_a_server_reconciles_at_start_and_answers_its_first_call_without_configuring_the_orm(
+        tmp_path: Path) -> None:
+    # Mapper configuration (~7 ms of CPU) and the ORM's first compile and flush were paid before the first
+    # answer by the start-up reconciliation pass (policies/reconcile.py: its positions read and stored report are
+    # Core statements on the tables); the first call of a status read runs none either.
+    config = _config(tmp_path)
+    for start in ("first", "second"):  # the first creates the ledger; the second is the usual start
+        ran = subprocess.run([sys.executable, "-c", _FIRST_ANSWER_CONFIGURES_NO_MAPPER, str(config)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+        assert ran.returncode == 0, (start, ran.stderr[-2000:])
+    assert ran.stdout.strip() == "[]", ran.stdout
