@@ -27,7 +27,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, context
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Executable, event, text
+from sqlalchemy import Executable, Table, event, text
 from sqlalchemy.engine import Connection, Result
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -226,7 +226,8 @@ async def advisory_lock(session: AsyncSession, key: int) -> None:
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
-async def insert_if_absent(session: AsyncSession, model: type[DeclarativeBase], values: dict[str, Any]) -> None:
+async def insert_if_absent(session: AsyncSession, model: type[DeclarativeBase] | Table,
+                           values: dict[str, Any]) -> None:
     """INSERT ... ON CONFLICT DO NOTHING: two transactions creating the same row (same primary key) at once
     both succeed, and one row exists. On PostgreSQL the loser waits for the winner's commit. Follow it with a
     SELECT (FOR UPDATE when the row will be changed) to read the row."""

@@ -454,9 +454,7 @@ def _inserted(model: type[T], values: Mapping[str, Any]) -> T:
     """The object of a row just inserted with Core, holding exactly `values`: a read-only view for the call's
     answer, built without the ORM's per-attribute events (60 of them for a proposal). It is never added to a
     session (the row is already written)."""
-    instance = model.__mapper__.class_manager.new_instance()  # type: ignore[attr-defined]
-    instance.__dict__.update(values)
-    return cast(T, instance)
+    return transient(model, values)  # configures the mappers first if nothing has yet (a server's first call)
 
 
 def _approval_required(proposal_id: str) -> Violation:

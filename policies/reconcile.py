@@ -64,6 +64,7 @@ from ledger.accounting import (
     trade_with_holdings,
 )
 from ledger.db import execute, insert_if_absent, read, transaction
+from ledger.fast_execute import prebuilt
 from ledger.legs import PARENTS_OF_LIVE_LEGS, apply_leg_updates
 from ledger.models import (
     GLOBAL_SCOPE,
@@ -127,6 +128,17 @@ _UPDATE_STATE = (update(_TRADES).where(_TRADES.c.id == bindparam("trade_id"))
 _CAPITAL = select(AgentPermissions.capital).where(AgentPermissions.agent_id == bindparam("agent_id"))
 _EXECUTED = (update(_PROPOSALS).where(_PROPOSALS.c.id == bindparam("pid"), _PROPOSALS.c.status == "executing")
              .values(status="executed", updated_at=bindparam("now")))
+# A full pass's positions read and its stored report, Core on the tables: a server's first pass runs before its first
+# tool may, and an ORM statement there configured every mapper (~7 ms of CPU) and first-used the ORM's compile and
+# flush before the first answer. The ORM stays for the rare paths (live orders, the dead-man action).
+_POSITION_ROWS = cast(Table, AgentPosition.__table__)
+_SERVER_STATE = cast(Table, KeyValue.__table__)
+_ALL_POSITIONS = select(_POSITION_ROWS.c.symbol, _POSITION_ROWS.c.qty)
+_STATE_VALUE_LOCKED = (select(_SERVER_STATE.c.value).where(_SERVER_STATE.c.key == bindparam("state_key"))
+                       .with_for_update())
+_SET_STATE_VALUE = (update(_SERVER_STATE).where(_SERVER_STATE.c.key == bindparam("state_key"))
+                    .values(value=bindparam("new_value"), updated_at=bindparam("now")))
+prebuilt(_ALL_POSITIONS, _STATE_VALUE_LOCKED, _SET_STATE_VALUE)
 
 
 @dataclass
@@ -494,25 +506,23 @@ class Reconciler:
         except (BrokerError, TimeoutError) as error:
             report.errors.append(f"positions: {_text(error)}")
             return
-        async with self.gate.sessions() as session:
-            ours = [(symbol, qty) for symbol, qty in (await session.execute(
-                select(AgentPosition.symbol, AgentPosition.qty))).all()]
+        async with read(self.gate.sessions) as connection:
+            ours = [(symbol, qty) for symbol, qty in (await execute(connection, _ALL_POSITIONS)).all()]
         report.drift = position_drift(ours, [(p.symbol, p.qty) for p in broker_positions])
         report.positions_checked = True
 
     async def _store(self, report: ReconcileReport) -> None:
         now = self.gate.clock()
         async with transaction(self.gate.sessions) as session:
-            row = (await session.execute(select(KeyValue).where(KeyValue.key == STATE_KEY).with_for_update())
-                   ).scalar_one_or_none()
+            row = (await execute(session, _STATE_VALUE_LOCKED, {"state_key": STATE_KEY})).first()
             previous_drift = (row.value or {}).get("drift", {}) if row is not None else {}
             value = report.as_json()
             if not report.positions_checked:  # positions could not be read: keep the last known drift
                 value["drift"] = previous_drift
             if row is None:
-                await insert_if_absent(session, KeyValue, {"key": STATE_KEY, "value": value, "updated_at": now})
+                await insert_if_absent(session, _SERVER_STATE, {"key": STATE_KEY, "value": value, "updated_at": now})
             else:
-                row.value, row.updated_at = value, now
+                await execute(session, _SET_STATE_VALUE, {"state_key": STATE_KEY, "new_value": value, "now": now})
             if report.positions_checked and report.drift != previous_drift:
                 await audit.append(session, ts=now, actor=ACTOR, kind="reconcile.drift", agent_id=None,
                                    payload={"drift": report.drift, "previous": previous_drift})
@@ -529,18 +539,17 @@ class Reconciler:
         broker_ok = not report.errors
         async with transaction(self.gate.sessions) as session:
             state_row = await session.get(TradingState, GLOBAL_SCOPE, with_for_update=True) if self.dead_man else None
-            await insert_if_absent(session, KeyValue, {"key": HEALTH_KEY, "value": {}, "updated_at": now})
-            row = (await session.execute(select(KeyValue).where(KeyValue.key == HEALTH_KEY).with_for_update()
-                                         .execution_options(populate_existing=True))).scalar_one()
-            stored = row.value or {}
+            await insert_if_absent(session, _SERVER_STATE, {"key": HEALTH_KEY, "value": {}, "updated_at": now})
+            stored = (await execute(session, _STATE_VALUE_LOCKED, {"state_key": HEALTH_KEY})).scalar_one() or {}
             before = alerts.ReconcileHealth(broker_ok=stored.get("broker_ok", True), stale=stored.get("stale", False))
             last_ok = now if broker_ok else (datetime.fromisoformat(stored["last_ok"]) if stored.get("last_ok")
                                              else None)
             after = alerts.reconcile_health(broker_ok=broker_ok, last_ok=last_ok, started=self.started, now=now,
                                             interval_seconds=self.interval, stale_intervals=self.stale_intervals)
-            row.value = {"broker_ok": after.broker_ok, "stale": after.stale,
-                         "last_ok": last_ok.isoformat() if last_ok else None}
-            row.updated_at = now
+            await execute(session, _SET_STATE_VALUE, {
+                "state_key": HEALTH_KEY, "now": now,
+                "new_value": {"broker_ok": after.broker_ok, "stale": after.stale,
+                              "last_ok": last_ok.isoformat() if last_ok else None}})
             for alert in alerts.reconcile_transitions(before, after, last_ok=last_ok, dead_man=self.dead_man):
                 await audit.append(session, ts=now, actor=ACTOR, kind=event_kinds.KIND_ALERT, payload=alert.payload())
             if state_row is not None and after.stale != before.stale:

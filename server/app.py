@@ -359,11 +359,18 @@ def register_resources(server: MCPServer[Any]) -> None:
                                 "Updated notifications follow its state.")(approval.read_proposal)
 
 
-def register_tools(server: MCPServer[Any]) -> None:
-    server.tool(description=market_data.DESCRIPTION, annotations=READ_ONLY)(market_data.get_market_data)
-    server.tool(description=trading.PROPOSE_DESCRIPTION, annotations=PROPOSE)(trading.propose_trade)
-    server.tool(description=trading.EXECUTE_DESCRIPTION, annotations=DESTRUCTIVE)(trading.execute_trade)
-    server.tool(description=account.POSITIONS_DESCRIPTION, annotations=READ_ONLY)(account.get_positions)
-    server.tool(description=orders.ORDERS_DESCRIPTION, annotations=READ_ONLY)(orders.get_orders)
-    server.tool(description=orders.CANCEL_DESCRIPTION, annotations=DESTRUCTIVE)(orders.cancel_order)
-    server.tool(description=account.STATUS_DESCRIPTION, annotations=READ_ONLY)(account.get_trading_status)
+def register_tools(server: MCPServer[Any], built: dict[str, dict[str, Any]] | None = None) -> None:
+    """The seven tools, with their JSON schemas as built at build time (server/tool_schemas.py); built={}: every
+    schema derived by the SDK at registration, as the SDK alone would."""
+    from server import tool_schemas
+
+    schemas = tool_schemas.load() if built is None else built
+    for fn, description, hints in (
+            (market_data.get_market_data, market_data.DESCRIPTION, READ_ONLY),
+            (trading.propose_trade, trading.PROPOSE_DESCRIPTION, PROPOSE),
+            (trading.execute_trade, trading.EXECUTE_DESCRIPTION, DESTRUCTIVE),
+            (account.get_positions, account.POSITIONS_DESCRIPTION, READ_ONLY),
+            (orders.get_orders, orders.ORDERS_DESCRIPTION, READ_ONLY),
+            (orders.cancel_order, orders.CANCEL_DESCRIPTION, DESTRUCTIVE),
+            (account.get_trading_status, account.STATUS_DESCRIPTION, READ_ONLY)):
+        tool_schemas.add_tool(server, fn, description=description, annotations=hints, built=schemas)

@@ -1,5 +1,6 @@
 """The first thing a `tradewarden` command-line process does (server/cli.py imports this module first): cyclic
-garbage collection paused while the command's imports run.
+garbage collection paused while the command's imports run, and the methods dataclasses generates compiled once,
+not by every process (server/dataclass_cache.py).
 
 Start-up allocates mostly objects that live as long as the process (modules, classes, pydantic schemas, click
 commands); the collector kept re-scanning them while the imports ran. `serve` over stdio keeps the pause until its
@@ -23,3 +24,6 @@ def is_command_line(argv0: str) -> bool:
 
 if is_command_line(sys.argv[0] if sys.argv else ""):
     gc.disable()
+    from server import dataclass_cache
+
+    dataclass_cache.install()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import json
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,3 +111,48 @@ def test_the_pydantic_models_built_before_the_first_answer_have_evaluated_annota
                        if isinstance(annotation, str)]
     assert {config.Config, config.AgentConfig, results.TradingStatusResult, results.OrderOut} <= set(models)
     assert written_as_text == []
+
+
+# A fresh server process's first call (argv[2], its arguments as JSON in argv[3]); prints the mappers configured
+# by the time it answered.
+_FIRST_CALL = """
+import asyncio, json, sys
+from mcp import Client
+from ledger.models import Base
+from server.app import create_server
+from server.config import load_config
+
+async def main() -> None:
+    async with Client(create_server(load_config(sys.argv[1]), agent_id="first-agent")) as client:
+        result = await client.call_tool(sys.argv[2], json.loads(sys.argv[3]))
+        assert not result.is_error, result
+        print(sorted(mapper.class_.__name__ for mapper in Base.registry.mappers if mapper.configured))
+
+asyncio.run(main())
+"""
+
+
+def _first_call(config: Path, tool: str, arguments: dict[str, object]) -> str:
+    ran = subprocess.run([sys.executable, "-c", _FIRST_CALL, str(config), tool, json.dumps(arguments)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, (tool, ran.stderr[-2000:])
+    return ran.stdout.strip()
+
+
+def test_a_server_reconciles_at_start_and_answers_its_first_call_without_configuring_the_orm(
+        tmp_path: Path) -> None:
+    # Mapper configuration (~7 ms of CPU) and the ORM's first compile and flush were paid before the first
+    # answer by the start-up reconciliation pass (policies/reconcile.py: its positions read and stored report are
+    # Core statements on the tables); the first call of a status read runs none either.
+    config = _config(tmp_path)
+    _first_call(config, "get_trading_status", {})  # the first start creates the ledger
+    assert _first_call(config, "get_trading_status", {}) == "[]"  # the usual start
+
+
+def test_a_servers_first_call_may_be_one_that_answers_with_mapped_objects(tmp_path: Path) -> None:
+    # A proposal's answer is presented from a TradeProposal object built without a session (policies/gate.py
+    # _inserted): the mappers are configured for it when nothing before it configured them.
+    config = _config(tmp_path)
+    _first_call(config, "get_trading_status", {})
+    assert "TradeProposal" in _first_call(config, "propose_trade", {"symbol": "AAPL", "side": "buy", "qty": 1,
+                                                                    "reasoning": "the first call of a server"})
