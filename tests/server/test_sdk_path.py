@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+import time_machine
 from mcp import Client
 from mcp.server import MCPServer
 from mcp.server._otel import OpenTelemetryMiddleware
@@ -13,7 +14,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from mcp.server.runner import ServerRunner
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolRequestParams, CallToolResult, TextContent
 from opentelemetry.trace import NoOpTracerProvider
 from pydantic import ValidationError
 
@@ -202,3 +203,34 @@ async def test_the_runner_sends_the_mapping_as_it_sends_the_model_in_both_eras(c
         for version in ("2025-06-18", "2025-11-25", "2026-07-28"):
             sent = runner._serialize("tools/call", version, text_result_on_wire(structured, text))
             assert json.dumps(sent) == json.dumps(runner._serialize("tools/call", version, model)), version
+
+
+async def test_a_call_answers_as_through_the_sdks_own_tools_call_handler(
+        config: Config, market_open: time_machine.Coordinates) -> None:
+    server = create_server(config, agent_id="agent-1")
+    lowlevel = server._lowlevel_server
+    ours = lowlevel.get_request_handler("tools/call")
+    assert ours is not None
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("no_such_tool", {}), ("propose_trade", {"symbol": "AAPL", "side": "buy", "qty": "many", "reasoning": "r"}),
+        ("propose_trade", {"symbol": "AAPL", "side": "buy", "qty": 10**9, "reasoning": "r"}),
+        ("execute_trade", {"proposal_id": "p_missing"}), ("get_trading_status", {}), ("get_orders", {}),
+    ]
+    async with Client(server) as client:
+        for name, arguments in calls:
+            lowlevel.add_request_handler("tools/call", CallToolRequestParams,
+                                         MCPServer._handle_call_tool.__get__(server))  # the SDK's own
+            sdks = await client.call_tool(name, arguments)
+            lowlevel.add_request_handler("tools/call", ours.params_type, ours.handler)
+            answered = await client.call_tool(name, arguments)
+            assert with_ids_masked(answered) == with_ids_masked(sdks), name
+
+
+def with_ids_masked(result: CallToolResult) -> str:
+    """The result as JSON with what differs from call to call (a proposal's id and expiry) masked."""
+    dumped = json.dumps(result.model_dump())
+    for key in ("proposal_id", "expires_at"):
+        value = (result.structured_content or {}).get(key)
+        if isinstance(value, str):
+            dumped = dumped.replace(value, f"<{key}>")
+    return dumped
