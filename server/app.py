@@ -16,14 +16,17 @@ import structlog
 from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.mcpserver.server import logger as sdk_logger
 from mcp.server.mcpserver.tools import Tool
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp.types import CallToolRequestParams, CallToolResult, TextContent, ToolAnnotations
 from mcp.types import Tool as MCPTool
 from pydantic import ValidationError
 
 from broker.base import Broker
 from policies.failures import has_nul
+from policies.sent import wire_dump
 from policies.violations import Code
 from server.clock import utc_now
 from server.config import Config
@@ -35,7 +38,7 @@ from server.notifications import (
     serve_legacy_subscriptions,
 )
 from server.schemas import compact_output_schema, compact_schema
-from server.sdk_path import serve_stream, use_lean_sdk_path
+from server.sdk_path import serve_stream, text_result_on_wire, tool_context, use_lean_sdk_path
 from tools import account, approval, market_data, orders, trading
 from tools.common import call_app, compact_call_result, compact_json, drop_none
 from tradewarden import __version__
@@ -128,8 +131,33 @@ class TradewardenServer(MCPServer[ServerState]):
             await context.request_context.lifespan_context.ready()
         return await super().read_resource(uri, context)
 
+    async def _handle_call_tool(self, ctx: Any, params: CallToolRequestParams) -> Any:
+        """The SDK's tools/call handler (MCPServer._handle_call_tool, mcp 2.3.0: CALL_HANDLER_AS_WRITTEN in
+        tests/server/test_sdk_path.py) with the tool's Context built directly and a text result handed to the
+        runner as its wire mapping (server/sdk_path.py); its failures answered as the SDK answers them."""
+        context = tool_context(ctx, self, params, self._subscriptions)
+        try:
+            # Extensions' interceptors (none here) see what the handler returns: they get the SDK's model.
+            return await self._call(params.name, params.arguments or {}, context, on_wire=not self._extensions)
+        except MCPError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, ToolError) and not isinstance(exc, UnexpectedToolError):
+                if isinstance(exc.__cause__, ValidationError):
+                    fields = sorted({".".join(str(part) for part in err["loc"]) for err in exc.__cause__.errors()})
+                    sdk_logger.info("Tool %r rejected arguments: %r", params.name, fields)
+                else:
+                    sdk_logger.info("Tool %r failed: %r", params.name, str(exc))
+            else:
+                sdk_logger.exception("Tool %r raised an unexpected exception", params.name)
+            return CallToolResult(content=[TextContent(type="text", text=str(exc))], is_error=True)
+
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Context[ServerState, Any] | None = None
                         ) -> Any:
+        return await self._call(name, arguments, context, on_wire=False)
+
+    async def _call(self, name: str, arguments: dict[str, Any], context: Context[ServerState, Any] | None, *,
+                    on_wire: bool) -> Any:
         """Every failure answers with a stable code: arguments are refused before the tool runs when they
         name no tool, carry NUL characters, booleans where numbers belong, or do not validate; the refusal
         is audited with a bounded copy of the arguments (policies/failures.py)."""
@@ -155,7 +183,7 @@ class TradewardenServer(MCPServer[ServerState]):
             # The tool finds the state here rather than through ctx.request_context again (tools.common.app_of).
             token = call_app.set(state)
             try:
-                return answer(tool, await tool.run(arguments, context))
+                return answer(tool, await tool.run(arguments, context), on_wire=on_wire)
             finally:
                 call_app.reset(token)
         except ToolError as error:
@@ -216,12 +244,17 @@ def _request_context(context: Context[ServerState, Any]) -> Any:
     return found if found is not None else context.request_context
 
 
-def answer(tool: Tool, result: Any) -> Any:
+def answer(tool: Tool, result: Any, *, on_wire: bool = False) -> Any:
     """What a tool returned as the wire carries it. A result of exactly the tool's output model (every tool's
     own result type) is dumped once and sent compact (tools.common.compact_call_result, what compact_result
-    makes of the SDK's conversion); anything else is converted by the SDK, then compacted."""
+    makes of the SDK's conversion); anything else is converted by the SDK, then compacted. on_wire: the
+    former as the mapping the runner would dump that CallToolResult to (server/sdk_path.text_result_on_wire),
+    not the model."""
     if tool.fn_metadata.output_model is not None and type(result) is tool.fn_metadata.output_model \
             and not tool.fn_metadata.wrap_output:
+        if on_wire:
+            structured = drop_none(wire_dump(result))
+            return text_result_on_wire(structured, compact_json(structured))
         return compact_call_result(result)
     return compact_result(tool.fn_metadata.convert_result(result))
 

@@ -13,6 +13,12 @@ SDK's own step by tests/server/test_sdk_path.py (they fail if the SDK's behaviou
   or `n` (null; true/false are kept as the string, being ints): only those strings are parsed here, with the
   SDK's own method, so what it keeps is the same. The validated arguments are then the model's attribute
   dictionary copied (what `model_dump_one_level` gives for a model without aliases), not a getattr per field.
+- Answering tools/call (server/app.py TradewardenServer._handle_call_tool): the SDK's handler builds a
+  `Context` through pydantic's __init__ per call (~4 us for a model with no fields, only four private
+  attributes); `tool_context` builds the same instance directly. And a result that is one text block plus
+  structured content goes to the runner as the mapping `CallToolResult.model_dump` would give
+  (`text_result_on_wire`) rather than as a model it dumps: the runner validates and dumps that mapping
+  against the protocol version's own result model either way, so the wire is its dump in both cases.
 - Serving a stream (stdio): `Server.run` enters the lifespan and hands the streams to `serve_dual_era_loop`,
   which reads up to the client's first request to learn the protocol era and then relays every later message
   through a task and a memory stream of its own into the serving loop of that era: a task switch and two
@@ -32,6 +38,7 @@ from mcp.server import MCPServer
 from mcp.server._otel import OpenTelemetryMiddleware  # the SDK's default first middleware (see above)
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.lowlevel.server import Server
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.server.runner import (  # the two eras' serving loops behind serve_dual_era_loop (see serve_stream)
     _PRE_REQUEST_REPLAY_LIMIT,
@@ -112,6 +119,38 @@ def use_lean_sdk_path(server: MCPServer[Any]) -> None:
             chain[index] = TracingWhenConfigured(middleware)
     for tool in server._tool_manager.list_tools():
         tool.fn_metadata = lean_argument_parsing(tool.fn_metadata)
+
+
+# What Context.__init__ sets (mcp 2.3.0; its source is pinned in tests/server/test_sdk_path.py): no fields, and
+# each of these four private attributes from its argument. Checked once: any other shape (a later SDK) is built
+# through its own __init__.
+_CONTEXT_PRIVATE = ("_request_context", "_mcp_server", "_input_params", "_subscriptions")
+_CONTEXT_IS_PRIVATE_ONLY = not Context.model_fields and tuple(Context.__private_attributes__) == _CONTEXT_PRIVATE
+_set = object.__setattr__
+
+
+def tool_context(request_context: Any, server: Any, params: Any, subscriptions: Any) -> Context[Any, Any]:
+    """`Context(request_context=..., mcp_server=..., input_params=..., subscriptions=...)`, the instance the
+    SDK's tools/call handler gives a tool, set up as pydantic's __init__ sets it up (an empty __dict__ and
+    fields-set, no extras, the private attributes) with nothing to validate."""
+    if not _CONTEXT_IS_PRIVATE_ONLY:
+        return Context(request_context=request_context, mcp_server=server, input_params=params,
+                       subscriptions=subscriptions)
+    context: Context[Any, Any] = Context.__new__(Context)
+    _set(context, "__dict__", {})
+    _set(context, "__pydantic_fields_set__", set())
+    _set(context, "__pydantic_extra__", None)
+    _set(context, "__pydantic_private__", {"_request_context": request_context, "_mcp_server": server,
+                                           "_input_params": params, "_subscriptions": subscriptions})
+    return context
+
+
+def text_result_on_wire(structured: dict[str, Any], text: str) -> dict[str, Any]:
+    """`CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
+    .model_dump(by_alias=True, mode="json", exclude_none=True)` for JSON-ready `structured`: what the
+    runner's serializer starts from when a handler returns that model (tests/server/test_sdk_path.py)."""
+    return {"content": [{"type": "text", "text": text}], "structuredContent": structured, "isError": False,
+            "resultType": "complete"}
 
 
 Frame = SessionMessage | Exception

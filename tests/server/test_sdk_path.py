@@ -6,18 +6,23 @@ import json
 from typing import Any
 
 import pytest
+import time_machine
 from mcp import Client
 from mcp.server import MCPServer
 from mcp.server._otel import OpenTelemetryMiddleware
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
+from mcp.server.runner import ServerRunner
+from mcp.types import CallToolRequestParams, CallToolResult, TextContent
 from opentelemetry.trace import NoOpTracerProvider
 from pydantic import ValidationError
 
 import server.sdk_path
+import server.sdk_path as server_module
 from server.app import TradewardenServer, create_server, instructions, register_tools
 from server.config import Config
-from server.sdk_path import LeanArgumentParsing, TracingWhenConfigured
+from server.sdk_path import LeanArgumentParsing, TracingWhenConfigured, text_result_on_wire, tool_context
 from tests.conftest import call
 
 # Strings an agent (or a confused client) may send for any argument: plain words, numbers, JSON text of every
@@ -140,3 +145,92 @@ def test_the_sdk_steps_serve_stream_stands_for_are_the_ones_it_was_written_again
     found = {function.__name__: hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
              for function in (runner.serve_dual_era_loop, runner._replay_from_opening_request, Server.run)}
     assert found == SERVED_AS_WRITTEN
+
+
+# TradewardenServer._handle_call_tool is the SDK's tools/call handler with two steps done more cheaply (the tool's
+# Context, built as Context.__init__ builds it; the result's mapping). The SDK's source of both as read when they
+# were written (mcp 2.3.0): a new SDK that changes them fails here, and the override is then checked again.
+CALL_HANDLER_AS_WRITTEN = {"_handle_call_tool": "0c7bac402edb6448", "__init__": "107e72812b005e36"}
+
+
+def test_the_sdks_tools_call_handler_is_the_one_ours_was_written_against() -> None:
+    import hashlib
+    import inspect
+
+    found = {function.__name__: hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
+             for function in (MCPServer._handle_call_tool, Context.__init__)}
+    assert found == CALL_HANDLER_AS_WRITTEN
+
+
+def test_tools_are_called_through_the_lean_handler(config: Config) -> None:
+    server = create_server(config)
+    handler = server._lowlevel_server.get_request_handler("tools/call")
+    assert handler is not None and getattr(handler.handler, "__func__", None) is TradewardenServer._handle_call_tool
+
+
+def test_a_tools_context_is_the_instance_the_sdks_handler_builds(config: Config) -> None:
+    server = create_server(config)
+    request_context, params, subscriptions = object(), object(), object()
+    ours = tool_context(request_context, server, params, subscriptions)
+    sdks = Context(request_context=request_context, mcp_server=server, input_params=params,  # type: ignore[arg-type]
+                   subscriptions=subscriptions)  # type: ignore[arg-type]
+    assert server_module._CONTEXT_IS_PRIVATE_ONLY  # the direct build is the one taken, not the fallback
+    assert type(ours) is type(sdks)
+    for attribute in ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__"):
+        assert getattr(ours, attribute) == getattr(sdks, attribute), attribute
+    assert ours.request_context is request_context and ours.mcp_server is server
+
+
+STRUCTURED_RESULTS: list[dict[str, Any]] = [
+    {}, {"status": "approved", "qty": "1", "checks": [{"code": "OK", "detail": "fine"}], "needs_approval": False},
+    {"text": "ü\u2028 \"quoted\"", "nested": {"list": [1, 2.5, None, True], "empty": {}}, "n": -0.0},
+]
+
+
+def test_a_text_result_on_the_wire_is_the_dump_of_its_model() -> None:
+    for structured in STRUCTURED_RESULTS:
+        text = json.dumps(structured, separators=(",", ":"))
+        model = CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
+        assert text_result_on_wire(structured, text) == model.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+async def test_the_runner_sends_the_mapping_as_it_sends_the_model_in_both_eras(client: Client, config: Config) -> None:
+    real = await call(client, "propose_trade", symbol="AAPL", side="buy", qty=1, reasoning="wire")
+    runner = ServerRunner(create_server(config)._lowlevel_server, None, None)  # type: ignore[arg-type]
+    for structured in [*STRUCTURED_RESULTS, real]:
+        text = json.dumps(structured, separators=(",", ":"))
+        model = CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
+        for version in ("2025-06-18", "2025-11-25", "2026-07-28"):
+            sent = runner._serialize("tools/call", version, text_result_on_wire(structured, text))
+            assert json.dumps(sent) == json.dumps(runner._serialize("tools/call", version, model)), version
+
+
+async def test_a_call_answers_as_through_the_sdks_own_tools_call_handler(
+        config: Config, market_open: time_machine.Coordinates) -> None:
+    server = create_server(config, agent_id="agent-1")
+    lowlevel = server._lowlevel_server
+    ours = lowlevel.get_request_handler("tools/call")
+    assert ours is not None
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("no_such_tool", {}), ("propose_trade", {"symbol": "AAPL", "side": "buy", "qty": "many", "reasoning": "r"}),
+        ("propose_trade", {"symbol": "AAPL", "side": "buy", "qty": 10**9, "reasoning": "r"}),
+        ("execute_trade", {"proposal_id": "p_missing"}), ("get_trading_status", {}), ("get_orders", {}),
+    ]
+    async with Client(server) as client:
+        for name, arguments in calls:
+            lowlevel.add_request_handler("tools/call", CallToolRequestParams,
+                                         MCPServer._handle_call_tool.__get__(server))  # the SDK's own
+            sdks = await client.call_tool(name, arguments)
+            lowlevel.add_request_handler("tools/call", ours.params_type, ours.handler)
+            answered = await client.call_tool(name, arguments)
+            assert with_ids_masked(answered) == with_ids_masked(sdks), name
+
+
+def with_ids_masked(result: CallToolResult) -> str:
+    """The result as JSON with what differs from call to call (a proposal's id and expiry) masked."""
+    dumped = json.dumps(result.model_dump())
+    for key in ("proposal_id", "expires_at"):
+        value = (result.structured_content or {}).get(key)
+        if isinstance(value, str):
+            dumped = dumped.replace(value, f"<{key}>")
+    return dumped
