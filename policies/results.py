@@ -42,7 +42,8 @@ TradingMode = Literal["paper", "live"]
 
 
 class Result(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    # defer_build: a model is built when a call first answers with it, not by every start for every tool.
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
 
 class BarOut(Result):
