@@ -20,9 +20,23 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PROPOSE = {"side": "buy", "qty": 1, "reasoning": "bench", "strategy": "bench"}
+
+
+async def one_call(client: Any, execute: bool) -> None:
+    """One approved proposal (and its execution, which fills), checked: a refusal would measure something else."""
+    # Each execution fills a new order: MSFT keeps the AAPL book of the proposals-only runs apart.
+    proposed = await client.call_tool("propose_trade", {**PROPOSE, "symbol": "MSFT" if execute else "AAPL"})
+    content = proposed.structured_content
+    if proposed.is_error or content is None or content.get("status") != "approved":
+        raise RuntimeError(f"unexpected result: {proposed}")
+    if execute:
+        executed = await client.call_tool("execute_trade", {"proposal_id": content["proposal_id"]})
+        if executed.is_error or (executed.structured_content or {}).get("status") != "filled":
+            raise RuntimeError(f"unexpected result: {executed}")
 
 
 async def measure(calls: int, execute: bool, folder: str | None) -> tuple[float, float]:
@@ -39,15 +53,7 @@ async def measure(calls: int, execute: bool, folder: str | None) -> tuple[float,
         async with Client(create_server(config, agent_id="bench-0")) as client:
 
             async def one() -> None:
-                # Each execution fills a new order: MSFT keeps the AAPL book of the proposals-only runs apart.
-                proposed = await client.call_tool("propose_trade", {**PROPOSE, "symbol": "MSFT" if execute else "AAPL"})
-                content = proposed.structured_content
-                if proposed.is_error or content is None or content.get("status") != "approved":
-                    raise RuntimeError(f"unexpected result: {proposed}")
-                if execute:
-                    executed = await client.call_tool("execute_trade", {"proposal_id": content["proposal_id"]})
-                    if executed.is_error or (executed.structured_content or {}).get("status") != "filled":
-                        raise RuntimeError(f"unexpected result: {executed}")
+                await one_call(client, execute)
 
             for _ in range(30):
                 await one()

@@ -14,14 +14,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-PROPOSE = {"side": "buy", "qty": 1, "reasoning": "bench", "strategy": "bench"}
+
+
+def _own_call_cpu() -> Any:
+    """bench/call_cpu.py beside this file (not the measured tree's, which may predate it): the calls measured."""
+    spec = importlib.util.spec_from_file_location("tw_bench_call_cpu", Path(__file__).with_name("call_cpu.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_CALL_CPU = _own_call_cpu()
 
 
 async def blocks(count: int, per_block: int, execute: bool) -> list[float]:
@@ -39,14 +52,7 @@ async def blocks(count: int, per_block: int, execute: bool) -> list[float]:
         async with Client(create_server(config, agent_id="bench-0")) as client:
 
             async def one() -> None:
-                proposed = await client.call_tool("propose_trade", {**PROPOSE, "symbol": "MSFT" if execute else "AAPL"})
-                content = proposed.structured_content
-                if proposed.is_error or content is None or content.get("status") != "approved":
-                    raise RuntimeError(f"unexpected result: {proposed}")
-                if execute:
-                    executed = await client.call_tool("execute_trade", {"proposal_id": content["proposal_id"]})
-                    if executed.is_error or (executed.structured_content or {}).get("status") != "filled":
-                        raise RuntimeError(f"unexpected result: {executed}")
+                await _CALL_CPU.one_call(client, execute)
 
             for _ in range(40):
                 await one()
