@@ -26,6 +26,7 @@ from ledger.fast_execute import prebuilt, prebuilt_statements
 from ledger.ids import new_row_id
 from ledger.models import AuditEvent, AuditHead
 from policies import secrets
+from policies.json_text import kept_encoder
 
 GENESIS_HASH = "0" * 64
 REDACTED = secrets.REDACTED
@@ -133,20 +134,9 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-# Built once: json.dumps with these arguments builds this very encoder on every call (the same bytes).
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_json_default, ensure_ascii=False)
-# Its C encoder, made once too (JSONEncoder.encode makes one per call): the same settings, so the same text, but
-# without the circular-reference bookkeeping (a payload that contains itself would raise RecursionError, not
-# ValueError; no payload does: every one is built by the gate, and arguments pass through failures.bounded).
-_canonical_chunks = (json.encoder.c_make_encoder(  # type: ignore[attr-defined]
-    None, _json_default, json.encoder.encode_basestring, None, ":", ",", True, False, True)  # type: ignore[attr-defined]
-    if json.encoder.c_make_encoder is not None else None)  # type: ignore[attr-defined]
-
-
-def canonical_json(value: Any) -> str:
-    if _canonical_chunks is None or type(value) is str:  # no C encoder (another interpreter), or a bare string
-        return _CANONICAL.encode(value)
-    return "".join(_canonical_chunks(value, 0))
+# json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default, ensure_ascii=False), its
+# encoders made once (policies/json_text.py).
+canonical_json = kept_encoder(sort_keys=True, default=_json_default)
 
 
 def record_hash(prev_hash: str, *, seq: int, event_id: str, ts: datetime, actor: str, agent_id: str | None,

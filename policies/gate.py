@@ -450,13 +450,6 @@ _SIGNAL_ORDER_FIELDS = ("symbol", "side", "qty", "notional", "order_type", "limi
                         "time_in_force", "estimated_notional")
 
 
-def _inserted(model: type[T], values: Mapping[str, Any]) -> T:
-    """The object of a row just inserted with Core, holding exactly `values`: a read-only view for the call's
-    answer, built without the ORM's per-attribute events (60 of them for a proposal). It is never added to a
-    session (the row is already written)."""
-    return transient(model, values)  # configures the mappers first if nothing has yet (a server's first call)
-
-
 def _approval_required(proposal_id: str) -> Violation:
     return Violation(code=Code.APPROVAL_REQUIRED,
                      message=f"a person must approve this trade: in the MCP client, or out of band with "
@@ -987,7 +980,10 @@ class Gate:
                     "trust": "auto", "order_hash": values["order_hash"], "created_at": now,
                     "audit_event_id": values["audit_event_id"]}
                 await execute(session, _INSERT_APPROVAL, bound[bindings.APPROVALS])
-            proposal = _inserted(TradeProposal, values)
+            # The row just written, as a read-only view for the answer: built without the ORM's per-attribute
+            # events (60 of them), never added to a session (ledger.rows.transient configures the mappers first
+            # if nothing has yet: a server's first call may be this one).
+            proposal = transient(TradeProposal, values)
             await self._record_signal(session, agent, values, violations)
             if violations:
                 await self._trip_breaker_if_needed(session, agent, usage, violations)

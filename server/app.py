@@ -26,7 +26,6 @@ from pydantic import ValidationError
 
 from broker.base import Broker
 from policies.failures import has_nul
-from policies.sent import wire_dump
 from policies.violations import Code
 from server.clock import utc_now
 from server.config import Config
@@ -40,7 +39,7 @@ from server.notifications import (
 from server.schemas import compact_output_schema, compact_schema
 from server.sdk_path import serve_stream, text_result_on_wire, tool_context, use_lean_sdk_path
 from tools import account, approval, market_data, orders, trading
-from tools.common import call_app, compact_call_result, compact_json, drop_none
+from tools.common import call_app, compact_call_result, compact_json, compact_wire, drop_none
 from tradewarden import __version__
 
 if TYPE_CHECKING:  # the ledger (SQLAlchemy and the gate) loads with the runtime, not to answer the handshake
@@ -253,8 +252,7 @@ def answer(tool: Tool, result: Any, *, on_wire: bool = False) -> Any:
     if tool.fn_metadata.output_model is not None and type(result) is tool.fn_metadata.output_model \
             and not tool.fn_metadata.wrap_output:
         if on_wire:
-            structured = drop_none(wire_dump(result))
-            return text_result_on_wire(structured, compact_json(structured))
+            return text_result_on_wire(*compact_wire(result))
         return compact_call_result(result)
     return compact_result(tool.fn_metadata.convert_result(result))
 

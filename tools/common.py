@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from decimal import Decimal
@@ -13,6 +12,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel, Field, WithJsonSchema
 
+from policies.json_text import kept_encoder
 from policies.sent import wire_dump
 from policies.violations import GateDenied
 
@@ -109,28 +109,22 @@ async def nothing_to_read(_gate: Gate, _connection: AsyncConnection, _agent: Age
     """The `read` of a tool that needs nothing from the ledger beyond who is asking."""
 
 
-# json.dumps(value, separators=(",", ":"), ensure_ascii=False), its encoder built once (json.dumps builds this
-# very encoder on every call when given arguments), and that encoder's C encoder too (encode makes one a call):
-# the same text. Without the circular-reference bookkeeping: a result's dump never contains itself.
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-_compact_chunks = (json.encoder.c_make_encoder(  # type: ignore[attr-defined]
-    None, _COMPACT.default, json.encoder.encode_basestring, None, ":", ",", False, False, True)  # type: ignore[attr-defined]
-    if json.encoder.c_make_encoder is not None else None)  # type: ignore[attr-defined]
+# json.dumps(value, separators=(",", ":"), ensure_ascii=False), its encoders made once (policies/json_text.py).
+compact_json = kept_encoder()
 
 
-def compact_json(value: Any) -> str:
-    """`value` as one line of JSON: json.dumps(value, separators=(",", ":"), ensure_ascii=False)."""
-    if _compact_chunks is None or type(value) is str:
-        return _COMPACT.encode(value)
-    return "".join(_compact_chunks(value, 0))
+def compact_wire(result: BaseModel) -> tuple[dict[str, Any], str]:
+    """A tool's result as the wire carries it: its structured content without None values (the output schemas
+    make them optional), dumped as the SDK dumps a tool's result (the dump the gate recorded as the call's outcome:
+    policies/sent.py), and the same data as one line of JSON for clients that read only the text."""
+    structured = drop_none(wire_dump(result))
+    return structured, compact_json(structured)
 
 
 def compact_call_result(result: BaseModel) -> CallToolResult:
     """A tool's result as the wire carries it: structured content without None values (the output schemas
     make them optional) and the same data as one line of JSON for clients that read only the text."""
-    # As the SDK dumps a tool's result; the dump the gate recorded as the call's outcome (policies/sent.py).
-    structured = drop_none(wire_dump(result))
-    text = compact_json(structured)
+    structured, text = compact_wire(result)
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
 
 
