@@ -1,0 +1,295 @@
+"""The code libraries generate from source text, kept between processes (server/code_cache.py): the same code,
+compiled once."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server import code_cache
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(probe: str, *args: str, **env: str) -> dict[str, Any]:
+    """A probe's JSON report; it writes bytecode unless env says otherwise (whatever the test run's own setting)."""
+    inherited = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+    ran = subprocess.run([sys.executable, "-c", probe, *args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, env={**inherited, **env})
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    return json.loads(ran.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+# Makes the same dataclasses through the cache at argv[1], then again without it (dataclasses' own exec), and
+# reports what the cache did and whether the two kinds of classes are the same.
+_DATACLASSES = """
+import builtins, dataclasses, json, sys
+from pathlib import Path
+from server import code_cache
+
+cache = code_cache.install(Path(sys.argv[1]))
+
+def make():
+    @dataclasses.dataclass(frozen=True, order=True)
+    class Point:
+        x: int
+        tags: tuple[str, ...] = dataclasses.field(default_factory=tuple)
+
+    @dataclasses.dataclass
+    class Box:
+        point: Point
+        label: str = "box"
+    return Point, Box
+
+Point, Box = make()
+del dataclasses.exec  # dataclasses' own exec from here on
+PlainPoint, PlainBox = make()
+def annotations(method):  # Box's point is a Point of its own kind: compared by name
+    return {key: getattr(value, "__qualname__", value) for key, value in method.__annotations__.items()}
+
+same_code = all(getattr(a, name).__code__ == getattr(b, name).__code__ and
+                annotations(getattr(a, name)) == annotations(getattr(b, name))
+                for a, b in ((Point, PlainPoint), (Box, PlainBox)) for name in vars(b)
+                if hasattr(getattr(b, name), "__code__") and name in vars(a))
+try:
+    Point(1).x = 2
+    frozen = False
+except dataclasses.FrozenInstanceError:
+    frozen = True
+print(json.dumps({"loaded": len(cache.loaded), "compiled": cache.compiled, "same_code": same_code,
+                  "methods": sorted(name for name in vars(Point) if hasattr(getattr(Point, name), "__code__")),
+                  "repr": repr(Box(Point(1, ("a",)))), "eq": Point(1) == Point(1), "order": Point(1) < Point(2),
+                  "hash": hash(Point(1)) == hash(Point(1)), "frozen": frozen,
+                  "init_annotations": str(Point.__init__.__annotations__)}))
+"""
+
+
+def test_a_second_process_compiles_no_dataclass_method_the_first_compiled(tmp_path: Path) -> None:
+    cache_file = tmp_path / "code.marshal"
+    first = _run(_DATACLASSES, str(cache_file))
+    assert first["loaded"] == 0 and first["compiled"] >= 8 and cache_file.is_file()
+    second = _run(_DATACLASSES, str(cache_file))
+    assert second["loaded"] == first["compiled"] and second["compiled"] == 0
+    assert {**first, "loaded": 0, "compiled": 0} == {**second, "loaded": 0, "compiled": 0}
+
+
+def test_classes_made_through_the_cache_are_the_ones_dataclasses_makes(tmp_path: Path) -> None:
+    cache_file = tmp_path / "code.marshal"
+    _run(_DATACLASSES, str(cache_file))
+    made = _run(_DATACLASSES, str(cache_file))  # from the file this time
+    assert made["same_code"] is True  # every method: the same code object and annotations as dataclasses' own
+    assert {"__init__", "__repr__", "__eq__", "__lt__", "__hash__", "__setattr__", "__delattr__"} <= set(
+        made["methods"])
+    assert made["repr"] == "make.<locals>.Box(point=make.<locals>.Point(x=1, tags=('a',)), label='box')"
+    assert made["eq"] and made["order"] and made["hash"] and made["frozen"]
+    assert made["init_annotations"] == str({"x": int, "tags": tuple[str, ...], "return": None})  # not strings
+
+
+# Imports SQLAlchemy as a server does, with the cache at argv[1] when there is one, and reports every function
+# SQLAlchemy generated (its code, field by field), its linecache entries, and what the cache did.
+_SQLALCHEMY = """
+import gc, json, linecache, sys, types
+from pathlib import Path
+cache = None
+if len(sys.argv) > 1:
+    from server import code_cache
+    cache = code_cache.install(Path(sys.argv[1]))
+import sqlalchemy, sqlalchemy.orm, sqlalchemy.ext.asyncio
+
+def fields(code):
+    return [code.co_code.hex(), [fields(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts],
+            code.co_names, code.co_varnames, code.co_filename, code.co_firstlineno, code.co_flags,
+            code.co_qualname, code.co_linetable.hex(), code.co_exceptiontable.hex()]
+
+generated = sorted(json.dumps(fields(f.__code__)) for f in gc.get_objects() if isinstance(f, types.FunctionType)
+                   and f.__code__.co_filename.startswith("<sqlalchemy generated"))
+lines = sorted(json.dumps([name, entry[2]]) for name, entry in linecache.cache.items()
+               if name.startswith("<sqlalchemy generated"))
+print(json.dumps({"generated": generated, "lines": lines,
+                  "compiled": cache.compiled if cache else None, "loaded": len(cache.loaded) if cache else None}))
+"""
+
+
+def test_a_second_process_compiles_none_of_sqlalchemys_generated_code(tmp_path: Path) -> None:
+    cache_file = tmp_path / "code.marshal"
+    first = _run(_SQLALCHEMY, str(cache_file))
+    assert first["compiled"] >= 100 and cache_file.is_file()
+    second = _run(_SQLALCHEMY, str(cache_file))
+    assert second["compiled"] == 0 and second["loaded"] == first["compiled"]
+
+
+def test_sqlalchemys_generated_code_from_the_cache_is_what_it_compiles_itself(tmp_path: Path) -> None:
+    cache_file = tmp_path / "code.marshal"
+    _run(_SQLALCHEMY, str(cache_file))
+    cached = _run(_SQLALCHEMY, str(cache_file))  # from the file this time
+    own = _run(_SQLALCHEMY)
+    assert len(own["generated"]) >= 100
+    assert cached["generated"] == own["generated"]  # co_code, co_consts, co_names, filename, first line, flags...
+    assert cached["lines"] == own["lines"] and len(own["lines"]) >= 100  # tracebacks still show the source
+
+
+_HOOK = """
+import json, sys
+from pathlib import Path
+from server import code_cache
+cache = code_cache.install(Path(sys.argv[1]))
+finders = [type(finder).__name__ for finder in sys.meta_path]
+import sqlalchemy, sqlalchemy.orm
+from sqlalchemy.util import langhelpers, compat
+from sqlalchemy.sql import lambdas
+print(json.dumps({"finders_before": finders, "finders_after": [type(finder).__name__ for finder in sys.meta_path],
+                  "hooked": langhelpers.compile == cache.compile and langhelpers.exec == cache.exec,
+                  "elsewhere": [m.__name__ for m in (sqlalchemy, compat, lambdas, sqlalchemy.orm)
+                                if "compile" in vars(m) or "exec" in vars(m)],
+                  "loader": type(langhelpers.__loader__).__name__,
+                  "spec_loader": type(langhelpers.__spec__.loader).__name__,
+                  "source": "def exec_code_in_env" in langhelpers.__loader__.get_source(langhelpers.__name__)}))
+"""
+
+
+def test_the_sqlalchemy_hook_seeds_only_its_module_and_leaves_no_finder_behind(tmp_path: Path) -> None:
+    report = _run(_HOOK, str(tmp_path / "code.marshal"))
+    assert report["finders_before"][0] == "SeedGlobalsFinder"
+    assert "SeedGlobalsFinder" not in report["finders_after"]
+    assert report["hooked"] is True and report["elsewhere"] == []
+    assert report["loader"] == report["spec_loader"] == "SourceFileLoader" and report["source"] is True
+
+
+_FORWARD_REFS = """
+import json, sys, typing
+from pathlib import Path
+from server import code_cache
+cache = code_cache.install(Path(sys.argv[1]))
+texts = ["int", "list[Decimal] | None", "dict[str, 'Item']", "Callable[..., Awaitable[None]]"]
+refs = [typing.ForwardRef(text) for text in texts]
+shared = all(typing.ForwardRef(text).__forward_code__ is ref.__forward_code__ for text, ref in zip(texts, refs))
+del typing.compile  # typing's own compile from here on
+same = all(typing.ForwardRef(text).__forward_code__ == ref.__forward_code__ for text, ref in zip(texts, refs))
+print(json.dumps({"compiled": cache.compiled, "shared": shared, "same": same}))
+"""
+
+
+def test_forward_refs_compile_once_across_processes_to_typings_own_code(tmp_path: Path) -> None:
+    cache_file = tmp_path / "code.marshal"
+    assert _run(_FORWARD_REFS, str(cache_file)) == {"compiled": 4, "shared": True, "same": True}
+    assert _run(_FORWARD_REFS, str(cache_file)) == {"compiled": 0, "shared": True, "same": True}
+
+
+# Installs the cache, then checks typing evaluates forward references against each class's own namespace.
+_TYPING = """
+import sys, typing
+from pathlib import Path
+from server import code_cache
+code_cache.install(Path(sys.argv[1]))
+assert code_cache.installed() is not None
+
+class A:
+    x: "Item"
+class Item: ...
+def f():
+    class Item: ...
+    class B:
+        x: "Item"
+    return B, Item
+B, LocalItem = f()
+assert typing.get_type_hints(A)["x"] is Item
+assert typing.get_type_hints(B, localns={"Item": LocalItem})["x"] is LocalItem
+try:
+    typing.ForwardRef("list[")
+except SyntaxError:
+    print('"ok"')
+"""
+
+
+def test_typing_evaluates_forward_references_as_before_with_the_cache(tmp_path: Path) -> None:
+    assert _run(_TYPING, str(tmp_path / "code.marshal")) == "ok"
+
+
+def test_compile_and_exec_keep_the_callers_future_flags(tmp_path: Path) -> None:
+    # This module compiles with `from __future__ import annotations`: so do compile() and exec() called from here.
+    cache = code_cache.CodeCache(tmp_path / "code.marshal")
+    text = "def f(x: Undefined) -> Undefined: pass"
+    assert cache.compile(text, "<t>", "exec") == compile(text, "<t>", "exec")
+    assert cache.compile(text, "<t>", "exec", dont_inherit=True) == compile(text, "<t>", "exec", dont_inherit=True)
+    assert cache.compile(text, "<t>", "exec").co_flags != cache.compile(text, "<t>", "exec", dont_inherit=True).co_flags
+    namespace: dict[str, Any] = {}
+    cache.exec(text, namespace)
+    assert namespace["f"].__annotations__ == {"x": "Undefined", "return": "Undefined"}
+
+
+def test_what_is_not_a_text_to_code_compiles_as_before(tmp_path: Path) -> None:
+    cache = code_cache.CodeCache(tmp_path / "code.marshal")
+    import ast
+
+    assert isinstance(cache.compile("x = 1", "<t>", "exec", ast.PyCF_ONLY_AST), ast.Module)
+    with pytest.raises(SyntaxError):
+        cache.compile("list[", "<string>", "eval")
+    assert cache.compiled == 0 and cache.used == {}
+
+
+def test_a_process_keeps_at_most_max_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(code_cache, "MAX_ENTRIES", 5)
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    cache_file = tmp_path / "code.marshal"
+    cache = code_cache.CodeCache(cache_file)
+    for number in range(8):
+        cache.compile(f"x{number}", "<string>", "eval")
+    cache.save()
+    assert len(code_cache.CodeCache(cache_file).loaded) == 5
+    later = code_cache.CodeCache(cache_file)
+    later.compile("y", "<string>", "eval")  # five from the file and one new: past the bound, only what it used
+    later.save()
+    assert [source for source, _, _, _ in code_cache.CodeCache(cache_file).loaded] == ["y"]
+
+
+def test_a_damaged_or_foreign_file_is_ignored_and_replaced(tmp_path: Path) -> None:
+    cache_file = tmp_path / "code.marshal"
+    for content in (b"", b"\x00garbage", b"\xe9" * 100):
+        cache_file.write_bytes(content)
+        made = _run(_DATACLASSES, str(cache_file))
+        assert made["loaded"] == 0 and made["compiled"] >= 8 and made["same_code"] is True
+        assert _run(_DATACLASSES, str(cache_file))["compiled"] == 0  # rewritten whole
+
+
+def test_nothing_is_written_when_python_writes_no_bytecode(tmp_path: Path) -> None:
+    cache_file = tmp_path / "code.marshal"
+    assert _run(_DATACLASSES, str(cache_file), PYTHONDONTWRITEBYTECODE="1")["compiled"] >= 8
+    assert not cache_file.exists()
+
+
+def test_a_command_line_process_compiles_through_the_cache() -> None:
+    probe = (f"import sys; sys.argv = [{str(ROOT / 'server' / 'cli.py')!r}, 'probe']\n"
+             "import dataclasses, typing, json, server.cli as cli\n"
+             "from sqlalchemy.util import langhelpers\n"
+             "cli.main.command('probe')(lambda: print(json.dumps([type(hook.__self__).__name__ for hook in (\n"
+             "    dataclasses.exec, typing.compile, langhelpers.compile, langhelpers.exec)])))\n"
+             "cli.main(prog_name='tradewarden')\n")
+    assert _run(probe) == ["CodeCache"] * 4
+
+
+def test_each_command_keeps_its_own_file() -> None:
+    names = {argv[1] if len(argv) > 1 else "": code_cache.default_path(argv).name for argv in (
+        ["tradewarden", "serve", "--agent", "a"], ["tradewarden", "audit", "verify"], ["tradewarden", "--help"],
+        ["tradewarden"], ["tradewarden", "../../x"])}
+    assert names["serve"].startswith("compiled_code.serve.")
+    assert names["audit"].startswith("compiled_code.audit.")
+    assert {names["--help"], names[""], names["../../x"]} == {names["serve"].replace(".serve.", "._.")}
+    assert code_cache.default_path().parent.name == "__pycache__"
+
+
+def test_importing_the_command_line_as_a_library_leaves_the_libraries_alone() -> None:
+    from sqlalchemy.util import langhelpers
+
+    import server.cli  # noqa: F401
+
+    assert not hasattr(dataclasses, "exec") and not hasattr(typing, "compile")
+    assert "compile" not in vars(langhelpers) and code_cache.installed() is None
+    assert not any(isinstance(finder, code_cache.SeedGlobalsFinder) for finder in sys.meta_path)
