@@ -2,8 +2,9 @@
 
 Before a stdio server's first answer, Python compiles ~1,600 texts that are the same at every start (profiled by
 wrapping compile/exec): the methods `dataclasses` writes for every dataclass (~530, ~45 µs each), the annotation
-strings typing's ForwardRefs compile (~800 distinct of ~2,800, ~10 µs each) and the functions SQLAlchemy generates
-while it imports (`sqlalchemy.util.langhelpers`: ~215, ~6 ms). Not attrs' methods (`attr._make`, ~30, ~2 ms): the
+strings typing's ForwardRefs compile (~800 distinct of ~2,800, ~10 µs each), the functions SQLAlchemy generates
+while it imports (`sqlalchemy.util.langhelpers`: ~215, ~6 ms), the __new__ of every namedtuple (~65, ~3 ms) and
+pydantic's typing_inspection's checks (~30, ~0.5 ms). Not attrs' methods (`attr._make`, ~30, ~2 ms): the
 text of each __hash__ holds the hash of a string, which differs in every process, so most would never be found again
 and every process would rewrite the file.
 The code depends only on the text, the file name, the mode and the compiler flags, so it is kept in one file per
@@ -11,11 +12,12 @@ command beside the package's .pyc files and reused by the next process; a text n
 before (and the file updated at exit). The same text compiled by the same interpreter with the same flags gives the
 same code object, which is what the libraries get (tests/server/test_code_cache.py compares them).
 
-How each library is reached: each looks `compile` or `exec` up as a global of its own module before the builtins,
-so the cache's compile/exec are set as globals of those modules only (dataclasses, typing, and
-sqlalchemy.util.langhelpers before its body runs, since it generates code while it imports); nothing else sees
-them. The linecache entries SQLAlchemy registers for its generated code (tracebacks) are its own, as before. Within
-a process one code object serves every compilation of the same text (ForwardRefs share it).
+How each library is reached: each looks `compile`, `exec` or `eval` up as a global of its own module before the
+builtins, so the cache's are set as globals of those modules only (dataclasses, typing, collections, and
+sqlalchemy.util.langhelpers and typing_inspection.typing_objects before their bodies run, since they generate code
+while they import); nothing else sees them. The linecache entries SQLAlchemy registers for its generated code
+(tracebacks) are its own, as before. Within a process one code object serves every compilation of the same text
+(ForwardRefs share it).
 
 Installed by server/process_start.py for command-line processes only. Nothing is written when Python writes no
 bytecode (PYTHONDONTWRITEBYTECODE, -B) or the folder is read-only; a missing, foreign or damaged file is ignored.
@@ -27,6 +29,7 @@ import __future__
 
 import atexit
 import builtins
+import collections
 import contextlib
 import dataclasses
 import importlib.abc
@@ -55,7 +58,7 @@ for _feature in ("division", "absolute_import", "with_statement", "print_functio
 
 # The modules that generate code while they import, so their `compile` and `exec` globals must be there before
 # their bodies run.
-GENERATING_MODULES = ("sqlalchemy.util.langhelpers",)
+GENERATING_MODULES = ("sqlalchemy.util.langhelpers", "typing_inspection.typing_objects")
 
 # (source text, file name, mode, compiler flags)
 Key = tuple[str, str, str, int]
@@ -77,8 +80,8 @@ def _caller_future_flags(depth: int = 2) -> int:
 
 
 class CodeCache:
-    """compile() and exec() for code-generating libraries: a text's code from the file when it is there, compiled
-    otherwise. The file maps each key to its marshalled code, unmarshalled only when that text comes (a few µs,
+    """compile(), exec() and eval() for code-generating libraries: a text's code from the file when it is there,
+    compiled otherwise. The file maps each key to its marshalled code, unmarshalled only when that text comes (a few µs,
     against 10-50 µs to compile it)."""
 
     def __init__(self, path: Path) -> None:
@@ -127,6 +130,18 @@ class CodeCache:
         if closure is not None:
             return builtins.exec(source, globals, locals, closure=closure)
         return builtins.exec(source, globals, locals)
+
+    def eval(self, source: Any, globals: dict[str, Any] | None = None, locals: Any = None, /) -> Any:
+        """builtins.eval; a text is compiled as eval() compiles it (leading blanks dropped, file name "<string>",
+        the caller's flags)."""
+        if globals is None:  # eval() runs in its caller's namespace then, not in this method's
+            caller = sys._getframe(1)
+            globals = caller.f_globals
+            if locals is None:
+                locals = caller.f_locals
+        if type(source) is str:
+            source = self.code(source.lstrip(" \t"), "<string>", "eval", _caller_future_flags())
+        return builtins.eval(source, globals, locals)
 
     def save(self) -> None:
         """Write the file when this process compiled anything (atomically: processes starting together each
@@ -220,13 +235,14 @@ class _SeedingLoader(importlib.abc.Loader):
 
 
 def install(path: Path | None = None) -> CodeCache:
-    """From now on, dataclasses, typing's ForwardRefs and SQLAlchemy's generated code compile through the cache at
+    """From now on, dataclasses, typing's ForwardRefs, namedtuples and GENERATING_MODULES compile through the cache at
     `path` (default_path()); the file is updated at exit. A generating module already imported gets the globals at
     once (its import-time code was compiled without the cache)."""
     cache = CodeCache(path or default_path())
     hooks = {"compile": cache.compile, "exec": cache.exec}
     dataclasses.exec = cache.exec  # type: ignore[attr-defined]  # dataclasses calls exec() by its global name
     typing.compile = cache.compile  # type: ignore[attr-defined]  # so does typing.ForwardRef compile()
+    collections.eval = cache.eval  # type: ignore[attr-defined]  # and namedtuple eval() (its __new__)
     pending = {}
     for name in GENERATING_MODULES:
         module = sys.modules.get(name)

@@ -3,6 +3,7 @@ compiled once."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -142,11 +143,13 @@ from pathlib import Path
 from server import code_cache
 cache = code_cache.install(Path(sys.argv[1]))
 finders = [type(finder).__name__ for finder in sys.meta_path]
-import sqlalchemy, sqlalchemy.orm
+import sqlalchemy, sqlalchemy.orm, pydantic
 from sqlalchemy.util import langhelpers, compat
 from sqlalchemy.sql import lambdas
+from typing_inspection import typing_objects
 print(json.dumps({"finders_before": finders, "finders_after": [type(finder).__name__ for finder in sys.meta_path],
-                  "hooked": langhelpers.compile == cache.compile and langhelpers.exec == cache.exec,
+                  "hooked": all(module.compile == cache.compile and module.exec == cache.exec
+                                for module in (langhelpers, typing_objects)),
                   "elsewhere": [m.__name__ for m in (sqlalchemy, compat, lambdas, sqlalchemy.orm)
                                 if "compile" in vars(m) or "exec" in vars(m)],
                   "loader": type(langhelpers.__loader__).__name__,
@@ -155,7 +158,7 @@ print(json.dumps({"finders_before": finders, "finders_after": [type(finder).__na
 """
 
 
-def test_the_sqlalchemy_hook_seeds_only_its_module_and_leaves_no_finder_behind(tmp_path: Path) -> None:
+def test_the_import_hook_seeds_only_its_modules_and_leaves_no_finder_behind(tmp_path: Path) -> None:
     report = _run(_HOOK, str(tmp_path / "code.marshal"))
     assert report["finders_before"][0] == "SeedGlobalsFinder"
     assert "SeedGlobalsFinder" not in report["finders_after"]
@@ -181,6 +184,40 @@ def test_forward_refs_compile_once_across_processes_to_typings_own_code(tmp_path
     cache_file = tmp_path / "code.marshal"
     assert _run(_FORWARD_REFS, str(cache_file)) == {"compiled": 4, "shared": True, "same": True}
     assert _run(_FORWARD_REFS, str(cache_file)) == {"compiled": 0, "shared": True, "same": True}
+
+
+_NAMEDTUPLES = """
+import collections, json, sys, typing
+from pathlib import Path
+from server import code_cache
+cache = code_cache.install(Path(sys.argv[1]))
+
+def make():
+    Point = collections.namedtuple("Point", "x y", defaults=(0,))
+    class Quote(typing.NamedTuple):
+        symbol: str
+        bid: float = 0.0
+    return Point, Quote
+
+Point, Quote = make()
+del collections.eval  # collections' own eval from here on
+PlainPoint, PlainQuote = make()
+print(json.dumps({"compiled": cache.compiled, "loaded": len(cache.loaded),
+                  "same_code": Point.__new__.__code__ == PlainPoint.__new__.__code__
+                               and Quote.__new__.__code__ == PlainQuote.__new__.__code__,
+                  "values": [repr(Point(1)), repr(Quote("AAPL")), Point._make([1, 2]) == (1, 2),
+                             Quote.__new__.__defaults__, Point.__new__.__name__, Point.__new__.__doc__]}))
+"""
+
+
+def test_namedtuples_compile_once_across_processes_to_their_own_code(tmp_path: Path) -> None:
+    cache_file = tmp_path / "code.marshal"
+    first = _run(_NAMEDTUPLES, str(cache_file))
+    second = _run(_NAMEDTUPLES, str(cache_file))
+    assert first["compiled"] == 2 and second["compiled"] == 0 and second["loaded"] == 2
+    assert first["same_code"] is True and second["same_code"] is True
+    assert second["values"] == first["values"] == ["Point(x=1, y=0)", "Quote(symbol='AAPL', bid=0.0)", True, [0.0],
+                                                   "__new__", "Create new instance of Point(x, y)"]
 
 
 # Installs the cache, then checks typing evaluates forward references against each class's own namespace.
@@ -223,6 +260,15 @@ def test_compile_and_exec_keep_the_callers_future_flags(tmp_path: Path) -> None:
     namespace: dict[str, Any] = {}
     cache.exec(text, namespace)
     assert namespace["f"].__annotations__ == {"x": "Undefined", "return": "Undefined"}
+
+
+def test_eval_and_exec_without_globals_run_in_the_callers_namespace(tmp_path: Path) -> None:
+    cache = code_cache.CodeCache(tmp_path / "code.marshal")
+    limit = 3  # noqa: F841 - read by the texts below, from this function's namespace
+    assert cache.eval(" \tlimit + 1") == eval(" \tlimit + 1") == 4  # leading blanks dropped, as eval() does
+    with pytest.raises(AssertionError):
+        cache.exec("assert limit == 4")
+    assert cache.eval("limit * 2", {"limit": 5}) == 10
 
 
 def test_what_is_not_a_text_to_code_compiles_as_before(tmp_path: Path) -> None:
@@ -268,11 +314,12 @@ def test_nothing_is_written_when_python_writes_no_bytecode(tmp_path: Path) -> No
 def test_a_command_line_process_compiles_through_the_cache() -> None:
     probe = (f"import sys; sys.argv = [{str(ROOT / 'server' / 'cli.py')!r}, 'probe']\n"
              "import dataclasses, typing, json, server.cli as cli\n"
+             "import collections\n"
              "from sqlalchemy.util import langhelpers\n"
              "cli.main.command('probe')(lambda: print(json.dumps([type(hook.__self__).__name__ for hook in (\n"
-             "    dataclasses.exec, typing.compile, langhelpers.compile, langhelpers.exec)])))\n"
+             "    dataclasses.exec, typing.compile, collections.eval, langhelpers.compile, langhelpers.exec)])))\n"
              "cli.main(prog_name='tradewarden')\n")
-    assert _run(probe) == ["CodeCache"] * 4
+    assert _run(probe) == ["CodeCache"] * 5
 
 
 def test_each_command_keeps_its_own_file() -> None:
@@ -290,6 +337,6 @@ def test_importing_the_command_line_as_a_library_leaves_the_libraries_alone() ->
 
     import server.cli  # noqa: F401
 
-    assert not hasattr(dataclasses, "exec") and not hasattr(typing, "compile")
+    assert not hasattr(dataclasses, "exec") and not hasattr(typing, "compile") and not hasattr(collections, "eval")
     assert "compile" not in vars(langhelpers) and code_cache.installed() is None
     assert not any(isinstance(finder, code_cache.SeedGlobalsFinder) for finder in sys.meta_path)
