@@ -19,6 +19,10 @@ while they import); nothing else sees them. The linecache entries SQLAlchemy reg
 (tracebacks) are its own, as before. Within a process one code object serves every compilation of the same text
 (ForwardRefs share it).
 
+Regular expressions are kept the same way (~200 patterns, ~25 ms before a stdio server's first answer): re's own
+pattern compiler (re._compiler.compile) is replaced, on Python 3.11 only, by one that keeps what it hands the engine
+(_sre.compile); the Patterns are equal to re's own (same flags, groups and engine code).
+
 Installed by server/process_start.py for command-line processes only. Nothing is written when Python writes no
 bytecode (PYTHONDONTWRITEBYTECODE, -B) or the folder is read-only; a missing, foreign or damaged file is ignored.
 The file is trusted as the .pyc files beside it are (whoever can write one can write the other).
@@ -47,7 +51,11 @@ from typing import Any
 # A file holding more entries than this is rewritten with only those its process used (a library upgraded or a class
 # changed leaves its old code behind); past this many in one process, texts are compiled without being kept.
 MAX_ENTRIES = 4000
-_FORMAT = 3
+# A process that found the file and compiled fewer new texts than this leaves it as it is: some texts differ in every
+# process (tokenize's pattern lists string prefixes in set order, which hash randomisation changes), and rewriting
+# ~1.4 MB at every exit for them would cost more than compiling a few texts again.
+NEW_ENTRIES_WORTH_SAVING = 4
+_FORMAT = 4
 
 # The compiler flags a caller's `from __future__ import ...` adds to what it compiles (CPython's PyCF_MASK), which
 # compile() and exec() inherit from the calling code unless told not to.
@@ -62,6 +70,19 @@ GENERATING_MODULES = ("sqlalchemy.util.langhelpers", "typing_inspection.typing_o
 
 # (source text, file name, mode, compiler flags)
 Key = tuple[str, str, str, int]
+# (pattern, flags): a regular expression as re compiles it
+PatternKey = tuple[str | bytes, int]
+
+# re compiles a pattern in two steps: its compiler (pure Python, ~100 µs a pattern) turns the text into the engine's
+# code, then _sre.compile makes the Pattern. The code depends only on the pattern, its flags and the interpreter, and
+# libraries compile the same ~200 patterns at every start (pydantic's, the SDK's, ours: ~25 ms before a stdio
+# server's first answer), so the compiler's output is kept too. The two steps are those of 3.11's
+# re._compiler.compile (mirrored by _pattern_arguments); on another version patterns compile as before.
+_re_compiler: Any = sys.modules["re._compiler"]
+_re_parser: Any = sys.modules["re._parser"]
+_sre: Any = sys.modules["_sre"]
+_compile_pattern = _re_compiler.compile
+_CACHES_PATTERNS = sys.version_info[:2] == (3, 11)
 
 
 def default_path(argv: list[str] | None = None) -> Path:
@@ -86,8 +107,9 @@ class CodeCache:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.loaded = _read(path)
+        self.loaded, self.loaded_patterns = _read(path)
         self.used: dict[Key, bytes] = {}
+        self.used_patterns: dict[PatternKey, bytes] = {}
         self.codes: dict[Key, CodeType] = {}  # this process's: one code object per key
         self.compiled = 0
 
@@ -143,21 +165,45 @@ class CodeCache:
             source = self.code(source.lstrip(" \t"), "<string>", "eval", _caller_future_flags())
         return builtins.eval(source, globals, locals)
 
+    def compile_pattern(self, pattern: Any, flags: Any = 0) -> Any:
+        """re._compiler.compile: a pattern's engine code from the file when it is there, compiled otherwise."""
+        if type(pattern) not in (str, bytes) or type(flags) is not int or flags & _re_compiler.SRE_FLAG_DEBUG:
+            return _compile_pattern(pattern, flags)  # a parsed pattern (re.Scanner), or one printed while compiled
+        key = (pattern, flags)
+        marshalled = self.loaded_patterns.get(key)
+        arguments = _arguments(marshalled)
+        if arguments is None or marshalled is None:
+            arguments = _pattern_arguments(pattern, flags)
+            try:
+                marshalled = marshal.dumps(arguments)
+            except ValueError:  # a group name of a str subclass: compiled, not kept
+                return _sre.compile(pattern, *arguments)
+            self.compiled += 1
+        if len(self.used_patterns) < MAX_ENTRIES:
+            self.used_patterns[key] = marshalled
+        return _sre.compile(pattern, *arguments)
+
     def save(self) -> None:
-        """Write the file when this process compiled anything (atomically: processes starting together each
-        leave a whole file)."""
-        if not self.compiled or sys.dont_write_bytecode:
+        """Write the file when this process compiled anything new, enough of it when there was a file (atomically:
+        processes starting together each leave a whole file)."""
+        found_a_file = bool(self.loaded or self.loaded_patterns)
+        if (not self.compiled or sys.dont_write_bytecode
+                or (found_a_file and self.compiled < NEW_ENTRIES_WORTH_SAVING)):
             return
-        kept = {**self.loaded, **self.used}
-        if len(kept) > MAX_ENTRIES:
-            kept = self.used
         temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        with contextlib.suppress(OSError, ValueError):
+        # RuntimeError: a daemon thread still compiling changed a dict while it was copied; the next process saves
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            kept = {**self.loaded, **self.used}
+            if len(kept) > MAX_ENTRIES:
+                kept = dict(self.used)
+            kept_patterns = {**self.loaded_patterns, **self.used_patterns}
+            if len(kept_patterns) > MAX_ENTRIES:
+                kept_patterns = dict(self.used_patterns)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 # 0o666 less the umask, as Python's own .pyc files
                 with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), "wb") as file:
-                    marshal.dump((_FORMAT, importlib.util.MAGIC_NUMBER, kept), file)
+                    marshal.dump((_FORMAT, importlib.util.MAGIC_NUMBER, sys.version, kept, kept_patterns), file)
                 os.replace(temporary, self.path)
             except BaseException:
                 with contextlib.suppress(OSError):
@@ -175,18 +221,42 @@ def _code(marshalled: Any) -> CodeType | None:
     return code if isinstance(code, CodeType) else None
 
 
-def _read(path: Path) -> dict[Key, bytes]:
+def _pattern_arguments(pattern: str | bytes, flags: int) -> tuple[int, list[int], int, dict[str, int], tuple[Any, ...]]:
+    """What re._compiler.compile (3.11) hands _sre.compile after the pattern's text: its flags, the engine's code,
+    the group count and the group names both ways."""
+    parsed = _re_parser.parse(pattern, flags)
+    code = [int(word) for word in _re_compiler._code(parsed, flags)]  # plain ints: its opcodes are an int subclass
+    groupindex = parsed.state.groupdict
+    indexgroup: list[str | None] = [None] * parsed.state.groups
+    for name, index in groupindex.items():
+        indexgroup[index] = name
+    return flags | parsed.state.flags, code, parsed.state.groups - 1, groupindex, tuple(indexgroup)
+
+
+def _arguments(marshalled: Any) -> tuple[Any, ...] | None:
+    if marshalled is None:
+        return None
+    try:
+        arguments = marshal.loads(marshalled)
+    except (EOFError, ValueError, TypeError):
+        return None
+    return arguments if type(arguments) is tuple and len(arguments) == 5 else None
+
+
+def _read(path: Path) -> tuple[dict[Key, bytes], dict[PatternKey, bytes]]:
     """The file's entries; each is checked when it is used (a key of another shape is never looked up, a value that
-    is not marshalled code is compiled again)."""
+    is not what it should be is compiled again). The whole file is dropped when another Python wrote it (the
+    pattern compiler may differ between patch releases, which keep the bytecode's magic number)."""
     try:
         # One read, then unmarshalled from memory: marshal.load() on a file reads it piece by piece (~8x slower).
         found = marshal.loads(path.read_bytes())
     except (OSError, EOFError, ValueError, TypeError):
-        return {}
-    if not (isinstance(found, tuple) and len(found) == 3 and found[0] == _FORMAT
-            and found[1] == importlib.util.MAGIC_NUMBER and isinstance(found[2], dict)):
-        return {}
-    return found[2]
+        return {}, {}
+    if not (isinstance(found, tuple) and len(found) == 5 and found[0] == _FORMAT
+            and found[1] == importlib.util.MAGIC_NUMBER and found[2] == sys.version
+            and isinstance(found[3], dict) and isinstance(found[4], dict)):
+        return {}, {}
+    return found[3], found[4]
 
 
 class SeedGlobalsFinder(importlib.abc.MetaPathFinder):
@@ -243,6 +313,8 @@ def install(path: Path | None = None) -> CodeCache:
     dataclasses.exec = cache.exec  # type: ignore[attr-defined]  # dataclasses calls exec() by its global name
     typing.compile = cache.compile  # type: ignore[attr-defined]  # so does typing.ForwardRef compile()
     collections.eval = cache.eval  # type: ignore[attr-defined]  # and namedtuple eval() (its __new__)
+    if _CACHES_PATTERNS:
+        _re_compiler.compile = cache.compile_pattern  # re._compile calls it by the module's attribute
     pending = {}
     for name in GENERATING_MODULES:
         module = sys.modules.get(name)

@@ -65,7 +65,8 @@ try:
     frozen = False
 except dataclasses.FrozenInstanceError:
     frozen = True
-print(json.dumps({"loaded": len(cache.loaded), "compiled": cache.compiled, "same_code": same_code,
+print(json.dumps({"loaded": len(cache.loaded) + len(cache.loaded_patterns), "compiled": cache.compiled,
+                  "same_code": same_code,
                   "methods": sorted(name for name in vars(Point) if hasattr(getattr(Point, name), "__code__")),
                   "repr": repr(Box(Point(1, ("a",)))), "eq": Point(1) == Point(1), "order": Point(1) < Point(2),
                   "hash": hash(Point(1)) == hash(Point(1)), "frozen": frozen,
@@ -115,7 +116,8 @@ generated = sorted(json.dumps(fields(f.__code__)) for f in gc.get_objects() if i
 lines = sorted(json.dumps([name, entry[2]]) for name, entry in linecache.cache.items()
                if name.startswith("<sqlalchemy generated"))
 print(json.dumps({"generated": generated, "lines": lines,
-                  "compiled": cache.compiled if cache else None, "loaded": len(cache.loaded) if cache else None}))
+                  "compiled": cache.compiled if cache else None,
+                  "loaded": len(cache.loaded) + len(cache.loaded_patterns) if cache else None}))
 """
 
 
@@ -291,9 +293,68 @@ def test_a_process_keeps_at_most_max_entries(tmp_path: Path, monkeypatch: pytest
     cache.save()
     assert len(code_cache.CodeCache(cache_file).loaded) == 5
     later = code_cache.CodeCache(cache_file)
-    later.compile("y", "<string>", "eval")  # five from the file and one new: past the bound, only what it used
-    later.save()
-    assert [source for source, _, _, _ in code_cache.CodeCache(cache_file).loaded] == ["y"]
+    for number in range(code_cache.NEW_ENTRIES_WORTH_SAVING):  # five from the file and four new: past the bound
+        later.compile(f"y{number}", "<string>", "eval")
+    later.save()  # only what it used
+    assert [source for source, _, _, _ in code_cache.CodeCache(cache_file).loaded] == ["y0", "y1", "y2", "y3"]
+
+
+def test_a_process_that_found_the_file_and_compiled_only_a_few_new_texts_leaves_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    cache_file = tmp_path / "code.marshal"
+    first = code_cache.CodeCache(cache_file)
+    first.compile("x", "<string>", "eval")  # no file yet: even one text is saved
+    first.save()
+    written = cache_file.stat().st_mtime_ns
+    second = code_cache.CodeCache(cache_file)
+    for number in range(code_cache.NEW_ENTRIES_WORTH_SAVING - 1):  # texts that may differ in every process
+        second.compile(f"x{number}", "<string>", "eval")
+    second.save()
+    assert cache_file.stat().st_mtime_ns == written
+    assert [source for source, _, _, _ in code_cache.CodeCache(cache_file).loaded] == ["x"]
+
+
+# Compiles patterns through the cache at argv[1] (every pattern pydantic and SQLAlchemy compile while they import, and
+# a few of each kind), and compares each Pattern with the one re's own compiler makes.
+_PATTERNS = """
+import json, re, sys
+from pathlib import Path
+from server import code_cache
+original = re._compiler.compile
+cache = code_cache.install(Path(sys.argv[1]))
+import pydantic, sqlalchemy
+ours = [re.compile(p, f) for p, f in [(r"(?P<year>\\d{4})-(?P<month>\\d\\d)", 0), (rb"^[a-z]+\\s*$", re.M),
+        (r"(?i)straße|ΣΑΣ", 0), (r"(?x) a  b # c", 0), (r"(?<=\\$)\\d+(?:\\.\\d+)?", re.A), (r"\\bword\\b", re.L & 0)]]
+same = [key for key in cache.used_patterns if original(*key) != cache.compile_pattern(*key)]
+groups = [ours[0].groupindex == {"year": 1, "month": 2}, ours[0].match("2026-11").group("month"),
+          bool(ours[2].fullmatch("STRASSE".lower().replace("ss", "ß"))), bool(ours[2].fullmatch("σας")),
+          ours[4].findall("$12.50 and $3"), ours[1].findall(b"ab  \\ncd")]
+print(json.dumps({"compiled": cache.compiled, "kept": len(cache.used_patterns), "differ": [repr(k) for k in same],
+                  "hooked": re._compiler.compile == cache.compile_pattern, "results": repr(groups)}))
+"""
+
+
+def test_patterns_compile_once_across_processes_to_res_own_patterns(tmp_path: Path) -> None:
+    cache_file = tmp_path / "code.marshal"
+    first = _run(_PATTERNS, str(cache_file))
+    second = _run(_PATTERNS, str(cache_file))
+    assert first["kept"] >= 50 and first["compiled"] >= first["kept"] and second["compiled"] == 0
+    assert first["differ"] == second["differ"] == []  # flags, groups, engine code: Pattern == compares them all
+    assert first["hooked"] is True and second["results"] == first["results"] == repr(
+        [True, "11", True, True, ["12.50", "3"], [b"ab  ", b"cd"]])
+
+
+def test_what_is_not_a_pattern_text_compiles_as_re_compiles_it(tmp_path: Path) -> None:
+    import re
+
+    cache = code_cache.CodeCache(tmp_path / "code.marshal")
+    with pytest.raises(re.error):
+        cache.compile_pattern("(unclosed", 0)
+    # re.Scanner (public, untyped) compiles a parsed pattern, not a text
+    scanner = re.Scanner([(r"\d+", lambda _, token: int(token)), (r"\s+", None)])  # type: ignore[attr-defined]
+    assert scanner.scan("1 22") == ([1, 22], "")
+    assert cache.compiled == 0 and cache.used_patterns == {}
 
 
 def test_a_damaged_or_foreign_file_is_ignored_and_replaced(tmp_path: Path) -> None:
@@ -338,5 +399,6 @@ def test_importing_the_command_line_as_a_library_leaves_the_libraries_alone() ->
     import server.cli  # noqa: F401
 
     assert not hasattr(dataclasses, "exec") and not hasattr(typing, "compile") and not hasattr(collections, "eval")
+    assert sys.modules["re._compiler"].compile is code_cache._compile_pattern
     assert "compile" not in vars(langhelpers) and code_cache.installed() is None
     assert not any(isinstance(finder, code_cache.SeedGlobalsFinder) for finder in sys.meta_path)
