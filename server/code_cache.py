@@ -123,6 +123,8 @@ class CodeCache:
         code = _code(marshalled)
         if code is None or marshalled is None:
             code = builtins.compile(source, filename, mode, flags, dont_inherit=True)
+            if len(self.codes) >= MAX_ENTRIES:  # a program making code from data: compiled as before, not kept
+                return code
             marshalled = marshal.dumps(code)
             self.compiled += 1
         if len(self.codes) < MAX_ENTRIES:
@@ -170,10 +172,13 @@ class CodeCache:
         if type(pattern) not in (str, bytes) or type(flags) is not int or flags & _re_compiler.SRE_FLAG_DEBUG:
             return _compile_pattern(pattern, flags)  # a parsed pattern (re.Scanner), or one printed while compiled
         key = (pattern, flags)
-        marshalled = self.loaded_patterns.get(key)
+        # this process's own first (re keeps only its last 512 patterns), then the file's
+        marshalled = self.used_patterns.get(key) or self.loaded_patterns.get(key)
         arguments = _arguments(marshalled)
         if arguments is None or marshalled is None:
             arguments = _pattern_arguments(pattern, flags)
+            if len(self.used_patterns) >= MAX_ENTRIES:  # a program making patterns from data: not kept
+                return _sre.compile(pattern, *arguments)
             try:
                 marshalled = marshal.dumps(arguments)
             except ValueError:  # a group name of a str subclass: compiled, not kept

@@ -290,6 +290,7 @@ def test_a_process_keeps_at_most_max_entries(tmp_path: Path, monkeypatch: pytest
     cache = code_cache.CodeCache(cache_file)
     for number in range(8):
         cache.compile(f"x{number}", "<string>", "eval")
+    assert cache.compiled == 5  # the last three compiled as before, not kept
     cache.save()
     assert len(code_cache.CodeCache(cache_file).loaded) == 5
     later = code_cache.CodeCache(cache_file)
@@ -297,6 +298,14 @@ def test_a_process_keeps_at_most_max_entries(tmp_path: Path, monkeypatch: pytest
         later.compile(f"y{number}", "<string>", "eval")
     later.save()  # only what it used
     assert [source for source, _, _, _ in code_cache.CodeCache(cache_file).loaded] == ["y0", "y1", "y2", "y3"]
+
+
+def test_a_process_keeps_at_most_max_patterns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(code_cache, "MAX_ENTRIES", 5)
+    cache = code_cache.CodeCache(tmp_path / "code.marshal")
+    patterns = [cache.compile_pattern(f"a{{{number}}}", 0) for number in range(8)]
+    assert len(cache.used_patterns) == 5 and cache.compiled == 5
+    assert [pattern.fullmatch("a" * number) is not None for number, pattern in enumerate(patterns)] == [True] * 8
 
 
 def test_a_process_that_found_the_file_and_compiled_only_a_few_new_texts_leaves_it(
