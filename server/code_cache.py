@@ -36,7 +36,6 @@ import builtins
 import collections
 import contextlib
 import dataclasses
-import importlib.abc
 import importlib.util
 import marshal
 import os
@@ -112,6 +111,8 @@ class CodeCache:
         self.used_patterns: dict[PatternKey, bytes] = {}
         self.codes: dict[Key, CodeType] = {}  # this process's: one code object per key
         self.compiled = 0
+        # Nothing is written when Python writes no bytecode: what is compiled then is not marshalled either.
+        self.saving = not sys.dont_write_bytecode
 
     def code(self, source: str, filename: str, mode: str, flags: int) -> CodeType:
         """The code of `source` as compile(source, filename, mode, flags, dont_inherit=True) gives it."""
@@ -125,8 +126,11 @@ class CodeCache:
             code = builtins.compile(source, filename, mode, flags, dont_inherit=True)
             if len(self.codes) >= MAX_ENTRIES:  # a program making code from data: compiled as before, not kept
                 return code
-            marshalled = marshal.dumps(code)
             self.compiled += 1
+            if not self.saving:
+                self.codes[key] = code
+                return code
+            marshalled = marshal.dumps(code)
         if len(self.codes) < MAX_ENTRIES:
             self.codes[key] = code
             self.used[key] = marshalled
@@ -176,9 +180,9 @@ class CodeCache:
         marshalled = self.used_patterns.get(key) or self.loaded_patterns.get(key)
         arguments = _arguments(marshalled)
         if arguments is None or marshalled is None:
+            if not self.saving or len(self.used_patterns) >= MAX_ENTRIES:  # or a program making patterns from data
+                return _compile_pattern(pattern, flags)
             arguments = _pattern_arguments(pattern, flags)
-            if len(self.used_patterns) >= MAX_ENTRIES:  # a program making patterns from data: not kept
-                return _sre.compile(pattern, *arguments)
             try:
                 marshalled = marshal.dumps(arguments)
             except ValueError:  # a group name of a str subclass: compiled, not kept
@@ -264,7 +268,7 @@ def _read(path: Path) -> tuple[dict[Key, bytes], dict[PatternKey, bytes]]:
     return found[3], found[4]
 
 
-class SeedGlobalsFinder(importlib.abc.MetaPathFinder):
+class SeedGlobalsFinder:  # a meta path finder (not importlib.abc's subclass: importing it costs ~5 ms, tempfile...)
     """Finds no module itself: for each module named, the next finders find it and its loader puts the given globals
     in the module's namespace before the module's body runs, then hands the module its own loader back. Leaves
     sys.meta_path once every named module was found."""
@@ -292,7 +296,7 @@ class SeedGlobalsFinder(importlib.abc.MetaPathFinder):
         return spec
 
 
-class _SeedingLoader(importlib.abc.Loader):
+class _SeedingLoader:
     def __init__(self, loader: Any, seed: dict[str, Any]) -> None:
         self.loader = loader
         self.seed = seed

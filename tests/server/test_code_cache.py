@@ -302,6 +302,7 @@ def test_a_process_keeps_at_most_max_entries(tmp_path: Path, monkeypatch: pytest
 
 def test_a_process_keeps_at_most_max_patterns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(code_cache, "MAX_ENTRIES", 5)
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
     cache = code_cache.CodeCache(tmp_path / "code.marshal")
     patterns = [cache.compile_pattern(f"a{{{number}}}", 0) for number in range(8)]
     assert len(cache.used_patterns) == 5 and cache.compiled == 5
@@ -379,6 +380,16 @@ def test_nothing_is_written_when_python_writes_no_bytecode(tmp_path: Path) -> No
     cache_file = tmp_path / "code.marshal"
     assert _run(_DATACLASSES, str(cache_file), PYTHONDONTWRITEBYTECODE="1")["compiled"] >= 8
     assert not cache_file.exists()
+
+
+def test_a_process_that_writes_no_bytecode_marshals_nothing_but_still_shares_code(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    cache = code_cache.CodeCache(tmp_path / "code.marshal")
+    first = cache.compile("Decimal | None", "<string>", "eval")
+    assert cache.compile("Decimal | None", "<string>", "eval") is first
+    assert cache.compile_pattern(r"\d+", 0).fullmatch("12") is not None
+    assert cache.used == {} and cache.used_patterns == {}
 
 
 def test_a_command_line_process_compiles_through_the_cache() -> None:
