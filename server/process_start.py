@@ -1,7 +1,7 @@
 """The first thing a `tradewarden` command-line process does (server/cli.py imports this module first): cyclic
-garbage collection paused while the command's imports run, the methods dataclasses generates compiled once,
-not by every process (server/dataclass_cache.py), and each annotation string typing's ForwardRefs compile compiled
-once per process (server/forward_ref_memo.py).
+garbage collection paused while the command's imports run, and the code libraries generate from source text
+(dataclasses' methods, typing's ForwardRefs, SQLAlchemy's and attrs' generated functions) compiled once, not by every
+process (server/code_cache.py).
 
 Start-up allocates mostly objects that live as long as the process (modules, classes, pydantic schemas, click
 commands); the collector kept re-scanning them while the imports ran. `serve` over stdio keeps the pause until its
@@ -25,9 +25,6 @@ def is_command_line(argv0: str) -> bool:
 
 if is_command_line(sys.argv[0] if sys.argv else ""):
     gc.disable()
-    from server import dataclass_cache
+    from server import code_cache
 
-    dataclass_cache.install()
-    from server import forward_ref_memo
-
-    forward_ref_memo.install()
+    code_cache.install()
