@@ -274,6 +274,8 @@ class _Marks(NamedTuple):
 
 @dataclass(frozen=True)
 class _Account:
+    """The agent's account row, as load_usage reads it."""
+
     cash: Decimal
     equity_peak: Decimal
     day: str
@@ -282,6 +284,8 @@ class _Account:
 
 @dataclass(frozen=True)
 class _Position:
+    """One of the agent's positions, as load_usage reads it."""
+
     symbol: str
     qty: Decimal
     avg_entry_price: Decimal

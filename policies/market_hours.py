@@ -29,6 +29,8 @@ YEARS_AFTER = 1
 
 @dataclass(frozen=True)
 class _Sessions:
+    """The sessions of first_year..last_year: opens[i] and closes[i] are the i-th session's."""
+
     first_year: int
     last_year: int
     opens: tuple[float, ...]  # epoch seconds, ascending
