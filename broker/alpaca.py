@@ -44,8 +44,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
-import structlog
-
 from broker.base import (
     Account,
     Asset,
@@ -62,8 +60,9 @@ from broker.base import (
 from broker.freshness import FreshCache
 from policies import secrets
 from policies.orders import decimal_text, is_crypto_symbol, normalize_symbol
+from tradewarden.log import get_logger
 
-log = structlog.get_logger("tradewarden.broker.alpaca")
+log = get_logger("tradewarden.broker.alpaca")
 
 T = TypeVar("T")
 

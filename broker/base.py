@@ -27,6 +27,8 @@ FINAL_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "replac
 
 @dataclass(frozen=True)
 class Quote:
+    """The latest quote of a symbol: bid, ask and last trade."""
+
     symbol: str
     bid: Decimal
     ask: Decimal
@@ -40,6 +42,8 @@ class Quote:
 
 @dataclass(frozen=True)
 class Bar:
+    """One OHLCV bar; `start` is when its interval began."""
+
     start: datetime
     open: Decimal
     high: Decimal
@@ -51,6 +55,8 @@ class Bar:
 
 @dataclass(frozen=True)
 class Asset:
+    """What the broker says about a symbol: its class and whether it can be traded, in fractions, short."""
+
     symbol: str
     asset_class: Literal["us_equity", "crypto"]
     tradable: bool
@@ -61,6 +67,8 @@ class Asset:
 
 @dataclass(frozen=True)
 class Account:
+    """The broker account's cash, equity and buying power."""
+
     cash: Decimal
     equity: Decimal
     buying_power: Decimal
@@ -70,6 +78,8 @@ class Account:
 
 @dataclass(frozen=True)
 class BrokerPosition:
+    """A position the broker holds for the account."""
+
     symbol: str
     qty: Decimal
     avg_entry_price: Decimal
@@ -112,6 +122,8 @@ class BrokerOrder:
 
 @dataclass(frozen=True)
 class MarketClock:
+    """Whether the market is open now, and its next open and close."""
+
     is_open: bool
     next_open: datetime | None = None
     next_close: datetime | None = None

@@ -37,12 +37,12 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator
 
-import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
 from ledger import group_commit
+from tradewarden.log import get_logger
 
-log = structlog.get_logger("tradewarden.checkpoint")
+log = get_logger("tradewarden.checkpoint")
 
 CHECKPOINT_INTERVAL = 0.25  # seconds; one stdio agent writes ~10,000 WAL frames a second (17 a proposal)
 # A round restarts the WAL once it holds this many frames (~8 MB of 4 KiB pages). Each restart holds this

@@ -36,7 +36,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import structlog
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -46,8 +45,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ledger.db import read
 from ledger.models import AuditEvent, AuditHead
 from policies.audit import GENESIS_HASH, ChainVerifier, hashed_time
+from tradewarden.log import get_logger
 
-log = structlog.get_logger("tradewarden.anchoring")
+log = get_logger("tradewarden.anchoring")
 
 CHECKPOINT_FILE = "checkpoints.jsonl"
 NOTE_HEADER = "tradewarden-audit-checkpoint/v1"

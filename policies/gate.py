@@ -24,7 +24,6 @@ from decimal import Decimal
 from typing import Any, NoReturn, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo
 
-import structlog
 from pydantic import BaseModel
 from sqlalchemy import Row, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
@@ -84,8 +83,9 @@ from policies.orders import OrderRequest, exits_from_json
 from policies.sent import wire_dump
 from policies.sizing import with_size_hint
 from policies.violations import Code, GateDenied, Violation, deny
+from tradewarden.log import get_logger
 
-log = structlog.get_logger("tradewarden.gate")
+log = get_logger("tradewarden.gate")
 NEW_YORK = ZoneInfo("America/New_York")
 R = TypeVar("R")
 T = TypeVar("T")  # what a read call found in the ledger (Gate.handle_read)

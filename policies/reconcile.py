@@ -46,7 +46,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
-import structlog
 from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -79,8 +78,9 @@ from ledger.models import (
 from policies import alerts, audit, event_kinds, secrets
 from policies.gate import LIVE_TRADE_STATUSES, Gate, trading_day
 from policies.orders import decimal_text
+from tradewarden.log import get_logger
 
-log = structlog.get_logger("tradewarden.reconcile")
+log = get_logger("tradewarden.reconcile")
 T = TypeVar("T")
 
 ACTOR = "system:reconcile"

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import Context
@@ -41,12 +40,13 @@ from server.sdk_path import serve_stream, text_result_on_wire, tool_context, use
 from tools import account, approval, market_data, orders, trading
 from tools.common import call_app, compact_call_result, compact_json, compact_wire, drop_none
 from tradewarden import __version__
+from tradewarden.log import get_logger
 
 if TYPE_CHECKING:  # the ledger (SQLAlchemy and the gate) loads with the runtime, not to answer the handshake
     from policies.gate import Gate
     from server.runtime import BrokerFactory, Runtime
 
-log = structlog.get_logger("tradewarden.app")
+log = get_logger("tradewarden.app")
 
 # Only the hints that say something (MCP's defaults: not idempotent, open world); tools/list is sent every turn.
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False)

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import structlog
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from starlette.applications import Starlette
@@ -43,8 +42,9 @@ from policies.text import inert
 from server import operator_api
 from server.operator_api import ApiError, OperatorApi, operator_error
 from server.operator_auth import CSRF_FIELD, SESSION_COOKIE, Caller, RuntimeSource, identify, is_https
+from tradewarden.log import get_logger
 
-log = structlog.get_logger("tradewarden.console")
+log = get_logger("tradewarden.console")
 
 HERE = Path(__file__).resolve().parent
 MAX_FORM = 16 * 1024

@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -32,8 +31,9 @@ from ledger.db import read
 from policies.event_log import events_after, head_seq
 from policies.events import REPLAY_COMPLETE, Event, EventFilter
 from policies.operators import Action, OperatorIdentity
+from tradewarden.log import get_logger
 
-log = structlog.get_logger("tradewarden.events")
+log = get_logger("tradewarden.events")
 
 PATH = "/api/events/ws"
 POLL_SECONDS = 0.1

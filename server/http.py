@@ -27,7 +27,6 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import structlog
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
@@ -45,8 +44,9 @@ from server.events_ws import EventHub, EventStream, EventStreamApp, OperatorAuth
 from server.health import HealthCheck
 from server.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from server.ratelimit import RateLimiter, RateLimitMiddleware
+from tradewarden.log import get_logger
 
-log = structlog.get_logger("tradewarden.http")
+log = get_logger("tradewarden.http")
 SCOPE = "trade"
 BENCH_NOOP_ENV = "TRADEWARDEN_BENCH_NOOP"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

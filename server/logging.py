@@ -1,4 +1,7 @@
-"""structlog to stderr, never stdout: under stdio, stdout is the protocol channel."""
+"""structlog to stderr, never stdout: under stdio, stdout is the protocol channel.
+
+structlog itself is loaded when a line first needs it (tradewarden/log.py): configure_logging hands it the
+configuration to apply then."""
 
 from __future__ import annotations
 
@@ -10,24 +13,7 @@ from collections.abc import Mapping, MutableMapping
 from types import TracebackType
 from typing import Any
 
-
-def _import_structlog_without_rich() -> None:
-    """structlog's package loads rich (its pretty tracebacks, and pygments and attrs with them) whenever rich is
-    installed: ~40 ms of CPU before a stdio server's first answer, for renderers these logs never use
-    (format_exc_info renders an exception to text before the console renderer sees it). So the first import of
-    structlog, when nothing has loaded rich yet, runs with rich hidden; rich stays importable for everyone else."""
-    if "structlog" in sys.modules or "rich" in sys.modules:
-        return
-    sys.modules["rich"] = None  # type: ignore[assignment]  # `import rich` raises ImportError meanwhile
-    try:
-        import structlog  # noqa: F401
-    finally:
-        del sys.modules["rich"]
-
-
-_import_structlog_without_rich()
-
-import structlog  # noqa: E402
+from tradewarden import log as lazy_log
 
 
 def redact_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -60,15 +46,21 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 def configure_logging(level: str = "info", json: bool = False) -> None:
     numeric = _LEVELS.get(level, logging.INFO)
-    renderer: structlog.types.Processor = (structlog.processors.JSONRenderer() if json
-                                           else structlog.dev.ConsoleRenderer(colors=False))
-    structlog.configure(
-        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
-                    structlog.processors.format_exc_info, redact_event, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
-    )
+    stderr = sys.stderr  # the stream of this call, even when structlog is configured later
+
+    def apply(structlog_module: Any) -> None:
+        renderer = (structlog_module.processors.JSONRenderer() if json
+                    else structlog_module.dev.ConsoleRenderer(colors=False))
+        structlog_module.configure(
+            processors=[structlog_module.processors.add_log_level,
+                        structlog_module.processors.TimeStamper(fmt="iso", utc=True),
+                        structlog_module.processors.format_exc_info, redact_event, renderer],
+            wrapper_class=structlog_module.make_filtering_bound_logger(numeric),
+            logger_factory=structlog_module.PrintLoggerFactory(file=stderr),
+            cache_logger_on_first_use=True,
+        )
+
+    lazy_log.configure(apply, numeric)
     # The standard library's loggers (the SDK's, uvicorn's) go to stderr as well.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -14,7 +14,6 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from mcp.server import MCPServer
 from mcp.server.context import ServerRequestContext
 from mcp.server.session import ServerSession
@@ -30,11 +29,12 @@ from mcp.types import (
 
 from policies.violations import GateDenied
 from tools.approval import PROPOSAL_URI, proposal_uri
+from tradewarden.log import get_logger
 
 if TYPE_CHECKING:
     from policies.gate import Gate
 
-log = structlog.get_logger("tradewarden.notifications")
+log = get_logger("tradewarden.notifications")
 
 POLL_SECONDS = 1.0
 LIVE_PROPOSAL_STATES = ("pending_approval", "approved")

@@ -21,7 +21,6 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any
 
-import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -36,8 +35,9 @@ from policies.operator_usage import AgentUsage
 from policies.operators import OperatorError, OperatorForbidden
 from policies.text import inert
 from server.operator_auth import CSRF_HEADER, Caller, RuntimeSource, identify
+from tradewarden.log import get_logger
 
-log = structlog.get_logger("tradewarden.operator_api")
+log = get_logger("tradewarden.operator_api")
 
 MAX_BODY = 16 * 1024
 MAX_TEXT = 500  # reasons and notes

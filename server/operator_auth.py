@@ -12,14 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
 from starlette.requests import HTTPConnection
 
 from policies import operator_sessions
 from policies.operator_registry import authenticate
 from policies.operators import OperatorIdentity
+from tradewarden.log import get_logger
 
-log = structlog.get_logger("tradewarden.operator_auth")
+log = get_logger("tradewarden.operator_auth")
 
 SESSION_COOKIE = "tw_console"
 CSRF_HEADER = "x-csrf-token"

@@ -19,14 +19,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import structlog
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.types import CallToolResult, TextContent
 
 from policies.violations import Code
+from tradewarden.log import get_logger
 
-log = structlog.get_logger("tradewarden.ratelimit")
+log = get_logger("tradewarden.ratelimit")
 WINDOW_SECONDS = 60.0
 
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, cast
 
-import structlog
 from sqlalchemy import Insert, Select, Table, exists, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -27,12 +26,13 @@ from policies.gate import Gate, GateSettings
 from policies.reconcile import Reconciler
 from server.clock import utc_now
 from server.config import Config, check_broker_credentials, webhook_secrets
+from tradewarden.log import get_logger
 
 if TYPE_CHECKING:
     from policies import anchoring
     from server.webhooks import WebhookDispatcher
 
-log = structlog.get_logger("tradewarden.runtime")
+log = get_logger("tradewarden.runtime")
 # How long start-up waits for the first reconciliation (it goes on in the background if the broker is slow).
 STARTUP_RECONCILE_WAIT = 5.0
 STOP_GRACE = 1.0  # seconds the reconciler gets to finish its step at shutdown before it is cancelled

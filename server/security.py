@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import structlog
-
 from server.config import Config
+from tradewarden.log import get_logger
 
-log = structlog.get_logger("tradewarden.security")
+log = get_logger("tradewarden.security")
 
 STDIO_LIVE_WARNING = (
     "LIVE trading over stdio: this server runs as the operator's OS user, so anyone with a shell on the agent's "

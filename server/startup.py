@@ -130,9 +130,9 @@ def start_fields(config: Config, agent_id: str | None, transport: str) -> dict[s
 
 
 def log_start(config: Config, agent_id: str | None, transport: str) -> None:
-    import structlog
+    from tradewarden.log import get_logger
 
-    log = structlog.get_logger("tradewarden.serve")
+    log = get_logger("tradewarden.serve")
     log.info("starting", **start_fields(config, agent_id, transport))
     if is_custom_trading_url(config.server):
         log.warning("custom_broker_endpoint", trading_url=alpaca_trading_url(config.server),

@@ -32,11 +32,12 @@ from typing import Any, BinaryIO, Literal, Self
 
 import anyio
 import mcp_types as types
-import structlog
 from mcp.shared.message import SessionMessage
 from pydantic_core import from_json
 
-log = structlog.get_logger("tradewarden.stdio")
+from tradewarden.log import get_logger
+
+log = get_logger("tradewarden.stdio")
 
 MAX_LINE_BYTES = 64 * 1024  # one JSON-RPC message; the largest legitimate tool call is a few KB
 _ID = re.compile(rb'"id"\s*:\s*(-?\d{1,18}|"(?:[^"\\]|\\.){0,200}")')

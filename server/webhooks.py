@@ -23,7 +23,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx2
-import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -33,8 +32,9 @@ from policies import webhooks
 from policies.event_log import events_after, head_seq
 from policies.events import Event, EventFilter
 from server.config import WebhookConfig
+from tradewarden.log import get_logger
 
-log = structlog.get_logger("tradewarden.webhooks")
+log = get_logger("tradewarden.webhooks")
 
 POLL_SECONDS = 0.5
 LEASE = timedelta(seconds=30)

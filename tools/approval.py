@@ -22,7 +22,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
 
-import structlog
 from mcp.server.elicitation import AcceptedElicitation, CancelledElicitation, DeclinedElicitation
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
@@ -34,11 +33,12 @@ from policies.approval_form import approval_message, utc_text
 from policies.orders import decimal_text
 from policies.violations import GateDenied
 from tools.common import app_of
+from tradewarden.log import get_logger
 
 if TYPE_CHECKING:
     from ledger.models import AgentTrade, TradeProposal
 
-log = structlog.get_logger("tradewarden.approval")
+log = get_logger("tradewarden.approval")
 
 PROPOSAL_URI = "proposals://{proposal_id}"
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
 
 from ledger import fast_execute
-from ledger.usage import _BOOK_COUNTS_AND_DUPLICATE, _OPEN_ROWS_SQLITE
+from ledger.usage import _BOOK_COUNTS_AND_DUPLICATE, _open_rows_statement
 from policies.audit import _ADVANCE_HEAD, _insert_of
 from policies.gate import _AGENT_HOLDINGS_AND_STATE, _INSERT_PROPOSAL
 
@@ -79,7 +79,7 @@ def test_a_value_bound_in_several_places_is_processed_once() -> None:
 T0 = datetime(2026, 11, 30, 15, 0, 0, 123456, tzinfo=UTC)
 HOT: list[tuple[Any, dict[str, Any]]] = [
     (_AGENT_HOLDINGS_AND_STATE, {"agent_id": "a1"}),
-    (_OPEN_ROWS_SQLITE, {"agent_id": "a1", "unknown_since": T0}),
+    (_open_rows_statement(sqlite=True), {"agent_id": "a1", "unknown_since": T0}),
     (_BOOK_COUNTS_AND_DUPLICATE, {"agent_id": "a1", "rolling_since": T0 - timedelta(hours=24),
                                   "rate_since": T0 - timedelta(minutes=1), "day_start": T0 - timedelta(hours=10),
                                   "symbol": "AAPL", "duplicate_since": T0 - timedelta(seconds=30),

@@ -106,7 +106,8 @@ SET_DAY_AND_PEAK = (update(AgentAccount).where(AgentAccount.agent_id == bindpara
 
 # Each statement of ledger/usage.py with its reference.
 PAIRS: dict[str, tuple[Any, Any]] = {
-    "_OPEN_ROWS": (usage._OPEN_ROWS, OPEN_ROWS), "_OPEN_ROWS_SQLITE": (usage._OPEN_ROWS_SQLITE, OPEN_ROWS_SQLITE),
+    "_OPEN_ROWS": (usage._open_rows_statement(sqlite=False), OPEN_ROWS),
+    "_OPEN_ROWS_SQLITE": (usage._open_rows_statement(sqlite=True), OPEN_ROWS_SQLITE),
     "_ROLLING_UNSTORED": (usage._ROLLING_UNSTORED, ROLLING_UNSTORED),
     "_WORKING_EXITS": (usage._WORKING_EXITS, WORKING_EXITS), "_COUNTS": (usage._COUNTS, COUNTS),
     "_DUPLICATE": (usage._DUPLICATE, DUPLICATE), "_BOOK": (usage._BOOK, BOOK), "_DENIALS": (usage._DENIALS, DENIALS),
@@ -127,8 +128,34 @@ def compiled_form(statement: Any, dialect: Any) -> tuple[Any, ...]:
     return compiled.string, binds, [(column[0], repr(column[3])) for column in compiled._result_columns]
 
 
+# Built on their first use (a server runs one dialect's), not at import.
+BUILT_ON_FIRST_USE = {"_OPEN_ROWS", "_OPEN_ROWS_SQLITE"}
+
+
 def test_every_statement_of_the_usage_read_has_its_reference_here() -> None:
-    assert {name for name, value in vars(usage).items() if isinstance(value, CORE_STATEMENTS)} == set(PAIRS)
+    assert {name for name, value in vars(usage).items() if isinstance(value, CORE_STATEMENTS)} | BUILT_ON_FIRST_USE \
+        == set(PAIRS)
+
+
+def test_the_open_rows_statements_are_built_once_on_first_use_and_prepared_on_their_first_run() -> None:
+    from ledger import fast_execute
+
+    for sqlite in (True, False):
+        statement = usage._open_rows_statement(sqlite)
+        assert usage._open_rows_statement(sqlite) is statement
+        assert statement in fast_execute._prebuilt
+    assert usage._open_rows_statement(True) is not usage._open_rows_statement(False)
+
+
+def test_importing_the_usage_read_builds_neither_open_rows_statement() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = "from ledger import usage; print(usage._open_rows_built)"
+    ran = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[2],
+                         capture_output=True, text=True, timeout=60)
+    assert ran.stdout.strip() == "{}", ran.stderr[-2000:]
 
 
 @pytest.mark.parametrize("dialect", [sqlite_dialect(), postgresql_dialect()], ids=["sqlite", "postgresql"])

@@ -184,6 +184,15 @@ def test_the_shipped_sessions_are_not_used_with_another_exchange_calendars_versi
     assert market_hours._shipped_sessions(2024, 2028) is None
 
 
+def test_the_installed_calendar_version_is_what_importlib_metadata_says() -> None:
+    from importlib import metadata
+
+    installed = metadata.version("exchange_calendars")
+    assert market_hours._calendar_installed_at(installed)
+    assert not market_hours._calendar_installed_at(installed + ".1")
+    assert not market_hours._calendar_installed_at("0.0.1")
+
+
 def test_the_shipped_sessions_are_not_used_for_years_they_do_not_cover() -> None:
     from policies import nyse_sessions
 

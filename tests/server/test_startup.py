@@ -83,6 +83,28 @@ async def test_a_stdio_server_answers_its_first_call_without_loading_what_only_o
     assert _loaded(imported, NOT_BEFORE_THE_FIRST_ANSWER) == []
 
 
+async def test_a_stdio_server_logging_at_warning_answers_its_first_call_without_loading_structlog(
+        tmp_path: Path) -> None:
+    # Nothing is logged on that path at this level (the start-up line is info): tradewarden/log.py loads
+    # structlog for the first line that is written, never for one that is dropped.
+    config = _config(tmp_path)
+    config.write_text(config.read_text().replace("[server]\n", '[server]\nlog_level = "warning"\n'))
+    stderr_file = tmp_path / "stderr.log"
+    params = StdioServerParameters(command=sys.executable, cwd=str(ROOT),
+                                   args=["-X", "importtime", "-m", "server.cli", "serve", "--agent", "first-agent",
+                                         "--config", str(config)])
+    for _start in ("first", "second"):
+        with stderr_file.open("w") as stderr:
+            async with Client(stdio_client(params, errlog=stderr)) as client:
+                status = await client.call_tool("get_trading_status", {})
+                proposal = await client.call_tool("propose_trade", {"symbol": "BTC/USD", "side": "buy", "qty": "0.001",
+                                                                    "reasoning": "a first order"})
+        assert not status.is_error and not proposal.is_error, (status, proposal)
+    imported = _imported(stderr_file.read_text())
+    assert "policies.gate" in imported
+    assert _loaded(imported, ("structlog",)) == []
+
+
 @pytest.fixture
 def collection_restored() -> Iterator[None]:
     yield
