@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from policies.audit import redact
 from policies.event_kinds import KIND_ALERT, KIND_APPROVAL_REQUESTED, KIND_POSITION, KIND_PROPOSAL
+from policies.redaction import redact
 
 SIGNAL = "agent.trade.signal"
 EXECUTED = "agent.trade.executed"

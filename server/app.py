@@ -95,7 +95,7 @@ def _one_line_reason(error: Exception) -> str:
     Masked before it is cut short (a cut through a key would leave a piece no masking recognises). Only the
     error's type if even the masking cannot be loaded (the failure may be a broken install)."""
     try:
-        from policies.audit import redact
+        from policies.redaction import redact
     except Exception:
         return type(error).__name__
     text = str(redact(f"{type(error).__name__}: {error}"))

@@ -18,8 +18,8 @@ from tradewarden import log as lazy_log
 
 def redact_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Last processor before rendering: keys naming a secret lose their value, and every rendering of a known
-    secret or token is masked in every value, formatted tracebacks included (policies/audit.py `redact`)."""
-    from policies.audit import redact
+    secret or token is masked in every value, formatted tracebacks included (policies/redaction.py `redact`)."""
+    from policies.redaction import redact
 
     plain = (str, int, float, bool, type(None), Mapping, list, tuple)
     # Anything else (an exception, a request object) is rendered here, so the scrubbing sees its text.

@@ -15,7 +15,7 @@ from sqlalchemy.orm import ORMExecuteState, Session
 
 from ledger import db
 from ledger.models import AuditEvent
-from policies import audit
+from policies import audit, redaction
 
 T0 = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
 
@@ -107,10 +107,10 @@ async def test_secrets_are_redacted_by_key_and_by_shape(sessions: async_sessionm
             "api_key": "AKSECRET", "nested": {"Authorization": "Bearer abc"},
             "note": "token tw_abcdefghijklmnopqrstuvwxyz123456 leaked", "headers": ["Bearer xyz"]})
     payload = json.loads(event.payload)
-    assert payload["api_key"] == audit.REDACTED
-    assert payload["nested"]["Authorization"] == audit.REDACTED
+    assert payload["api_key"] == redaction.REDACTED
+    assert payload["nested"]["Authorization"] == redaction.REDACTED
     assert "tw_abcdefghijklmnop" not in payload["note"]
-    assert payload["headers"] == [audit.REDACTED]
+    assert payload["headers"] == [redaction.REDACTED]
 
 
 @pytest.mark.parametrize("text", ["plain", 'quote " and \\ backslash', "ünïcödé ✓ 日本", "line\nbreak\ttab\x01",

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from broker.alpaca import AlpacaBroker
 from policies import secrets
-from policies.audit import redact
+from policies.redaction import redact
 from server.app import create_server
 from tests.alpaca_env import alpaca_config, read
 from tests.broker.alpaca_contract_server import FAKE_API_KEY, AlpacaContractServer

@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from policies import audit, secrets
+from policies import audit, redaction, secrets
 
 REGISTERED = "Zq9-registered-Secret\nline2"  # also masked in its renderings (JSON-escaped, a line of it, ...)
 
@@ -25,16 +25,16 @@ def reference_redact(value: Any) -> Any:
     """redact's definition: every value visited by a call of its own."""
     if isinstance(value, str) and type(value) is str:
         return value if len(value) < secrets.MIN_FRAGMENT else secrets.scrub(
-            audit._SECRET_VALUES.sub(audit.REDACTED, value))
-    if type(value) in audit._PLAIN:
+            redaction._SECRET_VALUES.sub(redaction.REDACTED, value))
+    if type(value) in redaction._PLAIN:
         return value
     if isinstance(value, Mapping):
-        return {str(k): (audit.REDACTED if audit._SECRET_KEYS.search(str(k)) else reference_redact(v))
+        return {str(k): (redaction.REDACTED if redaction._SECRET_KEYS.search(str(k)) else reference_redact(v))
                 for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [reference_redact(v) for v in value]
     if isinstance(value, str):
-        return secrets.scrub(audit._SECRET_VALUES.sub(audit.REDACTED, value))
+        return secrets.scrub(redaction._SECRET_VALUES.sub(redaction.REDACTED, value))
     return value
 
 
@@ -76,7 +76,7 @@ _PAYLOADS = st.recursive(
 def test_redact_gives_what_its_definition_gives(payload: dict[Any, Any]) -> None:
     secrets.register(REGISTERED)
     expected = reference_redact(payload)
-    got = audit.redact(payload)
+    got = redaction.redact(payload)
     assert got == expected
     assert audit.canonical_json(got) == reference_canonical_json(expected)
 
@@ -97,7 +97,7 @@ def test_canonical_json_is_json_dumps_with_the_canonical_arguments(payload: Any)
 
 def test_a_secret_key_is_masked_in_a_flat_payload_and_its_neighbours_kept() -> None:
     payload = {"symbol": "AAPL", "api_key": "not masked by its looks", "qty": 1, "when": datetime(2026, 1, 1)}
-    assert audit.redact(payload) == {"symbol": "AAPL", "api_key": audit.REDACTED, "qty": 1,
+    assert redaction.redact(payload) == {"symbol": "AAPL", "api_key": redaction.REDACTED, "qty": 1,
                                      "when": datetime(2026, 1, 1)}
 
 
@@ -122,8 +122,22 @@ def test_record_hash_is_sha256_of_the_previous_hash_and_the_canonical_record(
     expected = hashlib.sha256(("b" * 64 + reference_canonical_json(record)).encode("utf-8", "surrogatepass")
                               ).hexdigest()
     try:
+        text = audit.canonical_json(redaction.redact({"payload": payload}))
         got = audit.record_hash("b" * 64, seq=seq, event_id=event_id, ts=ts, actor=actor, agent_id=agent_id,
-                                kind=kind, tool=tool, payload=audit.canonical_json(audit.redact({"payload": payload})))
+                                kind=kind, tool=tool, payload=text)
     except UnicodeEncodeError:  # a lone surrogate in a field (never in a stored record: bounded makes it "?")
         return
     assert got == expected
+
+
+def test_masking_text_loads_neither_the_ledger_nor_sqlalchemy() -> None:
+    """The log renderer and an error's one-line reason mask text before a stdio server has answered its handshake;
+    loading redact must not load the ledger (SQLAlchemy, the models) on that thread."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from policies.redaction import redact; import server.logging; "
+             "assert 'abcdefghijklmnop' not in redact('Bearer abcdefghijklmnop'); "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'ledger')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
