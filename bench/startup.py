@@ -3,6 +3,7 @@
 test: it measures and prints.
 
     .venv/bin/python bench/startup.py [--runs 10] [--against /path/to/another/checkout]
+        [--first-tool get_trading_status|get_positions|propose_trade] [--log-level warning|info|...]
 
 Each run spawns the bare one-tool server (bench/bare_server.py, same SDK) and then every tree (this one, and the
 checkouts given with --against, each with its own .venv), and times spawn → initialize answered and spawn →
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -53,7 +55,17 @@ def _children_cpu_ms() -> float:
     return (usage.ru_utime + usage.ru_stime) * 1000
 
 
-async def _once(command: str, cwd: Path, args: list[str], tool: str) -> tuple[float, float, float, float]:
+# The first tool a server is asked for: the benchmark's usual one (a read), or another, to see that what makes a start
+# cheaper is not the path of one tool only. propose_trade's order is one the agents' limits approve (bench/run.py).
+FIRST_CALLS: dict[str, dict[str, Any]] = {
+    "get_trading_status": {},
+    "get_positions": {},
+    "propose_trade": {"symbol": "AAPL", "side": "buy", "qty": 1, "reasoning": "bench"},
+}
+
+
+async def _once(command: str, cwd: Path, args: list[str], tool: str,
+                arguments: dict[str, Any] | None = None) -> tuple[float, float, float, float]:
     """(spawn → initialize answered, spawn → first tool result, the child's CPU until then, the child's CPU over
     its whole life), in ms."""
     from mcp import Client, StdioServerParameters, stdio_client
@@ -62,7 +74,7 @@ async def _once(command: str, cwd: Path, args: list[str], tool: str) -> tuple[fl
     start = time.perf_counter()
     async with Client(stdio_client(StdioServerParameters(command=command, cwd=str(cwd), args=args))) as client:
         initialized = (time.perf_counter() - start) * 1000
-        result = await client.call_tool(tool, {})
+        result = await client.call_tool(tool, arguments or {})
         first = (time.perf_counter() - start) * 1000
         cpu_to_first = _running_child_cpu_ms()
         if result.is_error:
@@ -75,6 +87,10 @@ async def main() -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--against", action="append", default=[], type=Path,
                         help="another checkout (with its .venv) measured in the same runs")
+    parser.add_argument("--first-tool", choices=sorted(FIRST_CALLS), default="get_trading_status",
+                        help="the tool our servers are asked for first (the bare server: its no-op)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning",
+                        help="our servers' log_level (bench/run.py's config: warning; a config's default: info)")
     args = parser.parse_args()
     trees = [ROOT, *[tree.resolve() for tree in args.against]]
     with tempfile.TemporaryDirectory(prefix="tw-startup-") as tmp:
@@ -82,14 +98,16 @@ async def main() -> int:
         for number, tree in enumerate(trees):
             (Path(tmp) / str(number)).mkdir()
             configs[tree] = write_config(Path(tmp) / str(number))
+            text = configs[tree].read_text()
+            configs[tree].write_text(text.replace('log_level = "warning"', f'log_level = "{args.log_level}"'))
 
         def bare() -> tuple[str, Path, list[str], str]:
             return sys.executable, ROOT, [str(ROOT / "bench" / "bare_server.py")], "noop"
 
-        def ours(tree: Path) -> tuple[str, Path, list[str], str]:
+        def ours(tree: Path) -> tuple[str, Path, list[str], str, dict[str, Any]]:
             return (str(tree / ".venv" / "bin" / "python"), tree,
                     ["-m", "server.cli", "serve", "--agent", "bench-0", "--config", str(configs[tree])],
-                    "get_trading_status")
+                    args.first_tool, FIRST_CALLS[args.first_tool])
 
         for tree in trees:  # the first start creates and migrates the ledger: not the one measured
             await _once(*ours(tree))
