@@ -85,7 +85,7 @@ def _redact_item(value: Any) -> Any:
 
 
 def _redact_mapping(value: Mapping[Any, Any]) -> dict[str, Any]:
-    """redact of a mapping (tests/policies/test_audit_redact.py holds it to the recursive definition)."""
+    """redact of a mapping (tests/policies/test_redaction.py holds it to the recursive definition)."""
     out: dict[str, Any] = {}
     known = _secret_keys
     for key, item in value.items():
