@@ -99,6 +99,17 @@ def _caller_future_flags(depth: int = 2) -> int:
     return sys._getframe(depth).f_code.co_flags & _FUTURE_FLAGS
 
 
+def _callers_namespaces(globals: dict[str, Any] | None, locals: Any) -> tuple[dict[str, Any], Any]:
+    """The namespaces exec()/eval() run in: without globals, those of the code that called the cache's exec or eval
+    (as the builtins take their caller's), not the cache method's own."""
+    if globals is None:
+        caller = sys._getframe(2)
+        globals = caller.f_globals
+        if locals is None:
+            locals = caller.f_locals
+    return globals, locals
+
+
 class CodeCache:
     """compile(), exec() and eval() for code-generating libraries: a text's code from the file when it is there,
     compiled otherwise. The file maps each key to its marshalled code, unmarshalled only when that text comes (a few µs,
@@ -148,11 +159,7 @@ class CodeCache:
     def exec(self, source: Any, globals: dict[str, Any] | None = None, locals: Any = None, /, *,
              closure: Any = None) -> None:
         """builtins.exec; a text is compiled as exec() compiles it (file name "<string>", the caller's flags)."""
-        if globals is None:  # exec() runs in its caller's namespace then, not in this method's
-            caller = sys._getframe(1)
-            globals = caller.f_globals
-            if locals is None:
-                locals = caller.f_locals
+        globals, locals = _callers_namespaces(globals, locals)
         if type(source) is str:
             source = self.code(source, "<string>", "exec", _caller_future_flags())
         if closure is not None:
@@ -162,11 +169,7 @@ class CodeCache:
     def eval(self, source: Any, globals: dict[str, Any] | None = None, locals: Any = None, /) -> Any:
         """builtins.eval; a text is compiled as eval() compiles it (leading blanks dropped, file name "<string>",
         the caller's flags)."""
-        if globals is None:  # eval() runs in its caller's namespace then, not in this method's
-            caller = sys._getframe(1)
-            globals = caller.f_globals
-            if locals is None:
-                locals = caller.f_locals
+        globals, locals = _callers_namespaces(globals, locals)
         if type(source) is str:
             source = self.code(source.lstrip(" \t"), "<string>", "eval", _caller_future_flags())
         return builtins.eval(source, globals, locals)

@@ -422,3 +422,14 @@ def test_importing_the_command_line_as_a_library_leaves_the_libraries_alone() ->
     assert sys.modules["re._compiler"].compile is code_cache._compile_pattern
     assert "compile" not in vars(langhelpers) and code_cache.installed() is None
     assert not any(isinstance(finder, code_cache.SeedGlobalsFinder) for finder in sys.meta_path)
+
+
+def test_exec_and_eval_without_namespaces_run_in_their_callers_as_the_builtins_do(tmp_path: Path) -> None:
+    cache = code_cache.CodeCache(tmp_path / "cache.marshal")
+
+    def caller(run_exec: Any, run_eval: Any) -> tuple[Any, list[str]]:
+        seen: list[str] = []
+        run_exec("seen.append(__name__)")  # a local of the caller's, and its module's globals
+        return run_eval("len(seen) + 20"), seen
+
+    assert caller(cache.exec, cache.eval) == caller(exec, eval) == (21, [__name__])
