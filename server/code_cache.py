@@ -223,13 +223,18 @@ class CodeCache:
                 raise
 
 
-def _code(marshalled: Any) -> CodeType | None:
+def _unmarshalled(marshalled: Any) -> Any:
+    """A file entry's object; None when there is no entry or it is damaged (its user then compiles again)."""
     if marshalled is None:
         return None
     try:
-        code = marshal.loads(marshalled)
+        return marshal.loads(marshalled)
     except (EOFError, ValueError, TypeError):
         return None
+
+
+def _code(marshalled: Any) -> CodeType | None:
+    code = _unmarshalled(marshalled)
     return code if isinstance(code, CodeType) else None
 
 
@@ -246,12 +251,7 @@ def _pattern_arguments(pattern: str | bytes, flags: int) -> tuple[int, list[int]
 
 
 def _arguments(marshalled: Any) -> tuple[Any, ...] | None:
-    if marshalled is None:
-        return None
-    try:
-        arguments = marshal.loads(marshalled)
-    except (EOFError, ValueError, TypeError):
-        return None
+    arguments = _unmarshalled(marshalled)
     return arguments if type(arguments) is tuple and len(arguments) == 5 else None
 
 
